@@ -1,0 +1,50 @@
+// CPU kernels behind one small interface. Every kernel has a scalar reference
+// (the *_ref functions) and tests compare the fast paths against it. The fast
+// paths are chosen at run time from the CPU's features (AVX2+FMA+F16C,
+// AVX-512 with BF16/VNNI); nothing is assumed at build time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/dtype.h"
+#include "common/thread_pool.h"
+
+namespace tandem::cpu {
+
+struct CpuFeatures {
+  bool avx2 = false;    // with FMA and F16C
+  bool avx512 = false;  // F, BW, VL, DQ
+  bool avx512_bf16 = false;
+  bool avx512_vnni = false;
+  bool amx = false;
+  std::string describe() const;  // e.g. "avx2 avx512 avx512_bf16 avx512_vnni"
+};
+CpuFeatures detect_cpu_features();
+
+// A weight matrix [rows, cols] (row-major, rows contiguous), as used by
+// y = W x with rows == n_out and cols == n_in.
+// Supported dtypes: F32, F16, BF16, Q8_0 (cols a multiple of 32 for Q8_0).
+struct WeightMatrix {
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+};
+
+// y[t, r] = sum_c W[r, c] * x[t, c]
+//   x: [n_tokens, w.cols] f32, y: [n_tokens, w.rows] f32 (overwritten).
+// Uses every thread of `pool`. Picks a GEMV path for small n_tokens and a
+// blocked GEMM for prefill.
+// PRECONDITIONS: x and y do not overlap.
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+// Scalar reference of matmul, single-threaded, f64 accumulation.
+void matmul_ref(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y);
+
+// Converts one row of `n` values of `dtype` (F32, F16, BF16, Q8_0) to f32.
+void dequantize_row(DType dtype, const void* src, float* dst, int64_t n);
+// Quantizes `n` f32 values (n a multiple of 32) to Q8_0 blocks, as GGUF
+// writers do: d = max|x| / 127, q = round(x / d).
+void quantize_row_q8_0(const float* src, BlockQ8_0* dst, int64_t n);
+
+}  // namespace tandem::cpu
