@@ -1,0 +1,1 @@
+# CPU kernel and memory-bandwidth benchmarks.
