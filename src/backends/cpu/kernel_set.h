@@ -1,0 +1,71 @@
+// Run-time selection of the CPU kernel variant. Each variant is the same set
+// of kernels compiled with different instruction-set flags (one source file
+// per variant); detect_cpu_features() decides which ones this CPU can run.
+// Tests select variants explicitly through kernel_set(); the engine calls
+// matmul() (cpu_kernels.h), which uses best_kernel_set().
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backends/cpu/cpu_kernels.h"
+
+namespace tandem::cpu {
+
+enum class KernelVariant {
+  Generic,  // portable C++, no SIMD flags
+  Avx2,     // AVX2 + FMA + F16C
+  Avx512,   // AVX-512 F/BW/VL/DQ + VNNI
+};
+
+// Arguments of one matmul, prepared by the driver (matmul.cpp) and shared
+// read-only by every thread.
+struct MatmulArgs {
+  DType dtype = DType::F32;
+  int64_t rows = 0;            // n_out
+  int64_t cols = 0;            // n_in
+  const void* w = nullptr;     // [rows, cols] in `dtype`
+  const float* x = nullptr;    // [n_tokens, cols]
+  // Q8_0 activations, only for the Q8_0 GEMV path (else null): x quantized per
+  // block of 32 to int8 with an f32 scale: x[t, c] ~= xq[t, c] * xd[t, c / 32].
+  const int8_t* xq = nullptr;  // [n_tokens, cols]
+  const float* xd = nullptr;   // [n_tokens, cols / 32]
+  int64_t n_tokens = 0;
+  float* y = nullptr;          // [n_tokens, rows]
+};
+
+struct KernelSet {
+  KernelVariant variant;
+  const char* name;
+  // n_tokens <= gemv_max_tokens runs the memory-bound GEMV path; for Q8_0 the
+  // driver then quantizes the activations (MatmulArgs::xq/xd) first.
+  int64_t gemv_max_tokens;
+  // Computes y[t, r] for every token and r in [r0, r1).
+  // PRECONDITIONS: 0 <= r0 <= r1 <= rows; r0 a multiple of 4 (tile height).
+  void (*matmul_rows)(const MatmulArgs& args, int64_t r0, int64_t r1);
+  // x: [n] -> xq: [n], xd: [n / 32]; xd = max|x| / 127 per block, xq =
+  // round-to-nearest-even(x / xd). PRECONDITIONS: n a multiple of 32.
+  void (*quantize_activations)(const float* x, int64_t n, int8_t* xq, float* xd);
+};
+
+// The variants this build contains and this CPU (and OS) can run, best last.
+std::vector<KernelVariant> supported_kernel_variants(const CpuFeatures& features);
+// Throws tandem::Error when `variant` is not compiled into this build.
+const KernelSet& kernel_set(KernelVariant variant);
+// The best supported variant, detected once per process (the result is an
+// immutable constant after the first call).
+const KernelSet& best_kernel_set();
+
+// matmul() with an explicit kernel set (tests, benchmarks).
+// PRECONDITIONS: `kernels` is supported on this CPU (see supported_kernel_variants).
+void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int64_t n_tokens,
+            float* y, ThreadPool& pool);
+
+// Variant tables, defined in kernels_<variant>.cpp.
+extern const KernelSet kGenericKernels;
+#if defined(TANDEM_CPU_X86)
+extern const KernelSet kAvx2Kernels;
+extern const KernelSet kAvx512Kernels;
+#endif
+
+}  // namespace tandem::cpu

@@ -1,0 +1,57 @@
+// Kernel variant for AVX2 + FMA + F16C (compiled with -mavx2 -mfma -mf16c).
+// Everything here is internal to this file: see kernels_simd.inc.
+#include <immintrin.h>
+
+#include "backends/cpu/kernel_set.h"
+
+namespace tandem::cpu {
+namespace {
+
+struct Isa {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  // 16 ymm registers: a 4 x 3 tile is 12 accumulators + 3 x + 1 weight.
+  static constexpr int kGemmRows = 4;
+  static constexpr int kGemmTokens = 3;
+  static constexpr int kGemvRows12 = 4;  // GEMV rows per tile for 1-2 tokens
+  static constexpr int kGemvRows34 = 2;  // and for 3-4 tokens
+
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V load_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static V load_bf16(const uint16_t* p) {
+    const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+  }
+  // [sum a, sum b, sum c, sum d]
+  static __m128 reduce4(V a, V b, V c, V d) {
+    const __m256 ab = _mm256_hadd_ps(a, b);
+    const __m256 cd = _mm256_hadd_ps(c, d);
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+  }
+  static void dequant_q8_block(const BlockQ8_0& b, float* out) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(b.d));
+    for (int j = 0; j < 4; ++j) {
+      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + 8 * j));
+      _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+    }
+  }
+  // u8 x s8 -> i32x8; |products| <= 128 * 127, so the i16 pair sums cannot saturate.
+  static __m256i dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+  }
+};
+
+#include "backends/cpu/kernels_simd.inc"
+
+}  // namespace
+
+const KernelSet kAvx2Kernels{KernelVariant::Avx2, "avx2", kGemvMaxTokens, &matmul_rows,
+                             &quantize_activations};
+
+}  // namespace tandem::cpu

@@ -1,0 +1,59 @@
+// Portable kernel variant: plain C++ that any CPU runs. Each weight row is
+// converted to f32 once and dotted with every token, 8 partial sums per dot.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backends/cpu/kernel_set.h"
+
+namespace tandem::cpu {
+
+namespace {
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += a[c + j] * b[c + j];
+  }
+  float tail = 0.0f;
+  for (; c < n; ++c) tail += a[c] * b[c];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+void generic_matmul_rows(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t row_bytes = dtype_row_bytes(a.dtype, a.cols);
+  std::vector<float> row(static_cast<size_t>(a.cols));  // one weight row as f32
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* wr;
+    if (a.dtype == DType::F32) {
+      wr = static_cast<const float*>(a.w) + r * a.cols;
+    } else {
+      dequantize_row(a.dtype, static_cast<const char*>(a.w) + r * row_bytes, row.data(), a.cols);
+      wr = row.data();
+    }
+    for (int64_t t = 0; t < a.n_tokens; ++t) a.y[t * a.rows + r] = dot_f32(wr, a.x + t * a.cols, a.cols);
+  }
+}
+
+void generic_quantize_activations(const float* x, int64_t n, int8_t* xq, float* xd) {
+  for (int64_t b = 0; b < n / kQ8_0BlockElems; ++b) {
+    const float* xb = x + b * kQ8_0BlockElems;
+    float amax = 0.0f;
+    for (int j = 0; j < kQ8_0BlockElems; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    xd[b] = d;
+    for (int j = 0; j < kQ8_0BlockElems; ++j) {
+      xq[b * kQ8_0BlockElems + j] = static_cast<int8_t>(std::nearbyint(xb[j] * id));
+    }
+  }
+}
+
+}  // namespace
+
+// gemv_max_tokens = 0: the generic variant never uses quantized activations.
+const KernelSet kGenericKernels{KernelVariant::Generic, "generic", 0, &generic_matmul_rows,
+                                &generic_quantize_activations};
+
+}  // namespace tandem::cpu

@@ -1,0 +1,232 @@
+// Every kernel variant this CPU supports against matmul_ref, for every dtype,
+// odd shapes and 1..3 threads.
+//
+// Tolerances (checked per output element, S = sum_c |W[r,c] * x[t,c]|):
+//   f32 / f16 / bf16 weights, and Q8_0 on the GEMM path (n_tokens > 4) and the
+//   generic variant: the weights are converted to f32 exactly and accumulated
+//   in f32, so |y - ref| <= 1e-5 * S.
+//   Q8_0 on the SIMD GEMV path (n_tokens <= 4): x is quantized to int8 per
+//   block of 32 (scale max|x|/127, round to nearest), so each x value moves by
+//   at most half a step: |y - ref| <= sum_blocks(sum_{c in b} |W[r,c]|) *
+//   max_{c in b}|x[t,c]| / 254 * 1.001 + 1e-5 * S.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/kernel_set.h"
+#include "common/error.h"
+#include "common/half.h"
+
+namespace tandem::cpu {
+namespace {
+
+// A random weight matrix in `dtype`, plus its exact f32 values.
+struct TestMatrix {
+  DType dtype;
+  int64_t rows, cols;
+  std::vector<uint8_t> bytes;  // [rows, cols] in dtype
+  std::vector<float> values;   // [rows, cols] f32, what the bytes decode to
+  WeightMatrix view() const { return WeightMatrix{dtype, rows, cols, bytes.data()}; }
+};
+
+TestMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> src(static_cast<size_t>(rows * cols));
+  for (auto& v : src) v = dist(rng);
+  TestMatrix m{dtype, rows, cols, {}, {}};
+  const int64_t row_bytes = dtype_row_bytes(dtype, cols);
+  m.bytes.resize(static_cast<size_t>(rows * row_bytes));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src.data() + r * cols;
+    uint8_t* d = m.bytes.data() + r * row_bytes;
+    switch (dtype) {
+      case DType::F32: std::memcpy(d, s, static_cast<size_t>(cols * 4)); break;
+      case DType::F16:
+        for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t*>(d)[c] = f32_to_f16(s[c]);
+        break;
+      case DType::BF16:
+        for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t*>(d)[c] = f32_to_bf16(s[c]);
+        break;
+      case DType::Q8_0: quantize_row_q8_0(s, reinterpret_cast<BlockQ8_0*>(d), cols); break;
+      default: break;
+    }
+  }
+  m.values.resize(src.size());
+  for (int64_t r = 0; r < rows; ++r)
+    dequantize_row(dtype, m.bytes.data() + r * row_bytes, m.values.data() + r * cols, cols);
+  return m;
+}
+
+std::vector<float> make_x(int64_t n_tokens, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n_tokens * cols));
+  for (auto& v : x) v = dist(rng);
+  return x;
+}
+
+// Allowed |y - ref| for element (t, r); see the file comment.
+double tolerance(const TestMatrix& m, const std::vector<float>& x, int64_t t, int64_t r,
+                 bool quantized_x) {
+  const float* w = m.values.data() + r * m.cols;
+  const float* xt = x.data() + t * m.cols;
+  double s = 0.0;
+  for (int64_t c = 0; c < m.cols; ++c) s += std::fabs(static_cast<double>(w[c]) * xt[c]);
+  double tol = 1e-5 * s + 1e-30;
+  if (quantized_x) {
+    for (int64_t b = 0; b < m.cols / 32; ++b) {
+      double wsum = 0.0, xmax = 0.0;
+      for (int64_t c = b * 32; c < b * 32 + 32; ++c) {
+        wsum += std::fabs(w[c]);
+        xmax = std::max(xmax, static_cast<double>(std::fabs(xt[c])));
+      }
+      tol += wsum * xmax / 254.0 * 1.001;
+    }
+  }
+  return tol;
+}
+
+struct Case {
+  DType dtype;
+  std::vector<int64_t> cols;
+};
+
+std::vector<KernelVariant> variants() { return supported_kernel_variants(detect_cpu_features()); }
+
+TEST(CpuMatmul, EveryVariantMatchesReference) {
+  std::mt19937 rng(1234);
+  const std::vector<Case> cases = {
+      {DType::F32, {5, 32, 200, 1061}},
+      {DType::F16, {5, 32, 200, 1061}},
+      {DType::BF16, {5, 32, 200, 1061}},
+      {DType::Q8_0, {32, 96, 1056}},
+  };
+  const int64_t row_counts[] = {1, 5, 33, 67};
+  const int64_t token_counts[] = {1, 2, 3, 4, 7, 64, 65};
+  ThreadPool pools[] = {ThreadPool(1), ThreadPool(2), ThreadPool(3)};
+  for (KernelVariant v : variants()) {
+    const KernelSet& ks = kernel_set(v);
+    for (const Case& cs : cases) {
+      for (int64_t cols : cs.cols) {
+        for (int64_t rows : row_counts) {
+          const TestMatrix m = make_matrix(cs.dtype, rows, cols, rng);
+          for (int64_t nt : token_counts) {
+            const std::vector<float> x = make_x(nt, cols, rng);
+            std::vector<float> ref(static_cast<size_t>(nt * rows));
+            matmul_ref(m.view(), x.data(), nt, ref.data());
+            const bool qx = cs.dtype == DType::Q8_0 && nt <= ks.gemv_max_tokens;
+            std::vector<float> first;
+            for (ThreadPool& pool : pools) {
+              std::vector<float> y(static_cast<size_t>(nt * rows), std::nanf(""));
+              matmul(ks, m.view(), x.data(), nt, y.data(), pool);
+              int bad = 0;
+              for (int64_t t = 0; t < nt; ++t) {
+                for (int64_t r = 0; r < rows; ++r) {
+                  const double err = std::fabs(static_cast<double>(y[t * rows + r]) - ref[t * rows + r]);
+                  if (!(err <= tolerance(m, x, t, r, qx)) && bad++ < 3) {
+                    ADD_FAILURE() << ks.name << " " << dtype_name(cs.dtype) << " rows " << rows
+                                  << " cols " << cols << " tokens " << nt << " threads "
+                                  << pool.size() << " at (t " << t << ", r " << r << "): got "
+                                  << y[t * rows + r] << ", want " << ref[t * rows + r];
+                  }
+                }
+              }
+              // Rows are independent: the thread count must not change a single bit.
+              if (first.empty()) {
+                first = y;
+              } else {
+                EXPECT_EQ(0, std::memcmp(first.data(), y.data(), y.size() * 4))
+                    << ks.name << " " << dtype_name(cs.dtype) << " differs with " << pool.size()
+                    << " threads";
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The 0.6B model's shapes, once, at GEMV and GEMM sizes (several K panels).
+TEST(CpuMatmul, ModelShapesMatchReference) {
+  std::mt19937 rng(99);
+  ThreadPool pool(2);
+  for (KernelVariant v : variants()) {
+    const KernelSet& ks = kernel_set(v);
+    for (DType dt : {DType::F16, DType::BF16, DType::Q8_0}) {
+      const TestMatrix m = make_matrix(dt, 96, 3072, rng);
+      for (int64_t nt : {1, 4, 70}) {
+        const std::vector<float> x = make_x(nt, 3072, rng);
+        std::vector<float> ref(static_cast<size_t>(nt * 96)), y(ref.size());
+        matmul_ref(m.view(), x.data(), nt, ref.data());
+        matmul(ks, m.view(), x.data(), nt, y.data(), pool);
+        const bool qx = dt == DType::Q8_0 && nt <= ks.gemv_max_tokens;
+        for (int64_t t = 0; t < nt; ++t)
+          for (int64_t r = 0; r < 96; ++r)
+            ASSERT_LE(std::fabs(y[t * 96 + r] - ref[t * 96 + r]), tolerance(m, x, t, r, qx))
+                << ks.name << " " << dtype_name(dt) << " tokens " << nt;
+      }
+    }
+  }
+}
+
+TEST(CpuMatmul, EmptyShapesAreNoOps) {
+  ThreadPool pool(2);
+  std::vector<float> y(4, 7.0f);
+  const float x[32] = {};
+  matmul(WeightMatrix{DType::F32, 0, 32, nullptr}, x, 1, y.data(), pool);
+  matmul(WeightMatrix{DType::F32, 4, 32, x}, x, 0, y.data(), pool);
+  EXPECT_EQ(y[0], 7.0f);
+  // cols == 0: an empty sum is zero.
+  const float dummy = 0.0f;
+  matmul(WeightMatrix{DType::F16, 4, 0, &dummy}, &dummy, 1, y.data(), pool);
+  EXPECT_EQ(y[3], 0.0f);
+}
+
+TEST(CpuMatmul, BadInputThrowsError) {
+  ThreadPool pool(1);
+  std::vector<float> x(64), y(64);
+  std::vector<uint8_t> w(4096);
+  EXPECT_THROW(matmul(WeightMatrix{DType::Q4_0, 2, 64, w.data()}, x.data(), 1, y.data(), pool), Error);
+  EXPECT_THROW(matmul(WeightMatrix{DType::Q8_0, 2, 40, w.data()}, x.data(), 1, y.data(), pool), Error);
+  EXPECT_THROW(matmul(WeightMatrix{DType::F16, 2, 32, nullptr}, x.data(), 1, y.data(), pool), Error);
+  EXPECT_THROW(matmul(WeightMatrix{DType::F16, -1, 32, w.data()}, x.data(), 1, y.data(), pool), Error);
+  EXPECT_THROW(matmul_ref(WeightMatrix{DType::Q4_K, 2, 256, w.data()}, x.data(), 1, y.data()), Error);
+}
+
+TEST(CpuFeatures, AgreeWithProcCpuinfo) {
+  const CpuFeatures f = detect_cpu_features();
+  EXPECT_FALSE(f.describe().empty());
+  EXPECT_TRUE(!f.avx512 || f.avx2);
+  EXPECT_TRUE(!(f.avx512_vnni || f.avx512_bf16) || f.avx512);
+  const auto vs = variants();
+  ASSERT_FALSE(vs.empty());
+  EXPECT_EQ(vs.front(), KernelVariant::Generic);
+  EXPECT_EQ(&best_kernel_set(), &kernel_set(vs.back()));
+  FILE* file = std::fopen("/proc/cpuinfo", "r");
+  if (file == nullptr) GTEST_SKIP() << "no /proc/cpuinfo";
+  std::string flags;
+  char line[8192];
+  while (std::fgets(line, sizeof line, file)) {
+    if (std::strncmp(line, "flags", 5) == 0) {
+      flags = std::string(" ") + (std::strchr(line, ':') + 1);
+      break;
+    }
+  }
+  std::fclose(file);
+  if (flags.empty()) GTEST_SKIP() << "no flags line in /proc/cpuinfo";
+  for (char& c : flags)
+    if (c == '\n') c = ' ';
+  auto has = [&](const char* name) { return flags.find(std::string(" ") + name + " ") != std::string::npos; };
+  // The kernel lists a flag only when the OS enables its state, as cpuid+xgetbv do.
+  EXPECT_EQ(f.avx2, has("avx2") && has("fma") && has("f16c")) << flags;
+  EXPECT_EQ(f.avx512, has("avx512f") && has("avx512bw") && has("avx512vl") && has("avx512dq") && f.avx2);
+  EXPECT_EQ(f.avx512_vnni, f.avx512 && has("avx512_vnni"));
+  EXPECT_EQ(f.avx512_bf16, f.avx512 && has("avx512_bf16"));
+}
+
+}  // namespace
+}  // namespace tandem::cpu
