@@ -42,10 +42,15 @@ class SafetensorsWriter {
  public:
   void add_tensor(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
                   uint64_t n_bytes);
+  // Adds a "__metadata__" entry (string to string, as the format allows).
+  void set_metadata(const std::string& key, const std::string& value);
+  // Writes through a temporary file renamed into place; throws tandem::Error
+  // naming `path` on any failure.
   void write(const std::string& path) const;
 
  private:
   std::vector<TensorRef> tensors_;
+  std::map<std::string, std::string> metadata_;
 };
 
 // A Hugging Face model folder: config.json, model.safetensors or
