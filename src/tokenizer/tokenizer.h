@@ -21,6 +21,13 @@ class GgufFile;
 class GgufWriter;
 }  // namespace gguf
 
+// Where a streaming decode stands between tokens (see Tokenizer::decode_append).
+struct TokenDecodeState {
+  size_t tokens_seen = 0;     // tokens decoded so far (after skipping)
+  size_t start_stripped = 0;  // characters removed so far by a start-of-text strip rule
+  bool text_started = false;  // whether any character has been produced
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -62,6 +69,14 @@ class Tokenizer {
   // Writes the tokenizer.ggml.* keys that from_gguf() reads back to an
   // identical tokenizer (the same ids for every text).
   virtual void write_gguf_metadata(gguf::GgufWriter& writer) const = 0;
+
+  // Appends the raw bytes of one token to `bytes`, continuing a decode that
+  // `state` describes. Over a whole sequence the bytes equal decode() of it
+  // whenever that text is valid UTF-8; a piece may end inside a character.
+  // The default decodes the id alone (no state), for tokenizers without
+  // context-dependent decoders.
+  virtual void decode_append(int32_t id, bool skip_special, TokenDecodeState& state,
+                             std::string& bytes) const;
 };
 
 // Turns a stream of token ids into text pieces that are always whole UTF-8:
@@ -77,8 +92,8 @@ class IncrementalDecoder {
  private:
   const Tokenizer& tokenizer_;
   bool skip_special_;
-  std::vector<int32_t> ids_;
-  size_t emitted_bytes_ = 0;
+  TokenDecodeState state_;
+  std::string pending_;  // bytes of a character that is not complete yet
 };
 
 }  // namespace tandem
