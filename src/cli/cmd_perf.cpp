@@ -1,0 +1,115 @@
+// `tandem-server perf`: prefill and decode speed without HTTP, and the
+// achieved weight-read bandwidth of decode.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "cli/commands.h"
+#include "cli/model_resources.h"
+#include "common/error.h"
+#include "common/thread_pool.h"
+#include "engine/cpu_model_runner.h"
+#include "models/model_file.h"
+
+namespace tandem::cli {
+namespace {
+
+struct PerfOptions {
+  std::string model;
+  int64_t prompt_tokens = 512;
+  int64_t gen_tokens = 128;
+  int repetitions = 3;
+  int threads = 0;
+  bool json = false;
+};
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int perf(const PerfOptions& o) {
+  check(o.prompt_tokens > 0 && o.gen_tokens >= 0, "-p must be positive and -n non-negative");
+  const std::string path = resolve_model_path(o.model);
+  std::unique_ptr<ModelFile> model = ModelFile::open(path);
+  const ModelConfig& c = model->config();
+  ThreadPool pool(o.threads);
+  CpuRunnerOptions ro;
+  ro.max_context = o.prompt_tokens + o.gen_tokens + 1;
+  CpuModelRunner runner(*model, pool, ro);
+
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(std::min<int64_t>(c.vocab_size, 32000) - 1));
+  std::vector<int32_t> prompt(static_cast<size_t>(o.prompt_tokens));
+  for (int32_t& t : prompt) t = dist(rng);
+
+  double best_prefill = 0, best_decode = 0;
+  std::vector<double> prefill_runs, decode_runs;
+  for (int rep = 0; rep < o.repetitions; ++rep) {
+    SequenceKv kv;
+    check(kv.reserve(o.prompt_tokens + o.gen_tokens, runner.block_size(), runner.block_allocator()),
+          "KV cache too small");
+    double t0 = now_ms();
+    SequenceChunk chunk{prompt, &kv, false};
+    const std::vector<float>* logits = &runner.forward(std::span<const SequenceChunk>(&chunk, 1));
+    const double prefill_ms = now_ms() - t0;
+    int32_t next = static_cast<int32_t>(std::max_element(logits->begin(), logits->begin() + c.vocab_size) - logits->begin());
+    t0 = now_ms();
+    for (int64_t i = 0; i < o.gen_tokens; ++i) {
+      SequenceChunk step{std::span<const int32_t>(&next, 1), &kv, false};
+      logits = &runner.forward(std::span<const SequenceChunk>(&step, 1));
+      next = static_cast<int32_t>(std::max_element(logits->begin(), logits->begin() + c.vocab_size) - logits->begin());
+    }
+    const double decode_ms = now_ms() - t0;
+    kv.release(runner.block_allocator());
+    const double prefill_tps = 1000.0 * static_cast<double>(o.prompt_tokens) / prefill_ms;
+    const double decode_tps = o.gen_tokens > 0 ? 1000.0 * static_cast<double>(o.gen_tokens) / decode_ms : 0.0;
+    prefill_runs.push_back(prefill_tps);
+    decode_runs.push_back(decode_tps);
+    best_prefill = std::max(best_prefill, prefill_tps);
+    best_decode = std::max(best_decode, decode_tps);
+  }
+  const double bytes = static_cast<double>(runner.weight_bytes_per_step());
+  const double gbps = bytes * best_decode / 1e9;
+  if (o.json) {
+    nlohmann::json j = {{"model", path},
+                        {"threads", pool.size()},
+                        {"cpu_features", cpu::detect_cpu_features().describe()},
+                        {"prompt_tokens", o.prompt_tokens},
+                        {"gen_tokens", o.gen_tokens},
+                        {"prefill_tok_s", prefill_runs},
+                        {"decode_tok_s", decode_runs},
+                        {"weight_bytes_per_token", runner.weight_bytes_per_step()},
+                        {"decode_weight_gb_s", gbps}};
+    std::printf("%s\n", j.dump(1).c_str());
+    return 0;
+  }
+  std::printf("model: %s (%s, %lld layers, hidden %lld)\n", path.c_str(), architecture_name(c.arch),
+              static_cast<long long>(c.n_layers), static_cast<long long>(c.hidden_size));
+  std::printf("threads: %d, cpu: %s\n", pool.size(), cpu::detect_cpu_features().describe().c_str());
+  std::printf("prefill %lld tokens: %.1f tok/s (best of %d)\n", static_cast<long long>(o.prompt_tokens), best_prefill,
+              o.repetitions);
+  std::printf("decode %lld tokens: %.2f tok/s (best of %d)\n", static_cast<long long>(o.gen_tokens), best_decode,
+              o.repetitions);
+  std::printf("decode weight reads: %.1f MB/token, %.2f GB/s\n", bytes / 1e6, gbps);
+  return 0;
+}
+
+}  // namespace
+
+Action add_perf_command(CLI::App& app) {
+  auto o = std::make_shared<PerfOptions>();
+  CLI::App* cmd = app.add_subcommand("perf", "Measure prefill and decode speed (no HTTP)");
+  cmd->add_option("-m,--model", o->model, "GGUF file or Hugging Face folder");
+  cmd->add_option("-p,--prompt-tokens", o->prompt_tokens, "Prompt length for the prefill measurement");
+  cmd->add_option("-n,--gen-tokens", o->gen_tokens, "Tokens to decode");
+  cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions (the best is reported)")->check(CLI::PositiveNumber);
+  cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
+  cmd->add_flag("--json", o->json, "Print JSON");
+  return [o] { return perf(*o); };
+}
+
+}  // namespace tandem::cli

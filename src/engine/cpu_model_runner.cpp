@@ -1,0 +1,306 @@
+#include "engine/cpu_model_runner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+
+namespace tandem {
+namespace {
+
+bool cpu_supports(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;
+}
+
+cpu::WeightMatrix matrix_of(const TensorRef& t, const std::string& path) {
+  check(cpu_supports(t.dtype), path + ": tensor '" + t.name + "' has type " + std::string(dtype_name(t.dtype)) +
+                                   "; the CPU engine computes with f32, f16, bf16 and q8_0 weights");
+  check(t.shape.size() == 2, path + ": tensor '" + t.name + "' is not a matrix");
+  return cpu::WeightMatrix{t.dtype, t.shape[0], t.shape[1], t.data};
+}
+
+// A 1-D tensor (norm weight, bias) as f32.
+std::vector<float> vector_of(const TensorRef& t, const std::string& path) {
+  check(cpu_supports(t.dtype) && t.dtype != DType::Q8_0,
+        path + ": tensor '" + t.name + "' has type " + std::string(dtype_name(t.dtype)) + ", expected f32, f16 or bf16");
+  std::vector<float> out(static_cast<size_t>(t.n_elements()));
+  cpu::dequantize_row(t.dtype, t.data, out.data(), t.n_elements());
+  return out;
+}
+
+uint64_t matrix_bytes(const cpu::WeightMatrix& w) {
+  return static_cast<uint64_t>(w.rows * dtype_row_bytes(w.dtype, w.cols));
+}
+
+// y = x / rms(x) * weight, over one row of n.
+void rmsnorm_row(const float* x, const float* weight, float* y, int64_t n, double eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * weight[i];
+}
+
+void grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+CpuModelRunner::CpuModelRunner(const ModelFile& model, ThreadPool& pool, const CpuRunnerOptions& options)
+    : model_(model),
+      config_(model.config()),
+      pool_(pool),
+      options_(options),
+      allocator_(1),
+      kv_(model.config(), 1, 1) {
+  const std::string& path = model.path();
+  if (options_.max_context <= 0) options_.max_context = config_.context_length;
+  check(options_.block_size > 0, "KV block size must be positive");
+  if (options_.kv_blocks <= 0)
+    options_.kv_blocks = (options_.max_context + options_.block_size - 1) / options_.block_size;
+  allocator_ = BlockAllocator(options_.kv_blocks);
+  kv_ = KvCache(config_, options_.kv_blocks, options_.block_size);
+
+  token_embd_ = matrix_of(model.tensor("token_embd.weight"), path);
+  output_ = config_.tied_embeddings ? token_embd_ : matrix_of(model.tensor("output.weight"), path);
+  output_norm_ = vector_of(model.tensor("output_norm.weight"), path);
+  weight_bytes_ = matrix_bytes(output_);
+  layers_.resize(static_cast<size_t>(config_.n_layers));
+  for (int64_t l = 0; l < config_.n_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    Layer& L = layers_[static_cast<size_t>(l)];
+    L.wq = matrix_of(model.tensor(b + "attn_q.weight"), path);
+    L.wk = matrix_of(model.tensor(b + "attn_k.weight"), path);
+    L.wv = matrix_of(model.tensor(b + "attn_v.weight"), path);
+    L.wo = matrix_of(model.tensor(b + "attn_output.weight"), path);
+    L.gate = matrix_of(model.tensor(b + "ffn_gate.weight"), path);
+    L.up = matrix_of(model.tensor(b + "ffn_up.weight"), path);
+    L.down = matrix_of(model.tensor(b + "ffn_down.weight"), path);
+    L.attn_norm = vector_of(model.tensor(b + "attn_norm.weight"), path);
+    L.ffn_norm = vector_of(model.tensor(b + "ffn_norm.weight"), path);
+    if (config_.qkv_bias) {
+      L.q_bias = vector_of(model.tensor(b + "attn_q.bias"), path);
+      L.k_bias = vector_of(model.tensor(b + "attn_k.bias"), path);
+      L.v_bias = vector_of(model.tensor(b + "attn_v.bias"), path);
+    }
+    if (config_.qk_norm) {
+      L.q_norm = vector_of(model.tensor(b + "attn_q_norm.weight"), path);
+      L.k_norm = vector_of(model.tensor(b + "attn_k_norm.weight"), path);
+    }
+    for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) weight_bytes_ += matrix_bytes(*w);
+  }
+
+  // Angles in double, stored as f32: the table is exact to f32 rounding at
+  // every position, where an f32 pos * inv_freq product would drift.
+  const std::vector<double> inv_freq = rope_inv_freq(config_);
+  const int64_t half = config_.head_dim / 2;
+  rope_cos_.resize(static_cast<size_t>(options_.max_context * half));
+  rope_sin_.resize(rope_cos_.size());
+  for (int64_t p = 0; p < options_.max_context; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(p) * inv_freq[static_cast<size_t>(i)];
+      rope_cos_[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(angle));
+      rope_sin_[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+void CpuModelRunner::apply_rope(float* vec, int64_t n_heads, int64_t pos) const {
+  const int64_t hd = config_.head_dim;
+  const int64_t half = hd / 2;
+  const float* cs = rope_cos_.data() + pos * half;
+  const float* sn = rope_sin_.data() + pos * half;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* v = vec + h * hd;
+    if (config_.rope.style == RopeStyle::HalfSplit) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float x0 = v[i], x1 = v[i + half];
+        v[i] = x0 * cs[i] - x1 * sn[i];
+        v[i + half] = x0 * sn[i] + x1 * cs[i];
+      }
+    } else {
+      for (int64_t i = 0; i < half; ++i) {
+        const float x0 = v[2 * i], x1 = v[2 * i + 1];
+        v[2 * i] = x0 * cs[i] - x1 * sn[i];
+        v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+      }
+    }
+  }
+}
+
+// For every new token and query head: softmax(q . K[0..pos]) . V[0..pos] over
+// the sequence's cached positions (causal: a token sees itself and earlier).
+void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chunks, int64_t n_tokens) {
+  const int64_t hd = config_.head_dim;
+  const int64_t n_heads = config_.n_heads;
+  const int64_t group = config_.n_heads / config_.n_kv_heads;
+  const int64_t q_dim = config_.q_dim();
+  const int64_t bs = options_.block_size;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  pool_.parallel_for(n_tokens * n_heads, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task / n_heads;
+      const int64_t h = task % n_heads;
+      const int64_t kvh = h / group;
+      const int64_t pos = positions_[static_cast<size_t>(t)];
+      const std::vector<int32_t>& table = owner_[static_cast<size_t>(t)]->kv->block_table;
+      const float* q = q_.data() + t * q_dim + h * hd;
+      scores.resize(static_cast<size_t>(pos + 1));
+      float max_score = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j <= pos; ++j) {
+        const float* k = kv_.key(layer, table[static_cast<size_t>(j / bs)], j % bs) + kvh * hd;
+        float dot = 0.0f;
+        for (int64_t d = 0; d < hd; ++d) dot += q[d] * k[d];
+        scores[static_cast<size_t>(j)] = dot * scale;
+        max_score = std::max(max_score, dot * scale);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j <= pos; ++j) {
+        const float e = std::exp(scores[static_cast<size_t>(j)] - max_score);
+        scores[static_cast<size_t>(j)] = e;
+        sum += e;
+      }
+      const float inv_sum = 1.0f / sum;
+      float* out = attn_out_.data() + t * q_dim + h * hd;
+      std::fill(out, out + hd, 0.0f);
+      for (int64_t j = 0; j <= pos; ++j) {
+        const float* v = kv_.value(layer, table[static_cast<size_t>(j / bs)], j % bs) + kvh * hd;
+        const float w = scores[static_cast<size_t>(j)] * inv_sum;
+        for (int64_t d = 0; d < hd; ++d) out[d] += w * v[d];
+      }
+    }
+  });
+}
+
+const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk> chunks) {
+  const ModelConfig& c = config_;
+  const int64_t hidden = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hd = c.head_dim;
+  const int64_t inter = c.intermediate_size;
+  const int64_t bs = options_.block_size;
+
+  // Flatten the chunks into T token rows.
+  int64_t T = 0, n_rows = 0;
+  for (const SequenceChunk& ch : chunks) {
+    check(ch.kv != nullptr && !ch.tokens.empty(), "internal: empty chunk in a forward step");
+    const int64_t end = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size());
+    check(end <= options_.max_context, "sequence of " + std::to_string(end) +
+                                           " tokens exceeds the context window of " +
+                                           std::to_string(options_.max_context));
+    check(ch.kv->capacity(bs) >= end, "internal: KV blocks not reserved for a forward step");
+    T += static_cast<int64_t>(ch.tokens.size());
+    n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
+  }
+  positions_.resize(static_cast<size_t>(T));
+  owner_.resize(static_cast<size_t>(T));
+  grow(x_, T * hidden);
+  grow(xn_, T * hidden);
+  grow(q_, T * q_dim);
+  grow(k_, T * kv_dim);
+  grow(v_, T * kv_dim);
+  grow(attn_out_, T * q_dim);
+  grow(proj_, T * hidden);
+  grow(gate_, T * inter);
+  grow(up_, T * inter);
+
+  {
+    int64_t t = 0;
+    const int64_t embd_row = dtype_row_bytes(token_embd_.dtype, hidden);
+    for (const SequenceChunk& ch : chunks) {
+      for (size_t i = 0; i < ch.tokens.size(); ++i, ++t) {
+        const int32_t id = ch.tokens[i];
+        check(id >= 0 && id < c.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                                std::to_string(c.vocab_size));
+        positions_[static_cast<size_t>(t)] = ch.kv->n_tokens + static_cast<int64_t>(i);
+        owner_[static_cast<size_t>(t)] = &ch;
+        cpu::dequantize_row(token_embd_.dtype, static_cast<const uint8_t*>(token_embd_.data) + id * embd_row,
+                            x_.data() + t * hidden, hidden);
+      }
+    }
+  }
+
+  auto rows_parallel = [&](int64_t n, auto&& fn) {
+    if (n >= 4) {
+      pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) fn(i);
+      });
+    } else {
+      for (int64_t i = 0; i < n; ++i) fn(i);
+    }
+  };
+
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const Layer& L = layers_[static_cast<size_t>(l)];
+    rows_parallel(T, [&](int64_t t) {
+      rmsnorm_row(x_.data() + t * hidden, L.attn_norm.data(), xn_.data() + t * hidden, hidden, c.rms_norm_eps);
+    });
+    cpu::matmul(L.wq, xn_.data(), T, q_.data(), pool_);
+    cpu::matmul(L.wk, xn_.data(), T, k_.data(), pool_);
+    cpu::matmul(L.wv, xn_.data(), T, v_.data(), pool_);
+    rows_parallel(T, [&](int64_t t) {
+      float* q = q_.data() + t * q_dim;
+      float* k = k_.data() + t * kv_dim;
+      float* v = v_.data() + t * kv_dim;
+      if (c.qkv_bias) {
+        for (int64_t i = 0; i < q_dim; ++i) q[i] += L.q_bias[static_cast<size_t>(i)];
+        for (int64_t i = 0; i < kv_dim; ++i) k[i] += L.k_bias[static_cast<size_t>(i)];
+        for (int64_t i = 0; i < kv_dim; ++i) v[i] += L.v_bias[static_cast<size_t>(i)];
+      }
+      if (c.qk_norm) {
+        for (int64_t h = 0; h < c.n_heads; ++h) rmsnorm_row(q + h * hd, L.q_norm.data(), q + h * hd, hd, c.rms_norm_eps);
+        for (int64_t h = 0; h < c.n_kv_heads; ++h)
+          rmsnorm_row(k + h * hd, L.k_norm.data(), k + h * hd, hd, c.rms_norm_eps);
+      }
+      const int64_t pos = positions_[static_cast<size_t>(t)];
+      apply_rope(q, c.n_heads, pos);
+      apply_rope(k, c.n_kv_heads, pos);
+      const auto& table = owner_[static_cast<size_t>(t)]->kv->block_table;
+      const int32_t block = table[static_cast<size_t>(pos / bs)];
+      std::copy(k, k + kv_dim, kv_.key(l, block, pos % bs));
+      std::copy(v, v + kv_dim, kv_.value(l, block, pos % bs));
+    });
+    attention(l, chunks, T);
+    cpu::matmul(L.wo, attn_out_.data(), T, proj_.data(), pool_);
+    rows_parallel(T, [&](int64_t t) {
+      float* x = x_.data() + t * hidden;
+      const float* o = proj_.data() + t * hidden;
+      for (int64_t i = 0; i < hidden; ++i) x[i] += o[i];
+      rmsnorm_row(x, L.ffn_norm.data(), xn_.data() + t * hidden, hidden, c.rms_norm_eps);
+    });
+    cpu::matmul(L.gate, xn_.data(), T, gate_.data(), pool_);
+    cpu::matmul(L.up, xn_.data(), T, up_.data(), pool_);
+    rows_parallel(T, [&](int64_t t) {
+      float* g = gate_.data() + t * inter;
+      const float* u = up_.data() + t * inter;
+      for (int64_t i = 0; i < inter; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    });
+    cpu::matmul(L.down, gate_.data(), T, proj_.data(), pool_);
+    rows_parallel(T, [&](int64_t t) {
+      float* x = x_.data() + t * hidden;
+      const float* o = proj_.data() + t * hidden;
+      for (int64_t i = 0; i < hidden; ++i) x[i] += o[i];
+    });
+  }
+
+  // Final norm over the rows whose logits are wanted, then the output projection.
+  grow(selected_, n_rows * hidden);
+  {
+    int64_t t = 0, r = 0;
+    for (const SequenceChunk& ch : chunks) {
+      const int64_t n = static_cast<int64_t>(ch.tokens.size());
+      for (int64_t i = 0; i < n; ++i, ++t) {
+        if (!ch.all_logits && i != n - 1) continue;
+        rmsnorm_row(x_.data() + t * hidden, output_norm_.data(), selected_.data() + r * hidden, hidden,
+                    c.rms_norm_eps);
+        ++r;
+      }
+      ch.kv->n_tokens += n;
+    }
+  }
+  logits_.resize(static_cast<size_t>(n_rows * c.vocab_size));
+  cpu::matmul(output_, selected_.data(), n_rows, logits_.data(), pool_);
+  return logits_;
+}
+
+}  // namespace tandem

@@ -1,0 +1,68 @@
+// The CPU backend's model runner for the llama family (llama, qwen2, qwen3):
+// weights used in place from the mapped file, f32 activations, paged f32 KV cache.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "common/thread_pool.h"
+#include "engine/kv_cache.h"
+#include "engine/model_runner.h"
+#include "models/model_file.h"
+
+namespace tandem {
+
+struct CpuRunnerOptions {
+  int64_t kv_blocks = 0;     // 0: enough for one sequence of max_context tokens
+  int64_t block_size = 16;
+  int64_t max_context = 0;   // 0: the model's context length
+};
+
+class CpuModelRunner : public ModelRunner {
+ public:
+  // Keeps references to `model` and `pool`; both must outlive the runner.
+  // Throws tandem::Error when a weight's dtype has no CPU kernel.
+  CpuModelRunner(const ModelFile& model, ThreadPool& pool, const CpuRunnerOptions& options);
+
+  const ModelConfig& config() const override { return config_; }
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;
+  BlockAllocator& block_allocator() override { return allocator_; }
+  int64_t block_size() const override { return options_.block_size; }
+  uint64_t weight_bytes_per_step() const override { return weight_bytes_; }
+  int64_t max_context() const { return options_.max_context; }
+
+ private:
+  struct Layer {
+    cpu::WeightMatrix wq, wk, wv, wo, gate, up, down;
+    std::vector<float> attn_norm, ffn_norm;     // [hidden]
+    std::vector<float> q_bias, k_bias, v_bias;  // [q_dim], [kv_dim], [kv_dim] (qwen2)
+    std::vector<float> q_norm, k_norm;          // [head_dim] (qwen3)
+  };
+
+  void attention(int64_t layer, std::span<const SequenceChunk> chunks, int64_t n_tokens);
+  void apply_rope(float* vec, int64_t n_heads, int64_t pos) const;
+
+  const ModelFile& model_;
+  ModelConfig config_;
+  ThreadPool& pool_;
+  CpuRunnerOptions options_;
+  std::vector<Layer> layers_;
+  cpu::WeightMatrix token_embd_, output_;
+  std::vector<float> output_norm_;
+  uint64_t weight_bytes_ = 0;
+  std::vector<float> rope_cos_, rope_sin_;  // [max_context, head_dim/2]
+
+  BlockAllocator allocator_;
+  KvCache kv_;
+
+  // Step scratch, grown as needed.
+  std::vector<int64_t> positions_;          // [T]
+  std::vector<const SequenceChunk*> owner_; // [T] chunk of each token
+  std::vector<float> x_, xn_, q_, k_, v_, attn_out_, proj_, gate_, up_;  // [T, *]
+  std::vector<float> logits_;               // [n_rows, vocab]
+  std::vector<float> selected_;             // [n_rows, hidden]
+};
+
+}  // namespace tandem

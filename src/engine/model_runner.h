@@ -1,0 +1,40 @@
+// The engine's contract with a backend: one step runs a batch of sequence
+// chunks {sequence -> new tokens} and returns logits. That one shape covers
+// prefill, chunked prefill and decode; the scheduler decides the chunks.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "models/model_config.h"
+
+namespace tandem {
+
+struct SequenceChunk {
+  std::span<const int32_t> tokens;  // new tokens, at positions [kv->n_tokens, kv->n_tokens + tokens.size())
+  SequenceKv* kv = nullptr;         // the sequence's cache view; n_tokens advances by tokens.size()
+  bool all_logits = false;          // logits for every new token, else only for the last
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+  virtual const ModelConfig& config() const = 0;
+
+  // Runs the model over all chunks in one step.
+  // Returns logits [n_rows, vocab], rows in chunk order: tokens.size() rows
+  // for a chunk with all_logits, one row otherwise. The reference stays valid
+  // until the next call.
+  // PRECONDITIONS: each chunk's kv has blocks reserved for its new positions
+  // (SequenceKv::reserve); chunks name distinct sequences; tokens < vocab.
+  virtual const std::vector<float>& forward(std::span<const SequenceChunk> chunks) = 0;
+
+  virtual BlockAllocator& block_allocator() = 0;
+  virtual int64_t block_size() const = 0;
+  // Bytes of weights read once per step (all matrices), for bandwidth figures.
+  virtual uint64_t weight_bytes_per_step() const = 0;
+};
+
+}  // namespace tandem
