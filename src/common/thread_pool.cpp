@@ -4,6 +4,24 @@
 
 namespace tandem {
 
+namespace {
+
+// Spin budgets. A decode step issues ~200 parallel loops, each a few tens of
+// microseconds long, so a futex wake per loop would cost more than the loop:
+// workers and the caller spin first. After kPauseSpins they also yield, so that
+// an oversubscribed machine (more threads than free cores) still progresses;
+// after kYieldSpins they sleep.
+constexpr int kPauseSpins = 4000;
+constexpr int kYieldSpins = 2000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   n_threads_ = n_threads;
@@ -11,46 +29,59 @@ ThreadPool::ThreadPool(int n_threads) {
 }
 
 ThreadPool::~ThreadPool() {
+  stopping_.store(true);
+  generation_.fetch_add(1);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-    ++generation_;
   }
-  spin_generation_.fetch_add(1, std::memory_order_release);
   start_cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-// Workers spin briefly on a generation counter before sleeping: decode issues
-// hundreds of small parallel loops per token, and a futex wake per loop would
-// cost more than the loop itself.
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int)>* job = nullptr;
-    bool got = false;
-    for (int spin = 0; spin < 20000; ++spin) {
-      if (spin_generation_.load(std::memory_order_acquire) != seen) {
-        got = true;
+    int spin = 0;
+    while (generation_.load(std::memory_order_acquire) == seen) {
+      if (++spin < kPauseSpins) {
+        cpu_relax();
+      } else if (spin < kPauseSpins + kYieldSpins) {
+        std::this_thread::yield();
+      } else {
+        // Sleep. sleepers_ is raised before the last check of generation_ (both
+        // seq_cst), so run() either sees a sleeper and notifies under the mutex,
+        // or this check sees the new generation.
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleepers_.fetch_add(1);
+        start_cv_.wait(lock, [&] { return generation_.load() != seen; });
+        sleepers_.fetch_sub(1);
         break;
       }
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
     }
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (!got) start_cv_.wait(lock, [&] { return generation_ != seen; });
-      seen = generation_;
-      if (stopping_) return;
-      job = job_;
-    }
-    (*job)(index);
-    if (spin_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    seen = generation_.load(std::memory_order_acquire);
+    if (stopping_.load()) return;
+    (*job_.load(std::memory_order_acquire))(index);
+    // seq_cst pairs with caller_sleeping_ in wait_for_workers (store, then load).
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
       std::lock_guard<std::mutex> lock(mutex_);
       done_cv_.notify_one();
     }
   }
+}
+
+void ThreadPool::wait_for_workers() {
+  for (int spin = 0; spin < kPauseSpins + kYieldSpins; ++spin) {
+    if (pending_.load(std::memory_order_acquire) == 0) return;
+    if (spin < kPauseSpins) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  caller_sleeping_.store(true);
+  done_cv_.wait(lock, [&] { return pending_.load() == 0; });
+  caller_sleeping_.store(false);
 }
 
 void ThreadPool::run(const std::function<void(int)>& fn) {
@@ -58,23 +89,15 @@ void ThreadPool::run(const std::function<void(int)>& fn) {
     fn(0);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    spin_pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-    ++generation_;
-    spin_generation_.store(generation_, std::memory_order_release);
+  job_.store(&fn, std::memory_order_relaxed);
+  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1);  // seq_cst: publishes job_ and pending_, ordered before the sleepers_ check
+  if (sleepers_.load() > 0) {
+    { std::lock_guard<std::mutex> lock(mutex_); }
+    start_cv_.notify_all();
   }
-  start_cv_.notify_all();
   fn(0);
-  for (int spin = 0; spin < 200000; ++spin) {
-    if (spin_pending_.load(std::memory_order_acquire) == 0) return;
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-  }
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [&] { return spin_pending_.load(std::memory_order_acquire) == 0; });
+  wait_for_workers();
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {

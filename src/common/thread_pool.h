@@ -33,18 +33,22 @@ class ThreadPool {
 
  private:
   void worker_loop(int index);
+  void wait_for_workers();
 
   int n_threads_;
   std::vector<std::thread> workers_;
+  // Hand-off: run() publishes job_ and bumps generation_; workers spin on
+  // generation_ for a while, then sleep on start_cv_ (counted in sleepers_, so
+  // that run() takes the mutex only when someone sleeps).
+  std::atomic<const std::function<void(int)>*> job_{nullptr};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};   // workers still running the current job
+  std::atomic<int> sleepers_{0};  // workers waiting on start_cv_
+  std::atomic<bool> caller_sleeping_{false};
+  std::atomic<bool> stopping_{false};
   std::mutex mutex_;
   std::condition_variable start_cv_;
   std::condition_variable done_cv_;
-  const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stopping_ = false;
-  std::atomic<uint64_t> spin_generation_{0};
-  std::atomic<int> spin_pending_{0};
 };
 
 }  // namespace tandem

@@ -16,7 +16,7 @@ TEST(ThreadPool, RunCallsEveryIndexOnce) {
   for (int n : {1, 2, 3, 5}) {
     ThreadPool pool(n);
     EXPECT_EQ(pool.size(), n);
-    for (int iter = 0; iter < 2000; ++iter) {
+    for (int iter = 0; iter < 500; ++iter) {
       std::vector<std::atomic<int>> hits(n);
       pool.run([&](int i) { hits[i].fetch_add(1); });
       for (int i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "pool " << n << " iter " << iter;

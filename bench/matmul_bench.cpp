@@ -1,0 +1,177 @@
+// Matmul speed on a random 0.66B Llama shape (28 layers, hidden 1024, FFN
+// 3072, 16 query / 8 KV heads of 64, vocab 151936), with every layer's weights
+// distinct so that decode streams them from DRAM as a real model does.
+//   decode  (n_tokens 1 and 4): all 7 matmuls of 28 layers + lm_head; GB/s of
+//           weights read, and % of the read-only bandwidth measured here.
+//   prefill (n_tokens 64, 512): the 28 layers (no lm_head: prefill needs logits
+//           of the last token only); GFLOP/s with 2 FLOP per multiply-add.
+// Also prints the thread pool's per-call overhead.
+//
+//   build/bin/matmul_bench [--threads 2] [--variant generic|avx2|avx512]
+//                          [--dtypes f16,bf16,q8_0] [--reps 5]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/kernel_set.h"
+#include "common/half.h"
+
+using namespace tandem;
+using namespace tandem::cpu;
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Shape {
+  const char* name;
+  int64_t rows, cols;
+};
+constexpr int kLayers = 28;
+const Shape kLayerShapes[] = {{"q", 1024, 1024}, {"k", 512, 1024},  {"v", 512, 1024},
+                              {"o", 1024, 1024}, {"gate", 3072, 1024}, {"up", 3072, 1024},
+                              {"down", 1024, 3072}};
+const Shape kLmHead = {"lm_head", 151936, 1024};
+
+// Random bytes that decode to sane values of `dtype` (f16/bf16 in [-1, 1),
+// q8_0 with small scales): the speed does not depend on the values.
+std::vector<uint8_t> random_weights(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const int64_t bytes = rows * dtype_row_bytes(dtype, cols);
+  std::vector<uint8_t> w(static_cast<size_t>(bytes));
+  std::uniform_int_distribution<uint32_t> u;
+  uint32_t* p = reinterpret_cast<uint32_t*>(w.data());
+  for (int64_t i = 0; i < bytes / 4; ++i) p[i] = u(rng);
+  if (dtype == DType::F16 || dtype == DType::BF16) {
+    uint16_t* h = reinterpret_cast<uint16_t*>(w.data());
+    const uint16_t one = dtype == DType::F16 ? f32_to_f16(0.5f) : f32_to_bf16(0.5f);
+    for (int64_t i = 0; i < bytes / 2; ++i) h[i] = static_cast<uint16_t>((h[i] & 0x80ff) | (one & 0x7f00));
+  } else if (dtype == DType::Q8_0) {
+    BlockQ8_0* b = reinterpret_cast<BlockQ8_0*>(w.data());
+    for (int64_t i = 0; i < bytes / 34; ++i) b[i].d = f32_to_f16(0.01f);
+  }
+  return w;
+}
+
+// Read-only bandwidth with the same pool (the GEMV access pattern's ceiling).
+double read_bandwidth(ThreadPool& pool) {
+  const int64_t n = 256ll * 1024 * 1024;  // 1 GiB of f32
+  std::vector<float> a(n, 1.0f);
+  std::vector<float> w(1024 * 16, 0.0f), y(16);
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    // A GEMV over a [n/1024, 1024] f32 "matrix" is a read-only stream; use the
+    // F32 kernel with 1 token so the loop is the kernels' own.
+    std::vector<float> x(1024, 1.0f), out(n / 1024);
+    const double t0 = now_s();
+    matmul(WeightMatrix{DType::F32, n / 1024, 1024, a.data()}, x.data(), 1, out.data(), pool);
+    best = std::min(best, now_s() - t0);
+  }
+  return n * 4.0 / best / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2;
+  int reps = 5;
+  std::string variant_name;
+  std::string dtypes = "f16,bf16,q8_0";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i];
+    if (k == "--threads") threads = std::atoi(argv[i + 1]);
+    else if (k == "--reps") reps = std::atoi(argv[i + 1]);
+    else if (k == "--variant") variant_name = argv[i + 1];
+    else if (k == "--dtypes") dtypes = argv[i + 1];
+    else {
+      std::fprintf(stderr, "usage: matmul_bench [--threads N] [--variant NAME] [--dtypes a,b] [--reps N]\n");
+      return 2;
+    }
+  }
+  const CpuFeatures features = detect_cpu_features();
+  const KernelSet* ks = &best_kernel_set();
+  for (KernelVariant v : supported_kernel_variants(features)) {
+    if (variant_name == kernel_set(v).name) ks = &kernel_set(v);
+  }
+  if (!variant_name.empty() && variant_name != ks->name) {
+    std::fprintf(stderr, "variant %s is not supported here (cpu: %s)\n", variant_name.c_str(),
+                 features.describe().c_str());
+    return 2;
+  }
+  ThreadPool pool(threads);
+  std::printf("matmul_bench: cpu features [%s], variant %s, %d threads\n", features.describe().c_str(),
+              ks->name, pool.size());
+
+  {  // thread pool overhead: an empty run()
+    const int n = 20000;
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      const double t0 = now_s();
+      for (int i = 0; i < n; ++i) pool.run([](int) {});
+      best = std::min(best, (now_s() - t0) / n);
+    }
+    std::printf("thread pool: %.2f us per empty run()\n", best * 1e6);
+  }
+  const double read_bw = read_bandwidth(pool);
+  std::printf("read-only stream bandwidth (f32 GEMV kernel over 1 GiB): %.2f GB/s\n", read_bw);
+
+  std::mt19937 rng(1);
+  size_t pos = 0;
+  while (pos < dtypes.size()) {
+    size_t end = dtypes.find(',', pos);
+    if (end == std::string::npos) end = dtypes.size();
+    const DType dtype = parse_dtype(dtypes.substr(pos, end - pos));
+    pos = end + 1;
+
+    std::vector<std::vector<uint8_t>> store;
+    std::vector<WeightMatrix> layers;  // 28 x 7, in execution order
+    double layer_bytes = 0, layer_flops_per_token = 0;
+    for (int l = 0; l < kLayers; ++l) {
+      for (const Shape& s : kLayerShapes) {
+        store.push_back(random_weights(dtype, s.rows, s.cols, rng));
+        layers.push_back(WeightMatrix{dtype, s.rows, s.cols, store.back().data()});
+        layer_bytes += static_cast<double>(store.back().size());
+        layer_flops_per_token += 2.0 * s.rows * s.cols;
+      }
+    }
+    store.push_back(random_weights(dtype, kLmHead.rows, kLmHead.cols, rng));
+    const WeightMatrix lm_head{dtype, kLmHead.rows, kLmHead.cols, store.back().data()};
+    const double lm_bytes = static_cast<double>(store.back().size());
+
+    std::vector<float> x(512 * 3072), y(512 * 3072 + 151936 * 4);
+    for (auto& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+
+    for (int64_t nt : {1, 4}) {
+      double best = 1e30;
+      for (int rep = 0; rep < reps; ++rep) {
+        const double t0 = now_s();
+        for (const WeightMatrix& w : layers) matmul(*ks, w, x.data(), nt, y.data(), pool);
+        matmul(*ks, lm_head, x.data(), nt, y.data(), pool);
+        best = std::min(best, now_s() - t0);
+      }
+      const double gbs = (layer_bytes + lm_bytes) / best / 1e9;
+      std::printf("%-5s decode  n_tokens %3lld: %7.2f ms/step  %6.1f steps/s  %6.2f GB/s  %5.1f%% of read bw\n",
+                  std::string(dtype_name(dtype)).c_str(), static_cast<long long>(nt), best * 1e3, 1.0 / best,
+                  gbs, 100.0 * gbs / read_bw);
+    }
+    for (int64_t nt : {64, 512}) {
+      double best = 1e30;
+      const int r = nt > 64 ? std::max(1, reps / 2) : reps;
+      for (int rep = 0; rep < r; ++rep) {
+        const double t0 = now_s();
+        for (const WeightMatrix& w : layers) matmul(*ks, w, x.data(), nt, y.data(), pool);
+        best = std::min(best, now_s() - t0);
+      }
+      std::printf("%-5s prefill n_tokens %3lld: %7.2f ms  %7.1f tok/s (layers only)  %6.1f GFLOP/s\n",
+                  std::string(dtype_name(dtype)).c_str(), static_cast<long long>(nt), best * 1e3, nt / best,
+                  layer_flops_per_token * nt / best / 1e9);
+    }
+  }
+  return 0;
+}
