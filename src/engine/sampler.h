@@ -28,31 +28,89 @@ struct SamplingParams {
 // Throws tandem::Error naming the field when a value is out of range
 // (temperature < 0, top_p outside (0, 1], min_p outside [0, 1], top_k < 0,
 // repetition_penalty <= 0, max_tokens < 0).
+// Also rejected: NaN or infinite floats, presence_penalty and
+// frequency_penalty outside [-2, 2] (the OpenAI API's range), and empty stop
+// strings (an empty string would match before any text; a client that sends
+// one almost certainly meant "no stop string", and saying so beats silently
+// ending every reply at once).
 void validate(const SamplingParams& params);
 
+// One Sampler per sequence; not thread-safe (it owns the RNG and scratch).
+//
+// Pipeline of sample():
+//   penalties (repetition over prompt + generated; presence and frequency
+//   over generated) -> [logprobs taken here] -> greedy argmax if
+//   temperature == 0, else temperature -> top-k -> softmax -> min-p ->
+//   top-p -> renormalise -> one draw from the seeded RNG.
+//
+// Reproducibility: the RNG is std::mt19937_64 (its output is fixed by the
+// standard) and the uniform draw is built from its bits here, so one seed
+// gives one token stream for one logits stream on every platform that
+// rounds float arithmetic the same way (IEEE-754, no FMA contraction; the
+// exp() used is Tandem's own, not the C library's).
+//
+// Non-finite logits (checked after penalties): NaN counts as -inf (never
+// sampled, logprob -inf). If any logit is +inf, the distribution is the limit of softmax: uniform over the
+// +inf tokens, zero elsewhere (in place they become 0 and -inf). If no token
+// is left with a finite or +inf logit, sample() throws tandem::Error.
 class Sampler {
  public:
   // Without a seed, one is drawn from std::random_device.
+  // Throws tandem::Error when validate(params) does.
   explicit Sampler(const SamplingParams& params);
 
-  // logits: [vocab] raw model output for the next position; modified in place.
+  // logits: [vocab] raw model output for the next position; modified in place
+  //   (afterwards it holds the penalised logits, temperature not applied).
   // prompt: the prompt's ids (for repetition_penalty);
   // generated: ids generated so far (for all three penalties).
+  // Returns a token id in [0, vocab).
+  // PRECONDITIONS: every id in prompt and generated is in [0, vocab), else
+  // tandem::Error (thrown before logits are touched). vocab >= 1.
+  // Greedy ties go to the lowest token id.
   int32_t sample(std::span<float> logits, std::span<const int32_t> prompt, std::span<const int32_t> generated);
 
   // log-softmax of the logits that sample() last saw, after penalties and
-  // before temperature: what an API reports as logprobs.
-  const std::vector<float>& last_logprobs() const { return logprobs_; }
+  // before temperature: what an API reports as logprobs. [vocab]; empty
+  // before the first sample(). Computed on the first call after each
+  // sample(): the full-vocab exp is the largest cost of a step, and most
+  // requests never ask for logprobs.
+  const std::vector<float>& last_logprobs() const;
 
  private:
+  // Applies the three penalties to logits in place (see SamplingParams).
+  void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt,
+                       std::span<const int32_t> generated);
+  // Temperature > 0 path, after penalties. max_logit: the largest logit.
+  int32_t sample_stochastic(std::span<const float> logits, float max_logit);
+  // Keeps the k best (logit, id) pairs in candidates_, sorted best first.
+  void select_top_k(std::span<const float> logits, size_t k);
+  // Fills candidates_ with the top-p set of weights_ ([vocab], by token id)
+  // without sorting the vocab. total: the sum of weights_.
+  void top_p_from_weights(double total);
+  // A uniform double in [0, 1) from 53 bits of rng_.
+  double next_uniform();
+
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<float> logprobs_;
-  std::vector<std::pair<float, int32_t>> candidates_;  // scratch
+  std::vector<float> penalised_;  // [vocab] logits after penalties and NaN/inf handling
+  float penalised_max_ = 0.0f;    // max of penalised_
+  double penalised_sum_ = -1.0;   // sum of exp(penalised_ - max) when known, else < 0
+  mutable std::vector<float> logprobs_;  // [vocab] filled by last_logprobs()
+  mutable bool logprobs_ready_ = true;   // logprobs_ matches penalised_
+  std::vector<std::pair<float, int32_t>> candidates_;  // scratch: (logit or weight, token id)
+  std::vector<std::pair<float, int32_t>> bucket_scratch_;  // scratch for the top-p cut
+  std::vector<float> weights_;        // scratch: [vocab] or [candidates] unnormalised probabilities
+  std::vector<double> chunk_sums_;    // scratch: [ceil(n / chunk)] partial sums of weights_
+  std::vector<uint8_t> seen_;         // scratch: [vocab] 1 = token already penalised this step (all 0 between calls)
+  std::vector<uint32_t> counts_;      // scratch: [vocab] occurrences in generated (all 0 between calls)
 };
 
 // Finds stop strings in streamed text. Text that could still be the start of
 // a stop string is held back, so a client never sees part of a stop string.
+// Matching is on bytes; for valid UTF-8 input and stop strings, emitted text
+// is only ever cut at character boundaries. The earliest match in the text
+// wins, whichever stop string it is. Empty stop strings are ignored here
+// (validate() rejects them in requests).
 class StopMatcher {
  public:
   explicit StopMatcher(std::vector<std::string> stops);
@@ -60,10 +118,13 @@ class StopMatcher {
     std::string text;  // safe to emit now
     bool stopped = false;
   };
-  // Feed newly decoded text.
+  // Feed newly decoded text. On a match, text is what came before the match
+  // and stopped is true. Once stopped, every later push returns
+  // {"", true} and ignores its input.
   Result push(std::string_view text);
-  // End of stream: release what was held back.
+  // End of stream: release what was held back ("" once stopped).
   std::string flush();
+  bool stopped() const { return stopped_; }
 
  private:
   std::vector<std::string> stops_;
