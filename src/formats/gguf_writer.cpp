@@ -16,6 +16,23 @@ constexpr uint32_t kMaxDims = 4;
 // Checks that every array item has the array's declared element type, so that
 // write() can encode the value exactly as the reader will decode it.
 void validate_value(const std::string& key, const Value& v) {
+  // A default-constructed Value has a type but no content; catch it here
+  // rather than halfway through write().
+  try {
+    switch (v.type()) {
+      case ValueType::BOOL: v.as_bool(); break;
+      case ValueType::STRING: v.as_string(); break;
+      case ValueType::FLOAT32:
+      case ValueType::FLOAT64: v.as_float(); break;
+      case ValueType::ARRAY: v.as_array(); break;
+      default:
+        if (!v.is_integer()) throw Error("unknown value type");
+        (void)v.as_float();  // any integer content converts; an empty Value throws
+        break;
+    }
+  } catch (const Error&) {
+    throw Error("GGUF metadata key '" + key + "' has a " + value_type_name(v.type()) + " type but no value");
+  }
   if (v.type() != ValueType::ARRAY) return;
   const Value::Array& a = v.as_array();
   for (const Value& item : a.items) {

@@ -142,6 +142,7 @@ std::vector<TestTensor> sample_tensors() {
   ts.push_back({"blk.0.attn_q.weight", DType::Q8_0, {2, 64}, fill(2 * 2 * 34, 3)});
   ts.push_back({"four.d", DType::I32, {2, 1, 3, 2}, fill(12 * 4, 4)});
   ts.push_back({"bf", DType::BF16, {1, 1}, fill(2, 5)});
+  ts.push_back({"scalar", DType::F32, {}, fill(4, 6)});  // n_dims 0
   return ts;
 }
 
@@ -207,6 +208,7 @@ TEST(GgufWriter, RejectsBadInput) {
   GgufWriter w;
   expect_error([&] { w.set("general.alignment", Value::u32(3)); }, {"power of two"});
   expect_error([&] { w.set("general.alignment", Value::string("32")); }, {"integer"});
+  expect_error([&] { w.set("empty", Value()); }, {"'empty'", "no value"});
   expect_error([&] { w.set("mixed", Value::array(ValueType::INT32, {Value::i32(1), Value::string("x")})); },
                {"'mixed'", "int32", "string"});
   std::vector<uint8_t> buf(4096);
