@@ -20,3 +20,6 @@ if(TANDEM_NODE_EXECUTABLE)
   set_tests_properties(tokenizer_reference_ids_are_current PROPERTIES
     LABELS unit SKIP_REGULAR_EXPRESSION "SKIPPED:")
 endif()
+tandem_add_test(NAME tokenizer_gguf_test LABEL unit
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/tokenizer_gguf_test.cpp
+  LIBS tandem_tokenizer)
