@@ -126,6 +126,10 @@ class GgufFile {
   std::optional<int64_t> get_int_opt(std::string_view key) const;
   std::optional<double> get_float_opt(std::string_view key) const;
   std::optional<bool> get_bool_opt(std::string_view key) const;
+  // Required arrays; the error names the file and the key when the key is
+  // missing, is not an array, or (for the string form) holds non-strings.
+  const Value::Array& get_array(std::string_view key) const;
+  std::vector<std::string> get_string_array(std::string_view key) const;
 
   // Tensors in file order; shapes are row-major (outermost first).
   const std::vector<TensorRef>& tensors() const { return tensors_; }

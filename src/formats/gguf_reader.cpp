@@ -386,6 +386,23 @@ std::optional<bool> GgufFile::get_bool_opt(std::string_view key) const {
   return v->as_bool();
 }
 
+const Value::Array& GgufFile::get_array(std::string_view key) const {
+  const Value& v = get(key);
+  if (v.type() != ValueType::ARRAY) wrong_key_type(path_, key, v, "an array");
+  return v.as_array();
+}
+
+std::vector<std::string> GgufFile::get_string_array(std::string_view key) const {
+  const Value::Array& a = get_array(key);
+  if (a.elem_type != ValueType::STRING)
+    throw Error(path_ + ": metadata key '" + std::string(key) + "' is an array of " + value_type_name(a.elem_type) +
+                ", expected an array of strings");
+  std::vector<std::string> out;
+  out.reserve(a.items.size());
+  for (const Value& item : a.items) out.push_back(item.as_string());
+  return out;
+}
+
 const TensorRef* GgufFile::find_tensor(std::string_view name) const {
   const auto it = tensor_index_.find(name);
   return it == tensor_index_.end() ? nullptr : &tensors_[it->second];

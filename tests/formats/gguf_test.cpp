@@ -302,6 +302,8 @@ TEST(GgufReader, TypedLookups) {
   w.set("big", Value::u64(std::numeric_limits<uint64_t>::max()));
   w.set("f", Value::f32(0.25f));
   w.set("b", Value::boolean(true));
+  w.set("strs", Value::string_array({"x", "", "yz"}));
+  w.set("ints", Value::i32_array({1, -2}));
   const auto f = write_and_open(w, dir, "lookups.gguf");
   EXPECT_EQ(f->get_string("s"), "text");
   EXPECT_EQ(f->get_string_opt("s"), "text");
@@ -321,6 +323,11 @@ TEST(GgufReader, TypedLookups) {
   expect_error([&] { f->get_bool_opt("u"); }, {"'u'", "bool"});
   expect_error([&] { f->get_float_opt("s"); }, {"'s'", "number"});
   expect_error([&] { f->get("neg").as_uint(); }, {"negative"});
+  expect_error([&] { f->get_array("s"); }, {"lookups.gguf", "'s'", "string", "expected an array"});
+  expect_error([&] { f->get_array("zz"); }, {"lookups.gguf", "missing metadata key 'zz'"});
+  expect_error([&] { f->get_string_array("ints"); }, {"lookups.gguf", "'ints'", "int32", "array of strings"});
+  EXPECT_EQ(f->get_string_array("strs"), (std::vector<std::string>{"x", "", "yz"}));
+  EXPECT_EQ(f->get_array("ints").items.at(1).as_int(), -2);
   expect_error([&] { f->get("s").as_array(); }, {"string", "array"});
 }
 
