@@ -64,7 +64,13 @@ BpeTokenizer::BpeTokenizer(TokenizerSpec spec) : spec_(std::move(spec)) {
 
 void BpeTokenizer::encode_plain(std::string_view text, size_t section_index,
                                 std::vector<int32_t>& out) const {
-  const std::string normalized = normalize(spec_.normalizers, text);
+  // Without normalizers the text is used in place.
+  std::string normalized_storage;
+  std::string_view normalized = text;
+  if (!spec_.normalizers.empty()) {
+    normalized_storage = normalize(spec_.normalizers, text);
+    normalized = normalized_storage;
+  }
   if (normalized.empty()) return;
   std::vector<AddedTokenMatcher::Segment> segments;
   if (normalized_matcher_->empty()) {
@@ -72,14 +78,15 @@ void BpeTokenizer::encode_plain(std::string_view text, size_t section_index,
   } else {
     normalized_matcher_->split(normalized, segments);
   }
-  std::vector<std::string> pieces;
+  std::vector<std::string_view> pieces;
+  std::deque<std::string> storage;
   for (const auto& seg : segments) {
     if (seg.id >= 0) {
       out.push_back(seg.id);
       continue;
     }
-    pre_tokenize(spec_.pre_tokenizers, seg.text, section_index, pieces);
-    for (const std::string& piece : pieces) model_->encode_piece(piece, out);
+    pre_tokenize(spec_.pre_tokenizers, seg.text, section_index, pieces, storage);
+    for (std::string_view piece : pieces) model_->encode_piece(piece, out);
   }
 }
 

@@ -49,7 +49,18 @@ std::string_view strip_whitespace(std::string_view s, bool left, bool right) {
 
 // Splits every piece in `pieces` by `matches` of a pattern, following `behavior`.
 void split_piece(std::string_view piece, const std::vector<std::pair<size_t, size_t>>& matches,
-                 SplitBehavior behavior, bool invert, std::vector<std::string>& out) {
+                 SplitBehavior behavior, bool invert, std::vector<std::string_view>& out) {
+  if (behavior == SplitBehavior::kIsolated) {
+    // Matches and the gaps between them all become pieces.
+    size_t last = 0;
+    for (const auto& [b, e] : matches) {
+      if (b > last) out.push_back(piece.substr(last, b - last));
+      out.push_back(piece.substr(b, e - b));
+      last = e;
+    }
+    if (last < piece.size()) out.push_back(piece.substr(last));
+    return;
+  }
   // Spans covering the whole piece, each flagged as a match or a gap.
   struct Span {
     size_t begin, end;
@@ -65,7 +76,7 @@ void split_piece(std::string_view piece, const std::vector<std::pair<size_t, siz
   if (last < piece.size()) spans.push_back({last, piece.size(), invert});
 
   auto emit = [&](size_t b, size_t e) {
-    if (e > b) out.emplace_back(piece.substr(b, e - b));
+    if (e > b) out.push_back(piece.substr(b, e - b));
   };
   switch (behavior) {
     case SplitBehavior::kRemoved:
@@ -149,24 +160,28 @@ std::string normalize(const std::vector<Normalizer>& normalizers, std::string_vi
 }
 
 void pre_tokenize(const std::vector<PreTokenizer>& pre_tokenizers, std::string_view section,
-                  size_t section_index, std::vector<std::string>& pieces) {
+                  size_t section_index, std::vector<std::string_view>& pieces,
+                  std::deque<std::string>& storage) {
   pieces.clear();
-  pieces.emplace_back(section);
-  std::vector<std::string> next;
+  pieces.push_back(section);
+  std::vector<std::string_view> next;
   for (const auto& pt : pre_tokenizers) {
     next.clear();
-    for (std::string& piece : pieces) {
+    for (std::string_view piece : pieces) {
       switch (pt.kind) {
         case PreTokenizer::Kind::kSplit:
           split_piece(piece, pt.pattern->find_all(piece), pt.behavior, pt.invert, next);
           break;
         case PreTokenizer::Kind::kByteLevel: {
           // The byte mapping itself happens in the model, which works on raw bytes.
-          if (pt.add_prefix_space && !piece.empty() && piece[0] != ' ') piece.insert(0, " ");
+          if (pt.add_prefix_space && !piece.empty() && piece[0] != ' ') {
+            storage.push_back(" " + std::string(piece));
+            piece = storage.back();
+          }
           if (pt.pattern) {
             split_piece(piece, pt.pattern->find_all(piece), SplitBehavior::kIsolated, false, next);
           } else {
-            next.push_back(std::move(piece));
+            next.push_back(piece);
           }
           break;
         }
@@ -175,15 +190,17 @@ void pre_tokenize(const std::vector<PreTokenizer>& pre_tokenizers, std::string_v
           const bool prepend = pt.prepend_scheme == PrependScheme::kAlways ||
                                (pt.prepend_scheme == PrependScheme::kFirst && section_index == 0);
           if (prepend && !replaced.starts_with(pt.replacement)) replaced.insert(0, pt.replacement);
+          storage.push_back(std::move(replaced));
+          const std::string_view text = storage.back();
           if (!pt.split) {
-            next.push_back(std::move(replaced));
+            next.push_back(text);
             break;
           }
           std::vector<std::pair<size_t, size_t>> matches;
-          for (size_t pos = replaced.find(pt.replacement); pos != std::string::npos;
-               pos = replaced.find(pt.replacement, pos + pt.replacement.size()))
+          for (size_t pos = text.find(pt.replacement); pos != std::string_view::npos;
+               pos = text.find(pt.replacement, pos + pt.replacement.size()))
             matches.emplace_back(pos, pos + pt.replacement.size());
-          split_piece(replaced, matches, SplitBehavior::kMergedWithNext, false, next);
+          split_piece(text, matches, SplitBehavior::kMergedWithNext, false, next);
           break;
         }
         case PreTokenizer::Kind::kDigits: {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -52,8 +53,11 @@ struct PreTokenizer {
 // Splits one section of text (text between added tokens) into the pieces the
 // model encodes one by one. `section_index` is the section's position in
 // the whole input (Metaspace's "first" scheme prepends only to section 0).
+// Pieces view `section` or strings kept in `storage` (for stages that
+// rewrite text), so both must outlive `pieces`.
 void pre_tokenize(const std::vector<PreTokenizer>& pre_tokenizers, std::string_view section,
-                  size_t section_index, std::vector<std::string>& pieces);
+                  size_t section_index, std::vector<std::string_view>& pieces,
+                  std::deque<std::string>& storage);
 
 struct Decoder {
   enum class Kind { kByteLevel, kReplace, kByteFallback, kFuse, kStrip, kMetaspace };

@@ -19,6 +19,10 @@ struct Decomposition {
   char32_t first;
   char32_t second;  // 0 when the mapping is a single code point
 };
+struct CodePointRange {
+  char32_t first;
+  char32_t last;
+};
 struct Composition {
   char32_t first;
   char32_t second;
@@ -31,6 +35,16 @@ struct Composition {
 constexpr char32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
 constexpr char32_t kLCount = 19, kVCount = 21, kTCount = 28;
 constexpr char32_t kNCount = kVCount * kTCount, kSCount = kLCount * kNCount;
+
+// A stable starter never changes under NFC and nothing before it can
+// combine with it or anything after it.
+bool is_stable_starter(char32_t cp) {
+  if (cp < 0xC0) return true;
+  const auto* end = std::end(kUnstableRanges);
+  const auto* it = std::upper_bound(std::begin(kUnstableRanges), end, cp,
+                                    [](char32_t c, const CodePointRange& r) { return c < r.first; });
+  return it == std::begin(kUnstableRanges) || cp > std::prev(it)->last;
+}
 
 uint8_t combining_class(char32_t cp) {
   if (cp < 0x300) return 0;
@@ -134,28 +148,49 @@ std::string nfc_normalize(std::string_view text) {
   }
   if (simple) return std::string(text);
 
+  // The text is cut into segments that each begin at a stable starter; a
+  // segment made only of stable starters is copied as is, any other goes
+  // through decomposition and recomposition.
   std::string out;
   out.reserve(text.size());
   std::vector<char32_t> run;
+  size_t segment_start = 0;
+  bool segment_unstable = false;
+  auto flush = [&](size_t end) {
+    if (segment_unstable) {
+      nfc_run(run, out);
+    } else {
+      out.append(text.substr(segment_start, end - segment_start));
+    }
+    run.clear();
+    segment_start = end;
+    segment_unstable = false;
+  };
   size_t pos = 0;
   while (pos < text.size()) {
+    const size_t at = pos;
+    if (static_cast<uint8_t>(text[pos]) < 0x80) {
+      flush(at);  // ASCII is a stable starter
+      run.push_back(static_cast<uint8_t>(text[pos]));
+      ++pos;
+      continue;
+    }
     if (utf8_sequence_length(text, pos) == 0) {
-      // Ill-formed byte: flush and copy it through.
-      nfc_run(run, out);
-      run.clear();
+      // Ill-formed byte: a boundary, copied through.
+      flush(at);
       out.push_back(text[pos++]);
+      segment_start = pos;
       continue;
     }
     const char32_t cp = next_code_point(text, pos);
-    // An ASCII character never composes with what precedes it, so the run
-    // so far is final (a mark after it may still compose with it).
-    if (cp < 0x80 && !run.empty()) {
-      nfc_run(run, out);
-      run.clear();
+    if (is_stable_starter(cp)) {
+      flush(at);
+    } else {
+      segment_unstable = true;
     }
     run.push_back(cp);
   }
-  nfc_run(run, out);
+  flush(text.size());
   return out;
 }
 
