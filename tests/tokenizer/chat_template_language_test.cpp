@@ -68,6 +68,7 @@ TEST(ChatTemplateLanguage, IntegerAndFloatArithmetic) {
 
 TEST(ChatTemplateLanguage, StringLiteralsAndEscapes) {
   EXPECT_RENDERS("{{ 'a\\nb' }}|{{ \"t\\tq\\\"\" }}|{{ '\\x41\\u00e9' }}|{{ 'ab' 'cd' }}", "a\nb|t\tq\"|A\xC3\xA9|abcd");
+  EXPECT_RENDERS("{{ 'one \\\ntwo' }}", "one two");  // backslash-newline continues the literal
   EXPECT_ERROR_CONTAINS("{{ '\\q' }}", "unsupported escape");
   EXPECT_ERROR_CONTAINS("{{ 'open }}", "never closed");
 }
