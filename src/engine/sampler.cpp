@@ -255,7 +255,10 @@ size_t select_mass(Candidate* c, size_t begin, size_t end, double base, double t
   size_t lo = begin;
   size_t hi = end;
   double acc = base;  // weight of [begin, lo), all of which is kept
-  while (hi - lo > 32) {
+  // Already best first (e.g. a run of equal weights, which arrive in id
+  // order): the quickselect would only shuffle it; the walk below suffices.
+  const bool sorted = std::is_sorted(c + begin, c + end, better);
+  while (!sorted && hi - lo > 32) {
     // Median of three as the pivot, moved to lo.
     size_t mid = lo + (hi - lo) / 2;
     size_t last = hi - 1;
@@ -284,7 +287,7 @@ size_t select_mass(Candidate* c, size_t begin, size_t end, double base, double t
       lo = m + 1;
     }
   }
-  std::sort(c + lo, c + hi, better);
+  if (!sorted) std::sort(c + lo, c + hi, better);
   for (size_t i = lo; i < hi; ++i) {
     acc += c[i].first;
     if (acc >= target) return i + 1;
@@ -304,8 +307,18 @@ size_t select_mass_large(Candidate* c, size_t begin, size_t end, double base, do
   constexpr size_t kBuckets = (std::bit_cast<uint32_t>(1.0f) >> kShift) + 1;
   if (end - begin <= kSmall) return select_mass(c, begin, end, base, target);
   const auto bucket_of = [](float w) { return std::min<size_t>(std::bit_cast<uint32_t>(w) >> kShift, kBuckets - 1); };
-  std::vector<double> mass(kBuckets, 0.0);
-  for (size_t i = begin; i < end; ++i) mass[bucket_of(c[i].first)] += c[i].first;
+  // Four interleaved histograms: runs of equal weights (common) would
+  // otherwise chain every add through the same memory slot.
+  std::vector<double> partial(4 * kBuckets, 0.0);
+  size_t i = begin;
+  for (; i + 4 <= end; i += 4) {
+    for (size_t h = 0; h < 4; ++h) partial[h * kBuckets + bucket_of(c[i + h].first)] += c[i + h].first;
+  }
+  for (; i < end; ++i) partial[bucket_of(c[i].first)] += c[i].first;
+  std::vector<double> mass(kBuckets);
+  for (size_t b = 0; b < kBuckets; ++b) {
+    mass[b] = (partial[b] + partial[kBuckets + b]) + (partial[2 * kBuckets + b] + partial[3 * kBuckets + b]);
+  }
   double acc = base;
   size_t cut_bucket = kBuckets;
   for (size_t b = kBuckets; b-- > 0;) {
@@ -317,19 +330,21 @@ size_t select_mass_large(Candidate* c, size_t begin, size_t end, double base, do
   }
   if (cut_bucket == kBuckets) return end;  // short only by rounding: keep all
   // Heavier buckets to the front (all kept), then the cut bucket; the rest
-  // is dropped by the caller.
-  scratch.clear();
+  // is dropped by the caller. Branch-free: every element is written to both
+  // places and the counts advance only where it belongs.
+  scratch.resize(end - begin);
   size_t out = begin;
-  for (size_t i = begin; i < end; ++i) {
-    const size_t b = bucket_of(c[i].first);
-    if (b > cut_bucket) {
-      c[out++] = c[i];
-    } else if (b == cut_bucket) {
-      scratch.push_back(c[i]);
-    }
+  size_t in_cut = 0;
+  for (i = begin; i < end; ++i) {
+    const Candidate x = c[i];
+    const size_t b = bucket_of(x.first);
+    c[out] = x;  // out <= i: never overwrites what is still to be read
+    out += b > cut_bucket;
+    scratch[in_cut] = x;
+    in_cut += b == cut_bucket;
   }
-  std::copy(scratch.begin(), scratch.end(), c + out);
-  return select_mass(c, out, out + scratch.size(), acc, target);
+  std::copy(scratch.begin(), scratch.begin() + in_cut, c + out);
+  return select_mass(c, out, out + in_cut, acc, target);
 }
 
 }  // namespace
@@ -500,39 +515,44 @@ void Sampler::select_top_k(std::span<const float> logits, size_t k) {
 }
 
 void Sampler::top_p_from_weights(double total) {
-  // Candidates are taken in bands of weight, heaviest first: (1e-3, 1],
-  // then (1e-7, 1e-3], ... Every band is wholly better than the next, so a
-  // band is either kept whole or holds the cut, and only that band goes
-  // through select_mass. Most rows end in the first band, a few hundred
-  // tokens out of the vocab.
+  // Candidates are taken in two bands of weight, heaviest first: (1e-4, 1],
+  // then (0, 1e-4]. The first band is wholly better than the second, so it
+  // is either kept whole or holds the cut, and only the band with the cut
+  // goes through select_mass. Peaked rows (most of what a model produces)
+  // end in the first band, a few hundred tokens out of the vocab.
   const double target = (static_cast<double>(params_.top_p) - kTopPSlack) * total;
   const size_t n = weights_.size();
   const float* w = weights_.data();
-  candidates_.clear();
+  // pool_ has room for the whole vocab plus one, so that the compaction below
+  // can write every weight and advance only past the kept ones, without
+  // branches (once all n are kept, later writes land in the spare slot).
+  // It only ever grows: shrinking and regrowing would re-initialise it.
+  if (pool_.size() < n + 1) pool_.resize(n + 1);
+  Candidate* c = pool_.data();
+  size_t count = 0;
   double acc = 0.0;
   float upper = kInf;
-  for (float cutoff : {1e-3f, 1e-7f, 1e-20f, 0.0f}) {
-    const size_t band_begin = candidates_.size();
-    double band = 0.0;
+  for (float cutoff : {1e-4f, 0.0f}) {
+    const size_t band_begin = count;
     for (size_t block = 0; block < n; block += kLanes) {
       const size_t end = std::min(n, block + kLanes);
       if (end - block == kLanes && !block_has_above(w + block, cutoff)) continue;
       for (size_t i = block; i < end; ++i) {
-        if (w[i] > cutoff && w[i] <= upper) {
-          candidates_.emplace_back(w[i], static_cast<int32_t>(i));
-          band += w[i];
-        }
+        c[count] = Candidate(w[i], static_cast<int32_t>(i));
+        count += (w[i] > cutoff) & (w[i] <= upper);
       }
     }
+    const double band = sum_range([c](size_t i) { return c[i].first; }, band_begin, count);
     if (acc + band >= target) {
-      candidates_.resize(
-          select_mass_large(candidates_.data(), band_begin, candidates_.size(), acc, target, bucket_scratch_));
-      return;
+      count = select_mass_large(c, band_begin, count, acc, target, bucket_scratch_);
+      break;
     }
     acc += band;
     upper = cutoff;
   }
-  // Rounding left the whole support short of the target: keep all of it.
+  // (If rounding left even the whole support short of the target, count
+  // covers all of it.)
+  candidates_.assign(c, c + count);
 }
 
 int32_t Sampler::sample_stochastic(std::span<const float> logits, float max_logit) {

@@ -98,6 +98,7 @@ class Sampler {
   mutable std::vector<float> logprobs_;  // [vocab] filled by last_logprobs()
   mutable bool logprobs_ready_ = true;   // logprobs_ matches penalised_
   std::vector<std::pair<float, int32_t>> candidates_;  // scratch: (logit or weight, token id)
+  std::vector<std::pair<float, int32_t>> pool_;            // scratch: [vocab + 1] top-p candidates
   std::vector<std::pair<float, int32_t>> bucket_scratch_;  // scratch for the top-p cut
   std::vector<float> weights_;        // scratch: [vocab] or [candidates] unnormalised probabilities
   std::vector<double> chunk_sums_;    // scratch: [ceil(n / chunk)] partial sums of weights_

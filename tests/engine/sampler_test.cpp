@@ -268,7 +268,7 @@ TEST(SamplerTopK, NeverLeavesTheKLargest) {
       p.temperature = 5.0f;  // flatten, so that all k get drawn
       Sampler sampler(p);
       std::set<int32_t> seen;
-      for (int i = 0; i < 300; ++i) {
+      for (int i = 0; i < 150; ++i) {
         std::vector<float> row = logits;
         const int32_t token = sampler.sample(row, kNoTokens, kNoTokens);
         EXPECT_TRUE(allowed.count(token)) << "k " << k << " token " << token;
@@ -340,15 +340,20 @@ TEST(SamplerTopP, LargeVocabWithLongTail) {
   expected[55555] = 2.0 / 9.0;
   expect_matches_distribution(counts, expected, 3000);
 
-  p.top_p = 0.95f;  // the heads plus half the tail
-  counts = draw_counts(logits, p, 3000);
+  p.top_p = 0.95f;  // the heads plus half the tail: the lower ids of it
+  counts = draw_counts(logits, p, 1000);
   int tail = 0;
+  int upper_half_of_tail = 0;
   for (size_t i = 0; i < vocab; ++i) {
     if (i != 70000 && i != 10 && i != 55555) tail += counts[i];
+    if (i > 50002 && i != 70000 && i != 55555) upper_half_of_tail += counts[i];
   }
-  // Tail mass after renormalising: 0.05 / 0.95, about 158 of 3000 draws.
-  EXPECT_GT(tail, 100);
-  EXPECT_LT(tail, 220);
+  // Tail mass after renormalising: 0.05 / 0.95, about 53 of 1000 draws
+  // (sd 7). Equal weights tie, and ties go to lower ids, so the kept half of
+  // the tail is ids below about 50002.
+  EXPECT_GT(tail, 25);
+  EXPECT_LT(tail, 85);
+  EXPECT_EQ(upper_half_of_tail, 0);
 }
 
 TEST(SamplerMinP, DropsTokensBelowTheFractionOfTheBest) {
