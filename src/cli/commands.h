@@ -16,5 +16,6 @@ Action add_synth_command(CLI::App& app);
 Action add_convert_command(CLI::App& app);
 Action add_tokenize_command(CLI::App& app);
 Action add_template_command(CLI::App& app);
+Action add_perplexity_command(CLI::App& app);
 
 }  // namespace tandem::cli
