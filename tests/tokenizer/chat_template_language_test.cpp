@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <ctime>
 
 #include "common/error.h"
 #include "tokenizer/chat_template.h"
@@ -16,7 +17,7 @@ using tandem::jinja::Object;
 using tandem::jinja::RenderOptions;
 using tandem::jinja::Value;
 
-// 2026-11-25 12:34:56 UTC: noon, so the local date is the same in every time zone.
+// 2026-11-25 12:34:56 UTC.
 std::chrono::system_clock::time_point pinned_time() {
   return std::chrono::system_clock::time_point(std::chrono::seconds(1795610096));
 }
@@ -236,9 +237,12 @@ TEST(ChatTemplateLanguage, IndexingSlicingMembership) {
 }
 
 TEST(ChatTemplateLanguage, Globals) {
+  setenv("TZ", "UTC", 1);  // strftime_now formats local time
+  tzset();
   EXPECT_RENDERS("{{ range(3) }}{{ range(1, 7, 2) }}{{ range(3, 0, -1) }}", "[0, 1, 2][1, 3, 5][3, 2, 1]");
   EXPECT_RENDERS("{{ strftime_now('%Y-%m-%d') }} {{ strftime_now('%d %b %Y') }} {{ strftime_now('%B %-d') }}",
                  "2026-11-25 25 Nov 2026 November 25");
+  EXPECT_RENDERS("{{ strftime_now('%H:%M:%S %p %I %a %A %j %y %e') }}", "12:34:56 PM 12 Wed Wednesday 329 26 25");
   EXPECT_ERROR_CONTAINS("{{ raise_exception('Roles must alternate') }}", "the template raised an error: Roles must alternate");
   EXPECT_ERROR_CONTAINS("{{ range(0) }}{{ range(1, 2, 0) }}", "step must not be zero");
   EXPECT_ERROR_CONTAINS("{{ strftime_now('%Q') }}", "unsupported format directive '%Q'");

