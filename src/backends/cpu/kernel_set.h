@@ -46,6 +46,11 @@ struct KernelSet {
   // x: [n] -> xq: [n], xd: [n / 32]; xd = max|x| / 127 per block, xq =
   // round-to-nearest-even(x / xd). PRECONDITIONS: n a multiple of 32.
   void (*quantize_activations)(const float* x, int64_t n, int8_t* xq, float* xd);
+  // Vector helpers behind cpu_ops.h (any n >= 0; f32 accumulation).
+  float (*dot)(const float* a, const float* b, int64_t n);
+  void (*axpy)(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
+  float (*sum_squares)(const float* x, int64_t n);
+  void (*scale_mul)(float alpha, const float* x, const float* w, float* out, int64_t n);  // out = alpha * x * w
 };
 
 // The variants this build contains and this CPU (and OS) can run, best last.

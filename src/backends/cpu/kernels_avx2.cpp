@@ -21,6 +21,8 @@ struct Isa {
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V set1(float a) { return _mm256_set1_ps(a); }
   static V load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
@@ -53,6 +55,7 @@ struct Isa {
 }  // namespace
 
 const KernelSet kAvx2Kernels{KernelVariant::Avx2, "avx2", kGemvMaxTokens, &matmul_rows,
-                             &quantize_activations};
+                             &quantize_activations,
+                             &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul};
 
 }  // namespace tandem::cpu

@@ -21,6 +21,8 @@ struct Isa {
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V set1(float a) { return _mm512_set1_ps(a); }
   static V load_f16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
@@ -56,6 +58,7 @@ struct Isa {
 }  // namespace
 
 const KernelSet kAvx512Kernels{KernelVariant::Avx512, "avx512", kGemvMaxTokens, &matmul_rows,
-                               &quantize_activations};
+                               &quantize_activations,
+                               &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul};
 
 }  // namespace tandem::cpu

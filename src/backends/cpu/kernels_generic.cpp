@@ -50,10 +50,21 @@ void generic_quantize_activations(const float* x, int64_t n, int8_t* xq, float* 
   }
 }
 
+float generic_sum_squares(const float* x, int64_t n) { return dot_f32(x, x, n); }
+
+void generic_axpy(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void generic_scale_mul(float alpha, const float* x, const float* w, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = alpha * x[i] * w[i];
+}
+
 }  // namespace
 
 // gemv_max_tokens = 0: the generic variant never uses quantized activations.
 const KernelSet kGenericKernels{KernelVariant::Generic, "generic", 0, &generic_matmul_rows,
-                                &generic_quantize_activations};
+                                &generic_quantize_activations, &dot_f32, &generic_axpy,
+                                &generic_sum_squares, &generic_scale_mul};
 
 }  // namespace tandem::cpu

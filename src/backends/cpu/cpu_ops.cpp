@@ -1,0 +1,39 @@
+#include "backends/cpu/cpu_ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "backends/cpu/kernel_set.h"
+
+namespace tandem::cpu {
+
+float dot(const float* a, const float* b, int64_t n) { return best_kernel_set().dot(a, b, n); }
+
+void axpy(float alpha, const float* x, float* y, int64_t n) { best_kernel_set().axpy(alpha, x, y, n); }
+
+void rmsnorm(const float* x, const float* weight, float eps, float* out, int64_t n) {
+  if (n <= 0) return;
+  const KernelSet& ks = best_kernel_set();
+  const float ms = ks.sum_squares(x, n) / static_cast<float>(n);
+  ks.scale_mul(1.0f / std::sqrt(ms + eps), x, weight, out, n);
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  const float m = *std::max_element(x, x + n);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void convert_row(DType dtype, const void* src, float* dst, int64_t n) { dequantize_row(dtype, src, dst, n); }
+
+}  // namespace tandem::cpu

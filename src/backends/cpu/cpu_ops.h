@@ -1,0 +1,27 @@
+// Small vector operations for the CPU engine (norms, activations, attention
+// inner loops), using the best kernel variant of this CPU (dot, axpy and
+// rmsnorm are SIMD; silu_mul and softmax use scalar exp). All in f32.
+#pragma once
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace tandem::cpu {
+
+// sum_i a[i] * b[i] (f32 accumulation)
+float dot(const float* a, const float* b, int64_t n);
+// y[i] += alpha * x[i]
+void axpy(float alpha, const float* x, float* y, int64_t n);
+// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]; out may alias x.
+//   x, weight, out: [n]
+void rmsnorm(const float* x, const float* weight, float eps, float* out, int64_t n);
+// gate[i] = silu(gate[i]) * up[i], silu(v) = v / (1 + exp(-v)).  gate, up: [n]
+void silu_mul(float* gate, const float* up, int64_t n);
+// In place, numerically stable (max subtracted). x: [n], n >= 1.
+void softmax(float* x, int64_t n);
+// Converts one row of `n` values of dtype (F32, F16, BF16, Q8_0) to f32, as
+// dequantize_row does (same results); throws tandem::Error on other dtypes.
+void convert_row(DType dtype, const void* src, float* dst, int64_t n);
+
+}  // namespace tandem::cpu
