@@ -106,7 +106,9 @@ class GgufFile {
   static std::unique_ptr<GgufFile> open(const std::string& path);
 
   // Parses an image already in memory (used by the fuzzer and by tests).
-  // The bytes must outlive the returned object.
+  // PRECONDITIONS: `data` stays alive and unchanged while the returned
+  // object lives (TensorRef::data points into it); `name` is only used in
+  // error messages.
   static std::unique_ptr<GgufFile> parse(const uint8_t* data, size_t size, const std::string& name);
 
   uint32_t version() const { return version_; }
@@ -158,7 +160,8 @@ class GgufWriter {
   // Replaces the value if the key exists.
   void set(const std::string& key, Value value);
   // `shape` is row-major (outermost first); `n_bytes` must equal the size that
-  // dtype and shape imply.
+  // dtype and shape imply (throws tandem::Error otherwise).
+  // PRECONDITIONS: `data` stays valid until write() returns; nothing is copied.
   void add_tensor(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
                   uint64_t n_bytes);
   // Writes to a temporary file beside `path` and renames it into place, so

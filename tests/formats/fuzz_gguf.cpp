@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       sum += static_cast<uint64_t>(t.n_elements());
     }
     for (const auto& kv : f->metadata()) {
-      if (kv.value.is_integer()) sum += static_cast<uint64_t>(kv.value.as_float());
+      if (kv.value.is_integer() || kv.value.is_float()) sum += kv.value.as_float() > 0.0 ? 1 : 0;
       if (kv.value.type() == tandem::gguf::ValueType::ARRAY) sum += kv.value.as_array().items.size();
     }
     (void)f->get_string_opt("general.architecture");
