@@ -72,6 +72,10 @@ int run(const RunOptions& o) {
   go.sampling.stop = o.stop;
   go.sampling.ignore_eos = o.ignore_eos;
   if (!o.json) {
+    if (!o.chat) {  // the continuation reads on from the prompt
+      std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+      std::fflush(stdout);
+    }
     go.on_text = [](const std::string& piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
@@ -94,6 +98,7 @@ int run(const RunOptions& o) {
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("\n");
+    std::fflush(stdout);
     std::fprintf(stderr,
                  "prompt: %lld tokens, %.1f ms, %.1f tok/s | generated: %lld tokens, %.1f tok/s | finish: %s\n",
                  static_cast<long long>(r.prompt_tokens), r.prompt_ms, prompt_tps,
