@@ -442,6 +442,10 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   };
   check_ids(prompt, "prompt");
   check_ids(generated, "generated tokens");
+  // Until this call succeeds, there are no logprobs to report.
+  penalised_.clear();
+  logprobs_.clear();
+  logprobs_ready_ = true;
 
   apply_penalties(logits, prompt, generated);
 
@@ -461,7 +465,9 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   penalised_sum_ = -1.0;
   logprobs_ready_ = false;
 
-  if (params_.temperature == 0.0f) {
+  // A temperature so small that 1 / temperature overflows is greedy in the
+  // limit (except that ties go to the lowest id rather than being shared).
+  if (params_.temperature == 0.0f || !std::isfinite(1.0f / params_.temperature)) {
     // Greedy: the first (lowest id) token holding the max.
     return static_cast<int32_t>(first_index_of(logits.data(), vocab, max_logit));
   }

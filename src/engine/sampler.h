@@ -66,7 +66,9 @@ class Sampler {
   // Returns a token id in [0, vocab).
   // PRECONDITIONS: every id in prompt and generated is in [0, vocab), else
   // tandem::Error (thrown before logits are touched). vocab >= 1.
-  // Greedy ties go to the lowest token id.
+  // Greedy ties go to the lowest token id. A temperature below about 3e-39
+  // (1 / temperature overflows float) is treated as greedy.
+  // If sample() throws, last_logprobs() is empty until the next success.
   int32_t sample(std::span<float> logits, std::span<const int32_t> prompt, std::span<const int32_t> generated);
 
   // log-softmax of the logits that sample() last saw, after penalties and

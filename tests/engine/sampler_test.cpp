@@ -247,6 +247,11 @@ TEST(SamplerTemperature, TinyAndHugeTemperaturesStayFinite) {
     std::vector<float> row = logits;
     EXPECT_EQ(sampler.sample(row, kNoTokens, kNoTokens), 1);
   }
+  SamplingParams denormal = seeded(3);
+  denormal.temperature = 1e-45f;  // 1 / T overflows: greedy
+  Sampler tiny(denormal);
+  std::vector<float> row = logits;
+  EXPECT_EQ(tiny.sample(row, kNoTokens, kNoTokens), 1);
   SamplingParams hot = seeded(4);
   hot.temperature = 1e30f;
   const auto counts = draw_counts(logits, hot, 8000);
@@ -581,8 +586,12 @@ TEST(SamplerNonFinite, NoUsableLogitIsAnError) {
     SamplingParams p;
     p.temperature = temperature;
     Sampler sampler(p);
+    std::vector<float> good = {0.0f, 1.0f};
+    sampler.sample(good, kNoTokens, kNoTokens);
+    EXPECT_EQ(sampler.last_logprobs().size(), 2u);
     std::vector<float> bad = {nan, -kInf, nan};
     EXPECT_THROW(sampler.sample(bad, kNoTokens, kNoTokens), Error);
+    EXPECT_TRUE(sampler.last_logprobs().empty());  // nothing stale from the last step
     std::vector<float> empty;
     EXPECT_THROW(sampler.sample(empty, kNoTokens, kNoTokens), Error);
   }
