@@ -71,12 +71,17 @@ int run(const RunOptions& o) {
   go.sampling.max_tokens = o.max_tokens;
   go.sampling.stop = o.stop;
   go.sampling.ignore_eos = o.ignore_eos;
+  // The continuation reads on from the prompt, which is echoed once the
+  // request has been accepted (so that an error prints nothing on stdout).
+  bool echoed = o.chat || o.json;
+  auto echo_prompt = [&] {
+    if (echoed) return;
+    echoed = true;
+    std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+  };
   if (!o.json) {
-    if (!o.chat) {  // the continuation reads on from the prompt
-      std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
-      std::fflush(stdout);
-    }
-    go.on_text = [](const std::string& piece) {
+    go.on_text = [&](const std::string& piece) {
+      echo_prompt();
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     };
@@ -97,6 +102,7 @@ int run(const RunOptions& o) {
                           {"generated_tokens", r.generated_tokens}}}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
+    echo_prompt();
     std::printf("\n");
     std::fflush(stdout);
     std::fprintf(stderr,
