@@ -1,6 +1,7 @@
 // The matmul driver: validates the request, prepares activations, splits the
 // rows over the thread pool and runs the selected kernel variant.
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@ namespace tandem::cpu {
 namespace {
 
 constexpr int64_t kRowAlign = 4;  // every kernel tile starts on a multiple of 4 rows
+constexpr int64_t kChunksPerThread = 8;
 
 void validate(const WeightMatrix& w, const float* x, int64_t n_tokens, const float* y) {
   check(w.rows >= 0 && w.cols >= 0 && n_tokens >= 0,
@@ -100,12 +102,22 @@ void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int
     kernels.matmul_rows(args, 0, w.rows);
     return;
   }
-  // Contiguous row slices, so each thread streams its own part of the weights.
+  // Rows are dealt out in chunks of contiguous rows (each a sequential stream
+  // of weights) from a shared counter, ~8 per thread: when another process
+  // takes one core for a while, the other thread picks up its chunks instead
+  // of the whole matmul waiting for the slow one. Each row's result does not
+  // depend on which thread computes it.
+  const int64_t n_chunks = std::min<int64_t>(blocks, n_parts * kChunksPerThread);
+  std::atomic<int64_t> next_chunk{0};
   pool.run([&](int t) {
     if (t >= n_parts) return;
-    const int64_t r0 = std::min(w.rows, blocks * t / n_parts * kRowAlign);
-    const int64_t r1 = std::min(w.rows, blocks * (t + 1) / n_parts * kRowAlign);
-    if (r0 < r1) kernels.matmul_rows(args, r0, r1);
+    for (;;) {
+      const int64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
+      if (c >= n_chunks) return;
+      const int64_t r0 = std::min(w.rows, blocks * c / n_chunks * kRowAlign);
+      const int64_t r1 = std::min(w.rows, blocks * (c + 1) / n_chunks * kRowAlign);
+      if (r0 < r1) kernels.matmul_rows(args, r0, r1);
+    }
   });
 }
 
