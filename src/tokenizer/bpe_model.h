@@ -71,8 +71,8 @@ class BpeModel {
   StringIdMap raw_token_to_id_;           // byte-level: raw bytes -> id (for ignore_merges)
 
   // Cache of piece -> ids. Bounded: cleared when it grows past kCacheLimit.
-  static constexpr size_t kCacheLimit = 1 << 18;
-  static constexpr size_t kCacheMaxPiece = 64;
+  static constexpr size_t kCacheLimit = 1 << 16;
+  static constexpr size_t kCacheMaxPiece = 256;  // bytes; longer pieces are rare
   mutable std::shared_mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache_;
 };

@@ -3,6 +3,16 @@
 
 namespace tandem {
 
+// Default for tokenizers without context-dependent decoders.
+void Tokenizer::decode_append(int32_t id, bool skip_special, TokenDecodeState& state,
+                              std::string& bytes) const {
+  const int32_t one[1] = {id};
+  const std::string text = decode(one, skip_special);
+  if (!text.empty()) state.text_started = true;
+  ++state.tokens_seen;
+  bytes += text;
+}
+
 IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special)
     : tokenizer_(tokenizer), skip_special_(skip_special) {}
 

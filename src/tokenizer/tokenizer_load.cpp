@@ -43,13 +43,4 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   throw Error(path + " is neither a GGUF file, a tokenizer.json, nor a folder holding tokenizer.json");
 }
 
-void Tokenizer::decode_append(int32_t id, bool skip_special, TokenDecodeState& state,
-                              std::string& bytes) const {
-  const int32_t one[1] = {id};
-  const std::string text = decode(one, skip_special);
-  if (!text.empty()) state.text_started = true;
-  ++state.tokens_seen;
-  bytes += text;
-}
-
 }  // namespace tandem
