@@ -116,6 +116,13 @@ int order(Interpreter& in, const Value& a, const Value& b, bool case_sensitive, 
                            : to_lower(a.as_string()).compare(to_lower(b.as_string()));
     return c < 0 ? -1 : (c > 0 ? 1 : 0);
   }
+  if (a.is_array() && b.is_array()) {  // lexicographic, like Python tuples (e.g. dict items)
+    const Array& x = a.as_array();
+    const Array& y = b.as_array();
+    for (size_t i = 0; i < x.size() && i < y.size(); ++i)
+      if (int c = order(in, x[i], y[i], case_sensitive, loc)) return c;
+    return x.size() < y.size() ? -1 : (x.size() > y.size() ? 1 : 0);
+  }
   if ((a.is_none() && b.is_none()) || (a.is_undefined() && b.is_undefined())) return 0;
   fail(in, loc, std::string("cannot order ") + a.type_name() + " and " + b.type_name());
 }

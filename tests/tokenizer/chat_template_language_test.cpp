@@ -164,6 +164,9 @@ TEST(ChatTemplateLanguage, NumberFilters) {
 TEST(ChatTemplateLanguage, ListAndDictFilters) {
   EXPECT_RENDERS("{{ [3, 1, 2] | sort }}{{ ['b', 'A', 'c'] | sort(reverse=true) }}{{ [3, 1] | max }}{{ [3, 1] | min }}",
                  "[1, 2, 3][\"c\", \"b\", \"A\"]31");
+  EXPECT_RENDERS("{{ {'b': 2, 'a': 3}.items() | sort }}{{ [[1, 'b'], [1, 'a'], [0, 'z']] | sort }}",
+                 "[[\"a\", 3], [\"b\", 2]][[0, \"z\"], [1, \"a\"], [1, \"b\"]]");
+  EXPECT_ERROR_CONTAINS("{{ [1, 'a'] | sort }}", "cannot order");
   EXPECT_RENDERS("{{ [1, 2] | first }}{{ [1, 2] | last }}{{ [1, 2] | length }}{{ [1, 2] | count }}{{ [] | first }}|",
                  "1222|");
   EXPECT_RENDERS("{{ ['a', 'b'] | join(', ') }}|{{ [1, 2] | join }}|{{ [{'n': 'x'}, {'n': 'y'}] | join('+', attribute='n') }}",
