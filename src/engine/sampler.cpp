@@ -1,11 +1,13 @@
 // Picks the next token from one row of logits: penalties, then greedy argmax
 // or temperature -> top-k -> softmax -> min-p -> top-p -> one seeded draw.
 //
-// Cost model (vocab up to ~152k): every step makes a handful of linear passes
-// over the vocab (sanitise, max, exp for the logprobs, and for temperature
-// != 1 one more exp), all written in fixed-width blocks so the compiler can
-// vectorise them. Nothing sorts the vocab: top-k keeps a bounded buffer and
-// selects in it; top-p sorts only the best-first prefix it needs.
+// Cost model (vocab up to ~152k): a step makes a handful of linear passes
+// over the vocab (penalties touch only the seen ids; then NaN check, max,
+// one copy for the logprobs), written in fixed-width blocks so that the
+// compiler vectorises them. Greedy stops there. Sampling adds one exp pass
+// over the vocab, or over k candidates with top-k. Nothing sorts the vocab:
+// top-k keeps a bounded buffer and selects in it; top-p takes weight bands
+// and a mass quickselect. The logprobs' own exp pass runs only when asked for.
 #include "engine/sampler.h"
 
 #include <algorithm>
@@ -429,9 +431,12 @@ void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> 
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt,
                         std::span<const int32_t> generated) {
   const size_t vocab = logits.size();
-  check(vocab > 0, "sampler: the logits row is empty (vocab size 0)");
-  check(vocab <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
-        "sampler: vocab of " + std::to_string(vocab) + " entries does not fit 32-bit token ids");
+  // (if/throw rather than check(): check() would build its message string on
+  // every call, and this runs once per token.)
+  if (vocab == 0) throw Error("sampler: the logits row is empty (vocab size 0)");
+  if (vocab > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    throw Error("sampler: vocab of " + std::to_string(vocab) + " entries does not fit 32-bit token ids");
+  }
   const auto check_ids = [vocab](std::span<const int32_t> ids, const char* what) {
     for (int32_t id : ids) {
       if (id < 0 || static_cast<size_t>(id) >= vocab) {
@@ -456,8 +461,9 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   }
 
   const float max_logit = max_value(logits.data(), vocab);
-  check(max_logit > -kInf,
-        "sampler: every logit is NaN or -inf (after penalties); the model produced no usable distribution");
+  if (!(max_logit > -kInf)) {
+    throw Error("sampler: every logit is NaN or -inf (after penalties); the model produced no usable distribution");
+  }
 
   // Kept for last_logprobs(); the caller may reuse its buffer.
   penalised_.assign(logits.begin(), logits.end());

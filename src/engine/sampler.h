@@ -44,15 +44,18 @@ void validate(const SamplingParams& params);
 //   top-p -> renormalise -> one draw from the seeded RNG.
 //
 // Reproducibility: the RNG is std::mt19937_64 (its output is fixed by the
-// standard) and the uniform draw is built from its bits here, so one seed
-// gives one token stream for one logits stream on every platform that
-// rounds float arithmetic the same way (IEEE-754, no FMA contraction; the
-// exp() used is Tandem's own, not the C library's).
+// standard), each non-greedy sample() takes exactly one 64-bit draw from it
+// (greedy takes none), and the uniform double is built from its bits here.
+// The exp() is Tandem's own, not the C library's, and every selection uses a
+// strict total order (weight, then token id). So one seed gives one token
+// stream for one logits stream on every platform with IEEE-754 float and no
+// FMA contraction (the default in ISO C++ mode).
 //
 // Non-finite logits (checked after penalties): NaN counts as -inf (never
-// sampled, logprob -inf). If any logit is +inf, the distribution is the limit of softmax: uniform over the
-// +inf tokens, zero elsewhere (in place they become 0 and -inf). If no token
-// is left with a finite or +inf logit, sample() throws tandem::Error.
+// sampled, logprob -inf). If any logit is +inf, the distribution is the
+// limit of softmax: uniform over the +inf tokens, zero elsewhere (in place
+// they become 0 and -inf). If no token is left with a finite or +inf logit,
+// sample() throws tandem::Error.
 class Sampler {
  public:
   // Without a seed, one is drawn from std::random_device.
@@ -60,7 +63,8 @@ class Sampler {
   explicit Sampler(const SamplingParams& params);
 
   // logits: [vocab] raw model output for the next position; modified in place
-  //   (afterwards it holds the penalised logits, temperature not applied).
+  //   (afterwards it holds the penalised logits with NaN / +inf handled as
+  //   below; temperature not applied).
   // prompt: the prompt's ids (for repetition_penalty);
   // generated: ids generated so far (for all three penalties).
   // Returns a token id in [0, vocab).
