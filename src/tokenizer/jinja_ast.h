@@ -23,8 +23,9 @@ enum class NodeKind {
   SetVar,       // names = targets (several: tuple unpacking); children[0] = value
   SetAttr,      // children[0] = namespace expression; name = attribute; children[1] = value
   SetBlock,     // names[0] = target; body
-  Macro,        // name; names = parameters; defaults (parallel to names, null = required); body
-  CallBlock,    // children[0] = Call expression; names/defaults = caller parameters; body
+  Macro,        // name; names = parameters; defaults (parallel to names, null = required); body;
+                // ops = the special names ("varargs", "kwargs") the body reads
+  CallBlock,    // children[0] = Call expression; names/defaults = caller parameters; body; ops as Macro
   FilterBlock,  // children[0] = Filter expression whose operand is null; body
   Break,
   Continue,

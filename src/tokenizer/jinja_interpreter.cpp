@@ -96,8 +96,18 @@ struct Interpreter::MacroCallable : Callable {
       bool given = i < args.positional.size() || args.kw(node->names[i]);
       if (!given && node->defaults[i]) scope.vars.set(node->names[i], interp.eval(*node->defaults[i], scope));
     }
-    scope.vars.set("varargs", Value::array(std::move(varargs)));
-    scope.vars.set("kwargs", Value::object(std::move(kwargs)));
+    auto reads = [&](const char* special) {
+      for (const auto& o : node->ops)
+        if (o == special) return true;
+      return false;
+    };
+    if (!varargs.empty() && !reads("varargs"))
+      interp.fail(loc, "macro '" + name() + "' takes at most " + std::to_string(n_params) + " argument(s), got " +
+                           std::to_string(args.positional.size()));
+    if (!kwargs.entries.empty() && !reads("kwargs"))
+      interp.fail(loc, "macro '" + name() + "' has no parameter '" + kwargs.entries.front().first + "'");
+    if (reads("varargs")) scope.vars.set("varargs", Value::array(std::move(varargs)));
+    if (reads("kwargs")) scope.vars.set("kwargs", Value::object(std::move(kwargs)));
     if (caller) scope.vars.set("caller", *caller);
     std::string out;
     interp.exec_block(node->body, scope, out);

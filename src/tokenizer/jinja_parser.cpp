@@ -11,6 +11,26 @@
 namespace tandem::jinja {
 namespace {
 
+// Whether `name` is read anywhere under `node` (macros accept extra
+// arguments only when their body reads varargs / kwargs).
+bool reads_name(const Node& node, const std::string& name) {
+  if (node.kind == NodeKind::Identifier && node.name == name) return true;
+  for (const auto* list : {&node.children, &node.defaults, &node.body, &node.else_body})
+    for (const auto& c : *list)
+      if (c && reads_name(*c, name)) return true;
+  for (const auto& kv : node.kwargs)
+    if (kv.second && reads_name(*kv.second, name)) return true;
+  return false;
+}
+
+void note_special_names(Node& macro) {
+  for (const char* special : {"varargs", "kwargs"}) {
+    bool used = false;
+    for (const auto& stmt : macro.body) used = used || reads_name(*stmt, special);
+    if (used) macro.ops.emplace_back(special);
+  }
+}
+
 NodePtr make(NodeKind kind, SourceLoc loc) {
   auto n = std::make_unique<Node>();
   n->kind = kind;
@@ -287,6 +307,7 @@ class Parser {
     parse_body(n->body, {"endmacro"}, loc, "macro");
     loop_depth_ = saved;
     close_block("endmacro");
+    note_special_names(*n);
     return n;
   }
 
@@ -300,6 +321,7 @@ class Parser {
     expect(TokenType::CloseStatement, "'%}'");
     parse_body(n->body, {"endcall"}, loc, "call");
     close_block("endcall");
+    note_special_names(*n);
     return n;
   }
 

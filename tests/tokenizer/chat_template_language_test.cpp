@@ -136,6 +136,11 @@ TEST(ChatTemplateLanguage, MacrosAndCallBlocks) {
                  "<b>bold 2</b>");
   EXPECT_RENDERS("{% macro fact(n) %}{{ 1 if n <= 1 else n * (fact(n - 1) | int) }}{% endmacro %}{{ fact(5) }}", "120");
   EXPECT_ERROR_CONTAINS("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "macro calls nest deeper than");
+  EXPECT_RENDERS("{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, 3, k='v') }}",
+                 "1[2, 3]{\"k\": \"v\"}");
+  EXPECT_ERROR_CONTAINS("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", "takes at most 1 argument(s), got 2");
+  EXPECT_ERROR_CONTAINS("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(b=1) }}", "has no parameter 'b'");
+  EXPECT_RENDERS("{% macro m(a, b) %}[{{ a }}|{{ b is defined }}]{% endmacro %}{{ m(1) }}", "[1|false]");
 }
 
 TEST(ChatTemplateLanguage, StringFilters) {
