@@ -1,0 +1,304 @@
+// The continuous-batching engine: batching and preemption never change an
+// answer; cancellation, timeouts, limits and draining behave as documented.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+#include "common/thread_pool.h"
+#include "engine/cpu_model_runner.h"
+#include "models/model_file.h"
+#include "scheduler/engine_service.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tandem {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kModel = (fs::path(TANDEM_SOURCE_DIR) / "tests/models/fixtures/qwen3").string();
+
+// Collects every request's events; waits for their ends.
+class Collector {
+ public:
+  EventCallback callback(int key) {
+    return [this, key](StreamEvent&& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      order_.push_back(key);
+      Result& r = results_[key];
+      for (int32_t id : e.token_ids) r.ids.push_back(id);
+      r.text += e.text;
+      if (e.done) {
+        r.done = e;
+        r.finished = true;
+        cv_.notify_all();
+      }
+    };
+  }
+  struct Result {
+    std::vector<int32_t> ids;
+    std::string text;
+    StreamEvent done;
+    bool finished = false;
+  };
+  Result wait(int key) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    EXPECT_TRUE(cv_.wait_for(lock, std::chrono::seconds(60), [&] { return results_[key].finished; }))
+        << "request " << key << " never finished";
+    return results_[key];
+  }
+  std::vector<int> order() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return order_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<int, Result> results_;
+  std::vector<int> order_;  // the key of every event, in the order they came
+};
+
+class EngineServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = ModelFile::open(kModel);
+    tokenizer_ = Tokenizer::load(kModel);
+  }
+  std::unique_ptr<CpuModelRunner> make_runner(int64_t kv_blocks, int64_t block_size = 4) {
+    CpuRunnerOptions o;
+    o.max_context = 512;
+    o.block_size = block_size;
+    o.kv_blocks = kv_blocks;
+    return std::make_unique<CpuModelRunner>(*model_, pool_, o);
+  }
+  GenerationRequest greedy(const std::string& text, int max_tokens) {
+    GenerationRequest r;
+    r.prompt = tokenizer_->encode(text, false);
+    r.sampling.temperature = 0;
+    r.sampling.max_tokens = max_tokens;
+    r.sampling.ignore_eos = true;
+    return r;
+  }
+  std::vector<std::string> prompts() {
+    std::vector<std::string> p;
+    const char* words[] = {"Beautiful", "Errors", "Simple", "Flat", "Sparse", "Readability", "Special", "Now"};
+    for (int i = 0; i < 16; ++i) {
+      std::string s;
+      for (int j = 0; j <= i % 5; ++j) s += std::string(words[(i + j) % 8]) + " is better than ugly. ";
+      p.push_back(s);
+    }
+    return p;
+  }
+  // Each prompt alone, one at a time.
+  std::vector<std::vector<int32_t>> alone(int max_tokens) {
+    auto runner = make_runner(256);
+    EngineOptions o;
+    o.batch_size = 1;
+    EngineService service(*runner, *tokenizer_, o);
+    Collector c;
+    std::vector<std::vector<int32_t>> out;
+    for (int i = 0; i < 16; ++i) {
+      service.submit(greedy(prompts()[static_cast<size_t>(i)], max_tokens), c.callback(i));
+      out.push_back(c.wait(i).ids);
+    }
+    return out;
+  }
+
+  ThreadPool pool_{2};
+  std::unique_ptr<ModelFile> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(EngineServiceTest, BatchingIsInvisibleToAnswers) {
+  const auto want = alone(12);
+  auto runner = make_runner(256);
+  EngineOptions o;
+  o.batch_size = 8;
+  o.step_tokens = 24;  // forces chunked prefill beside running decodes
+  EngineService service(*runner, *tokenizer_, o);
+  Collector c;
+  for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 12), c.callback(i));
+  for (int i = 0; i < 16; ++i) {
+    const auto r = c.wait(i);
+    EXPECT_EQ(r.ids, want[static_cast<size_t>(i)]) << "request " << i;
+    EXPECT_EQ(r.done.finish_reason, "length");
+    EXPECT_EQ(r.done.completion_tokens, 12);
+  }
+  while (!service.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const EngineStats s = service.stats();
+  EXPECT_EQ(s.requests_finished_length, 16u);
+  EXPECT_EQ(s.generation_tokens_total, 16u * 12u);
+  EXPECT_EQ(s.ttft_seconds.total, 16u);
+  EXPECT_EQ(s.e2e_seconds.total, 16u);
+  EXPECT_EQ(s.kv_blocks_used, 0);
+}
+
+TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {
+  const auto want = alone(12);
+  // 40 blocks of 4 tokens: far less than 8 sequences need at once.
+  auto runner = make_runner(40);
+  EngineOptions o;
+  o.batch_size = 8;
+  o.step_tokens = 64;
+  EngineService service(*runner, *tokenizer_, o);
+  Collector c;
+  for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 12), c.callback(i));
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(c.wait(i).ids, want[static_cast<size_t>(i)]) << "request " << i;
+  while (!service.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_GT(service.stats().preemptions_total, 0u);
+  EXPECT_EQ(service.stats().kv_blocks_used, 0);
+}
+
+TEST_F(EngineServiceTest, LongPromptDoesNotStallRunningStreams) {
+  auto runner = make_runner(512);
+  EngineOptions o;
+  o.batch_size = 4;
+  o.step_tokens = 32;
+  EngineService service(*runner, *tokenizer_, o);
+  Collector c;
+  service.submit(greedy("Now is better than never.", 200), c.callback(0));
+  // Wait until the short stream decodes, then send a prompt of ~300 tokens.
+  while (c.order().size() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::string long_text;
+  for (int i = 0; i < 20; ++i) long_text += "Although practicality beats purity, errors should never pass silently. ";
+  GenerationRequest big = greedy(long_text, 4);
+  const size_t prefill_steps = (big.prompt.size() + 31) / 32;
+  ASSERT_GE(prefill_steps, 8u);
+  const size_t before = c.order().size();
+  service.submit(std::move(big), c.callback(1));
+  c.wait(1);
+  // Every step of the long prefill also decoded the running stream.
+  const std::vector<int> order = c.order();
+  size_t short_tokens = 0;
+  for (size_t i = before; i < order.size(); ++i) {
+    if (order[i] == 1) break;
+    short_tokens += order[i] == 0;
+  }
+  EXPECT_GE(short_tokens + 1, prefill_steps);
+  service.cancel(1);
+}
+
+TEST_F(EngineServiceTest, CancelEndsTheStreamAndFreesItsBlocks) {
+  auto runner = make_runner(128);
+  EngineService service(*runner, *tokenizer_, EngineOptions{});
+  Collector c;
+  const RequestId id = service.submit(greedy("Simple is better than complex.", 400), c.callback(0));
+  while (c.order().size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  service.cancel(id);
+  const auto r = c.wait(0);
+  EXPECT_EQ(r.done.finish_reason, "cancelled");
+  EXPECT_LT(r.done.completion_tokens, 400);
+  while (!service.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(service.stats().kv_blocks_used, 0);
+  EXPECT_EQ(service.stats().requests_cancelled, 1u);
+  service.cancel(id);  // a finished id is ignored
+  service.cancel(9999);
+}
+
+TEST_F(EngineServiceTest, TimeoutEndsTheStream) {
+  auto runner = make_runner(128);
+  EngineService service(*runner, *tokenizer_, EngineOptions{});
+  Collector c;
+  GenerationRequest r = greedy("Flat is better than nested.", 100000);
+  r.timeout = std::chrono::milliseconds(50);
+  service.submit(std::move(r), c.callback(0));
+  EXPECT_EQ(c.wait(0).done.finish_reason, "timeout");
+}
+
+TEST_F(EngineServiceTest, RefusesWhatCannotBeServed) {
+  auto runner = make_runner(128);
+  EngineOptions o;
+  o.batch_size = 1;
+  o.max_queued = 2;
+  o.context_window = 64;
+  EngineService service(*runner, *tokenizer_, o);
+  auto code_of = [&](GenerationRequest r) -> std::string {
+    try {
+      service.submit(std::move(r), [](StreamEvent&&) {});
+    } catch (const RequestError& e) {
+      return e.code();
+    }
+    return "accepted";
+  };
+  std::string long_text;
+  for (int i = 0; i < 30; ++i) long_text += "Sparse is better than dense. ";
+  EXPECT_EQ(code_of(greedy(long_text, 4)), "context_length_exceeded");
+  GenerationRequest bad = greedy("x", 4);
+  bad.sampling.top_p = 0;
+  EXPECT_EQ(code_of(bad), "invalid_request");
+  GenerationRequest empty = greedy("", 4);
+  EXPECT_EQ(code_of(empty), "invalid_request");
+  // Fill the queue: one running, two waiting, the next is refused.
+  int accepted = 0, overloaded = 0;
+  for (int i = 0; i < 8; ++i) {
+    const std::string code = code_of(greedy("Now is better than never.", 2000));
+    accepted += code == "accepted";
+    overloaded += code == "overloaded";
+  }
+  EXPECT_GE(accepted, 2);
+  EXPECT_LE(accepted, 3);
+  EXPECT_EQ(accepted + overloaded, 8);
+  EXPECT_GE(service.stats().requests_rejected, 3u + static_cast<uint64_t>(overloaded));
+}
+
+TEST_F(EngineServiceTest, DrainRefusesNewWorkAndFinishesRunning) {
+  auto runner = make_runner(128);
+  EngineService service(*runner, *tokenizer_, EngineOptions{});
+  Collector c;
+  service.submit(greedy("Readability counts.", 20), c.callback(0));
+  service.begin_drain();
+  EXPECT_THROW(service.submit(greedy("Readability counts.", 20), [](StreamEvent&&) {}), RequestError);
+  EXPECT_EQ(c.wait(0).done.finish_reason, "length");
+  while (!service.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(service.stats().draining);
+}
+
+TEST_F(EngineServiceTest, StopStringsAndLogprobs) {
+  auto runner = make_runner(128);
+  EngineService service(*runner, *tokenizer_, EngineOptions{});
+  Collector c;
+  GenerationRequest r = greedy("Beautiful is better than ugly.", 16);
+  r.top_logprobs = 3;
+  std::vector<StreamEvent> events;
+  std::mutex m;
+  std::condition_variable cv;
+  bool finished = false;
+  service.submit(std::move(r), [&](StreamEvent&& e) {
+    std::lock_guard<std::mutex> lock(m);
+    finished = e.done;
+    events.push_back(std::move(e));
+    cv.notify_all();
+  });
+  {
+    std::unique_lock<std::mutex> lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return finished; }));
+  }
+  std::string text;
+  for (const StreamEvent& e : events) {
+    text += e.text;
+    if (e.done) continue;
+    ASSERT_EQ(e.token_ids.size(), 1u);
+    ASSERT_EQ(e.logprobs.size(), 1u);
+    ASSERT_EQ(e.top.size(), 1u);
+    ASSERT_EQ(e.top[0].size(), 3u);
+    // Greedy: the sampled token is the most likely one.
+    EXPECT_EQ(e.top[0][0].id, e.token_ids[0]);
+    EXPECT_FLOAT_EQ(e.top[0][0].logprob, e.logprobs[0]);
+    EXPECT_LE(e.logprobs[0], 0.0f);
+    EXPECT_GE(e.top[0][0].logprob, e.top[0][1].logprob);
+  }
+  ASSERT_GE(text.size(), 4u);
+  // Now stop on a piece of that text: the output ends right before it.
+  const std::string stop = text.substr(2, 2);
+  GenerationRequest s = greedy("Beautiful is better than ugly.", 16);
+  s.sampling.stop = {stop};
+  service.submit(std::move(s), c.callback(1));
+  const auto res = c.wait(1);
+  EXPECT_EQ(res.done.finish_reason, "stop");
+  EXPECT_EQ(res.text, text.substr(0, text.find(stop)));
+}
+
+}  // namespace
+}  // namespace tandem
