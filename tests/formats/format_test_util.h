@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
-#include <source_location>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -100,8 +99,8 @@ inline std::vector<uint8_t> read_file(const std::string& path) {
 // every one of `parts`. Returns the message.
 template <typename F>
 std::string expect_error(F&& f, std::initializer_list<std::string_view> parts,
-                         std::source_location where = std::source_location::current()) {
-  SCOPED_TRACE(testing::Message() << "expect_error called at " << where.file_name() << ":" << where.line());
+                         const char* where_file = __builtin_FILE(), int where_line = __builtin_LINE()) {
+  SCOPED_TRACE(testing::Message() << "expect_error called at " << where_file << ":" << where_line);
   try {
     f();
   } catch (const Error& e) {

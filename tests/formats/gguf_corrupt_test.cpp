@@ -13,10 +13,10 @@ constexpr uint32_t kF32 = 0;
 constexpr uint32_t kQ8_0 = 8;
 
 std::string parse_error(const Bytes& b, std::initializer_list<std::string_view> parts,
-                        std::source_location where = std::source_location::current()) {
+                        const char* where_file = __builtin_FILE(), int where_line = __builtin_LINE()) {
   // Copy to a buffer of exactly the image size so that sanitizers see any overread.
   std::vector<uint8_t> image(b.v);
-  return expect_error([&] { GgufFile::parse(image.data(), image.size(), "bad.gguf"); }, parts, where);
+  return expect_error([&] { GgufFile::parse(image.data(), image.size(), "bad.gguf"); }, parts, where_file, where_line);
 }
 
 // A small valid file: two metadata entries, two tensors; it ends exactly at

@@ -20,8 +20,8 @@ std::vector<uint8_t> image(const std::string& header, size_t data_bytes,
 }
 
 std::string parse_error(const std::vector<uint8_t>& img, std::initializer_list<std::string_view> parts,
-                        std::source_location where = std::source_location::current()) {
-  return expect_error([&] { SafetensorsFile::parse(img.data(), img.size(), "bad.safetensors"); }, parts, where);
+                        const char* where_file = __builtin_FILE(), int where_line = __builtin_LINE()) {
+  return expect_error([&] { SafetensorsFile::parse(img.data(), img.size(), "bad.safetensors"); }, parts, where_file, where_line);
 }
 
 TEST(Safetensors, RoundTripEveryDTypeAndMetadata) {
