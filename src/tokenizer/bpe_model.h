@@ -41,6 +41,7 @@ class BpeModel {
   // `token_to_id` maps vocabulary texts to ids; `merges` are pairs of token
   // texts in rank order. Throws tandem::Error when a merge names a token
   // that is not in the vocabulary.
+  // PRECONDITIONS: `token_to_id` outlives the model (it is kept by reference).
   BpeModel(const StringIdMap& token_to_id, const std::vector<std::pair<std::string, std::string>>& merges,
            const BpeOptions& options);
 

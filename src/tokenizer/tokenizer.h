@@ -81,6 +81,9 @@ class Tokenizer {
 
 // Turns a stream of token ids into text pieces that are always whole UTF-8:
 // bytes of an incomplete character are held back until it completes.
+//
+// PRECONDITIONS: `tokenizer` outlives the decoder; one decoder per stream,
+// used from one thread at a time.
 class IncrementalDecoder {
  public:
   explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = true);
