@@ -120,7 +120,6 @@ namespace {
 // The `caller` of a {% call %} block: renders the block's body. It stays
 // callable only while the block runs (its scope lives on the stack).
 struct CallerCallable : Callable {
-  const Node* block;
   std::shared_ptr<bool> alive;
   std::function<Value(const CallArgs&, SourceLoc)> run;
   std::string name() const override { return "caller"; }
@@ -211,7 +210,6 @@ Interpreter::Flow Interpreter::exec(const Node& node, Scope& scope, std::string&
       CallArgs args = eval_args(call, 1, scope);
       auto alive = std::make_shared<bool>(true);
       auto caller = std::make_shared<CallerCallable>();
-      caller->block = &node;
       caller->alive = alive;
       caller->run = [this, &node, &scope](const CallArgs& a, SourceLoc loc) {
         MacroCallable as_macro(&node, globals_);
@@ -330,6 +328,8 @@ void Interpreter::exec_set(const Node& node, Scope& scope, std::string& out) {
       fail(node.loc, "cannot set attribute '" + node.name + "' on a " + target.type_name() +
                          "; only a namespace() can be assigned to");
     Value v = eval(*node.children[1], scope);
+    if (v.contains_namespace())
+      fail(node.loc, "cannot store a namespace inside namespace attribute '" + node.name + "'");
     target.namespace_object().set(node.name, std::move(v));
     return;
   }

@@ -149,7 +149,6 @@ class Parser {
   }
 
   NodePtr parse_statement() {
-    SourceLoc open_loc = t_[pos_].loc;
     ++pos_;  // {%
     if (!at(TokenType::Identifier)) fail(here(), "expected a statement name after '{%', found " + describe(peek()));
     const std::string word = peek()->value;
@@ -175,7 +174,6 @@ class Parser {
                                          "autoescape", "do", "trans", "pluralize"};
     for (const char* u : kUnsupported)
       if (word == u) fail(loc, "unsupported statement '{% " + word + " %}' (chat templates here are self-contained)");
-    (void)open_loc;
     fail(loc, "unknown statement '{% " + word + " %}'");
   }
 

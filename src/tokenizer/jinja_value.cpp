@@ -60,21 +60,38 @@ Value Value::string(std::string s) {
   v.s_ = std::move(s);
   return v;
 }
+namespace {
+uint32_t checked_depth(uint32_t child_max) {
+  if (child_max + 1 > kMaxValueDepth)
+    throw Error("chat template: a list or dict nests deeper than " + std::to_string(kMaxValueDepth) + " levels");
+  return child_max + 1;
+}
+}  // namespace
+
 Value Value::array(Array items) {
   Value v;
   v.kind_ = Kind::Array;
+  uint32_t d = 0;
+  for (const Value& x : items) d = std::max(d, x.depth_);
+  v.depth_ = checked_depth(d);
   v.a_ = std::make_shared<const Array>(std::move(items));
   return v;
 }
 Value Value::object(Object obj) {
   Value v;
   v.kind_ = Kind::Object;
+  uint32_t d = 0;
+  for (const auto& e : obj.entries) d = std::max(d, e.second.depth_);
+  v.depth_ = checked_depth(d);
   v.o_ = std::make_shared<Object>(std::move(obj));
   return v;
 }
 Value Value::namespace_(Object obj) {
   Value v;
   v.kind_ = Kind::Namespace;
+  uint32_t d = 0;
+  for (const auto& e : obj.entries) d = std::max(d, e.second.depth_);
+  v.depth_ = checked_depth(d);
   v.o_ = std::make_shared<Object>(std::move(obj));
   return v;
 }
@@ -87,7 +104,9 @@ Value Value::function(std::shared_ptr<const Callable> fn) {
 
 namespace {
 template <typename Json>
-Value convert(const Json& j) {
+Value convert(const Json& j, uint32_t depth) {
+  if (depth > kMaxValueDepth)
+    throw Error("chat template: input JSON nests deeper than " + std::to_string(kMaxValueDepth) + " levels");
   switch (j.type()) {
     case nlohmann::json::value_t::null:
     case nlohmann::json::value_t::discarded:
@@ -113,12 +132,12 @@ Value convert(const Json& j) {
     case nlohmann::json::value_t::array: {
       Array items;
       items.reserve(j.size());
-      for (const auto& x : j) items.push_back(convert(x));
+      for (const auto& x : j) items.push_back(convert(x, depth + 1));
       return Value::array(std::move(items));
     }
     case nlohmann::json::value_t::object: {
       Object obj;
-      for (auto it = j.begin(); it != j.end(); ++it) obj.entries.emplace_back(it.key(), convert(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) obj.entries.emplace_back(it.key(), convert(it.value(), depth + 1));
       return Value::object(std::move(obj));
     }
     case nlohmann::json::value_t::binary:
@@ -128,8 +147,27 @@ Value convert(const Json& j) {
 }
 }  // namespace
 
-Value Value::from_json(const nlohmann::json& j) { return convert(j); }
-Value Value::from_json(const nlohmann::ordered_json& j) { return convert(j); }
+Value Value::from_json(const nlohmann::json& j) { return convert(j, 0); }
+Value Value::from_json(const nlohmann::ordered_json& j) { return convert(j, 0); }
+
+bool Value::contains_namespace() const {
+  switch (kind_) {
+    case Kind::Namespace:
+      return true;
+    case Kind::Array:
+      for (const Value& x : *a_)
+        if (x.depth_ > 0 || x.kind_ == Kind::Namespace)
+          if (x.contains_namespace()) return true;
+      return false;
+    case Kind::Object:
+      for (const auto& e : o_->entries)
+        if (e.second.depth_ > 0 || e.second.kind_ == Kind::Namespace)
+          if (e.second.contains_namespace()) return true;
+      return false;
+    default:
+      return false;
+  }
+}
 
 double Value::as_double() const {
   if (kind_ == Kind::Int) return static_cast<double>(i_);

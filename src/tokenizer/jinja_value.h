@@ -22,6 +22,8 @@ struct SourceLoc {
 
 using Array = std::vector<Value>;
 
+constexpr uint32_t kMaxValueDepth = 512;
+
 // An insertion-ordered string-keyed map. Chat template dicts are small (message
 // fields, JSON schema nodes), so a linear scan beats hashing here.
 struct Object {
@@ -89,6 +91,14 @@ class Value {
   const Callable& as_function() const { return *fn_; }
   const std::shared_ptr<const Callable>& function_ptr() const { return fn_; }
 
+  // Nesting depth of lists and dicts (a scalar is 0). Building a value deeper
+  // than kMaxValueDepth throws, so that printing, comparing and freeing it
+  // cannot overflow the stack.
+  uint32_t depth() const { return depth_; }
+  // Whether a namespace occurs in this value (a namespace may not be stored
+  // in a namespace: that is the only way to build a reference cycle).
+  bool contains_namespace() const;
+
   // Python-style truthiness ("" / 0 / empty containers / none / undefined are false).
   bool truthy() const;
   // The name of the kind, for error messages ("string", "list", ...).
@@ -96,6 +106,7 @@ class Value {
 
  private:
   Kind kind_ = Kind::Undefined;
+  uint32_t depth_ = 0;
   bool b_ = false;
   int64_t i_ = 0;
   double f_ = 0.0;

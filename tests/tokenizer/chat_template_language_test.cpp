@@ -287,6 +287,13 @@ TEST(ChatTemplateLanguage, LimitsStopRunawayTemplates) {
             std::string::npos);
   EXPECT_NE(error_of("{{ 'x' * 100000 }}", {}, small).find("output exceeds"), std::string::npos);
   EXPECT_ERROR_CONTAINS("{{ range(100000000) }}", "exceeds the limit");
+  // Values cannot nest without bound or form cycles (printing them would never end).
+  EXPECT_ERROR_CONTAINS("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}",
+                        "nests deeper than 512 levels");
+  EXPECT_ERROR_CONTAINS("{% set ns = namespace() %}{% set ns.me = [ns] %}{{ ns }}", "cannot store a namespace");
+  nlohmann::ordered_json deep_json = nlohmann::ordered_json::array();
+  for (int i = 0; i < 2000; ++i) deep_json = nlohmann::ordered_json::array({deep_json});
+  EXPECT_NE(error_of("{{ x }}", {{"x", deep_json}}).find("input JSON nests deeper"), std::string::npos);
   EXPECT_ERROR_CONTAINS("{{ " + std::string(500, '(') + "1" + std::string(500, ')') + " }}", "nests deeper than");
   EXPECT_ERROR_CONTAINS("{{ " + std::string(500, '[') + std::string(500, ']') + " }}", "nests deeper than");
   EXPECT_ERROR_CONTAINS("{{ " + std::string(1000, '-') + "1 }}", "nests deeper than");
