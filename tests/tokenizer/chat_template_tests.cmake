@@ -20,8 +20,11 @@ if(TANDEM_NODE AND EXISTS ${PROJECT_SOURCE_DIR}/tests/reference/node_modules/@hu
 endif()
 
 if(TANDEM_FUZZ AND CMAKE_CXX_COMPILER_ID MATCHES "Clang")
-  add_executable(chat_template_fuzzer ${CMAKE_CURRENT_LIST_DIR}/chat_template_fuzzer.cpp)
+  # The interpreter sources are compiled into the fuzzer itself so that they
+  # carry the coverage instrumentation libFuzzer steers by.
+  file(GLOB TANDEM_JINJA_SOURCES ${PROJECT_SOURCE_DIR}/src/tokenizer/jinja_*.cpp)
+  add_executable(chat_template_fuzzer ${CMAKE_CURRENT_LIST_DIR}/chat_template_fuzzer.cpp ${TANDEM_JINJA_SOURCES})
   target_compile_options(chat_template_fuzzer PRIVATE -fsanitize=fuzzer,address,undefined)
   target_link_options(chat_template_fuzzer PRIVATE -fsanitize=fuzzer,address,undefined)
-  target_link_libraries(chat_template_fuzzer PRIVATE tandem_chat_template)
+  target_link_libraries(chat_template_fuzzer PRIVATE tandem_common nlohmann_json::nlohmann_json)
 endif()
