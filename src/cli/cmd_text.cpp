@@ -41,10 +41,11 @@ int render_template(const TemplateOptions& o) {
   const std::string path = resolve_model_path(o.model);
   std::ifstream in(o.messages);
   check(in.good(), "cannot read messages file '" + o.messages + "'");
-  nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+  // Ordered: tool schemas render in the order the file gives their keys.
+  nlohmann::ordered_json doc = nlohmann::ordered_json::parse(in, nullptr, false);
   check(!doc.is_discarded(), o.messages + ": malformed JSON");
-  nlohmann::json messages, tools;
-  nlohmann::json extra = nlohmann::json::object();
+  nlohmann::ordered_json messages, tools;
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
   if (doc.is_array()) {
     messages = doc;
   } else {
@@ -59,7 +60,7 @@ int render_template(const TemplateOptions& o) {
     }
   }
   std::unique_ptr<Tokenizer> tok = Tokenizer::load(path);
-  const std::string out = load_chat_template(path, *tok)->render(messages, tools, o.add_generation_prompt, extra);
+  const std::string out = load_chat_template(path, *tok)->render_ordered(messages, tools, o.add_generation_prompt, extra);
   std::fwrite(out.data(), 1, out.size(), stdout);
   return 0;
 }

@@ -25,8 +25,13 @@ ChatTemplate::~ChatTemplate() = default;
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
 
-std::string ChatTemplate::render(const nlohmann::json& messages, const nlohmann::json& tools,
-                                 bool add_generation_prompt, const nlohmann::json& extra) const {
+namespace {
+
+// The variables a chat template sees. Templated on the JSON type so that
+// ordered input keeps its key order (tool schemas print as the client sent them).
+template <typename Json>
+jinja::Object template_variables(const Json& messages, const Json& tools, bool add_generation_prompt, const Json& extra,
+                                 const std::string& bos_token, const std::string& eos_token) {
   check(messages.is_array(), "chat template: messages must be a JSON array of {role, content} objects");
   check(tools.is_null() || tools.is_array(), "chat template: tools must be a JSON array or null");
   check(extra.is_object() || extra.is_null(), "chat template: extra variables must be a JSON object");
@@ -34,12 +39,27 @@ std::string ChatTemplate::render(const nlohmann::json& messages, const nlohmann:
   vars.set("messages", jinja::Value::from_json(messages));
   vars.set("tools", jinja::Value::from_json(tools));
   vars.set("add_generation_prompt", jinja::Value::boolean(add_generation_prompt));
-  vars.set("bos_token", jinja::Value::string(impl_->bos_token));
-  vars.set("eos_token", jinja::Value::string(impl_->eos_token));
+  vars.set("bos_token", jinja::Value::string(bos_token));
+  vars.set("eos_token", jinja::Value::string(eos_token));
   if (extra.is_object())
     for (auto it = extra.begin(); it != extra.end(); ++it) vars.set(it.key(), jinja::Value::from_json(it.value()));
+  return vars;
+}
+
+}  // namespace
+
+std::string ChatTemplate::render(const nlohmann::json& messages, const nlohmann::json& tools,
+                                 bool add_generation_prompt, const nlohmann::json& extra) const {
   jinja::Interpreter interpreter(impl_->program, jinja::RenderOptions{});
-  return interpreter.render(vars);
+  return interpreter.render(
+      template_variables(messages, tools, add_generation_prompt, extra, impl_->bos_token, impl_->eos_token));
+}
+
+std::string ChatTemplate::render_ordered(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                                         bool add_generation_prompt, const nlohmann::ordered_json& extra) const {
+  jinja::Interpreter interpreter(impl_->program, jinja::RenderOptions{});
+  return interpreter.render(
+      template_variables(messages, tools, add_generation_prompt, extra, impl_->bos_token, impl_->eos_token));
 }
 
 const std::string& ChatTemplate::source() const { return impl_->source; }

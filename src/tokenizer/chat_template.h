@@ -25,6 +25,13 @@ class ChatTemplate {
   std::string render(const nlohmann::json& messages, const nlohmann::json& tools, bool add_generation_prompt,
                      const nlohmann::json& extra = nlohmann::json::object()) const;
 
+  // The same with key order kept: objects render (e.g. through tojson) in the
+  // order the client wrote them, as the reference renderer does. Use this for
+  // request bodies; render() sorts keys (nlohmann::json is ordered by key).
+  std::string render_ordered(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                             bool add_generation_prompt,
+                             const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
+
   const std::string& source() const;
 
  private:

@@ -232,3 +232,23 @@ TEST_F(Cli, ConvertRejectsUnknownDtype) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+TEST_F(Cli, TemplateKeepsToolSchemaKeyOrder) {
+  // A template that prints the tools as JSON: keys must come out in the
+  // order the request wrote them ("type" before "function", "name" first).
+  const fs::path d = copy_fixture("qwen3");
+  nlohmann::json cfg = nlohmann::json::parse(slurp(d / "tokenizer_config.json"));
+  cfg["chat_template"] = "{{ tools | tojson }}";
+  std::ofstream(d / "tokenizer_config.json") << cfg.dump();
+  const fs::path body = dir_ / "body.json";
+  std::ofstream(body) << R"({"messages":[],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]})";
+  const Output o = run("template --model " + quote(d.string()) + " --messages " + quote(body.string()));
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_EQ(o.out, R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])");
+}
+
+}  // namespace
+}  // namespace tandem
