@@ -17,5 +17,6 @@ Action add_convert_command(CLI::App& app);
 Action add_tokenize_command(CLI::App& app);
 Action add_template_command(CLI::App& app);
 Action add_perplexity_command(CLI::App& app);
+Action add_serve_command(CLI::App& app);
 
 }  // namespace tandem::cli

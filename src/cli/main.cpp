@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   add(tandem::cli::add_tokenize_command);
   add(tandem::cli::add_template_command);
   add(tandem::cli::add_perplexity_command);
+  add(tandem::cli::add_serve_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,146 @@
+// `tandem-server serve`: load a model and serve it over HTTP and WebSocket
+// (docs/SERVER.md). Settings come from --config FILE, then flags override.
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/model_resources.h"
+#include "common/error.h"
+#include "common/thread_pool.h"
+#include "engine/cpu_model_runner.h"
+#include "models/model_file.h"
+#include "scheduler/engine_service.h"
+#include "server/server.h"
+#include "server/server_config.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tandem::cli {
+namespace {
+
+struct ServeFlags {
+  std::string config_file;
+  server::ServerConfig flags;  // only the fields whose option was given are used
+  std::string max_memory_cpu, max_memory_gpu;
+  int header_timeout_s = 10;
+  std::string log_level = "info";
+};
+
+int serve(const ServeFlags& f, const CLI::App& cmd) {
+  server::ServerConfig config;
+  if (!f.config_file.empty()) server::apply_config_file(f.config_file, config);
+  auto given = [&](const char* name) { return cmd.get_option(name)->count() > 0; };
+  if (given("--model")) config.model_path = f.flags.model_path;
+  if (given("--device-map")) config.device_map = f.flags.device_map;
+  if (given("--ctx")) config.context_window = f.flags.context_window;
+  if (given("--batch-size")) config.batch_size = f.flags.batch_size;
+  if (given("--host")) config.host = f.flags.host;
+  if (given("--port")) config.port = f.flags.port;
+  if (given("--max-queued-requests")) config.max_queued_requests = f.flags.max_queued_requests;
+  if (given("--api-key")) config.api_key = f.flags.api_key;
+  if (given("--api-key-file")) config.api_key_file = f.flags.api_key_file;
+  if (given("--request-timeout-s")) config.request_timeout_s = f.flags.request_timeout_s;
+  if (given("--threads")) config.threads = f.flags.threads;
+  if (given("--http-threads")) config.http_threads = f.flags.http_threads;
+  if (given("--max-memory-cpu")) config.max_memory.cpu_bytes = server::parse_memory_size(f.max_memory_cpu, "max_memory.cpu");
+  if (given("--max-memory-gpu")) config.max_memory.gpu_bytes = server::parse_memory_size(f.max_memory_gpu, "max_memory.gpu");
+  server::validate_config(config);
+  check(f.header_timeout_s >= 1 && f.header_timeout_s <= 3600, "--header-timeout-s must be in [1, 3600]");
+  config.model_path = resolve_model_path(config.model_path);
+
+  auto log = std::make_shared<spdlog::logger>("tandem-server", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  log->set_level(spdlog::level::from_str(f.log_level));
+  log->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+
+  std::error_code ec;
+  const uint64_t file_bytes = std::filesystem::is_regular_file(config.model_path, ec)
+                                  ? std::filesystem::file_size(config.model_path, ec)
+                                  : 0;
+  if (config.max_memory.cpu_bytes > 0 && file_bytes > config.max_memory.cpu_bytes)
+    throw Error("the model's weights take " + std::to_string(file_bytes) + " bytes; max_memory.cpu is " +
+                std::to_string(config.max_memory.cpu_bytes) + " bytes");
+
+  std::unique_ptr<ModelFile> model = ModelFile::open(config.model_path);
+  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(config.model_path);
+  std::unique_ptr<ChatTemplate> chat_template;
+  const std::string template_source = chat_template_source(config.model_path);
+  if (!template_source.empty()) {
+    try {
+      chat_template = std::make_unique<ChatTemplate>(template_source, tokenizer->bos_text(), tokenizer->eos_text());
+    } catch (const Error& e) {
+      log->warn("the model's chat template cannot be used ({}); /v1/chat/completions will refuse requests", e.what());
+    }
+  }
+  const int64_t context = std::min<int64_t>(config.context_window, model->config().context_length);
+
+  auto ctx = std::make_shared<server::ServerContext>();
+  ctx->config = config;
+  ctx->log = log;
+  ctx->version = TANDEM_VERSION;
+  ctx->header_timeout = std::chrono::seconds(f.header_timeout_s);
+  ctx->model.id = std::filesystem::path(config.model_path).stem().string();
+  ctx->model.path = config.model_path;
+  ctx->model.tokenizer = tokenizer.get();
+  ctx->model.chat_template = chat_template.get();
+  ctx->model.context_window = context;
+  ctx->model.created = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+
+  // The server (and its io_context) outlives the engine, whose callbacks post into it.
+  server::Server server(ctx);
+  server.listen();
+
+  ThreadPool pool(config.threads);
+  CpuRunnerOptions ro;
+  ro.max_context = context;
+  ro.block_size = 16;
+  ro.kv_blocks = config.batch_size * ((context + ro.block_size - 1) / ro.block_size);
+  CpuModelRunner runner(*model, pool, ro);
+  EngineOptions eo;
+  eo.batch_size = config.batch_size;
+  eo.max_queued = config.max_queued_requests;
+  eo.context_window = context;
+  EngineService engine(runner, *tokenizer, eo);
+  ctx->model.engine = &engine;
+
+  // One line on stdout that scripts can wait for (the port may have been 0).
+  std::printf("tandem-server listening on http://%s:%u model=%s context=%lld batch=%lld\n", config.host.c_str(),
+              static_cast<unsigned>(server.port()), ctx->model.id.c_str(), static_cast<long long>(context),
+              static_cast<long long>(config.batch_size));
+  std::fflush(stdout);
+  log->info("serving {} on {}:{} (context {}, batch {}, queue {}{})", ctx->model.id, config.host, server.port(),
+            context, config.batch_size, config.max_queued_requests, config.api_key.empty() ? "" : ", API key on");
+  server.run();
+  return 0;
+}
+
+}  // namespace
+
+Action add_serve_command(CLI::App& app) {
+  auto f = std::make_shared<ServeFlags>();
+  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over HTTP (OpenAI API) and WebSocket on one port");
+  cmd->add_option("--config", f->config_file, "JSON config file (keys: see docs/SERVER.md); flags override it");
+  cmd->add_option("-m,--model", f->flags.model_path, "GGUF file or Hugging Face folder (default: the demo model)");
+  cmd->add_option("--device-map", f->flags.device_map, "auto or cpu");
+  cmd->add_option("--max-memory-cpu", f->max_memory_cpu, "Host memory budget, e.g. 16GB");
+  cmd->add_option("--max-memory-gpu", f->max_memory_gpu, "GPU memory budget, e.g. 48GB");
+  cmd->add_option("-c,--ctx", f->flags.context_window, "Context window per sequence in tokens");
+  cmd->add_option("--batch-size", f->flags.batch_size, "Running sequences at most");
+  cmd->add_option("--host", f->flags.host, "Address to bind (default 127.0.0.1)");
+  cmd->add_option("--port", f->flags.port, "Port (default 8765; 0 = any free port)");
+  cmd->add_option("--max-queued-requests", f->flags.max_queued_requests, "Waiting requests at most; more get 429");
+  cmd->add_option("--api-key", f->flags.api_key, "Require this key (Bearer on HTTP, api_key at WebSocket init)");
+  cmd->add_option("--api-key-file", f->flags.api_key_file, "Read the key from the first line of this file");
+  cmd->add_option("--request-timeout-s", f->flags.request_timeout_s, "Per-request time limit in seconds; 0 = none");
+  cmd->add_option("-t,--threads", f->flags.threads, "Engine CPU threads; 0 = all cores");
+  cmd->add_option("--http-threads", f->flags.http_threads, "Network threads (default 2)");
+  cmd->add_option("--header-timeout-s", f->header_timeout_s, "Seconds a client has to send a request header");
+  cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error");
+  return [f, cmd] { return serve(*f, *cmd); };
+}
+
+}  // namespace tandem::cli
