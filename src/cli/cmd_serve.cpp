@@ -41,8 +41,15 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   if (given("--host")) config.host = f.flags.host;
   if (given("--port")) config.port = f.flags.port;
   if (given("--max-queued-requests")) config.max_queued_requests = f.flags.max_queued_requests;
-  if (given("--api-key")) config.api_key = f.flags.api_key;
-  if (given("--api-key-file")) config.api_key_file = f.flags.api_key_file;
+  // A key flag replaces whichever key the file named.
+  if (given("--api-key")) {
+    config.api_key = f.flags.api_key;
+    config.api_key_file.clear();
+  }
+  if (given("--api-key-file")) {
+    config.api_key_file = f.flags.api_key_file;
+    config.api_key.clear();
+  }
   if (given("--request-timeout-s")) config.request_timeout_s = f.flags.request_timeout_s;
   if (given("--threads")) config.threads = f.flags.threads;
   if (given("--http-threads")) config.http_threads = f.flags.http_threads;
@@ -64,6 +71,19 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     throw Error("the model's weights take " + std::to_string(file_bytes) + " bytes; max_memory.cpu is " +
                 std::to_string(config.max_memory.cpu_bytes) + " bytes");
 
+  auto ctx = std::make_shared<server::ServerContext>();
+  ctx->config = config;
+  ctx->log = log;
+  ctx->version = TANDEM_VERSION;
+  ctx->header_timeout = std::chrono::seconds(f.header_timeout_s);
+
+  // Listen first: while the model loads, /health answers 503 "loading".
+  // The server (and its io_context) outlives the engine, whose callbacks post into it.
+  server::Server server(ctx);
+  server.listen();
+  server.start();
+  log->info("listening on {}:{}; loading {}", config.host, server.port(), config.model_path);
+
   std::unique_ptr<ModelFile> model = ModelFile::open(config.model_path);
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(config.model_path);
   std::unique_ptr<ChatTemplate> chat_template;
@@ -77,23 +97,6 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   }
   const int64_t context = std::min<int64_t>(config.context_window, model->config().context_length);
 
-  auto ctx = std::make_shared<server::ServerContext>();
-  ctx->config = config;
-  ctx->log = log;
-  ctx->version = TANDEM_VERSION;
-  ctx->header_timeout = std::chrono::seconds(f.header_timeout_s);
-  ctx->model.id = std::filesystem::path(config.model_path).stem().string();
-  ctx->model.path = config.model_path;
-  ctx->model.tokenizer = tokenizer.get();
-  ctx->model.chat_template = chat_template.get();
-  ctx->model.context_window = context;
-  ctx->model.created = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch()).count();
-
-  // The server (and its io_context) outlives the engine, whose callbacks post into it.
-  server::Server server(ctx);
-  server.listen();
-
   ThreadPool pool(config.threads);
   CpuRunnerOptions ro;
   ro.max_context = context;
@@ -105,16 +108,26 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   eo.max_queued = config.max_queued_requests;
   eo.context_window = context;
   EngineService engine(runner, *tokenizer, eo);
-  ctx->model.engine = &engine;
 
-  // One line on stdout that scripts can wait for (the port may have been 0).
+  ctx->model.id = std::filesystem::path(config.model_path).stem().string();
+  ctx->model.path = config.model_path;
+  ctx->model.tokenizer = tokenizer.get();
+  ctx->model.chat_template = chat_template.get();
+  ctx->model.context_window = context;
+  ctx->model.created = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+  ctx->model.engine = &engine;
+  ctx->ready.store(true, std::memory_order_release);
+
+  // One line on stdout that scripts can wait for: the server is ready (the
+  // port may have been 0).
   std::printf("tandem-server listening on http://%s:%u model=%s context=%lld batch=%lld\n", config.host.c_str(),
               static_cast<unsigned>(server.port()), ctx->model.id.c_str(), static_cast<long long>(context),
               static_cast<long long>(config.batch_size));
   std::fflush(stdout);
   log->info("serving {} on {}:{} (context {}, batch {}, queue {}{})", ctx->model.id, config.host, server.port(),
             context, config.batch_size, config.max_queued_requests, config.api_key.empty() ? "" : ", API key on");
-  server.run();
+  server.wait();
   return 0;
 }
 

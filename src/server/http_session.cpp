@@ -69,6 +69,11 @@ asio::awaitable<bool> route(ServerContext& ctx, beast::tcp_stream& stream, const
         ctx, stream, req.version(), keep,
         error_response(401, "invalid_api_key", "missing or wrong API key: send the header 'Authorization: Bearer KEY'"));
   }
+  if (!ctx.ready.load(std::memory_order_acquire) || path == "/health") {
+    // While loading every route answers 503 (plain_routes says so).
+    std::optional<PlainResponse> r = handle_plain_route(ctx, method, path, req.body());
+    co_return co_await write_plain(ctx, stream, req.version(), keep, *r, req.method() == http::verb::head);
+  }
   if (req.method() == http::verb::post && (path == "/v1/chat/completions" || path == "/chat/completions"))
     co_return co_await serve_generation(ctx, stream, req, true);
   if (req.method() == http::verb::post && (path == "/v1/completions" || path == "/completions"))

@@ -15,7 +15,8 @@ struct Server::Impl {
   tcp::acceptor acceptor{ioc};
   asio::signal_set signals{ioc, SIGINT, SIGTERM};
   asio::steady_timer drain_timer{ioc};
-  bool stopping = false;
+  std::vector<std::thread> threads;
+  bool stopped_while_loading = false;  // written on an io thread, read after join
 
   asio::awaitable<void> accept_loop() {
     for (;;) {
@@ -38,6 +39,13 @@ struct Server::Impl {
   void wait_signal() {
     signals.async_wait([this](beast::error_code ec, int sig) {
       if (ec) return;
+      if (!ctx->ready.load(std::memory_order_acquire)) {
+        ctx->log->info("signal {} while loading: stopping", sig);
+        stopped_while_loading = true;
+        ctx->draining = true;
+        ioc.stop();
+        return;
+      }
       if (ctx->draining) {
         ctx->log->warn("second signal: stopping now");
         ioc.stop();
@@ -67,7 +75,12 @@ struct Server::Impl {
 
 Server::Server(std::shared_ptr<ServerContext> ctx) : impl_(std::make_unique<Impl>()) { impl_->ctx = std::move(ctx); }
 
-Server::~Server() = default;
+Server::~Server() {
+  // An error while loading leaves the threads running: stop them here.
+  impl_->ioc.stop();
+  for (std::thread& t : impl_->threads)
+    if (t.joinable()) t.join();
+}
 
 void Server::listen() {
   const ServerContext& ctx = *impl_->ctx;
@@ -86,16 +99,20 @@ void Server::listen() {
 
 uint16_t Server::port() const { return impl_->acceptor.local_endpoint().port(); }
 
-void Server::run() {
+void Server::start() {
   Impl& s = *impl_;
   s.wait_signal();
   asio::co_spawn(s.ioc, s.accept_loop(), asio::detached);
-  std::vector<std::thread> threads;
-  for (int i = 1; i < s.ctx->config.http_threads; ++i) threads.emplace_back([&s] { s.ioc.run(); });
-  s.ioc.run();
-  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < s.ctx->config.http_threads; ++i) s.threads.emplace_back([&s] { s.ioc.run(); });
+}
+
+bool Server::wait() {
+  Impl& s = *impl_;
+  for (std::thread& t : s.threads) t.join();
+  s.threads.clear();
   beast::error_code ec;
   s.acceptor.close(ec);
+  return s.stopped_while_loading;
 }
 
 }  // namespace tandem::server

@@ -11,8 +11,9 @@ namespace tandem::server {
 
 class Server {
  public:
-  // PRECONDITIONS: ctx->model.engine is set before run() and the engine is
-  // destroyed before the Server (engine callbacks post into its io_context).
+  // PRECONDITIONS: ctx->model (engine included) is filled before ctx->ready
+  // is set, and the engine is destroyed before the Server (engine callbacks
+  // post into its io_context).
   explicit Server(std::shared_ptr<ServerContext> ctx);
   ~Server();
   Server(const Server&) = delete;
@@ -23,9 +24,14 @@ class Server {
   void listen();
   // The bound port (after listen()).
   uint16_t port() const;
-  // Serves until SIGTERM or SIGINT: then refuses new generations (503),
-  // lets running streams finish, and returns. A second signal returns at once.
-  void run();
+  // Starts serving on background threads and returns. Until ctx->ready is
+  // set, every route answers 503 (loading).
+  void start();
+  // Blocks until SIGTERM or SIGINT has drained the server: new generations
+  // are refused (503), running streams finish. A second signal, or one that
+  // comes while loading, stops at once. Returns whether a signal stopped it
+  // before the model was ready.
+  bool wait();
 
  private:
   struct Impl;

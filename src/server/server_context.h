@@ -44,6 +44,11 @@ struct ServerContext {
   ServerConfig config;
   std::shared_ptr<spdlog::logger> log;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  // False while the model loads: the server already answers (/health 503
+  // "loading", other routes 503) so that supervisors see it come up. The
+  // loader fills `model`, then sets ready (release); readers check ready
+  // (acquire) before they touch `model`.
+  std::atomic<bool> ready{false};
   std::atomic<bool> draining{false};
   ServerCounters counters;
   std::string version;

@@ -160,6 +160,8 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   void init(const json& msg) {
     if (msg.contains("api_key") && !msg.at("api_key").is_string())
       return send_error(nullptr, "invalid_request", "'api_key' must be a string");
+    if (!ctx_->ready.load(std::memory_order_acquire))
+      return send_error(nullptr, "loading", "the model is still loading; send init again shortly");
     const std::string key = msg.value("api_key", std::string());
     if (!key_matches(ctx_->config.api_key, key))
       return send_error(nullptr, "unauthorized", "missing or wrong api_key in init");
