@@ -77,7 +77,7 @@ test('4x the queue capacity: every request completes or gets 429, nothing hangs'
   const n = 4 * capacity;
   const started = Date.now();
   const results = await Promise.all(Array.from({ length: n }, (_, i) =>
-    postJson(server.base, '/v1/completions', { prompt: `Verse ${i}`, max_tokens: 6, temperature: 0, ignore_eos: true })));
+    postJson(server.base, '/v1/completions', { prompt: `Verse ${i}`, max_tokens: 32, temperature: 0, ignore_eos: true })));
   const ok = results.filter((r) => r.status === 200);
   const busy = results.filter((r) => r.status === 429);
   assert.equal(ok.length + busy.length, n, results.map((r) => r.status).join(','));
@@ -85,7 +85,7 @@ test('4x the queue capacity: every request completes or gets 429, nothing hangs'
   // least the queue's worth is accepted.
   assert.ok(ok.length >= QUEUE, `at least the queue's worth succeeds (${ok.length})`);
   assert.ok(busy.length > 0, 'some are refused');
-  for (const r of ok) assert.equal(r.json.usage.completion_tokens, 6);
+  for (const r of ok) assert.equal(r.json.usage.completion_tokens, 32);
   for (const r of busy) {
     assert.equal(r.json.error.code, 'overloaded');
     assert.equal(r.json.error.type, 'rate_limit_error');
@@ -146,7 +146,8 @@ test('invalid UTF-8, malformed HTTP and wrong field types get 400s', async () =>
 });
 
 test('SIGTERM drains: running streams finish, new requests get 503, exit 0', async () => {
-  const body = JSON.stringify({ prompt: 'And it came to pass', max_tokens: 60, ignore_eos: true, temperature: 0, stream: true });
+  // Long enough to be seen running by the poll below on a fast machine.
+  const body = JSON.stringify({ prompt: 'And it came to pass', max_tokens: 400, ignore_eos: true, temperature: 0, stream: true });
   const streamed = new Promise((resolve, reject) => {
     const req = http.request(`${server.base}/v1/completions`, { method: 'POST', headers: authHeaders() }, (res) => {
       let text = '';

@@ -1,7 +1,7 @@
 // OpenAI compatibility, with the official `openai` npm package as the client.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, require, API_KEY, postJson, getText, metric, authHeaders } from './harness.mjs';
+import { startServer, require, API_KEY, postJson, getText, metric, authHeaders, eventually } from './harness.mjs';
 
 const OpenAI = require('openai');
 let server;
@@ -175,7 +175,12 @@ test('health, metrics and status reflect the requests made', async () => {
   const gen0 = metric(before.text, 'tandem_generation_tokens_total');
   const stop0 = metric(before.text, 'tandem_requests_total', 'status="length"');
   await client.completions.create({ model: modelId, prompt: 'Blessed', max_tokens: 5, temperature: 0, ignore_eos: true });
-  const m = await getText(server.base, '/metrics');
+  // The engine may update its counters just after the last event reaches us.
+  const m = await eventually(async () => {
+    const r = await getText(server.base, '/metrics');
+    return metric(r.text, 'tandem_running_sequences') === 0 &&
+      metric(r.text, 'tandem_requests_total', 'status="length"') - stop0 === 1 ? r : null;
+  }, 5000, 'metrics to settle');
   assert.equal(m.status, 200);
   assert.equal(metric(m.text, 'tandem_generation_tokens_total') - gen0, 5);
   assert.equal(metric(m.text, 'tandem_requests_total', 'status="length"') - stop0, 1);
