@@ -77,3 +77,19 @@ test('a config file serves; flags override it; api_key_file is read', async () =
   proc.kill('SIGINT');
   assert.equal(await exited, 0);
 });
+
+test('request_timeout_s ends a long request with finish_reason timeout', async () => {
+  const server = await startServer({ extra: ['--request-timeout-s', '0.1'] });
+  try {
+    const res = await fetch(server.base + '/v1/completions', {
+      method: 'POST', headers: { Authorization: 'Bearer test-key-123', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ prompt: 'And it came to pass', max_tokens: 450, ignore_eos: true }),
+    });
+    const r = await res.json();
+    assert.equal(res.status, 200);
+    assert.equal(r.choices[0].finish_reason, 'timeout');
+    assert.ok(r.usage.completion_tokens < 450);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
