@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backends/cpu/cpu_ops.h"
 #include "common/error.h"
 
 namespace tandem {
@@ -151,10 +152,9 @@ void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chu
       float max_score = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j <= pos; ++j) {
         const float* k = kv_.key(layer, table[static_cast<size_t>(j / bs)], j % bs) + kvh * hd;
-        float dot = 0.0f;
-        for (int64_t d = 0; d < hd; ++d) dot += q[d] * k[d];
-        scores[static_cast<size_t>(j)] = dot * scale;
-        max_score = std::max(max_score, dot * scale);
+        const float score = cpu::dot(q, k, hd) * scale;
+        scores[static_cast<size_t>(j)] = score;
+        max_score = std::max(max_score, score);
       }
       float sum = 0.0f;
       for (int64_t j = 0; j <= pos; ++j) {
@@ -167,8 +167,7 @@ void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chu
       std::fill(out, out + hd, 0.0f);
       for (int64_t j = 0; j <= pos; ++j) {
         const float* v = kv_.value(layer, table[static_cast<size_t>(j / bs)], j % bs) + kvh * hd;
-        const float w = scores[static_cast<size_t>(j)] * inv_sum;
-        for (int64_t d = 0; d < hd; ++d) out[d] += w * v[d];
+        cpu::axpy(scores[static_cast<size_t>(j)] * inv_sum, v, out, hd);
       }
     }
   });
