@@ -17,7 +17,7 @@ export const API_KEY = 'test-key-123';
 // listening line; rejects after 60 s or if it exits first.
 export async function startServer({ batch = 4, queue = 16, ctx = 512, extra = [] } = {}) {
   const args = ['serve', '--model', MODEL, '--port', '0', '--api-key', API_KEY, '--batch-size', String(batch),
-    '--max-queued-requests', String(queue), '--ctx', String(ctx), '--threads', '2', '--header-timeout-s', '2',
+    '--max-queued-requests', String(queue), '--ctx', String(ctx), '--threads', process.env.TANDEM_TEST_THREADS ?? '2', '--header-timeout-s', '2',
     '--log-level', process.env.TANDEM_TEST_VERBOSE ? 'debug' : 'warn', ...extra];
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
