@@ -59,7 +59,7 @@ int perf(const PerfOptions& o) {
     int32_t next = static_cast<int32_t>(std::max_element(logits->begin(), logits->begin() + c.vocab_size) - logits->begin());
     t0 = now_ms();
     for (int64_t i = 0; i < o.gen_tokens; ++i) {
-      SequenceChunk step{std::span<const int32_t>(&next, 1), &kv, false};
+      SequenceChunk step{std::span<const int32_t>(&next, 1), &kv, false, o.prompt_tokens};
       logits = &runner.forward(std::span<const SequenceChunk>(&step, 1));
       next = static_cast<int32_t>(std::max_element(logits->begin(), logits->begin() + c.vocab_size) - logits->begin());
     }

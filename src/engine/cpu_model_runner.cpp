@@ -173,6 +173,14 @@ void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chu
   });
 }
 
+void CpuModelRunner::matmul_split(const cpu::WeightMatrix& w, const float* x, int64_t n_tokens, int64_t n_generated,
+                                  float* y) {
+  if (n_generated > 0) cpu::matmul(w, x, n_generated, y, pool_, cpu::MatmulPath::Gemv);
+  if (n_tokens > n_generated)
+    cpu::matmul(w, x + n_generated * w.cols, n_tokens - n_generated, y + n_generated * w.rows, pool_,
+                cpu::MatmulPath::Gemm);
+}
+
 const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk> chunks) {
   const ModelConfig& c = config_;
   const int64_t hidden = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hd = c.head_dim;
@@ -203,19 +211,29 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
   grow(gate_, T * inter);
   grow(up_, T * inter);
 
+  // Compute order: generated tokens, then prompt tokens (see SequenceChunk).
   {
-    int64_t t = 0;
-    const int64_t embd_row = dtype_row_bytes(token_embd_.dtype, hidden);
-    for (const SequenceChunk& ch : chunks) {
-      for (size_t i = 0; i < ch.tokens.size(); ++i, ++t) {
-        const int32_t id = ch.tokens[i];
-        check(id >= 0 && id < c.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                                std::to_string(c.vocab_size));
-        positions_[static_cast<size_t>(t)] = ch.kv->n_tokens + static_cast<int64_t>(i);
-        owner_[static_cast<size_t>(t)] = &ch;
-        cpu::dequantize_row(token_embd_.dtype, static_cast<const uint8_t*>(token_embd_.data) + id * embd_row,
-                            x_.data() + t * hidden, hidden);
+    std::vector<std::pair<const SequenceChunk*, size_t>> order;
+    order.reserve(static_cast<size_t>(T));
+    for (int pass = 0; pass < 2; ++pass) {
+      for (const SequenceChunk& ch : chunks) {
+        for (size_t i = 0; i < ch.tokens.size(); ++i) {
+          const bool generated = ch.kv->n_tokens + static_cast<int64_t>(i) >= ch.prompt_len;
+          if (generated == (pass == 0)) order.emplace_back(&ch, i);
+        }
       }
+      if (pass == 0) n_generated_ = static_cast<int64_t>(order.size());
+    }
+    const int64_t embd_row = dtype_row_bytes(token_embd_.dtype, hidden);
+    for (int64_t t = 0; t < T; ++t) {
+      const auto& [ch, i] = order[static_cast<size_t>(t)];
+      const int32_t id = ch->tokens[i];
+      check(id >= 0 && id < c.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                              std::to_string(c.vocab_size));
+      positions_[static_cast<size_t>(t)] = ch->kv->n_tokens + static_cast<int64_t>(i);
+      owner_[static_cast<size_t>(t)] = ch;
+      cpu::dequantize_row(token_embd_.dtype, static_cast<const uint8_t*>(token_embd_.data) + id * embd_row,
+                          x_.data() + t * hidden, hidden);
     }
   }
 
@@ -234,9 +252,9 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
     rows_parallel(T, [&](int64_t t) {
       rmsnorm_row(x_.data() + t * hidden, L.attn_norm.data(), xn_.data() + t * hidden, hidden, c.rms_norm_eps);
     });
-    cpu::matmul(L.wq, xn_.data(), T, q_.data(), pool_);
-    cpu::matmul(L.wk, xn_.data(), T, k_.data(), pool_);
-    cpu::matmul(L.wv, xn_.data(), T, v_.data(), pool_);
+    matmul_split(L.wq, xn_.data(), T, n_generated_, q_.data());
+    matmul_split(L.wk, xn_.data(), T, n_generated_, k_.data());
+    matmul_split(L.wv, xn_.data(), T, n_generated_, v_.data());
     rows_parallel(T, [&](int64_t t) {
       float* q = q_.data() + t * q_dim;
       float* k = k_.data() + t * kv_dim;
@@ -260,21 +278,21 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
       std::copy(v, v + kv_dim, kv_.value(l, block, pos % bs));
     });
     attention(l, chunks, T);
-    cpu::matmul(L.wo, attn_out_.data(), T, proj_.data(), pool_);
+    matmul_split(L.wo, attn_out_.data(), T, n_generated_, proj_.data());
     rows_parallel(T, [&](int64_t t) {
       float* x = x_.data() + t * hidden;
       const float* o = proj_.data() + t * hidden;
       for (int64_t i = 0; i < hidden; ++i) x[i] += o[i];
       rmsnorm_row(x, L.ffn_norm.data(), xn_.data() + t * hidden, hidden, c.rms_norm_eps);
     });
-    cpu::matmul(L.gate, xn_.data(), T, gate_.data(), pool_);
-    cpu::matmul(L.up, xn_.data(), T, up_.data(), pool_);
+    matmul_split(L.gate, xn_.data(), T, n_generated_, gate_.data());
+    matmul_split(L.up, xn_.data(), T, n_generated_, up_.data());
     rows_parallel(T, [&](int64_t t) {
       float* g = gate_.data() + t * inter;
       const float* u = up_.data() + t * inter;
       for (int64_t i = 0; i < inter; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     });
-    cpu::matmul(L.down, gate_.data(), T, proj_.data(), pool_);
+    matmul_split(L.down, gate_.data(), T, n_generated_, proj_.data());
     rows_parallel(T, [&](int64_t t) {
       float* x = x_.data() + t * hidden;
       const float* o = proj_.data() + t * hidden;
@@ -282,23 +300,45 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
     });
   }
 
-  // Final norm over the rows whose logits are wanted, then the output projection.
-  grow(selected_, n_rows * hidden);
-  {
-    int64_t t = 0, r = 0;
-    for (const SequenceChunk& ch : chunks) {
-      const int64_t n = static_cast<int64_t>(ch.tokens.size());
-      for (int64_t i = 0; i < n; ++i, ++t) {
-        if (!ch.all_logits && i != n - 1) continue;
-        rmsnorm_row(x_.data() + t * hidden, output_norm_.data(), selected_.data() + r * hidden, hidden,
-                    c.rms_norm_eps);
-        ++r;
+  // Final norm over the rows whose logits are wanted (in compute order, so
+  // that generated and prompt rows again take their own kernels), then the
+  // output projection; rows are returned in chunk order.
+  std::vector<int64_t> want;  // compute index of each output row, in chunk order
+  for (const SequenceChunk& ch : chunks) {
+    const int64_t n = static_cast<int64_t>(ch.tokens.size());
+    for (int64_t i = ch.all_logits ? 0 : n - 1; i < n; ++i) {
+      const int64_t pos = ch.kv->n_tokens + i;
+      for (int64_t t = 0; t < T; ++t) {
+        if (owner_[static_cast<size_t>(t)] == &ch && positions_[static_cast<size_t>(t)] == pos) {
+          want.push_back(t);
+          break;
+        }
       }
-      ch.kv->n_tokens += n;
     }
   }
+  std::vector<int64_t> compute_rows(want);  // ascending compute index
+  std::sort(compute_rows.begin(), compute_rows.end());
+  int64_t n_generated_rows = 0;
+  grow(selected_, n_rows * hidden);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const int64_t t = compute_rows[static_cast<size_t>(r)];
+    n_generated_rows += t < n_generated_;
+    rmsnorm_row(x_.data() + t * hidden, output_norm_.data(), selected_.data() + r * hidden, hidden, c.rms_norm_eps);
+  }
+  for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
   logits_.resize(static_cast<size_t>(n_rows * c.vocab_size));
-  cpu::matmul(output_, selected_.data(), n_rows, logits_.data(), pool_);
+  if (want == compute_rows) {
+    matmul_split(output_, selected_.data(), n_rows, n_generated_rows, logits_.data());
+  } else {
+    grow(logits_compute_, n_rows * c.vocab_size);
+    matmul_split(output_, selected_.data(), n_rows, n_generated_rows, logits_compute_.data());
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const int64_t src = std::lower_bound(compute_rows.begin(), compute_rows.end(), want[static_cast<size_t>(r)]) -
+                          compute_rows.begin();
+      std::copy(logits_compute_.begin() + src * c.vocab_size, logits_compute_.begin() + (src + 1) * c.vocab_size,
+                logits_.begin() + r * c.vocab_size);
+    }
+  }
   return logits_;
 }
 

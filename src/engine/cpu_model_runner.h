@@ -31,7 +31,7 @@ class CpuModelRunner : public ModelRunner {
   BlockAllocator& block_allocator() override { return allocator_; }
   int64_t block_size() const override { return options_.block_size; }
   uint64_t weight_bytes_per_step() const override { return weight_bytes_; }
-  int64_t max_context() const { return options_.max_context; }
+  int64_t max_context() const override { return options_.max_context; }
 
  private:
   struct Layer {
@@ -58,11 +58,16 @@ class CpuModelRunner : public ModelRunner {
   KvCache kv_;
 
   // Step scratch, grown as needed.
+  // Tokens of a step in compute order: generated tokens first (decode
+  // kernels), then prompt tokens (prefill kernels); n_generated_ of them.
+  void matmul_split(const cpu::WeightMatrix& w, const float* x, int64_t n_tokens, int64_t n_generated, float* y);
   std::vector<int64_t> positions_;          // [T]
   std::vector<const SequenceChunk*> owner_; // [T] chunk of each token
+  int64_t n_generated_ = 0;
   std::vector<float> x_, xn_, q_, k_, v_, attn_out_, proj_, gate_, up_;  // [T, *]
-  std::vector<float> logits_;               // [n_rows, vocab]
-  std::vector<float> selected_;             // [n_rows, hidden]
+  std::vector<float> logits_;               // [n_rows, vocab], rows in chunk order
+  std::vector<float> logits_compute_;       // [n_rows, vocab], rows in compute order
+  std::vector<float> selected_;             // [n_rows, hidden], rows in compute order
 };
 
 }  // namespace tandem

@@ -67,7 +67,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
   for (int64_t begin = 0; begin < n_prompt; begin += options.prefill_chunk) {
     const int64_t n = std::min(options.prefill_chunk, n_prompt - begin);
     check(kv.reserve(kv.n_tokens + n, bs, allocator), "out of KV cache blocks during prefill");
-    SequenceChunk chunk{std::span<const int32_t>(prompt.data() + begin, static_cast<size_t>(n)), &kv, false};
+    SequenceChunk chunk{std::span<const int32_t>(prompt.data() + begin, static_cast<size_t>(n)), &kv, false, n_prompt};
     logits = &runner_.forward(std::span<const SequenceChunk>(&chunk, 1));
   }
 
@@ -92,7 +92,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
     }
     if (step + 1 == max_new) break;
     check(kv.reserve(kv.n_tokens + 1, bs, allocator), "out of KV cache blocks during decode");
-    SequenceChunk chunk{std::span<const int32_t>(&result.token_ids.back(), 1), &kv, false};
+    SequenceChunk chunk{std::span<const int32_t>(&result.token_ids.back(), 1), &kv, false, n_prompt};
     logits = &runner_.forward(std::span<const SequenceChunk>(&chunk, 1));
   }
   if (!stopped) {

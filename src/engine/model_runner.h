@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -16,6 +17,11 @@ struct SequenceChunk {
   std::span<const int32_t> tokens;  // new tokens, at positions [kv->n_tokens, kv->n_tokens + tokens.size())
   SequenceKv* kv = nullptr;         // the sequence's cache view; n_tokens advances by tokens.size()
   bool all_logits = false;          // logits for every new token, else only for the last
+  // Positions below prompt_len hold the prompt; the rest were generated.
+  // Backends compute prompt tokens with prefill kernels and generated tokens
+  // with decode kernels, each batch-invariant, so a sequence's answer never
+  // depends on what else shares its steps. The default: all prompt.
+  int64_t prompt_len = std::numeric_limits<int64_t>::max();
 };
 
 class ModelRunner {
@@ -31,6 +37,8 @@ class ModelRunner {
   // (SequenceKv::reserve); chunks name distinct sequences; tokens < vocab.
   virtual const std::vector<float>& forward(std::span<const SequenceChunk> chunks) = 0;
 
+  // The longest sequence (prompt + generated) a step may hold.
+  virtual int64_t max_context() const = 0;
   virtual BlockAllocator& block_allocator() = 0;
   virtual int64_t block_size() const = 0;
   // Bytes of weights read once per step (all matrices), for bandwidth figures.

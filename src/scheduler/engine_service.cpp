@@ -291,7 +291,7 @@ void EngineService::Impl::step() {
   for (size_t i = 0; i < scheduled.size(); ++i) {
     Sequence& s = *scheduled[i];
     chunks.push_back({std::span<const int32_t>(s.tokens.data() + s.kv.n_tokens, static_cast<size_t>(counts[i])),
-                      &s.kv, false});
+                      &s.kv, false, s.n_prompt});
   }
   const Clock::time_point t0 = Clock::now();
   const std::vector<float>* logits = nullptr;
@@ -359,6 +359,9 @@ EngineService::EngineService(ModelRunner& runner, const Tokenizer& tokenizer, co
   check(options.max_queued >= 0, "max_queued_requests must not be negative");
   check(options.context_window > 1, "context_window must be at least 2 tokens");
   check(options.step_tokens > 0, "step token budget must be positive");
+  check(options.context_window <= runner.max_context(),
+        "context_window " + std::to_string(options.context_window) + " exceeds the " +
+            std::to_string(runner.max_context()) + " tokens the model runner was built for");
   impl_->thread = std::thread([this] { impl_->loop(); });
 }
 

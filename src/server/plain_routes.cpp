@@ -53,7 +53,12 @@ PlainResponse detokenize(ServerContext& ctx, const json& body) {
     if (id < 0 || id >= vocab) throw bad_field("tokens", "holds id " + std::to_string(id) + " outside the vocabulary");
     ids.push_back(static_cast<int32_t>(id));
   }
-  return json_response({{"prompt", ctx.model.tokenizer->decode(ids, false)}});
+  bool skip_special = false;
+  if (body.contains("skip_special_tokens")) {
+    if (!body.at("skip_special_tokens").is_boolean()) throw bad_field("skip_special_tokens", "must be a boolean");
+    skip_special = body.at("skip_special_tokens").get<bool>();
+  }
+  return json_response({{"prompt", ctx.model.tokenizer->decode(ids, skip_special)}});
 }
 
 PlainResponse apply_template(ServerContext& ctx, const json& body) {

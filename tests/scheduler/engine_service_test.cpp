@@ -63,12 +63,13 @@ class Collector {
 class EngineServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    model_ = ModelFile::open(kModel);
-    tokenizer_ = Tokenizer::load(kModel);
+    model_ = ModelFile::open(model_path_);
+    tokenizer_ = Tokenizer::load(model_path_);
   }
-  std::unique_ptr<CpuModelRunner> make_runner(int64_t kv_blocks, int64_t block_size = 4) {
+  std::string model_path_ = kModel;
+  std::unique_ptr<CpuModelRunner> make_runner(int64_t kv_blocks, int64_t block_size = 4, int64_t context = 512) {
     CpuRunnerOptions o;
-    o.max_context = 512;
+    o.max_context = context;
     o.block_size = block_size;
     o.kv_blocks = kv_blocks;
     return std::make_unique<CpuModelRunner>(*model_, pool_, o);
@@ -94,16 +95,22 @@ class EngineServiceTest : public ::testing::Test {
   // Each prompt alone, one at a time.
   std::vector<std::vector<int32_t>> alone(int max_tokens) {
     auto runner = make_runner(256);
-    EngineOptions o;
+    EngineOptions o = opts();
     o.batch_size = 1;
+    Collector c;  // outlives the service, whose engine thread calls into it
     EngineService service(*runner, *tokenizer_, o);
-    Collector c;
     std::vector<std::vector<int32_t>> out;
     for (int i = 0; i < 16; ++i) {
       service.submit(greedy(prompts()[static_cast<size_t>(i)], max_tokens), c.callback(i));
       out.push_back(c.wait(i).ids);
     }
     return out;
+  }
+
+  static EngineOptions opts() {
+    EngineOptions o;
+    o.context_window = 512;
+    return o;
   }
 
   ThreadPool pool_{2};
@@ -114,11 +121,11 @@ class EngineServiceTest : public ::testing::Test {
 TEST_F(EngineServiceTest, BatchingIsInvisibleToAnswers) {
   const auto want = alone(12);
   auto runner = make_runner(256);
-  EngineOptions o;
+  EngineOptions o = opts();
   o.batch_size = 8;
   o.step_tokens = 24;  // forces chunked prefill beside running decodes
+  Collector c;  // outlives the service, whose engine thread calls into it
   EngineService service(*runner, *tokenizer_, o);
-  Collector c;
   for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 12), c.callback(i));
   for (int i = 0; i < 16; ++i) {
     const auto r = c.wait(i);
@@ -135,15 +142,38 @@ TEST_F(EngineServiceTest, BatchingIsInvisibleToAnswers) {
   EXPECT_EQ(s.kv_blocks_used, 0);
 }
 
+// The Q8_0 demo model: decode kernels quantize activations, prefill kernels
+// do not, so this fails unless every token takes its own kernel whatever the
+// batch holds (SequenceChunk::prompt_len).
+class EngineServiceQ8Test : public EngineServiceTest {
+ protected:
+  void SetUp() override {
+    model_path_ = (fs::path(TANDEM_SOURCE_DIR) / "models/demo/demo-q8_0.gguf").string();
+    EngineServiceTest::SetUp();
+  }
+};
+
+TEST_F(EngineServiceQ8Test, BatchingIsInvisibleToAnswers) {
+  const auto want = alone(24);
+  auto runner = make_runner(512);
+  EngineOptions o = opts();
+  o.batch_size = 16;
+  o.step_tokens = 40;
+  Collector c;  // outlives the service, whose engine thread calls into it
+  EngineService service(*runner, *tokenizer_, o);
+  for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 24), c.callback(i));
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(c.wait(i).ids, want[static_cast<size_t>(i)]) << "request " << i;
+}
+
 TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {
   const auto want = alone(12);
   // 40 blocks of 4 tokens: far less than 8 sequences need at once.
   auto runner = make_runner(40);
-  EngineOptions o;
+  EngineOptions o = opts();
   o.batch_size = 8;
   o.step_tokens = 64;
+  Collector c;  // outlives the service, whose engine thread calls into it
   EngineService service(*runner, *tokenizer_, o);
-  Collector c;
   for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 12), c.callback(i));
   for (int i = 0; i < 16; ++i) EXPECT_EQ(c.wait(i).ids, want[static_cast<size_t>(i)]) << "request " << i;
   while (!service.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -152,12 +182,13 @@ TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {
 }
 
 TEST_F(EngineServiceTest, LongPromptDoesNotStallRunningStreams) {
-  auto runner = make_runner(512);
-  EngineOptions o;
+  auto runner = make_runner(1024, 4, 1024);
+  EngineOptions o = opts();
+  o.context_window = 1024;
   o.batch_size = 4;
   o.step_tokens = 32;
+  Collector c;  // outlives the service, whose engine thread calls into it
   EngineService service(*runner, *tokenizer_, o);
-  Collector c;
   service.submit(greedy("Now is better than never.", 200), c.callback(0));
   // Wait until the short stream decodes, then send a prompt of ~300 tokens.
   while (c.order().size() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -182,8 +213,8 @@ TEST_F(EngineServiceTest, LongPromptDoesNotStallRunningStreams) {
 
 TEST_F(EngineServiceTest, CancelEndsTheStreamAndFreesItsBlocks) {
   auto runner = make_runner(128);
-  EngineService service(*runner, *tokenizer_, EngineOptions{});
-  Collector c;
+  Collector c;  // outlives the service, whose engine thread calls into it
+  EngineService service(*runner, *tokenizer_, opts());
   const RequestId id = service.submit(greedy("Simple is better than complex.", 400), c.callback(0));
   while (c.order().size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   service.cancel(id);
@@ -198,18 +229,21 @@ TEST_F(EngineServiceTest, CancelEndsTheStreamAndFreesItsBlocks) {
 }
 
 TEST_F(EngineServiceTest, TimeoutEndsTheStream) {
-  auto runner = make_runner(128);
-  EngineService service(*runner, *tokenizer_, EngineOptions{});
-  Collector c;
+  // A context far longer than 20 ms of decoding can fill.
+  auto runner = make_runner(4096 / 4, 4, 4096);
+  EngineOptions o = opts();
+  o.context_window = 4096;
+  Collector c;  // outlives the service, whose engine thread calls into it
+  EngineService service(*runner, *tokenizer_, o);
   GenerationRequest r = greedy("Flat is better than nested.", 100000);
-  r.timeout = std::chrono::milliseconds(50);
+  r.timeout = std::chrono::milliseconds(20);
   service.submit(std::move(r), c.callback(0));
   EXPECT_EQ(c.wait(0).done.finish_reason, "timeout");
 }
 
 TEST_F(EngineServiceTest, RefusesWhatCannotBeServed) {
   auto runner = make_runner(128);
-  EngineOptions o;
+  EngineOptions o = opts();
   o.batch_size = 1;
   o.max_queued = 2;
   o.context_window = 64;
@@ -245,8 +279,8 @@ TEST_F(EngineServiceTest, RefusesWhatCannotBeServed) {
 
 TEST_F(EngineServiceTest, DrainRefusesNewWorkAndFinishesRunning) {
   auto runner = make_runner(128);
-  EngineService service(*runner, *tokenizer_, EngineOptions{});
-  Collector c;
+  Collector c;  // outlives the service, whose engine thread calls into it
+  EngineService service(*runner, *tokenizer_, opts());
   service.submit(greedy("Readability counts.", 20), c.callback(0));
   service.begin_drain();
   EXPECT_THROW(service.submit(greedy("Readability counts.", 20), [](StreamEvent&&) {}), RequestError);
@@ -257,8 +291,8 @@ TEST_F(EngineServiceTest, DrainRefusesNewWorkAndFinishesRunning) {
 
 TEST_F(EngineServiceTest, StopStringsAndLogprobs) {
   auto runner = make_runner(128);
-  EngineService service(*runner, *tokenizer_, EngineOptions{});
-  Collector c;
+  Collector c;  // outlives the service, whose engine thread calls into it
+  EngineService service(*runner, *tokenizer_, opts());
   GenerationRequest r = greedy("Beautiful is better than ugly.", 16);
   r.top_logprobs = 3;
   std::vector<StreamEvent> events;

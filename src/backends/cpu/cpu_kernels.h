@@ -32,12 +32,23 @@ struct WeightMatrix {
   const void* data = nullptr;
 };
 
+// Which kernel computes a matmul. The two paths round differently (the Q8_0
+// GEMV also quantizes the activations), but each is batch-invariant: a
+// token's result is the same whatever other tokens share the call. The
+// engine routes prompt tokens to Gemm and generated tokens to Gemv, so an
+// answer never depends on what else was in the batch.
+enum class MatmulPath {
+  Auto,  // GEMV for up to 4 tokens, GEMM above: fastest, not batch-invariant
+  Gemv,  // decode kernels, in groups of up to 4 tokens
+  Gemm,  // blocked GEMM, for any token count
+};
+
 // y[t, r] = sum_c W[r, c] * x[t, c]
 //   x: [n_tokens, w.cols] f32, y: [n_tokens, w.rows] f32 (overwritten).
-// Uses every thread of `pool`. Picks a GEMV path for small n_tokens and a
-// blocked GEMM for prefill.
+// Uses every thread of `pool`.
 // PRECONDITIONS: x and y do not overlap.
-void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
+            MatmulPath path = MatmulPath::Auto);
 // Scalar reference of matmul, single-threaded, f64 accumulation.
 void matmul_ref(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y);
 

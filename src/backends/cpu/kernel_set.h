@@ -32,6 +32,7 @@ struct MatmulArgs {
   const float* xd = nullptr;   // [n_tokens, cols / 32]
   int64_t n_tokens = 0;
   float* y = nullptr;          // [n_tokens, rows]
+  bool force_gemm = false;     // GEMM even for n_tokens <= gemv_max_tokens (MatmulPath::Gemm)
 };
 
 struct KernelSet {
@@ -64,7 +65,7 @@ const KernelSet& best_kernel_set();
 // matmul() with an explicit kernel set (tests, benchmarks).
 // PRECONDITIONS: `kernels` is supported on this CPU (see supported_kernel_variants).
 void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int64_t n_tokens,
-            float* y, ThreadPool& pool);
+            float* y, ThreadPool& pool, MatmulPath path = MatmulPath::Auto);
 
 // Variant tables, defined in kernels_<variant>.cpp.
 extern const KernelSet kGenericKernels;

@@ -71,9 +71,18 @@ const KernelSet& best_kernel_set() {
 }
 
 void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int64_t n_tokens,
-            float* y, ThreadPool& pool) {
+            float* y, ThreadPool& pool, MatmulPath path) {
   validate(w, x, n_tokens, y);
   if (w.rows == 0 || n_tokens == 0) return;
+  if (path == MatmulPath::Gemv && kernels.gemv_max_tokens > 0 && n_tokens > kernels.gemv_max_tokens) {
+    // Decode kernels compute each token alone, so groups give the same
+    // per-token results as one token at a time.
+    for (int64_t t = 0; t < n_tokens; t += kernels.gemv_max_tokens) {
+      const int64_t n = std::min(kernels.gemv_max_tokens, n_tokens - t);
+      matmul(kernels, w, x + t * w.cols, n, y + t * w.rows, pool, MatmulPath::Gemv);
+    }
+    return;
+  }
   MatmulArgs args;
   args.dtype = w.dtype;
   args.rows = w.rows;
@@ -82,10 +91,11 @@ void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int
   args.x = x;
   args.n_tokens = n_tokens;
   args.y = y;
+  args.force_gemm = path == MatmulPath::Gemm;
 
   std::vector<int8_t> xq;  // [n_tokens, cols]
   std::vector<float> xd;   // [n_tokens, cols / 32]
-  if (w.dtype == DType::Q8_0 && n_tokens <= kernels.gemv_max_tokens && w.cols > 0) {
+  if (w.dtype == DType::Q8_0 && !args.force_gemm && n_tokens <= kernels.gemv_max_tokens && w.cols > 0) {
     xq.resize(static_cast<size_t>(n_tokens * w.cols));
     xd.resize(static_cast<size_t>(n_tokens * w.cols / kQ8_0BlockElems));
     kernels.quantize_activations(x, n_tokens * w.cols, xq.data(), xd.data());
@@ -121,8 +131,8 @@ void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int
   });
 }
 
-void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
-  matmul(best_kernel_set(), w, x, n_tokens, y, pool);
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool, MatmulPath path) {
+  matmul(best_kernel_set(), w, x, n_tokens, y, pool, path);
 }
 
 }  // namespace tandem::cpu
