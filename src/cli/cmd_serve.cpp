@@ -3,6 +3,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -60,7 +62,10 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   config.model_path = resolve_model_path(config.model_path);
 
   auto log = std::make_shared<spdlog::logger>("tandem-server", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  log->set_level(spdlog::level::from_str(f.log_level));
+  const spdlog::level::level_enum level = spdlog::level::from_str(f.log_level);
+  check(level != spdlog::level::off || f.log_level == "off",
+        "--log-level '" + f.log_level + "' is not one of trace, debug, info, warn, error, critical, off");
+  log->set_level(level);
   log->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
 
   std::error_code ec;
@@ -97,11 +102,35 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   }
   const int64_t context = std::min<int64_t>(config.context_window, model->config().context_length);
 
-  ThreadPool pool(config.threads);
   CpuRunnerOptions ro;
   ro.max_context = context;
   ro.block_size = 16;
   ro.kv_blocks = config.batch_size * ((context + ro.block_size - 1) / ro.block_size);
+  // The KV cache must fit beside the weights: in max_memory.cpu when it is
+  // set, and in the machine's memory in any case. Checked before allocating.
+  {
+    const double kv_bytes = static_cast<double>(ro.kv_blocks) * static_cast<double>(ro.block_size) *
+                            static_cast<double>(KvCache::bytes_per_token(model->config()));
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    auto plan = [&] {
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "weights %.2f GiB + KV cache %.2f GiB (batch_size %lld x context %lld)",
+                    static_cast<double>(file_bytes) / gib, kv_bytes / gib, static_cast<long long>(config.batch_size),
+                    static_cast<long long>(context));
+      return std::string(buf);
+    };
+    const double need = static_cast<double>(file_bytes) + kv_bytes;
+    if (config.max_memory.cpu_bytes > 0 && need > static_cast<double>(config.max_memory.cpu_bytes))
+      throw Error("the model needs " + plan() + "; max_memory.cpu is " +
+                  std::to_string(static_cast<double>(config.max_memory.cpu_bytes) / gib) +
+                  " GiB: lower batch_size or context_window");
+    const double ram = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+    if (ram > 0 && need > ram)
+      throw Error("the model needs " + plan() + ", more than this machine's " + std::to_string(ram / gib) +
+                  " GiB of memory: lower batch_size or context_window");
+    log->info("memory plan: {}", plan());
+  }
+  ThreadPool pool(config.threads);
   CpuModelRunner runner(*model, pool, ro);
   EngineOptions eo;
   eo.batch_size = config.batch_size;

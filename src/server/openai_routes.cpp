@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server/api_error.h"
+#include "server/json_input.h"
 #include "server/generation_params.h"
 #include "server/net.h"
 #include "server/openai_format.h"
@@ -65,7 +66,7 @@ asio::awaitable<bool> serve_generation(ServerContext& ctx, beast::tcp_stream& st
   ParsedGeneration g;
   std::optional<ApiError> refused;  // C++ forbids co_await inside a handler: answer after the try
   try {
-    const json body = json::parse(req.body(), nullptr, false);
+    const json body = parse_network_json(req.body());
     if (body.is_discarded())
       throw ApiError(400, "invalid_json", "the request body is not valid JSON (or not valid UTF-8)");
     g = chat ? parse_chat_request(body, ctx.model) : parse_completion_request(body, ctx.model);

@@ -1,6 +1,7 @@
 #include "server/plain_routes.h"
 
 #include "server/api_error.h"
+#include "server/json_input.h"
 #include "server/generation_params.h"
 #include "server/metrics_text.h"
 #include "server/openai_format.h"
@@ -15,7 +16,7 @@ using nlohmann::json;
 PlainResponse json_response(const json& j, int status = 200) { return {status, "application/json", dump_json(j)}; }
 
 json parse_body(const std::string& body) {
-  json j = json::parse(body, nullptr, false);
+  json j = parse_network_json(body);
   if (j.is_discarded()) throw ApiError(400, "invalid_json", "the request body is not valid JSON (or not valid UTF-8)");
   if (!j.is_object()) throw ApiError(400, "invalid_request", "the request body must be a JSON object");
   return j;

@@ -63,7 +63,8 @@ struct Server::Impl {
     drain_timer.expires_after(std::chrono::milliseconds(50));
     drain_timer.async_wait([this](beast::error_code ec) {
       if (ec) return;
-      if (ctx->model.engine->idle() && ctx->counters.active_generations.load() == 0) {
+      if (ctx->model.engine->idle() && ctx->counters.active_generations.load() == 0 &&
+          ctx->counters.ws_unsent.load() == 0) {
         ctx->log->info("drained; exiting");
         ioc.stop();
         return;

@@ -33,6 +33,7 @@ class ServerCounters {
   std::atomic<int64_t> open_connections{0};
   std::atomic<int64_t> open_websockets{0};
   std::atomic<int64_t> active_generations{0};  // HTTP requests and WS ids with a stream running
+  std::atomic<int64_t> ws_unsent{0};  // WebSocket messages queued but not yet written (a drain waits for them)
 
  private:
   mutable std::mutex mutex_;

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "server/api_error.h"
+#include "server/json_input.h"
 #include "server/auth.h"
 #include "server/generation_params.h"
 #include "server/net.h"
@@ -28,6 +29,9 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
  public:
   WsSession(std::shared_ptr<ServerContext> ctx, beast::tcp_stream stream)
       : ctx_(std::move(ctx)), ws_(std::move(stream)), wake_(ws_.get_executor()) {}
+  // Messages still queued when the session ends are never sent: they no
+  // longer hold up a drain.
+  ~WsSession() { ctx_->counters.ws_unsent -= static_cast<int64_t>(outbox_.size()); }
 
   asio::awaitable<void> run(HttpRequest request) {
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
@@ -85,6 +89,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
         self->ws_.binary(m.binary);
         beast::error_code ec;
         co_await self->ws_.async_write(asio::buffer(m.data), use_ec(ec));
+        self->ctx_->counters.ws_unsent--;
         if (ec) {
           self->closed_ = true;
           co_return;
@@ -108,6 +113,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     }
     outbox_bytes_ += m.data.size();
     outbox_.push_back(std::move(m));
+    ctx_->counters.ws_unsent++;
     if (outbox_bytes_ > kOutboxLimit) {
       ctx_->log->warn("closing a WebSocket whose client does not read ({} bytes queued)", outbox_bytes_);
       closed_ = true;
@@ -124,7 +130,12 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   }
 
   void handle(const std::string& text) {
-    const json msg = json::parse(text, nullptr, false);
+    json msg;
+    try {
+      msg = parse_network_json(text);
+    } catch (const ApiError& e) {
+      return send_error(nullptr, e.code(), e.what());
+    }
     if (msg.is_discarded()) return send_error(nullptr, "invalid_json", "the message is not valid JSON (or not UTF-8)");
     if (!msg.is_object()) return send_error(nullptr, "invalid_request", "a command is a JSON object");
     json id = msg.contains("id") ? msg.at("id") : json(nullptr);

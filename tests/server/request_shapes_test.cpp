@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "server/json_input.h"
 #include "server/api_error.h"
 #include "server/generation_params.h"
 #include "server/metrics_text.h"
@@ -205,6 +206,28 @@ TEST(MetricsText, CountersGaugesAndCumulativeHistograms) {
                            "tandem_time_to_first_token_seconds_count 3\n",
                            "# TYPE tandem_time_to_first_token_seconds histogram\n"})
     EXPECT_NE(text.find(line), std::string::npos) << line;
+}
+
+}  // namespace
+}  // namespace tandem::server
+
+namespace tandem::server {
+namespace {
+
+TEST(NetworkJson, RefusesDeepNestingBeforeParsing) {
+  EXPECT_EQ(json_nesting_depth(R"({"a":[1,{"b":"[[[["}]})"), 3);  // brackets in strings do not count
+  EXPECT_EQ(json_nesting_depth(R"(["\"[[["])"), 1);                 // nor after an escaped quote
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  try {
+    parse_network_json(deep);
+    FAIL() << "expected an error";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 400);
+    EXPECT_NE(std::string(e.what()).find("nests deeper"), std::string::npos);
+  }
+  const std::string ok = std::string(kMaxJsonDepth, '[') + std::string(kMaxJsonDepth, ']');
+  EXPECT_FALSE(parse_network_json(ok).is_discarded());
+  EXPECT_TRUE(parse_network_json("{not json").is_discarded());
 }
 
 }  // namespace
