@@ -7,4 +7,4 @@ add_library(tandem_chat_template STATIC
   ${CMAKE_CURRENT_LIST_DIR}/jinja_text.cpp
   ${CMAKE_CURRENT_LIST_DIR}/jinja_value.cpp
 )
-target_link_libraries(tandem_chat_template PUBLIC tandem_common nlohmann_json::nlohmann_json)
+target_link_libraries(tandem_chat_template PUBLIC tandem_utf8 tandem_common nlohmann_json::nlohmann_json)

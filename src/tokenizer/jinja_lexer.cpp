@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "tokenizer/jinja_text.h"
+#include "tokenizer/utf8.h"
 
 namespace tandem::jinja {
 
@@ -243,7 +244,7 @@ class Lexer {
               cp = cp * 16 + static_cast<uint32_t>(d);
             }
             if (cp >= 0xD800 && cp <= 0xDFFF) fail(pos_ - 2, "surrogate escape \\u" + s_.substr(pos_, 4) + " is not supported");
-            append_utf8(out, cp);
+            tok::append_utf8(out, static_cast<char32_t>(cp));
             pos_ += len;
             break;
           }

@@ -1,5 +1,7 @@
 #include "tokenizer/jinja_text.h"
 
+#include "tokenizer/utf8.h"
+
 namespace tandem::jinja {
 namespace {
 
@@ -97,7 +99,7 @@ std::string map_cps(const std::string& s, F f) {
     if (cp >= 0x110000) {
       out.push_back(s[i]);
     } else {
-      append_utf8(out, f(cp, index));
+      tok::append_utf8(out, static_cast<char32_t>(f(cp, index)));
     }
     i += len;
     ++index;
@@ -106,24 +108,6 @@ std::string map_cps(const std::string& s, F f) {
 }
 
 }  // namespace
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
 
 std::vector<std::string> utf8_chars(const std::string& s) {
   std::vector<std::string> out;

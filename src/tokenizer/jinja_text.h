@@ -34,6 +34,5 @@ std::string to_title(const std::string& s);
 // Python str.capitalize(): first character upper, the rest lower.
 std::string capitalize(const std::string& s);
 
-void append_utf8(std::string& out, uint32_t cp);
 
 }  // namespace tandem::jinja
