@@ -148,16 +148,20 @@ test('invalid UTF-8, malformed HTTP and wrong field types get 400s', async () =>
 test('SIGTERM drains: running streams finish, new requests get 503, exit 0', async () => {
   // Long enough to be seen running by the poll below on a fast machine.
   const body = JSON.stringify({ prompt: 'And it came to pass', max_tokens: 400, ignore_eos: true, temperature: 0, stream: true });
+  // Wait for this stream's own first chunk (a sequence left running by an
+  // earlier test would satisfy a metrics check too).
+  let firstChunk;
+  const started = new Promise((resolve) => { firstChunk = resolve; });
   const streamed = new Promise((resolve, reject) => {
     const req = http.request(`${server.base}/v1/completions`, { method: 'POST', headers: authHeaders() }, (res) => {
       let text = '';
-      res.on('data', (d) => { text += d; });
+      res.on('data', (d) => { text += d; firstChunk(); });
       res.on('end', () => resolve(text));
     });
     req.on('error', reject);
     req.end(body);
   });
-  await eventually(async () => metric(await metrics(), 'tandem_running_sequences') === 1, 5000, 'stream running');
+  await started;
   server.proc.kill('SIGTERM');
   await eventually(async () => (await fetch(`${server.base}/health`)).status === 503, 5000, 'health 503');
   const refused = await postJson(server.base, '/v1/completions', { prompt: 'x', max_tokens: 2 });
