@@ -89,8 +89,13 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   server.start();
   log->info("listening on {}:{}; loading {}", config.host, server.port(), config.model_path);
 
+  // A signal while loading stops the server at once; loading stops at the
+  // next stage and the process exits with 130 (interrupted).
+  auto interrupted = [&] { return ctx->draining.load(); };
   std::unique_ptr<ModelFile> model = ModelFile::open(config.model_path);
+  if (interrupted()) return 130;
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(config.model_path);
+  if (interrupted()) return 130;
   std::unique_ptr<ChatTemplate> chat_template;
   const std::string template_source = chat_template_source(config.model_path);
   if (!template_source.empty()) {
@@ -137,6 +142,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   eo.max_queued = config.max_queued_requests;
   eo.context_window = context;
   EngineService engine(runner, *tokenizer, eo);
+  if (interrupted()) return 130;
 
   ctx->model.id = std::filesystem::path(config.model_path).stem().string();
   ctx->model.path = config.model_path;
@@ -156,8 +162,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   std::fflush(stdout);
   log->info("serving {} on {}:{} (context {}, batch {}, queue {}{})", ctx->model.id, config.host, server.port(),
             context, config.batch_size, config.max_queued_requests, config.api_key.empty() ? "" : ", API key on");
-  server.wait();
-  return 0;
+  return server.wait() ? 130 : 0;
 }
 
 }  // namespace
