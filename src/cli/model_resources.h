@@ -5,6 +5,8 @@
 #include <memory>
 #include <string>
 
+#include "tokenizer/chat_template_source.h"  // chat_template_source(path), used with these
+
 namespace tandem {
 class Tokenizer;
 class ChatTemplate;
@@ -17,11 +19,6 @@ namespace tandem::cli {
 std::string default_model_path();
 // Resolves --model: the given path, else the demo model, else an error.
 std::string resolve_model_path(const std::string& given);
-
-// The chat template source shipped with the model at `path` (GGUF
-// tokenizer.chat_template, or chat_template in tokenizer_config.json). Empty
-// when the model has none.
-std::string chat_template_source(const std::string& path);
 
 // The model's chat template, ready to render. Throws when the model has none.
 std::unique_ptr<ChatTemplate> load_chat_template(const std::string& path, const Tokenizer& tokenizer);

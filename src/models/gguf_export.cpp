@@ -12,7 +12,7 @@
 #include "models/model_file.h"
 #include "models/tensor_encoding.h"
 #include "models/tensor_names.h"
-#include "tokenizer/chat_template.h"
+#include "tokenizer/chat_template_source.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tandem {
@@ -44,16 +44,9 @@ void permute_for_interleaved_rope(std::vector<float>& m, int64_t n_heads, int64_
 void write_tokenizer(const std::string& tokenizer_path, gguf::GgufWriter& w) {
   std::unique_ptr<Tokenizer> tok = Tokenizer::load(tokenizer_path);
   tok->write_gguf_metadata(w);
-  namespace fs = std::filesystem;
-  // The chat template travels from tokenizer_config.json when there is one.
-  fs::path dir = fs::is_directory(tokenizer_path) ? fs::path(tokenizer_path) : fs::path();
-  if (!dir.empty() && fs::exists(dir / "tokenizer_config.json")) {
-    std::ifstream in(dir / "tokenizer_config.json");
-    nlohmann::json cfg = nlohmann::json::parse(in, nullptr, false);
-    check(!cfg.is_discarded(), (dir / "tokenizer_config.json").string() + ": malformed JSON");
-    const std::string tmpl = chat_template_from_tokenizer_config(cfg);
-    if (!tmpl.empty()) w.set("tokenizer.chat_template", gguf::Value::string(tmpl));
-  }
+  // The chat template travels with the tokenizer when there is one.
+  const std::string tmpl = chat_template_source(tokenizer_path);
+  if (!tmpl.empty()) w.set("tokenizer.chat_template", gguf::Value::string(tmpl));
 }
 
 uint64_t splitmix64(uint64_t& state) {

@@ -14,5 +14,6 @@ add_library(tandem_tokenizer STATIC
   ${CMAKE_CURRENT_LIST_DIR}/tokenizer_gguf.cpp
   ${CMAKE_CURRENT_LIST_DIR}/tokenizer_load.cpp
   ${CMAKE_CURRENT_LIST_DIR}/incremental_decoder.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/chat_template_source.cpp
 )
 target_link_libraries(tandem_tokenizer PUBLIC tandem_utf8 tandem_formats tandem_common nlohmann_json::nlohmann_json PRIVATE PkgConfig::PCRE2)
