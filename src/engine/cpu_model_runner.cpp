@@ -34,12 +34,9 @@ uint64_t matrix_bytes(const cpu::WeightMatrix& w) {
   return static_cast<uint64_t>(w.rows * dtype_row_bytes(w.dtype, w.cols));
 }
 
-// y = x / rms(x) * weight, over one row of n.
+// y = x / rms(x) * weight, over one row of n (y may alias x).
 void rmsnorm_row(const float* x, const float* weight, float* y, int64_t n, double eps) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
-  const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * weight[i];
+  cpu::rmsnorm(x, weight, static_cast<float>(eps), y, n);
 }
 
 void grow(std::vector<float>& v, size_t n) {
@@ -215,11 +212,15 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
   {
     std::vector<std::pair<const SequenceChunk*, size_t>> order;
     order.reserve(static_cast<size_t>(T));
+    compute_index_.assign(static_cast<size_t>(T), 0);  // chunk order -> compute order
     for (int pass = 0; pass < 2; ++pass) {
+      size_t flat = 0;
       for (const SequenceChunk& ch : chunks) {
-        for (size_t i = 0; i < ch.tokens.size(); ++i) {
+        for (size_t i = 0; i < ch.tokens.size(); ++i, ++flat) {
           const bool generated = ch.kv->n_tokens + static_cast<int64_t>(i) >= ch.prompt_len;
-          if (generated == (pass == 0)) order.emplace_back(&ch, i);
+          if (generated != (pass == 0)) continue;
+          compute_index_[flat] = static_cast<int64_t>(order.size());
+          order.emplace_back(&ch, i);
         }
       }
       if (pass == 0) n_generated_ = static_cast<int64_t>(order.size());
@@ -290,7 +291,7 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
     rows_parallel(T, [&](int64_t t) {
       float* g = gate_.data() + t * inter;
       const float* u = up_.data() + t * inter;
-      for (int64_t i = 0; i < inter; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      cpu::silu_mul(g, u, inter);
     });
     matmul_split(L.down, gate_.data(), T, n_generated_, proj_.data());
     rows_parallel(T, [&](int64_t t) {
@@ -304,16 +305,12 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
   // that generated and prompt rows again take their own kernels), then the
   // output projection; rows are returned in chunk order.
   std::vector<int64_t> want;  // compute index of each output row, in chunk order
-  for (const SequenceChunk& ch : chunks) {
-    const int64_t n = static_cast<int64_t>(ch.tokens.size());
-    for (int64_t i = ch.all_logits ? 0 : n - 1; i < n; ++i) {
-      const int64_t pos = ch.kv->n_tokens + i;
-      for (int64_t t = 0; t < T; ++t) {
-        if (owner_[static_cast<size_t>(t)] == &ch && positions_[static_cast<size_t>(t)] == pos) {
-          want.push_back(t);
-          break;
-        }
-      }
+  {
+    size_t flat = 0;
+    for (const SequenceChunk& ch : chunks) {
+      const size_t n = ch.tokens.size();
+      for (size_t i = ch.all_logits ? 0 : n - 1; i < n; ++i) want.push_back(compute_index_[flat + i]);
+      flat += n;
     }
   }
   std::vector<int64_t> compute_rows(want);  // ascending compute index

@@ -64,6 +64,7 @@ class CpuModelRunner : public ModelRunner {
   std::vector<int64_t> positions_;          // [T]
   std::vector<const SequenceChunk*> owner_; // [T] chunk of each token
   int64_t n_generated_ = 0;
+  std::vector<int64_t> compute_index_;      // [T] compute position of each token, in chunk order
   std::vector<float> x_, xn_, q_, k_, v_, attn_out_, proj_, gate_, up_;  // [T, *]
   std::vector<float> logits_;               // [n_rows, vocab], rows in chunk order
   std::vector<float> logits_compute_;       // [n_rows, vocab], rows in compute order
