@@ -5,6 +5,7 @@
 #include "server/auth.h"
 #include "server/net.h"
 #include "server/plain_routes.h"
+#include "webui/assets.h"
 
 namespace tandem::server {
 namespace {
@@ -31,6 +32,27 @@ asio::awaitable<bool> write_plain(ServerContext& ctx, beast::tcp_stream& stream,
   stream.expires_after(ctx.write_timeout);
   co_await http::async_write(stream, res, use_ec(ec));
   co_return !ec && keep_alive;
+}
+
+// The embedded web UI (GET / and its assets). Public like /health: the page
+// itself asks for the API key when the server wants one.
+asio::awaitable<bool> write_asset(ServerContext& ctx, beast::tcp_stream& stream, const HttpRequest& req,
+                                  const webui::Asset& asset) {
+  http::response<http::string_body> res{http::status::ok, req.version()};
+  set_common_headers(res);
+  res.set(http::field::content_type, asset.content_type);
+  res.set(http::field::cache_control, webui::cache_control(asset));
+  res.set("X-Content-Type-Options", "nosniff");
+  if (asset.gzip) res.set(http::field::content_encoding, "gzip");
+  if (req.method() == http::verb::head) res.content_length(asset.body.size());
+  else res.body() = std::string(asset.body);
+  res.keep_alive(req.keep_alive());
+  if (req.method() != http::verb::head) res.prepare_payload();
+  ctx.counters.count_response(200);
+  beast::error_code ec;
+  stream.expires_after(ctx.write_timeout);
+  co_await http::async_write(stream, res, use_ec(ec));
+  co_return !ec && req.keep_alive();
 }
 
 // After an error that ends the connection with unread input (a body over the
@@ -63,6 +85,9 @@ asio::awaitable<bool> route(ServerContext& ctx, beast::tcp_stream& stream, const
     stream.expires_after(ctx.write_timeout);
     co_await http::async_write(stream, res, use_ec(ec));
     co_return !ec && keep;
+  }
+  if (req.method() == http::verb::get || req.method() == http::verb::head) {
+    if (const webui::Asset* asset = webui::find_asset(path)) co_return co_await write_asset(ctx, stream, req, *asset);
   }
   if (path != "/health" && !bearer_authorized(ctx.config.api_key, req[http::field::authorization])) {
     co_return co_await write_plain(
