@@ -5,19 +5,24 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/load_progress_bar.h"
 #include "cli/model_resources.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
 #include "models/model_file.h"
+#include "models/weight_prefetch.h"
 #include "scheduler/engine_service.h"
 #include "server/server.h"
 #include "server/server_config.h"
+#include "telemetry/gpu_telemetry.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,6 +36,18 @@ struct ServeFlags {
   int header_timeout_s = 10;
   std::string log_level = "info";
 };
+
+// TANDEM_TEST_LOAD_BYTES_PER_S: tests slow the weight load down to this rate
+// so that the loading state can be observed with a small model. 0 when unset.
+double test_load_rate() {
+  const char* env = std::getenv("TANDEM_TEST_LOAD_BYTES_PER_S");
+  if (env == nullptr || env[0] == '\0') return 0;
+  char* end = nullptr;
+  const double rate = std::strtod(env, &end);
+  check(end != env && *end == '\0' && rate > 0,
+        std::string("TANDEM_TEST_LOAD_BYTES_PER_S='") + env + "' is not a positive number of bytes per second");
+  return rate;
+}
 
 int serve(const ServeFlags& f, const CLI::App& cmd) {
   server::ServerConfig config;
@@ -59,6 +76,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   if (given("--max-memory-gpu")) config.max_memory.gpu_bytes = server::parse_memory_size(f.max_memory_gpu, "max_memory.gpu");
   server::validate_config(config);
   check(f.header_timeout_s >= 1 && f.header_timeout_s <= 3600, "--header-timeout-s must be in [1, 3600]");
+  const double load_rate = test_load_rate();
   config.model_path = resolve_model_path(config.model_path);
 
   auto log = std::make_shared<spdlog::logger>("tandem-server", std::make_shared<spdlog::sinks::stderr_sink_mt>());
@@ -81,6 +99,13 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   ctx->log = log;
   ctx->version = TANDEM_VERSION;
   ctx->header_timeout = std::chrono::seconds(f.header_timeout_s);
+  // GPU telemetry is optional: without NVML the server runs as before and
+  // says why once.
+  ctx->gpus = std::make_unique<telemetry::GpuTelemetry>();
+  if (ctx->gpus->available())
+    log->info("GPU telemetry: {} GPU(s) through NVML", ctx->gpus->device_count());
+  else
+    log->info("GPU telemetry unavailable: {}", ctx->gpus->unavailable_reason());
 
   // Listen first: while the model loads, /health answers 503 "loading".
   // The server (and its io_context) outlives the engine, whose callbacks post into it.
@@ -93,6 +118,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   // next stage and the process exits with 130 (interrupted).
   auto interrupted = [&] { return ctx->draining.load(); };
   std::unique_ptr<ModelFile> model = ModelFile::open(config.model_path);
+  ctx->loading.bytes_total.store(weight_bytes(*model));
   if (interrupted()) return 130;
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(config.model_path);
   if (interrupted()) return 130;
@@ -134,6 +160,21 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
       throw Error("the model needs " + plan() + ", more than this machine's " + std::to_string(ram / gib) +
                   " GiB of memory: lower batch_size or context_window");
     log->info("memory plan: {}", plan());
+  }
+  // Bring the mapped weights into memory now (reading through every page),
+  // so that the first requests do not fault them in; /health reports the
+  // bytes done meanwhile.
+  {
+    PrefetchOptions po;
+    po.max_bytes_per_s = load_rate;
+    if (load_rate > 0) po.chunk_bytes = std::max<uint64_t>(uint64_t{64} << 10, static_cast<uint64_t>(load_rate / 20));
+    const auto t0 = std::chrono::steady_clock::now();
+    LoadProgressBar bar(ctx->loading, stderr, isatty(STDERR_FILENO) != 0 && level <= spdlog::level::info);
+    if (!prefetch_weights(*model, ctx->loading, interrupted, po)) return 130;
+    bar.finish();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double bytes = static_cast<double>(ctx->loading.bytes_total.load());
+    log->info("weights in memory: {} in {:.2f} s ({}/s)", bytes_text(bytes), s, bytes_text(s > 0 ? bytes / s : 0.0));
   }
   ThreadPool pool(config.threads);
   CpuModelRunner runner(*model, pool, ro);

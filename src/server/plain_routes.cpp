@@ -80,12 +80,19 @@ std::optional<PlainResponse> handle_plain_route(ServerContext& ctx, const std::s
   try {
     if (path == "/health") {
       if (method != "GET" && method != "HEAD") return error_response(405, "method_not_allowed", "use GET /health");
-      if (!ctx.ready.load(std::memory_order_acquire)) return json_response({{"status", "loading"}}, 503);
       if (ctx.draining) return json_response({{"status", "draining"}}, 503);
+      if (!ctx.ready.load(std::memory_order_acquire))
+        return json_response({{"status", "loading"}, {"progress", load_progress_json(ctx.loading)}}, 503);
       return json_response({{"status", "ok"}});
     }
-    if (!ctx.ready.load(std::memory_order_acquire))
+    if (!ctx.ready.load(std::memory_order_acquire)) {
+      // Status and metrics answer while loading (they need no model);
+      // everything else waits for it.
+      if (path == "/v1/status" && method == "GET") return json_response(loading_status_json(ctx));
+      if (path == "/metrics" && method == "GET")
+        return PlainResponse{200, "text/plain; version=0.0.4; charset=utf-8", render_loading_metrics(ctx)};
       return error_response(503, "loading", "the model is still loading; retry when GET /health answers 200");
+    }
     if (path == "/metrics" && method == "GET")
       return PlainResponse{200, "text/plain; version=0.0.4; charset=utf-8",
                            render_metrics(ctx.model.engine->stats(), ctx)};

@@ -1,5 +1,6 @@
 // State every connection of one server shares: the model, the settings, the
-// logger, counters for /metrics, and the drain flag.
+// logger, counters for /metrics, load progress, GPU telemetry, and the drain
+// flag.
 #pragma once
 
 #include <atomic>
@@ -10,8 +11,10 @@
 #include <mutex>
 #include <string>
 
+#include "common/load_progress.h"
 #include "server/served_model.h"
 #include "server/server_config.h"
+#include "telemetry/gpu_telemetry.h"
 
 namespace spdlog {
 class logger;
@@ -50,6 +53,10 @@ struct ServerContext {
   // loader fills `model`, then sets ready (release); readers check ready
   // (acquire) before they touch `model`.
   std::atomic<bool> ready{false};
+  LoadProgress loading;  // bytes of weights loaded; /health and /v1/status report it while loading
+  // GPU readings for /metrics and status (NVML, cached); null or unavailable
+  // when there is no NVML, and then they carry no GPU fields.
+  std::unique_ptr<telemetry::GpuTelemetry> gpus;
   std::atomic<bool> draining{false};
   ServerCounters counters;
   std::string version;

@@ -21,9 +21,70 @@ HostTelemetry read_host_telemetry() {
   return t;
 }
 
-nlohmann::json status_json(const EngineStats& s, const ServerContext& ctx) {
+namespace {
+
+nlohmann::json host_json() {
   const HostTelemetry host = read_host_telemetry();
-  return {
+  return {{"load_average", {host.load_average[0], host.load_average[1], host.load_average[2]}},
+          {"process_rss_bytes", host.process_rss_bytes},
+          {"cpu_count", host.cpu_count}};
+}
+
+template <class T>
+nlohmann::json or_null(const std::optional<T>& v) {
+  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+// Adds "gpus" when there are GPU readings; without NVML the key is absent.
+void add_gpus(nlohmann::json& j, const ServerContext& ctx) {
+  if (ctx.gpus == nullptr) return;
+  const std::vector<telemetry::GpuSample> gpus = ctx.gpus->sample();
+  if (!gpus.empty()) j["gpus"] = gpus_json(gpus);
+}
+
+}  // namespace
+
+nlohmann::json gpus_json(const std::vector<telemetry::GpuSample>& gpus) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const telemetry::GpuSample& g : gpus)
+    out.push_back({{"index", g.index},
+                   {"name", g.name},
+                   {"memory_used_bytes", or_null(g.memory_used_bytes)},
+                   {"memory_total_bytes", or_null(g.memory_total_bytes)},
+                   {"memory_free_bytes", or_null(g.memory_free_bytes)},
+                   {"temperature_c", or_null(g.temperature_c)},
+                   {"power_w", or_null(g.power_w)},
+                   {"power_limit_w", or_null(g.power_limit_w)},
+                   {"utilization_gpu_percent", or_null(g.utilization_gpu_percent)},
+                   {"utilization_memory_percent", or_null(g.utilization_memory_percent)},
+                   {"sm_clock_mhz", or_null(g.sm_clock_mhz)},
+                   {"mem_clock_mhz", or_null(g.mem_clock_mhz)}});
+  return out;
+}
+
+nlohmann::json load_progress_json(const LoadProgress& progress) {
+  return {{"bytes_done", progress.bytes_done.load()}, {"bytes_total", progress.bytes_total.load()}};
+}
+
+nlohmann::json loading_status_json(const ServerContext& ctx) {
+  nlohmann::json j = {
+      {"state", "loading"},
+      {"server_version", ctx.version},
+      {"model", {{"path", ctx.config.model_path}}},
+      {"progress", load_progress_json(ctx.loading)},
+      {"uptime_s", ctx.uptime_s()},
+      {"draining", ctx.draining.load()},
+      {"connections", {{"open", ctx.counters.open_connections.load()}, {"websockets", ctx.counters.open_websockets.load()}}},
+      {"host", host_json()},
+  };
+  add_gpus(j, ctx);
+  return j;
+}
+
+nlohmann::json status_json(const EngineStats& s, const ServerContext& ctx) {
+  const bool draining = s.draining || ctx.draining.load();
+  nlohmann::json j = {
+      {"state", draining ? "draining" : "ok"},
       {"server_version", ctx.version},
       {"model", {{"id", ctx.model.id}, {"path", ctx.model.path}}},
       {"context_window", s.context_window},
@@ -37,13 +98,12 @@ nlohmann::json status_json(const EngineStats& s, const ServerContext& ctx) {
                                         : 0.0}}},
       {"tokens", {{"prompt_total", s.prompt_tokens_total}, {"generated_total", s.generation_tokens_total}}},
       {"uptime_s", ctx.uptime_s()},
-      {"draining", s.draining || ctx.draining.load()},
+      {"draining", draining},
       {"connections", {{"open", ctx.counters.open_connections.load()}, {"websockets", ctx.counters.open_websockets.load()}}},
-      {"host",
-       {{"load_average", {host.load_average[0], host.load_average[1], host.load_average[2]}},
-        {"process_rss_bytes", host.process_rss_bytes},
-        {"cpu_count", host.cpu_count}}},
+      {"host", host_json()},
   };
+  add_gpus(j, ctx);
+  return j;
 }
 
 nlohmann::json models_json(const ServedModel& model) {
