@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake ninja-build ccache pkg-config git
   libboost-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libpcre2-dev libzstd-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nodejs npm)
+  nodejs npm chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,4 +29,10 @@ fi
 # Reference tokenizers and renderers (tests only).
 if [ -f tests/reference/package.json ]; then
   (cd tests/reference && { [ -d node_modules ] && npm ls >/dev/null 2>&1 || npm ci --no-audit --no-fund --loglevel=error; })
+fi
+
+# The web UI's build (Vite, TypeScript) and its browser tests (playwright-core
+# driving Debian's chromium).
+if [ -f web/package.json ]; then
+  (cd web && { [ -d node_modules ] && npm ls >/dev/null 2>&1 || npm ci --no-audit --no-fund --loglevel=error; })
 fi

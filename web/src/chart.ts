@@ -12,6 +12,7 @@ export interface ChartOptions {
   kind?: 'line' | 'bar';
   capacity?: number;
   fixedMax?: number; // e.g. 100 for a percentage
+  integer?: boolean; // counts: whole-number gridlines
   format?: (v: number) => string;
 }
 
@@ -89,7 +90,7 @@ export class Chart {
     let max = this.opts.fixedMax ?? 0;
     if (this.opts.fixedMax === undefined) {
       for (const p of this.points) for (const v of p) if (Number.isFinite(v)) max = Math.max(max, v);
-      max = niceCeil(max || 1);
+      max = this.opts.integer ? Math.max(4, Math.ceil(max / 4) * 4) : niceCeil(max || 1);
     }
     ctx.font = '10px system-ui, sans-serif';
     ctx.fillStyle = label;

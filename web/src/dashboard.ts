@@ -39,11 +39,11 @@ interface GpuCharts {
 export class DashboardView {
   readonly el: HTMLElement;
   private cards = h('div', { class: 'cards' });
-  private throughput = new Chart({ title: 'Generation throughput', unit: 'tok/s', series: [{ name: 'tokens/s', color: '#3b82f6' }] });
-  private ttft = new Chart({ title: 'Time to first token (per request)', unit: 'ms', kind: 'bar', capacity: 40, series: [{ name: 'TTFT', color: '#f59e0b' }], format: (v) => v.toFixed(0) });
-  private requestRate = new Chart({ title: 'Decode speed (per request)', unit: 'tok/s', kind: 'bar', capacity: 40, series: [{ name: 'tokens/s', color: '#8b5cf6' }] });
-  private queue = new Chart({ title: 'Queue depth', unit: '', series: [{ name: 'queued', color: '#ef4444' }], format: (v) => v.toFixed(0) });
-  private running = new Chart({ title: 'Running sequences', unit: '', series: [{ name: 'running', color: '#10b981' }], format: (v) => v.toFixed(0) });
+  private throughput = new Chart({ title: 'Server throughput', unit: 'tok/s', series: [{ name: 'tokens/s', color: '#3b82f6' }] });
+  private ttft = new Chart({ title: 'TTFT per request', unit: 'ms', kind: 'bar', capacity: 40, series: [{ name: 'TTFT', color: '#f59e0b' }], format: (v) => v.toFixed(0) });
+  private requestRate = new Chart({ title: 'Decode speed per request', unit: 'tok/s', kind: 'bar', capacity: 40, series: [{ name: 'tokens/s', color: '#8b5cf6' }] });
+  private queue = new Chart({ title: 'Queue depth', unit: '', series: [{ name: 'queued', color: '#ef4444' }], integer: true, format: (v) => v.toFixed(0) });
+  private running = new Chart({ title: 'Running sequences', unit: '', series: [{ name: 'running', color: '#10b981' }], integer: true, format: (v) => v.toFixed(0) });
   private kv = new Chart({ title: 'KV cache use', unit: '%', fixedMax: 100, series: [{ name: 'KV', color: '#0ea5e9' }] });
   private gpuBox = h('div', { class: 'gpu-box', hidden: true });
   private gpus: GpuCharts[] = [];
@@ -108,7 +108,7 @@ export class DashboardView {
   private renderCards(s: StatusObject | null): void {
     const model = (s?.model as Json | undefined) ?? {};
     const card = (label: string, value: string, sub = '') =>
-      h('div', { class: 'card' }, h('div', { class: 'card-label', text: label }), h('div', { class: 'card-value', text: value }), sub ? h('div', { class: 'card-sub', text: sub }) : null);
+      h('div', { class: 'card', 'data-card': label.toLowerCase() }, h('div', { class: 'card-label', text: label }), h('div', { class: 'card-value', text: value }), sub ? h('div', { class: 'card-sub', text: sub }) : null);
     const kvUsed = num(s, 'kv_cache', 'blocks_used');
     const kvTotal = num(s, 'kv_cache', 'blocks_total');
     const load = (s?.host as Json | undefined)?.load_average;
@@ -132,7 +132,15 @@ export class DashboardView {
     this.gpuBox.hidden = list.length === 0;
     if (!list.length) return;
     while (this.gpus.length < list.length) {
-      const memory = new Chart({ title: 'Memory used', unit: '%', fixedMax: 100, series: [{ name: 'memory', color: '#6366f1' }] });
+      const memory = new Chart({
+        title: 'Memory and utilization',
+        unit: '%',
+        fixedMax: 100,
+        series: [
+          { name: 'memory used', color: '#6366f1' },
+          { name: 'utilization', color: '#10b981' },
+        ],
+      });
       const temperature = new Chart({ title: 'Temperature', unit: '°C', series: [{ name: 'temperature', color: '#ef4444' }], format: (v) => v.toFixed(0) });
       const power = new Chart({ title: 'Power', unit: 'W', series: [{ name: 'power', color: '#f59e0b' }], format: (v) => v.toFixed(0) });
       const title = h('h3');
@@ -148,7 +156,8 @@ export class DashboardView {
       const power = pick(g, 'power_w', 'power_watts', 'power', 'power_draw_w');
       const name = typeof g.name === 'string' ? g.name : `GPU ${k}`;
       charts.title.textContent = `GPU ${Number.isFinite(num(g, 'index')) ? num(g, 'index') : k}: ${name}` + (Number.isFinite(total) ? ` · ${formatBytes(used)} / ${formatBytes(total)}` : '');
-      charts.memory.push([Number.isFinite(used) && total > 0 ? (used / total) * 100 : NaN]);
+      const util = pick(g, 'utilization_gpu_percent', 'utilization_percent', 'utilization');
+      charts.memory.push([Number.isFinite(used) && total > 0 ? (used / total) * 100 : NaN, util]);
       charts.temperature.el.hidden = !Number.isFinite(temp);
       charts.power.el.hidden = !Number.isFinite(power);
       if (Number.isFinite(temp)) charts.temperature.push([temp]);

@@ -4,7 +4,7 @@ export interface SamplingSettings {
   top_p: number;
   top_k: number;
   min_p: number;
-  max_tokens: number;
+  max_tokens: number | null; // null: up to the end of the context
   repetition_penalty: number;
   seed: number | null;
   stop: string;
@@ -15,7 +15,7 @@ export const defaultSettings: SamplingSettings = {
   top_p: 0.95,
   top_k: 40,
   min_p: 0.05,
-  max_tokens: 256,
+  max_tokens: null,
   repetition_penalty: 1.1,
   seed: null,
   stop: '',
@@ -28,6 +28,7 @@ export interface SettingField {
   max?: number;
   step?: number;
   hint: string;
+  optional?: boolean; // empty means null
 }
 
 export const settingFields: SettingField[] = [
@@ -35,9 +36,9 @@ export const settingFields: SettingField[] = [
   { key: 'top_p', label: 'Top p', min: 0, max: 1, step: 0.01, hint: 'nucleus sampling' },
   { key: 'top_k', label: 'Top k', min: 0, max: 1000, step: 1, hint: '0 = off' },
   { key: 'min_p', label: 'Min p', min: 0, max: 1, step: 0.01, hint: '0 = off' },
-  { key: 'max_tokens', label: 'Max tokens', min: 1, max: 1000000, step: 1, hint: 'tokens to generate at most' },
+  { key: 'max_tokens', label: 'Max tokens', min: 1, max: 1000000, step: 1, hint: 'empty = up to the context size', optional: true },
   { key: 'repetition_penalty', label: 'Repetition penalty', min: 0.5, max: 2, step: 0.01, hint: '1 = off' },
-  { key: 'seed', label: 'Seed', min: 0, step: 1, hint: 'empty = random' },
+  { key: 'seed', label: 'Seed', min: 0, step: 1, hint: 'empty = random', optional: true },
   { key: 'stop', label: 'Stop strings', hint: 'comma-separated, \\n for newline' },
 ];
 
@@ -73,9 +74,9 @@ export function toParams(s: SamplingSettings): Record<string, unknown> {
     top_p: s.top_p,
     top_k: s.top_k,
     min_p: s.min_p,
-    max_tokens: s.max_tokens,
     repetition_penalty: s.repetition_penalty,
   };
+  if (s.max_tokens !== null && Number.isFinite(s.max_tokens)) params.max_tokens = s.max_tokens;
   if (s.seed !== null && Number.isFinite(s.seed)) params.seed = s.seed;
   const stops = s.stop
     .split(',')

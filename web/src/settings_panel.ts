@@ -13,10 +13,12 @@ export function settingsPanel(app: App, onClose: () => void): HTMLElement {
   };
   const read = (): SamplingSettings => {
     const s = { ...app.settings.value } as Record<string, unknown>;
-    for (const [key, input] of inputs) {
-      if (key === 'stop') s.stop = input.value;
-      else if (key === 'seed') s.seed = input.value.trim() === '' ? null : Math.max(0, Math.floor(Number(input.value)));
-      else if (input.value.trim() !== '' && Number.isFinite(Number(input.value))) s[key] = Number(input.value);
+    for (const f of settingFields) {
+      const input = inputs.get(f.key)!;
+      const text = input.value.trim();
+      if (f.key === 'stop') s.stop = input.value;
+      else if (f.optional && text === '') s[f.key] = null;
+      else if (text !== '' && Number.isFinite(Number(text))) s[f.key] = f.step === 1 ? Math.max(f.min ?? 0, Math.floor(Number(text))) : Number(text);
     }
     return s as unknown as SamplingSettings;
   };
@@ -28,7 +30,7 @@ export function settingsPanel(app: App, onClose: () => void): HTMLElement {
       min: f.min,
       max: f.max,
       step: f.step,
-      placeholder: f.key === 'seed' ? 'random' : '',
+      placeholder: f.key === 'seed' ? 'random' : f.optional ? 'auto' : '',
     });
     input.addEventListener('change', () => {
       app.settings.set(read());

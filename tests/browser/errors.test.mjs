@@ -1,0 +1,71 @@
+// What the user sees when the back end refuses or disappears: a prompt over
+// the context window, a server that needs an API key, and a restart.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, eventually, freePort } from './harness.mjs';
+
+const cleanup = [];
+after(async () => {
+  for (const f of cleanup.reverse()) await f();
+});
+
+async function open(server) {
+  const browser = await launchBrowser();
+  cleanup.push(() => browser.close());
+  await browser.page.goto(server.base + '/');
+  return browser;
+}
+
+test('an over-long prompt shows a readable context error, not JSON', async () => {
+  const server = await startServer({ ctx: 64 });
+  cleanup.push(() => server.stop());
+  const { page, errors } = await open(server);
+  await page.waitForSelector('.conn[data-state="connected"]', { timeout: 15000 });
+  const long = Array.from({ length: 80 }, (_, i) => `word${i}`).join(' ');
+  await page.fill('.composer-input', long);
+  await page.press('.composer-input', 'Enter');
+  const card = page.locator('.message.assistant .error-card');
+  await card.waitFor({ timeout: 10000 });
+  assert.equal(await card.getAttribute('data-code'), 'context_length_exceeded');
+  const text = await card.textContent();
+  assert.match(text, /too long for the model's context window/);
+  assert.match(text, /context window is 64/, 'the server\'s own numbers are shown too');
+  assert.doesNotMatch(text, /[{}"]/, 'no raw JSON');
+  // The socket stays usable after the error.
+  assert.equal(await page.locator('.conn').getAttribute('data-state'), 'connected');
+  assert.deepEqual(errors, []);
+});
+
+test('a server with an API key: the UI asks for it, then connects', async () => {
+  const server = await startServer({ extra: ['--api-key', 'browser-key-1'] });
+  cleanup.push(() => server.stop());
+  const { page } = await open(server);
+  await page.waitForSelector('.conn[data-state="needs_key"]', { timeout: 15000 });
+  const form = page.locator('form.key-prompt');
+  assert.ok(await form.isVisible());
+  await form.locator('input').fill('wrong-key');
+  await form.locator('button').click();
+  await page.waitForSelector('.key-prompt:has-text("refused")', { timeout: 5000 });
+  await form.locator('input').fill('browser-key-1');
+  await form.locator('button').click();
+  await page.waitForSelector('.conn[data-state="connected"]', { timeout: 5000 });
+  assert.ok(!(await form.isVisible()));
+});
+
+test('a back-end restart shows disconnected, then reconnects by itself', async () => {
+  const port = await freePort();
+  let server = await startServer({ port });
+  cleanup.push(() => server.stop());
+  const { page } = await open(server);
+  await page.waitForSelector('.conn[data-state="connected"]', { timeout: 15000 });
+  await server.stop();
+  await page.waitForSelector('.conn[data-state="disconnected"]', { timeout: 10000 });
+  assert.match(await page.locator('.conn').textContent(), /disconnected/);
+  assert.ok(await page.locator('.composer .send').isDisabled(), 'Send is off while disconnected');
+  server = await startServer({ port });
+  await page.waitForSelector('.conn[data-state="connected"]', { timeout: 20000 });
+  // And it works again.
+  await page.fill('.composer-input', 'Tell me a fortune');
+  await page.press('.composer-input', 'Enter');
+  await page.waitForSelector('.message.assistant:not(.streaming) .meta:has-text("tokens")', { timeout: 30000 });
+});
