@@ -30,6 +30,8 @@ BackendUrl parse_backend_url(std::string_view text) {
     text.remove_prefix(scheme_end + 3);
   }
   BackendUrl url;
+  // A bare port ("8765") means this machine.
+  if (text.find_first_not_of("0123456789") == std::string_view::npos) return parse_backend_url("127.0.0.1:" + std::string(text));
   std::string_view authority = text;
   std::string_view path;
   const size_t slash = text.find('/');

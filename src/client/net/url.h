@@ -1,5 +1,5 @@
 // Where a backend lives. Users write "HOST:PORT", "ws://HOST:PORT",
-// "ws://HOST:PORT/ws" or "http://HOST:PORT"; all name the same server, whose
+// "ws://HOST:PORT/ws", "http://HOST:PORT" or just "PORT" (this machine); all name the same server, whose
 // WebSocket protocol is at /ws and HTTP API at the root (docs/PROTOCOL.md).
 #pragma once
 
