@@ -30,6 +30,7 @@ asio::awaitable<void> HttpConnection::connect(Clock::time_point deadline) {
   beast::error_code ec;
   stream_.socket().close(ec);
   buffer_.consume(buffer_.size());
+  phase_ = "connecting";
   tcp::resolver resolver(stream_.get_executor());
   const auto endpoints = co_await resolver.async_resolve(url_.host, url_.port, asio::use_awaitable);
   stream_.expires_at(deadline);
@@ -63,8 +64,10 @@ asio::awaitable<HttpResult> HttpConnection::request(http::verb verb, const std::
     auto req = make_request(verb, path, body);
     beast::error_code ec;
     stream_.expires_at(deadline);
+    phase_ = "sending the request";
     co_await http::async_write(stream_, req, use_ec(ec));
     http::response_parser<http::string_body> parser;
+    phase_ = "reading the response";
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     if (!ec) co_await http::async_read(stream_, buffer_, parser, use_ec(ec));
     if (ec) {
@@ -85,9 +88,11 @@ asio::awaitable<HttpResult> HttpConnection::stream(const std::string& path, cons
     auto req = make_request(http::verb::post, path, body);
     beast::error_code ec;
     stream_.expires_at(deadline);
+    phase_ = "sending the request";
     co_await http::async_write(stream_, req, use_ec(ec));
     http::response_parser<http::buffer_body> parser;
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+    phase_ = "reading the response header";
     if (!ec) co_await http::async_read_header(stream_, buffer_, parser, use_ec(ec));
     if (ec) {
       open_ = false;
@@ -97,6 +102,7 @@ asio::awaitable<HttpResult> HttpConnection::stream(const std::string& path, cons
     const int status = static_cast<int>(parser.get().result_int());
     const bool success = status >= 200 && status < 300;
     std::string error_body;
+    phase_ = "reading the response body";
     char piece[16384];
     while (!parser.is_done()) {
       parser.get().body().data = piece;
@@ -113,6 +119,7 @@ asio::awaitable<HttpResult> HttpConnection::stream(const std::string& path, cons
       else if (error_body.size() < (size_t{1} << 20)) error_body.append(piece, n);
     }
     open_ = parser.get().keep_alive();
+    phase_ = "idle";
     co_return HttpResult{status, std::move(error_body)};
   }
 }

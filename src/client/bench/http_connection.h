@@ -38,6 +38,9 @@ class HttpConnection {
   bool reusable() const { return open_; }
   // Closes the socket; the next request reconnects.
   void reset();
+  // What the last exchange was doing when it stopped ("reading the response
+  // header", ...), for error messages.
+  const char* phase() const { return phase_; }
   std::string target(const std::string& path) const { return url_.base_path + path; }
 
  private:
@@ -49,6 +52,7 @@ class HttpConnection {
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   bool open_ = false;
+  const char* phase_ = "idle";
 };
 
 }  // namespace tandem::client::bench

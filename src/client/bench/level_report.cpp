@@ -28,6 +28,7 @@ LevelReport make_level_report(int concurrency, double duration_s, std::vector<Re
     if (q.prompt_tokens > 0) r.prompt_tokens += q.prompt_tokens;
     const int64_t out = q.output_tokens();
     r.output_tokens += out;
+    if (out < q.max_tokens) r.short_outputs++;
     e2e.push_back(q.e2e_ms);
     if (q.arrival_ms.empty()) continue;
     ttft.push_back(q.ttft_ms());

@@ -77,11 +77,21 @@ class OpenAiBackend : public Backend {
     body["prompt"] = text;
     body["max_tokens"] = 1;
     body["temperature"] = 0;
+    const std::string body_text = body.dump();
     HttpResult r;
-    try {
-      r = co_await conn.request(http::verb::post, "/v1/completions", body.dump(), Clock::now() + kSetupTimeout);
-    } catch (const boost::system::system_error& e) {
-      throw SetupError("cannot reach the backend at " + url_.text() + ": " + classify_net_error(e.code()).message);
+    // The probe is idempotent, so a dropped connection is retried twice.
+    for (int attempt = 1;; ++attempt) {
+      beast::error_code failed;
+      try {
+        r = co_await conn.request(http::verb::post, "/v1/completions", body_text, Clock::now() + kSetupTimeout);
+      } catch (const boost::system::system_error& e) {
+        failed = e.code();
+      }
+      if (!failed) break;
+      conn.reset();
+      if (attempt == 3)
+        throw SetupError("a probe completion to " + url_.text() + " failed: " +
+                         net::describe_network_error(failed, url_.host + ":" + url_.port));
     }
     if (r.status != 200) {
       const NetFailure f = http_failure(r.status, r.body);
@@ -164,7 +174,7 @@ class OpenAiBackend : public Backend {
     } catch (const boost::system::system_error& e) {
       const NetFailure f = classify_net_error(e.code());
       result.error_code = f.code;
-      result.error_message = f.message;
+      result.error_message = f.message + " (while " + conn->phase() + ")";
       result.e2e_ms = ms_between(t0, Clock::now());
     }
     if (conn->reusable()) idle_.push_back(std::move(conn));

@@ -51,6 +51,7 @@ json level_json(const LevelReport& l) {
             {"prompt_tokens", l.prompt_tokens},
             {"output_tokens", l.output_tokens},
             {"requests_without_usage", l.requests_without_usage},
+            {"short_outputs", l.short_outputs},
             {"output_tokens_per_s", round3(l.output_tokens_per_s)},
             {"requests_per_s", round3(l.requests_per_s)},
             {"ttft_ms", summary_json(l.ttft_ms)},

@@ -59,6 +59,12 @@ std::string format_level_table(const BenchRun& run) {
          " (e.g. \"" + l.first_error_message + "\")\n";
   }
   for (const LevelReport& l : run.levels)
+    if (l.short_outputs > 0)
+      s += format("concurrency %d: %zu requests produced fewer tokens than max_tokens (%s)\n", l.concurrency,
+                  l.short_outputs,
+                  run.options.ignore_eos ? "with ignore_eos: the server stopped them, e.g. at the end of its context"
+                                         : "end of sequence or a stop string");
+  for (const LevelReport& l : run.levels)
     if (l.requests_without_usage > 0)
       s += format("concurrency %d: %zu requests had no usage from the server; their output tokens were counted "
                   "from the stream\n",
