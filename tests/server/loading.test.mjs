@@ -104,6 +104,23 @@ test('/health reports loading with progress, then ok', async () => {
     assert.equal(after.state, 'ok');
     assert.equal(after.model.id, 'demo-q8_0');
     assert.equal(after.gpus.length, 2);
+    // The WebSocket status event carries the same gpus array.
+    const ws2 = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+    await new Promise((resolve, reject) => { ws2.once('open', resolve); ws2.once('error', reject); });
+    const events = [];
+    const gotStatus = new Promise((resolve) => ws2.on('message', (m) => {
+      const ev = JSON.parse(m.toString());
+      events.push(ev);
+      if (ev.event === 'status') resolve(ev);
+    }));
+    ws2.send(JSON.stringify({ command: 'init', api_key: API_KEY }));
+    ws2.send(JSON.stringify({ command: 'status' }));
+    const wsStatus = await gotStatus;
+    assert.equal(events[0].event, 'ready');
+    assert.equal(wsStatus.state, 'ok');
+    assert.deepEqual(wsStatus.gpus.map((g) => g.name), ['Fake H100 80GB HBM3', 'Fake L4']);
+    assert.equal(wsStatus.gpus[1].power_w, null);
+    ws2.close();
     const metrics = await (await fetch(base + '/metrics', { headers: authHeaders() })).text();
     assert.match(metrics, /^tandem_loading 0$/m);
     assert.match(metrics, new RegExp(`^tandem_load_bytes_done ${bytesTotal}$`, 'm'));
