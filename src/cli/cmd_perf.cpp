@@ -12,7 +12,7 @@
 #include "cli/model_resources.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
-#include "engine/cpu_model_runner.h"
+#include "cli/runner_factory.h"
 #include "models/model_file.h"
 
 namespace tandem::cli {
@@ -24,6 +24,8 @@ struct PerfOptions {
   int64_t gen_tokens = 128;
   int repetitions = 3;
   int threads = 0;
+  std::string device = "auto";
+  double peak_gb_s = 0;
   bool json = false;
 };
 
@@ -37,9 +39,11 @@ int perf(const PerfOptions& o) {
   std::unique_ptr<ModelFile> model = ModelFile::open(path);
   const ModelConfig& c = model->config();
   ThreadPool pool(o.threads);
-  CpuRunnerOptions ro;
-  ro.max_context = o.prompt_tokens + o.gen_tokens + 1;
-  CpuModelRunner runner(*model, pool, ro);
+  RunnerRequest rq;
+  rq.device = o.device;
+  rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
+  Runner backend = make_runner(*model, pool, rq);
+  ModelRunner& runner = *backend.runner;
 
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(std::min<int64_t>(c.vocab_size, 32000) - 1));
@@ -76,6 +80,8 @@ int perf(const PerfOptions& o) {
   const double gbps = bytes * best_decode / 1e9;
   if (o.json) {
     nlohmann::json j = {{"model", path},
+                        {"device", backend.device},
+                        {"device_description", backend.description},
                         {"threads", pool.size()},
                         {"cpu_features", cpu::detect_cpu_features().describe()},
                         {"prompt_tokens", o.prompt_tokens},
@@ -84,17 +90,24 @@ int perf(const PerfOptions& o) {
                         {"decode_tok_s", decode_runs},
                         {"weight_bytes_per_token", runner.weight_bytes_per_step()},
                         {"decode_weight_gb_s", gbps}};
+    if (o.peak_gb_s > 0) j["decode_bandwidth_fraction"] = gbps / o.peak_gb_s;
     std::printf("%s\n", j.dump(1).c_str());
     return 0;
   }
   std::printf("model: %s (%s, %lld layers, hidden %lld)\n", path.c_str(), architecture_name(c.arch),
               static_cast<long long>(c.n_layers), static_cast<long long>(c.hidden_size));
-  std::printf("threads: %d, cpu: %s\n", pool.size(), cpu::detect_cpu_features().describe().c_str());
+  std::printf("device: %s\n", backend.description.c_str());
+  if (!backend.memory_plan.empty()) std::printf("memory: %s\n", backend.memory_plan.c_str());
   std::printf("prefill %lld tokens: %.1f tok/s (best of %d)\n", static_cast<long long>(o.prompt_tokens), best_prefill,
               o.repetitions);
   std::printf("decode %lld tokens: %.2f tok/s (best of %d)\n", static_cast<long long>(o.gen_tokens), best_decode,
               o.repetitions);
-  std::printf("decode weight reads: %.1f MB/token, %.2f GB/s\n", bytes / 1e6, gbps);
+  if (o.peak_gb_s > 0) {
+    std::printf("decode weight reads: %.1f MB/token, %.2f GB/s (%.1f%% of %.0f GB/s)\n", bytes / 1e6, gbps,
+                100.0 * gbps / o.peak_gb_s, o.peak_gb_s);
+  } else {
+    std::printf("decode weight reads: %.1f MB/token, %.2f GB/s\n", bytes / 1e6, gbps);
+  }
   return 0;
 }
 
@@ -108,6 +121,8 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("-n,--gen-tokens", o->gen_tokens, "Tokens to decode");
   cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions (the best is reported)")->check(CLI::PositiveNumber);
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
+  cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
+  cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
   cmd->add_flag("--json", o->json, "Print JSON");
   return [o] { return perf(*o); };
 }

@@ -7,7 +7,7 @@
 #include "cli/model_resources.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
-#include "engine/cpu_model_runner.h"
+#include "cli/runner_factory.h"
 #include "engine/generator.h"
 #include "models/model_file.h"
 #include "tokenizer/chat_template.h"
@@ -33,6 +33,7 @@ struct RunOptions {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   int threads = 0;
+  std::string device = "auto";
   int64_t ctx = 4096;
   bool json = false;
 };
@@ -53,11 +54,12 @@ int run(const RunOptions& o) {
   const std::vector<int32_t> ids = tokenizer->encode(prompt, add_special);
 
   ThreadPool pool(o.threads);
-  CpuRunnerOptions ro;
-  ro.max_context = std::min<int64_t>(o.ctx, model->config().context_length);
-  check(ro.max_context > 0, "--ctx must be positive");
-  CpuModelRunner runner(*model, pool, ro);
-  Generator generator(runner, tokenizer.get());
+  RunnerRequest rq;
+  rq.device = o.device;
+  rq.max_context = std::min<int64_t>(o.ctx, model->config().context_length);
+  check(rq.max_context > 0, "--ctx must be positive");
+  Runner backend = make_runner(*model, pool, rq);
+  Generator generator(*backend.runner, tokenizer.get());
 
   GenerateOptions go;
   go.sampling.temperature = o.temperature;
@@ -134,6 +136,7 @@ Action add_run_command(CLI::App& app) {
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
+  cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   cmd->add_option("-c,--ctx", o->ctx, "Context window in tokens (capped at the model's)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of streaming text");
   return [o] { return run(*o); };

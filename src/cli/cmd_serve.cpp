@@ -16,7 +16,8 @@
 #include "cli/model_resources.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
-#include "engine/cpu_model_runner.h"
+#include "cli/runner_factory.h"
+#include "engine/kv_cache.h"
 #include "models/model_file.h"
 #include "models/weight_prefetch.h"
 #include "scheduler/engine_service.h"
@@ -33,6 +34,7 @@ struct ServeFlags {
   std::string config_file;
   server::ServerConfig flags;  // only the fields whose option was given are used
   std::string max_memory_cpu, max_memory_gpu;
+  std::string device = "auto";
   int header_timeout_s = 10;
   std::string log_level = "info";
 };
@@ -133,51 +135,81 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   }
   const int64_t context = std::min<int64_t>(config.context_window, model->config().context_length);
 
-  CpuRunnerOptions ro;
-  ro.max_context = context;
-  ro.block_size = 16;
-  ro.kv_blocks = config.batch_size * ((context + ro.block_size - 1) / ro.block_size);
-  // The KV cache must fit beside the weights: in max_memory.cpu when it is
-  // set, and in the machine's memory in any case. Checked before allocating.
-  {
-    const double kv_bytes = static_cast<double>(ro.kv_blocks) * static_cast<double>(ro.block_size) *
-                            static_cast<double>(KvCache::bytes_per_token(model->config()));
-    const double gib = 1024.0 * 1024.0 * 1024.0;
-    auto plan = [&] {
-      char buf[256];
-      std::snprintf(buf, sizeof buf, "weights %.2f GiB + KV cache %.2f GiB (batch_size %lld x context %lld)",
-                    static_cast<double>(file_bytes) / gib, kv_bytes / gib, static_cast<long long>(config.batch_size),
-                    static_cast<long long>(context));
-      return std::string(buf);
+  // The GPU when this build has the CUDA engine and one is visible (or
+  // --device says so); device_map "cpu" keeps everything on the CPU.
+  std::string device = f.device;
+  if (config.device_map == "cpu") device = "cpu";
+  if (device == "auto") device = gpu_engine_available() ? "cuda" : "cpu";
+  RunnerRequest rq;
+  rq.device = device;
+  rq.max_context = context;
+  rq.block_size = 16;
+  if (device == "cpu") {
+    rq.kv_blocks = config.batch_size * ((context + rq.block_size - 1) / rq.block_size);
+    // The KV cache must fit beside the weights: in max_memory.cpu when it is
+    // set, and in the machine's memory in any case. Checked before allocating.
+    {
+      const double kv_bytes = static_cast<double>(rq.kv_blocks) * static_cast<double>(rq.block_size) *
+                              static_cast<double>(KvCache::bytes_per_token(model->config()));
+      const double gib = 1024.0 * 1024.0 * 1024.0;
+      auto plan = [&] {
+        char buf[256];
+        std::snprintf(buf, sizeof buf, "weights %.2f GiB + KV cache %.2f GiB (batch_size %lld x context %lld)",
+                      static_cast<double>(file_bytes) / gib, kv_bytes / gib, static_cast<long long>(config.batch_size),
+                      static_cast<long long>(context));
+        return std::string(buf);
+      };
+      const double need = static_cast<double>(file_bytes) + kv_bytes;
+      if (config.max_memory.cpu_bytes > 0 && need > static_cast<double>(config.max_memory.cpu_bytes))
+        throw Error("the model needs " + plan() + "; max_memory.cpu is " +
+                    std::to_string(static_cast<double>(config.max_memory.cpu_bytes) / gib) +
+                    " GiB: lower batch_size or context_window");
+      const double ram = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+      if (ram > 0 && need > ram)
+        throw Error("the model needs " + plan() + ", more than this machine's " + std::to_string(ram / gib) +
+                    " GiB of memory: lower batch_size or context_window");
+      log->info("memory plan: {}", plan());
+    }
+    // Bring the mapped weights into memory now (reading through every page),
+    // so that the first requests do not fault them in; /health reports the
+    // bytes done meanwhile.
+    {
+      PrefetchOptions po;
+      po.max_bytes_per_s = load_rate;
+      if (load_rate > 0) po.chunk_bytes = std::max<uint64_t>(uint64_t{64} << 10, static_cast<uint64_t>(load_rate / 20));
+      const auto t0 = std::chrono::steady_clock::now();
+      LoadProgressBar bar(ctx->loading, stderr, isatty(STDERR_FILENO) != 0 && level <= spdlog::level::info);
+      if (!prefetch_weights(*model, ctx->loading, interrupted, po)) return 130;
+      bar.finish();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double bytes = static_cast<double>(ctx->loading.bytes_total.load());
+      log->info("weights in memory: {} in {:.2f} s ({}/s)", bytes_text(bytes), s, bytes_text(s > 0 ? bytes / s : 0.0));
+    }
+  } else {
+    // Weights go to the GPU; the KV cache takes what max_memory.gpu (or 90%
+    // of the card) leaves. The plan is checked before any allocation.
+    rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
+    rq.on_load_progress = [&](uint64_t done, uint64_t total) {
+      ctx->loading.bytes_total.store(total);
+      ctx->loading.bytes_done.store(done);
     };
-    const double need = static_cast<double>(file_bytes) + kv_bytes;
-    if (config.max_memory.cpu_bytes > 0 && need > static_cast<double>(config.max_memory.cpu_bytes))
-      throw Error("the model needs " + plan() + "; max_memory.cpu is " +
-                  std::to_string(static_cast<double>(config.max_memory.cpu_bytes) / gib) +
-                  " GiB: lower batch_size or context_window");
-    const double ram = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
-    if (ram > 0 && need > ram)
-      throw Error("the model needs " + plan() + ", more than this machine's " + std::to_string(ram / gib) +
-                  " GiB of memory: lower batch_size or context_window");
-    log->info("memory plan: {}", plan());
-  }
-  // Bring the mapped weights into memory now (reading through every page),
-  // so that the first requests do not fault them in; /health reports the
-  // bytes done meanwhile.
-  {
-    PrefetchOptions po;
-    po.max_bytes_per_s = load_rate;
-    if (load_rate > 0) po.chunk_bytes = std::max<uint64_t>(uint64_t{64} << 10, static_cast<uint64_t>(load_rate / 20));
-    const auto t0 = std::chrono::steady_clock::now();
-    LoadProgressBar bar(ctx->loading, stderr, isatty(STDERR_FILENO) != 0 && level <= spdlog::level::info);
-    if (!prefetch_weights(*model, ctx->loading, interrupted, po)) return 130;
-    bar.finish();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double bytes = static_cast<double>(ctx->loading.bytes_total.load());
-    log->info("weights in memory: {} in {:.2f} s ({}/s)", bytes_text(bytes), s, bytes_text(s > 0 ? bytes / s : 0.0));
   }
   ThreadPool pool(config.threads);
-  CpuModelRunner runner(*model, pool, ro);
+  std::unique_ptr<Runner> backend;
+  {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::unique_ptr<LoadProgressBar> bar;
+    if (device != "cpu")
+      bar = std::make_unique<LoadProgressBar>(ctx->loading, stderr,
+                                              isatty(STDERR_FILENO) != 0 && level <= spdlog::level::info);
+    backend = std::make_unique<Runner>(make_runner(*model, pool, rq));
+    if (bar) {
+      bar->finish();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      log->info("weights on {}: {:.2f} s; memory plan: {}", backend->description, s, backend->memory_plan);
+    }
+  }
+  ModelRunner& runner = *backend->runner;
   EngineOptions eo;
   eo.batch_size = config.batch_size;
   eo.max_queued = config.max_queued_requests;
@@ -216,6 +248,7 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("--device-map", f->flags.device_map, "auto or cpu");
   cmd->add_option("--max-memory-cpu", f->max_memory_cpu, "Host memory budget, e.g. 16GB");
   cmd->add_option("--max-memory-gpu", f->max_memory_gpu, "GPU memory budget, e.g. 48GB");
+  cmd->add_option("--device", f->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   cmd->add_option("-c,--ctx", f->flags.context_window, "Context window per sequence in tokens");
   cmd->add_option("--batch-size", f->flags.batch_size, "Running sequences at most");
   cmd->add_option("--host", f->flags.host, "Address to bind (default 127.0.0.1)");

@@ -17,7 +17,7 @@ struct MemoryBudget {
 
 struct ServerConfig {
   std::string model_path;
-  std::string device_map = "auto";  // "auto" or "cpu" (the CPU engine is the only one today)
+  std::string device_map = "auto";  // "auto" (the GPU when there is one) or "cpu"
   MemoryBudget max_memory;
   int64_t context_window = 4096;
   int64_t batch_size = 4;

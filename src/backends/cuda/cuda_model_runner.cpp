@@ -1,0 +1,610 @@
+#include "backends/cuda/cuda_model_runner.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_buffer.h"
+#include "backends/cuda/gemm.h"
+#include "backends/cuda/kernels.h"
+#include "common/error.h"
+
+namespace tandem {
+namespace {
+
+using cuda::DeviceBuffer;
+using cuda::DeviceMatrix;
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+constexpr uint64_t kScratchReserve = kGiB;          // activations, logits, cuBLAS workspace, dequant slices
+constexpr uint64_t kUploadChunk = uint64_t{64} << 20;
+constexpr int64_t kMaxGraphTokens = 64;    // decode steps up to this many sequences replay a graph
+constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
+
+bool cuda_supports(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;
+}
+
+// Bytes a matrix takes on the GPU (Q8_0: quants plus f16 scales).
+uint64_t device_matrix_bytes(const TensorRef& t) {
+  const uint64_t n = static_cast<uint64_t>(t.n_elements());
+  switch (t.dtype) {
+    case DType::F32: return n * 4;
+    case DType::F16:
+    case DType::BF16: return n * 2;
+    case DType::Q8_0: return n + n / 32 * 2;
+    default: return t.n_bytes;
+  }
+}
+
+bool is_matrix_name(const std::string& name) {
+  return name.find("norm") == std::string::npos && name.find(".bias") == std::string::npos &&
+         name != "rope_freqs.weight";
+}
+
+std::string gib(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / static_cast<double>(kGiB));
+  return buf;
+}
+
+}  // namespace
+
+std::string CudaMemoryPlan::describe() const {
+  const uint64_t kv = kv_bytes_per_block * static_cast<uint64_t>(kv_blocks);
+  return "gpu budget " + gib(budget_bytes) + ": weights " + gib(weight_bytes) + ", scratch " + gib(scratch_bytes) +
+         ", KV cache " + gib(kv) + " (" + std::to_string(kv_blocks) + " blocks of " + std::to_string(block_size) +
+         " tokens = " + std::to_string(kv_blocks * block_size) + " tokens in flight, context " +
+         std::to_string(max_context) + ")";
+}
+
+CudaMemoryPlan plan_cuda_memory(const ModelFile& model, const CudaRunnerOptions& options, uint64_t gpu_total_bytes) {
+  const ModelConfig& c = model.config();
+  CudaMemoryPlan plan;
+  plan.block_size = options.block_size;
+  check(plan.block_size > 0, "KV block size must be positive");
+  plan.max_context = options.max_context > 0 ? options.max_context : c.context_length;
+  plan.budget_bytes = options.gpu_memory_bytes > 0 ? options.gpu_memory_bytes
+                                                    : static_cast<uint64_t>(static_cast<double>(gpu_total_bytes) * 0.9);
+  for (const TensorRef& t : model.tensors()) plan.weight_bytes += device_matrix_bytes(t);
+  plan.scratch_bytes = kScratchReserve;
+  plan.kv_bytes_per_block =
+      static_cast<uint64_t>(c.n_layers) * 2 * static_cast<uint64_t>(plan.block_size * c.kv_dim()) * sizeof(uint16_t);
+  const int64_t min_blocks = (plan.max_context + plan.block_size - 1) / plan.block_size;
+  const uint64_t fixed = plan.weight_bytes + plan.scratch_bytes;
+  const uint64_t min_kv = plan.kv_bytes_per_block * static_cast<uint64_t>(min_blocks);
+  if (fixed + min_kv > plan.budget_bytes) {
+    throw Error("model needs " + gib(plan.weight_bytes) + " for weights + " + gib(min_kv) + " KV at context " +
+                std::to_string(plan.max_context) + " + " + gib(plan.scratch_bytes) + " scratch; gpu budget is " +
+                gib(plan.budget_bytes) + " (lower --context, or raise max_memory.gpu)");
+  }
+  if (options.kv_blocks > 0) {
+    plan.kv_blocks = options.kv_blocks;
+    check(fixed + plan.kv_bytes_per_block * static_cast<uint64_t>(plan.kv_blocks) <= plan.budget_bytes,
+          std::to_string(plan.kv_blocks) + " KV blocks need " +
+              gib(plan.kv_bytes_per_block * static_cast<uint64_t>(plan.kv_blocks)) + " beyond the weights' " +
+              gib(plan.weight_bytes) + "; gpu budget is " + gib(plan.budget_bytes));
+    check(plan.kv_blocks >= min_blocks, std::to_string(plan.kv_blocks) + " KV blocks cannot hold one sequence of " +
+                                            std::to_string(plan.max_context) + " tokens");
+  } else {
+    plan.kv_blocks = static_cast<int64_t>((plan.budget_bytes - fixed) / plan.kv_bytes_per_block);
+  }
+  return plan;
+}
+
+struct CudaModelRunner::Impl {
+  struct Layer {
+    DeviceMatrix wq, wk, wv, wo, gate, up, down;
+    const float* attn_norm = nullptr;  // [hidden]
+    const float* ffn_norm = nullptr;   // [hidden]
+    const float* q_bias = nullptr;     // [q_dim] (qwen2)
+    const float* k_bias = nullptr;     // [kv_dim]
+    const float* v_bias = nullptr;     // [kv_dim]
+    const float* q_norm = nullptr;     // [head_dim] (qwen3)
+    const float* k_norm = nullptr;     // [head_dim]
+  };
+
+  ModelConfig config;
+  CudaRunnerOptions options;
+  CudaMemoryPlan plan;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<cuda::Gemm> gemm;
+  std::vector<DeviceBuffer> weights;  // owns every weight allocation
+  std::vector<Layer> layers;
+  DeviceMatrix token_embd, output;
+  const float* output_norm = nullptr;
+  uint64_t weight_bytes_per_step = 0;
+  uint64_t uploaded = 0, upload_total = 0;
+
+  DeviceBuffer rope_cos, rope_sin;  // [max_context, head_dim / 2] f32
+  DeviceBuffer k_cache, v_cache;    // [n_layers, kv_blocks * block_size, kv_dim] f16
+  BlockAllocator allocator{1};
+
+  // Step scratch, grown as needed.
+  DeviceBuffer x, xn, q, k, v, attn, gate, up;  // [T, *] f32
+  DeviceBuffer sel;                              // [n_rows, hidden] f32
+  DeviceBuffer logits_dev;                       // [n_rows, vocab] f32
+  DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
+  cuda::PinnedBuffer meta_host, logits_host;
+  std::vector<int32_t> meta;
+  std::vector<float> logits;  // [n_rows, vocab], rows in chunk order
+
+  // Graph capture state: captured graphs hold buffer addresses, so any
+  // buffer that moves bumps `epoch` and the graphs are captured again.
+  uint64_t epoch = 0;
+  struct DecodeGraph {
+    cudaGraphExec_t exec = nullptr;
+    uint64_t epoch = 0;
+  };
+  std::map<int64_t, DecodeGraph> graphs;  // by token count
+
+  void ensure(DeviceBuffer& buffer, size_t bytes) {
+    if (bytes <= buffer.bytes()) return;
+    buffer.resize(bytes);
+    ++epoch;
+  }
+
+  template <typename Enqueue>
+  cudaGraphExec_t decode_graph(int64_t n_tokens, Enqueue&& enqueue) {
+    DecodeGraph& g = graphs[n_tokens];
+    if (g.exec && g.epoch == epoch) return g.exec;
+    if (g.exec) cudaGraphExecDestroy(g.exec);
+    g.exec = nullptr;
+    cudaGraph_t graph = nullptr;
+    TANDEM_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue();
+    } catch (...) {
+      cudaStreamEndCapture(stream, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    TANDEM_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    const cudaError_t status = cudaGraphInstantiate(&g.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    TANDEM_CUDA_CHECK(status);
+    g.epoch = epoch;
+    return g.exec;
+  }
+
+  void report_progress(uint64_t bytes) {
+    uploaded += bytes;
+    if (options.on_load_progress) options.on_load_progress(uploaded, upload_total);
+  }
+
+  void* upload_bytes(const void* src, uint64_t bytes) {
+    DeviceBuffer buf(bytes);
+    for (uint64_t off = 0; off < bytes; off += kUploadChunk) {
+      const uint64_t n = std::min(kUploadChunk, bytes - off);
+      TANDEM_CUDA_CHECK(cudaMemcpy(buf.get<char>() + off, static_cast<const char*>(src) + off, n,
+                                   cudaMemcpyHostToDevice));
+      report_progress(n);
+    }
+    weights.push_back(std::move(buf));
+    return weights.back().get();
+  }
+
+  DeviceMatrix upload_matrix(const TensorRef& t, const std::string& path) {
+    check(cuda_supports(t.dtype), path + ": tensor '" + t.name + "' has type " + std::string(dtype_name(t.dtype)) +
+                                      "; the CUDA engine computes with f32, f16, bf16 and q8_0 weights");
+    check(t.shape.size() == 2, path + ": tensor '" + t.name + "' is not a matrix");
+    DeviceMatrix m;
+    m.dtype = t.dtype;
+    m.rows = t.shape[0];
+    m.cols = t.shape[1];
+    check(m.cols % cuda::gemv_vector_elems(t.dtype) == 0,
+          path + ": tensor '" + t.name + "' has " + std::to_string(m.cols) + " columns; the CUDA engine needs a multiple of " +
+              std::to_string(cuda::gemv_vector_elems(t.dtype)));
+    if (t.dtype != DType::Q8_0) {
+      m.data = upload_bytes(t.data, device_matrix_bytes(t));
+      return m;
+    }
+    // Split GGUF blocks {f16 d, int8 qs[32]} into quants [rows, cols] and scales [rows, cols/32].
+    const int64_t blocks_per_row = m.cols / 32;
+    DeviceBuffer qs(static_cast<size_t>(m.rows * m.cols));
+    DeviceBuffer scales(static_cast<size_t>(m.rows * blocks_per_row) * sizeof(uint16_t));
+    const int64_t chunk_rows = std::max<int64_t>(1, static_cast<int64_t>(kUploadChunk) / m.cols);
+    std::vector<int8_t> host_q;
+    std::vector<uint16_t> host_d;
+    const auto* blocks = reinterpret_cast<const BlockQ8_0*>(t.data);
+    for (int64_t r0 = 0; r0 < m.rows; r0 += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, m.rows - r0);
+      host_q.resize(static_cast<size_t>(n * m.cols));
+      host_d.resize(static_cast<size_t>(n * blocks_per_row));
+      for (int64_t b = 0; b < n * blocks_per_row; ++b) {
+        const BlockQ8_0& blk = blocks[r0 * blocks_per_row + b];
+        host_d[static_cast<size_t>(b)] = blk.d;
+        std::memcpy(host_q.data() + b * 32, blk.qs, 32);
+      }
+      TANDEM_CUDA_CHECK(cudaMemcpy(qs.get<int8_t>() + r0 * m.cols, host_q.data(), host_q.size(), cudaMemcpyHostToDevice));
+      TANDEM_CUDA_CHECK(cudaMemcpy(scales.get<uint16_t>() + r0 * blocks_per_row, host_d.data(),
+                                   host_d.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
+      report_progress(static_cast<uint64_t>(n * m.cols + n * blocks_per_row * 2));
+    }
+    m.data = qs.get();
+    m.scales = scales.get<__half>();
+    weights.push_back(std::move(qs));
+    weights.push_back(std::move(scales));
+    return m;
+  }
+
+  const float* upload_vector(const TensorRef& t, const std::string& path) {
+    check(cuda_supports(t.dtype) && t.dtype != DType::Q8_0, path + ": tensor '" + t.name + "' has type " +
+                                                                std::string(dtype_name(t.dtype)) +
+                                                                ", expected f32, f16 or bf16");
+    std::vector<float> host(static_cast<size_t>(t.n_elements()));
+    cpu::dequantize_row(t.dtype, t.data, host.data(), t.n_elements());
+    return static_cast<const float*>(upload_bytes(host.data(), host.size() * sizeof(float)));
+  }
+
+  void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out,
+              bool accumulate) {
+    const int64_t n_gemv = std::min(n_tokens, n_generated);
+    if (n_gemv > 0) cuda::gemv(w, in, n_gemv, out, accumulate, stream);
+    if (n_tokens > n_gemv) gemm->run(w, in + n_gemv * w.cols, n_tokens - n_gemv, out + n_gemv * w.rows, accumulate);
+  }
+};
+
+CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.config = model.config();
+  m.options = options;
+  const ModelConfig& c = m.config;
+  const std::string& path = model.path();
+
+  int n_devices = 0;
+  if (cudaGetDeviceCount(&n_devices) != cudaSuccess || n_devices == 0) {
+    cudaGetLastError();
+    throw Error("no CUDA GPU is visible (use --device cpu to run on the CPU)");
+  }
+  check(options.device >= 0 && options.device < n_devices,
+        "GPU " + std::to_string(options.device) + " does not exist; " + std::to_string(n_devices) + " visible");
+  TANDEM_CUDA_CHECK(cudaSetDevice(options.device));
+  size_t free_bytes = 0, total_bytes = 0;
+  TANDEM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  m.plan = plan_cuda_memory(model, options, total_bytes);
+  const uint64_t planned = m.plan.weight_bytes + m.plan.scratch_bytes +
+                           m.plan.kv_bytes_per_block * static_cast<uint64_t>(m.plan.kv_blocks);
+  check(options.gpu_memory_bytes == 0 || planned <= free_bytes,
+        "the plan needs " + gib(planned) + " but GPU " + std::to_string(options.device) + " has " + gib(free_bytes) +
+            " free");
+  if (options.gpu_memory_bytes == 0 && options.kv_blocks == 0) {
+    // Other processes may hold memory: size the cache from what is free.
+    const uint64_t usable = static_cast<uint64_t>(static_cast<double>(free_bytes) * 0.95);
+    const uint64_t fixed = m.plan.weight_bytes + m.plan.scratch_bytes;
+    check(usable > fixed, "model needs " + gib(fixed) + " for weights and scratch; GPU " +
+                              std::to_string(options.device) + " has " + gib(free_bytes) + " free");
+    m.plan.kv_blocks = std::min<int64_t>(m.plan.kv_blocks,
+                                         static_cast<int64_t>((usable - fixed) / m.plan.kv_bytes_per_block));
+    check(m.plan.kv_blocks * m.plan.block_size >= m.plan.max_context,
+          "KV cache for context " + std::to_string(m.plan.max_context) + " does not fit the " + gib(free_bytes) +
+              " free on GPU " + std::to_string(options.device) + " after " + gib(fixed) + " of weights and scratch");
+  }
+  m.options.max_context = m.plan.max_context;
+  m.options.kv_blocks = m.plan.kv_blocks;
+
+  TANDEM_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  m.gemm = std::make_unique<cuda::Gemm>(m.stream);
+
+  m.upload_total = m.plan.weight_bytes;
+  const auto& tensor = [&](const std::string& name) -> const TensorRef& { return model.tensor(name); };
+  m.token_embd = m.upload_matrix(tensor("token_embd.weight"), path);
+  m.output = c.tied_embeddings ? m.token_embd : m.upload_matrix(tensor("output.weight"), path);
+  m.output_norm = m.upload_vector(tensor("output_norm.weight"), path);
+  auto bytes_of = [](const DeviceMatrix& w) {
+    return static_cast<uint64_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : w.dtype == DType::Q8_0 ? 1 : 2) +
+           (w.dtype == DType::Q8_0 ? static_cast<uint64_t>(w.rows * w.cols / 32 * 2) : 0);
+  };
+  m.weight_bytes_per_step = bytes_of(m.output);
+  m.layers.resize(static_cast<size_t>(c.n_layers));
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    Impl::Layer& L = m.layers[static_cast<size_t>(l)];
+    L.wq = m.upload_matrix(tensor(b + "attn_q.weight"), path);
+    L.wk = m.upload_matrix(tensor(b + "attn_k.weight"), path);
+    L.wv = m.upload_matrix(tensor(b + "attn_v.weight"), path);
+    L.wo = m.upload_matrix(tensor(b + "attn_output.weight"), path);
+    L.gate = m.upload_matrix(tensor(b + "ffn_gate.weight"), path);
+    L.up = m.upload_matrix(tensor(b + "ffn_up.weight"), path);
+    L.down = m.upload_matrix(tensor(b + "ffn_down.weight"), path);
+    L.attn_norm = m.upload_vector(tensor(b + "attn_norm.weight"), path);
+    L.ffn_norm = m.upload_vector(tensor(b + "ffn_norm.weight"), path);
+    if (c.qkv_bias) {
+      L.q_bias = m.upload_vector(tensor(b + "attn_q.bias"), path);
+      L.k_bias = m.upload_vector(tensor(b + "attn_k.bias"), path);
+      L.v_bias = m.upload_vector(tensor(b + "attn_v.bias"), path);
+    }
+    if (c.qk_norm) {
+      L.q_norm = m.upload_vector(tensor(b + "attn_q_norm.weight"), path);
+      L.k_norm = m.upload_vector(tensor(b + "attn_k_norm.weight"), path);
+    }
+    for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down})
+      m.weight_bytes_per_step += bytes_of(*w);
+  }
+
+  // RoPE tables, angles in double as the CPU engine computes them.
+  const std::vector<double> inv_freq = rope_inv_freq(c);
+  const int64_t half = c.head_dim / 2;
+  std::vector<float> cos_table(static_cast<size_t>(m.plan.max_context * half)), sin_table(cos_table.size());
+  for (int64_t p = 0; p < m.plan.max_context; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(p) * inv_freq[static_cast<size_t>(i)];
+      cos_table[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(angle));
+      sin_table[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(angle));
+    }
+  }
+  m.rope_cos.resize(cos_table.size() * sizeof(float));
+  m.rope_sin.resize(sin_table.size() * sizeof(float));
+  TANDEM_CUDA_CHECK(cudaMemcpy(m.rope_cos.get(), cos_table.data(), cos_table.size() * sizeof(float), cudaMemcpyHostToDevice));
+  TANDEM_CUDA_CHECK(cudaMemcpy(m.rope_sin.get(), sin_table.data(), sin_table.size() * sizeof(float), cudaMemcpyHostToDevice));
+
+  const size_t cache_bytes = m.plan.kv_bytes_per_block * static_cast<uint64_t>(m.plan.kv_blocks) / 2;
+  m.k_cache.resize(cache_bytes);
+  m.v_cache.resize(cache_bytes);
+  m.allocator = BlockAllocator(m.plan.kv_blocks);
+
+  // Step scratch for kPreallocTokens tokens up front, so that captured
+  // decode graphs stay valid through ordinary prefill chunks.
+  const size_t f = sizeof(float), n = static_cast<size_t>(kPreallocTokens);
+  m.x.resize(n * c.hidden_size * f);
+  m.xn.resize(n * c.hidden_size * f);
+  m.q.resize(n * c.q_dim() * f);
+  m.k.resize(n * c.kv_dim() * f);
+  m.v.resize(n * c.kv_dim() * f);
+  m.attn.resize(n * c.q_dim() * f);
+  m.gate.resize(n * c.intermediate_size * f);
+  m.up.resize(n * c.intermediate_size * f);
+  m.sel.resize(n * c.hidden_size * f);
+  m.logits_dev.resize(n * c.vocab_size * f);
+  m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
+}
+
+CudaModelRunner::~CudaModelRunner() {
+  if (impl_ && impl_->stream) {
+    cudaStreamSynchronize(impl_->stream);
+    for (auto& [n, g] : impl_->graphs)
+      if (g.exec) cudaGraphExecDestroy(g.exec);
+    impl_->gemm.reset();
+    cudaStreamDestroy(impl_->stream);
+  }
+}
+
+const ModelConfig& CudaModelRunner::config() const { return impl_->config; }
+int64_t CudaModelRunner::max_context() const { return impl_->plan.max_context; }
+BlockAllocator& CudaModelRunner::block_allocator() { return impl_->allocator; }
+int64_t CudaModelRunner::block_size() const { return impl_->plan.block_size; }
+uint64_t CudaModelRunner::weight_bytes_per_step() const { return impl_->weight_bytes_per_step; }
+const CudaMemoryPlan& CudaModelRunner::plan() const { return impl_->plan; }
+
+const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk> chunks) {
+  Impl& m = *impl_;
+  const ModelConfig& c = m.config;
+  const int64_t hidden = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim(), inter = c.intermediate_size;
+  const int64_t bs = m.plan.block_size;
+
+  int64_t T = 0, n_rows = 0, n_table = 0;
+  for (const SequenceChunk& ch : chunks) {
+    check(ch.kv != nullptr && !ch.tokens.empty(), "internal: empty chunk in a forward step");
+    const int64_t end = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size());
+    check(end <= m.plan.max_context, "sequence of " + std::to_string(end) + " tokens exceeds the context window of " +
+                                         std::to_string(m.plan.max_context));
+    check(ch.kv->capacity(bs) >= end, "internal: KV blocks not reserved for a forward step");
+    T += static_cast<int64_t>(ch.tokens.size());
+    n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
+    n_table += static_cast<int64_t>(ch.kv->block_table.size());
+  }
+
+  // Step metadata, one int32 array uploaded at once:
+  //   ids [T] | positions [T] | slots [T] | table_offsets [T] | out_rows [n_rows] | block tables [n_table]
+  // Tokens are in compute order: generated tokens first (GEMV), then prompt tokens (GEMM).
+  m.meta.assign(static_cast<size_t>(4 * T + n_rows + n_table), 0);
+  int32_t* ids = m.meta.data();
+  int32_t* positions = ids + T;
+  int32_t* slots = positions + T;
+  int32_t* table_offsets = slots + T;
+  int32_t* out_rows = table_offsets + T;
+  int32_t* tables = out_rows + n_rows;
+  std::vector<int32_t> chunk_table_offset(chunks.size());
+  {
+    int64_t off = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      chunk_table_offset[i] = static_cast<int32_t>(off);
+      std::copy(chunks[i].kv->block_table.begin(), chunks[i].kv->block_table.end(), tables + off);
+      off += static_cast<int64_t>(chunks[i].kv->block_table.size());
+    }
+  }
+  std::vector<int64_t> compute_index(static_cast<size_t>(T));  // chunk order -> compute order
+  int64_t n_generated = 0;
+  {
+    int64_t next = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+      size_t flat = 0;
+      for (size_t ci = 0; ci < chunks.size(); ++ci) {
+        const SequenceChunk& ch = chunks[ci];
+        for (size_t i = 0; i < ch.tokens.size(); ++i, ++flat) {
+          const int64_t pos = ch.kv->n_tokens + static_cast<int64_t>(i);
+          const bool generated = pos >= ch.prompt_len;
+          if (generated != (pass == 0)) continue;
+          const int32_t id = ch.tokens[i];
+          check(id >= 0 && id < c.vocab_size, "token id " + std::to_string(id) +
+                                                  " is outside the vocabulary of " + std::to_string(c.vocab_size));
+          compute_index[flat] = next;
+          ids[next] = id;
+          positions[next] = static_cast<int32_t>(pos);
+          slots[next] = ch.kv->block_table[static_cast<size_t>(pos / bs)] * static_cast<int32_t>(bs) +
+                        static_cast<int32_t>(pos % bs);
+          table_offsets[next] = chunk_table_offset[ci];
+          ++next;
+        }
+      }
+      if (pass == 0) n_generated = next;
+    }
+  }
+  // Rows whose logits are wanted: compute index of each, in chunk order.
+  std::vector<int64_t> want;
+  {
+    size_t flat = 0;
+    for (const SequenceChunk& ch : chunks) {
+      const size_t n = ch.tokens.size();
+      for (size_t i = ch.all_logits ? 0 : n - 1; i < n; ++i) want.push_back(compute_index[flat + i]);
+      flat += n;
+    }
+  }
+  std::vector<int64_t> compute_rows(want);
+  std::sort(compute_rows.begin(), compute_rows.end());
+  int64_t n_generated_rows = 0;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    out_rows[r] = static_cast<int32_t>(compute_rows[static_cast<size_t>(r)]);
+    n_generated_rows += compute_rows[static_cast<size_t>(r)] < n_generated;
+  }
+
+  // Buffers. A buffer that moves invalidates the captured decode graphs.
+  const size_t f = sizeof(float);
+  m.ensure(m.x, T * hidden * f);
+  m.ensure(m.xn, T * hidden * f);
+  m.ensure(m.q, T * q_dim * f);
+  m.ensure(m.k, T * kv_dim * f);
+  m.ensure(m.v, T * kv_dim * f);
+  m.ensure(m.attn, T * q_dim * f);
+  m.ensure(m.gate, T * inter * f);
+  m.ensure(m.up, T * inter * f);
+  m.ensure(m.sel, n_rows * hidden * f);
+  m.ensure(m.logits_dev, n_rows * c.vocab_size * f);
+  m.ensure(m.meta_dev, m.meta.size() * sizeof(int32_t));
+  m.meta_host.resize(m.meta.size() * sizeof(int32_t));
+  m.logits_host.resize(n_rows * c.vocab_size * f);
+  std::memcpy(m.meta_host.get(), m.meta.data(), m.meta.size() * sizeof(int32_t));
+  cudaStream_t s = m.stream;
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.meta_dev.get(), m.meta_host.get(), m.meta.size() * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, s));
+  const int32_t* d_ids = m.meta_dev.get<int32_t>();
+  const int32_t* d_positions = d_ids + T;
+  const int32_t* d_slots = d_positions + T;
+  const int32_t* d_table_offsets = d_slots + T;
+  const int32_t* d_out_rows = d_table_offsets + T;
+  const int32_t* d_tables = d_out_rows + n_rows;
+
+  float* x = m.x.get<float>();
+  float* xn = m.xn.get<float>();
+  float* q = m.q.get<float>();
+  float* k = m.k.get<float>();
+  float* v = m.v.get<float>();
+  float* attn = m.attn.get<float>();
+  float* gate = m.gate.get<float>();
+  float* up = m.up.get<float>();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  cuda::AttentionShape shape;
+  shape.n_heads = static_cast<int>(c.n_heads);
+  shape.n_kv_heads = static_cast<int>(c.n_kv_heads);
+  shape.head_dim = static_cast<int>(c.head_dim);
+  shape.block_size = static_cast<int>(bs);
+  const int64_t layer_cache_elems = m.plan.kv_blocks * bs * kv_dim;
+
+  float* sel = m.sel.get<float>();
+  float* logits_dev = m.logits_dev.get<float>();
+  auto enqueue_step = [&] {
+    cuda::embed_rows(m.token_embd, d_ids, T, x, s);
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
+      cuda::rmsnorm(x, nullptr, L.attn_norm, eps, T, hidden, xn, s);
+      m.matmul(L.wq, xn, T, n_generated, q, false);
+      m.matmul(L.wk, xn, T, n_generated, k, false);
+      m.matmul(L.wv, xn, T, n_generated, v, false);
+      cuda::QkvFinishArgs qa;
+      qa.q = q;
+      qa.k = k;
+      qa.v = v;
+      qa.q_bias = L.q_bias;
+      qa.k_bias = L.k_bias;
+      qa.v_bias = L.v_bias;
+      qa.q_norm = L.q_norm;
+      qa.k_norm = L.k_norm;
+      qa.norm_eps = eps;
+      qa.rope_cos = m.rope_cos.get<float>();
+      qa.rope_sin = m.rope_sin.get<float>();
+      qa.rope_layout = c.rope.style == RopeStyle::HalfSplit ? cuda::RopeLayout::HalfSplit : cuda::RopeLayout::Interleaved;
+      qa.positions = d_positions;
+      qa.slots = d_slots;
+      qa.k_cache = m.k_cache.get<__half>() + l * layer_cache_elems;
+      qa.v_cache = m.v_cache.get<__half>() + l * layer_cache_elems;
+      cuda::qkv_finish(qa, shape, T, s);
+      cuda::AttentionArgs aa;
+      aa.q = q;
+      aa.k_cache = qa.k_cache;
+      aa.v_cache = qa.v_cache;
+      aa.positions = d_positions;
+      aa.table_offsets = d_table_offsets;
+      aa.block_tables = d_tables;
+      aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      aa.out = attn;
+      cuda::paged_attention(aa, shape, T, s);
+      m.matmul(L.wo, attn, T, n_generated, x, true);
+      cuda::rmsnorm(x, nullptr, L.ffn_norm, eps, T, hidden, xn, s);
+      m.matmul(L.gate, xn, T, n_generated, gate, false);
+      m.matmul(L.up, xn, T, n_generated, up, false);
+      cuda::silu_mul(gate, up, T * inter, s);
+      m.matmul(L.down, gate, T, n_generated, x, true);
+    }
+    cuda::rmsnorm(x, d_out_rows, m.output_norm, eps, n_rows, hidden, sel, s);
+    m.matmul(m.output, sel, n_rows, n_generated_rows, logits_dev, false);
+  };
+  // A pure decode step of up to kMaxGraphTokens sequences replays a CUDA
+  // graph captured for its size: the same kernels, one launch.
+  const bool graph_step = m.options.cuda_graphs && n_generated == T && n_rows == T && T <= kMaxGraphTokens;
+  if (graph_step) {
+    cudaGraphExec_t exec = m.decode_graph(T, enqueue_step);
+    TANDEM_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  } else {
+    enqueue_step();
+  }
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.logits_host.get(), logits_dev, n_rows * c.vocab_size * f,
+                                    cudaMemcpyDeviceToHost, s));
+  TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
+
+  for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
+  m.logits.resize(static_cast<size_t>(n_rows * c.vocab_size));
+  const float* host = m.logits_host.get<float>();
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const int64_t src = std::lower_bound(compute_rows.begin(), compute_rows.end(), want[static_cast<size_t>(r)]) -
+                        compute_rows.begin();
+    std::memcpy(m.logits.data() + r * c.vocab_size, host + src * c.vocab_size, c.vocab_size * f);
+  }
+  return m.logits;
+}
+
+std::vector<std::string> describe_cuda_devices() {
+  std::vector<std::string> out;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return out;
+  }
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %.1f GiB)", prop.name, prop.major, prop.minor,
+                  static_cast<double>(prop.totalGlobalMem) / static_cast<double>(kGiB));
+    out.emplace_back(buf);
+  }
+  return out;
+}
+
+bool cuda_available() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+}  // namespace tandem

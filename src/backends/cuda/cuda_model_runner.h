@@ -1,0 +1,74 @@
+// The CUDA backend's model runner for the llama family (llama, qwen2, qwen3):
+// weights in GPU memory in their file's type (Q8_0 repacked), f32
+// activations, a paged f16 KV cache in GPU memory whose blocks the
+// scheduler's BlockAllocator hands out. No CUDA types appear here, so CPU-only
+// code can hold one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/model_runner.h"
+#include "models/model_file.h"
+
+namespace tandem {
+
+struct CudaRunnerOptions {
+  int device = 0;
+  int64_t block_size = 16;
+  int64_t max_context = 0;       // 0: the model's context length
+  int64_t kv_blocks = 0;         // 0: as many as fit the GPU budget after the weights
+  uint64_t gpu_memory_bytes = 0; // 0: 90% of the GPU's memory
+  bool cuda_graphs = true;       // replay decode steps as captured CUDA graphs
+  // Called while weights upload: (bytes done, bytes total).
+  std::function<void(uint64_t, uint64_t)> on_load_progress;
+};
+
+// What the runner will place on the GPU, computed before any allocation.
+struct CudaMemoryPlan {
+  uint64_t budget_bytes = 0;
+  uint64_t weight_bytes = 0;
+  uint64_t scratch_bytes = 0;  // activations and cuBLAS workspace, reserved
+  uint64_t kv_bytes_per_block = 0;
+  int64_t kv_blocks = 0;
+  int64_t block_size = 0;
+  int64_t max_context = 0;
+  std::string describe() const;  // one line per item, for start-up logs
+};
+
+// Plans memory for `model` under `options` on a GPU with `gpu_total_bytes`.
+// Throws tandem::Error with the numbers when the weights plus the KV cache of
+// one full-context sequence do not fit the budget.
+CudaMemoryPlan plan_cuda_memory(const ModelFile& model, const CudaRunnerOptions& options, uint64_t gpu_total_bytes);
+
+class CudaModelRunner : public ModelRunner {
+ public:
+  // Uploads the weights; keeps no reference to `model` afterwards.
+  // Throws tandem::Error when there is no usable GPU, a weight's dtype has
+  // no CUDA kernel, or the plan does not fit.
+  CudaModelRunner(const ModelFile& model, const CudaRunnerOptions& options);
+  ~CudaModelRunner() override;
+
+  const ModelConfig& config() const override;
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;
+  int64_t max_context() const override;
+  BlockAllocator& block_allocator() override;
+  int64_t block_size() const override;
+  uint64_t weight_bytes_per_step() const override;
+  const CudaMemoryPlan& plan() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" for each visible GPU; empty when none.
+std::vector<std::string> describe_cuda_devices();
+bool cuda_available();
+
+}  // namespace tandem

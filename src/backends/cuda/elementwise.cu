@@ -1,0 +1,220 @@
+// Row-wise and element-wise kernels: embedding lookup, RMSNorm, SiLU*mul,
+// conversions, Q8_0 dequantization, and the q/k/v finish (bias, q/k norm,
+// RoPE, KV-cache write).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace tandem::cuda {
+namespace {
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024), in a fixed order.
+__device__ float block_sum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int n_warps = blockDim.x / 32;
+  float total = 0.0f;
+  for (int w = 0; w < n_warps; ++w) total += partial[w];
+  __syncthreads();
+  return total;
+}
+
+__device__ __forceinline__ float load_weight(DType dtype, const void* data, const __half* scales, int64_t cols,
+                                             int64_t r, int64_t c) {
+  switch (dtype) {
+    case DType::F32: return static_cast<const float*>(data)[r * cols + c];
+    case DType::F16: return __half2float(static_cast<const __half*>(data)[r * cols + c]);
+    case DType::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[r * cols + c]);
+    default:  // Q8_0
+      return __half2float(scales[r * (cols / 32) + c / 32]) *
+             static_cast<float>(static_cast<const int8_t*>(data)[r * cols + c]);
+  }
+}
+
+__global__ void embed_kernel(DType dtype, const void* data, const __half* scales, int64_t cols,
+                             const int32_t* __restrict__ ids, float* __restrict__ out) {
+  const int64_t i = blockIdx.x;
+  const int64_t r = ids[i];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[i * cols + c] = load_weight(dtype, data, scales, cols, r, c);
+}
+
+__global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+                               const float* __restrict__ weight, float eps, int64_t n, float* __restrict__ out) {
+  const int64_t i = blockIdx.x;
+  const float* row = x + (rows ? rows[i] : i) * n;
+  float ss = 0.0f;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) ss = fmaf(row[c], row[c], ss);
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(n) + eps);
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) out[i * n + c] = row[c] * inv * weight[c];
+}
+
+__global__ void silu_mul_kernel(float* __restrict__ gate, const float* __restrict__ up, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + __expf(-g)) * up[i];
+  }
+}
+
+template <typename T>
+__global__ void convert_kernel(const float* __restrict__ x, int64_t n, T* __restrict__ out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if constexpr (std::is_same_v<T, __half>) {
+      out[i] = __float2half_rn(x[i]);
+    } else {
+      out[i] = __float2bfloat16_rn(x[i]);
+    }
+  }
+}
+
+__global__ void dequantize_q8_0_kernel(const int8_t* __restrict__ q, const __half* __restrict__ scales, int64_t cols,
+                                       int64_t row0, int64_t n, __half* __restrict__ out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = row0 + i / cols, c = i % cols;
+    out[i] = __float2half_rn(__half2float(scales[r * (cols / 32) + c / 32]) * static_cast<float>(q[r * cols + c]));
+  }
+}
+
+unsigned grid_for(int64_t n, int threads) {
+  return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65535));
+}
+
+// One warp per head. Lane j holds rotation pairs p = j, j + 32, ... of the
+// head (at most 4 for head_dim <= 256): (p, p + half) for HalfSplit, (2p, 2p + 1)
+// for Interleaved.
+constexpr int kMaxPairsPerLane = 4;
+
+__device__ void finish_head(float* head, const float* bias, const float* norm, float eps, int head_dim,
+                            const float* cos_row, const float* sin_row, RopeLayout layout) {
+  const int lane = threadIdx.x % 32;
+  const int half = head_dim / 2;
+  float a[kMaxPairsPerLane], b[kMaxPairsPerLane];
+  int ia[kMaxPairsPerLane], ib[kMaxPairsPerLane];
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kMaxPairsPerLane; ++k) {
+    const int p = lane + 32 * k;
+    if (p >= half) break;
+    ia[k] = layout == RopeLayout::HalfSplit ? p : 2 * p;
+    ib[k] = layout == RopeLayout::HalfSplit ? p + half : 2 * p + 1;
+    a[k] = head[ia[k]] + (bias ? bias[ia[k]] : 0.0f);
+    b[k] = head[ib[k]] + (bias ? bias[ib[k]] : 0.0f);
+    ss = fmaf(a[k], a[k], fmaf(b[k], b[k], ss));
+  }
+  float inv = 1.0f;
+  if (norm) inv = rsqrtf(warp_sum(ss) / static_cast<float>(head_dim) + eps);
+#pragma unroll
+  for (int k = 0; k < kMaxPairsPerLane; ++k) {
+    const int p = lane + 32 * k;
+    if (p >= half) break;
+    float x0 = a[k], x1 = b[k];
+    if (norm) {
+      x0 = x0 * inv * norm[ia[k]];
+      x1 = x1 * inv * norm[ib[k]];
+    }
+    const float c = cos_row[p], s = sin_row[p];
+    head[ia[k]] = x0 * c - x1 * s;
+    head[ib[k]] = x0 * s + x1 * c;
+  }
+}
+
+// grid: n_tokens; block: warps over the token's q heads, then k heads, then v heads.
+__global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
+  const int64_t t = blockIdx.x;
+  const int hd = shape.head_dim;
+  const int q_dim = shape.n_heads * hd, kv_dim = shape.n_kv_heads * hd;
+  const int pos = args.positions[t];
+  const int slot = args.slots[t];
+  const float* cos_row = args.rope_cos + static_cast<int64_t>(pos) * (hd / 2);
+  const float* sin_row = args.rope_sin + static_cast<int64_t>(pos) * (hd / 2);
+  const int warp = threadIdx.x / 32, n_warps = blockDim.x / 32, lane = threadIdx.x % 32;
+  for (int h = warp; h < shape.n_heads + 2 * shape.n_kv_heads; h += n_warps) {
+    if (h < shape.n_heads) {
+      finish_head(args.q + t * q_dim + h * hd, args.q_bias ? args.q_bias + h * hd : nullptr, args.q_norm,
+                  args.norm_eps, hd, cos_row, sin_row, args.rope_layout);
+    } else if (h < shape.n_heads + shape.n_kv_heads) {
+      const int kh = h - shape.n_heads;
+      float* head = args.k + t * kv_dim + kh * hd;
+      finish_head(head, args.k_bias ? args.k_bias + kh * hd : nullptr, args.k_norm, args.norm_eps, hd, cos_row,
+                  sin_row, args.rope_layout);
+      __syncwarp();
+      if (slot >= 0)
+        for (int d = lane; d < hd; d += 32)
+          args.k_cache[static_cast<int64_t>(slot) * kv_dim + kh * hd + d] = __float2half_rn(head[d]);
+    } else {
+      const int vh = h - shape.n_heads - shape.n_kv_heads;
+      const float* head = args.v + t * kv_dim + vh * hd;
+      if (slot >= 0)
+        for (int d = lane; d < hd; d += 32)
+          args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] =
+              __float2half_rn(head[d] + (args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
+    }
+  }
+}
+
+}  // namespace
+
+void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream) {
+  if (n == 0) return;
+  embed_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(table.dtype, table.data, table.scales, table.cols, ids,
+                                                             out);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
+             float* out, cudaStream_t stream) {
+  if (n_rows == 0) return;
+  const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
+  rmsnorm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, rows, weight, eps, n, out);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  silu_mul_kernel<<<grid_for(n, 256), 256, 0, stream>>>(gate, up, n);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t stream) {
+  if (n == 0) return;
+  if (to == DType::F16) {
+    convert_kernel<__half><<<grid_for(n, 256), 256, 0, stream>>>(x, n, static_cast<__half*>(out));
+  } else {
+    check(to == DType::BF16, "internal: convert_f32 to F16 or BF16 only");
+    convert_kernel<__nv_bfloat16><<<grid_for(n, 256), 256, 0, stream>>>(x, n, static_cast<__nv_bfloat16*>(out));
+  }
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+void dequantize_q8_0(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream) {
+  const int64_t n = n_rows * w.cols;
+  if (n == 0) return;
+  dequantize_q8_0_kernel<<<grid_for(n, 256), 256, 0, stream>>>(static_cast<const int8_t*>(w.data), w.scales, w.cols,
+                                                               row0, n, out);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t n_tokens, cudaStream_t stream) {
+  check(shape.head_dim % 2 == 0 && shape.head_dim <= 2 * 32 * kMaxPairsPerLane,
+        "the CUDA engine supports even head sizes up to 256");
+  if (n_tokens == 0) return;
+  const int heads = shape.n_heads + 2 * shape.n_kv_heads;
+  const int warps = std::min(heads, 16);
+  qkv_finish_kernel<<<static_cast<unsigned>(n_tokens), warps * 32, 0, stream>>>(args, shape);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace tandem::cuda

@@ -1,0 +1,34 @@
+// Prefill matmul through cuBLAS tensor cores: y = W x for many tokens.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "backends/cuda/device_buffer.h"
+#include "backends/cuda/kernels.h"
+
+namespace tandem::cuda {
+
+class Gemm {
+ public:
+  explicit Gemm(cudaStream_t stream);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * x[t, c], t < n_tokens.
+  //   x: [n_tokens, w.cols] f32; y: [n_tokens, w.rows] f32.
+  // F16/BF16 weights multiply x rounded to the same type, accumulating in
+  // f32; Q8_0 weights are dequantized to f16 a slice of rows at a time; F32
+  // weights use f32 GEMM. CPU twin: cpu::matmul_ref.
+  void run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, bool accumulate);
+
+ private:
+  cudaStream_t stream_;
+  cublasHandle_t handle_ = nullptr;
+  DeviceBuffer x_low_;      // [n_tokens, cols] f16 or bf16
+  DeviceBuffer w_f16_;      // [slice rows, cols] f16 (Q8_0 weights)
+  DeviceBuffer workspace_;  // cuBLAS workspace
+};
+
+}  // namespace tandem::cuda

@@ -1,0 +1,118 @@
+// CUDA kernels of the transformer step, behind host-side launchers. Every
+// launcher enqueues on `stream` and returns at once. Activations are f32;
+// weights keep their file's type (Q8_0 repacked, see DeviceMatrix); the KV
+// cache is f16. Each kernel's CPU twin is named beside it; tests compare the
+// two (tests/backends/cuda).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace tandem::cuda {
+
+// A weight matrix in device memory, used as y = W x (rows = n_out, cols = n_in).
+//   F32, F16, BF16: data [rows, cols], row-major.
+//   Q8_0: data = int8 quants [rows, cols], scales = f16 [rows, cols / 32]:
+//         GGUF's 34-byte blocks split so that quants load 16 bytes at a time.
+struct DeviceMatrix {
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+  const __half* scales = nullptr;
+};
+
+// Elements per 16-byte load of a weight row; cols must be a multiple.
+int64_t gemv_vector_elems(DType dtype);
+
+// y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * x[t, c], t < n_tokens.
+//   x: [n_tokens, w.cols] f32; y: [n_tokens, w.rows] f32.
+// Reads W once per group of up to 8 tokens. A token's sum runs in the same
+// order whatever n_tokens is, so results are batch-invariant.
+// CPU twin: cpu::matmul_ref.
+void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, bool accumulate, cudaStream_t stream);
+
+// out[i, :] = table[ids[i], :] as f32.  ids: [n] (device); out: [n, table.cols].
+// CPU twin: cpu::dequantize_row.
+void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);
+
+// out[i, :] = x[src_row(i), :] / rms(x[src_row(i), :]) * weight, where
+// src_row(i) = rows ? rows[i] : i.  x: [*, n]; weight: [n]; out: [n_rows, n].
+// CPU twin: cpu::rmsnorm.
+void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n, float* out,
+             cudaStream_t stream);
+
+// gate[i] = silu(gate[i]) * up[i], i < n.  CPU twin: cpu::silu_mul.
+void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
+
+// out[i] = (half or bfloat16) x[i], i < n.  to: F16 or BF16.
+void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t stream);
+
+// out[r - row0, :] = dequantized W[r, :] as f16, for r in [row0, row0 + n_rows).
+// PRECONDITIONS: w.dtype == Q8_0.
+void dequantize_q8_0(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream);
+
+enum class RopeLayout { HalfSplit, Interleaved };
+
+struct AttentionShape {
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;      // at most 256
+  int block_size = 0;    // KV positions per cache block
+};
+
+// Finishes q, k and v of n_tokens tokens for attention: adds biases, applies
+// per-head RMSNorm (qwen3) and RoPE to q and k, and writes k and v into the
+// cache at each token's slot (slot < 0: not written).
+//   q: [n_tokens, n_heads * head_dim] f32, in place;
+//   k: [n_tokens, n_kv_heads * head_dim] f32, scratch (overwritten);
+//   v: [n_tokens, n_kv_heads * head_dim] f32;
+//   q_bias/k_bias/v_bias: [q_dim]/[kv_dim]/[kv_dim] or null;
+//   q_norm/k_norm: [head_dim] or null;
+//   rope_cos/rope_sin: [max_context, head_dim / 2];
+//   positions, slots: [n_tokens], slot = block * block_size + position % block_size;
+//   k_cache, v_cache: [n_blocks * block_size, n_kv_heads * head_dim] f16 (this layer).
+// CPU twin: the q/k/v section of CpuModelRunner::forward.
+struct QkvFinishArgs {
+  float* q = nullptr;
+  float* k = nullptr;
+  const float* v = nullptr;
+  const float* q_bias = nullptr;
+  const float* k_bias = nullptr;
+  const float* v_bias = nullptr;
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  float norm_eps = 0;
+  const float* rope_cos = nullptr;
+  const float* rope_sin = nullptr;
+  RopeLayout rope_layout = RopeLayout::HalfSplit;
+  const int32_t* positions = nullptr;
+  const int32_t* slots = nullptr;
+  __half* k_cache = nullptr;
+  __half* v_cache = nullptr;
+};
+void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t n_tokens, cudaStream_t stream);
+
+// Causal attention over the paged cache: token t (at position positions[t])
+// attends to positions [0, positions[t]] of its sequence, whose blocks are
+// block_tables[table_offsets[t] + p / block_size].
+//   q: [n_tokens, n_heads * head_dim] f32; out: same shape, f32.
+// Each (token, head) is computed alone, so results are batch-invariant.
+// CPU twin: CpuModelRunner::attention (tests: reference_attention).
+struct AttentionArgs {
+  const float* q = nullptr;
+  const __half* k_cache = nullptr;
+  const __half* v_cache = nullptr;
+  const int32_t* positions = nullptr;
+  const int32_t* table_offsets = nullptr;
+  const int32_t* block_tables = nullptr;
+  float scale = 1.0f;
+  float* out = nullptr;
+};
+void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, cudaStream_t stream);
+
+}  // namespace tandem::cuda

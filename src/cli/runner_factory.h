@@ -1,0 +1,40 @@
+// Picks the backend a subcommand runs on: `--device auto|cpu|cuda[:N]`.
+// auto takes the GPU when this build has the CUDA engine and a GPU is
+// visible, else the CPU.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/thread_pool.h"
+#include "engine/model_runner.h"
+#include "models/model_file.h"
+
+namespace tandem::cli {
+
+struct RunnerRequest {
+  std::string device = "auto";
+  int64_t max_context = 0;        // 0: the model's
+  int64_t block_size = 16;
+  int64_t kv_blocks = 0;          // 0: CPU one full sequence; GPU what fits
+  uint64_t gpu_memory_bytes = 0;  // 0: 90% of the GPU
+  std::function<void(uint64_t, uint64_t)> on_load_progress;  // GPU weight upload
+};
+
+struct Runner {
+  std::unique_ptr<ModelRunner> runner;
+  std::string device;       // "cpu" or "cuda:0"
+  std::string description;  // e.g. "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" or "cpu: 2 threads, avx2"
+  std::string memory_plan;  // GPU plan line; empty on the CPU
+};
+
+// Throws tandem::Error for an unknown device, or `cuda` in a build or on a
+// machine without it.
+Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request);
+
+// Whether `auto` would pick the GPU.
+bool gpu_engine_available();
+
+}  // namespace tandem::cli

@@ -1,0 +1,290 @@
+// Each CUDA kernel against its CPU twin (label gpu: runs on the GPU machine).
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_buffer.h"
+#include "backends/cuda/gemm.h"
+#include "backends/cuda/kernels.h"
+#include "common/half.h"
+
+namespace tandem::cuda {
+namespace {
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+template <typename T>
+DeviceBuffer to_device(const std::vector<T>& v) {
+  DeviceBuffer b(v.size() * sizeof(T));
+  TANDEM_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return b;
+}
+
+template <typename T>
+std::vector<T> to_host(const DeviceBuffer& b, size_t n) {
+  std::vector<T> v(n);
+  TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
+  TANDEM_CUDA_CHECK(cudaMemcpy(v.data(), b.get(), n * sizeof(T), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+// A weight matrix in `dtype`, on the host (file layout) and on the device (engine layout).
+struct TestMatrix {
+  cpu::WeightMatrix host;
+  std::vector<uint8_t> host_bytes;
+  DeviceBuffer data, scales;
+  DeviceMatrix device;
+};
+
+TestMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
+  TestMatrix m;
+  const std::vector<float> f = random_vector(static_cast<size_t>(rows * cols), seed, 0.05f);
+  if (dtype == DType::Q8_0) {
+    std::vector<BlockQ8_0> blocks(static_cast<size_t>(rows * cols / 32));
+    cpu::quantize_row_q8_0(f.data(), blocks.data(), rows * cols);
+    m.host_bytes.resize(blocks.size() * sizeof(BlockQ8_0));
+    std::memcpy(m.host_bytes.data(), blocks.data(), m.host_bytes.size());
+    std::vector<int8_t> q(static_cast<size_t>(rows * cols));
+    std::vector<uint16_t> d(blocks.size());
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      d[b] = blocks[b].d;
+      std::memcpy(q.data() + b * 32, blocks[b].qs, 32);
+    }
+    m.data = to_device(q);
+    m.scales = to_device(d);
+  } else {
+    const size_t es = dtype == DType::F32 ? 4 : 2;
+    m.host_bytes.resize(f.size() * es);
+    for (size_t i = 0; i < f.size(); ++i) {
+      if (dtype == DType::F32) {
+        std::memcpy(m.host_bytes.data() + 4 * i, &f[i], 4);
+      } else {
+        const uint16_t h = dtype == DType::F16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]);
+        std::memcpy(m.host_bytes.data() + 2 * i, &h, 2);
+      }
+    }
+    m.data = to_device(m.host_bytes);
+  }
+  m.host = cpu::WeightMatrix{dtype, rows, cols, m.host_bytes.data()};
+  m.device = DeviceMatrix{dtype, rows, cols, m.data.get(), m.scales.get<__half>()};
+  return m;
+}
+
+class GemvTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(GemvTest, MatchesCpuReferenceForEveryTokenCount) {
+  const int64_t rows = 200, cols = 1024;
+  TestMatrix w = make_matrix(GetParam(), rows, cols, 1);
+  for (int64_t n : {1, 3, 8, 11}) {
+    const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 2);
+    std::vector<float> want(static_cast<size_t>(n * rows));
+    cpu::matmul_ref(w.host, x.data(), n, want.data());
+    DeviceBuffer dx = to_device(x), dy(want.size() * 4);
+    gemv(w.device, dx.get<float>(), n, dy.get<float>(), false, nullptr);
+    const std::vector<float> got = to_host<float>(dy, want.size());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4 + 1e-4 * std::fabs(want[i])) << i;
+  }
+}
+
+TEST_P(GemvTest, IsBatchInvariantAndAccumulates) {
+  const int64_t rows = 96, cols = 512;
+  TestMatrix w = make_matrix(GetParam(), rows, cols, 3);
+  const int64_t n = 13;
+  const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 4);
+  DeviceBuffer dx = to_device(x), dy(static_cast<size_t>(n * rows) * 4), d1(static_cast<size_t>(rows) * 4);
+  gemv(w.device, dx.get<float>(), n, dy.get<float>(), false, nullptr);
+  const std::vector<float> all = to_host<float>(dy, static_cast<size_t>(n * rows));
+  for (int64_t t = 0; t < n; ++t) {
+    gemv(w.device, dx.get<float>() + t * cols, 1, d1.get<float>(), false, nullptr);
+    const std::vector<float> one = to_host<float>(d1, static_cast<size_t>(rows));
+    ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t * rows, static_cast<size_t>(rows) * 4)) << "token " << t;
+  }
+  // accumulate: y += W x
+  gemv(w.device, dx.get<float>(), n, dy.get<float>(), true, nullptr);
+  const std::vector<float> twice = to_host<float>(dy, static_cast<size_t>(n * rows));
+  for (size_t i = 0; i < twice.size(); ++i) ASSERT_FLOAT_EQ(twice[i], 2 * all[i]);
+}
+
+TEST_P(GemvTest, GemmMatchesCpuReference) {
+  const int64_t rows = 256, cols = 512, n = 37;
+  TestMatrix w = make_matrix(GetParam(), rows, cols, 5);
+  const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 6);
+  std::vector<float> want(static_cast<size_t>(n * rows));
+  cpu::matmul_ref(w.host, x.data(), n, want.data());
+  cudaStream_t stream;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
+  {
+    Gemm gemm(stream);
+    DeviceBuffer dx = to_device(x), dy(want.size() * 4);
+    gemm.run(w.device, dx.get<float>(), n, dy.get<float>(), false);
+    const std::vector<float> got = to_host<float>(dy, want.size());
+    // x is rounded to the weights' 16-bit type before the tensor-core GEMM.
+    const double tol = GetParam() == DType::F32 ? 1e-4 : GetParam() == DType::BF16 ? 3e-2 : 4e-3;
+    double max_err = 0;
+    for (size_t i = 0; i < want.size(); ++i) max_err = std::max(max_err, std::fabs(double(got[i]) - want[i]));
+    EXPECT_LT(max_err, tol);
+  }
+  cudaStreamDestroy(stream);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, GemvTest, ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(CudaKernels, RmsnormSiluAndEmbedMatchCpu) {
+  const int64_t rows = 5, n = 4096;
+  const std::vector<float> x = random_vector(static_cast<size_t>(rows * n), 7);
+  const std::vector<float> weight = random_vector(static_cast<size_t>(n), 8);
+  std::vector<float> want(x.size());
+  for (int64_t r = 0; r < rows; ++r) cpu::rmsnorm(x.data() + r * n, weight.data(), 1e-6f, want.data() + r * n, n);
+  DeviceBuffer dx = to_device(x), dw = to_device(weight), dy(x.size() * 4);
+  rmsnorm(dx.get<float>(), nullptr, dw.get<float>(), 1e-6f, rows, n, dy.get<float>(), nullptr);
+  std::vector<float> got = to_host<float>(dy, x.size());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::fabs(want[i])));
+  // Gathered rows.
+  const std::vector<int32_t> pick = {3, 0};
+  DeviceBuffer dp = to_device(pick);
+  rmsnorm(dx.get<float>(), dp.get<int32_t>(), dw.get<float>(), 1e-6f, 2, n, dy.get<float>(), nullptr);
+  got = to_host<float>(dy, static_cast<size_t>(2 * n));
+  for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[3 * n + i], 1e-4 * (1 + std::fabs(want[3 * n + i])));
+
+  std::vector<float> g = random_vector(1000, 9), u = random_vector(1000, 10), g_ref = g;
+  cpu::silu_mul(g_ref.data(), u.data(), 1000);
+  DeviceBuffer dg = to_device(g), du = to_device(u);
+  silu_mul(dg.get<float>(), du.get<float>(), 1000, nullptr);
+  got = to_host<float>(dg, 1000);
+  for (size_t i = 0; i < 1000; ++i) ASSERT_NEAR(got[i], g_ref[i], 1e-5 * (1 + std::fabs(g_ref[i])));
+
+  TestMatrix table = make_matrix(DType::Q8_0, 50, 64, 11);
+  const std::vector<int32_t> ids = {7, 49, 0};
+  DeviceBuffer di = to_device(ids), de(3 * 64 * 4);
+  embed_rows(table.device, di.get<int32_t>(), 3, de.get<float>(), nullptr);
+  got = to_host<float>(de, 3 * 64);
+  std::vector<float> row(64);
+  for (int i = 0; i < 3; ++i) {
+    cpu::dequantize_row(DType::Q8_0, table.host_bytes.data() + ids[i] * 2 * sizeof(BlockQ8_0), row.data(), 64);
+    for (int c = 0; c < 64; ++c) ASSERT_FLOAT_EQ(got[i * 64 + c], row[c]);
+  }
+}
+
+// CPU reference of qkv_finish + paged_attention for one sequence whose
+// positions [0, n) are all new: q/k per-head norm, RoPE (HalfSplit), causal
+// softmax attention. K and V are rounded to f16 as the cache stores them.
+TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
+  AttentionShape s;
+  s.n_heads = 8;
+  s.n_kv_heads = 2;
+  s.head_dim = 48;
+  s.block_size = 4;
+  const int n = 19, hd = s.head_dim, half = hd / 2;
+  const int q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
+  std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 12);
+  std::vector<float> k = random_vector(static_cast<size_t>(n * kv_dim), 13);
+  const std::vector<float> v = random_vector(static_cast<size_t>(n * kv_dim), 14);
+  const std::vector<float> q_norm = random_vector(static_cast<size_t>(hd), 15);
+  const std::vector<float> k_norm = random_vector(static_cast<size_t>(hd), 16);
+  const int max_ctx = 32;
+  std::vector<float> cosv(static_cast<size_t>(max_ctx * half)), sinv(cosv.size());
+  for (int p = 0; p < max_ctx; ++p)
+    for (int i = 0; i < half; ++i) {
+      const double a = p * std::pow(10000.0, -2.0 * i / hd);
+      cosv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(a));
+      sinv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(a));
+    }
+  // Blocks out of order, to exercise the table.
+  const std::vector<int32_t> table = {5, 2, 7, 0, 3};
+  std::vector<int32_t> positions(n), slots(n), offsets(n, 0);
+  for (int t = 0; t < n; ++t) {
+    positions[static_cast<size_t>(t)] = t;
+    slots[static_cast<size_t>(t)] = table[static_cast<size_t>(t / 4)] * 4 + t % 4;
+  }
+
+  // CPU reference.
+  auto finish = [&](float* head, const std::vector<float>& norm, int pos) {
+    cpu::rmsnorm(head, norm.data(), 1e-6f, head, hd);
+    for (int i = 0; i < half; ++i) {
+      const float c = cosv[static_cast<size_t>(pos * half + i)], sn = sinv[static_cast<size_t>(pos * half + i)];
+      const float x0 = head[i], x1 = head[i + half];
+      head[i] = x0 * c - x1 * sn;
+      head[i + half] = x0 * sn + x1 * c;
+    }
+  };
+  std::vector<float> q_ref = q, k_ref = k, v_ref = v;
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < s.n_heads; ++h) finish(q_ref.data() + t * q_dim + h * hd, q_norm, t);
+    for (int h = 0; h < s.n_kv_heads; ++h) finish(k_ref.data() + t * kv_dim + h * hd, k_norm, t);
+  }
+  for (float& x : k_ref) x = f16_to_f32(f32_to_f16(x));
+  for (float& x : v_ref) x = f16_to_f32(f32_to_f16(x));
+  std::vector<float> out_ref(static_cast<size_t>(n * q_dim), 0.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < s.n_heads; ++h) {
+      const int kvh = h / (s.n_heads / s.n_kv_heads);
+      std::vector<double> sc(static_cast<size_t>(t + 1));
+      double mx = -1e30, sum = 0;
+      for (int j = 0; j <= t; ++j) {
+        double d = 0;
+        for (int e = 0; e < hd; ++e)
+          d += double(q_ref[static_cast<size_t>(t * q_dim + h * hd + e)]) * k_ref[static_cast<size_t>(j * kv_dim + kvh * hd + e)];
+        sc[static_cast<size_t>(j)] = d * scale;
+        mx = std::max(mx, sc[static_cast<size_t>(j)]);
+      }
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      for (int e = 0; e < hd; ++e) {
+        double o = 0;
+        for (int j = 0; j <= t; ++j) o += sc[static_cast<size_t>(j)] * v_ref[static_cast<size_t>(j * kv_dim + kvh * hd + e)];
+        out_ref[static_cast<size_t>(t * q_dim + h * hd + e)] = static_cast<float>(o / sum);
+      }
+    }
+
+  // GPU.
+  DeviceBuffer dq = to_device(q), dk = to_device(k), dv = to_device(v), dqn = to_device(q_norm),
+               dkn = to_device(k_norm), dcos = to_device(cosv), dsin = to_device(sinv), dpos = to_device(positions),
+               dslots = to_device(slots), doff = to_device(offsets), dtable = to_device(table);
+  const size_t cache_elems = static_cast<size_t>(8 * 4 * kv_dim);
+  DeviceBuffer kc(cache_elems * 2), vc(cache_elems * 2), dout(static_cast<size_t>(n * q_dim) * 4);
+  QkvFinishArgs qa;
+  qa.q = dq.get<float>();
+  qa.k = dk.get<float>();
+  qa.v = dv.get<float>();
+  qa.q_norm = dqn.get<float>();
+  qa.k_norm = dkn.get<float>();
+  qa.norm_eps = 1e-6f;
+  qa.rope_cos = dcos.get<float>();
+  qa.rope_sin = dsin.get<float>();
+  qa.positions = dpos.get<int32_t>();
+  qa.slots = dslots.get<int32_t>();
+  qa.k_cache = kc.get<__half>();
+  qa.v_cache = vc.get<__half>();
+  qkv_finish(qa, s, n, nullptr);
+  const std::vector<float> q_got = to_host<float>(dq, q.size());
+  for (size_t i = 0; i < q.size(); ++i) ASSERT_NEAR(q_got[i], q_ref[i], 1e-4 * (1 + std::fabs(q_ref[i]))) << i;
+  AttentionArgs aa;
+  aa.q = dq.get<float>();
+  aa.k_cache = kc.get<__half>();
+  aa.v_cache = vc.get<__half>();
+  aa.positions = dpos.get<int32_t>();
+  aa.table_offsets = doff.get<int32_t>();
+  aa.block_tables = dtable.get<int32_t>();
+  aa.scale = scale;
+  aa.out = dout.get<float>();
+  paged_attention(aa, s, n, nullptr);
+  const std::vector<float> got = to_host<float>(dout, out_ref.size());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], out_ref[i], 2e-3) << i;
+}
+
+}  // namespace
+}  // namespace tandem::cuda

@@ -1,0 +1,264 @@
+// The CUDA engine end to end against transformers' reference (the fixtures
+// of tools/fixtures/make_fixtures.py), and its batch invariance. Label gpu.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "backends/cuda/cuda_model_runner.h"
+#include "common/error.h"
+#include "common/thread_pool.h"
+#include "engine/cpu_model_runner.h"
+#include "formats/safetensors.h"
+#include "models/gguf_export.h"
+#include "models/model_file.h"
+
+namespace tandem {
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kFixtures = fs::path(TANDEM_SOURCE_DIR) / "tests/models/fixtures";
+
+template <typename T>
+std::vector<T> read_vector(const SafetensorsFile& f, const std::string& name) {
+  for (const TensorRef& t : f.tensors()) {
+    if (t.name != name) continue;
+    std::vector<T> out(static_cast<size_t>(t.n_elements()));
+    std::memcpy(out.data(), t.data, out.size() * sizeof(T));
+    return out;
+  }
+  ADD_FAILURE() << "reference tensor " << name << " missing";
+  return {};
+}
+
+struct Reference {
+  std::vector<int32_t> prompt_a, prompt_b, greedy_a;
+  std::vector<float> logits_a, logits_b;  // [T, vocab]
+};
+
+Reference load_reference(const std::string& arch) {
+  auto f = SafetensorsFile::open((kFixtures / arch / "reference.safetensors").string());
+  return Reference{read_vector<int32_t>(*f, "prompt_a"), read_vector<int32_t>(*f, "prompt_b"),
+                   read_vector<int32_t>(*f, "greedy_a"), read_vector<float>(*f, "logits_a"),
+                   read_vector<float>(*f, "logits_b")};
+}
+
+// How far `got` is from `want`, row by row. An argmax that differs counts as
+// a real disagreement only when `want` does not rate the two tokens within
+// `tie` of each other; random tiny models have many near ties.
+struct Diff {
+  double max_abs = 0;
+  int64_t rows = 0;
+  int64_t near_ties = 0;      // argmax differs, but within `tie` in `want`
+  int64_t disagreements = 0;  // argmax differs by more than `tie`
+};
+
+Diff compare(const float* got, const float* want, int64_t rows, int64_t vocab, double tie) {
+  Diff d;
+  d.rows = rows;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = got + r * vocab;
+    const float* w = want + r * vocab;
+    for (int64_t i = 0; i < vocab; ++i) d.max_abs = std::max(d.max_abs, std::fabs(double(g[i]) - double(w[i])));
+    const int64_t ga = std::max_element(g, g + vocab) - g, wa = std::max_element(w, w + vocab) - w;
+    if (ga == wa) continue;
+    if (double(w[wa]) - double(w[ga]) <= tie) {
+      ++d.near_ties;
+    } else {
+      ++d.disagreements;
+    }
+  }
+  return d;
+}
+
+Diff compare(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab, double tie) {
+  return compare(got.data(), want.data(), static_cast<int64_t>(want.size()) / vocab, vocab, tie);
+}
+
+std::vector<float> all_logits(ModelRunner& runner, const std::vector<int32_t>& prompt) {
+  SequenceKv kv;
+  EXPECT_TRUE(kv.reserve(static_cast<int64_t>(prompt.size()), runner.block_size(), runner.block_allocator()));
+  SequenceChunk chunk{prompt, &kv, true};
+  std::vector<float> out = runner.forward(std::span<const SequenceChunk>(&chunk, 1));
+  kv.release(runner.block_allocator());
+  return out;
+}
+
+CudaRunnerOptions small_options() {
+  CudaRunnerOptions o;
+  o.max_context = 256;
+  o.block_size = 4;
+  o.kv_blocks = 256;
+  return o;
+}
+
+class CudaNumerics : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { ref_ = load_reference(GetParam()); }
+
+  // Prefill logits against transformers, then decode along the reference's
+  // greedy continuation (teacher-forced) against the CPU engine, which
+  // matches transformers to 1e-5. `tol` bounds max |dlogit| everywhere;
+  // every argmax disagreement must be a near tie (within 2 * tol).
+  void check_model(const std::string& path, double tol) {
+    auto model = ModelFile::open(path);
+    CudaModelRunner runner(*model, small_options());
+    const int64_t vocab = model->config().vocab_size;
+    const Diff a = compare(all_logits(runner, ref_.prompt_a), ref_.logits_a, vocab, 2 * tol);
+    const Diff b = compare(all_logits(runner, ref_.prompt_b), ref_.logits_b, vocab, 2 * tol);
+    EXPECT_LT(a.max_abs, tol) << path;
+    EXPECT_LT(b.max_abs, tol) << path;
+    EXPECT_EQ(a.disagreements + b.disagreements, 0) << path;
+
+    ThreadPool pool(2);
+    CpuRunnerOptions co;
+    co.max_context = 256;
+    CpuModelRunner cpu_runner(*model, pool, co);
+    SequenceKv kv_gpu, kv_cpu;
+    const int64_t n_prompt = static_cast<int64_t>(ref_.prompt_a.size());
+    const int64_t n_total = n_prompt + static_cast<int64_t>(ref_.greedy_a.size());
+    ASSERT_TRUE(kv_gpu.reserve(n_total, runner.block_size(), runner.block_allocator()));
+    ASSERT_TRUE(kv_cpu.reserve(n_total, cpu_runner.block_size(), cpu_runner.block_allocator()));
+    Diff decode;
+    std::vector<float> gpu_logits, cpu_logits;
+    for (size_t step = 0; step <= ref_.greedy_a.size(); ++step) {
+      const std::span<const int32_t> tokens =
+          step == 0 ? std::span<const int32_t>(ref_.prompt_a) : std::span<const int32_t>(&ref_.greedy_a[step - 1], 1);
+      SequenceChunk g{tokens, &kv_gpu, false, n_prompt};
+      SequenceChunk c{tokens, &kv_cpu, false, n_prompt};
+      gpu_logits = runner.forward(std::span<const SequenceChunk>(&g, 1));
+      cpu_logits = cpu_runner.forward(std::span<const SequenceChunk>(&c, 1));
+      const Diff d = compare(gpu_logits.data(), cpu_logits.data(), 1, vocab, 2 * tol);
+      decode.max_abs = std::max(decode.max_abs, d.max_abs);
+      decode.near_ties += d.near_ties;
+      decode.disagreements += d.disagreements;
+    }
+    kv_gpu.release(runner.block_allocator());
+    kv_cpu.release(cpu_runner.block_allocator());
+    EXPECT_LT(decode.max_abs, tol) << path;
+    EXPECT_EQ(decode.disagreements, 0) << path;
+    std::printf("[%s] prefill max|dlogit| a=%.2e b=%.2e near-ties %lld/%lld; decode max|dlogit| %.2e near-ties %lld/%zu\n",
+                path.c_str(), a.max_abs, b.max_abs, static_cast<long long>(a.near_ties + b.near_ties),
+                static_cast<long long>(a.rows + b.rows), decode.max_abs, static_cast<long long>(decode.near_ties),
+                ref_.greedy_a.size() + 1);
+  }
+  Reference ref_;
+};
+
+// BF16 weights are exactly what the reference ran with in f32. Prompt tokens
+// go through BF16 tensor-core GEMMs (activations rounded to bf16) and the KV
+// cache is f16; decode runs the f32-activation GEMV.
+TEST_P(CudaNumerics, SafetensorsBf16MatchesReference) {
+  check_model((kFixtures / GetParam()).string(), 8e-2);
+}
+
+TEST_P(CudaNumerics, GgufF32F16AndQ8MatchReference) {
+  auto hf = ModelFile::open((kFixtures / GetParam()).string());
+  struct {
+    DType dtype;
+    double tol;
+  } cases[] = {{DType::F32, 1e-2}, {DType::F16, 2e-2}, {DType::Q8_0, 0.3}};
+  for (const auto& c : cases) {
+    const fs::path out = fs::temp_directory_path() /
+                         ("tandem_cuda_" + GetParam() + "_" + std::string(dtype_name(c.dtype)) +
+                          std::to_string(::getpid()) + ".gguf");
+    convert_to_gguf(*hf, c.dtype, out.string());
+    check_model(out.string(), c.tol);
+    fs::remove(out);
+  }
+}
+
+// A sequence's decode logits are bit-identical whether it decodes alone or
+// beside others.
+// Decode steps replay captured CUDA graphs; with graphs off, the same
+// kernels run launch by launch. Both must give the same bits.
+class CudaDecode : public ::testing::TestWithParam<std::tuple<std::string, bool>> {
+ protected:
+  void SetUp() override { ref_ = load_reference(std::get<0>(GetParam())); }
+  Reference ref_;
+};
+
+std::vector<float> decode_trace(ModelRunner& runner, const Reference& ref, int n_companions);
+
+TEST_P(CudaDecode, IsBatchInvariantWithAndWithoutGraphs) {
+  auto model = ModelFile::open((kFixtures / std::get<0>(GetParam())).string());
+  CudaRunnerOptions o = small_options();
+  o.cuda_graphs = std::get<1>(GetParam());
+  CudaModelRunner runner(*model, o);
+  const std::vector<float> alone = decode_trace(runner, ref_, 0);
+  const std::vector<float> with_others = decode_trace(runner, ref_, 10);
+  ASSERT_EQ(alone.size(), with_others.size());
+  EXPECT_EQ(0, std::memcmp(alone.data(), with_others.data(), alone.size() * sizeof(float)));
+  CudaRunnerOptions other = o;
+  other.cuda_graphs = !o.cuda_graphs;
+  CudaModelRunner runner2(*model, other);
+  const std::vector<float> flipped = decode_trace(runner2, ref_, 3);
+  EXPECT_EQ(0, std::memcmp(alone.data(), flipped.data(), alone.size() * sizeof(float)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaDecode,
+                         ::testing::Combine(::testing::Values("llama3", "qwen2", "qwen3"), ::testing::Bool()));
+
+// Logits of sequence 0 over 12 decode steps, decoding beside n_companions others.
+std::vector<float> decode_trace(ModelRunner& runner, const Reference& ref_, int n_companions) {
+  const int64_t vocab = runner.config().vocab_size;
+  BlockAllocator& alloc = runner.block_allocator();
+  {
+    std::vector<SequenceKv> kvs(static_cast<size_t>(1 + n_companions));
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i <= n_companions; ++i) {
+      std::vector<int32_t> p = i == 0 ? ref_.prompt_a : ref_.prompt_b;
+      p.resize(p.size() - static_cast<size_t>(i % 3));
+      prompts.push_back(p);
+      EXPECT_TRUE(kvs[static_cast<size_t>(i)].reserve(static_cast<int64_t>(p.size()) + 16, 4, alloc));
+      SequenceChunk c{prompts.back(), &kvs[static_cast<size_t>(i)], false};
+      c.prompt_len = static_cast<int64_t>(p.size());
+      runner.forward(std::span<const SequenceChunk>(&c, 1));  // prefill alone: same chunking either way
+    }
+    std::vector<int32_t> next(static_cast<size_t>(1 + n_companions), 1);
+    std::vector<float> trace;
+    for (int step = 0; step < 12; ++step) {
+      std::vector<SequenceChunk> chunks;
+      for (int i = 0; i <= n_companions; ++i) {
+        SequenceChunk c{std::span<const int32_t>(&next[static_cast<size_t>(i)], 1), &kvs[static_cast<size_t>(i)], false};
+        c.prompt_len = static_cast<int64_t>(prompts[static_cast<size_t>(i)].size());
+        chunks.push_back(c);
+      }
+      const std::vector<float>& l = runner.forward(chunks);
+      trace.insert(trace.end(), l.begin(), l.begin() + vocab);
+      for (int i = 0; i <= n_companions; ++i) {
+        const float* row = l.data() + i * vocab;
+        next[static_cast<size_t>(i)] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+      }
+    }
+    for (auto& kv : kvs) kv.release(alloc);
+    EXPECT_EQ(alloc.n_free(), alloc.n_blocks());
+    return trace;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaNumerics, ::testing::Values("llama3", "llama2", "qwen2", "qwen3"));
+
+TEST(CudaPlan, RefusesModelsThatDoNotFitWithNumbers) {
+  auto model = ModelFile::open((kFixtures / "llama3").string());
+  CudaRunnerOptions o;
+  o.max_context = 256;
+  o.gpu_memory_bytes = 1 << 20;  // 1 MiB
+  try {
+    plan_cuda_memory(*model, o, uint64_t{80} << 30);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gpu budget is"), std::string::npos) << e.what();
+  }
+  o.gpu_memory_bytes = uint64_t{4} << 30;
+  const CudaMemoryPlan plan = plan_cuda_memory(*model, o, uint64_t{80} << 30);
+  EXPECT_GT(plan.kv_blocks * plan.block_size, 256);
+  EXPECT_LE(plan.weight_bytes + plan.scratch_bytes + plan.kv_bytes_per_block * uint64_t(plan.kv_blocks),
+            plan.budget_bytes);
+}
+
+}  // namespace
+}  // namespace tandem

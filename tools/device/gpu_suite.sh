@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: configure and build the cuda preset in /tmp
+# with every core, run the `gpu` tests, then the decode/prefill benchmarks.
+# Usage (from the repo root, through the device tool):
+#   bash tools/device/gpu_suite.sh [tests|bench|all] [presets...]
+# Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
+# dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
+# carried along; logs go to $OUT.
+set -uo pipefail
+what=${1:-all}; shift || true
+presets=("$@"); [ ${#presets[@]} -eq 0 ] && presets=(llama3-8b)
+src=$(pwd)
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+build=/tmp/tandem-cuda-build
+pcre=$src/.deps/pcre2
+sed -i "s#^prefix=.*#prefix=$pcre/usr#" "$pcre/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc"
+export PKG_CONFIG_PATH=$pcre/usr/lib/x86_64-linux-gnu/pkgconfig
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$out/gpu.txt" 2>&1
+t0=$(date +%s)
+cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+  -DTANDEM_BENCH=OFF > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+cmake --build "$build" -j16 --target tandem-server cuda_kernels_test cuda_runner_test >> "$out/build.log" 2>&1 \
+  || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  "$build/tests/cuda_kernels_test" > "$out/cuda_kernels_test.log" 2>&1; echo "kernels rc=$?"
+  "$build/tests/cuda_runner_test" > "$out/cuda_runner_test.log" 2>&1; echo "runner rc=$?"
+  grep -E "FAILED|max\|dlogit\||PASSED" "$out"/cuda_*_test.log | head -40
+fi
+if [ "$what" = all ]; then
+  # serve on the GPU: the demo model answers over HTTP, /v1/status reports the GPU
+  "$build/bin/tandem-server" serve --device cuda --port 18765 > "$out/serve.log" 2>&1 &
+  pid=$!
+  for i in $(seq 1 60); do curl -sf localhost:18765/health > /dev/null && break; sleep 0.5; done
+  curl -s localhost:18765/v1/completions -H 'content-type: application/json' \
+    -d '{"prompt":"And it came to pass","max_tokens":24,"temperature":0}' | tee "$out/serve-completion.json"; echo
+  curl -s localhost:18765/v1/status | head -c 1500; echo
+  kill -TERM $pid; wait $pid; echo "serve exit=$?"
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  for preset in "${presets[@]}"; do
+    for dtype in f16 q8_0; do
+      m=/tmp/synth-$preset-$dtype.gguf
+      t1=$(date +%s)
+      [ -f "$m" ] || "$build/bin/tandem-server" synth --preset "$preset" --dtype "$dtype" \
+        --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
+      echo "synth $preset $dtype: $(( $(date +%s) - t1 )) s"
+      "$build/bin/tandem-server" perf -m "$m" --device cuda -p 512 -n 128 -r 3 --peak-gb-s 3350 \
+        | tee "$out/perf-$preset-$dtype.txt"
+      rm -f "$m"
+    done
+  done
+fi
+if [ "$what" = profile ]; then
+  m=/tmp/synth-${presets[0]}-f16.gguf
+  "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null
+  "$build/bin/tandem-server" perf -m "$m" --device cuda -p 512 -n 128 -r 2 --peak-gb-s 3350 | tee "$out/perf-f16.txt"
+  if command -v nsys > /dev/null; then
+    nsys profile -o /tmp/prof --force-overwrite true "$build/bin/tandem-server" perf -m "$m" --device cuda -p 512 -n 64 -r 1 > /dev/null 2>&1
+    nsys stats --report cuda_gpu_kern_sum,cuda_api_sum /tmp/prof.nsys-rep > "$out/nsys.txt" 2>&1
+    head -60 "$out/nsys.txt"
+  else
+    echo "no nsys"; ls /usr/local/cuda/bin | head -50
+  fi
+fi
+if [ "$what" = ncu ]; then
+  m=/tmp/synth-${presets[0]}-f16.gguf
+  "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null
+  /usr/local/cuda/bin/ncu --launch-skip 2000 --launch-count 40 \
+    --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum \
+    "$build/bin/tandem-server" perf -m "$m" --device cuda -p 64 -n 16 -r 1 > "$out/ncu.txt" 2>&1
+  grep -E "^  [a-z_]+.*\(|gpu__time_duration|dram__throughput|dram__bytes_read" "$out/ncu.txt" | head -120
+fi
