@@ -176,6 +176,20 @@ TEST_F(Cli, TruncatedGgufIsAOneLineError) {
   expect_one_line_error(run("inspect --model " + quote(p.string())), p.filename().string());
 }
 
+TEST_F(Cli, DeviceChoiceIsCheckedWithAOneLineError) {
+  const std::string model = quote((kFixtures / "qwen2").string());
+  expect_one_line_error(run("perf --model " + model + " -p 4 -n 2 --device gpu"), "--device must be auto, cpu, cuda");
+  const Output cpu = run("run --model " + model + " --prompt hi --max-tokens 2 --device cpu --json");
+  EXPECT_EQ(cpu.exit_code, 0) << cpu.err;
+#if !TANDEM_HAVE_CUDA
+  // This build has no CUDA engine: asking for it says so, auto takes the CPU.
+  expect_one_line_error(run("perf --model " + model + " -p 4 -n 2 --device cuda"), "this build has no CUDA engine");
+  const Output autod = run("perf --model " + model + " -p 4 -n 2 -r 1 --json");
+  EXPECT_EQ(autod.exit_code, 0) << autod.err;
+  EXPECT_NE(autod.out.find("\"device\": \"cpu\""), std::string::npos) << autod.out;
+#endif
+}
+
 TEST_F(Cli, WrongMagicIsAOneLineError) {
   const fs::path p = dir_ / "not_a_model.gguf";
   std::ofstream(p) << "GGML this is not a model file at all";
