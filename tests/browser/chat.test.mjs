@@ -45,15 +45,18 @@ async function watchStreaming() {
   });
 }
 
-// Marks the replies on screen as old; waitForReply then waits for a new one.
-// (The view re-renders every message when a reply ends, so a finished new
-// reply is an assistant message without the mark.)
+// The chat view counts finished replies (data-replies); markOld notes the
+// count and waitForReply waits for it to grow, then checks the last reply.
+let replyMark = 0;
+const finishedReplies = () => page.evaluate(() => Number(document.querySelector('.chat-view').dataset.replies ?? 0));
+
 async function markOld() {
-  await page.evaluate(() => document.querySelectorAll('.message').forEach((n) => (n.dataset.old = '1')));
+  replyMark = await finishedReplies();
 }
 
 async function waitForReply(metaText = 'tokens') {
-  await page.waitForSelector(`.message.assistant:not([data-old]):not(.streaming) .meta:has-text("${metaText}")`, { timeout: 30000 });
+  await page.waitForFunction((mark) => Number(document.querySelector('.chat-view').dataset.replies ?? 0) > mark, replyMark, { timeout: 30000 });
+  assert.match(await page.locator('.message.assistant').last().locator('.meta').textContent(), new RegExp(metaText));
 }
 
 async function send(text) {

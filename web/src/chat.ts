@@ -320,6 +320,8 @@ export class ChatView {
         await this.app.store.put(conv);
       }
       this.updateComposer();
+      // Replies finished in this view, for scripts that drive the page.
+      this.el.dataset.replies = String(Number(this.el.dataset.replies ?? 0) + 1);
     };
     streaming.requestId = this.app.conn.generate(
       { messages: prompt, params: toParams(this.app.settings.value) },

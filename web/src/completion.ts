@@ -82,7 +82,8 @@ export class CompletionView {
           const parts = [`${done.usage?.completion_tokens ?? 0} tokens`];
           if (t?.tokens_per_s) parts.push(`${t.tokens_per_s.toFixed(1)} tok/s`);
           if (t?.ttft_ms !== undefined) parts.push(`TTFT ${t.ttft_ms.toFixed(0)} ms`);
-          parts.push(done.finish_reason === 'cancelled' ? 'stopped' : `finish: ${done.finish_reason}`);
+          const reasons: Record<string, string> = { cancelled: 'stopped', length: 'hit max tokens', stop: 'end of text', timeout: 'timed out' };
+          parts.push(reasons[done.finish_reason] ?? done.finish_reason);
           this.meta.textContent = parts.join(' · ');
           end();
         },
