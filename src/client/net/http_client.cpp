@@ -4,7 +4,7 @@
 
 namespace tandem::client::net {
 
-asio::awaitable<HttpResult> async_http_get(const BackendUrl& url, std::string target, std::string bearer,
+asio::awaitable<HttpResult> async_http_get(BackendUrl url, std::string target, std::string bearer,
                                            std::chrono::milliseconds timeout) {
   auto executor = co_await asio::this_coro::executor;
   const auto deadline = std::chrono::steady_clock::now() + timeout;

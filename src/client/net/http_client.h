@@ -20,7 +20,7 @@ struct HttpResult {
 // as "Authorization: Bearer …". Throws NetError with a plain-words reason when
 // the server cannot be reached or does not answer within `timeout`; any HTTP
 // status is a result, not an error.
-asio::awaitable<HttpResult> async_http_get(const BackendUrl& url, std::string target, std::string bearer,
+asio::awaitable<HttpResult> async_http_get(BackendUrl url, std::string target, std::string bearer,
                                            std::chrono::milliseconds timeout);
 
 // The same, blocking (runs its own io_context).

@@ -22,8 +22,7 @@ WsClient::WsClient(asio::any_io_executor executor) : executor_(std::move(executo
 
 WsClient::~WsClient() { close(); }
 
-asio::awaitable<json> WsClient::connect(const BackendUrl& url, const InitOptions& options,
-                                        std::chrono::milliseconds timeout) {
+asio::awaitable<json> WsClient::connect(BackendUrl url, InitOptions options, std::chrono::milliseconds timeout) {
   close();
   url_ = url;
   auto state = std::make_shared<State>(executor_);

@@ -38,8 +38,8 @@ class WsClient {
   // (returned). Throws NetError: a plain-words transport reason, or the
   // backend's error event (code() is e.g. "unauthorized", "model_not_found").
   // PRECONDITIONS: not connected (call close() first to reconnect).
-  asio::awaitable<nlohmann::json> connect(const BackendUrl& url, const InitOptions& options,
-                                          std::chrono::milliseconds timeout);
+  // (Arguments by value: a coroutine must not hold references to temporaries.)
+  asio::awaitable<nlohmann::json> connect(BackendUrl url, InitOptions options, std::chrono::milliseconds timeout);
 
   // The next event. Throws NetError when the connection ends; the client is
   // then closed. One read at a time.

@@ -14,7 +14,8 @@ net::asio::awaitable<BackendReport> probe_backend(net::BackendUrl url, std::stri
   const auto start = std::chrono::steady_clock::now();
   net::HttpResult res;
   try {
-    res = co_await net::async_http_get(url, "/v1/status", api_key, timeout);
+    std::string target = "/v1/status";  // a named string: no temporaries inside co_await (GCC 12)
+    res = co_await net::async_http_get(url, std::move(target), api_key, timeout);
   } catch (const net::NetError& e) {
     r.state = "unreachable";
     r.reason = e.what();
