@@ -36,9 +36,36 @@ test('an over-long prompt shows a readable context error, not JSON', async () =>
   assert.deepEqual(errors, []);
 });
 
-test('a server with an API key: the UI asks for it, then connects', async () => {
+test('a server with an API key: the page loads without it, the UI asks for it, then connects', async () => {
   const server = await startServer({ extra: ['--api-key', 'browser-key-1'] });
   cleanup.push(() => server.stop());
+
+  // The page and its assets are public (with content types and cache
+  // headers); the API behind them still wants the key.
+  const root = await fetch(server.base + '/');
+  assert.equal(root.status, 200);
+  assert.equal(root.headers.get('content-type'), 'text/html; charset=utf-8');
+  assert.equal(root.headers.get('cache-control'), 'no-cache');
+  const html = await root.text();
+  const script = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+  const style = /href="(\/assets\/[^"]+\.css)"/.exec(html)?.[1];
+  assert.ok(script && style, 'index.html links its hashed script and style');
+  for (const [asset, type] of [[script, 'text/javascript; charset=utf-8'], [style, 'text/css; charset=utf-8']]) {
+    const res = await fetch(server.base + asset);
+    assert.equal(res.status, 200, asset);
+    assert.equal(res.headers.get('content-type'), type);
+    assert.equal(res.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+    assert.ok((await res.arrayBuffer()).byteLength > 1000);
+  }
+  const head = await fetch(server.base + '/index.html', { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(Number(head.headers.get('content-length')), Buffer.byteLength(html));
+  assert.equal((await fetch(server.base + '/health')).status, 200);
+  assert.equal((await fetch(server.base + '/v1/models')).status, 401);
+  const auth = { headers: { Authorization: 'Bearer browser-key-1' } };
+  assert.equal((await fetch(server.base + '/v1/models', auth)).status, 200);
+  assert.equal((await fetch(server.base + '/no-such-page', auth)).status, 404);
+
   const { page } = await open(server);
   await page.waitForSelector('.conn[data-state="needs_key"]', { timeout: 15000 });
   const form = page.locator('form.key-prompt');
