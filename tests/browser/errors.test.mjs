@@ -36,6 +36,48 @@ test('an over-long prompt shows a readable context error, not JSON', async () =>
   assert.deepEqual(errors, []);
 });
 
+test('a full queue shows the readable overloaded message', async () => {
+  const server = await startServer({ batch: 1, extra: ['--max-queued-requests', '1'] });
+  cleanup.push(() => server.stop());
+  const { page } = await open(server);
+  await page.waitForSelector('.conn[data-state="connected"]', { timeout: 15000 });
+  // Clients elsewhere keep the one batch slot and the one queue slot taken
+  // (the demo model is fast, so they ask again as soon as they are turned away).
+  let hammering = true;
+  const hammer = async () => {
+    while (hammering) {
+      const res = await fetch(server.base + '/v1/completions', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ prompt: 'And the LORD said unto Moses', max_tokens: 500, ignore_eos: true }),
+      });
+      await res.text();
+      if (res.status === 429) await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  const workers = [0, 1, 2, 3].map(hammer);
+  const replies = () => page.evaluate(() => Number(document.querySelector('.chat-view').dataset.replies ?? 0));
+  let code = null;
+  try {
+    // A send can slip into a slot that just freed; then it simply succeeds. Try again.
+    for (let attempt = 0; attempt < 10 && code !== 'overloaded'; attempt++) {
+      const mark = await replies();
+      await page.fill('.composer-input', 'Tell me a fortune');
+      await page.press('.composer-input', 'Enter');
+      await page.waitForFunction((m) => Number(document.querySelector('.chat-view').dataset.replies ?? 0) > m, mark, { timeout: 30000 });
+      const card = page.locator('.message.assistant').last().locator('.error-card');
+      code = (await card.count()) ? await card.getAttribute('data-code') : null;
+    }
+  } finally {
+    hammering = false;
+    await Promise.all(workers);
+  }
+  assert.equal(code, 'overloaded');
+  const text = await page.locator('.message.assistant').last().locator('.error-card').textContent();
+  assert.match(text, /The server is busy: its request queue is full\. Try again in a moment\./);
+  assert.doesNotMatch(text, /[{}"]/, 'no raw JSON');
+});
+
 test('a server with an API key: the page loads without it, the UI asks for it, then connects', async () => {
   const server = await startServer({ extra: ['--api-key', 'browser-key-1'] });
   cleanup.push(() => server.stop());
@@ -79,20 +121,47 @@ test('a server with an API key: the page loads without it, the UI asks for it, t
   assert.ok(!(await form.isVisible()));
 });
 
-test('a back-end restart shows disconnected, then reconnects by itself', async () => {
+test('a back-end crash mid-reply shows disconnected, and a restart reconnects by itself', async () => {
   const port = await freePort();
   let server = await startServer({ port });
   cleanup.push(() => server.stop());
-  const { page } = await open(server);
+  const browser = await launchBrowser();
+  cleanup.push(() => browser.close());
+  const { page } = browser;
+  // Greedy decoding: this first message gets a reply as long as the context.
+  await page.addInitScript(() => localStorage.setItem('tandem.settings', JSON.stringify({ temperature: 0, top_k: 0, top_p: 1, min_p: 0, repetition_penalty: 1 })));
+  await page.goto(server.base + '/');
   await page.waitForSelector('.conn[data-state="connected"]', { timeout: 15000 });
-  await server.stop();
+  // The page kills the server as soon as the reply has started.
+  await page.exposeFunction('crashServer', () => server.kill());
+  await page.evaluate(() => {
+    const observer = new MutationObserver(() => {
+      const el = document.querySelector('.message.assistant.streaming .content');
+      if (el && el.textContent.length >= 10) {
+        observer.disconnect();
+        window.crashServer();
+      }
+    });
+    observer.observe(document.body, { subtree: true, childList: true, characterData: true });
+  });
+  await page.fill('.composer-input', 'Tell me about the beginning of the world');
+  await page.press('.composer-input', 'Enter');
+  const card = page.locator('.message.assistant .error-card');
+  await card.waitFor({ timeout: 15000 });
+  assert.equal(await card.getAttribute('data-code'), 'disconnected');
+  assert.match(await card.textContent(), /connection to the server was lost before the answer finished/);
+  assert.ok((await page.locator('.message.assistant .content').textContent()).length >= 10, 'what arrived stays');
   await page.waitForSelector('.conn[data-state="disconnected"]', { timeout: 10000 });
   assert.match(await page.locator('.conn').textContent(), /disconnected/);
   assert.ok(await page.locator('.composer .send').isDisabled(), 'Send is off while disconnected');
+
   server = await startServer({ port });
   await page.waitForSelector('.conn[data-state="connected"]', { timeout: 20000 });
-  // And it works again.
+  // And it works again, in the same conversation.
   await page.fill('.composer-input', 'Tell me a fortune');
   await page.press('.composer-input', 'Enter');
-  await page.waitForSelector('.message.assistant:not(.streaming) .meta:has-text("tokens")', { timeout: 30000 });
+  await page.waitForFunction(() => {
+    const replies = document.querySelectorAll('.message.assistant');
+    return replies.length === 2 && !replies[1].classList.contains('streaming') && /tokens/.test(replies[1].querySelector('.meta').textContent);
+  }, null, { timeout: 30000 });
 });

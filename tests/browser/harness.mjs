@@ -53,6 +53,11 @@ export async function startServer({ port, ctx = 512, batch = 4, extra = [] } = {
   return {
     port,
     base: `http://127.0.0.1:${port}`,
+    // A crash: SIGKILL, no drain.
+    async kill() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      return exited;
+    },
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return exited;
       proc.kill('SIGTERM');
