@@ -2,6 +2,7 @@
 // stop, persistence across a reload, the dashboard, and a readable error.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { startServer, launchBrowser, eventually } from './harness.mjs';
 
 // Greedy decoding, no penalties: the demo model's replies are then fixed, and
@@ -151,6 +152,19 @@ test('the conversation survives a reload (IndexedDB)', async () => {
   assert.equal(await page.locator('.conv.active .conv-title').textContent(), title);
   assert.equal(await page.locator('.message.user .content').first().textContent(), SHORT_PROMPT + ' please');
   assert.equal((await lastAssistant()).text, text);
+  // Export writes the conversation as JSON.
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('.conv.active').getByRole('button', { name: 'Export' }).click(),
+  ]);
+  assert.match(download.suggestedFilename(), /\.json$/);
+  const exported = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
+  assert.equal(exported.format, 'tandem-conversation');
+  assert.equal(exported.title, title);
+  assert.deepEqual(exported.messages.map((m) => m.role), ['user', 'assistant']);
+  assert.equal(exported.messages[0].content, SHORT_PROMPT + ' please');
+  assert.equal(exported.messages[1].content, text);
+
   // A new conversation joins the list; renaming and deleting work.
   const listed = await page.locator('.conv').count();
   await page.click('.new-chat');
