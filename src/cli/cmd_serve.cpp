@@ -35,6 +35,7 @@ struct ServeFlags {
   server::ServerConfig flags;  // only the fields whose option was given are used
   std::string max_memory_cpu, max_memory_gpu;
   std::string device = "auto";
+  bool batch_invariant = false;
   int header_timeout_s = 10;
   std::string log_level = "info";
 };
@@ -189,6 +190,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     // Weights go to the GPU; the KV cache takes what max_memory.gpu (or 90%
     // of the card) leaves. The plan is checked before any allocation.
     rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
+    rq.batch_invariant = f.batch_invariant;
     rq.on_load_progress = [&](uint64_t done, uint64_t total) {
       ctx->loading.bytes_total.store(total);
       ctx->loading.bytes_done.store(done);
@@ -249,6 +251,9 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("--max-memory-cpu", f->max_memory_cpu, "Host memory budget, e.g. 16GB");
   cmd->add_option("--max-memory-gpu", f->max_memory_gpu, "GPU memory budget, e.g. 48GB");
   cmd->add_option("--device", f->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
+  cmd->add_flag("--batch-invariant", f->batch_invariant,
+                "GPU: decode every batch with the batch-invariant GEMV, so that an answer never depends on its "
+                "batch (slower under load; the CPU engine always is)");
   cmd->add_option("-c,--ctx", f->flags.context_window, "Context window per sequence in tokens");
   cmd->add_option("--batch-size", f->flags.batch_size, "Running sequences at most");
   cmd->add_option("--host", f->flags.host, "Address to bind (default 127.0.0.1)");

@@ -49,6 +49,7 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   o.block_size = request.block_size;
   o.kv_blocks = request.kv_blocks;
   o.gpu_memory_bytes = request.gpu_memory_bytes;
+  o.batch_invariant = request.batch_invariant;
   o.on_load_progress = request.on_load_progress;
   auto runner = std::make_unique<CudaModelRunner>(model, o);
   out.memory_plan = runner->plan().describe();

@@ -20,6 +20,7 @@ struct RunnerRequest {
   int64_t block_size = 16;
   int64_t kv_blocks = 0;          // 0: CPU one full sequence; GPU what fits
   uint64_t gpu_memory_bytes = 0;  // 0: 90% of the GPU
+  bool batch_invariant = false;   // GPU: every decode batch through the GEMV
   std::function<void(uint64_t, uint64_t)> on_load_progress;  // GPU weight upload
 };
 

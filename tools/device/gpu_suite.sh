@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=c
 t0=$(date +%s)
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
   -DTANDEM_BENCH=OFF > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
-cmake --build "$build" -j16 --target tandem-server cuda_kernels_test cuda_runner_test >> "$out/build.log" 2>&1 \
+cmake --build "$build" -j16 --target tandem-server tandem cuda_kernels_test cuda_runner_test >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = tests ] || [ "$what" = all ]; then
@@ -47,6 +47,18 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
       echo "synth $preset $dtype: $(( $(date +%s) - t1 )) s"
       "$build/bin/tandem-server" perf -m "$m" --device cuda -p 512 -n 128 -r 3 --peak-gb-s 3350 \
         | tee "$out/perf-$preset-$dtype.txt"
+      if [ "$dtype" = f16 ] && [ "${THROUGHPUT:-1}" = 1 ]; then
+        # Throughput under load: tandem bench against serve on the GPU.
+        "$build/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size 64 \
+          --max-queued-requests 512 --log-level warn > "$out/serve-$preset.log" 2>&1 &
+        spid=$!
+        for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && break; sleep 0.5; done
+        "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 1 --requests 4 \
+          --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench-c1.json" 2>&1 | tail -8
+        "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 8,32,64 --requests 64 \
+          --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench.json" --plot "$out/bench.svg" 2>&1 | tail -12
+        kill -TERM $spid; wait $spid
+      fi
       rm -f "$m"
     done
   done

@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   const int32_t* table = a.block_tables + a.table_offsets[t];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) q_s[d] = a.q[t * q_dim + h * hd + d] * a.scale;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) q_s[d] = a.q[t * a.q_stride + h * hd + d] * a.scale;
   __syncthreads();
 
   float m = -FLT_MAX, l = 0.0f;

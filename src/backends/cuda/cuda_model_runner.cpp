@@ -26,6 +26,7 @@ constexpr uint64_t kScratchReserve = kGiB;          // activations, logits, cuBL
 constexpr uint64_t kUploadChunk = uint64_t{64} << 20;
 constexpr int64_t kMaxGraphTokens = 64;    // decode steps up to this many sequences replay a graph
 constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
+constexpr int64_t kMaxGemvDecode = 8;      // larger decode batches may take the GEMM (batch_invariant off)
 
 bool cuda_supports(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;
@@ -100,7 +101,10 @@ CudaMemoryPlan plan_cuda_memory(const ModelFile& model, const CudaRunnerOptions&
 
 struct CudaModelRunner::Impl {
   struct Layer {
-    DeviceMatrix wq, wk, wv, wo, gate, up, down;
+    DeviceMatrix wq, wk, wv, wo, gate, up, down;  // wq/wk/wv and gate/up may be views of:
+    DeviceMatrix qkv;      // [q_dim + 2 * kv_dim, hidden], when q, k and v share a dtype
+    DeviceMatrix gate_up;  // [2 * intermediate, hidden], when gate and up share a dtype
+    bool fused_qkv = false, fused_gate_up = false;
     const float* attn_norm = nullptr;  // [hidden]
     const float* ffn_norm = nullptr;   // [hidden]
     const float* q_bias = nullptr;     // [q_dim] (qwen2)
@@ -127,7 +131,11 @@ struct CudaModelRunner::Impl {
   BlockAllocator allocator{1};
 
   // Step scratch, grown as needed.
-  DeviceBuffer x, xn, q, k, v, attn, gate, up;  // [T, *] f32
+  DeviceBuffer x, xn;     // [T, hidden] f32: residual stream, normalized
+  DeviceBuffer qkv;       // [T, q_dim + 2 * kv_dim] f32
+  DeviceBuffer attn;      // [T, q_dim] f32
+  DeviceBuffer gate_up;   // [T, 2 * intermediate] f32
+  DeviceBuffer act;       // [T, intermediate] f32: silu(gate) * up
   DeviceBuffer sel;                              // [n_rows, hidden] f32
   DeviceBuffer logits_dev;                       // [n_rows, vocab] f32
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
@@ -190,48 +198,110 @@ struct CudaModelRunner::Impl {
     return weights.back().get();
   }
 
-  DeviceMatrix upload_matrix(const TensorRef& t, const std::string& path) {
+  void check_matrix(const TensorRef& t, const std::string& path) const {
     check(cuda_supports(t.dtype), path + ": tensor '" + t.name + "' has type " + std::string(dtype_name(t.dtype)) +
                                       "; the CUDA engine computes with f32, f16, bf16 and q8_0 weights");
     check(t.shape.size() == 2, path + ": tensor '" + t.name + "' is not a matrix");
+    check(t.shape[1] % cuda::gemv_vector_elems(t.dtype) == 0,
+          path + ": tensor '" + t.name + "' has " + std::to_string(t.shape[1]) +
+              " columns; the CUDA engine needs a multiple of " + std::to_string(cuda::gemv_vector_elems(t.dtype)));
+  }
+
+  // Device storage for a [rows, cols] matrix of `dtype` (owned by `weights`).
+  DeviceMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
     DeviceMatrix m;
-    m.dtype = t.dtype;
-    m.rows = t.shape[0];
-    m.cols = t.shape[1];
-    check(m.cols % cuda::gemv_vector_elems(t.dtype) == 0,
-          path + ": tensor '" + t.name + "' has " + std::to_string(m.cols) + " columns; the CUDA engine needs a multiple of " +
-              std::to_string(cuda::gemv_vector_elems(t.dtype)));
-    if (t.dtype != DType::Q8_0) {
-      m.data = upload_bytes(t.data, device_matrix_bytes(t));
-      return m;
+    m.dtype = dtype;
+    m.rows = rows;
+    m.cols = cols;
+    const uint64_t n = static_cast<uint64_t>(rows * cols);
+    const uint64_t elem = dtype == DType::F32 ? 4 : dtype == DType::Q8_0 ? 1 : 2;
+    weights.emplace_back(n * elem);
+    m.data = weights.back().get();
+    if (dtype == DType::Q8_0) {
+      weights.emplace_back(n / 32 * sizeof(uint16_t));
+      m.scales = weights.back().get<__half>();
     }
-    // Split GGUF blocks {f16 d, int8 qs[32]} into quants [rows, cols] and scales [rows, cols/32].
-    const int64_t blocks_per_row = m.cols / 32;
-    DeviceBuffer qs(static_cast<size_t>(m.rows * m.cols));
-    DeviceBuffer scales(static_cast<size_t>(m.rows * blocks_per_row) * sizeof(uint16_t));
-    const int64_t chunk_rows = std::max<int64_t>(1, static_cast<int64_t>(kUploadChunk) / m.cols);
+    return m;
+  }
+
+  // Rows [row0, row0 + rows) of `m` as a matrix of their own.
+  static DeviceMatrix row_slice(const DeviceMatrix& m, int64_t row0, int64_t rows) {
+    DeviceMatrix s = m;
+    s.rows = rows;
+    const int64_t elem = m.dtype == DType::F32 ? 4 : m.dtype == DType::Q8_0 ? 1 : 2;
+    s.data = static_cast<const char*>(m.data) + row0 * m.cols * elem;
+    if (m.scales) s.scales = m.scales + row0 * (m.cols / 32);
+    return s;
+  }
+
+  // Copies tensor `t` into `dst` (same dtype and shape), splitting Q8_0's
+  // GGUF blocks {f16 d, int8 qs[32]} into quants and scales.
+  void fill_matrix(const TensorRef& t, const DeviceMatrix& dst) {
+    if (t.dtype != DType::Q8_0) {
+      const uint64_t bytes = device_matrix_bytes(t);
+      for (uint64_t off = 0; off < bytes; off += kUploadChunk) {
+        const uint64_t n = std::min(kUploadChunk, bytes - off);
+        TANDEM_CUDA_CHECK(cudaMemcpy(static_cast<char*>(const_cast<void*>(dst.data)) + off, t.data + off, n,
+                                     cudaMemcpyHostToDevice));
+        report_progress(n);
+      }
+      return;
+    }
+    const int64_t cols = dst.cols, blocks_per_row = cols / 32;
+    const int64_t chunk_rows = std::max<int64_t>(1, static_cast<int64_t>(kUploadChunk) / cols);
     std::vector<int8_t> host_q;
     std::vector<uint16_t> host_d;
     const auto* blocks = reinterpret_cast<const BlockQ8_0*>(t.data);
-    for (int64_t r0 = 0; r0 < m.rows; r0 += chunk_rows) {
-      const int64_t n = std::min(chunk_rows, m.rows - r0);
-      host_q.resize(static_cast<size_t>(n * m.cols));
+    auto* q = static_cast<int8_t*>(const_cast<void*>(dst.data));
+    auto* d = reinterpret_cast<uint16_t*>(const_cast<__half*>(dst.scales));
+    for (int64_t r0 = 0; r0 < dst.rows; r0 += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, dst.rows - r0);
+      host_q.resize(static_cast<size_t>(n * cols));
       host_d.resize(static_cast<size_t>(n * blocks_per_row));
       for (int64_t b = 0; b < n * blocks_per_row; ++b) {
         const BlockQ8_0& blk = blocks[r0 * blocks_per_row + b];
         host_d[static_cast<size_t>(b)] = blk.d;
         std::memcpy(host_q.data() + b * 32, blk.qs, 32);
       }
-      TANDEM_CUDA_CHECK(cudaMemcpy(qs.get<int8_t>() + r0 * m.cols, host_q.data(), host_q.size(), cudaMemcpyHostToDevice));
-      TANDEM_CUDA_CHECK(cudaMemcpy(scales.get<uint16_t>() + r0 * blocks_per_row, host_d.data(),
-                                   host_d.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
-      report_progress(static_cast<uint64_t>(n * m.cols + n * blocks_per_row * 2));
+      TANDEM_CUDA_CHECK(cudaMemcpy(q + r0 * cols, host_q.data(), host_q.size(), cudaMemcpyHostToDevice));
+      TANDEM_CUDA_CHECK(cudaMemcpy(d + r0 * blocks_per_row, host_d.data(), host_d.size() * sizeof(uint16_t),
+                                   cudaMemcpyHostToDevice));
+      report_progress(static_cast<uint64_t>(n * cols + n * blocks_per_row * 2));
     }
-    m.data = qs.get();
-    m.scales = scales.get<__half>();
-    weights.push_back(std::move(qs));
-    weights.push_back(std::move(scales));
+  }
+
+  DeviceMatrix upload_matrix(const TensorRef& t, const std::string& path) {
+    check_matrix(t, path);
+    DeviceMatrix m = allocate_matrix(t.dtype, t.shape[0], t.shape[1]);
+    fill_matrix(t, m);
     return m;
+  }
+
+  // Uploads matrices of one input size stacked by rows into one allocation
+  // when they share a dtype (so one launch computes them all); `parts` gets
+  // each matrix as a view. Returns whether they were stacked.
+  bool upload_stacked(const std::vector<const TensorRef*>& tensors, const std::string& path, DeviceMatrix& stacked,
+                      std::vector<DeviceMatrix>& parts) {
+    bool same = true;
+    int64_t rows = 0;
+    for (const TensorRef* t : tensors) {
+      check_matrix(*t, path);
+      same = same && t->dtype == tensors[0]->dtype && t->shape[1] == tensors[0]->shape[1];
+      rows += t->shape[0];
+    }
+    parts.clear();
+    if (!same) {
+      for (const TensorRef* t : tensors) parts.push_back(upload_matrix(*t, path));
+      return false;
+    }
+    stacked = allocate_matrix(tensors[0]->dtype, rows, tensors[0]->shape[1]);
+    int64_t row0 = 0;
+    for (const TensorRef* t : tensors) {
+      parts.push_back(row_slice(stacked, row0, t->shape[0]));
+      fill_matrix(*t, parts.back());
+      row0 += t->shape[0];
+    }
+    return true;
   }
 
   const float* upload_vector(const TensorRef& t, const std::string& path) {
@@ -243,11 +313,19 @@ struct CudaModelRunner::Impl {
     return static_cast<const float*>(upload_bytes(host.data(), host.size() * sizeof(float)));
   }
 
-  void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out,
+  // out[t, :w.rows] (+)= W x[t] for the step's tokens (generated first).
+  // Generated tokens take the batch-invariant GEMV, except that with
+  // batch_invariant off a step decoding more than kMaxGemvDecode sequences
+  // with 16/32-bit weights takes the tensor-core GEMM, which reads the
+  // weights once for all of them. Prompt tokens take the GEMM.
+  //   in: [n_tokens, w.cols]; out: [n_tokens, ldy].
+  void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out, int64_t ldy,
               bool accumulate) {
-    const int64_t n_gemv = std::min(n_tokens, n_generated);
-    if (n_gemv > 0) cuda::gemv(w, in, n_gemv, out, accumulate, stream);
-    if (n_tokens > n_gemv) gemm->run(w, in + n_gemv * w.cols, n_tokens - n_gemv, out + n_gemv * w.rows, accumulate);
+    int64_t n_gemv = std::min(n_tokens, n_generated);
+    if (!options.batch_invariant && n_gemv > kMaxGemvDecode && w.dtype != DType::Q8_0) n_gemv = 0;
+    if (n_gemv > 0) cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
+    if (n_tokens > n_gemv)
+      gemm->run(w, in + n_gemv * w.cols, n_tokens - n_gemv, out + n_gemv * ldy, ldy, accumulate);
   }
 };
 
@@ -307,12 +385,17 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     Impl::Layer& L = m.layers[static_cast<size_t>(l)];
-    L.wq = m.upload_matrix(tensor(b + "attn_q.weight"), path);
-    L.wk = m.upload_matrix(tensor(b + "attn_k.weight"), path);
-    L.wv = m.upload_matrix(tensor(b + "attn_v.weight"), path);
+    std::vector<DeviceMatrix> parts;
+    L.fused_qkv = m.upload_stacked(
+        {&tensor(b + "attn_q.weight"), &tensor(b + "attn_k.weight"), &tensor(b + "attn_v.weight")}, path, L.qkv, parts);
+    L.wq = parts[0];
+    L.wk = parts[1];
+    L.wv = parts[2];
     L.wo = m.upload_matrix(tensor(b + "attn_output.weight"), path);
-    L.gate = m.upload_matrix(tensor(b + "ffn_gate.weight"), path);
-    L.up = m.upload_matrix(tensor(b + "ffn_up.weight"), path);
+    L.fused_gate_up =
+        m.upload_stacked({&tensor(b + "ffn_gate.weight"), &tensor(b + "ffn_up.weight")}, path, L.gate_up, parts);
+    L.gate = parts[0];
+    L.up = parts[1];
     L.down = m.upload_matrix(tensor(b + "ffn_down.weight"), path);
     L.attn_norm = m.upload_vector(tensor(b + "attn_norm.weight"), path);
     L.ffn_norm = m.upload_vector(tensor(b + "ffn_norm.weight"), path);
@@ -355,12 +438,10 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
   const size_t f = sizeof(float), n = static_cast<size_t>(kPreallocTokens);
   m.x.resize(n * c.hidden_size * f);
   m.xn.resize(n * c.hidden_size * f);
-  m.q.resize(n * c.q_dim() * f);
-  m.k.resize(n * c.kv_dim() * f);
-  m.v.resize(n * c.kv_dim() * f);
+  m.qkv.resize(n * (c.q_dim() + 2 * c.kv_dim()) * f);
   m.attn.resize(n * c.q_dim() * f);
-  m.gate.resize(n * c.intermediate_size * f);
-  m.up.resize(n * c.intermediate_size * f);
+  m.gate_up.resize(n * 2 * c.intermediate_size * f);
+  m.act.resize(n * c.intermediate_size * f);
   m.sel.resize(n * c.hidden_size * f);
   m.logits_dev.resize(n * c.vocab_size * f);
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
@@ -469,12 +550,11 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
   const size_t f = sizeof(float);
   m.ensure(m.x, T * hidden * f);
   m.ensure(m.xn, T * hidden * f);
-  m.ensure(m.q, T * q_dim * f);
-  m.ensure(m.k, T * kv_dim * f);
-  m.ensure(m.v, T * kv_dim * f);
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  m.ensure(m.qkv, T * qkv_dim * f);
   m.ensure(m.attn, T * q_dim * f);
-  m.ensure(m.gate, T * inter * f);
-  m.ensure(m.up, T * inter * f);
+  m.ensure(m.gate_up, T * 2 * inter * f);
+  m.ensure(m.act, T * inter * f);
   m.ensure(m.sel, n_rows * hidden * f);
   m.ensure(m.logits_dev, n_rows * c.vocab_size * f);
   m.ensure(m.meta_dev, m.meta.size() * sizeof(int32_t));
@@ -493,12 +573,12 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
 
   float* x = m.x.get<float>();
   float* xn = m.xn.get<float>();
-  float* q = m.q.get<float>();
-  float* k = m.k.get<float>();
-  float* v = m.v.get<float>();
+  float* q = m.qkv.get<float>();  // q, k and v: column slices of qkv
+  float* k = q + q_dim;
+  float* v = k + kv_dim;
   float* attn = m.attn.get<float>();
-  float* gate = m.gate.get<float>();
-  float* up = m.up.get<float>();
+  float* gate_up = m.gate_up.get<float>();
+  float* act = m.act.get<float>();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   cuda::AttentionShape shape;
@@ -515,13 +595,18 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
       cuda::rmsnorm(x, nullptr, L.attn_norm, eps, T, hidden, xn, s);
-      m.matmul(L.wq, xn, T, n_generated, q, false);
-      m.matmul(L.wk, xn, T, n_generated, k, false);
-      m.matmul(L.wv, xn, T, n_generated, v, false);
+      if (L.fused_qkv) {
+        m.matmul(L.qkv, xn, T, n_generated, q, qkv_dim, false);
+      } else {
+        m.matmul(L.wq, xn, T, n_generated, q, qkv_dim, false);
+        m.matmul(L.wk, xn, T, n_generated, k, qkv_dim, false);
+        m.matmul(L.wv, xn, T, n_generated, v, qkv_dim, false);
+      }
       cuda::QkvFinishArgs qa;
       qa.q = q;
       qa.k = k;
       qa.v = v;
+      qa.stride = qkv_dim;
       qa.q_bias = L.q_bias;
       qa.k_bias = L.k_bias;
       qa.v_bias = L.v_bias;
@@ -538,6 +623,7 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
       cuda::qkv_finish(qa, shape, T, s);
       cuda::AttentionArgs aa;
       aa.q = q;
+      aa.q_stride = qkv_dim;
       aa.k_cache = qa.k_cache;
       aa.v_cache = qa.v_cache;
       aa.positions = d_positions;
@@ -546,15 +632,19 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
       aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
       aa.out = attn;
       cuda::paged_attention(aa, shape, T, s);
-      m.matmul(L.wo, attn, T, n_generated, x, true);
+      m.matmul(L.wo, attn, T, n_generated, x, hidden, true);
       cuda::rmsnorm(x, nullptr, L.ffn_norm, eps, T, hidden, xn, s);
-      m.matmul(L.gate, xn, T, n_generated, gate, false);
-      m.matmul(L.up, xn, T, n_generated, up, false);
-      cuda::silu_mul(gate, up, T * inter, s);
-      m.matmul(L.down, gate, T, n_generated, x, true);
+      if (L.fused_gate_up) {
+        m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false);
+      } else {
+        m.matmul(L.gate, xn, T, n_generated, gate_up, 2 * inter, false);
+        m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false);
+      }
+      cuda::silu_mul(gate_up, T, inter, act, s);
+      m.matmul(L.down, act, T, n_generated, x, hidden, true);
     }
     cuda::rmsnorm(x, d_out_rows, m.output_norm, eps, n_rows, hidden, sel, s);
-    m.matmul(m.output, sel, n_rows, n_generated_rows, logits_dev, false);
+    m.matmul(m.output, sel, n_rows, n_generated_rows, logits_dev, c.vocab_size, false);
   };
   // A pure decode step of up to kMaxGraphTokens sequences replays a CUDA
   // graph captured for its size: the same kernels, one launch.

@@ -25,6 +25,10 @@ struct CudaRunnerOptions {
   int64_t kv_blocks = 0;         // 0: as many as fit the GPU budget after the weights
   uint64_t gpu_memory_bytes = 0; // 0: 90% of the GPU's memory
   bool cuda_graphs = true;       // replay decode steps as captured CUDA graphs
+  // Every generated token through the batch-invariant GEMV. Off: decode
+  // steps of more than 8 sequences with 16/32-bit weights use the tensor-core
+  // GEMM (faster under load; a sequence's bits may then depend on its batch).
+  bool batch_invariant = false;
   // Called while weights upload: (bytes done, bytes total).
   std::function<void(uint64_t, uint64_t)> on_load_progress;
 };

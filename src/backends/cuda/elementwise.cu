@@ -59,11 +59,15 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __res
   for (int64_t c = threadIdx.x; c < n; c += blockDim.x) out[i * n + c] = row[c] * inv * weight[c];
 }
 
-__global__ void silu_mul_kernel(float* __restrict__ gate, const float* __restrict__ up, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, n + i] over all t * n elements.
+__global__ void silu_mul_kernel(const float* __restrict__ gate_up, int64_t n_tokens, int64_t n,
+                                float* __restrict__ out) {
+  const int64_t total = n_tokens * n;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + __expf(-g)) * up[i];
+    const int64_t t = i / n, c = i % n;
+    const float g = gate_up[t * 2 * n + c];
+    out[i] = g / (1.0f + __expf(-g)) * gate_up[t * 2 * n + n + c];
   }
 }
 
@@ -135,7 +139,8 @@ __device__ void finish_head(float* head, const float* bias, const float* norm, f
 __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
   const int64_t t = blockIdx.x;
   const int hd = shape.head_dim;
-  const int q_dim = shape.n_heads * hd, kv_dim = shape.n_kv_heads * hd;
+  const int kv_dim = shape.n_kv_heads * hd;
+  const int64_t stride = args.stride;
   const int pos = args.positions[t];
   const int slot = args.slots[t];
   const float* cos_row = args.rope_cos + static_cast<int64_t>(pos) * (hd / 2);
@@ -143,11 +148,11 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
   const int warp = threadIdx.x / 32, n_warps = blockDim.x / 32, lane = threadIdx.x % 32;
   for (int h = warp; h < shape.n_heads + 2 * shape.n_kv_heads; h += n_warps) {
     if (h < shape.n_heads) {
-      finish_head(args.q + t * q_dim + h * hd, args.q_bias ? args.q_bias + h * hd : nullptr, args.q_norm,
+      finish_head(args.q + t * stride + h * hd, args.q_bias ? args.q_bias + h * hd : nullptr, args.q_norm,
                   args.norm_eps, hd, cos_row, sin_row, args.rope_layout);
     } else if (h < shape.n_heads + shape.n_kv_heads) {
       const int kh = h - shape.n_heads;
-      float* head = args.k + t * kv_dim + kh * hd;
+      float* head = args.k + t * stride + kh * hd;
       finish_head(head, args.k_bias ? args.k_bias + kh * hd : nullptr, args.k_norm, args.norm_eps, hd, cos_row,
                   sin_row, args.rope_layout);
       __syncwarp();
@@ -156,7 +161,7 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
           args.k_cache[static_cast<int64_t>(slot) * kv_dim + kh * hd + d] = __float2half_rn(head[d]);
     } else {
       const int vh = h - shape.n_heads - shape.n_kv_heads;
-      const float* head = args.v + t * kv_dim + vh * hd;
+      const float* head = args.v + t * stride + vh * hd;
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
           args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] =
@@ -182,9 +187,9 @@ void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
-void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {
-  if (n == 0) return;
-  silu_mul_kernel<<<grid_for(n, 256), 256, 0, stream>>>(gate, up, n);
+void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream) {
+  if (n_tokens * n == 0) return;
+  silu_mul_kernel<<<grid_for(n_tokens * n, 256), 256, 0, stream>>>(gate_up, n_tokens, n, out);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -23,14 +23,15 @@ Gemm::~Gemm() {
   if (handle_) cublasDestroy(handle_);
 }
 
-void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, bool accumulate) {
+void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
   if (n_tokens == 0) return;
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const int m = static_cast<int>(w.rows), n = static_cast<int>(n_tokens), k = static_cast<int>(w.cols);
+  const int ldc = static_cast<int>(ldy);
   // Column-major view: W^T is [cols, rows] with lda = cols; x^T is [cols, n]; y^T is [rows, n].
   if (w.dtype == DType::F32) {
     TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.data, CUDA_R_32F, k, x,
-                                     CUDA_R_32F, k, &beta, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                     CUDA_R_32F, k, &beta, y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
   }
   const DType low = w.dtype == DType::BF16 ? DType::BF16 : DType::F16;
@@ -39,7 +40,7 @@ void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y
   convert_f32(x, n_tokens * w.cols, low, x_low_.get(), stream_);
   if (w.dtype != DType::Q8_0) {
     TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.data, low_type, k,
-                                     x_low_.get(), low_type, k, &beta, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                     x_low_.get(), low_type, k, &beta, y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT));
     return;
   }
@@ -50,7 +51,7 @@ void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y
     dequantize_q8_0(w, r0, rows, w_f16_.get<__half>(), stream_);
     TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), n, k, &alpha,
                                      w_f16_.get(), CUDA_R_16F, k, x_low_.get(), CUDA_R_16F, k, &beta, y + r0,
-                                     CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                     CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 }
 

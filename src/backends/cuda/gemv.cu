@@ -105,12 +105,12 @@ __device__ __forceinline__ void accumulate_vectors(const uint4 (&raw)[R], int64_
   }
 }
 
-// y[t, r] (+)= W[r, :] . x[t, :] for t < NT.  x: [NT, cols], y: [NT, rows].
+// y[t, r] (+)= W[r, :] . x[t, :] for t < NT.  x: [NT, cols], y: [NT, ldy].
 // Each warp takes kRowsPerWarp rows, so one load of x serves them all.
 template <DType D, int NT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     gemv_kernel(const void* __restrict__ weights, const __half* __restrict__ scales, int64_t rows, int64_t cols,
-                const float* __restrict__ x, float* __restrict__ y, bool accumulate) {
+                const float* __restrict__ x, float* __restrict__ y, int64_t ldy, bool accumulate) {
   using WV = WeightVector<D>;
   constexpr int R = kRowsPerWarp;
   const int lane = threadIdx.x % 32;
@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
       for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
       if (lane == 0 && r0 + i < rows) {
-        float* out = y + t * rows + r0 + i;
+        float* out = y + t * ldy + r0 + i;
         *out = accumulate ? *out + s : s;
       }
     }
@@ -168,14 +168,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 }
 
 template <DType D>
-void launch_group(const DeviceMatrix& w, const float* x, int nt, float* y, bool accumulate, cudaStream_t stream) {
+void launch_group(const DeviceMatrix& w, const float* x, int nt, float* y, int64_t ldy, bool accumulate,
+                  cudaStream_t stream) {
   const int64_t rows_per_block = kWarpsPerBlock * kRowsPerWarp;
   const dim3 grid(static_cast<unsigned>((w.rows + rows_per_block - 1) / rows_per_block));
   const dim3 block(kWarpsPerBlock * 32);
   switch (nt) {
 #define TANDEM_GEMV_CASE(N)                                                                             \
   case N:                                                                                               \
-    gemv_kernel<D, N><<<grid, block, 0, stream>>>(w.data, w.scales, w.rows, w.cols, x, y, accumulate); \
+    gemv_kernel<D, N><<<grid, block, 0, stream>>>(w.data, w.scales, w.rows, w.cols, x, y, ldy, accumulate); \
     break;
     TANDEM_GEMV_CASE(1)
     TANDEM_GEMV_CASE(2)
@@ -201,18 +202,19 @@ int64_t gemv_vector_elems(DType dtype) {
   }
 }
 
-void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, bool accumulate, cudaStream_t stream) {
+void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
+          cudaStream_t stream) {
   check(w.cols % gemv_vector_elems(w.dtype) == 0,
         "internal: GEMV needs cols to be a multiple of " + std::to_string(gemv_vector_elems(w.dtype)));
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxTokens) {
     const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, n_tokens - t0));
     const float* xg = x + t0 * w.cols;
-    float* yg = y + t0 * w.rows;
+    float* yg = y + t0 * ldy;
     switch (w.dtype) {
-      case DType::F32: launch_group<DType::F32>(w, xg, nt, yg, accumulate, stream); break;
-      case DType::F16: launch_group<DType::F16>(w, xg, nt, yg, accumulate, stream); break;
-      case DType::BF16: launch_group<DType::BF16>(w, xg, nt, yg, accumulate, stream); break;
-      case DType::Q8_0: launch_group<DType::Q8_0>(w, xg, nt, yg, accumulate, stream); break;
+      case DType::F32: launch_group<DType::F32>(w, xg, nt, yg, ldy, accumulate, stream); break;
+      case DType::F16: launch_group<DType::F16>(w, xg, nt, yg, ldy, accumulate, stream); break;
+      case DType::BF16: launch_group<DType::BF16>(w, xg, nt, yg, ldy, accumulate, stream); break;
+      case DType::Q8_0: launch_group<DType::Q8_0>(w, xg, nt, yg, ldy, accumulate, stream); break;
       default: throw Error("internal: GEMV dtype");
     }
   }

@@ -30,11 +30,13 @@ struct DeviceMatrix {
 int64_t gemv_vector_elems(DType dtype);
 
 // y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * x[t, c], t < n_tokens.
-//   x: [n_tokens, w.cols] f32; y: [n_tokens, w.rows] f32.
+//   x: [n_tokens, w.cols] f32; y: [n_tokens, ldy] f32 (ldy >= w.rows: y may be
+//   a column slice of a wider buffer).
 // Reads W once per group of up to 8 tokens. A token's sum runs in the same
 // order whatever n_tokens is, so results are batch-invariant.
 // CPU twin: cpu::matmul_ref.
-void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, bool accumulate, cudaStream_t stream);
+void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
+          cudaStream_t stream);
 
 // out[i, :] = table[ids[i], :] as f32.  ids: [n] (device); out: [n, table.cols].
 // CPU twin: cpu::dequantize_row.
@@ -46,8 +48,9 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float*
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n, float* out,
              cudaStream_t stream);
 
-// gate[i] = silu(gate[i]) * up[i], i < n.  CPU twin: cpu::silu_mul.
-void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, n + i], i < n, t < n_tokens.
+//   gate_up: [n_tokens, 2n] (gate then up); out: [n_tokens, n].  CPU twin: cpu::silu_mul.
+void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream);
 
 // out[i] = (half or bfloat16) x[i], i < n.  to: F16 or BF16.
 void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t stream);
@@ -68,9 +71,11 @@ struct AttentionShape {
 // Finishes q, k and v of n_tokens tokens for attention: adds biases, applies
 // per-head RMSNorm (qwen3) and RoPE to q and k, and writes k and v into the
 // cache at each token's slot (slot < 0: not written).
-//   q: [n_tokens, n_heads * head_dim] f32, in place;
-//   k: [n_tokens, n_kv_heads * head_dim] f32, scratch (overwritten);
-//   v: [n_tokens, n_kv_heads * head_dim] f32;
+//   q: [n_tokens, stride] f32, in place (first n_heads * head_dim columns);
+//   k: [n_tokens, stride] f32, scratch (overwritten; n_kv_heads * head_dim columns);
+//   v: [n_tokens, stride] f32 (n_kv_heads * head_dim columns);
+//   stride: elements between tokens (q, k and v are usually slices of one
+//   [n_tokens, q_dim + 2 * kv_dim] buffer);
 //   q_bias/k_bias/v_bias: [q_dim]/[kv_dim]/[kv_dim] or null;
 //   q_norm/k_norm: [head_dim] or null;
 //   rope_cos/rope_sin: [max_context, head_dim / 2];
@@ -81,6 +86,7 @@ struct QkvFinishArgs {
   float* q = nullptr;
   float* k = nullptr;
   const float* v = nullptr;
+  int64_t stride = 0;
   const float* q_bias = nullptr;
   const float* k_bias = nullptr;
   const float* v_bias = nullptr;
@@ -100,11 +106,13 @@ void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t 
 // Causal attention over the paged cache: token t (at position positions[t])
 // attends to positions [0, positions[t]] of its sequence, whose blocks are
 // block_tables[table_offsets[t] + p / block_size].
-//   q: [n_tokens, n_heads * head_dim] f32; out: same shape, f32.
+//   q: [n_tokens, q_stride] f32 (first n_heads * head_dim columns);
+//   out: [n_tokens, n_heads * head_dim] f32.
 // Each (token, head) is computed alone, so results are batch-invariant.
 // CPU twin: CpuModelRunner::attention (tests: reference_attention).
 struct AttentionArgs {
   const float* q = nullptr;
+  int64_t q_stride = 0;
   const __half* k_cache = nullptr;
   const __half* v_cache = nullptr;
   const int32_t* positions = nullptr;

@@ -93,7 +93,7 @@ TEST_P(GemvTest, MatchesCpuReferenceForEveryTokenCount) {
     std::vector<float> want(static_cast<size_t>(n * rows));
     cpu::matmul_ref(w.host, x.data(), n, want.data());
     DeviceBuffer dx = to_device(x), dy(want.size() * 4);
-    gemv(w.device, dx.get<float>(), n, dy.get<float>(), false, nullptr);
+    gemv(w.device, dx.get<float>(), n, dy.get<float>(), rows, false, nullptr);
     const std::vector<float> got = to_host<float>(dy, want.size());
     for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4 + 1e-4 * std::fabs(want[i])) << i;
   }
@@ -105,15 +105,22 @@ TEST_P(GemvTest, IsBatchInvariantAndAccumulates) {
   const int64_t n = 13;
   const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 4);
   DeviceBuffer dx = to_device(x), dy(static_cast<size_t>(n * rows) * 4), d1(static_cast<size_t>(rows) * 4);
-  gemv(w.device, dx.get<float>(), n, dy.get<float>(), false, nullptr);
+  gemv(w.device, dx.get<float>(), n, dy.get<float>(), rows, false, nullptr);
   const std::vector<float> all = to_host<float>(dy, static_cast<size_t>(n * rows));
   for (int64_t t = 0; t < n; ++t) {
-    gemv(w.device, dx.get<float>() + t * cols, 1, d1.get<float>(), false, nullptr);
+    gemv(w.device, dx.get<float>() + t * cols, 1, d1.get<float>(), rows, false, nullptr);
     const std::vector<float> one = to_host<float>(d1, static_cast<size_t>(rows));
     ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t * rows, static_cast<size_t>(rows) * 4)) << "token " << t;
   }
+  // Into a column slice of a wider buffer (ldy > rows): same bits.
+  const int64_t ldy = rows + 40;
+  DeviceBuffer wide(static_cast<size_t>(n * ldy) * 4);
+  gemv(w.device, dx.get<float>(), n, wide.get<float>() + 17, ldy, false, nullptr);
+  const std::vector<float> w_all = to_host<float>(wide, static_cast<size_t>(n * ldy));
+  for (int64_t t = 0; t < n; ++t)
+    ASSERT_EQ(0, std::memcmp(w_all.data() + t * ldy + 17, all.data() + t * rows, static_cast<size_t>(rows) * 4));
   // accumulate: y += W x
-  gemv(w.device, dx.get<float>(), n, dy.get<float>(), true, nullptr);
+  gemv(w.device, dx.get<float>(), n, dy.get<float>(), rows, true, nullptr);
   const std::vector<float> twice = to_host<float>(dy, static_cast<size_t>(n * rows));
   for (size_t i = 0; i < twice.size(); ++i) ASSERT_FLOAT_EQ(twice[i], 2 * all[i]);
 }
@@ -129,7 +136,7 @@ TEST_P(GemvTest, GemmMatchesCpuReference) {
   {
     Gemm gemm(stream);
     DeviceBuffer dx = to_device(x), dy(want.size() * 4);
-    gemm.run(w.device, dx.get<float>(), n, dy.get<float>(), false);
+    gemm.run(w.device, dx.get<float>(), n, dy.get<float>(), rows, false);
     const std::vector<float> got = to_host<float>(dy, want.size());
     // x is rounded to the weights' 16-bit type before the tensor-core GEMM.
     const double tol = GetParam() == DType::F32 ? 1e-4 : GetParam() == DType::BF16 ? 3e-2 : 4e-3;
@@ -160,12 +167,17 @@ TEST(CudaKernels, RmsnormSiluAndEmbedMatchCpu) {
   got = to_host<float>(dy, static_cast<size_t>(2 * n));
   for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[3 * n + i], 1e-4 * (1 + std::fabs(want[3 * n + i])));
 
-  std::vector<float> g = random_vector(1000, 9), u = random_vector(1000, 10), g_ref = g;
-  cpu::silu_mul(g_ref.data(), u.data(), 1000);
-  DeviceBuffer dg = to_device(g), du = to_device(u);
-  silu_mul(dg.get<float>(), du.get<float>(), 1000, nullptr);
-  got = to_host<float>(dg, 1000);
-  for (size_t i = 0; i < 1000; ++i) ASSERT_NEAR(got[i], g_ref[i], 1e-5 * (1 + std::fabs(g_ref[i])));
+  // silu_mul over [3 tokens, gate | up] rows of 500.
+  const std::vector<float> gu = random_vector(3000, 9);
+  std::vector<float> ref(1500);
+  for (int t = 0; t < 3; ++t) {
+    std::copy(gu.begin() + t * 1000, gu.begin() + t * 1000 + 500, ref.begin() + t * 500);
+    cpu::silu_mul(ref.data() + t * 500, gu.data() + t * 1000 + 500, 500);
+  }
+  DeviceBuffer dgu = to_device(gu), dact(1500 * 4);
+  silu_mul(dgu.get<float>(), 3, 500, dact.get<float>(), nullptr);
+  got = to_host<float>(dact, 1500);
+  for (size_t i = 0; i < 1500; ++i) ASSERT_NEAR(got[i], ref[i], 1e-5 * (1 + std::fabs(ref[i])));
 
   TestMatrix table = make_matrix(DType::Q8_0, 50, 64, 11);
   const std::vector<int32_t> ids = {7, 49, 0};
@@ -251,15 +263,24 @@ TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
     }
 
   // GPU.
-  DeviceBuffer dq = to_device(q), dk = to_device(k), dv = to_device(v), dqn = to_device(q_norm),
+  // q, k and v as column slices of one [n, q_dim + 2 kv_dim] buffer, as the engine keeps them.
+  const int qkv_dim = q_dim + 2 * kv_dim;
+  std::vector<float> qkv(static_cast<size_t>(n * qkv_dim));
+  for (int t = 0; t < n; ++t) {
+    std::copy(q.begin() + t * q_dim, q.begin() + (t + 1) * q_dim, qkv.begin() + t * qkv_dim);
+    std::copy(k.begin() + t * kv_dim, k.begin() + (t + 1) * kv_dim, qkv.begin() + t * qkv_dim + q_dim);
+    std::copy(v.begin() + t * kv_dim, v.begin() + (t + 1) * kv_dim, qkv.begin() + t * qkv_dim + q_dim + kv_dim);
+  }
+  DeviceBuffer dqkv = to_device(qkv), dqn = to_device(q_norm),
                dkn = to_device(k_norm), dcos = to_device(cosv), dsin = to_device(sinv), dpos = to_device(positions),
                dslots = to_device(slots), doff = to_device(offsets), dtable = to_device(table);
   const size_t cache_elems = static_cast<size_t>(8 * 4 * kv_dim);
   DeviceBuffer kc(cache_elems * 2), vc(cache_elems * 2), dout(static_cast<size_t>(n * q_dim) * 4);
   QkvFinishArgs qa;
-  qa.q = dq.get<float>();
-  qa.k = dk.get<float>();
-  qa.v = dv.get<float>();
+  qa.q = dqkv.get<float>();
+  qa.k = dqkv.get<float>() + q_dim;
+  qa.v = dqkv.get<float>() + q_dim + kv_dim;
+  qa.stride = qkv_dim;
   qa.q_norm = dqn.get<float>();
   qa.k_norm = dkn.get<float>();
   qa.norm_eps = 1e-6f;
@@ -270,10 +291,15 @@ TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
   qa.k_cache = kc.get<__half>();
   qa.v_cache = vc.get<__half>();
   qkv_finish(qa, s, n, nullptr);
-  const std::vector<float> q_got = to_host<float>(dq, q.size());
-  for (size_t i = 0; i < q.size(); ++i) ASSERT_NEAR(q_got[i], q_ref[i], 1e-4 * (1 + std::fabs(q_ref[i]))) << i;
+  const std::vector<float> qkv_got = to_host<float>(dqkv, qkv.size());
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < q_dim; ++i) {
+      const float want = q_ref[static_cast<size_t>(t * q_dim + i)];
+      ASSERT_NEAR(qkv_got[static_cast<size_t>(t * qkv_dim + i)], want, 1e-4 * (1 + std::fabs(want))) << t << " " << i;
+    }
   AttentionArgs aa;
-  aa.q = dq.get<float>();
+  aa.q = dqkv.get<float>();
+  aa.q_stride = qkv_dim;
   aa.k_cache = kc.get<__half>();
   aa.v_cache = vc.get<__half>();
   aa.positions = dpos.get<int32_t>();

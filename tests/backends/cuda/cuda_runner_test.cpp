@@ -187,6 +187,7 @@ TEST_P(CudaDecode, IsBatchInvariantWithAndWithoutGraphs) {
   auto model = ModelFile::open((kFixtures / std::get<0>(GetParam())).string());
   CudaRunnerOptions o = small_options();
   o.cuda_graphs = std::get<1>(GetParam());
+  o.batch_invariant = true;
   CudaModelRunner runner(*model, o);
   const std::vector<float> alone = decode_trace(runner, ref_, 0);
   const std::vector<float> with_others = decode_trace(runner, ref_, 10);
@@ -197,6 +198,36 @@ TEST_P(CudaDecode, IsBatchInvariantWithAndWithoutGraphs) {
   CudaModelRunner runner2(*model, other);
   const std::vector<float> flipped = decode_trace(runner2, ref_, 3);
   EXPECT_EQ(0, std::memcmp(alone.data(), flipped.data(), alone.size() * sizeof(float)));
+}
+
+// With batch invariance off, a decode batch of more than 8 sequences takes
+// the tensor-core GEMM: its logits stay within the bf16 tolerance of decoding
+// alone (which takes the GEMV), though not bit for bit.
+TEST(CudaDecodeThroughput, LargeBatchesStayWithinTolerance) {
+  const Reference ref = load_reference("llama3");
+  auto model = ModelFile::open((kFixtures / "llama3").string());
+  CudaRunnerOptions o = small_options();
+  o.batch_invariant = false;
+  CudaModelRunner runner(*model, o);
+  const std::vector<float> alone = decode_trace(runner, ref, 0);
+  const std::vector<float> batched = decode_trace(runner, ref, 10);
+  ASSERT_EQ(alone.size(), batched.size());
+  const int64_t vocab = model->config().vocab_size;
+  // Compare step by step until the two runs pick different tokens (a near
+  // tie), after which their inputs differ.
+  Diff d;
+  int64_t steps = 0;
+  for (int64_t r = 0; r < static_cast<int64_t>(alone.size()) / vocab; ++r, ++steps) {
+    const Diff step = compare(batched.data() + r * vocab, alone.data() + r * vocab, 1, vocab, 0.16);
+    d.max_abs = std::max(d.max_abs, step.max_abs);
+    d.disagreements += step.disagreements;
+    if (step.near_ties + step.disagreements > 0) break;
+  }
+  std::printf("large decode batch through GEMM: max|dlogit| %.2e over %lld steps\n", d.max_abs,
+              static_cast<long long>(steps));
+  EXPECT_LT(d.max_abs, 8e-2);
+  EXPECT_GT(d.max_abs, 0.0);  // the GEMM path really ran
+  EXPECT_EQ(d.disagreements, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaDecode,
