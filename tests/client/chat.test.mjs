@@ -1,0 +1,146 @@
+// `tandem chat` driven through stdin against a live tandem-server (demo model).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startServer, require, API_KEY, runTandem, spawnTandem, waitFor, statsLines } from './client_harness.mjs';
+
+const WebSocket = require('ws');
+let server;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-chat-'));
+
+before(async () => { server = await startServer({ ctx: 1024 }); });
+after(async () => {
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (server) assert.equal((await server.stop()).code, 0);
+});
+
+// What the backend answers to `messages` with `params`, straight over the protocol.
+async function directAnswer(messages, params) {
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+  await new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject); });
+  let text = '';
+  const done = new Promise((resolve, reject) => {
+    ws.on('message', (d) => {
+      const m = JSON.parse(d.toString());
+      if (m.event === 'ready') ws.send(JSON.stringify({ command: 'generate', id: 'x', messages, params }));
+      else if (m.event === 'token') text += m.text;
+      else if (m.event === 'done') resolve();
+      else if (m.event === 'error') reject(new Error(m.message));
+    });
+  });
+  ws.send(JSON.stringify({ command: 'init', api_key: API_KEY }));
+  await done;
+  ws.close();
+  return text;
+}
+
+test('a session through stdin: answers, /params, /save then /load, /reset', async () => {
+  const saved = path.join(dir, 'one.json');
+  const afterReset = path.join(dir, 'reset.json');
+  const final = path.join(dir, 'final.json');
+  const input = [
+    '/params temperature=0 max_tokens=12',
+    'Tell me a fortune',
+    '/params temperature=-1',
+    '/params warmth=2',
+    `/save ${saved}`,
+    '/reset',
+    `/save ${afterReset}`,
+    '/params max_tokens=default temperature=1',
+    `/load ${saved}`,
+    '/params',
+    'And another one',
+    `/save ${final}`,
+    '/nonsense',
+    '',
+  ].join('\n');
+  const r = await runTandem(['chat', '--backend', `ws://127.0.0.1:${server.port}`, '--api-key', API_KEY, '--system', 'Be brief.'], { input });
+  assert.equal(r.code, 0, r.stderr);
+  // Two answers, each followed by its timings.
+  const stats = statsLines(r.stderr);
+  assert.equal(stats.length, 2, r.stderr);
+  for (const s of stats) assert.ok(Number(s[1]) > 0 && Number(s[1]) <= 12, s[0]);
+  assert.match(r.stdout, /params: \{"max_tokens":12,"temperature":0\}/);
+  // Bad /params are refused with a reason, and change nothing.
+  assert.match(r.stderr, /temperature must be a number >= 0/);
+  assert.match(r.stderr, /unknown parameter 'warmth'/);
+  assert.match(r.stderr, /unknown command \/nonsense/);
+  // The save file: system, user, assistant; the answer is what the backend gives for that conversation.
+  const one = JSON.parse(fs.readFileSync(saved, 'utf8'));
+  assert.deepEqual(one.params, { max_tokens: 12, temperature: 0 });
+  assert.deepEqual(one.messages.map((m) => m.role), ['system', 'user', 'assistant']);
+  assert.equal(one.messages[1].content, 'Tell me a fortune');
+  const expected = await directAnswer(one.messages.slice(0, 2), one.params);
+  assert.equal(one.messages[2].content, expected);
+  assert.ok(r.stdout.includes(expected), 'the answer was printed');
+  // /reset keeps only the system prompt.
+  assert.deepEqual(JSON.parse(fs.readFileSync(afterReset, 'utf8')).messages, [{ role: 'system', content: 'Be brief.' }]);
+  // /load brought back messages and params (the /params change after /reset is gone).
+  assert.match(r.stdout, /Loaded 3 messages/);
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('params: '));
+  assert.equal(lines.at(-1), 'params: {"max_tokens":12,"temperature":0}');
+  // The second turn was sent with the loaded history.
+  const fin = JSON.parse(fs.readFileSync(final, 'utf8'));
+  assert.deepEqual(fin.messages.slice(0, 3), one.messages);
+  assert.equal(fin.messages[3].content, 'And another one');
+  assert.equal(fin.messages[4].content, await directAnswer(fin.messages.slice(0, 4), fin.params));
+});
+
+test('tokens stream as they come, and Ctrl-C cancels the answer, not the chat', async () => {
+  const saved = path.join(dir, 'cancel.json');
+  const t = spawnTandem(['chat', '--backend', String(server.port), '--api-key', API_KEY]);
+  t.proc.stdin.write('/params max_tokens=900 ignore_eos=true\nTell me a very long story\n');
+  await waitFor(() => t.out.stdoutChunks.some((c) => !c.text.startsWith('params:')), 30000, 'the first tokens');
+  t.proc.kill('SIGINT');
+  await waitFor(() => /cancelled\]/.test(t.out.stderr), 20000, 'the cancelled answer');
+  // Still running: more commands work after the cancel.
+  t.proc.stdin.write(`/save ${saved}\n`);
+  t.proc.stdin.end();
+  const { code } = await t.exited;
+  assert.equal(code, 0, t.out.stderr);
+  const [s] = statsLines(t.out.stderr);
+  assert.ok(Number(s[1]) < 900, 'stopped early: ' + s[0]);
+  const answerChunks = t.out.stdoutChunks.filter((c) => !c.text.startsWith('params:'));
+  assert.ok(answerChunks.length >= 2, 'the answer came in pieces');
+  // The partial answer stays in the history.
+  const file = JSON.parse(fs.readFileSync(saved, 'utf8'));
+  assert.deepEqual(file.messages.map((m) => m.role), ['user', 'assistant']);
+  assert.ok(file.messages[1].content.length > 0);
+});
+
+test('backend errors read as sentences', async () => {
+  // 1024-token context: a prompt that does not fit.
+  const long = 'word '.repeat(1500);
+  const r = await runTandem(['chat', '--backend', String(server.port), '--api-key', API_KEY], { input: `${long}\n` });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /no longer fits the model's context window/);
+  const bad = await runTandem(['chat', '--backend', String(server.port), '--api-key', 'wrong'], { input: 'hi\n' });
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /refused the API key.*--api-key/);
+});
+
+test('an unreachable backend is reported in plain words', async () => {
+  const r = await runTandem(['chat', '--backend', 'ws://127.0.0.1:1', '--connect-wait', '1'], { input: 'hello\n' });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /cannot reach the backend: nothing is listening at 127\.0\.0\.1:1 \(connection refused\)/);
+  assert.match(r.stderr, /your message was not sent/);
+  assert.equal(r.stdout, '');
+});
+
+test('a backend that goes away is reported, and the chat keeps its history', async () => {
+  const other = await startServer();
+  const saved = path.join(dir, 'lost.json');
+  const t = spawnTandem(['chat', '--backend', String(other.port), '--api-key', API_KEY, '--connect-wait', '1']);
+  t.proc.stdin.write('/params max_tokens=4 temperature=0\nHello\n');
+  await waitFor(() => statsLines(t.out.stderr).length > 0, 30000, 'the first answer');
+  await other.stop();
+  await waitFor(() => /lost the backend: .*closed the connection/.test(t.out.stderr), 20000, 'the lost-backend notice');
+  t.proc.stdin.write(`Are you there?\n/save ${saved}\n`);
+  t.proc.stdin.end();
+  const { code } = await t.exited;
+  assert.equal(code, 1, 'a message could not be sent');
+  assert.match(t.out.stderr, /your message was not sent/);
+  assert.deepEqual(JSON.parse(fs.readFileSync(saved, 'utf8')).messages.map((m) => m.role), ['user', 'assistant']);
+});
