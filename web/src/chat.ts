@@ -82,7 +82,10 @@ export class ChatView {
         form,
       ),
     );
-    this.app.conn.state.subscribe(() => this.updateComposer());
+    this.app.conn.state.subscribe(() => {
+      this.updateComposer();
+      if (!this.conv?.messages.length) this.renderMessages(); // the empty view names the model
+    });
   }
 
   async init(): Promise<void> {
