@@ -182,6 +182,32 @@ test('the conversation survives a reload (IndexedDB)', async () => {
   assert.equal(await page.locator('.conv-title:has-text("Renamed chat")').count(), 0);
 });
 
+test('the system prompt is sent with the conversation and kept with it', async () => {
+  const system = 'You answer with one short line.';
+  await page.click('.new-chat');
+  await page.getByRole('button', { name: 'System prompt' }).click();
+  await page.fill('.system-prompt', system);
+  await send(SHORT_PROMPT);
+  await waitForReply();
+  // The server counted exactly the tokens of [system, user] under the chat template.
+  const tokenized = await (await fetch(server.base + '/tokenize', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ messages: [{ role: 'system', content: system }, { role: 'user', content: SHORT_PROMPT }] }),
+  })).json();
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('.conv.active').getByRole('button', { name: 'Export' }).click(),
+  ]);
+  const exported = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
+  assert.equal(exported.system, system);
+  assert.equal(exported.messages[1].stats.prompt_tokens, tokenized.count);
+  await page.reload();
+  await page.waitForSelector('.message.assistant', { timeout: 10000 });
+  assert.equal(await page.inputValue('.system-prompt'), system);
+  assert.ok(await page.locator('.system-box').isVisible(), 'a conversation with a system prompt shows it');
+});
+
 test('Markdown renders safely: formatting and code highlighting, no injected markup', async () => {
   // A stored reply full of hostile and ordinary Markdown, as a model might write it.
   const hostile = [
