@@ -166,5 +166,5 @@ function shortNumber(v: number): string {
   if (v >= 1e9) return `${+(v / 1e9).toFixed(1)}G`;
   if (v >= 1e6) return `${+(v / 1e6).toFixed(1)}M`;
   if (v >= 1e3) return `${+(v / 1e3).toFixed(1)}k`;
-  return `${+v.toFixed(v < 10 ? 1 : 0)}`;
+  return `${+v.toFixed(v < 1 ? 2 : v < 10 ? 1 : 0)}`;
 }
