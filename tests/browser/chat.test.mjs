@@ -291,3 +291,25 @@ test('the dashboard shows live server state', async () => {
   // No GPU telemetry on this machine, or a GPU section: either way no crash.
   assert.deepEqual(browser.errors, []);
 });
+
+test('at phone width nothing overflows and the conversation list is a drawer', async () => {
+  await page.setViewportSize({ width: 390, height: 800 });
+  try {
+    for (const tab of ['chat', 'completion', 'dashboard']) {
+      await page.goto(`${server.base}/#${tab}`);
+      await page.waitForTimeout(300);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `#${tab} is ${overflow}px wider than the screen`);
+    }
+    await page.goto(`${server.base}/#chat`);
+    const sidebarX = async () => (await page.locator('.sidebar').boundingBox()).x;
+    assert.ok((await sidebarX()) < 0, 'the list is off screen');
+    await page.getByRole('button', { name: 'Conversations' }).click();
+    await eventually(async () => (await sidebarX()) === 0, 3000, 'the drawer to open');
+    await page.locator('.conv .conv-title').first().click();
+    await eventually(async () => (await sidebarX()) < 0, 3000, 'the drawer to close after picking a conversation');
+    assert.ok(await page.locator('.composer .send').isVisible());
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 800 });
+  }
+});
