@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <csignal>
+#include <cstdlib>
 #include <ctime>
+#include <functional>
 
 #include "client/bench/prompt_sizing.h"
 #include "client/bench/report_json.h"
@@ -21,7 +24,7 @@ std::string utc_now_iso() {
   return buf;
 }
 
-asio::awaitable<void> sweep(Backend& backend, BenchRun& run, Progress& progress) {
+asio::awaitable<void> sweep(Backend& backend, BenchRun& run, Progress& progress, const bool& stop) {
   const BenchOptions& o = run.options;
   const ServerInfo info = co_await backend.open();
   run.model = info.model;
@@ -42,20 +45,23 @@ asio::awaitable<void> sweep(Backend& backend, BenchRun& run, Progress& progress)
     progress.note("warming up with " + std::to_string(o.warmup) + " request(s) ...");
     size_t failed = 0;
     RequestResult last;
-    for (int64_t i = 0; i < o.warmup; ++i) {
+    for (int64_t i = 0; i < o.warmup && !stop; ++i) {
       last = co_await backend.run(sized.requests[static_cast<size_t>(i) % sized.requests.size()], Clock::now());
       if (!last.ok) failed++;
     }
     if (failed == static_cast<size_t>(o.warmup))
       progress.note("warning: every warm-up request failed (" + last.error_code + ": " + last.error_message + ")");
   }
-  for (int c : o.concurrency) run.levels.push_back(co_await run_level(backend, sized.requests, c, &progress));
+  for (int c : o.concurrency) {
+    if (stop) break;
+    run.levels.push_back(co_await run_level(backend, sized.requests, c, &progress, &stop));
+  }
 }
 
 }  // namespace
 
 asio::awaitable<LevelReport> run_level(Backend& backend, const std::vector<PreparedRequest>& requests,
-                                       int concurrency, Progress* progress) {
+                                       int concurrency, Progress* progress, const bool* stop) {
   const auto executor = co_await asio::this_coro::executor;
   std::vector<RequestResult> results(requests.size());
   size_t next = 0, done = 0, failed = 0;
@@ -67,7 +73,7 @@ asio::awaitable<LevelReport> run_level(Backend& backend, const std::vector<Prepa
   Clock::time_point level_end = level_start;
 
   auto worker = [&]() -> asio::awaitable<void> {
-    while (next < requests.size()) {
+    while (next < requests.size() && !(stop && *stop)) {
       const size_t i = next++;
       try {
         results[i] = co_await backend.run(requests[i], level_start);
@@ -91,8 +97,12 @@ asio::awaitable<LevelReport> run_level(Backend& backend, const std::vector<Prepa
     co_await all_done.async_wait(use_ec(ec));
   }
   if (progress) progress->finish_level(done, failed, tokens);
-  co_return make_level_report(concurrency, std::chrono::duration<double>(level_end - level_start).count(),
-                              std::move(results));
+  const bool interrupted = next < requests.size();
+  results.resize(next);  // requests are taken in order: the first `next` ran
+  LevelReport report = make_level_report(
+      concurrency, std::chrono::duration<double>(level_end - level_start).count(), std::move(results));
+  report.interrupted = interrupted;
+  co_return report;
 }
 
 int run_bench(const BenchOptions& options) {
@@ -116,13 +126,27 @@ int run_bench(const BenchOptions& options) {
                                          : make_openai_backend(io.get_executor(), options, run.url);
   Progress progress(options.quiet, stderr);
   std::exception_ptr failure;
+  // The first SIGINT/SIGTERM lets the requests in flight end and reports what
+  // ran; a second one exits at once.
+  bool stop = false;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  std::function<void(const beast::error_code&, int)> on_signal = [&](const beast::error_code& ec, int) {
+    if (ec) return;
+    if (stop) std::_Exit(130);
+    stop = true;
+    progress.note("\nstopping: letting the requests in flight finish (a second Ctrl-C quits at once)");
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
   auto flow = [&]() -> asio::awaitable<void> {
     try {
-      co_await sweep(*backend, run, progress);
+      co_await sweep(*backend, run, progress, stop);
     } catch (...) {
       failure = std::current_exception();
     }
     co_await backend->close();
+    beast::error_code ignored;
+    signals.cancel(ignored);
   };
   asio::co_spawn(io, flow(), [&](std::exception_ptr e) {
     if (e && !failure) failure = e;
@@ -152,6 +176,7 @@ int run_bench(const BenchOptions& options) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
+  if (stop) return 130;
   for (const LevelReport& l : run.levels)
     if (l.failed > 0) return 2;
   return 0;

@@ -21,6 +21,7 @@ struct LevelReport {
   int64_t prompt_tokens = 0;             // sum over succeeded requests (usage)
   int64_t output_tokens = 0;
   size_t requests_without_usage = 0;     // their output was counted from arrivals
+  bool interrupted = false;               // stopped early by a signal: `requests` ran, fewer than asked
   size_t short_outputs = 0;              // succeeded with fewer tokens than max_tokens (EOS, stop, or the context)
   double output_tokens_per_s = 0;        // all streams together
   double requests_per_s = 0;

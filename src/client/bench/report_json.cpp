@@ -45,6 +45,7 @@ json level_json(const LevelReport& l) {
   json j = {{"concurrency", l.concurrency},
             {"duration_s", round3(l.duration_s)},
             {"requests", l.requests},
+            {"interrupted", l.interrupted},
             {"succeeded", l.succeeded},
             {"failed", l.failed},
             {"errors", l.errors},

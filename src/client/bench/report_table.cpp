@@ -59,6 +59,10 @@ std::string format_level_table(const BenchRun& run) {
          " (e.g. \"" + l.first_error_message + "\")\n";
   }
   for (const LevelReport& l : run.levels)
+    if (l.interrupted)
+      s += format("concurrency %d: interrupted after %zu of %lld requests\n", l.concurrency, l.requests,
+                  static_cast<long long>(run.options.requests));
+  for (const LevelReport& l : run.levels)
     if (l.short_outputs > 0)
       s += format("concurrency %d: %zu requests produced fewer tokens than max_tokens (%s)\n", l.concurrency,
                   l.short_outputs,

@@ -2,6 +2,7 @@
 // WsClient: one socket carries every request of a run, multiplexed by id. A
 // reader coroutine dispatches events to the waiting requests. Prompt sizes
 // come from the server's own tokenizer at POST /tokenize.
+#include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -103,7 +104,9 @@ class TandemWsBackend : public Backend {
       co_await wake.async_wait(use_ec(ec));
       if (!ec && !pending.finished) {  // the deadline passed
         result.error_code = "timeout";
-        result.error_message = "no done event within " + std::to_string(options_.timeout_s) + " s";
+        char limit[32];
+        std::snprintf(limit, sizeof limit, "%g", options_.timeout_s);
+        result.error_message = std::string("no done event within ") + limit + " s";
         result.e2e_ms = ms_between(t0, Clock::now());
         json cancel = json::object();
         cancel["command"] = "cancel";

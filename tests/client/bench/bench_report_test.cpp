@@ -155,6 +155,7 @@ TEST(BenchJson, HoldsConfigLevelsAndRawTimings) {
   EXPECT_EQ(l1.at("concurrency"), 1);
   EXPECT_EQ(l1.at("succeeded"), 2);
   EXPECT_EQ(l1.at("failed"), 0);
+  EXPECT_EQ(l1.at("interrupted"), false);
   EXPECT_EQ(l1.at("output_tokens"), 6);
   EXPECT_DOUBLE_EQ(l1.at("output_tokens_per_s").get<double>(), 60.0);
   EXPECT_DOUBLE_EQ(l1.at("ttft_ms").at("p50").get<double>(), 10.0);
