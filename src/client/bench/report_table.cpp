@@ -1,5 +1,6 @@
 #include "client/bench/report_table.h"
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 
@@ -14,6 +15,14 @@ std::string format(const char* fmt, ...) {
   std::vsnprintf(buf, sizeof buf, fmt, args);
   va_end(args);
   return buf;
+}
+
+// `text` centred in `width` columns, with a rule of dashes either side.
+std::string group_label(const std::string& text, size_t width) {
+  if (text.size() + 2 >= width) return std::string(width - std::min(width, text.size()), ' ') + text;
+  const size_t left = (width - text.size() - 2) / 2;
+  const size_t right = width - text.size() - 2 - left;
+  return std::string(left, '-') + " " + text + " " + std::string(right, '-');
 }
 
 std::string range_text(const LengthRange& r) {
@@ -37,8 +46,8 @@ std::string format_run_header(const BenchRun& run) {
 
 std::string format_level_table(const BenchRun& run) {
   std::string s;
-  s += format("%6s %9s %10s %10s %7s %17s %35s %26s\n", "", "", "", "", "", "stream tok/s",
-              "TTFT ms", "ITL ms");
+  s += format("%6s %9s %10s %10s %7s ", "", "", "", "", "") + group_label("stream tok/s", 17) + " " +
+       group_label("TTFT ms", 35) + " " + group_label("ITL ms", 26) + "\n";
   s += format("%6s %9s %10s %10s %7s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "conc", "ok/req", "in tok", "out tok/s",
               "req/s", "mean", "p50", "mean", "p50", "p90", "p99", "mean", "p50", "p99");
   for (const LevelReport& l : run.levels) {
