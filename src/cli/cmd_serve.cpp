@@ -20,6 +20,7 @@
 #include "engine/kv_cache.h"
 #include "models/model_file.h"
 #include "models/weight_prefetch.h"
+#include "parallel/parallel_plan.h"
 #include "scheduler/engine_service.h"
 #include "server/server.h"
 #include "server/server_config.h"
@@ -75,6 +76,8 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   if (given("--request-timeout-s")) config.request_timeout_s = f.flags.request_timeout_s;
   if (given("--threads")) config.threads = f.flags.threads;
   if (given("--http-threads")) config.http_threads = f.flags.http_threads;
+  if (given("--tensor-parallel")) config.parallel.tensor_parallel = f.flags.parallel.tensor_parallel;
+  if (given("--pipeline-parallel")) config.parallel.pipeline_stages = f.flags.parallel.pipeline_stages;
   if (given("--max-memory-cpu")) config.max_memory.cpu_bytes = server::parse_memory_size(f.max_memory_cpu, "max_memory.cpu");
   if (given("--max-memory-gpu")) config.max_memory.gpu_bytes = server::parse_memory_size(f.max_memory_gpu, "max_memory.gpu");
   server::validate_config(config);
@@ -121,6 +124,13 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   // next stage and the process exits with 130 (interrupted).
   auto interrupted = [&] { return ctx->draining.load(); };
   std::unique_ptr<ModelFile> model = ModelFile::open(config.model_path);
+  // Multi-GPU plans are computed and checked (src/parallel), but nothing runs
+  // them yet: refuse rather than silently use one device.
+  if (!config.parallel.is_single_device()) {
+    const parallel::ParallelPlan plan = parallel::plan_parallel(model->config(), model->tensors(), config.parallel);
+    throw Error("multi-GPU execution is not built yet in this version; computed plan: " + plan.describe() +
+                "\nserve with tensor_parallel 1 and pipeline_stages 1 (see docs/PARALLEL.md)");
+  }
   ctx->loading.bytes_total.store(weight_bytes(*model));
   if (interrupted()) return 130;
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(config.model_path);
@@ -264,6 +274,10 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("--request-timeout-s", f->flags.request_timeout_s, "Per-request time limit in seconds; 0 = none");
   cmd->add_option("-t,--threads", f->flags.threads, "Engine CPU threads; 0 = all cores");
   cmd->add_option("--http-threads", f->flags.http_threads, "Network threads (default 2)");
+  cmd->add_option("--tensor-parallel", f->flags.parallel.tensor_parallel,
+                  "GPUs sharing each layer (planned and checked; multi-GPU execution is not built yet)");
+  cmd->add_option("--pipeline-parallel", f->flags.parallel.pipeline_stages,
+                  "Pipeline stages, contiguous layer ranges (planned and checked; not built yet)");
   cmd->add_option("--header-timeout-s", f->header_timeout_s, "Seconds a client has to send a request header");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error");
   return [f, cmd] { return serve(*f, *cmd); };

@@ -108,10 +108,13 @@ void apply_config_json(const nlohmann::json& doc, ServerConfig& c) {
       const int64_t t = get_int(v, key);
       check(t >= 1 && t <= 64, "config key 'http_threads' must be in [1, 64], got " + std::to_string(t));
       c.http_threads = static_cast<int>(t);
+    } else if (parallel::is_parallel_config_key(key)) {
+      parallel::apply_parallel_config_key(key, v, c.parallel);
     } else {
       throw Error("unknown config key '" + key +
                   "' (allowed: model_path, device_map, max_memory, context_window, batch_size, host, port, "
-                  "max_queued_requests, api_key, api_key_file, request_timeout_s, threads, http_threads)");
+                  "max_queued_requests, api_key, api_key_file, request_timeout_s, threads, http_threads, "
+                  "tensor_parallel, pipeline_stages, micro_batch_size)");
     }
   }
 }
@@ -144,6 +147,7 @@ void validate_config(ServerConfig& c) {
         "config key 'request_timeout_s' must be in [0, 604800] seconds (0: none)");
   check(c.threads >= 0 && c.threads <= 1024, "config key 'threads' must be in [0, 1024]");
   check(c.http_threads >= 1 && c.http_threads <= 64, "config key 'http_threads' must be in [1, 64]");
+  parallel::validate_parallel_config(c.parallel, c.batch_size);
   check(c.api_key.empty() || c.api_key_file.empty(), "config keys 'api_key' and 'api_key_file' exclude each other");
   if (!c.api_key_file.empty()) {
     std::ifstream in(c.api_key_file);

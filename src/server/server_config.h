@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 
+#include "parallel/parallel_config.h"
+
 namespace tandem::server {
 
 struct MemoryBudget {
@@ -29,6 +31,7 @@ struct ServerConfig {
   double request_timeout_s = 0;  // 0: no per-request timeout
   int threads = 0;               // engine CPU threads; 0: all cores
   int http_threads = 2;          // io_context threads
+  parallel::ParallelConfig parallel;  // tensor_parallel, pipeline_stages, micro_batch_size
 };
 
 // "16GB", "512MiB", "1.5 GiB", "1024" (bytes). Decimal units (KB, MB, GB, TB)
