@@ -92,7 +92,7 @@ class ChatRepl {
 
   int run() {
     if (interactive_)
-      std::printf("tandem chat with %s. Type a message, or /help. Ctrl-C stops an answer; Ctrl-D quits.\n",
+      std::printf("tandem chat with %s. Type a message, or /help. Ctrl-C stops an answer; Ctrl-C twice or Ctrl-D quits.\n",
                   link_.url().ws().c_str());
     for (;;) {
       if (!drain_idle_events()) return 1;
@@ -111,6 +111,7 @@ class ChatRepl {
         if (interactive_) std::printf("\n");
         break;
       }
+      interrupts_in_a_row_ = 0;
       line = trim(line);
       if (line.empty()) continue;
       if (line[0] == '/') {
@@ -138,7 +139,15 @@ class ChatRepl {
     LinkEvent ev;
     while (link_.next(ev, std::chrono::milliseconds(0))) {
       if (!handle_link_state(ev)) return false;
-      if (ev.kind == LinkEvent::Kind::interrupt) quit_ = true;  // Ctrl-C at the prompt
+      if (ev.kind != LinkEvent::Kind::interrupt) continue;
+      // Ctrl-C at the prompt: the second in a row quits (the first may have
+      // cancelled an answer); a lone one only says how to leave.
+      if (++interrupts_in_a_row_ >= 2) {
+        quit_ = true;
+      } else {
+        if (interactive_) std::printf("\n");
+        notice("(Ctrl-C again, Ctrl-D or /quit to leave)");
+      }
     }
     return true;
   }
@@ -217,6 +226,7 @@ class ChatRepl {
     for (;;) {
       if (!link_.next(ev, std::chrono::milliseconds(1000))) continue;
       if (ev.kind == LinkEvent::Kind::interrupt) {
+        interrupts_in_a_row_ = 1;
         if (!cancel_sent) {
           link_.send({{"command", "cancel"}, {"id", id}});
           cancel_sent = true;
@@ -296,7 +306,7 @@ class ChatRepl {
             "  /params                show the sampling parameters\n"
             "  /params k=v ...        set some (k=default unsets one); known:\n%s"
             "  /help                  this list\n"
-            "  /quit                  leave (so does Ctrl-D, or Ctrl-C at the prompt)\n"
+            "  /quit                  leave (so does Ctrl-D, or Ctrl-C twice)\n"
             "Ctrl-C while an answer streams stops that answer.\n",
             chat::describe_params().c_str());
       } else if (name == "/reset") {
@@ -334,6 +344,7 @@ class ChatRepl {
   bool ever_connected_ = false;
   bool down_reported_ = false;
   int unsent_ = 0;
+  int interrupts_in_a_row_ = 0;  // Ctrl-C presses since the last line typed
   int64_t request_count_ = 0;
   std::string model_;
 };

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import net from 'node:net';
+import { spawn } from 'node:child_process';
 import { startServer, require, API_KEY, runTandem, spawnTandem, waitFor, statsLines } from './client_harness.mjs';
 
 const WebSocket = require('ws');
@@ -95,9 +97,14 @@ test('tokens stream as they come, and Ctrl-C cancels the answer, not the chat', 
   await waitFor(() => t.out.stdoutChunks.some((c) => !c.text.startsWith('params:')), 30000, 'the first tokens');
   t.proc.kill('SIGINT');
   await waitFor(() => /cancelled\]/.test(t.out.stderr), 20000, 'the cancelled answer');
-  // Still running: more commands work after the cancel.
+  // Still running: more commands work after the cancel...
   t.proc.stdin.write(`/save ${saved}\n`);
-  t.proc.stdin.end();
+  await waitFor(() => /Saved 2 messages/.test(t.out.stdout), 20000, 'the save');
+  // ...a lone Ctrl-C at the prompt only says how to leave, a second one leaves.
+  t.proc.kill('SIGINT');
+  await waitFor(() => /Ctrl-C again/.test(t.out.stderr), 20000, 'the hint');
+  assert.equal(t.proc.exitCode, null, 'still running');
+  t.proc.kill('SIGINT');
   const { code } = await t.exited;
   assert.equal(code, 0, t.out.stderr);
   const [s] = statsLines(t.out.stderr);
@@ -143,4 +150,45 @@ test('a backend that goes away is reported, and the chat keeps its history', asy
   assert.equal(code, 1, 'a message could not be sent');
   assert.match(t.out.stderr, /your message was not sent/);
   assert.deepEqual(JSON.parse(fs.readFileSync(saved, 'utf8')).messages.map((m) => m.role), ['user', 'assistant']);
+});
+
+// A server on a fixed port, so that it can come back where it was.
+async function serveOn(port) {
+  for (let attempt = 0; ; attempt++) {
+    const proc = spawn(process.env.TANDEM_SERVER_BIN, ['serve', '--model', process.env.TANDEM_DEMO_MODEL, '--port', String(port),
+      '--threads', process.env.TANDEM_TEST_THREADS ?? '2', '--ctx', '256', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+    let out = '';
+    proc.stdout.on('data', (d) => { out += d; });
+    const up = await Promise.race([waitFor(() => out.includes('listening on'), 60000, 'the server').then(() => true), exited.then(() => false)]);
+    if (up) return { proc, exited };
+    if (attempt >= 20) throw new Error(`no server on port ${port}`);
+    await new Promise((r) => setTimeout(r, 250));  // the port may still be held for a moment
+  }
+}
+
+test('a backend that restarts: the chat reconnects and goes on with its history', async () => {
+  const port = await new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => resolve(p)); });
+  });
+  let s = await serveOn(port);
+  const saved = path.join(dir, 'restart.json');
+  const t = spawnTandem(['chat', '--backend', String(port), '--connect-wait', '60']);
+  t.proc.stdin.write('/params max_tokens=4 temperature=0\nHello\n');
+  await waitFor(() => statsLines(t.out.stderr).length === 1, 30000, 'the first answer');
+  s.proc.kill('SIGKILL');
+  await s.exited;
+  await waitFor(() => /lost the backend/.test(t.out.stderr), 20000, 'the lost-backend notice');
+  s = await serveOn(port);
+  await waitFor(() => /reconnected to/.test(t.out.stderr), 30000, 'the reconnect');
+  t.proc.stdin.write(`Again\n/save ${saved}\n`);
+  t.proc.stdin.end();
+  const { code } = await t.exited;
+  s.proc.kill('SIGTERM');
+  await s.exited;
+  assert.equal(code, 0, t.out.stderr);
+  assert.equal(statsLines(t.out.stderr).length, 2);
+  const file = JSON.parse(fs.readFileSync(saved, 'utf8'));
+  assert.deepEqual(file.messages.map((m) => m.content).filter((_, i) => i % 2 === 0), ['Hello', 'Again']);
+  assert.equal(file.messages.length, 4);
 });
