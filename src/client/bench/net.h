@@ -1,16 +1,9 @@
-// Asio/Beast types the benchmark's network code shares (Boost 1.74 and later).
+// Names the benchmark's network code shares: the client's Asio/Beast set
+// (client/net/asio.h), its clock, and its two kinds of failure.
 #pragma once
 
-#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange without including it
+#include "client/net/asio.h"
 
-#include <boost/asio.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -22,9 +15,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
+using net::use_ec;
 using Clock = std::chrono::steady_clock;
-
-inline auto use_ec(beast::error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
 
 inline double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
