@@ -25,6 +25,7 @@ struct PerfOptions {
   int repetitions = 3;
   int threads = 0;
   std::string device = "auto";
+  std::string quantize = "none";
   double peak_gb_s = 0;
   bool json = false;
 };
@@ -41,6 +42,7 @@ int perf(const PerfOptions& o) {
   ThreadPool pool(o.threads);
   RunnerRequest rq;
   rq.device = o.device;
+  rq.quantize = o.quantize;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
   Runner backend = make_runner(*model, pool, rq);
   ModelRunner& runner = *backend.runner;
@@ -122,6 +124,7 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions (the best is reported)")->check(CLI::PositiveNumber);
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
+  add_quantize_option(*cmd, o->quantize);
   cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
   cmd->add_flag("--json", o->json, "Print JSON");
   return [o] { return perf(*o); };

@@ -8,7 +8,7 @@
 #include "cli/model_resources.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
-#include "engine/cpu_model_runner.h"
+#include "cli/runner_factory.h"
 #include "engine/perplexity.h"
 #include "models/model_file.h"
 #include "tokenizer/tokenizer.h"
@@ -20,6 +20,9 @@ struct PerplexityOptions {
   std::string model, file;
   int64_t ctx = 512;
   int threads = 0;
+  std::string device = "auto", quantize = "none";
+  std::string compare_quantize;  // set: also compare with the same model under this quantization
+  int64_t compare_windows = 0;
   bool json = false;
 };
 
@@ -34,22 +37,46 @@ int perplexity(const PerplexityOptions& o) {
   check(o.ctx >= 1 && o.ctx <= model->config().context_length,
         "--ctx must be between 1 and the model's context length " + std::to_string(model->config().context_length));
   ThreadPool pool(o.threads);
-  CpuRunnerOptions ro;
-  ro.max_context = o.ctx;
-  CpuModelRunner runner(*model, pool, ro);
-  const LossResult r = evaluate_loss(runner, ids, o.ctx);
+  RunnerRequest rq;
+  rq.device = o.device;
+  rq.quantize = o.quantize;
+  rq.max_context = o.ctx;
+  rq.kv_blocks = (o.ctx + rq.block_size - 1) / rq.block_size + 1;
+  Runner backend = make_runner(*model, pool, rq);
+  const LossResult r = evaluate_loss(*backend.runner, ids, o.ctx);
+  nlohmann::json j = {{"device", backend.device},
+                      {"quantize", o.quantize},
+                      {"tokens", ids.size()},
+                      {"predicted_tokens", r.predicted_tokens},
+                      {"windows", r.windows},
+                      {"mean_nll", r.mean_nll},
+                      {"perplexity", r.perplexity}};
+  if (!o.compare_quantize.empty()) {
+    RunnerRequest other = rq;
+    other.quantize = o.compare_quantize;
+    Runner reference = make_runner(*model, pool, other);
+    const LossResult ref_loss = evaluate_loss(*reference.runner, ids, o.ctx);
+    const AgreementResult a = compare_runners(*backend.runner, *reference.runner, ids, o.ctx, o.compare_windows);
+    j["compare"] = {{"quantize", o.compare_quantize},
+                    {"mean_nll", ref_loss.mean_nll},
+                    {"top1_agreement", a.top1_agreement},
+                    {"max_abs_logit_diff", a.max_abs_logit_diff},
+                    {"positions", a.positions}};
+  }
   if (o.json) {
-    std::printf("%s\n", nlohmann::json({{"tokens", ids.size()},
-                                        {"predicted_tokens", r.predicted_tokens},
-                                        {"windows", r.windows},
-                                        {"mean_nll", r.mean_nll},
-                                        {"perplexity", r.perplexity}})
-                            .dump()
-                            .c_str());
-  } else {
-    std::printf("tokens: %zu, windows of %lld: %lld, predicted: %lld\nmean NLL: %.5f nats/token, perplexity: %.3f\n",
-                ids.size(), static_cast<long long>(o.ctx), static_cast<long long>(r.windows),
-                static_cast<long long>(r.predicted_tokens), r.mean_nll, r.perplexity);
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("device: %s%s\n", backend.description.c_str(),
+              o.quantize == "none" ? "" : (", weights quantized to " + o.quantize).c_str());
+  std::printf("tokens: %zu, windows of %lld: %lld, predicted: %lld\nmean NLL: %.5f nats/token, perplexity: %.3f\n",
+              ids.size(), static_cast<long long>(o.ctx), static_cast<long long>(r.windows),
+              static_cast<long long>(r.predicted_tokens), r.mean_nll, r.perplexity);
+  if (j.contains("compare")) {
+    const auto& cmp = j["compare"];
+    std::printf("against --quantize %s: mean NLL %.5f, top-1 agreement %.4f over %lld positions, max |dlogit| %.3f\n",
+                o.compare_quantize.c_str(), cmp["mean_nll"].get<double>(), cmp["top1_agreement"].get<double>(),
+                static_cast<long long>(cmp["positions"].get<int64_t>()), cmp["max_abs_logit_diff"].get<double>());
   }
   return 0;
 }
@@ -63,6 +90,13 @@ Action add_perplexity_command(CLI::App& app) {
   cmd->add_option("-f,--file", o->file, "Text file")->required();
   cmd->add_option("-c,--ctx", o->ctx, "Window length in tokens");
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
+  cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
+  add_quantize_option(*cmd, o->quantize);
+  cmd->add_option("--compare-quantize", o->compare_quantize,
+                  "Also run the model with this --quantize (none, int8, fp8) and report its loss, top-1 agreement "
+                  "and largest logit difference against the main run")
+      ->check(CLI::IsMember({"none", "int8", "fp8"}));
+  cmd->add_option("--compare-windows", o->compare_windows, "Windows to compare at most (0: all)");
   cmd->add_flag("--json", o->json, "Print JSON");
   return [o] { return perplexity(*o); };
 }

@@ -34,6 +34,7 @@ struct RunOptions {
   bool ignore_eos = false;
   int threads = 0;
   std::string device = "auto";
+  std::string quantize = "none";
   int64_t ctx = 4096;
   bool json = false;
 };
@@ -56,6 +57,7 @@ int run(const RunOptions& o) {
   ThreadPool pool(o.threads);
   RunnerRequest rq;
   rq.device = o.device;
+  rq.quantize = o.quantize;
   rq.max_context = std::min<int64_t>(o.ctx, model->config().context_length);
   check(rq.max_context > 0, "--ctx must be positive");
   Runner backend = make_runner(*model, pool, rq);
@@ -137,6 +139,7 @@ Action add_run_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
+  add_quantize_option(*cmd, o->quantize);
   cmd->add_option("-c,--ctx", o->ctx, "Context window in tokens (capped at the model's)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of streaming text");
   return [o] { return run(*o); };

@@ -37,6 +37,7 @@ struct ServeFlags {
   std::string max_memory_cpu, max_memory_gpu;
   std::string device = "auto";
   bool batch_invariant = false;
+  std::string quantize = "none";
   int header_timeout_s = 10;
   std::string log_level = "info";
 };
@@ -155,6 +156,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   rq.device = device;
   rq.max_context = context;
   rq.block_size = 16;
+  rq.quantize = f.quantize;
   if (device == "cpu") {
     rq.kv_blocks = config.batch_size * ((context + rq.block_size - 1) / rq.block_size);
     // The KV cache must fit beside the weights: in max_memory.cpu when it is
@@ -261,6 +263,7 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("--max-memory-cpu", f->max_memory_cpu, "Host memory budget, e.g. 16GB");
   cmd->add_option("--max-memory-gpu", f->max_memory_gpu, "GPU memory budget, e.g. 48GB");
   cmd->add_option("--device", f->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
+  add_quantize_option(*cmd, f->quantize);
   cmd->add_flag("--batch-invariant", f->batch_invariant,
                 "GPU: decode every batch with the batch-invariant GEMV, so that an answer never depends on its "
                 "batch (slower under load; the CPU engine always is)");

@@ -17,11 +17,19 @@ bool gpu_engine_available() {
 #endif
 }
 
+void add_quantize_option(CLI::App& cmd, std::string& quantize) {
+  cmd.add_option("--quantize", quantize,
+                 "GPU: quantize the weights at load time to int8 or fp8 (E4M3), one scale per output row")
+      ->check(CLI::IsMember({"none", "int8", "fp8"}));
+}
+
 Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request) {
   std::string device = request.device;
   if (device == "auto") device = gpu_engine_available() ? "cuda" : "cpu";
   Runner out;
   if (device == "cpu") {
+    check(request.quantize == "none" || request.quantize.empty(),
+          "--quantize " + request.quantize + " is for the GPU engine; the CPU engine runs the file's weights as they are");
     CpuRunnerOptions o;
     o.max_context = request.max_context;
     o.block_size = request.block_size;
@@ -50,6 +58,9 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   o.kv_blocks = request.kv_blocks;
   o.gpu_memory_bytes = request.gpu_memory_bytes;
   o.batch_invariant = request.batch_invariant;
+  o.quantize = request.quantize == "int8" ? GpuQuantization::Int8
+               : request.quantize == "fp8" ? GpuQuantization::Fp8
+                                           : GpuQuantization::None;
   o.on_load_progress = request.on_load_progress;
   auto runner = std::make_unique<CudaModelRunner>(model, o);
   out.memory_plan = runner->plan().describe();

@@ -3,6 +3,7 @@
 // visible, else the CPU.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,6 +22,7 @@ struct RunnerRequest {
   int64_t kv_blocks = 0;          // 0: CPU one full sequence; GPU what fits
   uint64_t gpu_memory_bytes = 0;  // 0: 90% of the GPU
   bool batch_invariant = false;   // GPU: every decode batch through the GEMV
+  std::string quantize = "none";  // GPU: none, int8 or fp8 (weights quantized at load time)
   std::function<void(uint64_t, uint64_t)> on_load_progress;  // GPU weight upload
 };
 
@@ -34,6 +36,9 @@ struct Runner {
 // Throws tandem::Error for an unknown device, or `cuda` in a build or on a
 // machine without it.
 Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request);
+
+// Registers --quantize on a subcommand (none, int8, fp8).
+void add_quantize_option(CLI::App& cmd, std::string& quantize);
 
 // Whether `auto` would pick the GPU.
 bool gpu_engine_available();

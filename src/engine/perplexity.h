@@ -23,4 +23,18 @@ struct LossResult {
 // PRECONDITIONS: ids.size() >= 2; context >= 1 and fits the runner.
 LossResult evaluate_loss(ModelRunner& runner, const std::vector<int32_t>& ids, int64_t context);
 
+// How closely two runners (say, a quantized model and its 16-bit original)
+// agree on the same windows of `ids`: the fraction of positions whose argmax
+// is the same, and the largest logit difference.
+struct AgreementResult {
+  double top1_agreement = 0;
+  double max_abs_logit_diff = 0;
+  int64_t positions = 0;
+};
+
+// Windows as evaluate_loss cuts them, at most `max_windows` (0: all).
+// PRECONDITIONS: both runners have the same vocabulary; as evaluate_loss.
+AgreementResult compare_runners(ModelRunner& a, ModelRunner& b, const std::vector<int32_t>& ids, int64_t context,
+                                int64_t max_windows = 0);
+
 }  // namespace tandem

@@ -55,6 +55,23 @@ TEST_F(DemoModel, HeldOutLossMatchesTraining) {
   EXPECT_LT(std::fabs(r.mean_nll - bf16) / bf16, 0.02);  // Q8_0 against BF16: within 2%
 }
 
+// compare_runners: two runners of the same model agree everywhere, and
+// max_windows bounds the work.
+TEST_F(DemoModel, CompareRunnersReportsAgreement) {
+  const std::vector<int32_t> all = tokenizer_->encode(slurp(kDemo / "heldout.txt"), false);
+  const std::vector<int32_t> ids(all.begin(), all.begin() + 200);
+  ThreadPool pool(2);
+  CpuRunnerOptions o;
+  o.max_context = 64;
+  CpuModelRunner a(*model_, pool, o), b(*model_, pool, o);
+  const AgreementResult same = compare_runners(a, b, ids, 64);
+  EXPECT_EQ(same.positions, 199);
+  EXPECT_DOUBLE_EQ(same.top1_agreement, 1.0);
+  EXPECT_EQ(same.max_abs_logit_diff, 0.0);
+  const AgreementResult two = compare_runners(a, b, ids, 64, 2);
+  EXPECT_EQ(two.positions, 128);  // at most two windows of 64
+}
+
 TEST_F(DemoModel, GreedyGenerationIsEnglish) {
   ThreadPool pool(2);
   CpuRunnerOptions o;

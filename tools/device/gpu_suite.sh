@@ -83,3 +83,20 @@ if [ "$what" = ncu ]; then
     "$build/bin/tandem-server" perf -m "$m" --device cuda -p 64 -n 16 -r 1 > "$out/ncu.txt" 2>&1
   grep -E "^  [a-z_]+.*\(|gpu__time_duration|dram__throughput|dram__bytes_read" "$out/ncu.txt" | head -120
 fi
+if [ "$what" = quant ]; then
+  # Load-time int8/fp8: gpu tests, held-out loss on the demo model, decode
+  # speed and top-1 agreement with f16 on a synth model.
+  "$build/tests/cuda_kernels_test" > "$out/cuda_kernels_test.log" 2>&1; echo "kernels rc=$?"
+  "$build/tests/cuda_runner_test" > "$out/cuda_runner_test.log" 2>&1; echo "runner rc=$?"
+  grep -E "FAILED|int8\]|fp8\]|PASSED" "$out"/cuda_*_test.log | head -30
+  for q in none int8 fp8; do
+    "$build/bin/tandem-server" perplexity --device cuda --quantize $q -f "$src/models/demo/heldout.txt" --ctx 512 --json
+  done | tee "$out/demo-loss.jsonl"
+  m=/tmp/synth-${presets[0]}-f16.gguf
+  "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null
+  for q in int8 fp8; do
+    "$build/bin/tandem-server" perf -m "$m" --device cuda --quantize $q -p 512 -n 128 -r 2 --peak-gb-s 3350 | tail -3
+    "$build/bin/tandem-server" perplexity -m "$m" --device cuda --quantize $q --compare-quantize none \
+      -f "$src/models/demo/heldout.txt" --ctx 512 --compare-windows 4 | tail -2
+  done 2>&1 | tee "$out/quant-8b.txt"
+fi

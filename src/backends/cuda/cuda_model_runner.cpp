@@ -32,6 +32,34 @@ bool cuda_supports(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;
 }
 
+using cuda::WeightFormat;
+
+// The format a matrix of `dtype` takes on the GPU under `q`.
+WeightFormat target_format(DType dtype, GpuQuantization q) {
+  if (q == GpuQuantization::Int8) return WeightFormat::I8Row;
+  if (q == GpuQuantization::Fp8) return WeightFormat::F8Row;
+  return cuda::weight_format_of(dtype);
+}
+
+// Bytes of a [rows, cols] matrix in `format`, scales included.
+uint64_t format_bytes(WeightFormat format, int64_t rows, int64_t cols) {
+  const uint64_t n = static_cast<uint64_t>(rows * cols);
+  switch (format) {
+    case WeightFormat::Q8_0: return n + n / 32 * 2;
+    case WeightFormat::I8Row:
+    case WeightFormat::F8Row: return n + static_cast<uint64_t>(rows) * 4;
+    default: return n * static_cast<uint64_t>(cuda::weight_format_bytes(format));
+  }
+}
+
+// Bytes a tensor takes on the GPU: matrices in their target format, 1-D
+// tensors (norms, biases) as f32.
+uint64_t device_tensor_bytes(const TensorRef& t, GpuQuantization q) {
+  if (t.shape.size() == 2 && cuda_supports(t.dtype)) return format_bytes(target_format(t.dtype, q), t.shape[0], t.shape[1]);
+  if (t.shape.size() == 1) return static_cast<uint64_t>(t.n_elements()) * 4;
+  return t.n_bytes;
+}
+
 // Bytes a matrix takes on the GPU (Q8_0: quants plus f16 scales).
 uint64_t device_matrix_bytes(const TensorRef& t) {
   const uint64_t n = static_cast<uint64_t>(t.n_elements());
@@ -73,7 +101,7 @@ CudaMemoryPlan plan_cuda_memory(const ModelFile& model, const CudaRunnerOptions&
   plan.max_context = options.max_context > 0 ? options.max_context : c.context_length;
   plan.budget_bytes = options.gpu_memory_bytes > 0 ? options.gpu_memory_bytes
                                                     : static_cast<uint64_t>(static_cast<double>(gpu_total_bytes) * 0.9);
-  for (const TensorRef& t : model.tensors()) plan.weight_bytes += device_matrix_bytes(t);
+  for (const TensorRef& t : model.tensors()) plan.weight_bytes += device_tensor_bytes(t, options.quantize);
   plan.scratch_bytes = kScratchReserve;
   plan.kv_bytes_per_block =
       static_cast<uint64_t>(c.n_layers) * 2 * static_cast<uint64_t>(plan.block_size * c.kv_dim()) * sizeof(uint16_t);
@@ -120,6 +148,7 @@ struct CudaModelRunner::Impl {
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::Gemm> gemm;
   std::vector<DeviceBuffer> weights;  // owns every weight allocation
+  DeviceBuffer staging;               // a matrix in its file's format, before int8/fp8 quantization
   std::vector<Layer> layers;
   DeviceMatrix token_embd, output;
   const float* output_norm = nullptr;
@@ -202,25 +231,29 @@ struct CudaModelRunner::Impl {
     check(cuda_supports(t.dtype), path + ": tensor '" + t.name + "' has type " + std::string(dtype_name(t.dtype)) +
                                       "; the CUDA engine computes with f32, f16, bf16 and q8_0 weights");
     check(t.shape.size() == 2, path + ": tensor '" + t.name + "' is not a matrix");
-    check(t.shape[1] % cuda::gemv_vector_elems(t.dtype) == 0,
-          path + ": tensor '" + t.name + "' has " + std::to_string(t.shape[1]) +
-              " columns; the CUDA engine needs a multiple of " + std::to_string(cuda::gemv_vector_elems(t.dtype)));
+    const int64_t multiple = cuda::gemv_vector_elems(target_format(t.dtype, options.quantize));
+    check(t.shape[1] % multiple == 0, path + ": tensor '" + t.name + "' has " + std::to_string(t.shape[1]) +
+                                          " columns; the CUDA engine needs a multiple of " + std::to_string(multiple));
   }
 
-  // Device storage for a [rows, cols] matrix of `dtype` (owned by `weights`).
-  DeviceMatrix allocate_matrix(DType dtype, int64_t rows, int64_t cols) {
+  // Device storage for a [rows, cols] matrix in `format` (owned by `weights`
+  // unless `scratch` is given, which then holds it).
+  DeviceMatrix allocate_matrix(WeightFormat format, int64_t rows, int64_t cols, DeviceBuffer* scratch = nullptr) {
     DeviceMatrix m;
-    m.dtype = dtype;
+    m.format = format;
     m.rows = rows;
     m.cols = cols;
     const uint64_t n = static_cast<uint64_t>(rows * cols);
-    const uint64_t elem = dtype == DType::F32 ? 4 : dtype == DType::Q8_0 ? 1 : 2;
-    weights.emplace_back(n * elem);
-    m.data = weights.back().get();
-    if (dtype == DType::Q8_0) {
-      weights.emplace_back(n / 32 * sizeof(uint16_t));
-      m.scales = weights.back().get<__half>();
+    const uint64_t data_bytes = n * static_cast<uint64_t>(cuda::weight_format_bytes(format));
+    const uint64_t total = format_bytes(format, rows, cols);
+    DeviceBuffer* buf = scratch;
+    if (!buf) {
+      weights.emplace_back();
+      buf = &weights.back();
     }
+    buf->resize(total);
+    m.data = buf->get();
+    if (total > data_bytes) m.scales = buf->get<char>() + data_bytes;  // scales after the data (aligned: n % 16 == 0)
     return m;
   }
 
@@ -228,15 +261,25 @@ struct CudaModelRunner::Impl {
   static DeviceMatrix row_slice(const DeviceMatrix& m, int64_t row0, int64_t rows) {
     DeviceMatrix s = m;
     s.rows = rows;
-    const int64_t elem = m.dtype == DType::F32 ? 4 : m.dtype == DType::Q8_0 ? 1 : 2;
-    s.data = static_cast<const char*>(m.data) + row0 * m.cols * elem;
-    if (m.scales) s.scales = m.scales + row0 * (m.cols / 32);
+    s.data = static_cast<const char*>(m.data) + row0 * m.cols * cuda::weight_format_bytes(m.format);
+    if (m.format == WeightFormat::Q8_0) s.scales = static_cast<const __half*>(m.scales) + row0 * (m.cols / 32);
+    if (m.format == WeightFormat::I8Row || m.format == WeightFormat::F8Row)
+      s.scales = static_cast<const float*>(m.scales) + row0;
     return s;
   }
 
-  // Copies tensor `t` into `dst` (same dtype and shape), splitting Q8_0's
-  // GGUF blocks {f16 d, int8 qs[32]} into quants and scales.
+  // Copies tensor `t` into `dst` (same shape): as it is, splitting Q8_0's
+  // GGUF blocks {f16 d, int8 qs[32]} into quants and scales, or through a
+  // staging copy quantized on the GPU when dst is int8/fp8.
   void fill_matrix(const TensorRef& t, const DeviceMatrix& dst) {
+    const WeightFormat source = cuda::weight_format_of(t.dtype);
+    if (dst.format != source) {
+      DeviceMatrix staged = allocate_matrix(source, dst.rows, dst.cols, &staging);
+      fill_matrix(t, staged);
+      cuda::quantize_rows(staged, dst, stream);
+      TANDEM_CUDA_CHECK(cudaStreamSynchronize(stream));
+      return;
+    }
     if (t.dtype != DType::Q8_0) {
       const uint64_t bytes = device_matrix_bytes(t);
       for (uint64_t off = 0; off < bytes; off += kUploadChunk) {
@@ -253,7 +296,7 @@ struct CudaModelRunner::Impl {
     std::vector<uint16_t> host_d;
     const auto* blocks = reinterpret_cast<const BlockQ8_0*>(t.data);
     auto* q = static_cast<int8_t*>(const_cast<void*>(dst.data));
-    auto* d = reinterpret_cast<uint16_t*>(const_cast<__half*>(dst.scales));
+    auto* d = static_cast<uint16_t*>(const_cast<void*>(dst.scales));
     for (int64_t r0 = 0; r0 < dst.rows; r0 += chunk_rows) {
       const int64_t n = std::min(chunk_rows, dst.rows - r0);
       host_q.resize(static_cast<size_t>(n * cols));
@@ -272,7 +315,7 @@ struct CudaModelRunner::Impl {
 
   DeviceMatrix upload_matrix(const TensorRef& t, const std::string& path) {
     check_matrix(t, path);
-    DeviceMatrix m = allocate_matrix(t.dtype, t.shape[0], t.shape[1]);
+    DeviceMatrix m = allocate_matrix(target_format(t.dtype, options.quantize), t.shape[0], t.shape[1]);
     fill_matrix(t, m);
     return m;
   }
@@ -294,7 +337,7 @@ struct CudaModelRunner::Impl {
       for (const TensorRef* t : tensors) parts.push_back(upload_matrix(*t, path));
       return false;
     }
-    stacked = allocate_matrix(tensors[0]->dtype, rows, tensors[0]->shape[1]);
+    stacked = allocate_matrix(target_format(tensors[0]->dtype, options.quantize), rows, tensors[0]->shape[1]);
     int64_t row0 = 0;
     for (const TensorRef* t : tensors) {
       parts.push_back(row_slice(stacked, row0, t->shape[0]));
@@ -322,7 +365,8 @@ struct CudaModelRunner::Impl {
   void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out, int64_t ldy,
               bool accumulate) {
     int64_t n_gemv = std::min(n_tokens, n_generated);
-    if (!options.batch_invariant && n_gemv > kMaxGemvDecode && w.dtype != DType::Q8_0) n_gemv = 0;
+    const bool wide = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16 || w.format == WeightFormat::F32;
+    if (!options.batch_invariant && n_gemv > kMaxGemvDecode && wide) n_gemv = 0;
     if (n_gemv > 0) cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
     if (n_tokens > n_gemv)
       gemm->run(w, in + n_gemv * w.cols, n_tokens - n_gemv, out + n_gemv * ldy, ldy, accumulate);
@@ -377,8 +421,7 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
   m.output = c.tied_embeddings ? m.token_embd : m.upload_matrix(tensor("output.weight"), path);
   m.output_norm = m.upload_vector(tensor("output_norm.weight"), path);
   auto bytes_of = [](const DeviceMatrix& w) {
-    return static_cast<uint64_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : w.dtype == DType::Q8_0 ? 1 : 2) +
-           (w.dtype == DType::Q8_0 ? static_cast<uint64_t>(w.rows * w.cols / 32 * 2) : 0);
+    return format_bytes(w.format, w.rows, w.cols);
   };
   m.weight_bytes_per_step = bytes_of(m.output);
   m.layers.resize(static_cast<size_t>(c.n_layers));
@@ -411,6 +454,8 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
     for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down})
       m.weight_bytes_per_step += bytes_of(*w);
   }
+
+  m.staging = DeviceBuffer();
 
   // RoPE tables, angles in double as the CPU engine computes them.
   const std::vector<double> inv_freq = rope_inv_freq(c);

@@ -18,6 +18,10 @@
 
 namespace tandem {
 
+// Weights quantized at load time (from any file type): int8 or FP8 E4M3,
+// one f32 scale per output row (W8A16: activations stay 16/32-bit).
+enum class GpuQuantization { None, Int8, Fp8 };
+
 struct CudaRunnerOptions {
   int device = 0;
   int64_t block_size = 16;
@@ -25,6 +29,7 @@ struct CudaRunnerOptions {
   int64_t kv_blocks = 0;         // 0: as many as fit the GPU budget after the weights
   uint64_t gpu_memory_bytes = 0; // 0: 90% of the GPU's memory
   bool cuda_graphs = true;       // replay decode steps as captured CUDA graphs
+  GpuQuantization quantize = GpuQuantization::None;
   // Every generated token through the batch-invariant GEMV. Off: decode
   // steps of more than 8 sequences with 16/32-bit weights use the tensor-core
   // GEMM (faster under load; a sequence's bits may then depend on its batch).

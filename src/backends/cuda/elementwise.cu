@@ -3,6 +3,7 @@
 // RoPE, KV-cache write).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
@@ -30,23 +31,30 @@ __device__ float block_sum(float v) {
   return total;
 }
 
-__device__ __forceinline__ float load_weight(DType dtype, const void* data, const __half* scales, int64_t cols,
-                                             int64_t r, int64_t c) {
-  switch (dtype) {
-    case DType::F32: return static_cast<const float*>(data)[r * cols + c];
-    case DType::F16: return __half2float(static_cast<const __half*>(data)[r * cols + c]);
-    case DType::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[r * cols + c]);
-    default:  // Q8_0
-      return __half2float(scales[r * (cols / 32) + c / 32]) *
-             static_cast<float>(static_cast<const int8_t*>(data)[r * cols + c]);
+__device__ __forceinline__ float load_weight(const DeviceMatrix& w, int64_t r, int64_t c) {
+  const int64_t i = r * w.cols + c;
+  switch (w.format) {
+    case WeightFormat::F32: return static_cast<const float*>(w.data)[i];
+    case WeightFormat::F16: return __half2float(static_cast<const __half*>(w.data)[i]);
+    case WeightFormat::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(w.data)[i]);
+    case WeightFormat::Q8_0:
+      return __half2float(static_cast<const __half*>(w.scales)[r * (w.cols / 32) + c / 32]) *
+             static_cast<float>(static_cast<const int8_t*>(w.data)[i]);
+    case WeightFormat::I8Row:
+      return static_cast<const float*>(w.scales)[r] * static_cast<float>(static_cast<const int8_t*>(w.data)[i]);
+    case WeightFormat::F8Row: {
+      __nv_fp8_e4m3 v;
+      v.__x = static_cast<const __nv_fp8_storage_t*>(w.data)[i];
+      return static_cast<const float*>(w.scales)[r] * static_cast<float>(v);
+    }
   }
+  return 0.0f;
 }
 
-__global__ void embed_kernel(DType dtype, const void* data, const __half* scales, int64_t cols,
-                             const int32_t* __restrict__ ids, float* __restrict__ out) {
+__global__ void embed_kernel(DeviceMatrix table, const int32_t* __restrict__ ids, float* __restrict__ out) {
   const int64_t i = blockIdx.x;
   const int64_t r = ids[i];
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[i * cols + c] = load_weight(dtype, data, scales, cols, r, c);
+  for (int64_t c = threadIdx.x; c < table.cols; c += blockDim.x) out[i * table.cols + c] = load_weight(table, r, c);
 }
 
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
@@ -83,12 +91,40 @@ __global__ void convert_kernel(const float* __restrict__ x, int64_t n, T* __rest
   }
 }
 
-__global__ void dequantize_q8_0_kernel(const int8_t* __restrict__ q, const __half* __restrict__ scales, int64_t cols,
-                                       int64_t row0, int64_t n, __half* __restrict__ out) {
+__global__ void dequantize_kernel(DeviceMatrix w, int64_t row0, int64_t n, __half* __restrict__ out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = row0 + i / cols, c = i % cols;
-    out[i] = __float2half_rn(__half2float(scales[r * (cols / 32) + c / 32]) * static_cast<float>(q[r * cols + c]));
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __float2half_rn(load_weight(w, row0 + i / w.cols, i % w.cols));
+}
+
+// One block per row: the row's max |w| sets the scale, then each weight is
+// rounded to the 8-bit format (E4M3 conversion saturates at 448).
+__global__ void quantize_rows_kernel(DeviceMatrix src, DeviceMatrix dst) {
+  const int64_t r = blockIdx.x;
+  float m = 0.0f;
+  for (int64_t c = threadIdx.x; c < src.cols; c += blockDim.x) m = fmaxf(m, fabsf(load_weight(src, r, c)));
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  if (lane == 0) partial[warp] = m;
+  __syncthreads();
+  float row_max = 0.0f;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) row_max = fmaxf(row_max, partial[w]);
+  const bool is_int8 = dst.format == WeightFormat::I8Row;
+  const float scale = row_max > 0.0f ? row_max / (is_int8 ? 127.0f : 448.0f) : 1.0f;
+  const float inv = 1.0f / scale;
+  if (threadIdx.x == 0) const_cast<float*>(static_cast<const float*>(dst.scales))[r] = scale;
+  for (int64_t c = threadIdx.x; c < src.cols; c += blockDim.x) {
+    const float x = load_weight(src, r, c) * inv;
+    const int64_t i = r * src.cols + c;
+    if (is_int8) {
+      static_cast<int8_t*>(const_cast<void*>(dst.data))[i] =
+          static_cast<int8_t>(fminf(127.0f, fmaxf(-127.0f, rintf(x))));
+    } else {
+      static_cast<__nv_fp8_storage_t*>(const_cast<void*>(dst.data))[i] =
+          __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
+    }
   }
 }
 
@@ -174,8 +210,7 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
 
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream) {
   if (n == 0) return;
-  embed_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(table.dtype, table.data, table.scales, table.cols, ids,
-                                                             out);
+  embed_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(table, ids, out);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -204,11 +239,19 @@ void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t st
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
-void dequantize_q8_0(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream) {
+void dequantize_to_f16(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream) {
   const int64_t n = n_rows * w.cols;
   if (n == 0) return;
-  dequantize_q8_0_kernel<<<grid_for(n, 256), 256, 0, stream>>>(static_cast<const int8_t*>(w.data), w.scales, w.cols,
-                                                               row0, n, out);
+  dequantize_kernel<<<grid_for(n, 256), 256, 0, stream>>>(w, row0, n, out);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+void quantize_rows(const DeviceMatrix& src, const DeviceMatrix& dst, cudaStream_t stream) {
+  check(dst.format == WeightFormat::I8Row || dst.format == WeightFormat::F8Row,
+        "internal: quantize_rows writes int8 or fp8 rows");
+  check(src.rows == dst.rows && src.cols == dst.cols, "internal: quantize_rows shapes differ");
+  if (src.rows == 0) return;
+  quantize_rows_kernel<<<static_cast<unsigned>(src.rows), 256, 0, stream>>>(src, dst);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -29,16 +29,16 @@ void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y
   const int m = static_cast<int>(w.rows), n = static_cast<int>(n_tokens), k = static_cast<int>(w.cols);
   const int ldc = static_cast<int>(ldy);
   // Column-major view: W^T is [cols, rows] with lda = cols; x^T is [cols, n]; y^T is [rows, n].
-  if (w.dtype == DType::F32) {
+  if (w.format == WeightFormat::F32) {
     TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.data, CUDA_R_32F, k, x,
                                      CUDA_R_32F, k, &beta, y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
   }
-  const DType low = w.dtype == DType::BF16 ? DType::BF16 : DType::F16;
+  const DType low = w.format == WeightFormat::BF16 ? DType::BF16 : DType::F16;
   const cudaDataType_t low_type = low == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   x_low_.resize(static_cast<size_t>(n_tokens * w.cols) * 2);
   convert_f32(x, n_tokens * w.cols, low, x_low_.get(), stream_);
-  if (w.dtype != DType::Q8_0) {
+  if (w.format == WeightFormat::F16 || w.format == WeightFormat::BF16) {
     TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.data, low_type, k,
                                      x_low_.get(), low_type, k, &beta, y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT));
@@ -48,7 +48,7 @@ void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y
   w_f16_.resize(static_cast<size_t>(slice_rows * w.cols) * sizeof(__half));
   for (int64_t r0 = 0; r0 < w.rows; r0 += slice_rows) {
     const int64_t rows = std::min(slice_rows, w.rows - r0);
-    dequantize_q8_0(w, r0, rows, w_f16_.get<__half>(), stream_);
+    dequantize_to_f16(w, r0, rows, w_f16_.get<__half>(), stream_);
     TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), n, k, &alpha,
                                      w_f16_.get(), CUDA_R_16F, k, x_low_.get(), CUDA_R_16F, k, &beta, y + r0,
                                      CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

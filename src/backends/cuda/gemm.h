@@ -19,7 +19,8 @@ class Gemm {
   // y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * x[t, c], t < n_tokens.
   //   x: [n_tokens, w.cols] f32; y: [n_tokens, ldy] f32, ldy >= w.rows.
   // F16/BF16 weights multiply x rounded to the same type, accumulating in
-  // f32; Q8_0 weights are dequantized to f16 a slice of rows at a time; F32
+  // f32; 8-bit weights (Q8_0, int8, fp8) are dequantized to f16 a slice of
+  // rows at a time; F32
   // weights use f32 GEMM. CPU twin: cpu::matmul_ref.
   void run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
 

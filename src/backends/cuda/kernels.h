@@ -14,20 +14,36 @@
 
 namespace tandem::cuda {
 
+// How a weight matrix sits in GPU memory.
+enum class WeightFormat {
+  F32,
+  F16,
+  BF16,
+  Q8_0,   // GGUF Q8_0: int8, one f16 scale per 32 weights of a row
+  I8Row,  // int8, one f32 scale per row (--quantize int8: W8A16)
+  F8Row,  // FP8 E4M3, one f32 scale per row (--quantize fp8)
+};
+// F32, F16, BF16, Q8_0 for those file types; throws for others.
+WeightFormat weight_format_of(DType dtype);
+const char* weight_format_name(WeightFormat format);
+// Bytes per weight, scales aside.
+int64_t weight_format_bytes(WeightFormat format);
+
 // A weight matrix in device memory, used as y = W x (rows = n_out, cols = n_in).
 //   F32, F16, BF16: data [rows, cols], row-major.
 //   Q8_0: data = int8 quants [rows, cols], scales = f16 [rows, cols / 32]:
 //         GGUF's 34-byte blocks split so that quants load 16 bytes at a time.
+//   I8Row, F8Row: data = 8-bit [rows, cols], scales = f32 [rows].
 struct DeviceMatrix {
-  DType dtype = DType::F32;
+  WeightFormat format = WeightFormat::F32;
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
-  const __half* scales = nullptr;
+  const void* scales = nullptr;
 };
 
 // Elements per 16-byte load of a weight row; cols must be a multiple.
-int64_t gemv_vector_elems(DType dtype);
+int64_t gemv_vector_elems(WeightFormat format);
 
 // y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * x[t, c], t < n_tokens.
 //   x: [n_tokens, w.cols] f32; y: [n_tokens, ldy] f32 (ldy >= w.rows: y may be
@@ -55,9 +71,13 @@ void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cud
 // out[i] = (half or bfloat16) x[i], i < n.  to: F16 or BF16.
 void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t stream);
 
-// out[r - row0, :] = dequantized W[r, :] as f16, for r in [row0, row0 + n_rows).
-// PRECONDITIONS: w.dtype == Q8_0.
-void dequantize_q8_0(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream);
+// out[r - row0, :] = W[r, :] as f16, for r in [row0, row0 + n_rows); any format.
+void dequantize_to_f16(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream);
+
+// Quantizes src (any format) row by row into dst (I8Row or F8Row, same
+// shape): scale = max|row| / 127 (int8) or / 448 (E4M3), q = round(w / scale).
+// CPU twin: quantize_rows_ref in tests/backends/cuda.
+void quantize_rows(const DeviceMatrix& src, const DeviceMatrix& dst, cudaStream_t stream);
 
 enum class RopeLayout { HalfSplit, Interleaved };
 

@@ -79,7 +79,7 @@ TestMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
     m.data = to_device(m.host_bytes);
   }
   m.host = cpu::WeightMatrix{dtype, rows, cols, m.host_bytes.data()};
-  m.device = DeviceMatrix{dtype, rows, cols, m.data.get(), m.scales.get<__half>()};
+  m.device = DeviceMatrix{weight_format_of(dtype), rows, cols, m.data.get(), m.scales.get()};
   return m;
 }
 
@@ -149,6 +149,76 @@ TEST_P(GemvTest, GemmMatchesCpuReference) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemvTest, ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// E4M3 (bias 7, 3 mantissa bits, no infinities) to float.
+float e4m3_to_float(uint8_t v) {
+  const int sign = v >> 7, exp = (v >> 3) & 15, mant = v & 7;
+  float x = exp == 0 ? std::ldexp(mant / 8.0f, -6) : std::ldexp(1.0f + mant / 8.0f, exp - 7);
+  return sign ? -x : x;
+}
+
+class QuantizeTest : public ::testing::TestWithParam<WeightFormat> {};
+
+// quantize_rows against a CPU rounding of the same rows, then the 8-bit GEMV
+// and GEMM against matmul_ref on the dequantized weights.
+TEST_P(QuantizeTest, RowsRoundAsTheCpuDoesAndMatmulsMatch) {
+  const WeightFormat format = GetParam();
+  const int64_t rows = 96, cols = 512, n = 5;
+  TestMatrix src = make_matrix(DType::BF16, rows, cols, 21);
+  DeviceBuffer q(static_cast<size_t>(rows * cols)), scales(static_cast<size_t>(rows) * 4);
+  const DeviceMatrix dst{format, rows, cols, q.get(), scales.get()};
+  quantize_rows(src.device, dst, nullptr);
+  const std::vector<uint8_t> q_host = to_host<uint8_t>(q, static_cast<size_t>(rows * cols));
+  const std::vector<float> s_host = to_host<float>(scales, static_cast<size_t>(rows));
+
+  std::vector<float> w(static_cast<size_t>(rows * cols)), dq(w.size());
+  cpu::dequantize_row(DType::BF16, src.host_bytes.data(), w.data(), rows * cols);
+  int64_t off_by_one = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    float m = 0;
+    for (int64_t c = 0; c < cols; ++c) m = std::max(m, std::fabs(w[static_cast<size_t>(r * cols + c)]));
+    const float scale = m / (format == WeightFormat::I8Row ? 127.0f : 448.0f);
+    ASSERT_NEAR(s_host[static_cast<size_t>(r)], scale, 1e-6f * scale);
+    for (int64_t c = 0; c < cols; ++c) {
+      const size_t i = static_cast<size_t>(r * cols + c);
+      if (format == WeightFormat::I8Row) {
+        const int want = static_cast<int>(std::nearbyint(w[i] / scale));
+        const int got = static_cast<int8_t>(q_host[i]);
+        ASSERT_LE(std::abs(got - want), 1) << r << "," << c;  // a fast reciprocal may tip an exact half
+        off_by_one += got != want;
+        dq[i] = static_cast<float>(got) * s_host[static_cast<size_t>(r)];
+      } else {
+        dq[i] = e4m3_to_float(q_host[i]) * s_host[static_cast<size_t>(r)];
+        // E4M3 keeps 3 mantissa bits: half a step is 1/16 of the value (or 2^-10 of the scale near 0).
+        ASSERT_LE(std::fabs(dq[i] - w[i]), std::fabs(w[i]) / 16 + scale * std::ldexp(1.0f, -10) + 1e-12f) << r << "," << c;
+      }
+    }
+  }
+  EXPECT_LE(off_by_one, rows * cols / 1000);
+
+  const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 22);
+  std::vector<float> want(static_cast<size_t>(n * rows));
+  const cpu::WeightMatrix ref{DType::F32, rows, cols, dq.data()};
+  cpu::matmul_ref(ref, x.data(), n, want.data());
+  DeviceBuffer dx = to_device(x), dy(want.size() * 4);
+  gemv(dst, dx.get<float>(), n, dy.get<float>(), rows, false, nullptr);
+  std::vector<float> got = to_host<float>(dy, want.size());
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4 + 1e-4 * std::fabs(want[i])) << i;
+  cudaStream_t stream;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
+  {
+    Gemm gemm(stream);
+    gemm.run(dst, dx.get<float>(), n, dy.get<float>(), rows, false);
+    got = to_host<float>(dy, want.size());
+    double max_err = 0;
+    for (size_t i = 0; i < want.size(); ++i) max_err = std::max(max_err, std::fabs(double(got[i]) - want[i]));
+    EXPECT_LT(max_err, 4e-3);  // f16 dequantized weights and activations
+  }
+  cudaStreamDestroy(stream);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, QuantizeTest, ::testing::Values(WeightFormat::I8Row, WeightFormat::F8Row),
+                         [](const auto& info) { return std::string(weight_format_name(info.param)); });
 
 TEST(CudaKernels, RmsnormSiluAndEmbedMatchCpu) {
   const int64_t rows = 5, n = 4096;

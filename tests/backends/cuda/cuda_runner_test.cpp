@@ -271,6 +271,27 @@ std::vector<float> decode_trace(ModelRunner& runner, const Reference& ref_, int 
   }
 }
 
+// Weights quantized at load time to int8 or FP8 rows, from the BF16 fixture.
+TEST_P(CudaNumerics, LoadTimeQuantizationStaysNearReference) {
+  auto model = ModelFile::open((kFixtures / GetParam()).string());
+  const int64_t vocab = model->config().vocab_size;
+  for (GpuQuantization q : {GpuQuantization::Int8, GpuQuantization::Fp8}) {
+    CudaRunnerOptions o = small_options();
+    o.quantize = q;
+    CudaModelRunner runner(*model, o);
+    // Measured on the H100 (tiny fixtures): int8 up to 0.28, fp8 up to 1.08.
+    const double tol = q == GpuQuantization::Int8 ? 0.4 : 1.5;
+    const Diff a = compare(all_logits(runner, ref_.prompt_a), ref_.logits_a, vocab, 2 * tol);
+    const Diff b = compare(all_logits(runner, ref_.prompt_b), ref_.logits_b, vocab, 2 * tol);
+    std::printf("[%s %s] max|dlogit| a=%.2e b=%.2e near-ties %lld/%lld\n", GetParam().c_str(),
+                q == GpuQuantization::Int8 ? "int8" : "fp8", a.max_abs, b.max_abs,
+                static_cast<long long>(a.near_ties + b.near_ties), static_cast<long long>(a.rows + b.rows));
+    EXPECT_LT(a.max_abs, tol);
+    EXPECT_LT(b.max_abs, tol);
+    EXPECT_EQ(a.disagreements + b.disagreements, 0);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaNumerics, ::testing::Values("llama3", "llama2", "qwen2", "qwen3"));
 
 TEST(CudaPlan, RefusesModelsThatDoNotFitWithNumbers) {
@@ -287,6 +308,10 @@ TEST(CudaPlan, RefusesModelsThatDoNotFitWithNumbers) {
   o.gpu_memory_bytes = uint64_t{4} << 30;
   const CudaMemoryPlan plan = plan_cuda_memory(*model, o, uint64_t{80} << 30);
   EXPECT_GT(plan.kv_blocks * plan.block_size, 256);
+  // int8 rows: one byte per weight plus a scale per row, under the bf16 plan.
+  o.quantize = GpuQuantization::Int8;
+  const CudaMemoryPlan q = plan_cuda_memory(*model, o, uint64_t{80} << 30);
+  EXPECT_LT(q.weight_bytes, plan.weight_bytes * 6 / 10);
   EXPECT_LE(plan.weight_bytes + plan.scratch_bytes + plan.kv_bytes_per_block * uint64_t(plan.kv_blocks),
             plan.budget_bytes);
 }
