@@ -75,6 +75,19 @@ std::string trim(const std::string& s) {
   return s.substr(a, b - a + 1);
 }
 
+// Every line of `text` with `prefix` in front.
+std::string indent(const std::string& text, const std::string& prefix) {
+  std::string out;
+  size_t start = 0;
+  while (start < text.size()) {
+    const size_t end = text.find('\n', start);
+    const size_t stop = end == std::string::npos ? text.size() : end + 1;
+    out += prefix + text.substr(start, stop - start);
+    start = stop;
+  }
+  return out;
+}
+
 std::string format_ms(double ms) {
   char buf[32];
   std::snprintf(buf, sizeof buf, ms < 10 ? "%.1f ms" : "%.0f ms", ms);
@@ -308,7 +321,7 @@ class ChatRepl {
             "  /help                  this list\n"
             "  /quit                  leave (so does Ctrl-D, or Ctrl-C twice)\n"
             "Ctrl-C while an answer streams stops that answer.\n",
-            chat::describe_params().c_str());
+            indent(chat::describe_params(), "    ").c_str());
       } else if (name == "/reset") {
         conversation_.reset();
         std::printf("Conversation cleared.\n");

@@ -174,3 +174,37 @@ test('a backend that dies: its requests in flight fail, new conversations go to 
   assert.match(e.message, /no backend is available/);
   c.ws.close();
 });
+
+test('a backend that drains: new requests for it go to the other without an error', async () => {
+  const [c, d] = [await startServer(), await startServer()];
+  // Slow polling: the bridge learns of the drain from the backend's refusal, not from a poll.
+  const ui2 = spawnTandem(['ui', '--backend', String(c.port), '--backend', String(d.port), '--api-key', API_KEY,
+    '--port', '0', '--poll-interval', '30']);
+  try {
+    const port = await waitFor(() => ui2.out.stdout.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1], 20000, 'the ui');
+    await waitFor(() => (ui2.out.stderr.match(/linked to/g) ?? []).length === 2, 20000, 'both links');
+    const saved = wsUrl;
+    wsUrl = `ws://127.0.0.1:${port}/ws`;
+    const br = await browser();
+    wsUrl = saved;
+    br.send({ command: 'generate', id: 'probe', conversation: 'k', prompt: 'Hello', params: P });
+    const xUrl = (await collect(br, 'probe')).end.backend;
+    const [x, y] = xUrl.endsWith(`:${c.port}/ws`) ? [c, d] : [d, c];
+    // A long request keeps x draining for a while after SIGTERM.
+    br.send({ command: 'generate', id: 'hold', conversation: 'k', prompt: 'Once upon a time', params: { max_tokens: 400, ignore_eos: true } });
+    await br.next((m) => m.id === 'hold' && m.event === 'token');
+    x.proc.kill('SIGTERM');
+    await waitFor(async () => (await fetch(`${x.base}/health`).catch(() => ({ status: 0 }))).status !== 200, 10000, 'x draining');
+    br.send({ command: 'generate', id: 'after', conversation: 'k', prompt: 'Hello', params: P });
+    const after = await collect(br, 'after');
+    assert.equal(after.end.event, 'done', JSON.stringify(after.end));
+    assert.equal(after.end.backend, `ws://127.0.0.1:${y.port}/ws`);
+    assert.match(ui2.out.stderr, /refused a request \(shutting_down\); sent it to another backend/);
+    br.ws.close();
+    await x.exited;
+  } finally {
+    ui2.proc.kill('SIGTERM');
+    await ui2.exited;
+    for (const s of [c, d]) await s.stop();
+  }
+});

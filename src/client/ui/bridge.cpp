@@ -169,7 +169,7 @@ std::optional<json> Bridge::generate(const std::shared_ptr<BrowserSink>& from, c
   json forwarded = command;
   forwarded.erase("conversation");
   forwarded["id"] = backend_id;
-  routes_[backend_id] = Route{from, from.get(), browser_id, *chosen};
+  routes_[backend_id] = Route{from, from.get(), browser_id, *chosen, forwarded, model};
   by_browser_[{from.get(), browser_id}] = backend_id;
   ++b.in_flight;
   b.ws->send(forwarded);
@@ -209,12 +209,46 @@ void Bridge::on_backend_event(size_t index, json event) {
   auto it = routes_.find(event["id"].get<std::string>());
   if (it == routes_.end() || it->second.backend != index) return;  // ended already (cancelled, browser gone)
   const std::string kind = event.value("event", "");
+  if (kind == "token") it->second.streaming = true;
+  if (kind == "error") {
+    const std::string code = event.value("code", "");
+    if (code == "shutting_down" || code == "loading") {
+      // Take it out of routing now rather than at the next poll.
+      if (!backends_[index].report) backends_[index].report = status::BackendReport{};
+      backends_[index].report->state = code == "loading" ? "loading" : "draining";
+    }
+    if ((code == "shutting_down" || code == "overloaded" || code == "loading") && retry_elsewhere(it->first, index)) {
+      std::fprintf(stderr, "tandem ui: %s refused a request (%s); sent it to another backend\n",
+                   backends_[index].url.ws().c_str(), code.c_str());
+      return;
+    }
+  }
   event["id"] = it->second.browser_id;
   const bool last = kind == "done" || kind == "error";
   if (last) event["backend"] = backends_[index].url.ws();
   std::shared_ptr<BrowserSink> sink = it->second.sink.lock();
   if (last) end_route(it->first);
   if (sink) sink->deliver(event);
+}
+
+bool Bridge::retry_elsewhere(const std::string& backend_id, size_t refused_by) {
+  auto it = routes_.find(backend_id);
+  if (it == routes_.end() || it->second.streaming || it->second.attempts >= backends_.size()) return false;
+  std::vector<RouteCandidate> c = candidates();
+  c[refused_by].healthy = false;
+  const std::optional<size_t> next = least_loaded(c, it->second.model);
+  if (!next) return false;
+  Route route = it->second;
+  end_route(backend_id);
+  const std::string new_id = "b" + std::to_string(++next_id_);
+  route.backend = *next;
+  route.attempts++;
+  route.command["id"] = new_id;
+  by_browser_[{route.owner, route.browser_id}] = new_id;
+  ++backends_[*next].in_flight;
+  backends_[*next].ws->send(route.command);
+  routes_[new_id] = std::move(route);
+  return true;
 }
 
 void Bridge::fail_backend_requests(size_t index, const std::string& reason) {

@@ -7,7 +7,9 @@
 // count); a `conversation` string keeps a conversation on one backend while
 // that backend stays healthy. When a backend goes away its requests in flight
 // end with an error event (code "backend_unavailable") and new ones go to the
-// others. Everything runs on one single-threaded io_context.
+// others; a request a backend refuses before its first token because it is
+// shutting down, overloaded or loading is sent to another backend instead.
+// Everything runs on one single-threaded io_context.
 #pragma once
 
 #include <chrono>
@@ -91,12 +93,19 @@ class Bridge {
     BrowserSink* owner = nullptr;
     std::string browser_id;
     size_t backend = 0;
+    nlohmann::json command;  // as forwarded, for a retry elsewhere
+    std::string model;       // the model it asked for ("" = any)
+    bool streaming = false;  // a token came: too late to retry elsewhere
+    size_t attempts = 1;
   };
 
   asio::awaitable<void> keep_linked(size_t index);
   asio::awaitable<void> poll_forever();
   void on_backend_event(size_t index, nlohmann::json event);
   void fail_backend_requests(size_t index, const std::string& reason);
+  // A backend refused a request before its first token (shutting_down,
+  // overloaded, loading): true when it went to another backend instead.
+  bool retry_elsewhere(const std::string& backend_id, size_t refused_by);
   void end_route(const std::string& backend_id);
   bool healthy(const Backend& b) const;
   std::vector<RouteCandidate> candidates() const;
