@@ -78,6 +78,30 @@ test('a full queue shows the readable overloaded message', async () => {
   assert.doesNotMatch(text, /[{}"]/, 'no raw JSON');
 });
 
+test('while the model loads, the badge shows its progress, then the UI connects', async () => {
+  const browser = await launchBrowser();
+  cleanup.push(() => browser.close());
+  const port = await freePort();
+  // Reading the 13 MB demo model at 1.5 MB/s takes about 9 s.
+  process.env.TANDEM_TEST_LOAD_BYTES_PER_S = '1500000';
+  const starting = startServer({ port });
+  delete process.env.TANDEM_TEST_LOAD_BYTES_PER_S;
+  cleanup.push(async () => (await starting.catch(() => null))?.stop());
+  const base = `http://127.0.0.1:${port}`;
+  await eventually(async () => (await fetch(base + '/health').catch(() => null))?.status === 503, 10000, 'the server to answer while loading');
+  await browser.page.goto(base + '/');
+  const seen = [];
+  await eventually(async () => {
+    const text = await browser.page.locator('.conn').textContent();
+    if (seen[seen.length - 1] !== text) seen.push(text);
+    return /^model loading \d+%$/.test(text);
+  }, 5000, 'the loading badge').catch((e) => {
+    throw new Error(`${e.message}; the badge showed ${JSON.stringify(seen)}`);
+  });
+  await starting;
+  await browser.page.waitForSelector('.conn[data-state="connected"]', { timeout: 10000 });
+});
+
 test('a server with an API key: the page loads without it, the UI asks for it, then connects', async () => {
   const server = await startServer({ extra: ['--api-key', 'browser-key-1'] });
   cleanup.push(() => server.stop());

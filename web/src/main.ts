@@ -70,15 +70,19 @@ function main(): void {
   window.addEventListener('hashchange', show);
   show();
 
-  // The badge: connected / connecting / disconnected (retry countdown).
+  // The badge: connected / connecting / model loading (with progress) /
+  // disconnected (retry countdown) / API key needed.
   let countdown: number | undefined;
+  let loadProgress = '';
   const renderBadge = (s: ConnectionState) => {
     window.clearInterval(countdown);
     badge.dataset.state = s.phase;
     modelEl.textContent = s.phase === 'connected' ? (s.model ?? '') : '';
+    const loading = s.phase === 'connecting' && s.lastError?.code === 'loading';
+    if (!loading) loadProgress = '';
     const paint = () => {
       if (s.phase === 'connected') badge.textContent = 'connected';
-      else if (s.phase === 'connecting') badge.textContent = s.lastError?.code === 'loading' ? 'model loading…' : 'connecting…';
+      else if (s.phase === 'connecting') badge.textContent = loading ? `model loading${loadProgress ? ` ${loadProgress}` : '…'}` : 'connecting…';
       else if (s.phase === 'needs_key') badge.textContent = 'API key needed';
       else {
         const left = Math.max(0, Math.ceil(((s.retryAt ?? Date.now()) - Date.now()) / 1000));
@@ -87,6 +91,12 @@ function main(): void {
     };
     paint();
     if (s.phase === 'disconnected') countdown = window.setInterval(paint, 500);
+    if (loading) {
+      void fetchLoadProgress().then((p) => {
+        loadProgress = p;
+        if (app.conn.state.value === s) paint();
+      });
+    }
     badge.title = s.phase === 'disconnected' ? 'Disconnected from the server; click to retry now' : `Connection: ${s.phase}`;
     keyPrompt.show(s.phase === 'needs_key', s.lastError ? describeError(s.lastError).detail : '');
   };
@@ -97,6 +107,20 @@ function main(): void {
   app.conn.start();
   dashboard.start();
   void chat.init();
+}
+
+// While the server loads its model, GET /v1/status reports the bytes read.
+async function fetchLoadProgress(): Promise<string> {
+  try {
+    const key = loadApiKey();
+    const res = await fetch('/v1/status', { headers: key ? { Authorization: `Bearer ${key}` } : {} });
+    const status = (await res.json()) as { state?: string; progress?: { bytes_done?: number; bytes_total?: number } };
+    const done = status.progress?.bytes_done ?? 0;
+    const total = status.progress?.bytes_total ?? 0;
+    return status.state === 'loading' && total > 0 ? `${Math.floor((100 * done) / total)}%` : '';
+  } catch {
+    return '';
+  }
 }
 
 // Shown when the server answers init with `unauthorized`.
