@@ -29,6 +29,9 @@ class Communicator {
   // in order.  data: [n]
   virtual void send(const float* data, int64_t n, int peer) = 0;
   virtual void recv(float* data, int64_t n, int peer) = 0;
+  // Waits until every operation this rank queued has finished. The
+  // in-process communicator runs each at once; NCCL queues on a stream.
+  virtual void synchronize() {}
 };
 
 }  // namespace tandem::parallel

@@ -1,0 +1,97 @@
+// The one source of src/parallel that includes CUDA and NCCL headers; it is
+// compiled only in CUDA builds that found NCCL.
+#include "parallel/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "common/error.h"
+
+namespace tandem::parallel {
+namespace {
+
+static_assert(sizeof(ncclUniqueId) == sizeof(NcclUniqueId::bytes), "NCCL unique id size changed");
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string(what) + ": CUDA error: " + cudaGetErrorString(e));
+}
+
+void check_nccl(ncclResult_t r, const char* what) {
+  if (r != ncclSuccess) throw Error(std::string(what) + ": NCCL error: " + ncclGetErrorString(r));
+}
+
+}  // namespace
+
+struct NcclCommunicator::State {
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  int rank = 0;
+  int world_size = 1;
+  int device = 0;
+};
+
+NcclUniqueId make_nccl_unique_id() {
+  ncclUniqueId id;
+  check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  NcclUniqueId out;
+  std::memcpy(out.bytes.data(), &id, sizeof id);
+  return out;
+}
+
+NcclCommunicator::NcclCommunicator(const NcclUniqueId& id, int rank, int world_size, int device)
+    : state_(std::make_unique<State>()) {
+  check(world_size >= 1 && rank >= 0 && rank < world_size,
+        "NCCL rank " + std::to_string(rank) + " outside a world of " + std::to_string(world_size));
+  setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
+  state_->rank = rank;
+  state_->world_size = world_size;
+  state_->device = device;
+  check_cuda(cudaSetDevice(device), ("cudaSetDevice(" + std::to_string(device) + ")").c_str());
+  check_cuda(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  ncclUniqueId nid;
+  std::memcpy(&nid, id.bytes.data(), sizeof nid);
+  const ncclResult_t r = ncclCommInitRank(&state_->comm, world_size, nid, rank);
+  if (r != ncclSuccess) {
+    cudaStreamDestroy(state_->stream);
+    check_nccl(r, ("ncclCommInitRank (rank " + std::to_string(rank) + " of " + std::to_string(world_size) +
+                   ", device " + std::to_string(device) + ")")
+                      .c_str());
+  }
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  // No throwing here: a failure to tear down is reported by nothing.
+  if (state_->comm != nullptr) ncclCommDestroy(state_->comm);
+  if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
+}
+
+int NcclCommunicator::rank() const { return state_->rank; }
+int NcclCommunicator::world_size() const { return state_->world_size; }
+int NcclCommunicator::device() const { return state_->device; }
+void* NcclCommunicator::stream() const { return state_->stream; }
+
+void NcclCommunicator::all_reduce_sum(float* data, int64_t n) {
+  check_nccl(ncclAllReduce(data, data, static_cast<size_t>(n), ncclFloat32, ncclSum, state_->comm, state_->stream),
+             "ncclAllReduce");
+}
+
+void NcclCommunicator::all_gather(const float* in, int64_t n, float* out) {
+  check_nccl(ncclAllGather(in, out, static_cast<size_t>(n), ncclFloat32, state_->comm, state_->stream),
+             "ncclAllGather");
+}
+
+void NcclCommunicator::send(const float* data, int64_t n, int peer) {
+  check_nccl(ncclSend(data, static_cast<size_t>(n), ncclFloat32, peer, state_->comm, state_->stream), "ncclSend");
+}
+
+void NcclCommunicator::recv(float* data, int64_t n, int peer) {
+  check_nccl(ncclRecv(data, static_cast<size_t>(n), ncclFloat32, peer, state_->comm, state_->stream), "ncclRecv");
+}
+
+void NcclCommunicator::synchronize() { check_cuda(cudaStreamSynchronize(state_->stream), "cudaStreamSynchronize"); }
+
+}  // namespace tandem::parallel

@@ -1,0 +1,58 @@
+// Communicator over NCCL, for GPUs of one host (one thread per GPU) or, with
+// the unique id broadcast by an MPI launcher, of several hosts. Built only
+// when TANDEM_CUDA is on and NCCL is found (TANDEM_HAVE_NCCL); this header
+// holds no CUDA or NCCL types, so CPU code may include it.
+//
+// Buffers are device pointers on the communicator's GPU. Operations are
+// queued on the communicator's stream and return at once; queue the kernels
+// that produce and consume the buffers on the same stream (stream()), or
+// call synchronize().
+#pragma once
+
+#include <array>
+#include <memory>
+
+#include "parallel/communicator.h"
+
+namespace tandem::parallel {
+
+// NCCL's unique id (ncclUniqueId, NCCL_UNIQUE_ID_BYTES = 128 bytes). One rank
+// makes it; every rank of the clique passes the same bytes to the constructor.
+struct NcclUniqueId {
+  std::array<char, 128> bytes{};
+};
+// ncclGetUniqueId. Throws tandem::Error with NCCL's message on failure.
+NcclUniqueId make_nccl_unique_id();
+
+class NcclCommunicator : public Communicator {
+ public:
+  // Binds the calling thread to `device`, creates a stream there and joins
+  // the clique (ncclCommInitRank). Every one of the `world_size` ranks must
+  // call it, each from its own thread or process, or it blocks.
+  // Sets NCCL_NVLS_ENABLE=0 unless the environment already sets it: NVLink
+  // SHARP (multicast) needs fabric manager support that shared machines
+  // often lack, and fails at init there.
+  // Throws tandem::Error with the CUDA or NCCL message on failure.
+  NcclCommunicator(const NcclUniqueId& id, int rank, int world_size, int device);
+  ~NcclCommunicator() override;
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  int rank() const override;
+  int world_size() const override;
+  int device() const;
+  // The cudaStream_t its operations are queued on.
+  void* stream() const;
+
+  void all_reduce_sum(float* data, int64_t n) override;        // ncclAllReduce, ncclSum, in place
+  void all_gather(const float* in, int64_t n, float* out) override;  // ncclAllGather
+  void send(const float* data, int64_t n, int peer) override;  // ncclSend
+  void recv(float* data, int64_t n, int peer) override;        // ncclRecv
+  void synchronize() override;                                 // cudaStreamSynchronize
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace tandem::parallel
