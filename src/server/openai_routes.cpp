@@ -1,7 +1,10 @@
 // POST /v1/chat/completions and /v1/completions: submit n engine requests,
 // then either stream SSE chunks as events arrive or answer once all are done.
-// A client that goes away (its socket turns readable with nothing to read:
-// EOF or reset) gets its requests cancelled at once.
+// A client that goes away (its socket turns readable and a peek finds EOF or
+// an error) gets its requests cancelled at once.
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <spdlog/spdlog.h>
 
 #include "server/api_error.h"
@@ -42,20 +45,31 @@ asio::awaitable<bool> write_error(ServerContext& ctx, beast::tcp_stream& stream,
 struct DisconnectWatch {
   bool gone = false;
   bool stopped = false;
+  int stale_wakeups = 0;  // readiness that turned out to be nothing
 };
 
 void watch_for_disconnect(const std::shared_ptr<DisconnectWatch>& watch, const std::shared_ptr<EventInbox>& inbox,
                           tcp::socket& socket) {
   socket.async_wait(tcp::socket::wait_read, [watch, inbox, &socket](beast::error_code ec) {
     if (watch->stopped) return;  // the request finished; the socket may be gone
-    beast::error_code ec2;
-    const size_t available = ec ? 0 : socket.available(ec2);
-    // Readable with nothing to read is EOF (or an error): the client left.
-    // Bytes waiting are a pipelined request: stop watching.
-    if (ec || ec2 || available == 0) {
-      watch->gone = true;
-      inbox->wake();
+    if (!ec) {
+      // A wait can complete on readiness left over from reading the request
+      // (the reactor remembers it until a read would block), so look before
+      // deciding: bytes waiting are a pipelined request (stop watching);
+      // would-block means the client is still there (watch again); only a
+      // zero-byte peek (EOF) or an error means it left.
+      char byte = 0;
+      const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        // Never spin: after many empty wake-ups, stop watching; a client that
+        // leaves is then noticed when a write fails.
+        if (++watch->stale_wakeups < 1000) watch_for_disconnect(watch, inbox, socket);
+        return;
+      }
     }
+    watch->gone = true;
+    inbox->wake();
   });
 }
 
