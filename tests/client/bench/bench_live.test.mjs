@@ -101,7 +101,7 @@ test('tandem API: fixed lengths over a sweep, JSON and SVG', async () => {
   const report = JSON.parse(fs.readFileSync(json, 'utf8'));
   assert.equal(report.config.api, 'tandem');
   assert.equal(report.prompt_sizing.method, 'tokenize');
-  checkReport(report, { requests: 24, levels: [1, 3] });
+  checkReport(report, { requests: 6, levels: [1, 3] });
   for (const r of report.levels[0].raw) assert.equal(r.prompt_tokens, 24, '/tokenize sizes prompts exactly');
   checkSvg(svg);
 });
