@@ -177,8 +177,9 @@ class ChatRepl {
         return true;
       case LinkEvent::Kind::disconnected:
         if (!down_reported_) {
+          const bool ends_sentence = !ev.text.empty() && (ev.text.back() == '.' || ev.text.back() == '?');
           notice((ever_connected_ ? "lost the backend: " : "cannot reach the backend: ") + ev.text +
-                 ". Reconnecting in the background; the conversation is kept.");
+                 (ends_sentence ? "" : ".") + " Reconnecting in the background; the conversation is kept.");
           down_reported_ = true;
         }
         return true;

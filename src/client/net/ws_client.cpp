@@ -27,6 +27,7 @@ asio::awaitable<json> WsClient::connect(BackendUrl url, InitOptions options, std
   url_ = url;
   auto state = std::make_shared<State>(executor_);
   state->where = url.host_port();
+  connecting_ = state;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   beast::error_code ec;
   tcp::resolver resolver(executor_);
@@ -34,6 +35,7 @@ asio::awaitable<json> WsClient::connect(BackendUrl url, InitOptions options, std
   if (ec) throw NetError(describe_network_error(ec, state->where));
   auto& tcp_stream = beast::get_lowest_layer(state->ws);
   tcp_stream.expires_at(deadline);
+  if (state->closed) throw NetError("the connection to " + state->where + " was closed");
   co_await tcp_stream.async_connect(endpoints, use_ec(ec));
   if (ec) throw NetError(describe_network_error(ec, state->where));
   tcp_stream.socket().set_option(tcp::no_delay(true), ec);
@@ -71,6 +73,8 @@ asio::awaitable<json> WsClient::connect(BackendUrl url, InitOptions options, std
   t.idle_timeout = std::chrono::seconds(60);
   t.keep_alive_pings = true;
   state->ws.set_option(t);
+  if (state->closed) throw NetError("the connection to " + state->where + " was closed");
+  connecting_.reset();
   state_ = state;
   asio::co_spawn(executor_, writer(state), asio::detached);
   co_return ready;
@@ -103,6 +107,11 @@ void WsClient::send(const json& command) {
 }
 
 void WsClient::close() {
+  if (std::shared_ptr<State> pending = connecting_.lock()) {
+    connecting_.reset();
+    pending->closed = true;
+    beast::get_lowest_layer(pending->ws).close();
+  }
   if (!state_) return;
   std::shared_ptr<State> state = std::move(state_);
   state->closed = true;

@@ -48,7 +48,8 @@ class WsClient {
   // Queues a command; commands go out in order. Dropped when not connected.
   void send(const nlohmann::json& command);
 
-  // Ends the connection (a pending read() throws). Safe to call twice.
+  // Ends the connection (a pending read() throws; a connect() in progress
+  // fails at once). Safe to call twice.
   void close();
 
   bool connected() const { return state_ != nullptr; }
@@ -61,6 +62,7 @@ class WsClient {
   asio::any_io_executor executor_;
   BackendUrl url_;
   std::shared_ptr<State> state_;
+  std::weak_ptr<State> connecting_;  // a connect() in progress, so close() can abort it
 };
 
 }  // namespace tandem::client::net
