@@ -33,7 +33,9 @@ async function browser(compression = 'none') {
   const ws = new WebSocket(wsUrl);
   const queue = [];
   const waiters = [];
+  let binary = 0;
   ws.on('message', (data, isBinary) => {
+    if (isBinary) binary++;
     const text = isBinary ? new TextDecoder().decode(fzstd.decompress(new Uint8Array(data))) : data.toString();
     queue.push(JSON.parse(text));
     for (let i = 0; i < waiters.length; i++) {
@@ -52,7 +54,7 @@ async function browser(compression = 'none') {
   const send = (obj) => ws.send(JSON.stringify(obj));
   send({ command: 'init', compression });
   const ready = await next((m) => m.event === 'ready' || m.event === 'error');
-  return { ws, next, send, ready };
+  return { ws, next, send, ready, binaryCount: () => binary };
 }
 
 async function collect(c, id) {
@@ -97,6 +99,17 @@ test('two browsers using the same ids do not collide; answers match a direct bac
     method: 'POST', headers: { Authorization: `Bearer ${API_KEY}`, 'Content-Type': 'application/json' },
     body: JSON.stringify({ model: 'demo-q8_0', prompt: 'In the beginning', max_tokens: 8, temperature: 0 }) });
   assert.equal((await direct.json()).choices[0].text, rx.text);
+  // Large events (20 top logprobs a token) travel zstd-compressed both ways:
+  // backend -> bridge on its link, bridge -> this browser, which asked for zstd.
+  x.send({ command: 'generate', id: 'big', prompt: 'In the beginning', params: { max_tokens: 3, temperature: 0, logprobs: true, top_logprobs: 20 } });
+  const big = [];
+  for (;;) {
+    const m = await x.next((e) => e.id === 'big');
+    if (m.event !== 'token') { assert.equal(m.event, 'done', JSON.stringify(m)); break; }
+    big.push(m);
+  }
+  assert.ok(big.length > 0 && big.every((t) => t.top_logprobs[0].length === 20));
+  assert.ok(x.binaryCount() >= big.length, 'compressed frames reached the browser');
   // Protocol rules hold at the bridge too.
   x.send({ command: 'cancel', id: 'never' });
   assert.equal((await x.next((m) => m.event === 'error')).code, 'unknown_id');
