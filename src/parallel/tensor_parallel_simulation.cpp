@@ -99,6 +99,7 @@ struct Shared {
   const ModelConfig& c;
   const ParallelPlan& plan;
   std::span<const int32_t> tokens;
+  cpu::MatmulPath path;
   std::vector<float> rope_cos, rope_sin;  // [T, head_dim/2]
 };
 
@@ -134,7 +135,7 @@ void run_rank(const Shared& s, const RankWeights& w, Communicator& tp, Communica
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   ThreadPool pool(1);
   auto matmul = [&](const TensorShard& m, const float* x, float* y) {
-    cpu::matmul(matrix_of(m), x, T, y, pool, cpu::MatmulPath::Gemm);
+    cpu::matmul(matrix_of(m), x, T, y, pool, s.path);
   };
 
   std::vector<float> x(static_cast<size_t>(T * H)), xn(x.size()), proj(x.size());  // [T, hidden]
@@ -238,7 +239,7 @@ void run_rank(const Shared& s, const RankWeights& w, Communicator& tp, Communica
 }  // namespace
 
 std::vector<float> simulate_parallel_prefill(const ModelFile& model, const ParallelConfig& config,
-                                             std::span<const int32_t> tokens) {
+                                             std::span<const int32_t> tokens, cpu::MatmulPath path) {
   const ModelConfig& c = model.config();
   check(!tokens.empty(), "the simulation needs at least one token");
   for (int32_t id : tokens)
@@ -253,7 +254,8 @@ std::vector<float> simulate_parallel_prefill(const ModelFile& model, const Paral
   for (int64_t st = 0; st < pp; ++st)
     for (int64_t r = 0; r < tp; ++r) ranks.push_back(shard_model(model, plan, st, r));
 
-  Shared shared{c, plan, tokens, {}, {}};
+  check(path != cpu::MatmulPath::Auto, "internal: the simulation needs an explicit matmul path");
+  Shared shared{c, plan, tokens, path, {}, {}};
   const std::vector<double> inv_freq = rope_inv_freq(c);
   const int64_t T = static_cast<int64_t>(tokens.size()), half = c.head_dim / 2;
   shared.rope_cos.resize(static_cast<size_t>(T * half));

@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "backends/cpu/cpu_kernels.h"
 #include "models/model_file.h"
 #include "parallel/parallel_config.h"
 
@@ -20,12 +21,14 @@ namespace tandem::parallel {
 
 // Logits [tokens.size(), vocab] of every position of one prompt that starts
 // at position 0, computed by config.world_size() simulated GPUs. Matmuls use
-// the prefill kernels (cpu::MatmulPath::Gemm), as the CPU engine does for
-// prompt tokens.
+// `path`: Gemm (the prefill kernels, as the CPU engine uses for prompt
+// tokens) or Gemv (the decode kernels, which quantize activations per
+// 32-block against Q8_0 weights, as for generated tokens).
 // PRECONDITIONS: tokens is not empty. Throws tandem::Error when the model
 // cannot be split as `config` asks (plan_parallel's errors) or a token is
 // outside the vocabulary.
 std::vector<float> simulate_parallel_prefill(const ModelFile& model, const ParallelConfig& config,
-                                             std::span<const int32_t> tokens);
+                                             std::span<const int32_t> tokens,
+                                             cpu::MatmulPath path = cpu::MatmulPath::Gemm);
 
 }  // namespace tandem::parallel

@@ -38,8 +38,10 @@ std::vector<int32_t> reference_prompt(const std::string& arch) {
   throw Error("prompt_a missing from the reference of " + arch);
 }
 
-// The unsharded CPU engine's logits for every prompt position.
-std::vector<float> engine_logits(const ModelFile& model, const std::vector<int32_t>& prompt) {
+// The unsharded CPU engine's logits for every prompt position. `decode`:
+// the tokens count as generated (prompt_len 0), so the engine computes them
+// with its decode kernels (Gemv) instead of the prefill GEMM.
+std::vector<float> engine_logits(const ModelFile& model, const std::vector<int32_t>& prompt, bool decode) {
   ThreadPool pool(2);
   CpuRunnerOptions o;
   o.max_context = 128;
@@ -48,6 +50,7 @@ std::vector<float> engine_logits(const ModelFile& model, const std::vector<int32
   SequenceKv kv;
   EXPECT_TRUE(kv.reserve(static_cast<int64_t>(prompt.size()), runner.block_size(), runner.block_allocator()));
   SequenceChunk chunk{prompt, &kv, true};
+  if (decode) chunk.prompt_len = 0;
   std::vector<float> out = runner.forward(std::span<const SequenceChunk>(&chunk, 1));
   kv.release(runner.block_allocator());
   return out;
@@ -56,6 +59,9 @@ std::vector<float> engine_logits(const ModelFile& model, const std::vector<int32
 struct Diff {
   double max_abs = 0;
   bool same_argmax = true;
+  int64_t rows = 0;
+  int64_t rows_over_1e4 = 0;  // positions whose largest difference is 1e-4 or more
+  int64_t first_over_1e4 = -1;
 };
 
 Diff compare(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab) {
@@ -65,7 +71,12 @@ Diff compare(const std::vector<float>& got, const std::vector<float>& want, int6
   for (size_t r = 0; r < want.size() / static_cast<size_t>(vocab); ++r) {
     const float* g = got.data() + r * vocab;
     const float* w = want.data() + r * vocab;
-    for (int64_t i = 0; i < vocab; ++i) d.max_abs = std::max(d.max_abs, std::fabs(double(g[i]) - double(w[i])));
+    double row_max = 0;
+    for (int64_t i = 0; i < vocab; ++i) row_max = std::max(row_max, std::fabs(double(g[i]) - double(w[i])));
+    d.max_abs = std::max(d.max_abs, row_max);
+    d.rows_over_1e4 += row_max >= 1e-4;
+    if (row_max >= 1e-4 && d.first_over_1e4 < 0) d.first_over_1e4 = static_cast<int64_t>(r);
+    ++d.rows;
     d.same_argmax &= std::max_element(g, g + vocab) - g == std::max_element(w, w + vocab) - w;
   }
   return d;
@@ -83,18 +94,26 @@ class TensorParallelFixture : public ::testing::TestWithParam<std::string> {
   // Simulates every plan the model allows among TP 1/2/4 x PP 1/2 and checks
   // the logits against the engine within `tol`; a TP the heads do not allow
   // must be refused with the numbers.
-  void check_all_plans(const std::string& path, double tol) {
+  // `tol` for the prefill kernels, `decode_tol` for the decode kernels.
+  void check_all_plans(const std::string& path, double tol, double decode_tol) {
+    check_all_plans(path, tol, false);
+    check_all_plans(path, decode_tol, true);
+  }
+
+  void check_all_plans(const std::string& path, double tol, bool decode) {
     auto model = ModelFile::open(path);
     const ModelConfig& c = model->config();
     const std::vector<int32_t> prompt = reference_prompt(GetParam());
-    const std::vector<float> want = engine_logits(*model, prompt);
+    const std::vector<float> want = engine_logits(*model, prompt, decode);
+    const cpu::MatmulPath mpath = decode ? cpu::MatmulPath::Gemv : cpu::MatmulPath::Gemm;
+    const char* kernels = decode ? "decode GEMV" : "prefill GEMM";
     const std::vector<int64_t> allowed = valid_tensor_parallel_sizes(c, model->tensors());
     int simulated = 0;
     for (int64_t tp : {1, 2, 4}) {
       for (int64_t pp : {1, 2}) {
         if (std::find(allowed.begin(), allowed.end(), tp) == allowed.end()) {
           try {
-            simulate_parallel_prefill(*model, pc(tp, pp), prompt);
+            simulate_parallel_prefill(*model, pc(tp, pp), prompt, mpath);
             ADD_FAILURE() << "TP " << tp << " should be refused for " << path;
           } catch (const Error& e) {
             EXPECT_NE(std::string(e.what()).find("cannot be split over " + std::to_string(tp) + " GPUs"),
@@ -103,11 +122,14 @@ class TensorParallelFixture : public ::testing::TestWithParam<std::string> {
           }
           continue;
         }
-        const Diff d = compare(simulate_parallel_prefill(*model, pc(tp, pp), prompt), want, c.vocab_size);
-        std::printf("[%s] TP %lld x PP %lld: max|dlogit| vs engine %.3e\n", path.c_str(), static_cast<long long>(tp),
-                    static_cast<long long>(pp), d.max_abs);
-        EXPECT_LT(d.max_abs, tol) << path << " TP " << tp << " PP " << pp;
-        EXPECT_TRUE(d.same_argmax) << path << " TP " << tp << " PP " << pp;
+        const Diff d =
+            compare(simulate_parallel_prefill(*model, pc(tp, pp), prompt, mpath), want, c.vocab_size);
+        std::printf("[%s] %s TP %lld x PP %lld: max|dlogit| vs engine %.3e (%lld of %lld positions >= 1e-4, first %lld)\n",
+                    path.c_str(), kernels, static_cast<long long>(tp), static_cast<long long>(pp), d.max_abs,
+                    static_cast<long long>(d.rows_over_1e4), static_cast<long long>(d.rows),
+                    static_cast<long long>(d.first_over_1e4));
+        EXPECT_LT(d.max_abs, tol) << path << " " << kernels << " TP " << tp << " PP " << pp;
+        EXPECT_TRUE(d.same_argmax) << path << " " << kernels << " TP " << tp << " PP " << pp;
         ++simulated;
       }
     }
@@ -125,19 +147,26 @@ class TensorParallelFixture : public ::testing::TestWithParam<std::string> {
   }
 };
 
-TEST_P(TensorParallelFixture, Bf16SafetensorsMatchesTheEngine) { check_all_plans((kFixtures / GetParam()).string(), 1e-4); }
+TEST_P(TensorParallelFixture, Bf16SafetensorsMatchesTheEngine) { check_all_plans((kFixtures / GetParam()).string(), 1e-4, 1e-4); }
 
 TEST_P(TensorParallelFixture, F32GgufMatchesTheEngine) {
   const std::string path = gguf_copy(DType::F32);
-  check_all_plans(path, 1e-4);
+  check_all_plans(path, 1e-4, 1e-4);
   fs::remove(path);
 }
 
 TEST_P(TensorParallelFixture, Q8_0GgufMatchesTheEngine) {
   // Column shards hold whole 32-value blocks, so every weight keeps its
-  // quantized value; only the order of the sums changes (measured <= 2.7e-6).
+  // quantized value; only the order of the sums changes (prefill: measured
+  // <= 2.7e-6). The decode kernels also quantize each activation block to
+  // int8: an all-reduced sum that differs in its last bit can round one
+  // activation to the neighbouring step, and every later position that
+  // attends to it moves with it, by as much as it attends (llama3, TP 2:
+  // 5.5e-2, 17 of 35 positions from position 3 on; the other fixtures
+  // <= 1e-6 at every position). A wrong shard would move every position.
+  // So decode gets 0.1, with the argmax required to agree.
   const std::string path = gguf_copy(DType::Q8_0);
-  check_all_plans(path, 1e-4);
+  check_all_plans(path, 1e-4, 0.1);
   fs::remove(path);
 }
 
