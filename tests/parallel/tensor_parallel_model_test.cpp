@@ -161,12 +161,14 @@ TEST_P(TensorParallelFixture, Q8_0GgufMatchesTheEngine) {
   // <= 2.7e-6). The decode kernels also quantize each activation block to
   // int8: an all-reduced sum that differs in its last bit can round one
   // activation to the neighbouring step, and every later position that
-  // attends to it moves with it, by as much as it attends (llama3, TP 2:
-  // 5.5e-2, 17 of 35 positions from position 3 on; the other fixtures
-  // <= 1e-6 at every position). A wrong shard would move every position.
-  // So decode gets 0.1, with the argmax required to agree.
+  // attends to it moves with it (llama3, TP 2: 5.5e-2 on 17 of 35 positions;
+  // the other fixtures <= 1e-6). The unsharded simulation shows the same
+  // when a third of the all-reduced values are nudged by one ulp (llama3
+  // 5.0e-2, qwen3 6.3e-2), so this is the kernel's sensitivity, not the
+  // sharding. Decode gets 0.2 (the engine-vs-reference q8_0 tolerance is
+  // 0.3), with the argmax required to agree.
   const std::string path = gguf_copy(DType::Q8_0);
-  check_all_plans(path, 1e-4, 0.1);
+  check_all_plans(path, 1e-4, 0.2);
   fs::remove(path);
 }
 
