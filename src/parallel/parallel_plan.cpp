@@ -1,5 +1,6 @@
 #include "parallel/parallel_plan.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 

@@ -1,5 +1,6 @@
 #include "parallel/weight_sharding.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/error.h"
