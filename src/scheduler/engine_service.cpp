@@ -396,6 +396,13 @@ RequestId EngineService::submit(GenerationRequest request, EventCallback on_even
     reject("context_length_exceeded", "the prompt has " + std::to_string(n) + " tokens; the context window is " +
                                           std::to_string(options_.context_window) +
                                           " tokens, which must also hold at least one generated token");
+  // As OpenAI-compatible servers do: a max_tokens that cannot fit is refused,
+  // never cut short silently.
+  if (n + request.sampling.max_tokens > options_.context_window)
+    reject("context_length_exceeded", "the prompt has " + std::to_string(n) + " tokens and max_tokens is " +
+                                          std::to_string(request.sampling.max_tokens) + "; together they exceed the " +
+                                          "context window of " + std::to_string(options_.context_window) +
+                                          " tokens (lower max_tokens, or leave it out to use the room left)");
   auto seq = std::make_unique<Sequence>();
   seq->request = std::move(request);
   seq->on_event = std::move(on_event);

@@ -93,7 +93,7 @@ test('a session through stdin: answers, /params, /save then /load, /reset', asyn
 test('tokens stream as they come, and Ctrl-C cancels the answer, not the chat', async () => {
   const saved = path.join(dir, 'cancel.json');
   const t = spawnTandem(['chat', '--backend', String(server.port), '--api-key', API_KEY]);
-  t.proc.stdin.write('/params max_tokens=900 ignore_eos=true\nTell me a very long story\n');
+  t.proc.stdin.write('/params max_tokens=400 ignore_eos=true\nTell me a very long story\n');
   await waitFor(() => t.out.stdoutChunks.some((c) => !c.text.startsWith('params:')), 30000, 'the first tokens');
   t.proc.kill('SIGINT');
   await waitFor(() => /cancelled\]/.test(t.out.stderr), 20000, 'the cancelled answer');

@@ -235,7 +235,7 @@ TEST_F(EngineServiceTest, TimeoutEndsTheStream) {
   o.context_window = 4096;
   Collector c;  // outlives the service, whose engine thread calls into it
   EngineService service(*runner, *tokenizer_, o);
-  GenerationRequest r = greedy("Flat is better than nested.", 100000);
+  GenerationRequest r = greedy("Flat is better than nested.", 4000);
   r.timeout = std::chrono::milliseconds(20);
   service.submit(std::move(r), c.callback(0));
   EXPECT_EQ(c.wait(0).done.finish_reason, "timeout");
@@ -265,16 +265,18 @@ TEST_F(EngineServiceTest, RefusesWhatCannotBeServed) {
   GenerationRequest empty = greedy("", 4);
   EXPECT_EQ(code_of(empty), "invalid_request");
   // Fill the queue: one running, two waiting, the next is refused.
+  // prompt + max_tokens beyond the window is refused, not cut short.
+  EXPECT_EQ(code_of(greedy("Now is better than never.", 2000)), "context_length_exceeded");
   int accepted = 0, overloaded = 0;
   for (int i = 0; i < 8; ++i) {
-    const std::string code = code_of(greedy("Now is better than never.", 2000));
+    const std::string code = code_of(greedy("Now is better than never.", 50));
     accepted += code == "accepted";
     overloaded += code == "overloaded";
   }
   EXPECT_GE(accepted, 2);
   EXPECT_LE(accepted, 3);
   EXPECT_EQ(accepted + overloaded, 8);
-  EXPECT_GE(service.stats().requests_rejected, 3u + static_cast<uint64_t>(overloaded));
+  EXPECT_GE(service.stats().requests_rejected, 4u + static_cast<uint64_t>(overloaded));
 }
 
 TEST_F(EngineServiceTest, DrainRefusesNewWorkAndFinishesRunning) {
