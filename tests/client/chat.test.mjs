@@ -12,7 +12,7 @@ const WebSocket = require('ws');
 let server;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-chat-'));
 
-before(async () => { server = await startServer({ ctx: 1024 }); });
+before(async () => { server = await startServer(); });
 after(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
   if (server) assert.equal((await server.stop()).code, 0);
@@ -94,6 +94,7 @@ test('tokens stream as they come, and Ctrl-C cancels the answer, not the chat', 
   const saved = path.join(dir, 'cancel.json');
   const t = spawnTandem(['chat', '--backend', String(server.port), '--api-key', API_KEY]);
   t.proc.stdin.write('/params max_tokens=400 ignore_eos=true\nTell me a very long story\n');
+  after(() => t.proc.kill('SIGKILL'));  // a failing test leaves no chat behind
   await waitFor(() => t.out.stdoutChunks.some((c) => !c.text.startsWith('params:')), 30000, 'the first tokens');
   t.proc.kill('SIGINT');
   await waitFor(() => /cancelled\]/.test(t.out.stderr), 20000, 'the cancelled answer');
@@ -108,7 +109,7 @@ test('tokens stream as they come, and Ctrl-C cancels the answer, not the chat', 
   const { code } = await t.exited;
   assert.equal(code, 0, t.out.stderr);
   const [s] = statsLines(t.out.stderr);
-  assert.ok(Number(s[1]) < 900, 'stopped early: ' + s[0]);
+  assert.ok(Number(s[1]) < 400, 'stopped early: ' + s[0]);
   const answerChunks = t.out.stdoutChunks.filter((c) => !c.text.startsWith('params:'));
   assert.ok(answerChunks.length >= 2, 'the answer came in pieces');
   // The partial answer stays in the history.
@@ -118,7 +119,7 @@ test('tokens stream as they come, and Ctrl-C cancels the answer, not the chat', 
 });
 
 test('backend errors read as sentences', async () => {
-  // 1024-token context: a prompt that does not fit.
+  // A prompt that does not fit the 512-token context.
   const long = 'word '.repeat(1500);
   const r = await runTandem(['chat', '--backend', String(server.port), '--api-key', API_KEY], { input: `${long}\n` });
   assert.equal(r.code, 0, r.stderr);
