@@ -327,7 +327,7 @@ export class ChatView {
       this.el.dataset.replies = String(Number(this.el.dataset.replies ?? 0) + 1);
     };
     streaming.requestId = this.app.conn.generate(
-      { messages: prompt, params: toParams(this.app.settings.value) },
+      { messages: prompt, params: toParams(this.app.settings.value), conversation: conv.id },
       {
         onToken: (text) => {
           message.content += text;

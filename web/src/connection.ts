@@ -39,6 +39,8 @@ export interface GenerateRequest {
   prompt?: string;
   messages?: { role: string; content: string }[];
   params: Record<string, unknown>;
+  // Keeps a conversation on one backend behind `tandem ui` (docs/PROTOCOL.md, Bridge).
+  conversation?: string;
 }
 
 export type StatusObject = Record<string, unknown>;

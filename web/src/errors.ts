@@ -17,6 +17,7 @@ const explanations: Record<string, string> = {
   message_too_big: 'The message is too big for the server (4 MiB at most).',
   disconnected: 'The connection to the server was lost before the answer finished.',
   timeout: "The request ran past the server's time limit.",
+  backend_unavailable: 'The back end serving this request went away, and no other could take it. Try again.',
 };
 
 export function describeError(e: ApiErrorInfo): { title: string; detail: string } {
