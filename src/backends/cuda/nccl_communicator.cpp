@@ -1,6 +1,6 @@
-// The one source of src/parallel that includes CUDA and NCCL headers; it is
-// compiled only in CUDA builds that found NCCL.
-#include "parallel/nccl_communicator.h"
+// parallel::Communicator over NCCL; compiled only in CUDA builds that found
+// NCCL (library tandem_nccl).
+#include "backends/cuda/nccl_communicator.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>

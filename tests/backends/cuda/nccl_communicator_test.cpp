@@ -1,7 +1,7 @@
 // NcclCommunicator on real GPUs (label gpu): a world of one rank on GPU 0
 // (all-reduce and all-gather leave the data as it is), and, where two GPUs
 // are visible, two ranks on two threads (sums, gathers and a send/recv).
-#include "parallel/nccl_communicator.h"
+#include "backends/cuda/nccl_communicator.h"
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
