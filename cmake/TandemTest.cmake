@@ -5,6 +5,7 @@ function(tandem_add_test)
   cmake_parse_arguments(T "" "NAME;LABEL" "SOURCES;LIBS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR})  # shared test helpers: "tests/..."
   target_compile_definitions(${T_NAME} PRIVATE
     TANDEM_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     TANDEM_BINARY_DIR="${PROJECT_BINARY_DIR}")

@@ -13,6 +13,7 @@
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
 #include "formats/safetensors.h"
+#include "tests/models/fixture_reference.h"
 #include "models/gguf_export.h"
 #include "models/model_file.h"
 
@@ -20,31 +21,9 @@ namespace tandem {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kFixtures = fs::path(TANDEM_SOURCE_DIR) / "tests/models/fixtures";
-
-template <typename T>
-std::vector<T> read_vector(const SafetensorsFile& f, const std::string& name) {
-  for (const TensorRef& t : f.tensors()) {
-    if (t.name != name) continue;
-    std::vector<T> out(static_cast<size_t>(t.n_elements()));
-    std::memcpy(out.data(), t.data, out.size() * sizeof(T));
-    return out;
-  }
-  ADD_FAILURE() << "reference tensor " << name << " missing";
-  return {};
-}
-
-struct Reference {
-  std::vector<int32_t> prompt_a, prompt_b, greedy_a;
-  std::vector<float> logits_a, logits_b;  // [T, vocab]
-};
-
-Reference load_reference(const std::string& arch) {
-  auto f = SafetensorsFile::open((kFixtures / arch / "reference.safetensors").string());
-  return Reference{read_vector<int32_t>(*f, "prompt_a"), read_vector<int32_t>(*f, "prompt_b"),
-                   read_vector<int32_t>(*f, "greedy_a"), read_vector<float>(*f, "logits_a"),
-                   read_vector<float>(*f, "logits_b")};
-}
+using test_fixtures::kFixtures;
+using test_fixtures::load_reference;
+using test_fixtures::Reference;
 
 // How far `got` is from `want`, row by row. An argmax that differs counts as
 // a real disagreement only when `want` does not rate the two tokens within
