@@ -415,7 +415,12 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
   TANDEM_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   m.gemm = std::make_unique<cuda::Gemm>(m.stream);
 
-  m.upload_total = m.plan.weight_bytes;
+  // Progress counts the bytes copied from the file: matrices in their file's
+  // format (quantization happens on the GPU afterwards), 1-D tensors as f32.
+  for (const TensorRef& t : model.tensors()) {
+    if (t.name == "rope_freqs.weight") continue;  // folded into the RoPE tables, not uploaded
+    m.upload_total += t.shape.size() == 2 ? device_matrix_bytes(t) : static_cast<uint64_t>(t.n_elements()) * 4;
+  }
   const auto& tensor = [&](const std::string& name) -> const TensorRef& { return model.tensor(name); };
   m.token_embd = m.upload_matrix(tensor("token_embd.weight"), path);
   m.output = c.tied_embeddings ? m.token_embd : m.upload_matrix(tensor("output.weight"), path);
@@ -456,6 +461,7 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
   }
 
   m.staging = DeviceBuffer();
+  if (m.options.on_load_progress) m.options.on_load_progress(m.upload_total, m.upload_total);
 
   // RoPE tables, angles in double as the CPU engine computes them.
   const std::vector<double> inv_freq = rope_inv_freq(c);
