@@ -72,7 +72,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
       }
       if (ec) co_return;
       if (!ws_.got_text()) {
-        send_error(nullptr, "invalid_message", "send commands as text frames holding JSON");
+        send_error(nullptr, "invalid_request", "send commands as text frames holding JSON");
         continue;
       }
       handle(beast::buffers_to_string(buffer.data()));

@@ -173,3 +173,14 @@ test('malformed JSON and bad commands give errors without killing the socket', a
   assert.equal(r.end.event, 'done');
   c.ws.close();
 });
+
+test('a binary frame from the client is invalid_request, and the socket stays usable', async () => {
+  const c = await connect();
+  c.ws.send(Buffer.from('{"command":"init"}'), { binary: true });
+  const e = await c.next();
+  assert.equal(e.event, 'error');
+  assert.equal(e.code, 'invalid_request');
+  c.send({ command: 'init', api_key: API_KEY });
+  assert.equal((await c.next()).event, 'ready');
+  c.ws.close();
+});
