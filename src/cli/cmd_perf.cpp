@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/thread_pool.h"
 #include "cli/runner_factory.h"
+#include "models/gguf_export.h"
 #include "models/model_file.h"
 
 namespace tandem::cli {
@@ -28,6 +29,9 @@ struct PerfOptions {
   std::string quantize = "none";
   double peak_gb_s = 0;
   bool json = false;
+  parallel::ParallelConfig parallel;
+  std::string synthetic;  // a synth preset held in memory instead of -m
+  std::string dtype = "bf16";
 };
 
 double now_ms() {
@@ -36,13 +40,20 @@ double now_ms() {
 
 int perf(const PerfOptions& o) {
   check(o.prompt_tokens > 0 && o.gen_tokens >= 0, "-p must be positive and -n non-negative");
-  const std::string path = resolve_model_path(o.model);
-  std::unique_ptr<ModelFile> model = ModelFile::open(path);
+  std::unique_ptr<ModelFile> model;
+  if (!o.synthetic.empty()) {
+    check(o.model.empty(), "-m and --synthetic name two models; give one");
+    model = make_synth_model_in_memory(find_synth_preset(o.synthetic), parse_dtype(o.dtype), 1);
+  } else {
+    model = ModelFile::open(resolve_model_path(o.model));
+  }
+  const std::string path = model->path();
   const ModelConfig& c = model->config();
   ThreadPool pool(o.threads);
   RunnerRequest rq;
   rq.device = o.device;
   rq.quantize = o.quantize;
+  rq.parallel = o.parallel;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
   Runner backend = make_runner(*model, pool, rq);
   ModelRunner& runner = *backend.runner;
@@ -125,6 +136,15 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   add_quantize_option(*cmd, o->quantize);
+  std::string presets;
+  for (const SynthPreset& p : synth_presets()) presets += (presets.empty() ? "" : "|") + p.name;
+  cmd->add_option("--synthetic", o->synthetic,
+                  "Measure a random-weight model of a real shape held in memory, not read from a file: " + presets);
+  cmd->add_option("--dtype", o->dtype, "Weight type of --synthetic: f32, f16, bf16, q8_0")->capture_default_str();
+  cmd->add_option("--tensor-parallel", o->parallel.tensor_parallel, "GPUs sharing each layer (NCCL)")
+      ->check(CLI::Range(int64_t{1}, parallel::kMaxTensorParallel));
+  cmd->add_option("--pipeline-parallel", o->parallel.pipeline_stages, "Pipeline stages, one GPU group each")
+      ->check(CLI::Range(int64_t{1}, parallel::kMaxPipelineStages));
   cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
   cmd->add_flag("--json", o->json, "Print JSON");
   return [o] { return perf(*o); };

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/load_progress_bar.h"
@@ -20,6 +21,7 @@
 #include "engine/kv_cache.h"
 #include "models/model_file.h"
 #include "models/weight_prefetch.h"
+#include "parallel/node_link.h"
 #include "parallel/parallel_plan.h"
 #include "scheduler/engine_service.h"
 #include "server/server.h"
@@ -40,6 +42,8 @@ struct ServeFlags {
   std::string quantize = "none";
   int header_timeout_s = 10;
   std::string log_level = "info";
+  parallel::NodeConfig nodes;
+  int node_timeout_s = 120;
 };
 
 // TANDEM_TEST_LOAD_BYTES_PER_S: tests slow the weight load down to this rate
@@ -101,6 +105,34 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     throw Error("the model's weights take " + std::to_string(file_bytes) + " bytes; max_memory.cpu is " +
                 std::to_string(config.max_memory.cpu_bytes) + " bytes");
 
+  // Several hosts: node 0 serves; every other node loads its ranks and runs
+  // node 0's steps, with no API of its own.
+  parallel::NodeConfig nodes = f.nodes;
+  nodes.timeout = std::chrono::seconds(f.node_timeout_s);
+  if (parallel::apply_mpi_environment(nodes))
+    log->info("mpirun: node {} of {}", nodes.node_rank, nodes.nnodes);
+  parallel::validate_node_config(nodes);
+  if (nodes.node_rank > 0) {
+    std::unique_ptr<ModelFile> model = ModelFile::open(config.model_path);
+    const parallel::ParallelPlan plan = parallel::plan_parallel(model->config(), model->tensors(), config.parallel);
+    log->info("node {} of {}: following node 0 at {}:{}; plan: {}", nodes.node_rank, nodes.nnodes,
+              nodes.master_addr, nodes.master_port, plan.describe());
+    RunnerRequest rq;
+    rq.device = f.device == "auto" ? "cuda" : f.device;
+    rq.max_context = std::min<int64_t>(config.context_window, model->config().context_length);
+    rq.block_size = 16;
+    rq.quantize = f.quantize;
+    rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
+    rq.batch_invariant = f.batch_invariant;
+    rq.parallel = config.parallel;
+  rq.nodes = nodes;
+    rq.nodes = nodes;
+    ThreadPool pool(1);
+    follow_node(*model, pool, rq);
+    log->info("node 0 stopped; node {} exits", nodes.node_rank);
+    return 0;
+  }
+
   auto ctx = std::make_shared<server::ServerContext>();
   ctx->config = config;
   ctx->log = log;
@@ -125,13 +157,10 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   // next stage and the process exits with 130 (interrupted).
   auto interrupted = [&] { return ctx->draining.load(); };
   std::unique_ptr<ModelFile> model = ModelFile::open(config.model_path);
-  // Multi-GPU plans are computed and checked (src/parallel), but nothing runs
-  // them yet: refuse rather than silently use one device.
-  if (!config.parallel.is_single_device()) {
-    const parallel::ParallelPlan plan = parallel::plan_parallel(model->config(), model->tensors(), config.parallel);
-    throw Error("multi-GPU execution is not built yet in this version; computed plan: " + plan.describe() +
-                "\nserve with tensor_parallel 1 and pipeline_stages 1 (see docs/PARALLEL.md)");
-  }
+  // A multi-GPU plan is checked against the model before anything loads.
+  std::optional<parallel::ParallelPlan> parallel_plan;
+  if (!config.parallel.is_single_device())
+    parallel_plan = parallel::plan_parallel(model->config(), model->tensors(), config.parallel);
   ctx->loading.bytes_total.store(weight_bytes(*model));
   if (interrupted()) return 130;
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(config.model_path);
@@ -152,8 +181,17 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   std::string device = f.device;
   if (config.device_map == "cpu") device = "cpu";
   if (device == "auto") device = gpu_engine_available() ? "cuda" : "cpu";
+  if (parallel_plan) {
+    check(device != "cpu", parallel::describe(config.parallel) + " runs on GPUs, but this run is on the CPU (" +
+                               (gpu_engine_available() ? "--device cpu or device_map \"cpu\"" : "no CUDA GPU or CUDA build") +
+                               "); computed plan: " + parallel_plan->describe() +
+                               "\nserve with tensor_parallel 1 and pipeline_stages 1 on the CPU (see docs/PARALLEL.md)");
+    log->info("parallel plan: {}", parallel_plan->describe());
+  }
   RunnerRequest rq;
   rq.device = device;
+  rq.parallel = config.parallel;
+  rq.nodes = nodes;
   rq.max_context = context;
   rq.block_size = 16;
   rq.quantize = f.quantize;
@@ -278,9 +316,14 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("-t,--threads", f->flags.threads, "Engine CPU threads; 0 = all cores");
   cmd->add_option("--http-threads", f->flags.http_threads, "Network threads (default 2)");
   cmd->add_option("--tensor-parallel", f->flags.parallel.tensor_parallel,
-                  "GPUs sharing each layer (planned and checked; multi-GPU execution is not built yet)");
+                  "GPUs sharing each layer (attention heads and FFN columns split; NCCL all-reduce)");
   cmd->add_option("--pipeline-parallel", f->flags.parallel.pipeline_stages,
-                  "Pipeline stages, contiguous layer ranges (planned and checked; not built yet)");
+                  "Pipeline stages: contiguous layer ranges, one GPU group each");
+  cmd->add_option("--nnodes", f->nodes.nnodes, "Hosts the plan spans (each runs this command; default 1)");
+  cmd->add_option("--node-rank", f->nodes.node_rank, "This host's index; 0 serves the API, the others follow it");
+  cmd->add_option("--master-addr", f->nodes.master_addr, "Node 0's address, for the other nodes (default 127.0.0.1)");
+  cmd->add_option("--master-port", f->nodes.master_port, "Node 0's TCP port for the nodes' links (default 8770)");
+  cmd->add_option("--node-timeout-s", f->node_timeout_s, "Seconds for every node to join (default 120)");
   cmd->add_option("--header-timeout-s", f->header_timeout_s, "Seconds a client has to send a request header");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error");
   return [f, cmd] { return serve(*f, *cmd); };

@@ -6,6 +6,9 @@
 #if TANDEM_HAVE_CUDA
 #include "backends/cuda/cuda_model_runner.h"
 #endif
+#if TANDEM_HAVE_NCCL
+#include "backends/cuda/parallel_cuda_runner.h"
+#endif
 
 namespace tandem::cli {
 
@@ -27,7 +30,12 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   std::string device = request.device;
   if (device == "auto") device = gpu_engine_available() ? "cuda" : "cpu";
   Runner out;
+  const bool multi_gpu = !request.parallel.is_single_device();
+  check(!request.nodes.is_multi_node() || multi_gpu,
+        "--nnodes " + std::to_string(request.nodes.nnodes) + " needs a plan of several GPUs (--tensor-parallel, "
+        "--pipeline-parallel)");
   if (device == "cpu") {
+    check(!multi_gpu, describe(request.parallel) + " runs on GPUs; the CPU engine runs on one device (use --device cuda)");
     check(request.quantize == "none" || request.quantize.empty(),
           "--quantize " + request.quantize + " is for the GPU engine; the CPU engine runs the file's weights as they are");
     CpuRunnerOptions o;
@@ -62,16 +70,63 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
                : request.quantize == "fp8" ? GpuQuantization::Fp8
                                            : GpuQuantization::None;
   o.on_load_progress = request.on_load_progress;
+  const auto devices = describe_cuda_devices();
+  if (multi_gpu) {
+#if TANDEM_HAVE_NCCL
+    ParallelRunnerOptions po;
+    po.parallel = request.parallel;
+    po.gpu = o;
+    const int64_t world = request.parallel.world_size();
+    const int nnodes = request.nodes.nnodes;
+    check(world % nnodes == 0, describe(request.parallel) + " cannot split evenly over " + std::to_string(nnodes) +
+                                   " nodes (--nnodes)");
+    const int64_t local = world / nnodes;
+    for (int64_t r = 0; r < local; ++r) po.devices.push_back(index + static_cast<int>(r));
+    check(index + local <= static_cast<int64_t>(devices.size()),
+          describe(request.parallel) + (nnodes > 1 ? " over " + std::to_string(nnodes) + " nodes" : std::string()) +
+              " needs GPUs " + std::to_string(index) + ".." + std::to_string(index + local - 1) +
+              (nnodes > 1 ? " on each node" : "") + ", but " + std::to_string(devices.size()) + " GPU(s) are visible");
+    if (request.nodes.is_multi_node()) po.link = parallel::NodeLink::open(request.nodes);
+    auto runner = std::make_unique<ParallelCudaRunner>(model, po);
+    for (const std::string& line : runner->describe_ranks())
+      out.memory_plan += (out.memory_plan.empty() ? "" : "\n") + line;
+    out.runner = std::move(runner);
+    out.device = "cuda:" + std::to_string(index) + "-" + std::to_string(index + local - 1);
+    out.description = std::to_string(local) + " x " + devices[static_cast<size_t>(index)] + " (" +
+                      describe(request.parallel) +
+                      (nnodes > 1 ? ", node " + std::to_string(request.nodes.node_rank) + " of " +
+                                        std::to_string(nnodes)
+                                  : std::string()) +
+                      ")";
+    return out;
+#else
+    throw Error(describe(request.parallel) + ": this build has no NCCL, which multi-GPU runs need (a CUDA build "
+                "finds it next to the CUDA toolkit)");
+#endif
+  }
   auto runner = std::make_unique<CudaModelRunner>(model, o);
   out.memory_plan = runner->plan().describe();
   out.runner = std::move(runner);
   out.device = "cuda:" + std::to_string(index);
-  const auto devices = describe_cuda_devices();
   out.description = index < static_cast<int>(devices.size()) ? devices[static_cast<size_t>(index)] : out.device;
   return out;
 #else
   (void)index;
   throw Error("--device cuda: this build has no CUDA engine (configure with the cuda preset)");
+#endif
+}
+
+void follow_node(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request) {
+  check(request.nodes.is_multi_node() && request.nodes.node_rank > 0, "internal: follow_node on node 0");
+#if TANDEM_HAVE_NCCL
+  Runner runner = make_runner(model, pool, request);
+  auto* parallel_runner = dynamic_cast<ParallelCudaRunner*>(runner.runner.get());
+  check(parallel_runner != nullptr, "internal: a multi-node plan made a single-GPU runner");
+  parallel_runner->follow();
+#else
+  (void)model;
+  (void)pool;
+  throw Error("--nnodes: this build has no NCCL, which multi-GPU runs need");
 #endif
 }
 

@@ -12,6 +12,8 @@
 #include "common/thread_pool.h"
 #include "engine/model_runner.h"
 #include "models/model_file.h"
+#include "parallel/node_link.h"
+#include "parallel/parallel_config.h"
 
 namespace tandem::cli {
 
@@ -24,18 +26,28 @@ struct RunnerRequest {
   bool batch_invariant = false;   // GPU: every decode batch through the GEMV
   std::string quantize = "none";  // GPU: none, int8 or fp8 (weights quantized at load time)
   std::function<void(uint64_t, uint64_t)> on_load_progress;  // GPU weight upload
+  // More than one GPU: the model split over tensor_parallel x
+  // pipeline_stages GPUs of this host (GPUs 0..world-1, or from cuda:N on).
+  parallel::ParallelConfig parallel;
+  // Several hosts (--nnodes ...): this node runs its share of the ranks.
+  parallel::NodeConfig nodes;
 };
 
 struct Runner {
   std::unique_ptr<ModelRunner> runner;
-  std::string device;       // "cpu" or "cuda:0"
+  std::string device;       // "cpu", "cuda:0", or "cuda:0-3" for a parallel plan
   std::string description;  // e.g. "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" or "cpu: 2 threads, avx2"
-  std::string memory_plan;  // GPU plan line; empty on the CPU
+  std::string memory_plan;  // GPU plan, a line per GPU; empty on the CPU
 };
 
 // Throws tandem::Error for an unknown device, or `cuda` in a build or on a
 // machine without it.
 Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request);
+
+// On a node other than 0 of a multi-node plan: loads this node's ranks, then
+// runs node 0's steps until node 0 stops. Throws tandem::Error as
+// make_runner does, or when the link to node 0 breaks.
+void follow_node(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request);
 
 // Registers --quantize on a subcommand (none, int8, fp8).
 void add_quantize_option(CLI::App& cmd, std::string& quantize);

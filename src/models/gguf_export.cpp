@@ -1,8 +1,10 @@
 #include "models/gguf_export.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "common/error.h"
@@ -203,6 +205,78 @@ void write_synth_model(const SynthPreset& preset, DType dtype, const std::string
     if (progress) progress(static_cast<int64_t>(ti + 1), static_cast<int64_t>(tensors.size()));
   }
   w.write(out_path);
+}
+
+std::unique_ptr<ModelFile> make_synth_model_in_memory(const SynthPreset& preset, DType dtype, uint64_t seed) {
+  check_writable_dtype(dtype);
+  const ModelConfig& c = preset.config;
+  c.validate();
+  const std::vector<ExpectedTensor> expected = expected_tensors(c);
+  // One pool of random rows of the widest matrix, as long as the largest.
+  int64_t pool_bytes = 0, widest = 0;
+  for (const ExpectedTensor& e : expected) {
+    if (e.shape.size() != 2 || !e.required) continue;
+    const DType target = storage_dtype(e.shape, dtype);
+    pool_bytes = std::max(pool_bytes, e.shape[0] * dtype_row_bytes(target, e.shape[1]));
+    widest = std::max(widest, e.shape[1]);
+  }
+  auto pool = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(pool_bytes));
+  {
+    // Rows of `widest` columns encoded as `dtype`, back to back; the pool's
+    // tail past the last whole row stays zero.
+    const DType target = storage_dtype({1, widest}, dtype);
+    const int64_t row_bytes = dtype_row_bytes(target, widest);
+    const int64_t rows = pool_bytes / row_bytes;
+    const float scale = static_cast<float>(std::sqrt(3.0 / static_cast<double>(widest)));
+    ThreadPool threads(0);
+    threads.parallel_for(rows, [&](int64_t begin, int64_t end) {
+      std::vector<float> row(static_cast<size_t>(widest));
+      for (int64_t r = begin; r < end; ++r) {
+        uint64_t state = seed ^ static_cast<uint64_t>(r) * 0x2545f4914f6cdd1dull;
+        for (float& v : row) {
+          const uint64_t bits = splitmix64(state);
+          float sum = 0.0f;
+          for (int k = 0; k < 4; ++k) sum += static_cast<float>((bits >> (16 * k)) & 0xffff) / 65535.0f;
+          v = (sum - 2.0f) * scale;
+        }
+        const std::vector<uint8_t> enc = encode_matrix(row.data(), 1, widest, target);
+        std::copy(enc.begin(), enc.end(), pool->begin() + r * row_bytes);
+      }
+    });
+  }
+  // Norms (and any other 1-D tensor) are f32 ones.
+  int64_t longest_vector = 0;
+  for (const ExpectedTensor& e : expected)
+    if (e.shape.size() == 1) longest_vector = std::max(longest_vector, e.shape[0]);
+  auto ones = std::make_shared<std::vector<float>>(static_cast<size_t>(longest_vector), 1.0f);
+
+  std::vector<TensorRef> tensors;
+  uint64_t state = seed;
+  for (const ExpectedTensor& e : expected) {
+    if (!e.required) continue;
+    TensorRef t;
+    t.name = e.name;
+    t.shape = e.shape;
+    if (e.shape.size() == 1) {
+      t.dtype = DType::F32;
+      t.n_bytes = static_cast<uint64_t>(e.shape[0]) * sizeof(float);
+      t.data = reinterpret_cast<const uint8_t*>(ones->data());
+    } else {
+      t.dtype = storage_dtype(e.shape, dtype);
+      const int64_t bytes = e.shape[0] * dtype_row_bytes(t.dtype, e.shape[1]);
+      t.n_bytes = static_cast<uint64_t>(bytes);
+      // A 256-byte aligned offset of its own (windows overlap; values repeat).
+      const uint64_t room = static_cast<uint64_t>(pool_bytes - bytes) / 256;
+      t.data = pool->data() + (room > 0 ? splitmix64(state) % (room + 1) * 256 : 0);
+    }
+    tensors.push_back(std::move(t));
+  }
+  struct Storage {
+    std::shared_ptr<std::vector<uint8_t>> pool;
+    std::shared_ptr<std::vector<float>> ones;
+  };
+  auto storage = std::make_shared<Storage>(Storage{pool, ones});
+  return ModelFile::in_memory("synthetic:" + preset.name, c, std::move(tensors), storage);
 }
 
 }  // namespace tandem

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,5 +37,13 @@ const SynthPreset& find_synth_preset(const std::string& name);
 void write_synth_model(const SynthPreset& preset, DType dtype, const std::string& tokenizer_path,
                        const std::string& out_path, uint64_t seed,
                        const std::function<void(int64_t, int64_t)>& progress = {});
+
+// The preset's shape as a model in memory, for speed measurements of shapes
+// too large to write out (a 70B model in bf16 is 141 GB): every matrix is a
+// window, at its own offset, into one shared buffer of random values (as
+// large as the largest matrix), norms are 1. The bytes on a GPU are as many
+// as the real model's, and each matrix is its own allocation there; only
+// the values repeat, so its outputs mean nothing. No tokenizer.
+std::unique_ptr<ModelFile> make_synth_model_in_memory(const SynthPreset& preset, DType dtype, uint64_t seed);
 
 }  // namespace tandem

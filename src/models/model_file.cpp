@@ -58,6 +58,19 @@ std::unique_ptr<ModelFile> ModelFile::open(const std::string& path) {
   return m;
 }
 
+std::unique_ptr<ModelFile> ModelFile::in_memory(std::string name, ModelConfig config, std::vector<TensorRef> tensors,
+                                                std::shared_ptr<const void> storage) {
+  std::unique_ptr<ModelFile> m(new ModelFile());
+  m->path_ = std::move(name);
+  m->format_ = ModelFormat::Gguf;
+  config.validate();
+  m->config_ = std::move(config);
+  m->tensors_ = std::move(tensors);
+  m->storage_ = std::move(storage);
+  m->index_and_validate();
+  return m;
+}
+
 void ModelFile::index_and_validate() {
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const bool inserted = index_.emplace(tensors_[i].name, i).second;

@@ -26,6 +26,12 @@ class ModelFile {
   // Throws tandem::Error naming the path on a missing or corrupt file, an
   // unknown architecture, a missing tensor or a tensor of the wrong shape.
   static std::unique_ptr<ModelFile> open(const std::string& path);
+  // A model held in memory: `tensors` (canonical names) point into
+  // `storage`, which the ModelFile keeps alive. `name` stands for the path
+  // in messages. Validated as open() validates a file. For synthetic
+  // benchmark models (make_synth_model_in_memory).
+  static std::unique_ptr<ModelFile> in_memory(std::string name, ModelConfig config, std::vector<TensorRef> tensors,
+                                              std::shared_ptr<const void> storage);
   ~ModelFile();
 
   const std::string& path() const { return path_; }
@@ -51,6 +57,7 @@ class ModelFile {
   std::unique_ptr<gguf::GgufFile> gguf_;
   std::unique_ptr<HfModelDir> hf_;
   std::vector<TensorRef> tensors_;
+  std::shared_ptr<const void> storage_;  // in_memory models' bytes
   std::map<std::string, size_t, std::less<>> index_;
 };
 

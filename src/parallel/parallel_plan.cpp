@@ -147,4 +147,16 @@ std::string ParallelPlan::describe() const {
   return s;
 }
 
+std::vector<Range> split_micro_batches(int64_t n_sequences, int64_t micro_batch_size, int64_t stages) {
+  std::vector<Range> out;
+  if (n_sequences <= 0) return out;
+  if (micro_batch_size > 0) {
+    for (int64_t b = 0; b < n_sequences; b += micro_batch_size) out.push_back({b, std::min(n_sequences, b + micro_batch_size)});
+    return out;
+  }
+  const int64_t parts = std::max<int64_t>(1, std::min(stages, n_sequences));
+  for (int64_t k = 0; k < parts; ++k) out.push_back(split_evenly(n_sequences, parts, k));
+  return out;
+}
+
 }  // namespace tandem::parallel

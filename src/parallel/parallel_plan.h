@@ -53,6 +53,13 @@ inline int64_t global_rank(const ParallelConfig& c, int64_t stage, int64_t tp_ra
 ParallelPlan plan_parallel(const ModelConfig& model, const std::vector<TensorRef>& tensors,
                            const ParallelConfig& config);
 
+// The micro-batches of a pipeline step over `n_sequences` sequences: ranges
+// of sequence indices, in order, covering all. micro_batch_size > 0: that
+// many per micro-batch (the last may hold fewer); 0: the sequences spread
+// evenly over the stages (one micro-batch per stage while there are enough
+// sequences). Empty for no sequences.
+std::vector<Range> split_micro_batches(int64_t n_sequences, int64_t micro_batch_size, int64_t stages);
+
 // The tensor-parallel sizes (1..kMaxTensorParallel) this model allows, e.g.
 // {1, 2, 4, 8}: used in error messages.
 std::vector<int64_t> valid_tensor_parallel_sizes(const ModelConfig& model, const std::vector<TensorRef>& tensors);

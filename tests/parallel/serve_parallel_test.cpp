@@ -77,9 +77,11 @@ class ServeRefusal : public ::testing::Test {
   std::string err_;
 };
 
-TEST_F(ServeRefusal, TensorAndPipelineParallelPrintThePlanAndStop) {
-  EXPECT_EQ(serve("--tensor-parallel 2 --pipeline-parallel 2"), 1) << err_;
-  EXPECT_NE(err_.find("multi-GPU execution is not built yet in this version"), std::string::npos) << err_;
+// A plan of several GPUs on the CPU engine is refused with the plan it
+// computed (the multi-GPU runner is checked by tests/backends/cuda on GPUs).
+TEST_F(ServeRefusal, TensorAndPipelineParallelOnTheCpuPrintThePlanAndStop) {
+  EXPECT_EQ(serve("--device cpu --tensor-parallel 2 --pipeline-parallel 2"), 1) << err_;
+  EXPECT_NE(err_.find("runs on GPUs, but this run is on the CPU"), std::string::npos) << err_;
   EXPECT_NE(err_.find("tensor_parallel 2 x pipeline_stages 2 = 4 GPUs"), std::string::npos) << err_;
   EXPECT_NE(err_.find("2 attention heads, 1 KV heads, 128 FFN columns"), std::string::npos) << err_;
   EXPECT_NE(err_.find("stage 0: layers 0-0 (1), embedding"), std::string::npos) << err_;
@@ -89,8 +91,8 @@ TEST_F(ServeRefusal, TensorAndPipelineParallelPrintThePlanAndStop) {
 TEST_F(ServeRefusal, ConfigFileKeysAreRefusedTheSameWay) {
   const fs::path config = dir_ / "config.json";
   std::ofstream(config) << R"({"pipeline_stages": 2})";
-  EXPECT_EQ(serve("--config " + config.string()), 1) << err_;
-  EXPECT_NE(err_.find("multi-GPU execution is not built yet"), std::string::npos) << err_;
+  EXPECT_EQ(serve("--device cpu --config " + config.string()), 1) << err_;
+  EXPECT_NE(err_.find("runs on GPUs, but this run is on the CPU"), std::string::npos) << err_;
   EXPECT_NE(err_.find("tensor_parallel 1 x pipeline_stages 2 = 2 GPUs"), std::string::npos) << err_;
 }
 
@@ -100,6 +102,14 @@ TEST_F(ServeRefusal, HeadsThatDoNotDivideAreNamed) {
   EXPECT_NE(err_.find("this model allows tensor_parallel 1 or 2"), std::string::npos) << err_;
   EXPECT_EQ(serve("--pipeline-parallel 3"), 1) << err_;
   EXPECT_NE(err_.find("3 pipeline stages for a model of 2 layers"), std::string::npos) << err_;
+}
+
+// Multi-node launch mistakes stop before anything loads, naming the flag.
+TEST_F(ServeRefusal, NodeFlagsOutOfRangeAreNamed) {
+  EXPECT_EQ(serve("--tensor-parallel 2 --nnodes 2 --node-rank 2"), 1) << err_;
+  EXPECT_NE(err_.find("--node-rank must be in [0, nnodes - 1 = 1], got 2"), std::string::npos) << err_;
+  EXPECT_EQ(serve("--device cpu --tensor-parallel 2 --nnodes 2 --master-port 70000"), 1) << err_;
+  EXPECT_NE(err_.find("--master-port must be in [1, 65535]"), std::string::npos) << err_;
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|ncu|quant|parallel|nodes] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -19,7 +19,9 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=c
 t0=$(date +%s)
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
   -DTANDEM_BENCH=OFF > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
-cmake --build "$build" -j16 --target tandem-server tandem cuda_kernels_test cuda_runner_test >> "$out/build.log" 2>&1 \
+targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
+[ "$what" = parallel ] || [ "$what" = nodes ] && targets="$targets nccl_communicator_test parallel_runner_test"
+cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = tests ] || [ "$what" = all ]; then
@@ -99,4 +101,73 @@ if [ "$what" = quant ]; then
     "$build/bin/tandem-server" perplexity -m "$m" --device cuda --quantize $q --compare-quantize none \
       -f "$src/models/demo/heldout.txt" --ctx 512 --compare-windows 4 | tail -2
   done 2>&1 | tee "$out/quant-8b.txt"
+fi
+if [ "$what" = parallel ]; then
+  # Several GPUs: NCCL, the multi-GPU runner's equality with one GPU, then
+  # batch-1 decode and throughput under load for TP 1 against TP 2 (and PP 2).
+  nvidia-smi topo -m 2>&1 | head -4
+  timeout 120 "$build/tests/nccl_communicator_test" > "$out/nccl_communicator_test.log" 2>&1; echo "nccl rc=$?"
+  timeout 400 "$build/tests/parallel_runner_test" > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
+  grep -E "FAILED|OK \]|greedy tokens|PASSED|SKIPPED" "$out/nccl_communicator_test.log" "$out/parallel_runner_test.log" | head -60
+  preset=${presets[0]}
+  m=/tmp/synth-$preset-f16.gguf
+  "$build/bin/tandem-server" synth --preset "$preset" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
+  for plan in "1 1" "2 1" "1 2"; do
+    set -- $plan
+    echo "TP $1 x PP $2:"
+    "$build/bin/tandem-server" perf -m "$m" --device cuda --tensor-parallel $1 --pipeline-parallel $2 -p 512 -n 128 -r 3 \
+      --peak-gb-s $((3350 * $1 * $2)) 2>&1 | tee "$out/perf-tp$1-pp$2.txt" | grep -E "prefill|decode|error"
+  done
+  for proto in LL Simple; do
+    echo "TP 2, NCCL_PROTO=$proto:"
+    NCCL_PROTO=$proto "$build/bin/tandem-server" perf -m "$m" --device cuda --tensor-parallel 2 -p 512 -n 128 -r 2 \
+      2>&1 | grep -E "decode [0-9]+ tokens|error"
+  done
+  # The 70B shape in bf16 (141 GB: too large to write out) held in memory.
+  echo "llama3-70b bf16, TP 2:"
+  "$build/bin/tandem-server" perf --synthetic llama3-70b --dtype bf16 --device cuda --tensor-parallel 2 -p 128 -n 64 -r 2 \
+    --peak-gb-s 6700 2>&1 | tee "$out/perf-70b-tp2.txt" | grep -E "memory|rank|prefill|decode|error"
+  if [ "${THROUGHPUT:-1}" = 1 ]; then
+    for tp in 1 2; do
+      "$build/bin/tandem-server" serve -m "$m" --device cuda --tensor-parallel $tp --port 18766 --ctx 1024 \
+        --batch-size 128 --max-queued-requests 1024 --log-level warn > "$out/serve-tp$tp.log" 2>&1 &
+      spid=$!
+      for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && break; sleep 0.5; done
+      echo "TP $tp:"
+      "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 1 --requests 4 \
+        --prompt-tokens 512 --max-tokens 128 -q 2>&1 | tail -3
+      "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 128 --requests 256 \
+        --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench-tp$tp.json" 2>&1 | tail -3
+      kill -TERM $spid; wait $spid
+    done
+  fi
+fi
+if [ "$what" = nodes ]; then
+  # Two processes, one GPU each, bootstrapped over TCP on this host, stand in
+  # for two nodes: node 0 serves, node 1 follows. Greedy completions must
+  # equal one GPU's, for TP 2 and for PP 2 (whose logits come back from node 1).
+  nvidia-smi topo -m 2>&1 | head -3
+  timeout 300 "$build/tests/parallel_runner_test" > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
+  grep -E "FAILED|PASSED" "$out/parallel_runner_test.log" | head
+  fixture=$src/tests/models/fixtures/llama3
+  ask() {  # port -> completion text
+    for i in $(seq 1 120); do curl -sf localhost:$1/health > /dev/null && break; sleep 0.5; done
+    curl -s localhost:$1/v1/completions -H 'content-type: application/json' \
+      -d '{"prompt":"And it came to pass","max_tokens":40,"temperature":0}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"])'
+  }
+  "$build/bin/tandem-server" serve -m "$fixture" --device cuda:0 --port 18770 --log-level warn > "$out/one-gpu.log" 2>&1 &
+  pid=$!; want=$(ask 18770); kill -TERM $pid; wait $pid
+  echo "one GPU: $want"
+  for plan in "--tensor-parallel 2" "--pipeline-parallel 2"; do
+    CUDA_VISIBLE_DEVICES=1 "$build/bin/tandem-server" serve -m "$fixture" $plan --nnodes 2 --node-rank 1 \
+      --master-port 18790 > "$out/node1.log" 2>&1 &
+    n1=$!
+    CUDA_VISIBLE_DEVICES=0 "$build/bin/tandem-server" serve -m "$fixture" $plan --nnodes 2 --node-rank 0 \
+      --master-port 18790 --port 18771 > "$out/node0.log" 2>&1 &
+    n0=$!
+    got=$(ask 18771)
+    kill -TERM $n0; wait $n0; echo "node 0 exit=$?"; wait $n1; echo "node 1 exit=$?"
+    echo "two nodes ($plan): $got"
+    [ "$got" = "$want" ] && echo "EQUAL" || { echo "DIFFERENT"; tail -5 "$out/node0.log" "$out/node1.log"; }
+  done
 fi

@@ -14,6 +14,8 @@
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
 #include "common/error.h"
+#include "parallel/communicator.h"
+#include "parallel/rank_model.h"
 
 namespace tandem {
 namespace {
@@ -94,14 +96,18 @@ std::string CudaMemoryPlan::describe() const {
 }
 
 CudaMemoryPlan plan_cuda_memory(const ModelFile& model, const CudaRunnerOptions& options, uint64_t gpu_total_bytes) {
-  const ModelConfig& c = model.config();
+  return plan_cuda_memory(model.config(), model.tensors(), options, gpu_total_bytes);
+}
+
+CudaMemoryPlan plan_cuda_memory(const ModelConfig& c, const std::vector<TensorRef>& tensors,
+                                const CudaRunnerOptions& options, uint64_t gpu_total_bytes) {
   CudaMemoryPlan plan;
   plan.block_size = options.block_size;
   check(plan.block_size > 0, "KV block size must be positive");
   plan.max_context = options.max_context > 0 ? options.max_context : c.context_length;
   plan.budget_bytes = options.gpu_memory_bytes > 0 ? options.gpu_memory_bytes
                                                     : static_cast<uint64_t>(static_cast<double>(gpu_total_bytes) * 0.9);
-  for (const TensorRef& t : model.tensors()) plan.weight_bytes += device_tensor_bytes(t, options.quantize);
+  for (const TensorRef& t : tensors) plan.weight_bytes += device_tensor_bytes(t, options.quantize);
   plan.scratch_bytes = kScratchReserve;
   plan.kv_bytes_per_block =
       static_cast<uint64_t>(c.n_layers) * 2 * static_cast<uint64_t>(plan.block_size * c.kv_dim()) * sizeof(uint16_t);
@@ -142,10 +148,20 @@ struct CudaModelRunner::Impl {
     const float* k_norm = nullptr;     // [head_dim]
   };
 
-  ModelConfig config;
+  ModelConfig config;  // a rank's local shape (parallel::RankModel) or the whole model's
   CudaRunnerOptions options;
   CudaMemoryPlan plan;
   cudaStream_t stream = nullptr;
+  bool owns_stream = true;
+
+  // Place in a parallel plan; a single GPU is tensor rank 0 of 1, stage 0 of 1.
+  int tp_rank = 0, tp_size = 1, stage = 0, n_stages = 1;
+  parallel::Communicator* tp_comm = nullptr;
+  parallel::Communicator* pipe_comm = nullptr;
+  bool has_embedding = true, has_head = true;
+  int64_t vocab_stride = 0;                   // logits row width on the GPU: the most LM head rows of any tensor rank
+  std::vector<std::pair<int64_t, int64_t>> vocab_ranges;  // [begin, end) of each tensor rank's LM head rows
+  bool holds_logits() const { return has_head && tp_rank == 0; }
   std::unique_ptr<cuda::Gemm> gemm;
   std::vector<DeviceBuffer> weights;  // owns every weight allocation
   DeviceBuffer staging;               // a matrix in its file's format, before int8/fp8 quantization
@@ -166,9 +182,11 @@ struct CudaModelRunner::Impl {
   DeviceBuffer gate_up;   // [T, 2 * intermediate] f32
   DeviceBuffer act;       // [T, intermediate] f32: silu(gate) * up
   DeviceBuffer sel;                              // [n_rows, hidden] f32
-  DeviceBuffer logits_dev;                       // [n_rows, vocab] f32
+  DeviceBuffer logits_dev;                       // [n_rows, vocab_stride] f32: this rank's vocabulary rows
+  DeviceBuffer gathered;                         // [tp_size, n_rows, vocab_stride] f32 (tensor parallel)
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
   cuda::PinnedBuffer meta_host, logits_host;
+  cudaEvent_t meta_copied = nullptr;  // meta_host may be rewritten once this fires
   std::vector<int32_t> meta;
   std::vector<float> logits;  // [n_rows, vocab], rows in chunk order
 
@@ -209,6 +227,10 @@ struct CudaModelRunner::Impl {
     g.epoch = epoch;
     return g.exec;
   }
+
+  void load(const std::string& path, const std::vector<TensorRef>& tensors);
+  // One step; advances each chunk's kv->n_tokens when `advance`.
+  const std::vector<float>& run(std::span<const SequenceChunk> chunks, bool advance);
 
   void report_progress(uint64_t bytes) {
     uploaded += bytes;
@@ -373,13 +395,16 @@ struct CudaModelRunner::Impl {
   }
 };
 
-CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions& options)
-    : impl_(std::make_unique<Impl>()) {
-  Impl& m = *impl_;
-  m.config = model.config();
-  m.options = options;
+// Uploads `tensors` (canonical names; the embedding, head and final norm only
+// where has_embedding / has_head) and sets up the cache and scratch. config,
+// options and the rank fields are set; the stream is created here unless
+// adopted.
+void CudaModelRunner::Impl::load(const std::string& path, const std::vector<TensorRef>& tensors) {
+  Impl& m = *this;
+  const CudaRunnerOptions& options = m.options;
   const ModelConfig& c = m.config;
-  const std::string& path = model.path();
+  std::map<std::string, const TensorRef*, std::less<>> by_name;
+  for (const TensorRef& t : tensors) by_name[t.name] = &t;
 
   int n_devices = 0;
   if (cudaGetDeviceCount(&n_devices) != cudaSuccess || n_devices == 0) {
@@ -391,7 +416,7 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
   TANDEM_CUDA_CHECK(cudaSetDevice(options.device));
   size_t free_bytes = 0, total_bytes = 0;
   TANDEM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  m.plan = plan_cuda_memory(model, options, total_bytes);
+  m.plan = plan_cuda_memory(c, tensors, options, total_bytes);
   const uint64_t planned = m.plan.weight_bytes + m.plan.scratch_bytes +
                            m.plan.kv_bytes_per_block * static_cast<uint64_t>(m.plan.kv_blocks);
   check(options.gpu_memory_bytes == 0 || planned <= free_bytes,
@@ -412,23 +437,34 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
   m.options.max_context = m.plan.max_context;
   m.options.kv_blocks = m.plan.kv_blocks;
 
-  TANDEM_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  if (m.owns_stream) TANDEM_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  TANDEM_CUDA_CHECK(cudaEventCreateWithFlags(&m.meta_copied, cudaEventDisableTiming));
   m.gemm = std::make_unique<cuda::Gemm>(m.stream);
 
   // Progress counts the bytes copied from the file: matrices in their file's
   // format (quantization happens on the GPU afterwards), 1-D tensors as f32.
-  for (const TensorRef& t : model.tensors()) {
+  for (const TensorRef& t : tensors) {
     if (t.name == "rope_freqs.weight") continue;  // folded into the RoPE tables, not uploaded
     m.upload_total += t.shape.size() == 2 ? device_matrix_bytes(t) : static_cast<uint64_t>(t.n_elements()) * 4;
   }
-  const auto& tensor = [&](const std::string& name) -> const TensorRef& { return model.tensor(name); };
-  m.token_embd = m.upload_matrix(tensor("token_embd.weight"), path);
-  m.output = c.tied_embeddings ? m.token_embd : m.upload_matrix(tensor("output.weight"), path);
-  m.output_norm = m.upload_vector(tensor("output_norm.weight"), path);
+  const auto& tensor = [&](const std::string& name) -> const TensorRef& {
+    auto it = by_name.find(name);
+    check(it != by_name.end(), path + ": tensor '" + name + "' is missing");
+    return *it->second;
+  };
   auto bytes_of = [](const DeviceMatrix& w) {
     return format_bytes(w.format, w.rows, w.cols);
   };
-  m.weight_bytes_per_step = bytes_of(m.output);
+  if (m.has_embedding) m.token_embd = m.upload_matrix(tensor("token_embd.weight"), path);
+  if (m.has_head) {
+    m.output = c.tied_embeddings ? m.token_embd : m.upload_matrix(tensor("output.weight"), path);
+    m.output_norm = m.upload_vector(tensor("output_norm.weight"), path);
+    m.weight_bytes_per_step = bytes_of(m.output);
+    if (m.vocab_stride == 0) {
+      m.vocab_stride = m.output.rows;
+      m.vocab_ranges = {{0, m.output.rows}};
+    }
+  }
   m.layers.resize(static_cast<size_t>(c.n_layers));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
@@ -494,8 +530,48 @@ CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions
   m.gate_up.resize(n * 2 * c.intermediate_size * f);
   m.act.resize(n * c.intermediate_size * f);
   m.sel.resize(n * c.hidden_size * f);
-  m.logits_dev.resize(n * c.vocab_size * f);
+  m.logits_dev.resize(n * std::max<int64_t>(m.vocab_stride, 1) * f);
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
+}
+
+CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->config = model.config();
+  impl_->options = options;
+  impl_->load(model.path(), model.tensors());
+}
+
+CudaModelRunner::CudaModelRunner(const parallel::RankModel& rank, const CudaRunnerOptions& options,
+                                 const CudaRankLinks& links)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.config = rank.config;
+  m.options = options;
+  m.tp_rank = static_cast<int>(rank.tp_rank);
+  m.tp_size = static_cast<int>(rank.tensor_parallel);
+  m.stage = static_cast<int>(rank.stage);
+  m.n_stages = static_cast<int>(rank.pipeline_stages);
+  m.has_embedding = rank.has_embedding;
+  m.has_head = rank.has_lm_head;
+  m.tp_comm = links.tensor;
+  m.pipe_comm = links.pipeline;
+  check(m.tp_size == 1 || (m.tp_comm != nullptr && m.tp_comm->world_size() == m.tp_size),
+        "internal: a tensor-parallel rank needs its group's communicator");
+  check(m.n_stages == 1 || (m.pipe_comm != nullptr && m.pipe_comm->world_size() == m.n_stages),
+        "internal: a pipeline stage needs the communicator across stages");
+  check(links.stream != nullptr, "internal: a parallel rank runs on its communicators' stream");
+  m.stream = static_cast<cudaStream_t>(links.stream);
+  m.owns_stream = false;
+  if (rank.has_lm_head) {
+    m.vocab_stride = rank.max_vocab_rows;
+    for (int64_t r = 0; r < rank.tensor_parallel; ++r) {
+      const parallel::Range v = parallel::split_evenly(rank.full_config.vocab_size, rank.tensor_parallel, r);
+      m.vocab_ranges.emplace_back(v.begin, v.end);
+    }
+    check(m.vocab_ranges[static_cast<size_t>(rank.tp_rank)] == std::make_pair(rank.vocab.begin, rank.vocab.end),
+          "internal: LM head rows differ from the even vocabulary split");
+  }
+  m.load(rank.path, rank.tensors);
 }
 
 CudaModelRunner::~CudaModelRunner() {
@@ -504,7 +580,8 @@ CudaModelRunner::~CudaModelRunner() {
     for (auto& [n, g] : impl_->graphs)
       if (g.exec) cudaGraphExecDestroy(g.exec);
     impl_->gemm.reset();
-    cudaStreamDestroy(impl_->stream);
+    if (impl_->meta_copied) cudaEventDestroy(impl_->meta_copied);
+    if (impl_->owns_stream) cudaStreamDestroy(impl_->stream);
   }
 }
 
@@ -516,7 +593,18 @@ uint64_t CudaModelRunner::weight_bytes_per_step() const { return impl_->weight_b
 const CudaMemoryPlan& CudaModelRunner::plan() const { return impl_->plan; }
 
 const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk> chunks) {
-  Impl& m = *impl_;
+  check(impl_->tp_size == 1 && impl_->n_stages == 1, "internal: a parallel rank runs steps through forward_shard");
+  return impl_->run(chunks, true);
+}
+
+const std::vector<float>& CudaModelRunner::forward_shard(std::span<const SequenceChunk> chunks) {
+  return impl_->run(chunks, false);
+}
+
+void CudaModelRunner::synchronize() { TANDEM_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+
+const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChunk> chunks, bool advance) {
+  Impl& m = *this;
   const ModelConfig& c = m.config;
   const int64_t hidden = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim(), inter = c.intermediate_size;
   const int64_t bs = m.plan.block_size;
@@ -607,14 +695,22 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
   m.ensure(m.gate_up, T * 2 * inter * f);
   m.ensure(m.act, T * inter * f);
   m.ensure(m.sel, n_rows * hidden * f);
-  m.ensure(m.logits_dev, n_rows * c.vocab_size * f);
+  const int64_t vstride = m.vocab_stride;
+  if (m.has_head) {
+    m.ensure(m.logits_dev, n_rows * vstride * f);
+    if (m.tp_size > 1) m.ensure(m.gathered, m.tp_size * n_rows * vstride * f);
+  }
   m.ensure(m.meta_dev, m.meta.size() * sizeof(int32_t));
-  m.meta_host.resize(m.meta.size() * sizeof(int32_t));
-  m.logits_host.resize(n_rows * c.vocab_size * f);
-  std::memcpy(m.meta_host.get(), m.meta.data(), m.meta.size() * sizeof(int32_t));
   cudaStream_t s = m.stream;
+  // The previous step's metadata copy may still be queued (a parallel rank
+  // returns before its work finishes): wait for it before reusing the buffer.
+  TANDEM_CUDA_CHECK(cudaEventSynchronize(m.meta_copied));
+  m.meta_host.resize(m.meta.size() * sizeof(int32_t));
+  if (m.holds_logits()) m.logits_host.resize(m.tp_size * n_rows * vstride * f);
+  std::memcpy(m.meta_host.get(), m.meta.data(), m.meta.size() * sizeof(int32_t));
   TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.meta_dev.get(), m.meta_host.get(), m.meta.size() * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, s));
+  TANDEM_CUDA_CHECK(cudaEventRecord(m.meta_copied, s));
   const int32_t* d_ids = m.meta_dev.get<int32_t>();
   const int32_t* d_positions = d_ids + T;
   const int32_t* d_slots = d_positions + T;
@@ -641,8 +737,17 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
 
   float* sel = m.sel.get<float>();
   float* logits_dev = m.logits_dev.get<float>();
+  // Tensor parallel: attn_output and ffn_down give partial sums of the
+  // residual update. Rank 0 adds its part to the residual, the others write
+  // theirs over their copy, and the all-reduce leaves x + sum of parts on all.
+  const bool tensor_parallel = m.tp_size > 1;
+  const bool accumulate_residual = m.tp_rank == 0;
   auto enqueue_step = [&] {
-    cuda::embed_rows(m.token_embd, d_ids, T, x, s);
+    if (m.has_embedding) {
+      cuda::embed_rows(m.token_embd, d_ids, T, x, s);
+    } else {
+      m.pipe_comm->recv(x, T * hidden, m.stage - 1);
+    }
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
       cuda::rmsnorm(x, nullptr, L.attn_norm, eps, T, hidden, xn, s);
@@ -683,7 +788,8 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
       aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
       aa.out = attn;
       cuda::paged_attention(aa, shape, T, s);
-      m.matmul(L.wo, attn, T, n_generated, x, hidden, true);
+      m.matmul(L.wo, attn, T, n_generated, x, hidden, accumulate_residual);
+      if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
       cuda::rmsnorm(x, nullptr, L.ffn_norm, eps, T, hidden, xn, s);
       if (L.fused_gate_up) {
         m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false);
@@ -692,10 +798,16 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
         m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false);
       }
       cuda::silu_mul(gate_up, T, inter, act, s);
-      m.matmul(L.down, act, T, n_generated, x, hidden, true);
+      m.matmul(L.down, act, T, n_generated, x, hidden, accumulate_residual);
+      if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
+    }
+    if (!m.has_head) {
+      m.pipe_comm->send(x, T * hidden, m.stage + 1);
+      return;
     }
     cuda::rmsnorm(x, d_out_rows, m.output_norm, eps, n_rows, hidden, sel, s);
-    m.matmul(m.output, sel, n_rows, n_generated_rows, logits_dev, c.vocab_size, false);
+    m.matmul(m.output, sel, n_rows, n_generated_rows, logits_dev, vstride, false);
+    if (tensor_parallel) m.tp_comm->all_gather(logits_dev, n_rows * vstride, m.gathered.get<float>());
   };
   // A pure decode step of up to kMaxGraphTokens sequences replays a CUDA
   // graph captured for its size: the same kernels, one launch.
@@ -706,17 +818,30 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
   } else {
     enqueue_step();
   }
-  TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.logits_host.get(), logits_dev, n_rows * c.vocab_size * f,
+  if (!m.holds_logits()) {
+    m.logits.clear();
+    return m.logits;
+  }
+  // Logits of tensor rank k: [n_rows, vstride] block k of the gathered
+  // buffer, its first (end - begin) columns being vocabulary [begin, end).
+  const float* src_dev = tensor_parallel ? m.gathered.get<float>() : logits_dev;
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.logits_host.get(), src_dev, m.tp_size * n_rows * vstride * f,
                                     cudaMemcpyDeviceToHost, s));
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
 
-  for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
-  m.logits.resize(static_cast<size_t>(n_rows * c.vocab_size));
+  if (advance)
+    for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
+  const int64_t vocab = c.vocab_size;
+  m.logits.resize(static_cast<size_t>(n_rows * vocab));
   const float* host = m.logits_host.get<float>();
   for (int64_t r = 0; r < n_rows; ++r) {
     const int64_t src = std::lower_bound(compute_rows.begin(), compute_rows.end(), want[static_cast<size_t>(r)]) -
                         compute_rows.begin();
-    std::memcpy(m.logits.data() + r * c.vocab_size, host + src * c.vocab_size, c.vocab_size * f);
+    for (int k = 0; k < m.tp_size; ++k) {
+      const auto [begin, end] = m.vocab_ranges[static_cast<size_t>(k)];
+      std::memcpy(m.logits.data() + r * vocab + begin, host + (k * n_rows + src) * vstride,
+                  static_cast<size_t>(end - begin) * f);
+    }
   }
   return m.logits;
 }

@@ -17,6 +17,10 @@
 #include "models/model_file.h"
 
 namespace tandem {
+namespace parallel {
+class Communicator;
+struct RankModel;
+}  // namespace parallel
 
 // Weights quantized at load time (from any file type): int8 or FP8 E4M3,
 // one f32 scale per output row (W8A16: activations stay 16/32-bit).
@@ -54,6 +58,21 @@ struct CudaMemoryPlan {
 // Throws tandem::Error with the numbers when the weights plus the KV cache of
 // one full-context sequence do not fit the budget.
 CudaMemoryPlan plan_cuda_memory(const ModelFile& model, const CudaRunnerOptions& options, uint64_t gpu_total_bytes);
+// The same for a model given as its config and canonical tensors (one GPU's
+// part of a parallel plan: parallel::RankModel).
+CudaMemoryPlan plan_cuda_memory(const ModelConfig& config, const std::vector<TensorRef>& tensors,
+                                const CudaRunnerOptions& options, uint64_t gpu_total_bytes);
+
+// How one GPU of a parallel plan reaches the others. The communicators queue
+// their operations on `stream` (a cudaStream_t on options.device that the
+// caller owns and keeps alive), which the runner adopts for all its work, so
+// the all-reduces sit in stream order between the kernels (and inside the
+// captured decode graphs).
+struct CudaRankLinks {
+  parallel::Communicator* tensor = nullptr;    // the stage's tensor-parallel group; rank = tensor rank
+  parallel::Communicator* pipeline = nullptr;  // this tensor rank across stages; rank = stage (unused with one stage)
+  void* stream = nullptr;
+};
 
 class CudaModelRunner : public ModelRunner {
  public:
@@ -61,7 +80,23 @@ class CudaModelRunner : public ModelRunner {
   // Throws tandem::Error when there is no usable GPU, a weight's dtype has
   // no CUDA kernel, or the plan does not fit.
   CudaModelRunner(const ModelFile& model, const CudaRunnerOptions& options);
+  // One GPU of a parallel plan: uploads the rank's shards (`rank` may be
+  // dropped afterwards, but the source model's mapping must outlive the
+  // constructor). Run steps with forward_shard.
+  CudaModelRunner(const parallel::RankModel& rank, const CudaRunnerOptions& options, const CudaRankLinks& links);
   ~CudaModelRunner() override;
+
+  // This rank's part of a step; every rank of the plan must call it with the
+  // same chunks, each from its own thread. Stage 0 embeds the tokens, later
+  // stages receive the hidden states from the stage before, tensor ranks
+  // all-reduce after attn_output and ffn_down, the last stage gathers the
+  // logits. Returns the logits (as forward does) on the rank that holds them,
+  // the last stage's tensor rank 0, and an empty vector elsewhere. Leaves
+  // each chunk's kv->n_tokens unchanged (the caller advances it once). The
+  // queued work may still run when it returns, except on the logits' rank;
+  // synchronize() waits for it.
+  const std::vector<float>& forward_shard(std::span<const SequenceChunk> chunks);
+  void synchronize();
 
   const ModelConfig& config() const override;
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -32,6 +33,8 @@ struct NcclCommunicator::State {
   int rank = 0;
   int world_size = 1;
   int device = 0;
+  bool owns_stream = true;
+  std::atomic<bool> aborted{false};  // the comm was torn down by abort()
 };
 
 NcclUniqueId make_nccl_unique_id() {
@@ -42,7 +45,7 @@ NcclUniqueId make_nccl_unique_id() {
   return out;
 }
 
-NcclCommunicator::NcclCommunicator(const NcclUniqueId& id, int rank, int world_size, int device)
+NcclCommunicator::NcclCommunicator(const NcclUniqueId& id, int rank, int world_size, int device, void* stream)
     : state_(std::make_unique<State>()) {
   check(world_size >= 1 && rank >= 0 && rank < world_size,
         "NCCL rank " + std::to_string(rank) + " outside a world of " + std::to_string(world_size));
@@ -51,12 +54,17 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId& id, int rank, int world_s
   state_->world_size = world_size;
   state_->device = device;
   check_cuda(cudaSetDevice(device), ("cudaSetDevice(" + std::to_string(device) + ")").c_str());
-  check_cuda(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (stream != nullptr) {
+    state_->stream = static_cast<cudaStream_t>(stream);
+    state_->owns_stream = false;
+  } else {
+    check_cuda(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  }
   ncclUniqueId nid;
   std::memcpy(&nid, id.bytes.data(), sizeof nid);
   const ncclResult_t r = ncclCommInitRank(&state_->comm, world_size, nid, rank);
   if (r != ncclSuccess) {
-    cudaStreamDestroy(state_->stream);
+    if (state_->owns_stream) cudaStreamDestroy(state_->stream);
     check_nccl(r, ("ncclCommInitRank (rank " + std::to_string(rank) + " of " + std::to_string(world_size) +
                    ", device " + std::to_string(device) + ")")
                       .c_str());
@@ -65,8 +73,8 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId& id, int rank, int world_s
 
 NcclCommunicator::~NcclCommunicator() {
   // No throwing here: a failure to tear down is reported by nothing.
-  if (state_->comm != nullptr) ncclCommDestroy(state_->comm);
-  if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
+  if (state_->comm != nullptr && !state_->aborted.load()) ncclCommDestroy(state_->comm);
+  if (state_->stream != nullptr && state_->owns_stream) cudaStreamDestroy(state_->stream);
 }
 
 int NcclCommunicator::rank() const { return state_->rank; }
@@ -90,6 +98,11 @@ void NcclCommunicator::send(const float* data, int64_t n, int peer) {
 
 void NcclCommunicator::recv(float* data, int64_t n, int peer) {
   check_nccl(ncclRecv(data, static_cast<size_t>(n), ncclFloat32, peer, state_->comm, state_->stream), "ncclRecv");
+}
+
+void NcclCommunicator::abort() {
+  ncclComm_t comm = state_->aborted.exchange(true) ? nullptr : state_->comm;
+  if (comm != nullptr) ncclCommAbort(comm);
 }
 
 void NcclCommunicator::synchronize() { check_cuda(cudaStreamSynchronize(state_->stream), "cudaStreamSynchronize"); }

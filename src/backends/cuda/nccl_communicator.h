@@ -26,14 +26,18 @@ NcclUniqueId make_nccl_unique_id();
 
 class NcclCommunicator : public Communicator {
  public:
-  // Binds the calling thread to `device`, creates a stream there and joins
+  // Binds the calling thread to `device`, creates a stream there (unless
+  // given one) and joins
   // the clique (ncclCommInitRank). Every one of the `world_size` ranks must
   // call it, each from its own thread or process, or it blocks.
   // Sets NCCL_NVLS_ENABLE=0 unless the environment already sets it: NVLink
   // SHARP (multicast) needs fabric manager support that shared machines
   // often lack, and fails at init there.
   // Throws tandem::Error with the CUDA or NCCL message on failure.
-  NcclCommunicator(const NcclUniqueId& id, int rank, int world_size, int device);
+  // `stream`: a cudaStream_t on `device` to queue on, owned by the caller
+  // (several communicators of one rank then share its order); null: the
+  // communicator creates and owns one.
+  NcclCommunicator(const NcclUniqueId& id, int rank, int world_size, int device, void* stream = nullptr);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -49,6 +53,10 @@ class NcclCommunicator : public Communicator {
   void send(const float* data, int64_t n, int peer) override;  // ncclSend
   void recv(float* data, int64_t n, int peer) override;        // ncclRecv
   void synchronize() override;                                 // cudaStreamSynchronize
+  // ncclCommAbort, callable from any thread: operations of this rank that
+  // wait on a peer (one that failed and will never join) return, and the
+  // communicator is unusable afterwards. Idempotent.
+  void abort();
 
  private:
   struct State;

@@ -1,0 +1,419 @@
+// ParallelCudaRunner: one worker thread per GPU rank; see the header.
+#include "backends/cuda/parallel_cuda_runner.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <thread>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/nccl_communicator.h"
+#include "common/error.h"
+#include "parallel/rank_model.h"
+
+namespace tandem {
+namespace {
+
+// A thread that runs one job at a time: the GPU rank's CUDA and NCCL calls
+// all come from it (a rank's communicators block in collectives until the
+// other ranks, on their own threads, join them). The job reports its end
+// itself (see ParallelCudaRunner::Impl::run_all).
+class RankWorker {
+ public:
+  RankWorker() : thread_([this] { loop(); }) {}
+  ~RankWorker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  RankWorker(const RankWorker&) = delete;
+  RankWorker& operator=(const RankWorker&) = delete;
+
+  // PRECONDITIONS: the previous job has ended.
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = std::move(job);
+    }
+    wake_.notify_all();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stop_ || job_; });
+      if (!job_) return;
+      std::function<void()> job = std::move(job_);
+      job_ = nullptr;
+      lock.unlock();
+      job();  // catches its own errors
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::function<void()> job_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts after the state above exists
+};
+
+}  // namespace
+
+struct ParallelCudaRunner::Impl {
+  // One GPU's state, created and used on its worker thread.
+  struct Rank {
+    int64_t global = 0, stage = 0, tp_rank = 0;
+    int device = 0;
+    cudaStream_t stream = nullptr;
+    std::unique_ptr<parallel::NcclCommunicator> tensor, pipeline;
+    std::unique_ptr<CudaModelRunner> runner;
+    RankWorker worker;
+
+    ~Rank() {
+      // Runner before communicators before the stream they all queue on, on
+      // the worker thread (which made them). The worker joins after this.
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+      worker.post([&] {
+        try {
+          runner.reset();
+          pipeline.reset();
+          tensor.reset();
+          if (stream) cudaStreamDestroy(stream);
+        } catch (...) {
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        done = true;
+        cv.notify_all();
+      });
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return done; });
+    }
+  };
+
+  ModelConfig config;
+  parallel::ParallelPlan plan;
+  ParallelRunnerOptions options;
+  std::vector<std::unique_ptr<Rank>> ranks;  // this node's, by global rank
+  parallel::NodeLink* link = nullptr;
+  int node = 0;
+  int64_t ranks_per_node = 0;
+  int holder_node = 0;  // the node of the last stage's tensor rank 0
+  BlockAllocator allocator{1};
+  int64_t max_context = 0;
+  uint64_t weight_bytes = 0;
+  std::vector<float> logits;
+
+  // The rank that returns logits, when it is on this node; else null.
+  Rank* logits_rank() {
+    const int64_t g = parallel::global_rank(plan.config, plan.config.pipeline_stages - 1, 0);
+    for (auto& r : ranks)
+      if (r->global == g) return r.get();
+    return nullptr;
+  }
+
+  // This node's part of a step: each rank queues its micro-batches back to
+  // back (stage s works on micro-batch i while stage s+1 works on i-1). Only
+  // the logits' rank waits for each (to copy its logits out); the others
+  // wait once at the end. Fills `logits` when the logits' rank is here.
+  void run_local(std::span<const SequenceChunk> chunks) {
+    const std::vector<parallel::Range> batches = parallel::split_micro_batches(
+        static_cast<int64_t>(chunks.size()), plan.config.micro_batch_size, plan.config.pipeline_stages);
+    logits.clear();
+    Rank* holder = logits_rank();
+    run_all([&](Rank& r) {
+      for (const parallel::Range& b : batches) {
+        const std::vector<float>& part =
+            r.runner->forward_shard(chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
+        if (&r == holder) logits.insert(logits.end(), part.begin(), part.end());
+      }
+      r.runner->synchronize();
+    });
+  }
+
+  // Step completion across the ranks.
+  std::mutex mu;
+  std::condition_variable finished;
+  size_t pending = 0;
+  std::exception_ptr first_error;
+  std::string broken;  // set when a rank failed mid-step: the runner is unusable
+
+  // Posts `job(rank)` to every rank, then waits for all; the first error
+  // wins. A rank that fails leaves its peers waiting in collectives it will
+  // never join: the communicators are aborted so that they return, and the
+  // runner refuses further steps.
+  void run_all(const std::function<void(Rank&)>& job) {
+    check(broken.empty(), "the multi-GPU runner stopped after an error: " + broken);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      pending = ranks.size();
+      first_error = nullptr;
+    }
+    for (auto& r : ranks) {
+      Rank* rank = r.get();
+      rank->worker.post([this, rank, &job] {
+        std::exception_ptr error;
+        try {
+          job(*rank);
+        } catch (...) {
+          error = std::current_exception();
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        if (error && !first_error) first_error = error;
+        --pending;
+        finished.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    finished.wait(lock, [&] { return pending == 0 || first_error; });
+    if (pending > 0) {
+      for (auto& r : ranks) {
+        if (r->tensor) r->tensor->abort();
+        if (r->pipeline) r->pipeline->abort();
+      }
+      finished.wait(lock, [&] { return pending == 0; });
+      try {
+        std::rethrow_exception(first_error);
+      } catch (const std::exception& e) {
+        broken = e.what();
+      }
+    }
+    if (first_error) std::rethrow_exception(first_error);
+  }
+};
+
+ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRunnerOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.config = model.config();
+  m.options = options;
+  m.plan = parallel::plan_parallel(model.config(), model.tensors(), options.parallel);
+  const parallel::ParallelConfig& pc = m.plan.config;
+  const int64_t world = pc.world_size();
+  int n_devices = 0;
+  if (cudaGetDeviceCount(&n_devices) != cudaSuccess) {
+    cudaGetLastError();
+    n_devices = 0;
+  }
+  m.link = options.link.get();
+  const int nnodes = m.link ? m.link->nnodes() : 1;
+  m.node = m.link ? m.link->node_rank() : 0;
+  check(world % nnodes == 0, describe(pc) + " cannot split evenly over " + std::to_string(nnodes) + " nodes");
+  m.ranks_per_node = world / nnodes;
+  m.holder_node = static_cast<int>(parallel::global_rank(pc, pc.pipeline_stages - 1, 0) / m.ranks_per_node);
+  const int64_t first_rank = m.node * m.ranks_per_node;
+  std::vector<int> devices = options.devices;
+  if (devices.empty())
+    for (int64_t r = 0; r < m.ranks_per_node; ++r) devices.push_back(static_cast<int>(r));
+  check(static_cast<int64_t>(devices.size()) == m.ranks_per_node,
+        std::to_string(devices.size()) + " GPUs named for the " + std::to_string(m.ranks_per_node) +
+            " ranks of this node (" + describe(pc) + ")");
+  for (int d : devices)
+    check(d >= 0 && d < n_devices, describe(pc) + " needs GPU " + std::to_string(d) + ", but " +
+                                       std::to_string(n_devices) + " GPU(s) are visible");
+
+  // One NCCL clique per stage's tensor group and one per tensor rank across
+  // the stages; every rank joins its two (in that order, on its own thread).
+  // Node 0 makes the ids and hands them to the other nodes.
+  const size_t n_ids = static_cast<size_t>((pc.tensor_parallel > 1 ? pc.pipeline_stages : 0) +
+                                           (pc.pipeline_stages > 1 ? pc.tensor_parallel : 0));
+  std::vector<parallel::NcclUniqueId> ids(n_ids);
+  if (m.node == 0) {
+    for (auto& id : ids) id = parallel::make_nccl_unique_id();
+    std::vector<uint8_t> blob;
+    for (const auto& id : ids) blob.insert(blob.end(), id.bytes.begin(), id.bytes.end());
+    for (int n = 1; n < nnodes; ++n) m.link->send(n, blob);
+  } else {
+    const std::vector<uint8_t> blob = m.link->recv(0);
+    check(blob.size() == n_ids * sizeof(parallel::NcclUniqueId::bytes),
+          "node 0 sent " + std::to_string(blob.size()) + " bytes of NCCL ids; this node expects " +
+              std::to_string(n_ids) + " ids for " + describe(pc) + " (do all nodes run the same command?)");
+    for (size_t i = 0; i < n_ids; ++i)
+      std::memcpy(ids[i].bytes.data(), blob.data() + i * ids[i].bytes.size(), ids[i].bytes.size());
+  }
+  const std::vector<parallel::NcclUniqueId> tensor_ids(
+      ids.begin(), ids.begin() + (pc.tensor_parallel > 1 ? pc.pipeline_stages : 0));
+  const std::vector<parallel::NcclUniqueId> pipeline_ids(ids.begin() + static_cast<int64_t>(tensor_ids.size()),
+                                                         ids.end());
+
+  for (int64_t g = first_rank; g < first_rank + m.ranks_per_node; ++g) {
+    auto rank = std::make_unique<Impl::Rank>();
+    rank->global = g;
+    rank->stage = g / pc.tensor_parallel;
+    rank->tp_rank = g % pc.tensor_parallel;
+    rank->device = devices[static_cast<size_t>(g - first_rank)];
+    m.ranks.push_back(std::move(rank));
+  }
+  // Load progress: the sum over ranks, reported from whichever thread moved it.
+  std::mutex progress_mu;
+  std::vector<std::pair<uint64_t, uint64_t>> progress(m.ranks.size());
+  const std::string& path = model.path();
+  m.run_all([&](Impl::Rank& r) {
+    TANDEM_CUDA_CHECK(cudaSetDevice(r.device));
+    TANDEM_CUDA_CHECK(cudaStreamCreateWithFlags(&r.stream, cudaStreamNonBlocking));
+    if (pc.tensor_parallel > 1)
+      r.tensor = std::make_unique<parallel::NcclCommunicator>(tensor_ids[static_cast<size_t>(r.stage)],
+                                                              static_cast<int>(r.tp_rank),
+                                                              static_cast<int>(pc.tensor_parallel), r.device, r.stream);
+    if (pc.pipeline_stages > 1)
+      r.pipeline = std::make_unique<parallel::NcclCommunicator>(pipeline_ids[static_cast<size_t>(r.tp_rank)],
+                                                                static_cast<int>(r.stage),
+                                                                static_cast<int>(pc.pipeline_stages), r.device, r.stream);
+    const parallel::RankModel shard =
+        parallel::make_rank_model(path, model.config(), model.tensors(), m.plan, r.stage, r.tp_rank);
+    CudaRunnerOptions o = options.gpu;
+    o.device = r.device;
+    if (options.gpu.on_load_progress) {
+      o.on_load_progress = [&, index = static_cast<size_t>(r.global)](uint64_t done, uint64_t total) {
+        std::lock_guard<std::mutex> lock(progress_mu);
+        progress[index] = {done, total};
+        uint64_t d = 0, t = 0;
+        for (const auto& [pd, pt] : progress) {
+          d += pd;
+          t += pt;
+        }
+        options.gpu.on_load_progress(d, t);
+      };
+    }
+    CudaRankLinks links;
+    links.tensor = r.tensor.get();
+    links.pipeline = r.pipeline.get();
+    links.stream = r.stream;
+    r.runner = std::make_unique<CudaModelRunner>(shard, o, links);
+    r.runner->synchronize();
+  });
+
+  // The ranks share one block table per sequence: the cache holds as many
+  // blocks as the GPU with the least room.
+  int64_t blocks = std::numeric_limits<int64_t>::max();
+  for (const auto& r : m.ranks) {
+    blocks = std::min(blocks, r->runner->plan().kv_blocks);
+    m.weight_bytes += r->runner->weight_bytes_per_step();
+  }
+  m.max_context = m.ranks.front()->runner->max_context();
+  // Across nodes: node 0 hands out block ids that every GPU has room for,
+  // and all nodes must agree on the context.
+  if (m.link) {
+    if (m.node == 0) {
+      for (int n = 1; n < nnodes; ++n) {
+        const std::vector<uint8_t> msg = m.link->recv(n);
+        check(msg.size() == 3 * sizeof(int64_t), "node " + std::to_string(n) + " sent a malformed load report");
+        int64_t theirs[3];
+        std::memcpy(theirs, msg.data(), sizeof theirs);
+        check(theirs[1] == m.max_context, "node " + std::to_string(n) + " plans a context of " +
+                                              std::to_string(theirs[1]) + ", node 0 of " +
+                                              std::to_string(m.max_context) + " (give every node the same --ctx)");
+        blocks = std::min(blocks, theirs[0]);
+        m.weight_bytes += static_cast<uint64_t>(theirs[2]);
+      }
+    } else {
+      const int64_t mine[3] = {blocks, m.max_context, static_cast<int64_t>(m.weight_bytes)};
+      m.link->send(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(mine), sizeof mine));
+    }
+  }
+  m.allocator = BlockAllocator(blocks);
+}
+
+ParallelCudaRunner::~ParallelCudaRunner() {
+  // The other nodes leave their follow() loops.
+  if (impl_->link && impl_->node == 0) {
+    parallel::StepPlan stop;
+    stop.stop = true;
+    const std::vector<uint8_t> msg = parallel::encode_step_plan(stop);
+    for (int n = 1; n < impl_->link->nnodes(); ++n) {
+      try {
+        impl_->link->send(n, msg);
+      } catch (const std::exception&) {
+      }
+    }
+  }
+}
+
+const ModelConfig& ParallelCudaRunner::config() const { return impl_->config; }
+int64_t ParallelCudaRunner::max_context() const { return impl_->max_context; }
+BlockAllocator& ParallelCudaRunner::block_allocator() { return impl_->allocator; }
+int64_t ParallelCudaRunner::block_size() const { return impl_->ranks.front()->runner->block_size(); }
+uint64_t ParallelCudaRunner::weight_bytes_per_step() const { return impl_->weight_bytes; }
+const parallel::ParallelPlan& ParallelCudaRunner::plan() const { return impl_->plan; }
+
+std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
+  std::vector<std::string> out;
+  for (const auto& r : impl_->ranks)
+    out.push_back("rank " + std::to_string(r->global) + " (stage " + std::to_string(r->stage) + ", tensor rank " +
+                  std::to_string(r->tp_rank) + ") on GPU " + std::to_string(r->device) + ": " +
+                  r->runner->plan().describe());
+  return out;
+}
+
+const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceChunk> chunks) {
+  Impl& m = *impl_;
+  check(m.node == 0, "internal: only node 0 plans steps; other nodes follow()");
+  if (m.link) {
+    parallel::StepPlan plan;
+    for (const SequenceChunk& ch : chunks) {
+      parallel::StepPlan::Chunk c;
+      c.tokens.assign(ch.tokens.begin(), ch.tokens.end());
+      c.n_tokens = ch.kv->n_tokens;
+      c.block_table = ch.kv->block_table;
+      c.all_logits = ch.all_logits;
+      c.prompt_len = ch.prompt_len;
+      plan.chunks.push_back(std::move(c));
+    }
+    const std::vector<uint8_t> msg = parallel::encode_step_plan(plan);
+    for (int n = 1; n < m.link->nnodes(); ++n) m.link->send(n, msg);
+  }
+  m.run_local(chunks);
+  if (m.holder_node != 0) {
+    const std::vector<uint8_t> bytes = m.link->recv(m.holder_node);
+    m.logits.resize(bytes.size() / sizeof(float));
+    std::memcpy(m.logits.data(), bytes.data(), m.logits.size() * sizeof(float));
+  }
+  for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
+  return m.logits;
+}
+
+void ParallelCudaRunner::follow() {
+  Impl& m = *impl_;
+  check(m.link != nullptr && m.node != 0, "internal: follow() runs on nodes other than 0");
+  for (;;) {
+    const parallel::StepPlan plan = parallel::decode_step_plan(m.link->recv(0));
+    if (plan.stop) return;
+    std::vector<SequenceKv> kvs(plan.chunks.size());
+    std::vector<SequenceChunk> chunks;
+    for (size_t i = 0; i < plan.chunks.size(); ++i) {
+      const parallel::StepPlan::Chunk& c = plan.chunks[i];
+      kvs[i].block_table = c.block_table;
+      kvs[i].n_tokens = c.n_tokens;
+      SequenceChunk ch{c.tokens, &kvs[i], c.all_logits};
+      ch.prompt_len = c.prompt_len;
+      chunks.push_back(ch);
+    }
+    try {
+      m.run_local(chunks);
+    } catch (const Error& e) {
+      // A step every rank refused alike (node 0 refused it too, and goes
+      // on); a rank that failed mid-step broke the runner: give up.
+      if (!m.broken.empty()) throw;
+      std::fprintf(stderr, "node %d: step refused: %s\n", m.node, e.what());
+      continue;
+    }
+    if (m.holder_node == m.node)
+      m.link->send(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(m.logits.data()),
+                                               m.logits.size() * sizeof(float)));
+  }
+}
+
+}  // namespace tandem

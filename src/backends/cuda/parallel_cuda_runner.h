@@ -1,0 +1,72 @@
+// One model over the GPUs of this host: tensor_parallel x pipeline_stages
+// ranks, one thread per GPU, each a CudaModelRunner over its shards
+// (parallel::RankModel) joined to the others by NCCL (NcclCommunicator).
+// Across hosts, node 0 sends each step's plan to the other nodes over TCP
+// (parallel::NodeLink) and NCCL joins all ranks.
+// The engine sees one ModelRunner: forward() hands the step to every rank,
+// pipeline stages take it in micro-batches so that they overlap, and the
+// last stage's tensor rank 0 returns the logits. Built only with NCCL
+// (TANDEM_HAVE_NCCL); this header holds no CUDA types.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_model_runner.h"
+#include "engine/model_runner.h"
+#include "models/model_file.h"
+#include "parallel/node_link.h"
+#include "parallel/parallel_config.h"
+#include "parallel/parallel_plan.h"
+
+namespace tandem {
+
+struct ParallelRunnerOptions {
+  parallel::ParallelConfig parallel;
+  // Per GPU. gpu.device is ignored: global rank r runs on devices[r].
+  // kv_blocks 0: as many as fit the GPU with the least room.
+  CudaRunnerOptions gpu;
+  std::vector<int> devices;  // this node's ranks in order -> GPU; empty: GPUs 0, 1, ...
+  // Several hosts: the world splits evenly over link->nnodes(), node n
+  // running global ranks [n * L, (n + 1) * L) with L = world / nnodes. Node 0
+  // runs forward(); the others run follow(). Null: one host.
+  std::shared_ptr<parallel::NodeLink> link;
+};
+
+class ParallelCudaRunner : public ModelRunner {
+ public:
+  // Plans the split (parallel::plan_parallel: refuses, with the numbers,
+  // models that do not divide), then starts one thread per GPU, joins the
+  // NCCL cliques and uploads each rank's shards. Throws tandem::Error when
+  // there are fewer GPUs than ranks, or a rank fails to load.
+  ParallelCudaRunner(const ModelFile& model, const ParallelRunnerOptions& options);
+  ~ParallelCudaRunner() override;
+
+  const ModelConfig& config() const override;
+  // Every rank runs the step; chunks split into micro-batches of
+  // micro_batch_size sequences (0: spread over the stages). Logits as
+  // ModelRunner::forward promises.
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;
+  int64_t max_context() const override;
+  BlockAllocator& block_allocator() override;
+  int64_t block_size() const override;
+  // Weight bytes every GPU reads in one step, summed over the GPUs.
+  uint64_t weight_bytes_per_step() const override;
+
+  const parallel::ParallelPlan& plan() const;
+  // On a node other than 0: runs node 0's steps as they come (its forward()
+  // calls), until node 0's runner is destroyed. Throws tandem::Error when
+  // the link to node 0 breaks.
+  void follow();
+  // One line per GPU: "rank 1 (stage 0, tensor rank 1) on GPU 1: <memory plan>".
+  std::vector<std::string> describe_ranks() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem

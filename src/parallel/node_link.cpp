@@ -1,0 +1,242 @@
+#include "parallel/node_link.h"
+
+#include <utility>  // before asio: Boost 1.74 uses std::exchange without it
+
+#include <boost/asio.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <thread>
+
+#include "common/error.h"
+
+namespace tandem::parallel {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+constexpr char kMagic[8] = {'T', 'A', 'N', 'D', 'E', 'M', 'N', '1'};
+constexpr uint64_t kMaxMessage = uint64_t{1} << 32;  // 4 GiB: far beyond any step's logits
+
+// Little-endian fixed-width fields, as every supported host is.
+template <typename T>
+void put(std::vector<uint8_t>& out, T v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&v);
+  out.insert(out.end(), p, p + sizeof v);
+}
+
+class Reader {
+ public:
+  explicit Reader(std::span<const uint8_t> data) : data_(data) {}
+  template <typename T>
+  T get() {
+    check(pos_ + sizeof(T) <= data_.size(), "step plan message is truncated");
+    T v;
+    std::memcpy(&v, data_.data() + pos_, sizeof v);
+    pos_ += sizeof v;
+    return v;
+  }
+  std::vector<int32_t> ints() {
+    const uint64_t n = get<uint64_t>();
+    check(n <= (data_.size() - pos_) / 4, "step plan message is truncated");
+    std::vector<int32_t> v(static_cast<size_t>(n));
+    std::memcpy(v.data(), data_.data() + pos_, n * 4);
+    pos_ += n * 4;
+    return v;
+  }
+  bool done() const { return pos_ == data_.size(); }
+
+ private:
+  std::span<const uint8_t> data_;
+  size_t pos_ = 0;
+};
+
+void put_ints(std::vector<uint8_t>& out, const std::vector<int32_t>& v) {
+  put<uint64_t>(out, v.size());
+  const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+  out.insert(out.end(), p, p + v.size() * 4);
+}
+
+std::string where(const NodeConfig& c) { return c.master_addr + ":" + std::to_string(c.master_port); }
+
+}  // namespace
+
+bool apply_mpi_environment(NodeConfig& config) {
+  const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  if (config.nnodes != 1 || size == nullptr || rank == nullptr) return false;
+  try {
+    config.nnodes = std::stoi(size);
+    config.node_rank = std::stoi(rank);
+  } catch (const std::exception&) {
+    throw Error("OMPI_COMM_WORLD_SIZE / OMPI_COMM_WORLD_RANK are not numbers ('" + std::string(size) + "', '" +
+                std::string(rank) + "')");
+  }
+  return true;
+}
+
+void validate_node_config(const NodeConfig& c) {
+  check(c.nnodes >= 1 && c.nnodes <= 1024, "--nnodes must be in [1, 1024], got " + std::to_string(c.nnodes));
+  check(c.node_rank >= 0 && c.node_rank < c.nnodes, "--node-rank must be in [0, nnodes - 1 = " +
+                                                        std::to_string(c.nnodes - 1) + "], got " +
+                                                        std::to_string(c.node_rank));
+  check(c.master_port > 0 && c.master_port < 65536, "--master-port must be in [1, 65535], got " +
+                                                        std::to_string(c.master_port));
+  check(!c.master_addr.empty(), "--master-addr must name node 0's host");
+}
+
+struct NodeLink::State {
+  NodeConfig config;
+  asio::io_context io;
+  std::vector<std::optional<tcp::socket>> peers;  // node 0: by node rank; others: [0] = node 0
+  tcp::socket& peer(int node) {
+    const size_t i = static_cast<size_t>(config.node_rank == 0 ? node : 0);
+    check((config.node_rank == 0 ? node >= 1 && node < config.nnodes : node == 0) && peers[i].has_value(),
+          "internal: node " + std::to_string(config.node_rank) + " has no link to node " + std::to_string(node));
+    return *peers[i];
+  }
+};
+
+NodeLink::NodeLink(std::unique_ptr<State> state) : state_(std::move(state)) {}
+NodeLink::~NodeLink() = default;
+int NodeLink::node_rank() const { return state_->config.node_rank; }
+int NodeLink::nnodes() const { return state_->config.nnodes; }
+
+std::unique_ptr<NodeLink> NodeLink::open(const NodeConfig& config) {
+  validate_node_config(config);
+  auto st = std::make_unique<State>();
+  st->config = config;
+  const auto deadline = std::chrono::steady_clock::now() + config.timeout;
+  auto hello = [&](int rank) {
+    std::vector<uint8_t> m(kMagic, kMagic + sizeof kMagic);
+    put<int32_t>(m, rank);
+    put<int32_t>(m, config.nnodes);
+    return m;
+  };
+  if (config.node_rank == 0) {
+    st->peers.resize(static_cast<size_t>(config.nnodes));
+    tcp::acceptor acceptor(st->io);
+    boost::system::error_code ec;
+    const tcp::endpoint endpoint(tcp::v4(), static_cast<unsigned short>(config.master_port));
+    acceptor.open(endpoint.protocol(), ec);
+    if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor.bind(endpoint, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    check(!ec, "node 0 cannot listen on port " + std::to_string(config.master_port) + ": " + ec.message() +
+                   " (--master-port)");
+    int joined = 1;
+    while (joined < config.nnodes) {
+      std::optional<tcp::socket> socket;
+      acceptor.async_accept([&](const boost::system::error_code& e, tcp::socket s) {
+        if (!e) socket.emplace(std::move(s));
+      });
+      st->io.restart();
+      st->io.run_until(deadline);
+      if (!socket) {
+        acceptor.cancel();
+        st->io.restart();
+        st->io.poll();
+        throw Error("node 0 waited " + std::to_string(config.timeout.count()) + " s on port " +
+                    std::to_string(config.master_port) + ", and only " + std::to_string(joined) + " of " +
+                    std::to_string(config.nnodes) + " nodes joined");
+      }
+      socket->set_option(tcp::no_delay(true));
+      std::vector<uint8_t> h(sizeof kMagic + 8);
+      asio::read(*socket, asio::buffer(h), ec);
+      if (ec || std::memcmp(h.data(), kMagic, sizeof kMagic) != 0) continue;  // not a Tandem node: ignore it
+      int32_t rank = 0, nnodes = 0;
+      std::memcpy(&rank, h.data() + 8, 4);
+      std::memcpy(&nnodes, h.data() + 12, 4);
+      check(nnodes == config.nnodes, "a node says --nnodes " + std::to_string(nnodes) + ", node 0 says " +
+                                         std::to_string(config.nnodes));
+      check(rank >= 1 && rank < config.nnodes, "a node says --node-rank " + std::to_string(rank) +
+                                                   ", outside 1.." + std::to_string(config.nnodes - 1));
+      check(!st->peers[static_cast<size_t>(rank)], "two nodes say --node-rank " + std::to_string(rank));
+      st->peers[static_cast<size_t>(rank)] = std::move(socket);
+      ++joined;
+    }
+  } else {
+    st->peers.resize(1);
+    tcp::resolver resolver(st->io);
+    boost::system::error_code ec;
+    const auto endpoints = resolver.resolve(config.master_addr, std::to_string(config.master_port), ec);
+    check(!ec, "cannot resolve --master-addr " + config.master_addr + ": " + ec.message());
+    for (;;) {
+      tcp::socket socket(st->io);
+      asio::connect(socket, endpoints, ec);
+      if (!ec) {
+        socket.set_option(tcp::no_delay(true));
+        asio::write(socket, asio::buffer(hello(config.node_rank)), ec);
+        check(!ec, "node " + std::to_string(config.node_rank) + " lost node 0 at " + where(config) + ": " +
+                       ec.message());
+        st->peers[0].emplace(std::move(socket));
+        break;
+      }
+      check(std::chrono::steady_clock::now() < deadline,
+            "node " + std::to_string(config.node_rank) + " could not reach node 0 at " + where(config) + " within " +
+                std::to_string(config.timeout.count()) + " s: " + ec.message());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+  return std::unique_ptr<NodeLink>(new NodeLink(std::move(st)));
+}
+
+void NodeLink::send(int node, std::span<const uint8_t> message) {
+  tcp::socket& s = state_->peer(node);
+  const uint64_t n = message.size();
+  boost::system::error_code ec;
+  const std::array<asio::const_buffer, 2> parts{asio::buffer(&n, sizeof n), asio::buffer(message.data(), n)};
+  asio::write(s, parts, ec);
+  check(!ec, "node " + std::to_string(node_rank()) + " lost node " + std::to_string(node) + ": " + ec.message());
+}
+
+std::vector<uint8_t> NodeLink::recv(int node) {
+  tcp::socket& s = state_->peer(node);
+  uint64_t n = 0;
+  boost::system::error_code ec;
+  asio::read(s, asio::buffer(&n, sizeof n), ec);
+  check(!ec, "node " + std::to_string(node_rank()) + " lost node " + std::to_string(node) + ": " + ec.message());
+  check(n <= kMaxMessage, "node " + std::to_string(node) + " sent a message of " + std::to_string(n) +
+                              " bytes; is it a Tandem node of this version?");
+  std::vector<uint8_t> m(static_cast<size_t>(n));
+  asio::read(s, asio::buffer(m), ec);
+  check(!ec, "node " + std::to_string(node_rank()) + " lost node " + std::to_string(node) + ": " + ec.message());
+  return m;
+}
+
+std::vector<uint8_t> encode_step_plan(const StepPlan& plan) {
+  std::vector<uint8_t> out;
+  put<uint8_t>(out, plan.stop ? 1 : 0);
+  put<uint64_t>(out, plan.chunks.size());
+  for (const StepPlan::Chunk& c : plan.chunks) {
+    put_ints(out, c.tokens);
+    put<int64_t>(out, c.n_tokens);
+    put_ints(out, c.block_table);
+    put<uint8_t>(out, c.all_logits ? 1 : 0);
+    put<int64_t>(out, c.prompt_len);
+  }
+  return out;
+}
+
+StepPlan decode_step_plan(std::span<const uint8_t> message) {
+  Reader r(message);
+  StepPlan plan;
+  plan.stop = r.get<uint8_t>() != 0;
+  const uint64_t n = r.get<uint64_t>();
+  check(n <= message.size(), "step plan message is malformed (" + std::to_string(n) + " chunks)");
+  for (uint64_t i = 0; i < n; ++i) {
+    StepPlan::Chunk c;
+    c.tokens = r.ints();
+    c.n_tokens = r.get<int64_t>();
+    c.block_table = r.ints();
+    c.all_logits = r.get<uint8_t>() != 0;
+    c.prompt_len = r.get<int64_t>();
+    check(c.n_tokens >= 0 && !c.tokens.empty(), "step plan message is malformed (chunk " + std::to_string(i) + ")");
+    plan.chunks.push_back(std::move(c));
+  }
+  check(r.done(), "step plan message has trailing bytes");
+  return plan;
+}
+
+}  // namespace tandem::parallel

@@ -1,0 +1,151 @@
+// NodeLink over loopback: nodes meet, messages pass both ways, mistakes in
+// the launch (a node that never comes, another nnodes, nobody at the
+// address) end with errors that say so; and the step plan's encoding.
+#include "parallel/node_link.h"
+
+#include <gtest/gtest.h>
+
+#include <utility>  // before asio: Boost 1.74 uses std::exchange without it
+
+#include <boost/asio.hpp>
+#include <future>
+#include <thread>
+
+#include "common/error.h"
+
+namespace tandem::parallel {
+namespace {
+
+int free_port() {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::tcp::v4(), 0});
+  return a.local_endpoint().port();
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+NodeConfig node(int rank, int nnodes, int port) {
+  NodeConfig c;
+  c.nnodes = nnodes;
+  c.node_rank = rank;
+  c.master_port = port;
+  c.timeout = std::chrono::seconds(10);
+  return c;
+}
+
+TEST(NodeLink, ThreeNodesMeetAndTalkBothWays) {
+  const int port = free_port();
+  std::vector<std::future<std::vector<uint8_t>>> others;
+  for (int r = 1; r <= 2; ++r) {
+    others.push_back(std::async(std::launch::async, [r, port] {
+      auto link = NodeLink::open(node(r, 3, port));
+      EXPECT_EQ(link->node_rank(), r);
+      std::vector<uint8_t> got = link->recv(0);
+      got.push_back(static_cast<uint8_t>(r));
+      link->send(0, got);
+      return link->recv(0);
+    }));
+  }
+  auto link = NodeLink::open(node(0, 3, port));
+  EXPECT_EQ(link->nnodes(), 3);
+  for (int r = 1; r <= 2; ++r) link->send(r, std::vector<uint8_t>{7, 8});
+  for (int r = 1; r <= 2; ++r) EXPECT_EQ(link->recv(r), (std::vector<uint8_t>{7, 8, static_cast<uint8_t>(r)}));
+  std::vector<uint8_t> big(3 << 20);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 31);
+  for (int r = 1; r <= 2; ++r) link->send(r, big);
+  for (auto& f : others) EXPECT_EQ(f.get(), big);
+}
+
+TEST(NodeLink, NodeZeroGivesUpWhenANodeNeverComes) {
+  NodeConfig c = node(0, 2, free_port());
+  c.timeout = std::chrono::seconds(1);
+  EXPECT_NE(error_of([&] { NodeLink::open(c); }).find("only 1 of 2 nodes joined"), std::string::npos);
+}
+
+TEST(NodeLink, AnotherNodeGivesUpWhenNodeZeroIsNotThere) {
+  NodeConfig c = node(1, 2, free_port());
+  c.timeout = std::chrono::seconds(1);
+  EXPECT_NE(error_of([&] { NodeLink::open(c); }).find("could not reach node 0 at 127.0.0.1:"), std::string::npos);
+}
+
+TEST(NodeLink, NodesThatDisagreeOnNnodesAreRefused) {
+  const int port = free_port();
+  auto other = std::async(std::launch::async, [port] {
+    try {
+      NodeLink::open(node(1, 3, port));
+    } catch (const Error&) {
+    }
+  });
+  EXPECT_NE(error_of([&] { NodeLink::open(node(0, 2, port)); }).find("a node says --nnodes 3, node 0 says 2"),
+            std::string::npos);
+  other.get();
+}
+
+TEST(NodeLink, ALostPeerIsAnError) {
+  const int port = free_port();
+  auto other = std::async(std::launch::async, [port] { NodeLink::open(node(1, 2, port)); });  // closes at once
+  auto link = NodeLink::open(node(0, 2, port));
+  other.get();
+  EXPECT_NE(error_of([&] { link->recv(1); }).find("node 0 lost node 1"), std::string::npos);
+}
+
+TEST(NodeConfig, RangesAndMpiEnvironment) {
+  NodeConfig c;
+  c.nnodes = 2;
+  c.node_rank = 2;
+  EXPECT_NE(error_of([&] { validate_node_config(c); }).find("--node-rank must be in [0, nnodes - 1 = 1]"),
+            std::string::npos);
+  c.node_rank = 1;
+  c.master_port = 0;
+  EXPECT_NE(error_of([&] { validate_node_config(c); }).find("--master-port"), std::string::npos);
+
+  NodeConfig m;
+  ::setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
+  ::setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+  EXPECT_TRUE(apply_mpi_environment(m));
+  EXPECT_EQ(m.nnodes, 4);
+  EXPECT_EQ(m.node_rank, 3);
+  NodeConfig given;
+  given.nnodes = 2;  // flags win
+  EXPECT_FALSE(apply_mpi_environment(given));
+  EXPECT_EQ(given.nnodes, 2);
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  ::unsetenv("OMPI_COMM_WORLD_RANK");
+}
+
+TEST(StepPlan, RoundTripsAndRefusesDamage) {
+  StepPlan p;
+  p.chunks.push_back({{1, 2, 3}, 17, {4, 9}, true, 12});
+  p.chunks.push_back({{42}, 0, {}, false, std::numeric_limits<int64_t>::max()});
+  const std::vector<uint8_t> bytes = encode_step_plan(p);
+  const StepPlan q = decode_step_plan(bytes);
+  ASSERT_EQ(q.chunks.size(), 2u);
+  EXPECT_FALSE(q.stop);
+  EXPECT_EQ(q.chunks[0].tokens, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(q.chunks[0].n_tokens, 17);
+  EXPECT_EQ(q.chunks[0].block_table, (std::vector<int32_t>{4, 9}));
+  EXPECT_TRUE(q.chunks[0].all_logits);
+  EXPECT_EQ(q.chunks[0].prompt_len, 12);
+  EXPECT_EQ(q.chunks[1].prompt_len, std::numeric_limits<int64_t>::max());
+  StepPlan stop;
+  stop.stop = true;
+  EXPECT_TRUE(decode_step_plan(encode_step_plan(stop)).stop);
+
+  for (size_t cut : {size_t{0}, size_t{5}, bytes.size() - 1})
+    EXPECT_NE(error_of([&] { decode_step_plan(std::span<const uint8_t>(bytes.data(), cut)); }).find("truncated"),
+              std::string::npos)
+        << cut;
+  std::vector<uint8_t> longer = bytes;
+  longer.push_back(0);
+  EXPECT_NE(error_of([&] { decode_step_plan(longer); }).find("trailing"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tandem::parallel
