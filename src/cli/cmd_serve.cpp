@@ -125,7 +125,6 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
     rq.batch_invariant = f.batch_invariant;
     rq.parallel = config.parallel;
-  rq.nodes = nodes;
     rq.nodes = nodes;
     ThreadPool pool(1);
     follow_node(*model, pool, rq);

@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <optional>
 #include <thread>
 
@@ -17,7 +18,9 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 constexpr char kMagic[8] = {'T', 'A', 'N', 'D', 'E', 'M', 'N', '1'};
-constexpr uint64_t kMaxMessage = uint64_t{1} << 32;  // 4 GiB: far beyond any step's logits
+// 64 GiB: a step's plan is small; its logits are rows x vocab x 4 bytes
+// (a 16k-token prompt with every row's logits over a 128k vocabulary is 8 GB).
+constexpr uint64_t kMaxMessage = uint64_t{1} << 36;
 
 // Little-endian fixed-width fields, as every supported host is.
 template <typename T>
@@ -142,9 +145,20 @@ std::unique_ptr<NodeLink> NodeLink::open(const NodeConfig& config) {
                     std::to_string(config.nnodes) + " nodes joined");
       }
       socket->set_option(tcp::no_delay(true));
+      // The hello, within the deadline: a connection that says nothing (a
+      // port scan, a health check) is dropped, not waited on forever.
       std::vector<uint8_t> h(sizeof kMagic + 8);
-      asio::read(*socket, asio::buffer(h), ec);
-      if (ec || std::memcmp(h.data(), kMagic, sizeof kMagic) != 0) continue;  // not a Tandem node: ignore it
+      bool read_ok = false;
+      asio::async_read(*socket, asio::buffer(h), [&](const boost::system::error_code& e, size_t) { read_ok = !e; });
+      st->io.restart();
+      st->io.run_until(std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(2)));
+      if (!read_ok) {
+        socket->close(ec);
+        st->io.restart();
+        st->io.poll();
+        continue;
+      }
+      if (std::memcmp(h.data(), kMagic, sizeof kMagic) != 0) continue;  // not a Tandem node: ignore it
       int32_t rank = 0, nnodes = 0;
       std::memcpy(&rank, h.data() + 8, 4);
       std::memcpy(&nnodes, h.data() + 12, 4);
@@ -185,6 +199,8 @@ std::unique_ptr<NodeLink> NodeLink::open(const NodeConfig& config) {
 void NodeLink::send(int node, std::span<const uint8_t> message) {
   tcp::socket& s = state_->peer(node);
   const uint64_t n = message.size();
+  check(n <= kMaxMessage, "a message of " + std::to_string(n) + " bytes to node " + std::to_string(node) +
+                              " exceeds the link's limit of " + std::to_string(kMaxMessage) + " bytes");
   boost::system::error_code ec;
   const std::array<asio::const_buffer, 2> parts{asio::buffer(&n, sizeof n), asio::buffer(message.data(), n)};
   asio::write(s, parts, ec);
@@ -198,7 +214,7 @@ std::vector<uint8_t> NodeLink::recv(int node) {
   asio::read(s, asio::buffer(&n, sizeof n), ec);
   check(!ec, "node " + std::to_string(node_rank()) + " lost node " + std::to_string(node) + ": " + ec.message());
   check(n <= kMaxMessage, "node " + std::to_string(node) + " sent a message of " + std::to_string(n) +
-                              " bytes; is it a Tandem node of this version?");
+                              " bytes, over the link's limit; is it a Tandem node of this version?");
   std::vector<uint8_t> m(static_cast<size_t>(n));
   asio::read(s, asio::buffer(m), ec);
   check(!ec, "node " + std::to_string(node_rank()) + " lost node " + std::to_string(node) + ": " + ec.message());

@@ -63,6 +63,32 @@ TEST(NodeLink, ThreeNodesMeetAndTalkBothWays) {
   for (auto& f : others) EXPECT_EQ(f.get(), big);
 }
 
+// A connection that never says hello (a port scan) is dropped after 2 s;
+// the real node behind it still joins.
+TEST(NodeLink, ASilentConnectionDoesNotBlockTheOthers) {
+  const int port = free_port();
+  boost::asio::io_context io;
+  auto silent = std::async(std::launch::async, [&] {
+    boost::asio::ip::tcp::socket s(io);
+    for (int i = 0; i < 100; ++i) {
+      boost::system::error_code ec;
+      s.connect({boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)}, ec);
+      if (!ec) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(4));  // say nothing, stay open
+  });
+  auto other = std::async(std::launch::async, [port] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // after the silent one
+    auto link = NodeLink::open(node(1, 2, port));
+    link->send(0, std::vector<uint8_t>{42});
+  });
+  auto link = NodeLink::open(node(0, 2, port));
+  EXPECT_EQ(link->recv(1), std::vector<uint8_t>{42});
+  other.get();
+  silent.get();
+}
+
 TEST(NodeLink, NodeZeroGivesUpWhenANodeNeverComes) {
   NodeConfig c = node(0, 2, free_port());
   c.timeout = std::chrono::seconds(1);

@@ -158,6 +158,14 @@ struct CudaModelRunner::Impl {
   int tp_rank = 0, tp_size = 1, stage = 0, n_stages = 1;
   parallel::Communicator* tp_comm = nullptr;
   parallel::Communicator* pipe_comm = nullptr;
+  std::function<void()> wait_hook;  // CudaRankLinks::wait
+  void wait_stream() {
+    if (wait_hook) {
+      wait_hook();
+    } else {
+      TANDEM_CUDA_CHECK(cudaStreamSynchronize(stream));
+    }
+  }
   bool has_embedding = true, has_head = true;
   int64_t vocab_stride = 0;                   // logits row width on the GPU: the most LM head rows of any tensor rank
   std::vector<std::pair<int64_t, int64_t>> vocab_ranges;  // [begin, end) of each tensor rank's LM head rows
@@ -498,6 +506,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
 
   m.staging = DeviceBuffer();
   if (m.options.on_load_progress) m.options.on_load_progress(m.upload_total, m.upload_total);
+  m.options.on_load_progress = nullptr;  // it may refer to the caller's locals
 
   // RoPE tables, angles in double as the CPU engine computes them.
   const std::vector<double> inv_freq = rope_inv_freq(c);
@@ -555,6 +564,7 @@ CudaModelRunner::CudaModelRunner(const parallel::RankModel& rank, const CudaRunn
   m.has_head = rank.has_lm_head;
   m.tp_comm = links.tensor;
   m.pipe_comm = links.pipeline;
+  m.wait_hook = links.wait;
   check(m.tp_size == 1 || (m.tp_comm != nullptr && m.tp_comm->world_size() == m.tp_size),
         "internal: a tensor-parallel rank needs its group's communicator");
   check(m.n_stages == 1 || (m.pipe_comm != nullptr && m.pipe_comm->world_size() == m.n_stages),
@@ -601,7 +611,7 @@ const std::vector<float>& CudaModelRunner::forward_shard(std::span<const Sequenc
   return impl_->run(chunks, false);
 }
 
-void CudaModelRunner::synchronize() { TANDEM_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+void CudaModelRunner::synchronize() { impl_->wait_stream(); }
 
 const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChunk> chunks, bool advance) {
   Impl& m = *this;
@@ -827,7 +837,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const float* src_dev = tensor_parallel ? m.gathered.get<float>() : logits_dev;
   TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.logits_host.get(), src_dev, m.tp_size * n_rows * vstride * f,
                                     cudaMemcpyDeviceToHost, s));
-  TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
+  m.wait_stream();
 
   if (advance)
     for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());

@@ -72,6 +72,9 @@ struct CudaRankLinks {
   parallel::Communicator* tensor = nullptr;    // the stage's tensor-parallel group; rank = tensor rank
   parallel::Communicator* pipeline = nullptr;  // this tensor rank across stages; rank = stage (unused with one stage)
   void* stream = nullptr;
+  // Waits until `stream` is idle (for the logits copy and synchronize());
+  // throws to give up (a failed peer). Null: cudaStreamSynchronize.
+  std::function<void()> wait;
 };
 
 class CudaModelRunner : public ModelRunner {

@@ -105,6 +105,13 @@ void NcclCommunicator::abort() {
   if (comm != nullptr) ncclCommAbort(comm);
 }
 
+std::string NcclCommunicator::async_error() const {
+  if (state_->aborted.load() || state_->comm == nullptr) return "";
+  ncclResult_t r = ncclSuccess;
+  if (ncclCommGetAsyncError(state_->comm, &r) != ncclSuccess) return "ncclCommGetAsyncError failed";
+  return r == ncclSuccess || r == ncclInProgress ? "" : ncclGetErrorString(r);
+}
+
 void NcclCommunicator::synchronize() { check_cuda(cudaStreamSynchronize(state_->stream), "cudaStreamSynchronize"); }
 
 }  // namespace tandem::parallel

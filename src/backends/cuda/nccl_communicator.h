@@ -11,6 +11,7 @@
 
 #include <array>
 #include <memory>
+#include <string>
 
 #include "parallel/communicator.h"
 
@@ -53,10 +54,14 @@ class NcclCommunicator : public Communicator {
   void send(const float* data, int64_t n, int peer) override;  // ncclSend
   void recv(float* data, int64_t n, int peer) override;        // ncclRecv
   void synchronize() override;                                 // cudaStreamSynchronize
-  // ncclCommAbort, callable from any thread: operations of this rank that
-  // wait on a peer (one that failed and will never join) return, and the
-  // communicator is unusable afterwards. Idempotent.
+  // ncclCommAbort: queued operations of this rank that wait on a peer (one
+  // that failed and will never join) end, and the communicator is unusable
+  // afterwards. Idempotent. Call it from the thread that queues on this
+  // communicator, between operations (it frees NCCL's state).
   void abort();
+  // NCCL's asynchronous error (ncclCommGetAsyncError), e.g. a peer process
+  // that died; empty while there is none.
+  std::string async_error() const;
 
  private:
   struct State;

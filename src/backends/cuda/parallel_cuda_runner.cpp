@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <condition_variable>
@@ -69,6 +70,11 @@ class RankWorker {
   std::thread thread_;  // last: starts after the state above exists
 };
 
+// A rank that gave up because another failed (not the failure itself).
+struct RankAborted : Error {
+  using Error::Error;
+};
+
 }  // namespace
 
 struct ParallelCudaRunner::Impl {
@@ -79,6 +85,7 @@ struct ParallelCudaRunner::Impl {
     cudaStream_t stream = nullptr;
     std::unique_ptr<parallel::NcclCommunicator> tensor, pipeline;
     std::unique_ptr<CudaModelRunner> runner;
+    std::atomic<bool> abort_requested{false};  // another rank failed: give up at the next wait
     RankWorker worker;
 
     ~Rank() {
@@ -148,23 +155,26 @@ struct ParallelCudaRunner::Impl {
   std::mutex mu;
   std::condition_variable finished;
   size_t pending = 0;
-  std::exception_ptr first_error;
+  std::vector<std::exception_ptr> errors;  // by local rank index
   std::string broken;  // set when a rank failed mid-step: the runner is unusable
 
-  // Posts `job(rank)` to every rank, then waits for all; the first error
-  // wins. A rank that fails leaves its peers waiting in collectives it will
-  // never join: the communicators are aborted so that they return, and the
-  // runner refuses further steps.
+  // Posts `job(rank)` to every rank, then waits for all. When one fails,
+  // the others are asked to give up: a rank waiting on its stream (see
+  // wait_stream) aborts its own communicators, so that collectives waiting
+  // for the failed rank end, and throws RankAborted. A step every rank
+  // refused alike (the same error, none aborted) leaves the runner usable;
+  // otherwise it refuses further steps.
   void run_all(const std::function<void(Rank&)>& job) {
     check(broken.empty(), "the multi-GPU runner stopped after an error: " + broken);
     {
       std::lock_guard<std::mutex> lock(mu);
       pending = ranks.size();
-      first_error = nullptr;
+      errors.assign(ranks.size(), nullptr);
     }
-    for (auto& r : ranks) {
-      Rank* rank = r.get();
-      rank->worker.post([this, rank, &job] {
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      Rank* rank = ranks[i].get();
+      rank->abort_requested.store(false);
+      rank->worker.post([this, rank, i, &job] {
         std::exception_ptr error;
         try {
           job(*rank);
@@ -172,26 +182,73 @@ struct ParallelCudaRunner::Impl {
           error = std::current_exception();
         }
         std::lock_guard<std::mutex> lock(mu);
-        if (error && !first_error) first_error = error;
+        if (error) {
+          errors[i] = error;
+          for (auto& r : ranks) r->abort_requested.store(true);
+        }
         --pending;
         finished.notify_all();
       });
     }
     std::unique_lock<std::mutex> lock(mu);
-    finished.wait(lock, [&] { return pending == 0 || first_error; });
-    if (pending > 0) {
-      for (auto& r : ranks) {
-        if (r->tensor) r->tensor->abort();
-        if (r->pipeline) r->pipeline->abort();
+    finished.wait(lock, [&] { return pending == 0; });
+    std::exception_ptr first;
+    std::string first_text;
+    bool alike = true;
+    for (const std::exception_ptr& e : errors) {
+      std::string text;
+      bool aborted = false;
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const RankAborted&) {
+          aborted = true;
+        } catch (const std::exception& x) {
+          text = x.what();
+        } catch (...) {
+          text = "unknown error";
+        }
       }
-      finished.wait(lock, [&] { return pending == 0; });
-      try {
-        std::rethrow_exception(first_error);
-      } catch (const std::exception& e) {
-        broken = e.what();
+      if (!e || aborted) {
+        alike = false;
+        continue;
+      }
+      if (!first) {
+        first = e;
+        first_text = text;
+      } else if (text != first_text) {
+        alike = false;
       }
     }
-    if (first_error) std::rethrow_exception(first_error);
+    if (!first) {
+      for (const std::exception_ptr& e : errors)
+        if (e) first = e;  // only aborts: cannot happen, but never lose an error
+    }
+    if (first && !alike) broken = first_text.empty() ? "a rank gave up" : first_text;
+    if (first) std::rethrow_exception(first);
+  }
+
+  // Waits until rank r's stream is idle, watching NCCL's asynchronous errors
+  // (a peer process that died) and the request to give up. Giving up aborts
+  // the rank's communicators here, on the thread that queues on them.
+  static void wait_stream(Rank& r) {
+    for (;;) {
+      const cudaError_t e = cudaStreamQuery(r.stream);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) TANDEM_CUDA_CHECK(e);
+      for (parallel::NcclCommunicator* c : {r.tensor.get(), r.pipeline.get()}) {
+        if (c == nullptr) continue;
+        const std::string error = c->async_error();
+        if (!error.empty())
+          throw Error("rank " + std::to_string(r.global) + " (GPU " + std::to_string(r.device) + "): NCCL: " + error);
+      }
+      if (r.abort_requested.load()) {
+        if (r.tensor) r.tensor->abort();
+        if (r.pipeline) r.pipeline->abort();
+        throw RankAborted("rank " + std::to_string(r.global) + " gave up: another rank failed");
+      }
+      std::this_thread::yield();
+    }
   }
 };
 
@@ -224,25 +281,47 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
   for (int d : devices)
     check(d >= 0 && d < n_devices, describe(pc) + " needs GPU " + std::to_string(d) + ", but " +
                                        std::to_string(n_devices) + " GPU(s) are visible");
+  // Two ranks on one GPU (tests of a plan larger than the machine) work only
+  // without CUDA graphs: replayed, two communicators' kernels on one GPU can
+  // wait on each other forever.
+  {
+    std::vector<int> sorted = devices;
+    std::sort(sorted.begin(), sorted.end());
+    const bool shared = std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end();
+    check(!shared || !options.gpu.cuda_graphs,
+          "two ranks of " + describe(pc) + " share a GPU; that runs only with CUDA graphs off");
+  }
 
   // One NCCL clique per stage's tensor group and one per tensor rank across
   // the stages; every rank joins its two (in that order, on its own thread).
-  // Node 0 makes the ids and hands them to the other nodes.
+  // Node 0 makes the ids and hands them to the other nodes, after the
+  // settings every node must share; a node that differs refuses to start.
   const size_t n_ids = static_cast<size_t>((pc.tensor_parallel > 1 ? pc.pipeline_stages : 0) +
                                            (pc.pipeline_stages > 1 ? pc.tensor_parallel : 0));
   std::vector<parallel::NcclUniqueId> ids(n_ids);
+  const int64_t shared_settings[6] = {pc.tensor_parallel,
+                                      pc.pipeline_stages,
+                                      pc.micro_batch_size,
+                                      static_cast<int64_t>(options.gpu.quantize),
+                                      options.gpu.block_size,
+                                      options.gpu.batch_invariant ? 1 : 0};
+  const size_t settings_bytes = sizeof shared_settings;
   if (m.node == 0) {
     for (auto& id : ids) id = parallel::make_nccl_unique_id();
-    std::vector<uint8_t> blob;
+    std::vector<uint8_t> blob(reinterpret_cast<const uint8_t*>(shared_settings),
+                              reinterpret_cast<const uint8_t*>(shared_settings) + settings_bytes);
     for (const auto& id : ids) blob.insert(blob.end(), id.bytes.begin(), id.bytes.end());
     for (int n = 1; n < nnodes; ++n) m.link->send(n, blob);
   } else {
     const std::vector<uint8_t> blob = m.link->recv(0);
-    check(blob.size() == n_ids * sizeof(parallel::NcclUniqueId::bytes),
-          "node 0 sent " + std::to_string(blob.size()) + " bytes of NCCL ids; this node expects " +
-              std::to_string(n_ids) + " ids for " + describe(pc) + " (do all nodes run the same command?)");
+    check(blob.size() >= settings_bytes && std::memcmp(blob.data(), shared_settings, settings_bytes) == 0,
+          "node 0 runs other settings than this node (tensor_parallel, pipeline_stages, micro_batch_size, "
+          "--quantize, --batch-invariant): give every node the same command");
+    check(blob.size() == settings_bytes + n_ids * sizeof(parallel::NcclUniqueId::bytes),
+          "node 0 sent " + std::to_string(blob.size()) + " bytes of start-up data; this node expects " +
+              std::to_string(n_ids) + " NCCL ids");
     for (size_t i = 0; i < n_ids; ++i)
-      std::memcpy(ids[i].bytes.data(), blob.data() + i * ids[i].bytes.size(), ids[i].bytes.size());
+      std::memcpy(ids[i].bytes.data(), blob.data() + settings_bytes + i * ids[i].bytes.size(), ids[i].bytes.size());
   }
   const std::vector<parallel::NcclUniqueId> tensor_ids(
       ids.begin(), ids.begin() + (pc.tensor_parallel > 1 ? pc.pipeline_stages : 0));
@@ -277,7 +356,7 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
     CudaRunnerOptions o = options.gpu;
     o.device = r.device;
     if (options.gpu.on_load_progress) {
-      o.on_load_progress = [&, index = static_cast<size_t>(r.global)](uint64_t done, uint64_t total) {
+      o.on_load_progress = [&, index = static_cast<size_t>(r.global - first_rank)](uint64_t done, uint64_t total) {
         std::lock_guard<std::mutex> lock(progress_mu);
         progress[index] = {done, total};
         uint64_t d = 0, t = 0;
@@ -292,6 +371,7 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
     links.tensor = r.tensor.get();
     links.pipeline = r.pipeline.get();
     links.stream = r.stream;
+    links.wait = [&r] { Impl::wait_stream(r); };
     r.runner = std::make_unique<CudaModelRunner>(shard, o, links);
     r.runner->synchronize();
   });
@@ -358,9 +438,32 @@ std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
   return out;
 }
 
+namespace {
+
+// Replies of the node holding the logits: a status byte, then the logits
+// (ok) or the error's text.
+constexpr uint8_t kReplyOk = 0, kReplyError = 1;
+
+}  // namespace
+
 const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceChunk> chunks) {
   Impl& m = *impl_;
   check(m.node == 0, "internal: only node 0 plans steps; other nodes follow()");
+  check(m.broken.empty(), "the multi-GPU runner stopped after an error: " + m.broken);
+  // What every rank would refuse is refused here, before any rank (or node)
+  // starts: a step's ranks then fail only together or not at all.
+  int64_t n_rows = 0;
+  for (const SequenceChunk& ch : chunks) {
+    check(ch.kv != nullptr && !ch.tokens.empty(), "internal: empty chunk in a forward step");
+    const int64_t end = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size());
+    check(end <= m.max_context, "sequence of " + std::to_string(end) + " tokens exceeds the context window of " +
+                                    std::to_string(m.max_context));
+    check(ch.kv->capacity(block_size()) >= end, "internal: KV blocks not reserved for a forward step");
+    for (const int32_t id : ch.tokens)
+      check(id >= 0 && id < m.config.vocab_size,
+            "token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(m.config.vocab_size));
+    n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
+  }
   if (m.link) {
     parallel::StepPlan plan;
     for (const SequenceChunk& ch : chunks) {
@@ -375,11 +478,20 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
     const std::vector<uint8_t> msg = parallel::encode_step_plan(plan);
     for (int n = 1; n < m.link->nnodes(); ++n) m.link->send(n, msg);
   }
-  m.run_local(chunks);
+  m.run_local(chunks);  // on failure the runner is broken: the link's order no longer matters
   if (m.holder_node != 0) {
-    const std::vector<uint8_t> bytes = m.link->recv(m.holder_node);
-    m.logits.resize(bytes.size() / sizeof(float));
-    std::memcpy(m.logits.data(), bytes.data(), m.logits.size() * sizeof(float));
+    const std::vector<uint8_t> reply = m.link->recv(m.holder_node);
+    check(!reply.empty(), "node " + std::to_string(m.holder_node) + " sent an empty reply");
+    const std::string node = "node " + std::to_string(m.holder_node);
+    if (reply[0] != kReplyOk) {
+      m.broken = node + ": " + std::string(reply.begin() + 1, reply.end());
+      throw Error(m.broken);
+    }
+    const uint64_t want = static_cast<uint64_t>(n_rows * m.config.vocab_size) * sizeof(float);
+    check(reply.size() == 1 + want, node + " sent " + std::to_string(reply.size() - 1) + " bytes of logits, not " +
+                                        std::to_string(want));
+    m.logits.resize(static_cast<size_t>(n_rows * m.config.vocab_size));
+    std::memcpy(m.logits.data(), reply.data() + 1, want);
   }
   for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
   return m.logits;
@@ -388,6 +500,7 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
 void ParallelCudaRunner::follow() {
   Impl& m = *impl_;
   check(m.link != nullptr && m.node != 0, "internal: follow() runs on nodes other than 0");
+  const bool holder = m.holder_node == m.node;
   for (;;) {
     const parallel::StepPlan plan = parallel::decode_step_plan(m.link->recv(0));
     if (plan.stop) return;
@@ -401,18 +514,26 @@ void ParallelCudaRunner::follow() {
       ch.prompt_len = c.prompt_len;
       chunks.push_back(ch);
     }
+    std::vector<uint8_t> reply;
     try {
       m.run_local(chunks);
-    } catch (const Error& e) {
-      // A step every rank refused alike (node 0 refused it too, and goes
-      // on); a rank that failed mid-step broke the runner: give up.
-      if (!m.broken.empty()) throw;
-      std::fprintf(stderr, "node %d: step refused: %s\n", m.node, e.what());
-      continue;
+      if (holder) {
+        reply.resize(1 + m.logits.size() * sizeof(float));
+        reply[0] = kReplyOk;
+        std::memcpy(reply.data() + 1, m.logits.data(), m.logits.size() * sizeof(float));
+      }
+    } catch (const std::exception& e) {
+      // Node 0 checked the step before sending it, so this is a failure
+      // mid-step: tell node 0 (when it waits for this node's logits) and stop.
+      if (holder) {
+        const std::string text = e.what();
+        reply.assign(1, kReplyError);
+        reply.insert(reply.end(), text.begin(), text.end());
+        m.link->send(0, reply);
+      }
+      throw;
     }
-    if (m.holder_node == m.node)
-      m.link->send(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(m.logits.data()),
-                                               m.logits.size() * sizeof(float)));
+    if (holder) m.link->send(0, reply);
   }
 }
 
