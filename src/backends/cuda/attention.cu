@@ -13,7 +13,7 @@
 namespace tandem::cuda {
 namespace {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;  // a decode token over ~600 positions: 2-3 tiles per warp
 constexpr int kMaxHeadDim = 256;
 
 __device__ __forceinline__ float warp_max(float v) {
