@@ -153,6 +153,10 @@ std::unique_ptr<NodeLink> NodeLink::open(const NodeConfig& config) {
       st->io.restart();
       st->io.run_until(std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(2)));
       if (!read_ok) {
+        st->io.restart();
+        st->io.poll();  // a hello that completed at the limit still counts
+      }
+      if (!read_ok) {
         socket->close(ec);
         st->io.restart();
         st->io.poll();

@@ -237,6 +237,27 @@ struct CudaModelRunner::Impl {
   }
 
   void load(const std::string& path, const std::vector<TensorRef>& tensors);
+  // Grows the step buffers for T tokens, n_rows logits rows and meta_ints
+  // int32 of metadata. Frees and allocates (which waits for the GPU): a
+  // parallel rank does it before a step's first collective (reserve_shard).
+  void reserve(int64_t T, int64_t n_rows, int64_t meta_ints) {
+    const ModelConfig& c = config;
+    const size_t f = sizeof(float);
+    ensure(x, T * c.hidden_size * f);
+    ensure(xn, T * c.hidden_size * f);
+    ensure(qkv, T * (c.q_dim() + 2 * c.kv_dim()) * f);
+    ensure(attn, T * c.q_dim() * f);
+    ensure(gate_up, T * 2 * c.intermediate_size * f);
+    ensure(act, T * c.intermediate_size * f);
+    ensure(sel, n_rows * c.hidden_size * f);
+    if (has_head) {
+      ensure(logits_dev, n_rows * vocab_stride * f);
+      if (tp_size > 1) ensure(gathered, tp_size * n_rows * vocab_stride * f);
+    }
+    ensure(meta_dev, static_cast<size_t>(meta_ints) * sizeof(int32_t));
+    if (tp_size == 1 && n_stages == 1) meta_host.resize(static_cast<size_t>(meta_ints) * sizeof(int32_t));
+    if (holds_logits()) logits_host.resize(tp_size * n_rows * vocab_stride * f);
+  }
   // One step; advances each chunk's kv->n_tokens when `advance`.
   const std::vector<float>& run(std::span<const SequenceChunk> chunks, bool advance);
 
@@ -613,6 +634,16 @@ const std::vector<float>& CudaModelRunner::forward_shard(std::span<const Sequenc
 
 void CudaModelRunner::synchronize() { impl_->wait_stream(); }
 
+void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
+  int64_t T = 0, n_rows = 0, n_table = 0;
+  for (const SequenceChunk& ch : chunks) {
+    T += static_cast<int64_t>(ch.tokens.size());
+    n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
+    n_table += static_cast<int64_t>(ch.kv->block_table.size());
+  }
+  impl_->reserve(T, n_rows, 4 * T + n_rows + n_table);
+}
+
 const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChunk> chunks, bool advance) {
   Impl& m = *this;
   const ModelConfig& c = m.config;
@@ -697,30 +728,26 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
 
   // Buffers. A buffer that moves invalidates the captured decode graphs.
   const size_t f = sizeof(float);
-  m.ensure(m.x, T * hidden * f);
-  m.ensure(m.xn, T * hidden * f);
+  m.reserve(T, n_rows, static_cast<int64_t>(m.meta.size()));
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
-  m.ensure(m.qkv, T * qkv_dim * f);
-  m.ensure(m.attn, T * q_dim * f);
-  m.ensure(m.gate_up, T * 2 * inter * f);
-  m.ensure(m.act, T * inter * f);
-  m.ensure(m.sel, n_rows * hidden * f);
   const int64_t vstride = m.vocab_stride;
-  if (m.has_head) {
-    m.ensure(m.logits_dev, n_rows * vstride * f);
-    if (m.tp_size > 1) m.ensure(m.gathered, m.tp_size * n_rows * vstride * f);
-  }
-  m.ensure(m.meta_dev, m.meta.size() * sizeof(int32_t));
   cudaStream_t s = m.stream;
-  // The previous step's metadata copy may still be queued (a parallel rank
-  // returns before its work finishes): wait for it before reusing the buffer.
-  TANDEM_CUDA_CHECK(cudaEventSynchronize(m.meta_copied));
-  m.meta_host.resize(m.meta.size() * sizeof(int32_t));
-  if (m.holds_logits()) m.logits_host.resize(m.tp_size * n_rows * vstride * f);
-  std::memcpy(m.meta_host.get(), m.meta.data(), m.meta.size() * sizeof(int32_t));
-  TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.meta_dev.get(), m.meta_host.get(), m.meta.size() * sizeof(int32_t),
-                                    cudaMemcpyHostToDevice, s));
-  TANDEM_CUDA_CHECK(cudaEventRecord(m.meta_copied, s));
+  if (m.tp_size == 1 && m.n_stages == 1) {
+    // The previous step's metadata copy has finished (forward waits for
+    // the logits), but wait for it anyway before reusing the pinned buffer.
+    TANDEM_CUDA_CHECK(cudaEventSynchronize(m.meta_copied));
+    std::memcpy(m.meta_host.get(), m.meta.data(), m.meta.size() * sizeof(int32_t));
+    TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.meta_dev.get(), m.meta_host.get(), m.meta.size() * sizeof(int32_t),
+                                      cudaMemcpyHostToDevice, s));
+    TANDEM_CUDA_CHECK(cudaEventRecord(m.meta_copied, s));
+  } else {
+    // A parallel rank queues micro-batches without waiting for the earlier
+    // ones, whose collectives may wait on other GPUs: copy from pageable
+    // memory, which CUDA stages at once, rather than wait to reuse a pinned
+    // buffer.
+    TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.meta_dev.get(), m.meta.data(), m.meta.size() * sizeof(int32_t),
+                                      cudaMemcpyHostToDevice, s));
+  }
   const int32_t* d_ids = m.meta_dev.get<int32_t>();
   const int32_t* d_positions = d_ids + T;
   const int32_t* d_slots = d_positions + T;

@@ -99,6 +99,10 @@ class CudaModelRunner : public ModelRunner {
   // queued work may still run when it returns, except on the logits' rank;
   // synchronize() waits for it.
   const std::vector<float>& forward_shard(std::span<const SequenceChunk> chunks);
+  // Grows the step buffers for these chunks now. Growing frees and
+  // allocates GPU memory, which waits for the GPU; a parallel rank does it
+  // for all of a step's micro-batches before their collectives are queued.
+  void reserve_shard(std::span<const SequenceChunk> chunks);
   void synchronize();
 
   const ModelConfig& config() const override;

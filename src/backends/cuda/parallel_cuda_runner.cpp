@@ -142,6 +142,10 @@ struct ParallelCudaRunner::Impl {
     logits.clear();
     Rank* holder = logits_rank();
     run_all([&](Rank& r) {
+      // Buffers for the largest micro-batch first: growing waits for the GPU,
+      // which must not happen behind collectives already queued.
+      for (const parallel::Range& b : batches)
+        r.runner->reserve_shard(chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
       for (const parallel::Range& b : batches) {
         const std::vector<float>& part =
             r.runner->forward_shard(chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
@@ -158,28 +162,30 @@ struct ParallelCudaRunner::Impl {
   std::vector<std::exception_ptr> errors;  // by local rank index
   std::string broken;  // set when a rank failed mid-step: the runner is unusable
 
-  // Posts `job(rank)` to every rank, then waits for all. When one fails,
-  // the others are asked to give up: a rank waiting on its stream (see
-  // wait_stream) aborts its own communicators, so that collectives waiting
-  // for the failed rank end, and throws RankAborted. A step every rank
-  // refused alike (the same error, none aborted) leaves the runner usable;
-  // otherwise it refuses further steps.
+  // Posts `job(rank)` to every rank, then waits for all. When one fails, it
+  // aborts its own communicators (on its thread), so that its queued
+  // collectives end, and the others are asked to give up: a rank waiting on
+  // its stream (wait_stream) aborts its communicators too and throws
+  // RankAborted. forward() refuses bad steps before they start, so any
+  // failure here is mid-step: the runner then refuses further steps.
   void run_all(const std::function<void(Rank&)>& job) {
     check(broken.empty(), "the multi-GPU runner stopped after an error: " + broken);
     {
       std::lock_guard<std::mutex> lock(mu);
       pending = ranks.size();
       errors.assign(ranks.size(), nullptr);
+      for (auto& r : ranks) r->abort_requested.store(false);  // before any rank can fail
     }
     for (size_t i = 0; i < ranks.size(); ++i) {
       Rank* rank = ranks[i].get();
-      rank->abort_requested.store(false);
       rank->worker.post([this, rank, i, &job] {
         std::exception_ptr error;
         try {
           job(*rank);
         } catch (...) {
           error = std::current_exception();
+          if (rank->tensor) rank->tensor->abort();
+          if (rank->pipeline) rank->pipeline->abort();
         }
         std::lock_guard<std::mutex> lock(mu);
         if (error) {
@@ -192,39 +198,25 @@ struct ParallelCudaRunner::Impl {
     }
     std::unique_lock<std::mutex> lock(mu);
     finished.wait(lock, [&] { return pending == 0; });
+    // The first error that is not a rank giving up because of another.
     std::exception_ptr first;
-    std::string first_text;
-    bool alike = true;
     for (const std::exception_ptr& e : errors) {
-      std::string text;
-      bool aborted = false;
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const RankAborted&) {
-          aborted = true;
-        } catch (const std::exception& x) {
-          text = x.what();
-        } catch (...) {
-          text = "unknown error";
-        }
-      }
-      if (!e || aborted) {
-        alike = false;
-        continue;
-      }
-      if (!first) {
+      if (!e) continue;
+      try {
+        std::rethrow_exception(e);
+      } catch (const RankAborted&) {
+        if (!first) first = e;
+      } catch (const std::exception& x) {
         first = e;
-        first_text = text;
-      } else if (text != first_text) {
-        alike = false;
+        broken = x.what();
+        break;
+      } catch (...) {
+        first = e;
+        broken = "unknown error";
+        break;
       }
     }
-    if (!first) {
-      for (const std::exception_ptr& e : errors)
-        if (e) first = e;  // only aborts: cannot happen, but never lose an error
-    }
-    if (first && !alike) broken = first_text.empty() ? "a rank gave up" : first_text;
+    if (first && broken.empty()) broken = "a rank gave up";
     if (first) std::rethrow_exception(first);
   }
 
@@ -312,11 +304,25 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
                               reinterpret_cast<const uint8_t*>(shared_settings) + settings_bytes);
     for (const auto& id : ids) blob.insert(blob.end(), id.bytes.begin(), id.bytes.end());
     for (int n = 1; n < nnodes; ++n) m.link->send(n, blob);
+    // Every node says whether it agrees before anyone joins NCCL (whose
+    // start-up would wait forever for a node that refused).
+    for (int n = 1; n < nnodes; ++n) {
+      const std::vector<uint8_t> ack = m.link->recv(n);
+      check(!ack.empty() && ack[0] == 0,
+            "node " + std::to_string(n) + " refused to start: " +
+                (ack.empty() ? std::string("(no reason)") : std::string(ack.begin() + 1, ack.end())));
+    }
   } else {
     const std::vector<uint8_t> blob = m.link->recv(0);
-    check(blob.size() >= settings_bytes && std::memcmp(blob.data(), shared_settings, settings_bytes) == 0,
-          "node 0 runs other settings than this node (tensor_parallel, pipeline_stages, micro_batch_size, "
-          "--quantize, --batch-invariant): give every node the same command");
+    const bool same = blob.size() >= settings_bytes && std::memcmp(blob.data(), shared_settings, settings_bytes) == 0;
+    const std::string refusal =
+        "node 0 runs other settings than node " + std::to_string(m.node) +
+        " (tensor_parallel, pipeline_stages, micro_batch_size, --quantize, KV block size, --batch-invariant): give "
+        "every node the same command";
+    std::vector<uint8_t> ack(1, same ? 0 : 1);
+    if (!same) ack.insert(ack.end(), refusal.begin(), refusal.end());
+    m.link->send(0, ack);
+    check(same, refusal);
     check(blob.size() == settings_bytes + n_ids * sizeof(parallel::NcclUniqueId::bytes),
           "node 0 sent " + std::to_string(blob.size()) + " bytes of start-up data; this node expects " +
               std::to_string(n_ids) + " NCCL ids");
@@ -481,15 +487,20 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
   m.run_local(chunks);  // on failure the runner is broken: the link's order no longer matters
   if (m.holder_node != 0) {
     const std::vector<uint8_t> reply = m.link->recv(m.holder_node);
-    check(!reply.empty(), "node " + std::to_string(m.holder_node) + " sent an empty reply");
     const std::string node = "node " + std::to_string(m.holder_node);
+    if (reply.empty()) {
+      m.broken = node + " sent an empty reply";
+      throw Error(m.broken);
+    }
     if (reply[0] != kReplyOk) {
       m.broken = node + ": " + std::string(reply.begin() + 1, reply.end());
       throw Error(m.broken);
     }
     const uint64_t want = static_cast<uint64_t>(n_rows * m.config.vocab_size) * sizeof(float);
-    check(reply.size() == 1 + want, node + " sent " + std::to_string(reply.size() - 1) + " bytes of logits, not " +
-                                        std::to_string(want));
+    if (reply.size() != 1 + want) {
+      m.broken = node + " sent " + std::to_string(reply.size() - 1) + " bytes of logits, not " + std::to_string(want);
+      throw Error(m.broken);
+    }
     m.logits.resize(static_cast<size_t>(n_rows * m.config.vocab_size));
     std::memcpy(m.logits.data(), reply.data() + 1, want);
   }
@@ -524,7 +535,9 @@ void ParallelCudaRunner::follow() {
       }
     } catch (const std::exception& e) {
       // Node 0 checked the step before sending it, so this is a failure
-      // mid-step: tell node 0 (when it waits for this node's logits) and stop.
+      // mid-step: tell node 0 if it waits for this node's logits, and stop
+      // (this node's communicators are aborted; node 0's ranks learn of it
+      // only as far as NCCL reports it).
       if (holder) {
         const std::string text = e.what();
         reply.assign(1, kReplyError);
