@@ -112,5 +112,16 @@ TEST_F(ServeRefusal, NodeFlagsOutOfRangeAreNamed) {
   EXPECT_NE(err_.find("--master-port must be in [1, 65535]"), std::string::npos) << err_;
 }
 
+// A node other than 0 serves no API: it loads its ranks and follows node 0.
+// Here it stops with the reason it cannot: no NCCL or GPU in this build or
+// machine, or (on a GPU machine) no node 0 within --node-timeout-s.
+TEST_F(ServeRefusal, AFollowerNodeSaysWhyItCannotFollow) {
+  EXPECT_EQ(serve("--tensor-parallel 2 --nnodes 2 --node-rank 1 --node-timeout-s 1"), 1) << err_;
+  EXPECT_TRUE(err_.find("this build has no NCCL") != std::string::npos ||
+              err_.find("no CUDA GPU") != std::string::npos ||
+              err_.find("could not reach node 0 at 127.0.0.1:8770") != std::string::npos)
+      << err_;
+}
+
 }  // namespace
 }  // namespace tandem::parallel
