@@ -60,6 +60,38 @@ class Collector {
   std::vector<int> order_;  // the key of every event, in the order they came
 };
 
+// Delegates to a runner, but forward() waits while the gate is closed: the
+// requests a test submits then cannot finish under it.
+class GatedRunner : public ModelRunner {
+ public:
+  explicit GatedRunner(ModelRunner& inner) : inner_(inner) {}
+  void open() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  const ModelConfig& config() const override { return inner_.config(); }
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return open_; });
+    }
+    return inner_.forward(chunks);
+  }
+  int64_t max_context() const override { return inner_.max_context(); }
+  BlockAllocator& block_allocator() override { return inner_.block_allocator(); }
+  int64_t block_size() const override { return inner_.block_size(); }
+  uint64_t weight_bytes_per_step() const override { return inner_.weight_bytes_per_step(); }
+
+ private:
+  ModelRunner& inner_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
 class EngineServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -242,12 +274,14 @@ TEST_F(EngineServiceTest, TimeoutEndsTheStream) {
 }
 
 TEST_F(EngineServiceTest, RefusesWhatCannotBeServed) {
-  auto runner = make_runner(128);
+  auto cpu_runner = make_runner(128);
+  // Closed while requests are submitted: none can finish and free its slot.
+  GatedRunner runner(*cpu_runner);
   EngineOptions o = opts();
   o.batch_size = 1;
   o.max_queued = 2;
   o.context_window = 64;
-  EngineService service(*runner, *tokenizer_, o);
+  EngineService service(runner, *tokenizer_, o);
   auto code_of = [&](GenerationRequest r) -> std::string {
     try {
       service.submit(std::move(r), [](StreamEvent&&) {});
@@ -273,10 +307,13 @@ TEST_F(EngineServiceTest, RefusesWhatCannotBeServed) {
     accepted += code == "accepted";
     overloaded += code == "overloaded";
   }
+  // Two waiting, and one running if the engine took the first before the
+  // third came.
   EXPECT_GE(accepted, 2);
   EXPECT_LE(accepted, 3);
   EXPECT_EQ(accepted + overloaded, 8);
   EXPECT_GE(service.stats().requests_rejected, 4u + static_cast<uint64_t>(overloaded));
+  runner.open();
 }
 
 TEST_F(EngineServiceTest, DrainRefusesNewWorkAndFinishesRunning) {
