@@ -185,14 +185,9 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
   const int64_t bs = options_.block_size;
 
   // Flatten the chunks into T token rows.
+  check_step(chunks, options_.max_context, bs);
   int64_t T = 0, n_rows = 0;
   for (const SequenceChunk& ch : chunks) {
-    check(ch.kv != nullptr && !ch.tokens.empty(), "internal: empty chunk in a forward step");
-    const int64_t end = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size());
-    check(end <= options_.max_context, "sequence of " + std::to_string(end) +
-                                           " tokens exceeds the context window of " +
-                                           std::to_string(options_.max_context));
-    check(ch.kv->capacity(bs) >= end, "internal: KV blocks not reserved for a forward step");
     T += static_cast<int64_t>(ch.tokens.size());
     n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
   }

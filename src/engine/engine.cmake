@@ -1,5 +1,6 @@
 add_library(tandem_engine STATIC
   ${CMAKE_CURRENT_LIST_DIR}/kv_cache.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model_runner.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cpu_model_runner.cpp
   ${CMAKE_CURRENT_LIST_DIR}/generator.cpp
   ${CMAKE_CURRENT_LIST_DIR}/perplexity.cpp

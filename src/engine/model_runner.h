@@ -24,6 +24,14 @@ struct SequenceChunk {
   int64_t prompt_len = std::numeric_limits<int64_t>::max();
 };
 
+// The checks every backend makes on a step before computing it: chunks are
+// non-empty, no sequence passes `max_context`, blocks are reserved for the
+// new positions and, when `vocab_size` > 0, token ids are in the vocabulary.
+// Throws tandem::Error ("sequence of N tokens exceeds the context window of
+// M", ...).
+void check_step(std::span<const SequenceChunk> chunks, int64_t max_context, int64_t block_size,
+                int64_t vocab_size = 0);
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;

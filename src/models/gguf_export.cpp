@@ -58,6 +58,16 @@ uint64_t splitmix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
+// A benchmark weight: the sum of four uniforms (close enough to normal),
+// centred and scaled; `scale` = sqrt(3 / fan_in) gives variance 1/fan_in so
+// activations keep their size.
+float random_weight(uint64_t& state, float scale) {
+  const uint64_t bits = splitmix64(state);
+  float sum = 0.0f;
+  for (int k = 0; k < 4; ++k) sum += static_cast<float>((bits >> (16 * k)) & 0xffff) / 65535.0f;
+  return (sum - 2.0f) * scale;
+}
+
 }  // namespace
 
 void convert_to_gguf(const ModelFile& model, DType dtype, const std::string& out_path,
@@ -180,8 +190,6 @@ void write_synth_model(const SynthPreset& preset, DType dtype, const std::string
     const int64_t row_bytes = dtype_row_bytes(target, cols);
     buffers[ti].resize(static_cast<size_t>(rows * row_bytes));
     const bool is_norm = t.shape.size() == 1 && t.name.find("norm") != std::string::npos;
-    // Sum of four uniforms: close enough to normal for benchmark weights,
-    // scaled to variance 1/fan_in so activations keep their size.
     const float scale = static_cast<float>(std::sqrt(3.0 / static_cast<double>(cols)));
     pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
       std::vector<float> row(static_cast<size_t>(cols));
@@ -192,10 +200,7 @@ void write_synth_model(const SynthPreset& preset, DType dtype, const std::string
             row[static_cast<size_t>(i)] = 1.0f;
             continue;
           }
-          const uint64_t bits = splitmix64(state);
-          float sum = 0.0f;
-          for (int k = 0; k < 4; ++k) sum += static_cast<float>((bits >> (16 * k)) & 0xffff) / 65535.0f;
-          row[static_cast<size_t>(i)] = (sum - 2.0f) * scale;
+          row[static_cast<size_t>(i)] = random_weight(state, scale);
         }
         const std::vector<uint8_t> enc = encode_matrix(row.data(), 1, cols, target);
         std::copy(enc.begin(), enc.end(), buffers[ti].begin() + r * row_bytes);
@@ -233,12 +238,7 @@ std::unique_ptr<ModelFile> make_synth_model_in_memory(const SynthPreset& preset,
       std::vector<float> row(static_cast<size_t>(widest));
       for (int64_t r = begin; r < end; ++r) {
         uint64_t state = seed ^ static_cast<uint64_t>(r) * 0x2545f4914f6cdd1dull;
-        for (float& v : row) {
-          const uint64_t bits = splitmix64(state);
-          float sum = 0.0f;
-          for (int k = 0; k < 4; ++k) sum += static_cast<float>((bits >> (16 * k)) & 0xffff) / 65535.0f;
-          v = (sum - 2.0f) * scale;
-        }
+        for (float& v : row) v = random_weight(state, scale);
         const std::vector<uint8_t> enc = encode_matrix(row.data(), 1, widest, target);
         std::copy(enc.begin(), enc.end(), pool->begin() + r * row_bytes);
       }

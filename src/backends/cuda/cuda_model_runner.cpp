@@ -650,13 +650,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int64_t hidden = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim(), inter = c.intermediate_size;
   const int64_t bs = m.plan.block_size;
 
+  check_step(chunks, m.plan.max_context, bs);
   int64_t T = 0, n_rows = 0, n_table = 0;
   for (const SequenceChunk& ch : chunks) {
-    check(ch.kv != nullptr && !ch.tokens.empty(), "internal: empty chunk in a forward step");
-    const int64_t end = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size());
-    check(end <= m.plan.max_context, "sequence of " + std::to_string(end) + " tokens exceeds the context window of " +
-                                         std::to_string(m.plan.max_context));
-    check(ch.kv->capacity(bs) >= end, "internal: KV blocks not reserved for a forward step");
     T += static_cast<int64_t>(ch.tokens.size());
     n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
     n_table += static_cast<int64_t>(ch.kv->block_table.size());

@@ -458,18 +458,9 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
   check(m.broken.empty(), "the multi-GPU runner stopped after an error: " + m.broken);
   // What every rank would refuse is refused here, before any rank (or node)
   // starts: a step's ranks then fail only together or not at all.
+  check_step(chunks, m.max_context, block_size(), m.config.vocab_size);
   int64_t n_rows = 0;
-  for (const SequenceChunk& ch : chunks) {
-    check(ch.kv != nullptr && !ch.tokens.empty(), "internal: empty chunk in a forward step");
-    const int64_t end = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size());
-    check(end <= m.max_context, "sequence of " + std::to_string(end) + " tokens exceeds the context window of " +
-                                    std::to_string(m.max_context));
-    check(ch.kv->capacity(block_size()) >= end, "internal: KV blocks not reserved for a forward step");
-    for (const int32_t id : ch.tokens)
-      check(id >= 0 && id < m.config.vocab_size,
-            "token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(m.config.vocab_size));
-    n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
-  }
+  for (const SequenceChunk& ch : chunks) n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
   if (m.link) {
     parallel::StepPlan plan;
     for (const SequenceChunk& ch : chunks) {

@@ -1,0 +1,24 @@
+#include "engine/model_runner.h"
+
+#include <string>
+
+#include "common/error.h"
+
+namespace tandem {
+
+void check_step(std::span<const SequenceChunk> chunks, int64_t max_context, int64_t block_size,
+                int64_t vocab_size) {
+  for (const SequenceChunk& ch : chunks) {
+    check(ch.kv != nullptr && !ch.tokens.empty(), "internal: empty chunk in a forward step");
+    const int64_t end = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size());
+    check(end <= max_context, "sequence of " + std::to_string(end) + " tokens exceeds the context window of " +
+                                  std::to_string(max_context));
+    check(ch.kv->capacity(block_size) >= end, "internal: KV blocks not reserved for a forward step");
+    if (vocab_size > 0)
+      for (const int32_t id : ch.tokens)
+        check(id >= 0 && id < vocab_size,
+              "token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(vocab_size));
+  }
+}
+
+}  // namespace tandem
