@@ -5,3 +5,9 @@ add_executable(stream_bench ${CMAKE_CURRENT_LIST_DIR}/stream_bench.cpp)
 target_link_libraries(stream_bench PRIVATE tandem_common)
 add_executable(matmul_bench ${CMAKE_CURRENT_LIST_DIR}/matmul_bench.cpp)
 target_link_libraries(matmul_bench PRIVATE tandem_cpu)
+# CUDA decode GEMV on the Llama-3-8B shapes (CUDA builds only).
+#   build/bin/cuda_gemv_bench
+if(TANDEM_CUDA)
+  add_executable(cuda_gemv_bench ${CMAKE_CURRENT_LIST_DIR}/cuda_gemv_bench.cu)
+  target_link_libraries(cuda_gemv_bench PRIVATE tandem_cuda)
+endif()

@@ -18,13 +18,14 @@ export PKG_CONFIG_PATH=$pcre/usr/lib/x86_64-linux-gnu/pkgconfig
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$out/gpu.txt" 2>&1
 t0=$(date +%s)
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DTANDEM_BENCH=OFF > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  -DTANDEM_BENCH=$([ "$what" = gemv ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
-[ "$what" = parallel ] || [ "$what" = nodes ] && targets="$targets nccl_communicator_test parallel_runner_test"
+[ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
+[ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [ "$what" = tests ] || [ "$what" = all ]; then
+if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ]; then
   "$build/tests/cuda_kernels_test" > "$out/cuda_kernels_test.log" 2>&1; echo "kernels rc=$?"
   "$build/tests/cuda_runner_test" > "$out/cuda_runner_test.log" 2>&1; echo "runner rc=$?"
   grep -E "FAILED|max\|dlogit\||PASSED" "$out"/cuda_*_test.log | head -40
@@ -66,24 +67,41 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   done
 fi
 if [ "$what" = profile ]; then
-  m=/tmp/synth-${presets[0]}-f16.gguf
-  "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null
-  "$build/bin/tandem-server" perf -m "$m" --device cuda -p 512 -n 128 -r 2 --peak-gb-s 3350 | tee "$out/perf-f16.txt"
-  if command -v nsys > /dev/null; then
-    nsys profile -o /tmp/prof --force-overwrite true "$build/bin/tandem-server" perf -m "$m" --device cuda -p 512 -n 64 -r 1 > /dev/null 2>&1
-    nsys stats --report cuda_gpu_kern_sum,cuda_api_sum /tmp/prof.nsys-rep > "$out/nsys.txt" 2>&1
-    head -60 "$out/nsys.txt"
-  else
-    echo "no nsys"; ls /usr/local/cuda/bin | head -50
-  fi
+  # Per-kernel time of decode graph replays (nsys traces each graph node):
+  # the in-memory synth model, one GPU, then TP 2 where there are two GPUs.
+  # PROFILE_TP="1 2" picks the plans.
+  for tp in ${PROFILE_TP:-1}; do
+    "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda --tensor-parallel $tp \
+      -p 512 -n 128 -r 2 --peak-gb-s $((3350 * tp)) 2>&1 | tee "$out/perf-tp$tp.txt" | grep -E "prefill|decode|error"
+    if command -v nsys > /dev/null; then
+      nsys profile --cuda-graph-trace=node -o /tmp/prof-tp$tp --force-overwrite true "$build/bin/tandem-server" perf \
+        --synthetic "${presets[0]}" --dtype f16 --device cuda --tensor-parallel $tp -p 512 -n 64 -r 1 > /dev/null 2>&1
+      nsys stats --report cuda_gpu_kern_sum /tmp/prof-tp$tp.nsys-rep > "$out/nsys-tp$tp.txt" 2>&1
+      head -40 "$out/nsys-tp$tp.txt" | cut -c1-220
+    else
+      echo "no nsys"; ls /usr/local/cuda/bin | head -50
+    fi
+  done
+fi
+if [ "$what" = gemv ]; then
+  # The decode GEMV alone on the 8B shapes, then batch-1 decode end to end
+  # (the shape held in memory) in f16, bf16 and q8_0.
+  peak=${PEAK_GB_S:-3350}
+  "$build/bin/cuda_gemv_bench" --peak-gb-s "$peak" ${GEMV_ARGS:-} | tee "$out/gemv_bench.txt"
+  for dtype in ${DTYPES:-f16 q8_0}; do
+    echo "perf $dtype:"
+    "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype $dtype --device cuda -p 512 -n 128 -r 3 \
+      --peak-gb-s "$peak" 2>&1 | tee "$out/perf-$dtype.txt" | grep -E "prefill|decode|error"
+  done
 fi
 if [ "$what" = ncu ]; then
-  m=/tmp/synth-${presets[0]}-f16.gguf
-  "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null
-  /usr/local/cuda/bin/ncu --launch-skip 2000 --launch-count 40 \
-    --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum \
-    "$build/bin/tandem-server" perf -m "$m" --device cuda -p 64 -n 16 -r 1 > "$out/ncu.txt" 2>&1
-  grep -E "^  [a-z_]+.*\(|gpu__time_duration|dram__throughput|dram__bytes_read" "$out/ncu.txt" | head -120
+  # Every kernel's time in a short run (prefill 16 tokens, then decode graph
+  # replays traced node by node), caches and clocks left as they run:
+  # one CSV row per kernel launch, in order.
+  /usr/local/cuda/bin/ncu --graph-profiling node --cache-control none --clock-control none --csv --page raw \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum "$build/bin/tandem-server" perf --synthetic "${presets[0]}" \
+    --dtype ${DTYPES:-f16} --device cuda -p ${NCU_PROMPT:-16} -n 8 -r 1 > "$out/ncu.csv" 2> "$out/ncu.err"
+  echo "ncu rc=$? rows=$(wc -l < "$out/ncu.csv")"; tail -3 "$out/ncu.err"
 fi
 if [ "$what" = quant ]; then
   # Load-time int8/fp8: gpu tests, held-out loss on the demo model, decode

@@ -1,19 +1,25 @@
 // Paged causal attention for prefill and decode. One block per (token, query
-// head); its warps take tiles of 32 cached positions: each lane scores one
-// position against q, the warp keeps an online softmax, and the lanes then
-// accumulate the tile's values over their slice of head_dim. The warps'
-// partial results merge in shared memory at the end.
+// head, split); the split's warps take tiles of 32 cached positions: each
+// lane scores one position against q, the warp keeps an online softmax, and
+// the lanes then accumulate the tile's values over their slice of head_dim.
+// The warps' partial results merge in shared memory. With several splits
+// (small decode batches, where one block per head would leave most SMs idle)
+// each split writes its partial result to the workspace and the last split
+// of a (token, head) to finish merges them all, in split order.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cfloat>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.h"
 
 namespace tandem::cuda {
 namespace {
 
-constexpr int kWarps = 8;  // a decode token over ~600 positions: 2-3 tiles per warp
+constexpr int kWarps = 4;
+constexpr int kTile = 32;
 constexpr int kMaxHeadDim = 256;
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -34,8 +40,11 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   __shared__ float part_m[kWarps], part_l[kWarps];
   __shared__ float part_acc[kWarps][kMaxHeadDim];
 
+  let_successor_start();
+  wait_for_predecessor();
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y;
+  const int split = blockIdx.z, n_splits = gridDim.z;
   const int hd = s.head_dim;
   const int kvh = h / (s.n_heads / s.n_kv_heads);
   const int64_t q_dim = static_cast<int64_t>(s.n_heads) * hd;
@@ -52,9 +61,13 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
 #pragma unroll
   for (int i = 0; i < DPL; ++i) acc[i] = 0.0f;
 
-  for (int base = warp * 32; base <= pos; base += kWarps * 32) {
+  // This split's positions [begin, end): equal runs of whole tiles.
+  const int n_pos = pos + 1;
+  const int run = ((n_pos + n_splits - 1) / n_splits + kTile - 1) / kTile * kTile;
+  const int begin = split * run, end = min(n_pos, begin + run);
+  for (int base = begin + warp * kTile; base < end; base += kWarps * kTile) {
     const int j = base + lane;
-    const bool valid = j <= pos;
+    const bool valid = j < end;
     // Lanes past the end read position `base` (valid, finite) with weight 0.
     const int jc = valid ? j : base;
     const int64_t slot = static_cast<int64_t>(table[jc / s.block_size]) * s.block_size + jc % s.block_size;
@@ -82,7 +95,7 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
     for (int i = 0; i < DPL; ++i) acc[i] *= correction;
     // All 32 positions, unrolled so that their value loads overlap; the
     // padding lanes add p = 0 times finite values.
-#pragma unroll 8
+#pragma unroll 16
     for (int jj = 0; jj < 32; ++jj) {
       const float pj = __shfl_sync(0xffffffffu, p, jj);
       const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
@@ -114,31 +127,89 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
     weight[w] = part_l[w] > 0.0f ? __expf(part_m[w] - m_all) : 0.0f;
     l_all += part_l[w] * weight[w];
   }
-  const float inv = 1.0f / l_all;
+  float* out = a.out + t * q_dim + h * hd;
+  if (n_splits == 1) {
+    const float inv = 1.0f / l_all;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+      float o = 0.0f;
+      for (int w = 0; w < kWarps; ++w) o += part_acc[w][d] * weight[w];
+      out[d] = o * inv;
+    }
+    return;
+  }
+
+  // Several splits: this one's (m, l, acc[hd]) relative to m_all goes to the
+  // workspace; the last to finish merges all of them.
+  const int64_t pair = t * gridDim.y + h;
+  float* mine = a.split_partials + (pair * n_splits + split) * (kMaxHeadDim + 2);
+  if (threadIdx.x == 0) {
+    mine[0] = m_all;
+    mine[1] = l_all;
+  }
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float o = 0.0f;
     for (int w = 0; w < kWarps; ++w) o += part_acc[w][d] * weight[w];
-    a.out[t * q_dim + h * hd + d] = o * inv;
+    mine[2 + d] = o;
+  }
+  __shared__ bool last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // the partial is visible before the count says so
+    last = atomicAdd(a.split_counters + pair, 1) == n_splits - 1;
+    if (last) a.split_counters[pair] = 0;  // ready for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const float* parts = a.split_partials + pair * n_splits * (kMaxHeadDim + 2);
+  float m_max = -FLT_MAX;
+  for (int k = 0; k < n_splits; ++k) m_max = fmaxf(m_max, __ldcg(parts + k * (kMaxHeadDim + 2)));
+  float l_sum = 0.0f;
+  for (int k = 0; k < n_splits; ++k) {
+    const float lk = __ldcg(parts + k * (kMaxHeadDim + 2) + 1);
+    if (lk > 0.0f) l_sum += lk * __expf(__ldcg(parts + k * (kMaxHeadDim + 2)) - m_max);
+  }
+  const float inv = 1.0f / l_sum;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float o = 0.0f;
+    for (int k = 0; k < n_splits; ++k) {
+      const float* pk = parts + k * (kMaxHeadDim + 2);
+      const float lk = __ldcg(pk + 1);
+      if (lk > 0.0f) o += __ldcg(pk + 2 + d) * __expf(__ldcg(pk) - m_max);
+    }
+    out[d] = o * inv;
   }
 }
 
 }  // namespace
 
-void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, cudaStream_t stream) {
+int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count) {
+  const int64_t pairs = n_tokens * shape.n_heads;
+  if (pairs <= 0 || pairs >= sm_count) return 1;
+  const int64_t want = (2 * sm_count + pairs - 1) / pairs;
+  const int64_t fit = kAttentionSplitSlots / pairs;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, kMaxAttentionSplits, fit})));
+}
+
+void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
+                     cudaStream_t stream) {
   check(shape.head_dim % 8 == 0 && shape.head_dim <= kMaxHeadDim,
         "the CUDA engine's attention supports head sizes that are multiples of 8, up to 256");
   check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0, "internal: heads not a multiple of KV heads");
+  check(n_splits == 1 || (args.split_partials && args.split_counters &&
+                          n_tokens * shape.n_heads * n_splits <= kAttentionSplitSlots && n_splits <= kMaxAttentionSplits),
+        "internal: attention splits without room in the workspace");
   if (n_tokens == 0) return;
-  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_heads));
+  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_heads), static_cast<unsigned>(n_splits));
   const int dpl = (shape.head_dim + 31) / 32;
   if (dpl <= 1) {
-    paged_attention_kernel<1><<<grid, kWarps * 32, 0, stream>>>(args, shape);
+    launch(paged_attention_kernel<1>, grid, kWarps * 32, stream, args, shape);
   } else if (dpl <= 2) {
-    paged_attention_kernel<2><<<grid, kWarps * 32, 0, stream>>>(args, shape);
+    launch(paged_attention_kernel<2>, grid, kWarps * 32, stream, args, shape);
   } else if (dpl <= 4) {
-    paged_attention_kernel<4><<<grid, kWarps * 32, 0, stream>>>(args, shape);
+    launch(paged_attention_kernel<4>, grid, kWarps * 32, stream, args, shape);
   } else {
-    paged_attention_kernel<8><<<grid, kWarps * 32, 0, stream>>>(args, shape);
+    launch(paged_attention_kernel<8>, grid, kWarps * 32, stream, args, shape);
   }
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }

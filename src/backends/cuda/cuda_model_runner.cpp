@@ -193,6 +193,8 @@ struct CudaModelRunner::Impl {
   DeviceBuffer logits_dev;                       // [n_rows, vocab_stride] f32: this rank's vocabulary rows
   DeviceBuffer gathered;                         // [tp_size, n_rows, vocab_stride] f32 (tensor parallel)
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
+  DeviceBuffer attn_partials, attn_counters;     // attention split workspace (kernels.h)
+  int sm_count = 1;
   cuda::PinnedBuffer meta_host, logits_host;
   cudaEvent_t meta_copied = nullptr;  // meta_host may be rewritten once this fires
   std::vector<int32_t> meta;
@@ -413,11 +415,16 @@ struct CudaModelRunner::Impl {
   // with 16/32-bit weights takes the tensor-core GEMM, which reads the
   // weights once for all of them. Prompt tokens take the GEMM.
   //   in: [n_tokens, w.cols]; out: [n_tokens, ldy].
+  // How many of the step's tokens (the generated ones, first) take the GEMV.
+  int64_t gemv_tokens(const DeviceMatrix& w, int64_t n_tokens, int64_t n_generated) const {
+    const int64_t n_gemv = std::min(n_tokens, n_generated);
+    const bool wide = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16 || w.format == WeightFormat::F32;
+    return !options.batch_invariant && n_gemv > kMaxGemvDecode && wide ? 0 : n_gemv;
+  }
+
   void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out, int64_t ldy,
               bool accumulate) {
-    int64_t n_gemv = std::min(n_tokens, n_generated);
-    const bool wide = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16 || w.format == WeightFormat::F32;
-    if (!options.batch_invariant && n_gemv > kMaxGemvDecode && wide) n_gemv = 0;
+    const int64_t n_gemv = gemv_tokens(w, n_tokens, n_generated);
     if (n_gemv > 0) cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
     if (n_tokens > n_gemv)
       gemm->run(w, in + n_gemv * w.cols, n_tokens - n_gemv, out + n_gemv * ldy, ldy, accumulate);
@@ -562,6 +569,10 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   m.sel.resize(n * c.hidden_size * f);
   m.logits_dev.resize(n * std::max<int64_t>(m.vocab_stride, 1) * f);
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
+  m.attn_partials.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * 258 * f);
+  m.attn_counters.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * sizeof(int32_t));
+  TANDEM_CUDA_CHECK(cudaMemset(m.attn_counters.get(), 0, m.attn_counters.bytes()));
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, m.options.device));
 }
 
 CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions& options)
@@ -767,6 +778,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   shape.head_dim = static_cast<int>(c.head_dim);
   shape.block_size = static_cast<int>(bs);
   const int64_t layer_cache_elems = m.plan.kv_blocks * bs * kv_dim;
+  // A few tokens split their context across blocks to fill the GPU. The
+  // split count is part of a token's arithmetic, so batch_invariant keeps one.
+  const int attn_splits = m.options.batch_invariant ? 1 : cuda::attention_splits(shape, T, m.sm_count);
 
   float* sel = m.sel.get<float>();
   float* logits_dev = m.logits_dev.get<float>();
@@ -820,7 +834,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       aa.block_tables = d_tables;
       aa.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
       aa.out = attn;
-      cuda::paged_attention(aa, shape, T, s);
+      aa.split_partials = m.attn_partials.get<float>();
+      aa.split_counters = m.attn_counters.get<int32_t>();
+      cuda::paged_attention(aa, shape, T, attn_splits, s);
       m.matmul(L.wo, attn, T, n_generated, x, hidden, accumulate_residual);
       if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
       cuda::rmsnorm(x, nullptr, L.ffn_norm, eps, T, hidden, xn, s);
@@ -830,8 +846,13 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         m.matmul(L.gate, xn, T, n_generated, gate_up, 2 * inter, false);
         m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false);
       }
-      cuda::silu_mul(gate_up, T, inter, act, s);
-      m.matmul(L.down, act, T, n_generated, x, hidden, accumulate_residual);
+      if (m.gemv_tokens(L.down, T, n_generated) == T) {
+        // All tokens take the GEMV, which computes silu(gate) * up as it reads them.
+        cuda::gemv_silu_mul(L.down, gate_up, T, x, hidden, accumulate_residual, s);
+      } else {
+        cuda::silu_mul(gate_up, T, inter, act, s);
+        m.matmul(L.down, act, T, n_generated, x, hidden, accumulate_residual);
+      }
       if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
     }
     if (!m.has_head) {

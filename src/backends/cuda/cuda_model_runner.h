@@ -34,9 +34,11 @@ struct CudaRunnerOptions {
   uint64_t gpu_memory_bytes = 0; // 0: 90% of the GPU's memory
   bool cuda_graphs = true;       // replay decode steps as captured CUDA graphs
   GpuQuantization quantize = GpuQuantization::None;
-  // Every generated token through the batch-invariant GEMV. Off: decode
-  // steps of more than 8 sequences with 16/32-bit weights use the tensor-core
-  // GEMM (faster under load; a sequence's bits may then depend on its batch).
+  // Every generated token through the batch-invariant GEMV, and attention
+  // in one block per (token, head). Off: decode steps of more than 8
+  // sequences with 16/32-bit weights use the tensor-core GEMM, and small
+  // batches split long contexts across blocks (faster; a sequence's bits may
+  // then depend on its batch).
   bool batch_invariant = false;
   // Called while weights upload: (bytes done, bytes total).
   std::function<void(uint64_t, uint64_t)> on_load_progress;

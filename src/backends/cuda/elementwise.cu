@@ -7,6 +7,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.h"
 
 namespace tandem::cuda {
 namespace {
@@ -59,6 +60,8 @@ __global__ void embed_kernel(DeviceMatrix table, const int32_t* __restrict__ ids
 
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
                                const float* __restrict__ weight, float eps, int64_t n, float* __restrict__ out) {
+  let_successor_start();
+  wait_for_predecessor();
   const int64_t i = blockIdx.x;
   const float* row = x + (rows ? rows[i] : i) * n;
   float ss = 0.0f;
@@ -70,6 +73,8 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const int32_t* __res
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, n + i] over all t * n elements.
 __global__ void silu_mul_kernel(const float* __restrict__ gate_up, int64_t n_tokens, int64_t n,
                                 float* __restrict__ out) {
+  let_successor_start();
+  wait_for_predecessor();
   const int64_t total = n_tokens * n;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -95,6 +100,42 @@ __global__ void dequantize_kernel(DeviceMatrix w, int64_t row0, int64_t n, __hal
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = __float2half_rn(load_weight(w, row0 + i / w.cols, i % w.cols));
+}
+
+// The same for rows of n = 4 * 256 * C' elements (C' <= C): each thread
+// loads its float4 pieces of x and of the weight at once, so the kernel waits
+// for memory once.
+template <int C>
+__global__ void __launch_bounds__(256) rmsnorm_vec_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+                                                          const float* __restrict__ weight, float eps, int64_t n,
+                                                          float* __restrict__ out) {
+  let_successor_start();
+  wait_for_predecessor();
+  const int64_t i = blockIdx.x;
+  const float4* row = reinterpret_cast<const float4*>(x + (rows ? rows[i] : i) * n);
+  const float4* w4 = reinterpret_cast<const float4*>(weight);
+  const int n4 = static_cast<int>(n / 4);
+  float4 v[C], g[C];
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) {
+      v[k] = row[c];
+      g[k] = __ldg(w4 + c);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < C; ++k)
+    if (threadIdx.x + 256 * k < n4)
+      ss = fmaf(v[k].x, v[k].x, fmaf(v[k].y, v[k].y, fmaf(v[k].z, v[k].z, fmaf(v[k].w, v[k].w, ss))));
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(n) + eps);
+  float4* o = reinterpret_cast<float4*>(out + i * n);
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) o[c] = make_float4(v[k].x * inv * g[k].x, v[k].y * inv * g[k].y, v[k].z * inv * g[k].z, v[k].w * inv * g[k].w);
+  }
 }
 
 // One block per row: the row's max |w| sets the scale, then each weight is
@@ -171,8 +212,11 @@ __device__ void finish_head(float* head, const float* bias, const float* norm, f
   }
 }
 
-// grid: n_tokens; block: warps over the token's q heads, then k heads, then v heads.
+// grid: (n_tokens, head groups); one warp per head: the token's q heads, then
+// k heads, then v heads.
 __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
+  let_successor_start();
+  wait_for_predecessor();
   const int64_t t = blockIdx.x;
   const int hd = shape.head_dim;
   const int kv_dim = shape.n_kv_heads * hd;
@@ -181,8 +225,9 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
   const int slot = args.slots[t];
   const float* cos_row = args.rope_cos + static_cast<int64_t>(pos) * (hd / 2);
   const float* sin_row = args.rope_sin + static_cast<int64_t>(pos) * (hd / 2);
-  const int warp = threadIdx.x / 32, n_warps = blockDim.x / 32, lane = threadIdx.x % 32;
-  for (int h = warp; h < shape.n_heads + 2 * shape.n_kv_heads; h += n_warps) {
+  const int lane = threadIdx.x % 32;
+  const int h = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32;
+  if (h < shape.n_heads + 2 * shape.n_kv_heads) {
     if (h < shape.n_heads) {
       finish_head(args.q + t * stride + h * hd, args.q_bias ? args.q_bias + h * hd : nullptr, args.q_norm,
                   args.norm_eps, hd, cos_row, sin_row, args.rope_layout);
@@ -217,14 +262,26 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float*
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
              float* out, cudaStream_t stream) {
   if (n_rows == 0) return;
-  const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
-  rmsnorm_kernel<<<static_cast<unsigned>(n_rows), threads, 0, stream>>>(x, rows, weight, eps, n, out);
+  const int64_t chunks = (n / 4 + 255) / 256;  // float4 pieces per thread of 256
+  const bool aligned = n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const unsigned grid = static_cast<unsigned>(n_rows);
+  if (aligned && chunks <= 2) {
+    launch(rmsnorm_vec_kernel<2>, grid, 256, stream, x, rows, weight, eps, n, out);
+  } else if (aligned && chunks <= 4) {
+    launch(rmsnorm_vec_kernel<4>, grid, 256, stream, x, rows, weight, eps, n, out);
+  } else if (aligned && chunks <= 8) {
+    launch(rmsnorm_vec_kernel<8>, grid, 256, stream, x, rows, weight, eps, n, out);
+  } else {
+    const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
+    launch(rmsnorm_kernel, grid, threads, stream, x, rows, weight, eps, n, out);
+  }
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
 void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream) {
   if (n_tokens * n == 0) return;
-  silu_mul_kernel<<<grid_for(n_tokens * n, 256), 256, 0, stream>>>(gate_up, n_tokens, n, out);
+  launch(silu_mul_kernel, grid_for(n_tokens * n, 256), 256, stream, gate_up, n_tokens, n, out);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -260,8 +317,9 @@ void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t 
         "the CUDA engine supports even head sizes up to 256");
   if (n_tokens == 0) return;
   const int heads = shape.n_heads + 2 * shape.n_kv_heads;
-  const int warps = std::min(heads, 16);
-  qkv_finish_kernel<<<static_cast<unsigned>(n_tokens), warps * 32, 0, stream>>>(args, shape);
+  constexpr int kWarpsPerBlock = 4;
+  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>((heads + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  launch(qkv_finish_kernel, grid, kWarpsPerBlock * 32, stream, args, shape);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -1,5 +1,7 @@
-// Decode GEMV: each warp takes two weight rows, 16-byte weight loads, up to
-// 8 tokens per pass over the weights.
+// Decode GEMV: a block of 8 warps takes 4 weight rows and splits their
+// columns among its 256 threads; each thread issues all its 16-byte weight
+// loads of a round before using any, and one load of x serves the 4 rows.
+// Up to 8 tokens per pass over the weights.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -8,13 +10,16 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.h"
 
 namespace tandem::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
 constexpr int kMaxTokens = 8;
-constexpr int kRowsPerWarp = 2;
+constexpr int kRowsPerBlock = 4;
+constexpr int kUnroll = 2;  // vectors of each row per thread per round
 
 // Decodes one 16-byte load of weights into floats.
 template <WeightFormat D>
@@ -90,7 +95,42 @@ struct WeightVector<WeightFormat::F8Row> {
   }
 };
 
-template <WeightFormat D, int NT, int R>
+// How the GEMV reads its input x[t, c].
+enum class Input {
+  Plain,    // x: [NT, cols]
+  SiluMul,  // x: [NT, 2 * cols], gate then up: the input is silu(gate) * up
+};
+
+// Loads x[t, c0 .. c0 + N) of token t as floats.
+template <Input In, int N>
+__device__ __forceinline__ void load_input(const float* __restrict__ x, int64_t cols, int t, int64_t c0, float* out) {
+  if constexpr (In == Input::Plain) {
+    const float4* xv = reinterpret_cast<const float4*>(x + t * cols + c0);
+#pragma unroll
+    for (int j = 0; j < N / 4; ++j) {
+      const float4 xx = __ldg(xv + j);
+      out[4 * j] = xx.x;
+      out[4 * j + 1] = xx.y;
+      out[4 * j + 2] = xx.z;
+      out[4 * j + 3] = xx.w;
+    }
+  } else {
+    const float4* gv = reinterpret_cast<const float4*>(x + t * 2 * cols + c0);
+    const float4* uv = reinterpret_cast<const float4*>(x + t * 2 * cols + cols + c0);
+#pragma unroll
+    for (int j = 0; j < N / 4; ++j) {
+      const float4 g = __ldg(gv + j), u = __ldg(uv + j);
+      // The same expression as silu_mul_kernel, so both paths give the same bits.
+      out[4 * j] = g.x / (1.0f + __expf(-g.x)) * u.x;
+      out[4 * j + 1] = g.y / (1.0f + __expf(-g.y)) * u.y;
+      out[4 * j + 2] = g.z / (1.0f + __expf(-g.z)) * u.z;
+      out[4 * j + 3] = g.w / (1.0f + __expf(-g.w)) * u.w;
+    }
+  }
+}
+
+// Adds one 16-byte vector of each of R rows, times x, into acc[row][token].
+template <WeightFormat D, Input In, int NT, int R>
 __device__ __forceinline__ void accumulate_vectors(const uint4 (&raw)[R], int64_t vec, const float* __restrict__ x,
                                                    int64_t cols, const __half* const (&row_scales)[R],
                                                    float (&acc)[R][NT]) {
@@ -101,16 +141,8 @@ __device__ __forceinline__ void accumulate_vectors(const uint4 (&raw)[R], int64_
   const int64_t c0 = vec * WV::kElems;
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
-    const float4* xv = reinterpret_cast<const float4*>(x + t * cols + c0);
     float xs[WV::kElems];
-#pragma unroll
-    for (int j = 0; j < WV::kElems / 4; ++j) {
-      const float4 xx = __ldg(xv + j);
-      xs[4 * j] = xx.x;
-      xs[4 * j + 1] = xx.y;
-      xs[4 * j + 2] = xx.z;
-      xs[4 * j + 3] = xx.w;
-    }
+    load_input<In, WV::kElems>(x, cols, t, c0, xs);
 #pragma unroll
     for (int i = 0; i < R; ++i) {
       float sum = 0.0f;
@@ -125,23 +157,23 @@ __device__ __forceinline__ void accumulate_vectors(const uint4 (&raw)[R], int64_
   }
 }
 
-// y[t, r] (+)= W[r, :] . x[t, :] for t < NT.  x: [NT, cols], y: [NT, ldy].
-// Each warp takes kRowsPerWarp rows, so one load of x serves them all.
-template <WeightFormat D, int NT>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+// y[t, r] (+)= W[r, :] . x[t, :] for t < NT.  y: [NT, ldy].
+// Block b takes rows [4b, 4b + 4); thread j takes the row vectors j, j + 256,
+// ... of each. A token's sum depends only on the thread layout, not on NT,
+// so results are batch-invariant.
+template <WeightFormat D, Input In, int NT>
+__global__ void __launch_bounds__(kThreads)
     gemv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
                 const float* __restrict__ x, float* __restrict__ y, int64_t ldy, bool accumulate) {
   using WV = WeightVector<D>;
-  constexpr int R = kRowsPerWarp;
-  const int lane = threadIdx.x % 32;
-  const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32) * R;
-  if (r0 >= rows) return;
+  constexpr int R = kRowsPerBlock;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
   const int64_t n_vec = cols / WV::kElems;
   const uint4* row[R];
   const __half* row_scales[R];
 #pragma unroll
   for (int i = 0; i < R; ++i) {
-    const int64_t r = min(r0 + i, rows - 1);  // a missing last row repeats the one before, unwritten
+    const int64_t r = min(r0 + i, rows - 1);  // missing last rows repeat the one before, unwritten
     row[i] = reinterpret_cast<const uint4*>(weights) + r * n_vec;
     row_scales[i] = D == WeightFormat::Q8_0 ? static_cast<const __half*>(scales) + r * (cols / 32) : nullptr;
   }
@@ -152,26 +184,47 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
 
-  // 2 * R loads in flight per lane, then the tail; a lane's vectors are
-  // visited in the same order either way.
-  int64_t v = lane;
-  for (; v + 32 < n_vec; v += 64) {
-    uint4 w0[R], w1[R];
+  // Rounds of kUnroll * R loads in flight per thread, then the tail; a
+  // thread's vectors are visited in the same order either way. The first
+  // round's weights load before the kernel waits for x from the kernel
+  // before it (launch.h), so the weight stream starts while that one ends.
+  int64_t v = threadIdx.x;
+  uint4 w[kUnroll][R];
+  const bool full_round = v + (kUnroll - 1) * kThreads < n_vec;
+  bool preloaded = v < n_vec;
 #pragma unroll
-    for (int i = 0; i < R; ++i) {
-      w0[i] = __ldcs(row[i] + v);
-      w1[i] = __ldcs(row[i] + v + 32);
+  for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+      if (u == 0 ? preloaded : full_round) w[u][i] = __ldcs(row[i] + v + u * kThreads);
+  let_successor_start();
+  wait_for_predecessor();
+  if (full_round) {
+    preloaded = false;
+    for (;;) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        accumulate_vectors<D, In, NT, R>(w[u], v + u * kThreads, x, cols, row_scales, acc);
+      v += kUnroll * kThreads;
+      if (v + (kUnroll - 1) * kThreads >= n_vec) break;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int i = 0; i < R; ++i) w[u][i] = __ldcs(row[i] + v + u * kThreads);
     }
-    accumulate_vectors<D, NT, R>(w0, v, x, cols, row_scales, acc);
-    accumulate_vectors<D, NT, R>(w1, v + 32, x, cols, row_scales, acc);
   }
-  for (; v < n_vec; v += 32) {
-    uint4 w0[R];
+  for (; v < n_vec; v += kThreads) {
+    if (!preloaded) {
 #pragma unroll
-    for (int i = 0; i < R; ++i) w0[i] = __ldcs(row[i] + v);
-    accumulate_vectors<D, NT, R>(w0, v, x, cols, row_scales, acc);
+      for (int i = 0; i < R; ++i) w[0][i] = __ldcs(row[i] + v);
+    }
+    preloaded = false;
+    accumulate_vectors<D, In, NT, R>(w[0], v, x, cols, row_scales, acc);
   }
 
+  // Sum over the warp's lanes, then over the block's warps in order.
+  __shared__ float partial[kWarps][R][NT];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
   for (int i = 0; i < R; ++i) {
 #pragma unroll
@@ -179,26 +232,33 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       float s = acc[i][t];
 #pragma unroll
       for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
-      if constexpr (D == WeightFormat::I8Row || D == WeightFormat::F8Row)
-        s *= static_cast<const float*>(scales)[min(r0 + i, rows - 1)];
-      if (lane == 0 && r0 + i < rows) {
-        float* out = y + t * ldy + r0 + i;
-        *out = accumulate ? *out + s : s;
-      }
+      if (lane == 0) partial[warp][i][t] = s;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < R * NT) {
+    const int i = threadIdx.x / NT, t = threadIdx.x % NT;
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kWarps; ++k) s += partial[k][i][t];
+    const int64_t r = r0 + i;
+    if constexpr (D == WeightFormat::I8Row || D == WeightFormat::F8Row)
+      s *= static_cast<const float*>(scales)[min(r, rows - 1)];
+    if (r < rows) {
+      float* out = y + t * ldy + r;
+      *out = accumulate ? *out + s : s;
     }
   }
 }
 
-template <WeightFormat D>
+template <WeightFormat D, Input In>
 void launch_group(const DeviceMatrix& w, const float* x, int nt, float* y, int64_t ldy, bool accumulate,
                   cudaStream_t stream) {
-  const int64_t rows_per_block = kWarpsPerBlock * kRowsPerWarp;
-  const dim3 grid(static_cast<unsigned>((w.rows + rows_per_block - 1) / rows_per_block));
-  const dim3 block(kWarpsPerBlock * 32);
+  const dim3 grid(static_cast<unsigned>((w.rows + kRowsPerBlock - 1) / kRowsPerBlock));
   switch (nt) {
-#define TANDEM_GEMV_CASE(N)                                                                             \
-  case N:                                                                                               \
-    gemv_kernel<D, N><<<grid, block, 0, stream>>>(w.data, w.scales, w.rows, w.cols, x, y, ldy, accumulate); \
+#define TANDEM_GEMV_CASE(N)                                                                                    \
+  case N:                                                                                                      \
+    launch(gemv_kernel<D, In, N>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, x, y, ldy, accumulate); \
     break;
     TANDEM_GEMV_CASE(1)
     TANDEM_GEMV_CASE(2)
@@ -210,6 +270,27 @@ void launch_group(const DeviceMatrix& w, const float* x, int nt, float* y, int64
     TANDEM_GEMV_CASE(8)
 #undef TANDEM_GEMV_CASE
   }
+}
+
+template <Input In>
+void gemv_groups(const DeviceMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t ldy,
+                 bool accumulate, cudaStream_t stream) {
+  check(w.cols % gemv_vector_elems(w.format) == 0,
+        "internal: GEMV needs cols to be a multiple of " + std::to_string(gemv_vector_elems(w.format)));
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxTokens) {
+    const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, n_tokens - t0));
+    const float* xg = x + t0 * x_stride;
+    float* yg = y + t0 * ldy;
+    switch (w.format) {
+      case WeightFormat::F32: launch_group<WeightFormat::F32, In>(w, xg, nt, yg, ldy, accumulate, stream); break;
+      case WeightFormat::F16: launch_group<WeightFormat::F16, In>(w, xg, nt, yg, ldy, accumulate, stream); break;
+      case WeightFormat::BF16: launch_group<WeightFormat::BF16, In>(w, xg, nt, yg, ldy, accumulate, stream); break;
+      case WeightFormat::Q8_0: launch_group<WeightFormat::Q8_0, In>(w, xg, nt, yg, ldy, accumulate, stream); break;
+      case WeightFormat::I8Row: launch_group<WeightFormat::I8Row, In>(w, xg, nt, yg, ldy, accumulate, stream); break;
+      case WeightFormat::F8Row: launch_group<WeightFormat::F8Row, In>(w, xg, nt, yg, ldy, accumulate, stream); break;
+    }
+  }
+  TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
@@ -254,22 +335,12 @@ int64_t weight_format_bytes(WeightFormat format) {
 
 void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
           cudaStream_t stream) {
-  check(w.cols % gemv_vector_elems(w.format) == 0,
-        "internal: GEMV needs cols to be a multiple of " + std::to_string(gemv_vector_elems(w.format)));
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxTokens) {
-    const int nt = static_cast<int>(std::min<int64_t>(kMaxTokens, n_tokens - t0));
-    const float* xg = x + t0 * w.cols;
-    float* yg = y + t0 * ldy;
-    switch (w.format) {
-      case WeightFormat::F32: launch_group<WeightFormat::F32>(w, xg, nt, yg, ldy, accumulate, stream); break;
-      case WeightFormat::F16: launch_group<WeightFormat::F16>(w, xg, nt, yg, ldy, accumulate, stream); break;
-      case WeightFormat::BF16: launch_group<WeightFormat::BF16>(w, xg, nt, yg, ldy, accumulate, stream); break;
-      case WeightFormat::Q8_0: launch_group<WeightFormat::Q8_0>(w, xg, nt, yg, ldy, accumulate, stream); break;
-      case WeightFormat::I8Row: launch_group<WeightFormat::I8Row>(w, xg, nt, yg, ldy, accumulate, stream); break;
-      case WeightFormat::F8Row: launch_group<WeightFormat::F8Row>(w, xg, nt, yg, ldy, accumulate, stream); break;
-    }
-  }
-  TANDEM_CUDA_CHECK(cudaGetLastError());
+  gemv_groups<Input::Plain>(w, x, w.cols, n_tokens, y, ldy, accumulate, stream);
+}
+
+void gemv_silu_mul(const DeviceMatrix& w, const float* gate_up, int64_t n_tokens, float* y, int64_t ldy,
+                   bool accumulate, cudaStream_t stream) {
+  gemv_groups<Input::SiluMul>(w, gate_up, 2 * w.cols, n_tokens, y, ldy, accumulate, stream);
 }
 
 }  // namespace tandem::cuda

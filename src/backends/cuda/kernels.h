@@ -54,6 +54,12 @@ int64_t gemv_vector_elems(WeightFormat format);
 void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
           cudaStream_t stream);
 
+// gemv of silu(gate) * up, computed as x is read (the same bits as silu_mul
+// followed by gemv).  gate_up: [n_tokens, 2 * w.cols], gate then up.
+// CPU twin: cpu::silu_mul then cpu::matmul_ref.
+void gemv_silu_mul(const DeviceMatrix& w, const float* gate_up, int64_t n_tokens, float* y, int64_t ldy,
+                   bool accumulate, cudaStream_t stream);
+
 // out[i, :] = table[ids[i], :] as f32.  ids: [n] (device); out: [n, table.cols].
 // CPU twin: cpu::dequantize_row.
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);
@@ -128,8 +134,16 @@ void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t 
 // block_tables[table_offsets[t] + p / block_size].
 //   q: [n_tokens, q_stride] f32 (first n_heads * head_dim columns);
 //   out: [n_tokens, n_heads * head_dim] f32.
-// Each (token, head) is computed alone, so results are batch-invariant.
+// n_splits > 1 divides each token's positions into that many runs, computed
+// by separate blocks and merged at the end (more parallelism for a few
+// tokens over long contexts); it needs split_partials
+// [kAttentionSplitSlots, 258] f32 and split_counters [kAttentionSplitSlots]
+// int32, zeroed once (the kernel leaves them zero).
+// Each (token, head) is computed alone, and its result depends on n_splits
+// only: with a fixed n_splits results are batch-invariant.
 // CPU twin: CpuModelRunner::attention (tests: reference_attention).
+constexpr int64_t kAttentionSplitSlots = 2048;  // n_tokens * n_heads * n_splits, at most
+constexpr int64_t kMaxAttentionSplits = 16;
 struct AttentionArgs {
   const float* q = nullptr;
   int64_t q_stride = 0;
@@ -140,7 +154,13 @@ struct AttentionArgs {
   const int32_t* block_tables = nullptr;
   float scale = 1.0f;
   float* out = nullptr;
+  float* split_partials = nullptr;
+  int32_t* split_counters = nullptr;
 };
-void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, cudaStream_t stream);
+// Splits that keep about two blocks per SM busy for n_tokens tokens (1 when
+// the (token, head) pairs alone fill the GPU), within the workspace.
+int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count);
+void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
+                     cudaStream_t stream);
 
 }  // namespace tandem::cuda

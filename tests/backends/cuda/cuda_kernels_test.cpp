@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -86,7 +87,9 @@ TestMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
 class GemvTest : public ::testing::TestWithParam<DType> {};
 
 TEST_P(GemvTest, MatchesCpuReferenceForEveryTokenCount) {
-  const int64_t rows = 200, cols = 1024;
+  // 203 rows: the last block of 4 rows is partial. 4608 columns: several
+  // rounds of loads per thread plus a tail, in every format.
+  const int64_t rows = 203, cols = 4608;
   TestMatrix w = make_matrix(GetParam(), rows, cols, 1);
   for (int64_t n : {1, 3, 8, 11}) {
     const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 2);
@@ -123,6 +126,34 @@ TEST_P(GemvTest, IsBatchInvariantAndAccumulates) {
   gemv(w.device, dx.get<float>(), n, dy.get<float>(), rows, true, nullptr);
   const std::vector<float> twice = to_host<float>(dy, static_cast<size_t>(n * rows));
   for (size_t i = 0; i < twice.size(); ++i) ASSERT_FLOAT_EQ(twice[i], 2 * all[i]);
+}
+
+TEST_P(GemvTest, FusedSiluMulEqualsSiluMulThenGemv) {
+  const int64_t rows = 72, cols = 768;
+  TestMatrix w = make_matrix(GetParam(), rows, cols, 7);
+  for (int64_t n : {1, 5, 8, 10}) {
+    const std::vector<float> gu = random_vector(static_cast<size_t>(n * 2 * cols), 8);
+    DeviceBuffer dgu = to_device(gu), dact(static_cast<size_t>(n * cols) * 4);
+    DeviceBuffer fused(static_cast<size_t>(n * rows) * 4), apart(static_cast<size_t>(n * rows) * 4);
+    silu_mul(dgu.get<float>(), n, cols, dact.get<float>(), nullptr);
+    gemv(w.device, dact.get<float>(), n, apart.get<float>(), rows, false, nullptr);
+    gemv_silu_mul(w.device, dgu.get<float>(), n, fused.get<float>(), rows, false, nullptr);
+    const std::vector<float> a = to_host<float>(apart, static_cast<size_t>(n * rows));
+    const std::vector<float> f = to_host<float>(fused, static_cast<size_t>(n * rows));
+    ASSERT_EQ(0, std::memcmp(a.data(), f.data(), a.size() * 4)) << n << " tokens";
+    // Against the CPU: silu(gate) * up, then W x.
+    std::vector<float> act(static_cast<size_t>(n * cols)), want(static_cast<size_t>(n * rows));
+    for (int64_t t = 0; t < n; ++t) {
+      std::copy_n(gu.data() + t * 2 * cols, cols, act.data() + t * cols);
+      cpu::silu_mul(act.data() + t * cols, gu.data() + t * 2 * cols + cols, cols);
+    }
+    cpu::matmul_ref(w.host, act.data(), n, want.data());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(f[i], want[i], 2e-4 + 2e-4 * std::fabs(want[i])) << i;
+    // Accumulating into y.
+    gemv_silu_mul(w.device, dgu.get<float>(), n, fused.get<float>(), rows, true, nullptr);
+    const std::vector<float> twice = to_host<float>(fused, static_cast<size_t>(n * rows));
+    for (size_t i = 0; i < twice.size(); ++i) ASSERT_FLOAT_EQ(twice[i], 2 * f[i]);
+  }
 }
 
 TEST_P(GemvTest, GemmMatchesCpuReference) {
@@ -236,6 +267,18 @@ TEST(CudaKernels, RmsnormSiluAndEmbedMatchCpu) {
   rmsnorm(dx.get<float>(), dp.get<int32_t>(), dw.get<float>(), 1e-6f, 2, n, dy.get<float>(), nullptr);
   got = to_host<float>(dy, static_cast<size_t>(2 * n));
   for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[3 * n + i], 1e-4 * (1 + std::fabs(want[3 * n + i])));
+  // Other widths: whole and partial float4 pieces per thread (896, 1000,
+  // 8192), and the scalar path (n not a multiple of 4; n past 8192).
+  for (int64_t width : {896, 1000, 8192, 1002, 9000}) {
+    const std::vector<float> xw = random_vector(static_cast<size_t>(2 * width), 10);
+    const std::vector<float> ww = random_vector(static_cast<size_t>(width), 11);
+    std::vector<float> ref(xw.size());
+    for (int64_t r = 0; r < 2; ++r) cpu::rmsnorm(xw.data() + r * width, ww.data(), 1e-6f, ref.data() + r * width, width);
+    DeviceBuffer dxw = to_device(xw), dww = to_device(ww), dyw(xw.size() * 4);
+    rmsnorm(dxw.get<float>(), nullptr, dww.get<float>(), 1e-6f, 2, width, dyw.get<float>(), nullptr);
+    const std::vector<float> gw = to_host<float>(dyw, xw.size());
+    for (size_t i = 0; i < gw.size(); ++i) ASSERT_NEAR(gw[i], ref[i], 1e-4 * (1 + std::fabs(ref[i]))) << width;
+  }
 
   // silu_mul over [3 tokens, gate | up] rows of 500.
   const std::vector<float> gu = random_vector(3000, 9);
@@ -377,9 +420,109 @@ TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
   aa.block_tables = dtable.get<int32_t>();
   aa.scale = scale;
   aa.out = dout.get<float>();
-  paged_attention(aa, s, n, nullptr);
-  const std::vector<float> got = to_host<float>(dout, out_ref.size());
-  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], out_ref[i], 2e-3) << i;
+  DeviceBuffer partials(static_cast<size_t>(kAttentionSplitSlots) * 258 * 4),
+      counters(static_cast<size_t>(kAttentionSplitSlots) * 4);
+  TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+  aa.split_partials = partials.get<float>();
+  aa.split_counters = counters.get<int32_t>();
+  for (int splits : {1, 2, 5, 13}) {
+    paged_attention(aa, s, n, splits, nullptr);
+    const std::vector<float> got = to_host<float>(dout, out_ref.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], out_ref[i], 2e-3) << i << ", " << splits << " splits";
+  }
+}
+
+// Decode-like attention: three tokens of three sequences at positions 700,
+// 5 and 300 over a cache filled with random K and V, each sequence's blocks
+// scattered. Every split count matches the CPU, a token's result does not
+// depend on the batch for a given split count, and the split counters are
+// left at zero (a second run gives the same bits).
+TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
+  AttentionShape s;
+  s.n_heads = 8;
+  s.n_kv_heads = 2;
+  s.head_dim = 128;
+  s.block_size = 16;
+  const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
+  const std::vector<int32_t> positions = {700, 5, 300};
+  const int n = static_cast<int>(positions.size());
+  // Sequence i owns blocks i, i + 3, i + 6, ... (interleaved with the others).
+  std::vector<int32_t> tables, offsets;
+  for (int i = 0; i < n; ++i) {
+    offsets.push_back(static_cast<int32_t>(tables.size()));
+    for (int b = 0; b * s.block_size <= positions[static_cast<size_t>(i)]; ++b) tables.push_back(i + 3 * b);
+  }
+  const int n_blocks = *std::max_element(tables.begin(), tables.end()) + 1;
+  const std::vector<float> kf = random_vector(static_cast<size_t>(n_blocks * s.block_size * kv_dim), 21);
+  const std::vector<float> vf = random_vector(static_cast<size_t>(n_blocks * s.block_size * kv_dim), 22);
+  std::vector<uint16_t> kh(kf.size()), vh(vf.size());
+  for (size_t i = 0; i < kf.size(); ++i) {
+    kh[i] = f32_to_f16(kf[i]);
+    vh[i] = f32_to_f16(vf[i]);
+  }
+  const std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 23);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  std::vector<float> want(static_cast<size_t>(n * q_dim));
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < s.n_heads; ++h) {
+      const int kvh = h / (s.n_heads / s.n_kv_heads), pos = positions[static_cast<size_t>(t)];
+      auto slot = [&](int j) {
+        return static_cast<size_t>(tables[static_cast<size_t>(offsets[static_cast<size_t>(t)] + j / s.block_size)]) *
+                   s.block_size + j % s.block_size;
+      };
+      std::vector<double> sc(static_cast<size_t>(pos + 1));
+      double mx = -1e30, sum = 0;
+      for (int j = 0; j <= pos; ++j) {
+        double d = 0;
+        for (int e = 0; e < hd; ++e)
+          d += double(q[static_cast<size_t>(t * q_dim + h * hd + e)]) * f16_to_f32(kh[slot(j) * kv_dim + kvh * hd + e]);
+        sc[static_cast<size_t>(j)] = d * scale;
+        mx = std::max(mx, sc[static_cast<size_t>(j)]);
+      }
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      for (int e = 0; e < hd; ++e) {
+        double o = 0;
+        for (int j = 0; j <= pos; ++j) o += sc[static_cast<size_t>(j)] * f16_to_f32(vh[slot(j) * kv_dim + kvh * hd + e]);
+        want[static_cast<size_t>(t * q_dim + h * hd + e)] = static_cast<float>(o / sum);
+      }
+    }
+
+  DeviceBuffer dq = to_device(q), dk = to_device(kh), dv = to_device(vh), dpos = to_device(positions),
+               doff = to_device(offsets), dtab = to_device(tables), dout(want.size() * 4), done(want.size() * 4);
+  DeviceBuffer partials(static_cast<size_t>(kAttentionSplitSlots) * 258 * 4),
+      counters(static_cast<size_t>(kAttentionSplitSlots) * 4);
+  TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+  AttentionArgs aa;
+  aa.q = dq.get<float>();
+  aa.q_stride = q_dim;
+  aa.k_cache = dk.get<__half>();
+  aa.v_cache = dv.get<__half>();
+  aa.positions = dpos.get<int32_t>();
+  aa.table_offsets = doff.get<int32_t>();
+  aa.block_tables = dtab.get<int32_t>();
+  aa.scale = scale;
+  aa.out = dout.get<float>();
+  aa.split_partials = partials.get<float>();
+  aa.split_counters = counters.get<int32_t>();
+  EXPECT_GT(attention_splits(s, 1, 132), 1);
+  EXPECT_EQ(attention_splits(s, 64, 132), 1);
+  for (int splits : {1, 3, 8, 16}) {
+    paged_attention(aa, s, n, splits, nullptr);
+    const std::vector<float> got = to_host<float>(dout, want.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-3) << i << ", " << splits << " splits";
+    paged_attention(aa, s, n, splits, nullptr);
+    const std::vector<float> again = to_host<float>(dout, want.size());
+    ASSERT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * 4)) << splits << " splits, second run";
+    // Token 0 alone: the same bits as in the batch of three.
+    AttentionArgs one = aa;
+    one.out = done.get<float>();
+    paged_attention(one, s, 1, splits, nullptr);
+    const std::vector<float> alone = to_host<float>(done, static_cast<size_t>(q_dim));
+    ASSERT_EQ(0, std::memcmp(alone.data(), got.data(), static_cast<size_t>(q_dim) * 4)) << splits << " splits, alone";
+  }
+  const std::vector<int32_t> left = to_host<int32_t>(counters, static_cast<size_t>(kAttentionSplitSlots));
+  for (int32_t c : left) ASSERT_EQ(c, 0);
 }
 
 }  // namespace

@@ -1,0 +1,61 @@
+// Kernel launches that overlap with the kernel before them in the stream
+// (programmatic dependent launch, sm_90 and later).
+//
+// A kernel launched with `launch` may start while its predecessor's last
+// blocks still run. Its contract, which every kernel launched this way keeps:
+//   - before `wait_for_predecessor()` it reads only data that no kernel of
+//     the step writes (weights, tables fixed at load) and writes nothing;
+//   - every thread calls `wait_for_predecessor()` before any return, so the
+//     kernel never finishes before its predecessor (whatever came before
+//     stays ordered);
+//   - it calls `let_successor_start()` early, so that the next kernel's
+//     blocks can be scheduled as this one's retire.
+// On GPUs before sm_90 the launch is an ordinary one and both calls do nothing.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "backends/cuda/cuda_check.h"
+
+namespace tandem::cuda {
+
+__device__ __forceinline__ void wait_for_predecessor() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void let_successor_start() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// True when the current device supports programmatic dependent launch.
+inline bool overlapped_launch_supported() {
+  int device = 0, major = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 9;
+}
+
+// kernel<<<grid, block, 0, stream>>>(args...), allowed to overlap the
+// previous kernel in `stream` (see above).
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = overlapped_launch_supported() ? 1 : 0;
+  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace tandem::cuda
