@@ -4,7 +4,10 @@
 // reads its weights from HBM, as a decode step does. Prints µs per call, the
 // weight bytes read per second and their share of --peak-gb-s.
 //
-//   build/bin/cuda_gemv_bench [--formats f16,bf16,q8_0,int8] [--tokens 1,2,4,8]
+// Token counts past 8 run the tensor-core GEMM (cuBLAS, x converted to
+// 16-bit first), as the engine does for larger decode batches.
+//
+//   build/bin/cuda_gemv_bench [--formats f16,bf16,q8_0,int8] [--tokens 1,2,4,8,16,32]
 //                             [--peak-gb-s 3350] [--calls 300]
 #include <cuda_runtime.h>
 
@@ -16,6 +19,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_buffer.h"
+#include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
 
 using namespace tandem;
@@ -67,7 +71,7 @@ int64_t matrix_bytes(WeightFormat f, int64_t rows, int64_t cols) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string formats = "f16,bf16,q8_0,int8", tokens = "1,2,4,8";
+  std::string formats = "f16,bf16,q8_0,int8", tokens = "1,2,4,8,16,32";
   double peak = 3350;
   int calls = 300;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -88,10 +92,12 @@ int main(int argc, char** argv) {
   cudaEvent_t e0, e1;
   TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
   TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
-  DeviceBuffer x(8 * 2 * 14336 * sizeof(float)), y(8 * 128256 * sizeof(float));
+  constexpr int kMaxTokens = 64;
+  DeviceBuffer x(kMaxTokens * 2 * 14336 * sizeof(float)), y(kMaxTokens * 128256 * sizeof(float));
+  Gemm gemm(s);
   {
     // x values in [-1, 1]: the speed does not depend on them.
-    std::vector<float> hx(8 * 2 * 14336);
+    std::vector<float> hx(kMaxTokens * 2 * 14336);
     for (size_t i = 0; i < hx.size(); ++i) hx[i] = static_cast<float>((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
     TANDEM_CUDA_CHECK(cudaMemcpy(x.get(), hx.data(), hx.size() * 4, cudaMemcpyHostToDevice));
   }
@@ -114,9 +120,12 @@ int main(int argc, char** argv) {
       }
       for (const std::string& ts : split(tokens)) {
         const int n = std::atoi(ts.c_str());
+        const bool use_gemm = n > 8;  // past the GEMV's 8 tokens: the tensor-core GEMM, as the engine runs it
+        if (use_gemm && sh.silu_input) continue;
         auto call = [&](int i) {
           const DeviceMatrix& w = mats[static_cast<size_t>(i % copies)];
-          if (sh.silu_input) gemv_silu_mul(w, x.get<float>(), n, y.get<float>(), sh.rows, true, s);
+          if (use_gemm) gemm.run(w, x.get<float>(), n, y.get<float>(), sh.rows, false);
+          else if (sh.silu_input) gemv_silu_mul(w, x.get<float>(), n, y.get<float>(), sh.rows, true, s);
           else gemv(w, x.get<float>(), n, y.get<float>(), sh.rows, false, s);
         };
         for (int i = 0; i < static_cast<int>(copies); ++i) call(i);  // warm up
@@ -132,6 +141,5 @@ int main(int argc, char** argv) {
       }
     }
   }
-  cudaStreamDestroy(s);
   return 0;
 }

@@ -33,7 +33,22 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// DPL: head_dim / 32 rounded up (lane j owns dims j, j + 32, ...).
+// DPL halves of one lane's value slice, loaded at once.
+template <int DPL>
+struct HalfVector;
+template <>
+struct HalfVector<1> { using type = __half; };
+template <>
+struct HalfVector<2> { using type = uint32_t; };
+template <>
+struct HalfVector<4> { using type = uint2; };
+template <>
+struct HalfVector<8> { using type = uint4; };
+
+// DPL: head_dim / 32 rounded up. When head_dim == 32 * DPL and DPL <= 4,
+// lane j owns dims [j * DPL, (j + 1) * DPL) and loads the tile's 32 value
+// rows together with its keys, so a tile waits for memory once; otherwise
+// lane j owns dims j, j + 32, ... and loads values after the softmax.
 template <int DPL>
 __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionArgs a, AttentionShape s) {
   __shared__ float q_s[kMaxHeadDim];
@@ -52,6 +67,8 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   const int pos = a.positions[t];
   const int32_t* table = a.block_tables + a.table_offsets[t];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const bool contiguous = DPL <= 4 && hd == 32 * DPL;
+  auto dim_of = [&](int i) { return contiguous ? lane * DPL + i : lane + 32 * i; };
 
   for (int d = threadIdx.x; d < hd; d += blockDim.x) q_s[d] = a.q[t * a.q_stride + h * hd + d] * a.scale;
   __syncthreads();
@@ -61,16 +78,27 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
 #pragma unroll
   for (int i = 0; i < DPL; ++i) acc[i] = 0.0f;
 
-  // This split's positions [begin, end): equal runs of whole tiles.
+  // This split's positions [begin, end): runs of whole block-rounds of
+  // tiles, so that each warp of a busy split has work.
   const int n_pos = pos + 1;
-  const int run = ((n_pos + n_splits - 1) / n_splits + kTile - 1) / kTile * kTile;
+  constexpr int kRound = kWarps * kTile;
+  const int run = ((n_pos + n_splits - 1) / n_splits + kRound - 1) / kRound * kRound;
   const int begin = split * run, end = min(n_pos, begin + run);
-  for (int base = begin + warp * kTile; base < end; base += kWarps * kTile) {
+  using ValueVector = typename HalfVector<DPL>::type;
+  for (int base = begin + warp * kTile; base < end; base += kRound) {
     const int j = base + lane;
     const bool valid = j < end;
     // Lanes past the end read position `base` (valid, finite) with weight 0.
     const int jc = valid ? j : base;
     const int64_t slot = static_cast<int64_t>(table[jc / s.block_size]) * s.block_size + jc % s.block_size;
+    ValueVector values[kTile];
+    if (contiguous) {
+#pragma unroll
+      for (int jj = 0; jj < kTile; ++jj) {
+        const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
+        values[jj] = *reinterpret_cast<const ValueVector*>(a.v_cache + slot_j * kv_dim + kvh * hd + lane * DPL);
+      }
+    }
     const uint4* k = reinterpret_cast<const uint4*>(a.k_cache + slot * kv_dim + kvh * hd);
     float dot = 0.0f;
 #pragma unroll
@@ -93,17 +121,26 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
     l = l * correction + warp_sum(p);
 #pragma unroll
     for (int i = 0; i < DPL; ++i) acc[i] *= correction;
-    // All 32 positions, unrolled so that their value loads overlap; the
-    // padding lanes add p = 0 times finite values.
-#pragma unroll 16
-    for (int jj = 0; jj < 32; ++jj) {
-      const float pj = __shfl_sync(0xffffffffu, p, jj);
-      const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
-      const __half* v = a.v_cache + slot_j * kv_dim + kvh * hd;
+    // All 32 positions; the padding lanes add p = 0 times finite values.
+    if (contiguous) {
 #pragma unroll
-      for (int i = 0; i < DPL; ++i) {
-        const int d = lane + 32 * i;
-        if (d < hd) acc[i] = fmaf(pj, __half2float(v[d]), acc[i]);
+      for (int jj = 0; jj < kTile; ++jj) {
+        const float pj = __shfl_sync(0xffffffffu, p, jj);
+        const __half* v = reinterpret_cast<const __half*>(&values[jj]);
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) acc[i] = fmaf(pj, __half2float(v[i]), acc[i]);
+      }
+    } else {
+#pragma unroll 16
+      for (int jj = 0; jj < kTile; ++jj) {
+        const float pj = __shfl_sync(0xffffffffu, p, jj);
+        const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
+        const __half* v = a.v_cache + slot_j * kv_dim + kvh * hd;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) {
+          const int d = lane + 32 * i;
+          if (d < hd) acc[i] = fmaf(pj, __half2float(v[d]), acc[i]);
+        }
       }
     }
     m = m_new;
@@ -115,7 +152,7 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   }
 #pragma unroll
   for (int i = 0; i < DPL; ++i) {
-    const int d = lane + 32 * i;
+    const int d = dim_of(i);
     if (d < hd) part_acc[warp][d] = acc[i];
   }
   __syncthreads();
