@@ -15,6 +15,10 @@
 #include "cli/runner_factory.h"
 #include "models/gguf_export.h"
 #include "models/model_file.h"
+#include "server/server_config.h"
+#if TANDEM_HAVE_CUDA
+#include "backends/cuda/offload_runner.h"
+#endif
 
 namespace tandem::cli {
 namespace {
@@ -27,6 +31,8 @@ struct PerfOptions {
   int threads = 0;
   std::string device = "auto";
   std::string quantize = "none";
+  int64_t gpu_layers = kGpuLayersAuto;
+  std::string max_memory_gpu;  // e.g. "8GB": the GPU budget (layers past it run on the CPU)
   double peak_gb_s = 0;
   bool json = false;
   parallel::ParallelConfig parallel;
@@ -53,10 +59,16 @@ int perf(const PerfOptions& o) {
   RunnerRequest rq;
   rq.device = o.device;
   rq.quantize = o.quantize;
+  rq.gpu_layers = o.gpu_layers;
+  if (!o.max_memory_gpu.empty()) rq.gpu_memory_bytes = server::parse_memory_size(o.max_memory_gpu, "--max-memory-gpu");
   rq.parallel = o.parallel;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
   Runner backend = make_runner(*model, pool, rq);
   ModelRunner& runner = *backend.runner;
+  std::string offload_split;  // where an offloaded model's decode time goes
+#if TANDEM_HAVE_CUDA
+  auto* offload = dynamic_cast<OffloadRunner*>(&runner);
+#endif
 
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(std::min<int64_t>(c.vocab_size, 32000) - 1));
@@ -74,6 +86,9 @@ int perf(const PerfOptions& o) {
     const std::vector<float>* logits = &runner.forward(std::span<const SequenceChunk>(&chunk, 1));
     const double prefill_ms = now_ms() - t0;
     int32_t next = static_cast<int32_t>(std::max_element(logits->begin(), logits->begin() + c.vocab_size) - logits->begin());
+#if TANDEM_HAVE_CUDA
+    if (offload) offload->reset_timing();
+#endif
     t0 = now_ms();
     for (int64_t i = 0; i < o.gen_tokens; ++i) {
       SequenceChunk step{std::span<const int32_t>(&next, 1), &kv, false, o.prompt_tokens};
@@ -81,6 +96,18 @@ int perf(const PerfOptions& o) {
       next = static_cast<int32_t>(std::max_element(logits->begin(), logits->begin() + c.vocab_size) - logits->begin());
     }
     const double decode_ms = now_ms() - t0;
+#if TANDEM_HAVE_CUDA
+    if (offload && o.gen_tokens > 0) {
+      const OffloadRunner::Timing& tm = offload->timing();
+      const OffloadPlan& p = offload->plan();
+      char buf[256];
+      std::snprintf(buf, sizeof buf,
+                    "decode per token: GPU part %.2f ms (%lld layers), CPU part %.2f ms (%lld layers, LM head)",
+                    tm.gpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.gpu_layers),
+                    tm.cpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.n_layers - p.gpu_layers));
+      offload_split = buf;
+    }
+#endif
     kv.release(runner.block_allocator());
     const double prefill_tps = 1000.0 * static_cast<double>(o.prompt_tokens) / prefill_ms;
     const double decode_tps = o.gen_tokens > 0 ? 1000.0 * static_cast<double>(o.gen_tokens) / decode_ms : 0.0;
@@ -115,6 +142,7 @@ int perf(const PerfOptions& o) {
               o.repetitions);
   std::printf("decode %lld tokens: %.2f tok/s (best of %d)\n", static_cast<long long>(o.gen_tokens), best_decode,
               o.repetitions);
+  if (!offload_split.empty()) std::printf("%s (last run)\n", offload_split.c_str());
   if (o.peak_gb_s > 0) {
     std::printf("decode weight reads: %.1f MB/token, %.2f GB/s (%.1f%% of %.0f GB/s)\n", bytes / 1e6, gbps,
                 100.0 * gbps / o.peak_gb_s, o.peak_gb_s);
@@ -136,6 +164,9 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   add_quantize_option(*cmd, o->quantize);
+  add_gpu_layers_option(*cmd, o->gpu_layers);
+  cmd->add_option("--max-memory-gpu", o->max_memory_gpu,
+                  "GPU budget, e.g. 8GB (default 90% of the GPU); layers that do not fit run on the CPU");
   std::string presets;
   for (const SynthPreset& p : synth_presets()) presets += (presets.empty() ? "" : "|") + p.name;
   cmd->add_option("--synthetic", o->synthetic,

@@ -40,6 +40,7 @@ struct ServeFlags {
   std::string device = "auto";
   bool batch_invariant = false;
   std::string quantize = "none";
+  int64_t gpu_layers = kGpuLayersAuto;
   int header_timeout_s = 10;
   std::string log_level = "info";
   parallel::NodeConfig nodes;
@@ -101,9 +102,6 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   const uint64_t file_bytes = std::filesystem::is_regular_file(config.model_path, ec)
                                   ? std::filesystem::file_size(config.model_path, ec)
                                   : 0;
-  if (config.max_memory.cpu_bytes > 0 && file_bytes > config.max_memory.cpu_bytes)
-    throw Error("the model's weights take " + std::to_string(file_bytes) + " bytes; max_memory.cpu is " +
-                std::to_string(config.max_memory.cpu_bytes) + " bytes");
 
   // Several hosts: node 0 serves; every other node loads its ranks and runs
   // node 0's steps, with no API of its own.
@@ -194,6 +192,18 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   rq.max_context = context;
   rq.block_size = 16;
   rq.quantize = f.quantize;
+  // Layers on the GPU: --gpu-layers, else device_map ("gpu": all; a list:
+  // its GPU entries; "auto": all that fit, the rest on the CPU).
+  if (config.device_map == "gpu") rq.gpu_layers = kGpuLayersAll;
+  if (config.device_map == "layers") {
+    const int64_t listed = config.device_map_gpu_layers + config.device_map_cpu_layers;
+    check(listed == model->config().n_layers,
+          "config key 'device_map' lists " + std::to_string(listed) + " layers; the model has " +
+              std::to_string(model->config().n_layers));
+    rq.gpu_layers = config.device_map_cpu_layers == 0 ? kGpuLayersAll : config.device_map_gpu_layers;
+  }
+  if (given("--gpu-layers")) rq.gpu_layers = f.gpu_layers;
+  rq.cpu_memory_bytes = config.max_memory.cpu_bytes;
   if (device == "cpu") {
     rq.kv_blocks = config.batch_size * ((context + rq.block_size - 1) / rq.block_size);
     // The KV cache must fit beside the weights: in max_memory.cpu when it is
@@ -296,11 +306,13 @@ Action add_serve_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model over HTTP (OpenAI API) and WebSocket on one port");
   cmd->add_option("--config", f->config_file, "JSON config file (keys: see docs/SERVER.md); flags override it");
   cmd->add_option("-m,--model", f->flags.model_path, "GGUF file or Hugging Face folder (default: the demo model)");
-  cmd->add_option("--device-map", f->flags.device_map, "auto or cpu");
+  cmd->add_option("--device-map", f->flags.device_map,
+                  "auto (the GPU, offloading to the CPU what does not fit), cpu, or gpu (every layer on the GPU)");
   cmd->add_option("--max-memory-cpu", f->max_memory_cpu, "Host memory budget, e.g. 16GB");
   cmd->add_option("--max-memory-gpu", f->max_memory_gpu, "GPU memory budget, e.g. 48GB");
   cmd->add_option("--device", f->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   add_quantize_option(*cmd, f->quantize);
+  add_gpu_layers_option(*cmd, f->gpu_layers);
   cmd->add_flag("--batch-invariant", f->batch_invariant,
                 "GPU: decode every batch with the batch-invariant GEMV, so that an answer never depends on its "
                 "batch (slower under load; the CPU engine always is)");

@@ -5,6 +5,7 @@
 #include "engine/cpu_model_runner.h"
 #if TANDEM_HAVE_CUDA
 #include "backends/cuda/cuda_model_runner.h"
+#include "backends/cuda/offload_runner.h"
 #endif
 #if TANDEM_HAVE_NCCL
 #include "backends/cuda/parallel_cuda_runner.h"
@@ -26,6 +27,13 @@ void add_quantize_option(CLI::App& cmd, std::string& quantize) {
       ->check(CLI::IsMember({"none", "int8", "fp8"}));
 }
 
+void add_gpu_layers_option(CLI::App& cmd, int64_t& gpu_layers) {
+  cmd.add_option("--gpu-layers", gpu_layers,
+                 "GPU: run the first N layers on the GPU and the rest on the CPU (default: all when they fit the "
+                 "GPU budget, else as many as fit)")
+      ->check(CLI::PositiveNumber);
+}
+
 Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request) {
   std::string device = request.device;
   if (device == "auto") device = gpu_engine_available() ? "cuda" : "cpu";
@@ -34,7 +42,10 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   check(!request.nodes.is_multi_node() || multi_gpu,
         "--nnodes " + std::to_string(request.nodes.nnodes) + " needs a plan of several GPUs (--tensor-parallel, "
         "--pipeline-parallel)");
+  const bool explicit_split = request.gpu_layers != kGpuLayersAuto && request.gpu_layers != kGpuLayersAll;
   if (device == "cpu") {
+    check(!explicit_split, "--gpu-layers " + std::to_string(request.gpu_layers) +
+                               " puts layers on the GPU, but this run is on the CPU");
     check(!multi_gpu, describe(request.parallel) + " runs on GPUs; the CPU engine runs on one device (use --device cuda)");
     check(request.quantize == "none" || request.quantize.empty(),
           "--quantize " + request.quantize + " is for the GPU engine; the CPU engine runs the file's weights as they are");
@@ -71,6 +82,8 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
                                            : GpuQuantization::None;
   o.on_load_progress = request.on_load_progress;
   const auto devices = describe_cuda_devices();
+  check(!multi_gpu || request.gpu_layers == kGpuLayersAuto || request.gpu_layers == kGpuLayersAll,
+        describe(request.parallel) + " keeps every layer on GPUs; --gpu-layers (offload to the CPU) is for one GPU");
   if (multi_gpu) {
 #if TANDEM_HAVE_NCCL
     ParallelRunnerOptions po;
@@ -104,11 +117,36 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
                 "finds it next to the CUDA toolkit)");
 #endif
   }
-  auto runner = std::make_unique<CudaModelRunner>(model, o);
+  out.description = index < static_cast<int>(devices.size()) ? devices[static_cast<size_t>(index)] : "cuda:" + std::to_string(index);
+  int64_t gpu_layers = request.gpu_layers;
+  if (gpu_layers >= model.config().n_layers) gpu_layers = kGpuLayersAll;
+  if (gpu_layers == kGpuLayersAuto) {
+    // Everything on the GPU when the plan fits; otherwise offload.
+    try {
+      plan_cuda_memory(model, o, cuda_device_memory_bytes(index));
+      gpu_layers = kGpuLayersAll;
+    } catch (const Error&) {
+      gpu_layers = 0;  // as many as fit
+    }
+  }
+  if (gpu_layers == kGpuLayersAll) {
+    auto runner = std::make_unique<CudaModelRunner>(model, o);
+    out.memory_plan = runner->plan().describe();
+    out.runner = std::move(runner);
+    out.device = "cuda:" + std::to_string(index);
+    return out;
+  }
+  OffloadOptions oo;
+  oo.gpu = o;
+  oo.gpu_layers = gpu_layers;
+  oo.cpu_memory_bytes = request.cpu_memory_bytes;
+  auto runner = std::make_unique<OffloadRunner>(model, pool, oo);
   out.memory_plan = runner->plan().describe();
+  out.device = "cuda:" + std::to_string(index) + "+cpu";
+  out.description += " + cpu (" + std::to_string(runner->plan().n_layers - runner->plan().gpu_layers) + " of " +
+                     std::to_string(runner->plan().n_layers) + " layers): " + std::to_string(pool.size()) +
+                     " threads, " + cpu::detect_cpu_features().describe();
   out.runner = std::move(runner);
-  out.device = "cuda:" + std::to_string(index);
-  out.description = index < static_cast<int>(devices.size()) ? devices[static_cast<size_t>(index)] : out.device;
   return out;
 #else
   (void)index;

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -17,6 +18,11 @@
 
 namespace tandem::cli {
 
+// RunnerRequest::gpu_layers: all layers on the GPU when they fit its budget,
+// else as many as fit and the rest on the CPU; or all, or an error.
+inline constexpr int64_t kGpuLayersAuto = -1;
+inline constexpr int64_t kGpuLayersAll = std::numeric_limits<int64_t>::max();
+
 struct RunnerRequest {
   std::string device = "auto";
   int64_t max_context = 0;        // 0: the model's
@@ -25,6 +31,11 @@ struct RunnerRequest {
   uint64_t gpu_memory_bytes = 0;  // 0: 90% of the GPU
   bool batch_invariant = false;   // GPU: every decode batch through the GEMV
   std::string quantize = "none";  // GPU: none, int8 or fp8 (weights quantized at load time)
+  // GPU: layers [0, gpu_layers) on the GPU, the rest with the final norm and
+  // LM head on the CPU engine (offload; see OffloadRunner), or one of the
+  // constants above.
+  int64_t gpu_layers = kGpuLayersAuto;
+  uint64_t cpu_memory_bytes = 0;  // offload: host budget of the CPU part (0: half the machine's memory)
   std::function<void(uint64_t, uint64_t)> on_load_progress;  // GPU weight upload
   // More than one GPU: the model split over tensor_parallel x
   // pipeline_stages GPUs of this host (GPUs 0..world-1, or from cuda:N on).
@@ -51,6 +62,8 @@ void follow_node(const ModelFile& model, ThreadPool& pool, const RunnerRequest& 
 
 // Registers --quantize on a subcommand (none, int8, fp8).
 void add_quantize_option(CLI::App& cmd, std::string& quantize);
+// Registers --gpu-layers on a subcommand.
+void add_gpu_layers_option(CLI::App& cmd, int64_t& gpu_layers);
 
 // Whether `auto` would pick the GPU.
 bool gpu_engine_available();

@@ -6,6 +6,7 @@
 
 #include "backends/cpu/cpu_ops.h"
 #include "common/error.h"
+#include "parallel/rank_model.h"
 
 namespace tandem {
 namespace {
@@ -46,13 +47,20 @@ void grow(std::vector<float>& v, size_t n) {
 }  // namespace
 
 CpuModelRunner::CpuModelRunner(const ModelFile& model, ThreadPool& pool, const CpuRunnerOptions& options)
-    : model_(model),
-      config_(model.config()),
-      pool_(pool),
-      options_(options),
-      allocator_(1),
-      kv_(model.config(), 1, 1) {
-  const std::string& path = model.path();
+    : config_(model.config()), pool_(pool), options_(options), allocator_(1), kv_(model.config(), 1, 1) {
+  load(model.path(), [&](const std::string& name) -> const TensorRef& { return model.tensor(name); });
+}
+
+CpuModelRunner::CpuModelRunner(const parallel::RankModel& part, ThreadPool& pool, const CpuRunnerOptions& options)
+    : config_(part.config), pool_(pool), options_(options), allocator_(1), kv_(part.config, 1, 1) {
+  check(part.tensor_parallel == 1, "internal: the CPU engine runs whole layers (tensor_parallel 1)");
+  has_embedding_ = part.has_embedding;
+  has_head_ = part.has_lm_head;
+  load(part.path, [&](const std::string& name) -> const TensorRef& { return part.tensor(name); });
+}
+
+template <typename Lookup>
+void CpuModelRunner::load(const std::string& path, Lookup&& tensor) {
   if (options_.max_context <= 0) options_.max_context = config_.context_length;
   check(options_.block_size > 0, "KV block size must be positive");
   if (options_.kv_blocks <= 0)
@@ -60,31 +68,33 @@ CpuModelRunner::CpuModelRunner(const ModelFile& model, ThreadPool& pool, const C
   allocator_ = BlockAllocator(options_.kv_blocks);
   kv_ = KvCache(config_, options_.kv_blocks, options_.block_size);
 
-  token_embd_ = matrix_of(model.tensor("token_embd.weight"), path);
-  output_ = config_.tied_embeddings ? token_embd_ : matrix_of(model.tensor("output.weight"), path);
-  output_norm_ = vector_of(model.tensor("output_norm.weight"), path);
-  weight_bytes_ = matrix_bytes(output_);
+  if (has_embedding_) token_embd_ = matrix_of(tensor("token_embd.weight"), path);
+  if (has_head_) {
+    output_ = config_.tied_embeddings ? token_embd_ : matrix_of(tensor("output.weight"), path);
+    output_norm_ = vector_of(tensor("output_norm.weight"), path);
+    weight_bytes_ = matrix_bytes(output_);
+  }
   layers_.resize(static_cast<size_t>(config_.n_layers));
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     Layer& L = layers_[static_cast<size_t>(l)];
-    L.wq = matrix_of(model.tensor(b + "attn_q.weight"), path);
-    L.wk = matrix_of(model.tensor(b + "attn_k.weight"), path);
-    L.wv = matrix_of(model.tensor(b + "attn_v.weight"), path);
-    L.wo = matrix_of(model.tensor(b + "attn_output.weight"), path);
-    L.gate = matrix_of(model.tensor(b + "ffn_gate.weight"), path);
-    L.up = matrix_of(model.tensor(b + "ffn_up.weight"), path);
-    L.down = matrix_of(model.tensor(b + "ffn_down.weight"), path);
-    L.attn_norm = vector_of(model.tensor(b + "attn_norm.weight"), path);
-    L.ffn_norm = vector_of(model.tensor(b + "ffn_norm.weight"), path);
+    L.wq = matrix_of(tensor(b + "attn_q.weight"), path);
+    L.wk = matrix_of(tensor(b + "attn_k.weight"), path);
+    L.wv = matrix_of(tensor(b + "attn_v.weight"), path);
+    L.wo = matrix_of(tensor(b + "attn_output.weight"), path);
+    L.gate = matrix_of(tensor(b + "ffn_gate.weight"), path);
+    L.up = matrix_of(tensor(b + "ffn_up.weight"), path);
+    L.down = matrix_of(tensor(b + "ffn_down.weight"), path);
+    L.attn_norm = vector_of(tensor(b + "attn_norm.weight"), path);
+    L.ffn_norm = vector_of(tensor(b + "ffn_norm.weight"), path);
     if (config_.qkv_bias) {
-      L.q_bias = vector_of(model.tensor(b + "attn_q.bias"), path);
-      L.k_bias = vector_of(model.tensor(b + "attn_k.bias"), path);
-      L.v_bias = vector_of(model.tensor(b + "attn_v.bias"), path);
+      L.q_bias = vector_of(tensor(b + "attn_q.bias"), path);
+      L.k_bias = vector_of(tensor(b + "attn_k.bias"), path);
+      L.v_bias = vector_of(tensor(b + "attn_v.bias"), path);
     }
     if (config_.qk_norm) {
-      L.q_norm = vector_of(model.tensor(b + "attn_q_norm.weight"), path);
-      L.k_norm = vector_of(model.tensor(b + "attn_k_norm.weight"), path);
+      L.q_norm = vector_of(tensor(b + "attn_q_norm.weight"), path);
+      L.k_norm = vector_of(tensor(b + "attn_k_norm.weight"), path);
     }
     for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) weight_bytes_ += matrix_bytes(*w);
   }
@@ -179,6 +189,16 @@ void CpuModelRunner::matmul_split(const cpu::WeightMatrix& w, const float* x, in
 }
 
 const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk> chunks) {
+  check(has_embedding_, "internal: a model part without the embedding runs through forward_hidden");
+  return run(chunks, nullptr);
+}
+
+const std::vector<float>& CpuModelRunner::forward_hidden(std::span<const SequenceChunk> chunks, const float* hidden) {
+  check(hidden != nullptr, "internal: forward_hidden without hidden states");
+  return run(chunks, hidden);
+}
+
+const std::vector<float>& CpuModelRunner::run(std::span<const SequenceChunk> chunks, const float* input) {
   const ModelConfig& c = config_;
   const int64_t hidden = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hd = c.head_dim;
   const int64_t inter = c.intermediate_size;
@@ -220,7 +240,6 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
       }
       if (pass == 0) n_generated_ = static_cast<int64_t>(order.size());
     }
-    const int64_t embd_row = dtype_row_bytes(token_embd_.dtype, hidden);
     for (int64_t t = 0; t < T; ++t) {
       const auto& [ch, i] = order[static_cast<size_t>(t)];
       const int32_t id = ch->tokens[i];
@@ -228,8 +247,13 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
                                               std::to_string(c.vocab_size));
       positions_[static_cast<size_t>(t)] = ch->kv->n_tokens + static_cast<int64_t>(i);
       owner_[static_cast<size_t>(t)] = ch;
-      cpu::dequantize_row(token_embd_.dtype, static_cast<const uint8_t*>(token_embd_.data) + id * embd_row,
-                          x_.data() + t * hidden, hidden);
+      if (input) {
+        std::copy(input + t * hidden, input + (t + 1) * hidden, x_.data() + t * hidden);
+      } else {
+        const int64_t embd_row = dtype_row_bytes(token_embd_.dtype, hidden);
+        cpu::dequantize_row(token_embd_.dtype, static_cast<const uint8_t*>(token_embd_.data) + id * embd_row,
+                            x_.data() + t * hidden, hidden);
+      }
     }
   }
 
@@ -294,6 +318,12 @@ const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk>
       const float* o = proj_.data() + t * hidden;
       for (int64_t i = 0; i < hidden; ++i) x[i] += o[i];
     });
+  }
+
+  if (!has_head_) {
+    for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
+    logits_.clear();
+    return logits_;
   }
 
   // Final norm over the rows whose logits are wanted (in compute order, so

@@ -13,6 +13,9 @@
 #include "models/model_file.h"
 
 namespace tandem {
+namespace parallel {
+struct RankModel;
+}  // namespace parallel
 
 struct CpuRunnerOptions {
   int64_t kv_blocks = 0;     // 0: enough for one sequence of max_context tokens
@@ -25,6 +28,21 @@ class CpuModelRunner : public ModelRunner {
   // Keeps references to `model` and `pool`; both must outlive the runner.
   // Throws tandem::Error when a weight's dtype has no CPU kernel.
   CpuModelRunner(const ModelFile& model, ThreadPool& pool, const CpuRunnerOptions& options);
+  // A contiguous part of a model's layers (one side of an offload split,
+  // parallel::plan_layer_split; tensor_parallel 1). `part`, its source
+  // model's mapping and `pool` must outlive the runner. A part without the
+  // embedding takes its input through forward_hidden; a part without the LM
+  // head returns no logits and leaves its output in hidden_states().
+  CpuModelRunner(const parallel::RankModel& part, ThreadPool& pool, const CpuRunnerOptions& options);
+
+  // forward with the first layer's input given instead of looked up:
+  //   hidden: [T, hidden_size] f32, the step's tokens in compute order
+  //   (generated tokens first, then prompt tokens, each in chunk order: the
+  //   order every backend computes in).
+  const std::vector<float>& forward_hidden(std::span<const SequenceChunk> chunks, const float* hidden);
+  // The last step's output of the last layer, [T, hidden_size] in compute
+  // order (before the final norm).
+  const float* hidden_states() const { return x_.data(); }
 
   const ModelConfig& config() const override { return config_; }
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;
@@ -41,11 +59,15 @@ class CpuModelRunner : public ModelRunner {
     std::vector<float> q_norm, k_norm;          // [head_dim] (qwen3)
   };
 
+  // Loads the weights; `tensor(name)` finds a canonical tensor or throws.
+  template <typename Lookup>
+  void load(const std::string& path, Lookup&& tensor);
+  const std::vector<float>& run(std::span<const SequenceChunk> chunks, const float* input);
   void attention(int64_t layer, std::span<const SequenceChunk> chunks, int64_t n_tokens);
   void apply_rope(float* vec, int64_t n_heads, int64_t pos) const;
 
-  const ModelFile& model_;
   ModelConfig config_;
+  bool has_embedding_ = true, has_head_ = true;
   ThreadPool& pool_;
   CpuRunnerOptions options_;
   std::vector<Layer> layers_;

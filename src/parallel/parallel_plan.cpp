@@ -51,6 +51,7 @@ void check_heads(const ModelConfig& m, int64_t tp, const std::string& hint) {
                                 std::to_string(tp) + " GPUs");
 }
 
+
 void check_tensors(const ModelConfig& m, const std::vector<TensorRef>& tensors, int64_t tp) {
   for (const TensorRef& t : tensors) check_shardable(t, shard_rule(t.name, m), tp);
   if (m.tied_embeddings)
@@ -66,6 +67,36 @@ bool splits(const ModelConfig& m, const std::vector<TensorRef>& tensors, int64_t
   } catch (const Error&) {
     return false;
   }
+}
+
+// Stage s of pp over `layers`: what it holds and its bytes per GPU.
+StagePlan plan_stage(const ModelConfig& m, const std::vector<TensorRef>& tensors, int64_t tp, int64_t s, int64_t pp,
+                     Range layers) {
+  StagePlan st;
+  st.stage = s;
+  st.layers = layers;
+  st.has_embedding = s == 0;
+  st.has_lm_head = s == pp - 1;
+  std::vector<uint64_t> per_gpu(static_cast<size_t>(tp), 0);
+  for (const TensorRef& t : tensors) {
+    const std::optional<int64_t> layer = layer_of(t.name);
+    bool here = false;
+    if (layer) here = *layer >= st.layers.begin && *layer < st.layers.end;
+    else if (t.name == "token_embd.weight") here = st.has_embedding;
+    else here = st.has_lm_head;  // output_norm, output
+    const ShardRule rule = shard_rule(t.name, m);
+    for (int64_t r = 0; r < tp; ++r) {
+      if (here) per_gpu[static_cast<size_t>(r)] += shard_bytes(t, rule, r, tp);
+      // A tied LM head on a stage without the embedding holds its vocabulary rows.
+      if (t.name == "token_embd.weight" && m.tied_embeddings && st.has_lm_head && !st.has_embedding)
+        per_gpu[static_cast<size_t>(r)] += shard_bytes(t, lm_head_rule(), r, tp);
+    }
+  }
+  for (uint64_t b : per_gpu) {
+    st.weight_bytes += b;
+    st.max_gpu_bytes = std::max(st.max_gpu_bytes, b);
+  }
+  return st;
 }
 
 }  // namespace
@@ -101,33 +132,23 @@ ParallelPlan plan_parallel(const ModelConfig& m, const std::vector<TensorRef>& t
   plan.ffn_per_gpu = m.intermediate_size / tp;
   plan.max_vocab_per_gpu = split_evenly(m.vocab_size, tp, 0).size();
 
-  for (int64_t s = 0; s < pp; ++s) {
-    StagePlan st;
-    st.stage = s;
-    st.layers = split_evenly(m.n_layers, pp, s);
-    st.has_embedding = s == 0;
-    st.has_lm_head = s == pp - 1;
-    std::vector<uint64_t> per_gpu(static_cast<size_t>(tp), 0);
-    for (const TensorRef& t : tensors) {
-      const std::optional<int64_t> layer = layer_of(t.name);
-      bool here = false;
-      if (layer) here = *layer >= st.layers.begin && *layer < st.layers.end;
-      else if (t.name == "token_embd.weight") here = st.has_embedding;
-      else here = st.has_lm_head;  // output_norm, output
-      const ShardRule rule = shard_rule(t.name, m);
-      for (int64_t r = 0; r < tp; ++r) {
-        if (here) per_gpu[static_cast<size_t>(r)] += shard_bytes(t, rule, r, tp);
-        // A tied LM head on a stage without the embedding holds its vocabulary rows.
-        if (t.name == "token_embd.weight" && m.tied_embeddings && st.has_lm_head && !st.has_embedding)
-          per_gpu[static_cast<size_t>(r)] += shard_bytes(t, lm_head_rule(), r, tp);
-      }
-    }
-    for (uint64_t b : per_gpu) {
-      st.weight_bytes += b;
-      st.max_gpu_bytes = std::max(st.max_gpu_bytes, b);
-    }
-    plan.stages.push_back(st);
-  }
+  for (int64_t s = 0; s < pp; ++s) plan.stages.push_back(plan_stage(m, tensors, tp, s, pp, split_evenly(m.n_layers, pp, s)));
+  return plan;
+}
+
+ParallelPlan plan_layer_split(const ModelConfig& m, const std::vector<TensorRef>& tensors, int64_t first_stage_layers) {
+  check(first_stage_layers >= 1 && first_stage_layers < m.n_layers,
+        "a split of a model of " + std::to_string(m.n_layers) + " layers after layer " +
+            std::to_string(first_stage_layers) + ": each side needs at least one layer (1 to " +
+            std::to_string(m.n_layers - 1) + " layers in the first part)");
+  ParallelPlan plan;
+  plan.config.pipeline_stages = 2;
+  plan.heads_per_gpu = m.n_heads;
+  plan.kv_heads_per_gpu = m.n_kv_heads;
+  plan.ffn_per_gpu = m.intermediate_size;
+  plan.max_vocab_per_gpu = m.vocab_size;
+  plan.stages.push_back(plan_stage(m, tensors, 1, 0, 2, Range{0, first_stage_layers}));
+  plan.stages.push_back(plan_stage(m, tensors, 1, 1, 2, Range{first_stage_layers, m.n_layers}));
   return plan;
 }
 

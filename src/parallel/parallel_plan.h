@@ -53,6 +53,12 @@ inline int64_t global_rank(const ParallelConfig& c, int64_t stage, int64_t tp_ra
 ParallelPlan plan_parallel(const ModelConfig& model, const std::vector<TensorRef>& tensors,
                            const ParallelConfig& config);
 
+// Two stages on one device each, split after `first_stage_layers` layers
+// (not evenly): the GPU part and the CPU part of an offloaded model.
+// Throws tandem::Error unless 1 <= first_stage_layers < n_layers.
+ParallelPlan plan_layer_split(const ModelConfig& model, const std::vector<TensorRef>& tensors,
+                              int64_t first_stage_layers);
+
 // The micro-batches of a pipeline step over `n_sequences` sequences: ranges
 // of sequence indices, in order, covering all. micro_batch_size > 0: that
 // many per micro-batch (the last may hold fewer); 0: the sequences spread

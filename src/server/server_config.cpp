@@ -28,6 +28,37 @@ std::string get_string(const nlohmann::json& v, const std::string& key) {
   return v.get<std::string>();
 }
 
+// device_map: a word, or a list of "gpu"/"cpu" per layer with the GPU
+// layers first (the GPU part of an offloaded model is a prefix).
+void apply_device_map(const nlohmann::json& v, ServerConfig& c) {
+  const std::string usage =
+      "config key 'device_map' must be \"auto\", \"cpu\", \"gpu\" or a list with one \"gpu\" or \"cpu\" per "
+      "layer, GPU layers first (e.g. [\"gpu\", \"gpu\", \"cpu\"])";
+  if (v.is_string()) {
+    c.device_map = v.get<std::string>();
+    c.device_map_gpu_layers = c.device_map_cpu_layers = 0;
+    return;
+  }
+  check(v.is_array() && !v.empty(), usage + ", got " + type_name(v));
+  int64_t gpu = 0, cpu = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const nlohmann::json& e = v[i];
+    check(e.is_string() && (e.get<std::string>() == "gpu" || e.get<std::string>() == "cpu"),
+          usage + "; entry " + std::to_string(i) + " is " + e.dump());
+    if (e.get<std::string>() == "gpu") {
+      check(cpu == 0, "config key 'device_map': layer " + std::to_string(i) +
+                          " is on the GPU after a layer on the CPU; the GPU layers must come first");
+      ++gpu;
+    } else {
+      ++cpu;
+    }
+  }
+  check(gpu > 0, "config key 'device_map': no layer is on the GPU; use \"cpu\" to run on the CPU");
+  c.device_map = "layers";
+  c.device_map_gpu_layers = gpu;
+  c.device_map_cpu_layers = cpu;
+}
+
 }  // namespace
 
 uint64_t parse_memory_size(const std::string& text, const std::string& key) {
@@ -69,7 +100,7 @@ void apply_config_json(const nlohmann::json& doc, ServerConfig& c) {
   check(doc.is_object(), "the config must be a JSON object, got " + type_name(doc));
   for (const auto& [key, v] : doc.items()) {
     if (key == "model_path") c.model_path = get_string(v, key);
-    else if (key == "device_map") c.device_map = get_string(v, key);
+    else if (key == "device_map") apply_device_map(v, c);
     else if (key == "max_memory") {
       check(v.is_object(), "config key 'max_memory' must be an object like {\"cpu\": \"16GB\", \"gpu\": \"48GB\"}, got " +
                                type_name(v));
@@ -132,9 +163,9 @@ void apply_config_file(const std::string& path, ServerConfig& config) {
 }
 
 void validate_config(ServerConfig& c) {
-  check(c.device_map == "auto" || c.device_map == "cpu",
-        "config key 'device_map' must be \"auto\" or \"cpu\", got \"" + c.device_map +
-            "\" (this build runs models on the CPU; explicit layer maps come with the CUDA engine)");
+  check(c.device_map == "auto" || c.device_map == "cpu" || c.device_map == "gpu" || c.device_map == "layers",
+        "config key 'device_map' must be \"auto\", \"cpu\", \"gpu\" or a list of \"gpu\"/\"cpu\", one per layer, got \"" +
+            c.device_map + "\"");
   check(c.context_window >= 16 && c.context_window <= (int64_t{1} << 24),
         "config key 'context_window' must be in [16, 16777216], got " + std::to_string(c.context_window));
   check(c.batch_size >= 1 && c.batch_size <= 4096,

@@ -19,7 +19,12 @@ struct MemoryBudget {
 
 struct ServerConfig {
   std::string model_path;
-  std::string device_map = "auto";  // "auto" (the GPU when there is one) or "cpu"
+  // "auto": the GPU when there is one, with as many layers as fit its budget
+  // (the rest on the CPU); "cpu"; "gpu": every layer on the GPU, or an error;
+  // "layers": the config gave a list, one "gpu" or "cpu" per layer, GPU
+  // layers first, counted below.
+  std::string device_map = "auto";
+  int64_t device_map_gpu_layers = 0, device_map_cpu_layers = 0;
   MemoryBudget max_memory;
   int64_t context_window = 4096;
   int64_t batch_size = 4;

@@ -117,6 +117,28 @@ TEST(PipelinePlan, TiedHeadOnALaterStageHoldsItsVocabularyRows) {
   EXPECT_EQ(two.stages[0].weight_bytes + two.stages[1].weight_bytes, one.stages[0].weight_bytes + embd);
 }
 
+TEST(LayerSplitPlan, SplitsWhereAskedAndRefusesAnEmptySide) {
+  const ModelConfig m = small_config(8, 8, 32, 512, 6);
+  const std::vector<TensorRef> tensors = tensors_of(m, DType::BF16);
+  uint64_t total = 0;
+  for (const TensorRef& t : tensors) total += t.n_bytes;
+  for (int64_t k = 1; k < m.n_layers; ++k) {
+    const ParallelPlan plan = plan_layer_split(m, tensors, k);
+    ASSERT_EQ(plan.stages.size(), 2u);
+    EXPECT_EQ(plan.stages[0].layers, (Range{0, k}));
+    EXPECT_EQ(plan.stages[1].layers, (Range{k, m.n_layers}));
+    EXPECT_TRUE(plan.stages[0].has_embedding && !plan.stages[0].has_lm_head);
+    EXPECT_TRUE(!plan.stages[1].has_embedding && plan.stages[1].has_lm_head);
+    EXPECT_EQ(plan.stages[0].weight_bytes + plan.stages[1].weight_bytes, total);
+  }
+  // More layers on the first side, more bytes there.
+  EXPECT_LT(plan_layer_split(m, tensors, 1).stages[0].weight_bytes, plan_layer_split(m, tensors, 5).stages[0].weight_bytes);
+  for (int64_t bad : {0, 6, -1}) {
+    const std::string e = error_of([&] { plan_layer_split(m, tensors, bad); });
+    EXPECT_NE(e.find("each side needs at least one layer"), std::string::npos) << e;
+  }
+}
+
 TEST(TensorParallelPlan, SplitsHeadsFfnAndVocabulary) {
   const ModelConfig m = small_config(32, 8, 128, 1024, 4);
   const std::vector<TensorRef> tensors = tensors_of(m, DType::Q8_0);

@@ -18,6 +18,7 @@
 #include "models/gguf_export.h"
 #include "models/model_file.h"
 #include "parallel/parallel_plan.h"
+#include "parallel/rank_model.h"
 #include "parallel/tensor_parallel_simulation.h"
 
 namespace tandem::parallel {
@@ -173,6 +174,56 @@ TEST_P(TensorParallelFixture, Q8_0GgufMatchesTheEngine) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TensorParallelFixture, ::testing::Values("llama3", "llama2", "qwen2", "qwen3"));
+
+// The CPU half of an offloaded model: the fixture split after layer 1 into
+// two CPU runners (the first with the embedding, the second with the LM
+// head), the first's hidden states handed to the second, gives the whole
+// runner's logits bit for bit, over a prefill and three decode steps (each
+// part keeps the KV cache of its own layers under the same block numbers).
+class LayerSplitFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LayerSplitFixture, TwoPartsGiveTheWholeModelsLogits) {
+  auto model = ModelFile::open((kFixtures / GetParam()).string());
+  const ModelConfig& c = model->config();
+  ASSERT_GE(c.n_layers, 2);
+  const ParallelPlan split = plan_layer_split(c, model->tensors(), 1);
+  const RankModel first = make_rank_model(model->path(), c, model->tensors(), split, 0, 0);
+  const RankModel second = make_rank_model(model->path(), c, model->tensors(), split, 1, 0);
+  EXPECT_TRUE(first.has_embedding && !first.has_lm_head);
+  EXPECT_TRUE(!second.has_embedding && second.has_lm_head);
+
+  ThreadPool pool(2);
+  CpuRunnerOptions o;
+  o.max_context = 128;
+  o.block_size = 16;
+  CpuModelRunner whole(*model, pool, o), a(first, pool, o), b(second, pool, o);
+  EXPECT_EQ(a.weight_bytes_per_step() + b.weight_bytes_per_step(), whole.weight_bytes_per_step());
+  EXPECT_THROW(b.forward({}), Error);  // no embedding: it needs hidden states
+
+  const std::vector<int32_t> prompt = reference_prompt(GetParam());
+  SequenceKv kv_whole, kv_split;
+  ASSERT_TRUE(kv_whole.reserve(static_cast<int64_t>(prompt.size()) + 3, 16, whole.block_allocator()));
+  ASSERT_TRUE(kv_split.reserve(static_cast<int64_t>(prompt.size()) + 3, 16, a.block_allocator()));
+  std::vector<int32_t> step = prompt;
+  for (int s = 0; s < 4; ++s) {
+    SequenceChunk cw{step, &kv_whole, true, static_cast<int64_t>(prompt.size())};
+    SequenceChunk cs{step, &kv_split, true, static_cast<int64_t>(prompt.size())};
+    const std::vector<float> want = whole.forward(std::span<const SequenceChunk>(&cw, 1));
+    const int64_t before = kv_split.n_tokens;
+    EXPECT_TRUE(a.forward(std::span<const SequenceChunk>(&cs, 1)).empty());
+    EXPECT_EQ(kv_split.n_tokens, before + static_cast<int64_t>(step.size()));
+    kv_split.n_tokens = before;  // the second part computes the same positions
+    const std::vector<float> got = b.forward_hidden(std::span<const SequenceChunk>(&cs, 1), a.hidden_states());
+    ASSERT_EQ(got.size(), want.size()) << "step " << s;
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << "step " << s;
+    ASSERT_EQ(kv_split.n_tokens, kv_whole.n_tokens);
+    const int32_t next = static_cast<int32_t>(std::max_element(want.end() - c.vocab_size, want.end()) -
+                                              (want.end() - c.vocab_size));
+    step = {next};
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, LayerSplitFixture, ::testing::Values("llama3", "llama2", "qwen2", "qwen3"));
 
 TEST(TensorParallelSimulation, RefusesTokensOutsideTheVocabulary) {
   auto model = ModelFile::open((kFixtures / "qwen3").string());

@@ -95,6 +95,34 @@ TEST(ConfigJson, ErrorsNameTheKey) {
   EXPECT_NE(error_of([&] { apply_config_json(json::array(), c); }).find("object"), std::string::npos);
 }
 
+TEST(ConfigJson, DeviceMapTakesAWordOrALayerList) {
+  ServerConfig c;
+  apply_config_json(json::parse(R"({"device_map": "gpu"})"), c);
+  validate_config(c);
+  EXPECT_EQ(c.device_map, "gpu");
+  apply_config_json(json::parse(R"({"device_map": ["gpu", "gpu", "gpu", "cpu"]})"), c);
+  validate_config(c);
+  EXPECT_EQ(c.device_map, "layers");
+  EXPECT_EQ(c.device_map_gpu_layers, 3);
+  EXPECT_EQ(c.device_map_cpu_layers, 1);
+  // A word again clears the counts.
+  apply_config_json(json::parse(R"({"device_map": "auto"})"), c);
+  EXPECT_EQ(c.device_map_gpu_layers, 0);
+
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"device_map": ["gpu", "cpu", "gpu"]})", "GPU layers must come first"},
+      {R"({"device_map": ["cpu", "cpu"]})", "no layer is on the GPU"},
+      {R"({"device_map": ["gpu", "tpu"]})", "entry 1"},
+      {R"({"device_map": []})", "one \"gpu\" or \"cpu\" per layer"},
+      {R"({"device_map": 3})", "device_map"},
+  };
+  for (const auto& [doc, what] : bad) {
+    ServerConfig d;
+    const std::string msg = error_of([&] { apply_config_json(json::parse(doc), d); });
+    EXPECT_NE(msg.find(what), std::string::npos) << doc << " gave: " << msg;
+  }
+}
+
 TEST(ConfigValidate, ImpossibleValuesNameTheKey) {
   const std::pair<std::function<void(ServerConfig&)>, const char*> cases[] = {
       {[](ServerConfig& c) { c.device_map = "cuda:0"; }, "device_map"},

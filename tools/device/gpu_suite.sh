@@ -25,7 +25,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ]; then
+if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ] || [ "$what" = offload ]; then
   "$build/tests/cuda_kernels_test" > "$out/cuda_kernels_test.log" 2>&1; echo "kernels rc=$?"
   "$build/tests/cuda_runner_test" > "$out/cuda_runner_test.log" 2>&1; echo "runner rc=$?"
   grep -E "FAILED|max\|dlogit\||PASSED" "$out"/cuda_*_test.log | head -40
@@ -93,6 +93,12 @@ if [ "$what" = gemv ]; then
     "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype $dtype --device cuda -p 512 -n 128 -r 3 \
       --peak-gb-s "$peak" 2>&1 | tee "$out/perf-$dtype.txt" | grep -E "prefill|decode|error"
   done
+fi
+if [ "$what" = offload ]; then
+  # A model past the GPU budget: the 8B shape (15 GB in f16) with the GPU
+  # held to 8 GB, so that about half the layers run on the CPU engine.
+  "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda --max-memory-gpu 8GB \
+    -p 128 -n 32 -r 2 2>&1 | tee "$out/perf-offload.txt" | grep -vE "^model"
 fi
 if [ "$what" = ncu ]; then
   # Every kernel's time in a short run (prefill 16 tokens, then decode graph

@@ -26,7 +26,7 @@ using cuda::DeviceMatrix;
 constexpr uint64_t kGiB = uint64_t{1} << 30;
 constexpr uint64_t kScratchReserve = kGiB;          // activations, logits, cuBLAS workspace, dequant slices
 constexpr uint64_t kUploadChunk = uint64_t{64} << 20;
-constexpr int64_t kMaxGraphTokens = 64;    // decode steps up to this many sequences replay a graph
+constexpr int64_t kMaxGraphTokens = kCudaGraphMaxTokens;
 constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
 constexpr int64_t kMaxGemvDecode = 8;      // larger decode batches may take the GEMM (batch_invariant off)
 

@@ -44,6 +44,9 @@ struct CudaRunnerOptions {
   std::function<void(uint64_t, uint64_t)> on_load_progress;
 };
 
+// Decode steps of up to this many sequences replay captured CUDA graphs.
+inline constexpr int64_t kCudaGraphMaxTokens = 64;
+
 // What the runner will place on the GPU, computed before any allocation.
 struct CudaMemoryPlan {
   uint64_t budget_bytes = 0;

@@ -63,6 +63,7 @@ class PinnedBuffer {
   }
   template <typename T = void>
   T* get() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
 
  private:
   void release() {

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "backends/cuda/cuda_model_runner.h"
+#include "backends/cuda/offload_runner.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
@@ -293,6 +294,89 @@ TEST(CudaPlan, RefusesModelsThatDoNotFitWithNumbers) {
   EXPECT_LT(q.weight_bytes, plan.weight_bytes * 6 / 10);
   EXPECT_LE(plan.weight_bytes + plan.scratch_bytes + plan.kv_bytes_per_block * uint64_t(plan.kv_blocks),
             plan.budget_bytes);
+}
+
+// Offload: the fixture's first layer (and the embedding) on the GPU, the
+// second layer and the LM head on the CPU engine. Prefill logits against
+// transformers and decode steps (graphs on: the hand-over to the host is
+// captured too) against the CPU engine, several sequences at once, within
+// the GPU engine's own tolerance.
+TEST_P(CudaNumerics, OffloadedLayersMatchReference) {
+  auto model = ModelFile::open((kFixtures / GetParam()).string());
+  const int64_t vocab = model->config().vocab_size;
+  ThreadPool pool(2);
+  OffloadOptions oo;
+  oo.gpu = small_options();
+  oo.gpu_layers = 1;
+  OffloadRunner runner(*model, pool, oo);
+  EXPECT_EQ(runner.plan().gpu_layers, 1);
+  EXPECT_NE(runner.plan().describe().find("layers 1-1 (1), the final norm and the LM head on the CPU"),
+            std::string::npos)
+      << runner.plan().describe();
+  const double tol = 8e-2;
+  const Diff a = compare(all_logits(runner, ref_.prompt_a), ref_.logits_a, vocab, 2 * tol);
+  const Diff b = compare(all_logits(runner, ref_.prompt_b), ref_.logits_b, vocab, 2 * tol);
+  EXPECT_LT(a.max_abs, tol);
+  EXPECT_LT(b.max_abs, tol);
+  EXPECT_EQ(a.disagreements + b.disagreements, 0);
+
+  CpuRunnerOptions co;
+  co.max_context = 256;
+  co.block_size = 4;
+  CpuModelRunner cpu_runner(*model, pool, co);
+  const std::vector<float> want = decode_trace(cpu_runner, ref_, 3);
+  const std::vector<float> got = decode_trace(runner, ref_, 3);
+  ASSERT_EQ(got.size(), want.size());
+  Diff d;
+  for (int64_t r = 0; r < static_cast<int64_t>(want.size()) / vocab; ++r) {
+    const Diff step = compare(got.data() + r * vocab, want.data() + r * vocab, 1, vocab, 2 * tol);
+    d.max_abs = std::max(d.max_abs, step.max_abs);
+    d.disagreements += step.disagreements;
+    if (step.near_ties + step.disagreements > 0) break;  // inputs differ from here on
+  }
+  std::printf("[%s offload 1 of 2 layers] prefill max|dlogit| a=%.2e b=%.2e; decode %.2e\n", GetParam().c_str(),
+              a.max_abs, b.max_abs, d.max_abs);
+  EXPECT_LT(d.max_abs, tol);
+  EXPECT_EQ(d.disagreements, 0);
+}
+
+TEST(CudaOffloadPlan, FitsWhatTheBudgetsAllowAndSaysWhyNot) {
+  auto model = ModelFile::open((kFixtures / "llama3").string());
+  const uint64_t gpu_total = uint64_t{80} << 30;
+  CudaRunnerOptions o = small_options();
+  o.kv_blocks = 0;
+  o.gpu_memory_bytes = uint64_t{64} << 30;
+  const CudaMemoryPlan whole = plan_cuda_memory(*model, o, gpu_total);
+  const uint64_t whole_need = whole.weight_bytes + whole.scratch_bytes +
+                              whole.kv_bytes_per_block * static_cast<uint64_t>((256 + 3) / 4);
+  // One byte short of the whole model: one layer goes to the CPU.
+  OffloadOptions oo;
+  oo.gpu = o;
+  oo.gpu.gpu_memory_bytes = whole_need - 1;
+  oo.cpu_memory_bytes = uint64_t{1} << 30;
+  EXPECT_THROW(plan_cuda_memory(*model, oo.gpu, gpu_total), Error);
+  const OffloadPlan p = plan_offload(*model, oo, gpu_total);
+  EXPECT_EQ(p.gpu_layers, 1);
+  EXPECT_GT(p.cpu_weight_bytes, 0u);
+  EXPECT_GE(p.gpu.kv_blocks * p.gpu.block_size, 256);
+
+  auto error_of = [&](const OffloadOptions& x) -> std::string {
+    try {
+      plan_offload(*model, x, gpu_total);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  OffloadOptions tiny = oo;
+  tiny.gpu.gpu_memory_bytes = 1 << 20;
+  EXPECT_NE(error_of(tiny).find("not even one layer fits"), std::string::npos) << error_of(tiny);
+  OffloadOptions all = oo;
+  all.gpu_layers = 2;
+  EXPECT_NE(error_of(all).find("at least one on the CPU"), std::string::npos) << error_of(all);
+  OffloadOptions no_cpu = oo;
+  no_cpu.cpu_memory_bytes = 1024;
+  EXPECT_NE(error_of(no_cpu).find("CPU budget"), std::string::npos) << error_of(no_cpu);
 }
 
 }  // namespace
