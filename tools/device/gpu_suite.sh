@@ -42,13 +42,13 @@ if [ "$what" = all ]; then
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   for preset in "${presets[@]}"; do
-    for dtype in f16 q8_0; do
+    for dtype in ${DTYPES:-f16 q8_0}; do
       m=/tmp/synth-$preset-$dtype.gguf
       t1=$(date +%s)
       [ -f "$m" ] || "$build/bin/tandem-server" synth --preset "$preset" --dtype "$dtype" \
         --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
       echo "synth $preset $dtype: $(( $(date +%s) - t1 )) s"
-      "$build/bin/tandem-server" perf -m "$m" --device cuda -p 512 -n 128 -r 3 --peak-gb-s 3350 \
+      "$build/bin/tandem-server" perf -m "$m" --device cuda -p 512 -n 128 -r 3 --peak-gb-s ${PEAK_GB_S:-3350} \
         | tee "$out/perf-$preset-$dtype.txt"
       if [ "$dtype" = f16 ] && [ "${THROUGHPUT:-1}" = 1 ]; then
         # Throughput under load: tandem bench against serve on the GPU.
@@ -135,23 +135,20 @@ if [ "$what" = parallel ]; then
   grep -E "FAILED|OK \]|greedy tokens|PASSED|SKIPPED" "$out/nccl_communicator_test.log" "$out/parallel_runner_test.log" | head -60
   preset=${presets[0]}
   m=/tmp/synth-$preset-f16.gguf
-  "$build/bin/tandem-server" synth --preset "$preset" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
+  # The shape held in memory (same bytes per token as the file).
   for plan in "1 1" "2 1" "1 2"; do
     set -- $plan
     echo "TP $1 x PP $2:"
-    "$build/bin/tandem-server" perf -m "$m" --device cuda --tensor-parallel $1 --pipeline-parallel $2 -p 512 -n 128 -r 3 \
-      --peak-gb-s $((3350 * $1 * $2)) 2>&1 | tee "$out/perf-tp$1-pp$2.txt" | grep -E "prefill|decode|error"
-  done
-  for proto in LL Simple; do
-    echo "TP 2, NCCL_PROTO=$proto:"
-    NCCL_PROTO=$proto "$build/bin/tandem-server" perf -m "$m" --device cuda --tensor-parallel 2 -p 512 -n 128 -r 2 \
-      2>&1 | grep -E "decode [0-9]+ tokens|error"
+    "$build/bin/tandem-server" perf --synthetic "$preset" --dtype f16 --device cuda --tensor-parallel $1 \
+      --pipeline-parallel $2 -p 512 -n 128 -r 3 --peak-gb-s $((${PEAK_GB_S:-3350} * $1 * $2)) 2>&1 \
+      | tee "$out/perf-tp$1-pp$2.txt" | grep -E "prefill|decode|error"
   done
   # The 70B shape in bf16 (141 GB: too large to write out) held in memory.
   echo "llama3-70b bf16, TP 2:"
   "$build/bin/tandem-server" perf --synthetic llama3-70b --dtype bf16 --device cuda --tensor-parallel 2 -p 128 -n 64 -r 2 \
-    --peak-gb-s 6700 2>&1 | tee "$out/perf-70b-tp2.txt" | grep -E "memory|rank|prefill|decode|error"
+    --peak-gb-s $((${PEAK_GB_S:-3350} * 2)) 2>&1 | tee "$out/perf-70b-tp2.txt" | grep -E "memory|rank|prefill|decode|error"
   if [ "${THROUGHPUT:-1}" = 1 ]; then
+    "$build/bin/tandem-server" synth --preset "$preset" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
     for tp in 1 2; do
       "$build/bin/tandem-server" serve -m "$m" --device cuda --tensor-parallel $tp --port 18766 --ctx 1024 \
         --batch-size 128 --max-queued-requests 1024 --log-level warn > "$out/serve-tp$tp.log" 2>&1 &

@@ -28,7 +28,10 @@ constexpr uint64_t kScratchReserve = kGiB;          // activations, logits, cuBL
 constexpr uint64_t kUploadChunk = uint64_t{64} << 20;
 constexpr int64_t kMaxGraphTokens = kCudaGraphMaxTokens;
 constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
-constexpr int64_t kMaxGemvDecode = 8;      // larger decode batches may take the GEMM (batch_invariant off)
+// Larger decode batches take the tensor-core GEMM (batch_invariant off):
+// the GEMV's time grows with its tokens (cuda_gemv_bench on an H200: 8
+// tokens read 19-31% of peak bandwidth, the GEMM at 16 tokens 44-84%).
+constexpr int64_t kMaxGemvDecode = 4;
 
 bool cuda_supports(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;

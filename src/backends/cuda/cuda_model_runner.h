@@ -35,7 +35,7 @@ struct CudaRunnerOptions {
   bool cuda_graphs = true;       // replay decode steps as captured CUDA graphs
   GpuQuantization quantize = GpuQuantization::None;
   // Every generated token through the batch-invariant GEMV, and attention
-  // in one block per (token, head). Off: decode steps of more than 8
+  // in one block per (token, head). Off: decode steps of more than 4
   // sequences with 16/32-bit weights use the tensor-core GEMM, and small
   // batches split long contexts across blocks (faster; a sequence's bits may
   // then depend on its batch).

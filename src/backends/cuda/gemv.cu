@@ -67,24 +67,14 @@ struct WeightVector<WeightFormat::BF16> {
 template <>
 struct WeightVector<WeightFormat::Q8_0> {
   static constexpr int kElems = 16;
-  // Unscaled quants; the caller applies the block scale. Integer-to-float
-  // conversion runs at a quarter of the FMA rate and would bound the kernel,
-  // so each byte goes into the mantissa of 2^23 instead: q + 128 as an
-  // unsigned byte u makes the float 2^23 + u, and subtracting 2^23 + 128
-  // leaves q exactly.
+  // Unscaled quants; the caller applies the block scale.
   __device__ static void decode(const uint4& raw, float* out) {
-    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+    const int8_t* q = reinterpret_cast<const int8_t*>(&raw);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t biased = words[i] ^ 0x80808080u;
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        out[4 * i + k] = __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7540u + k)) - 8388736.0f;
-    }
+    for (int i = 0; i < 16; ++i) out[i] = static_cast<float>(q[i]);
   }
 };
 
-// Adds one 16-byte vector of each of R rows, times x, into acc[row][token].
 template <>
 struct WeightVector<WeightFormat::I8Row> : WeightVector<WeightFormat::Q8_0> {};
 
