@@ -275,6 +275,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   eo.batch_size = config.batch_size;
   eo.max_queued = config.max_queued_requests;
   eo.context_window = context;
+  eo.sampling_pool = &pool;
   EngineService engine(runner, *tokenizer, eo);
   if (interrupted()) return 130;
 

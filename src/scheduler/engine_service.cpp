@@ -47,6 +47,7 @@ struct Sequence {
   Clock::time_point submitted, scheduled, first_token, last_token;
   bool was_scheduled = false;
   bool has_token = false;
+  std::vector<float> row;  // this sequence's logits row, which its sampler modifies (penalties)
 
   int64_t pending() const { return static_cast<int64_t>(tokens.size()) - kv.n_tokens; }
   int64_t generated() const { return static_cast<int64_t>(tokens.size()) - n_prompt; }
@@ -314,18 +315,43 @@ void EngineService::Impl::step() {
     ++stats.steps_total;
   }
 
-  // 3. Sample for every sequence whose pending tokens are all in the cache.
+  // 3. Sample for every sequence whose pending tokens are all in the cache:
+  // the rows in parallel when there is a pool (each sequence's sampler is
+  // its own), then the tokens in order. A row the sampler refuses (every
+  // logit NaN) fails its sequence only.
   const int64_t vocab = runner.config().vocab_size;
-  std::vector<Sequence*> done;
-  std::vector<std::string> reasons;
-  for (size_t i = 0; i < scheduled.size(); ++i) {
+  std::vector<int32_t> sampled(scheduled.size(), -1);
+  std::vector<std::string> sample_errors(scheduled.size());
+  auto sample_row = [&](size_t i) {
     Sequence& s = *scheduled[i];
-    if (s.pending() > 0) continue;  // a prefill chunk with more to come
-    std::vector<float> row(logits->begin() + static_cast<long>(i) * vocab,
-                           logits->begin() + static_cast<long>(i + 1) * vocab);
+    if (s.pending() > 0) return;  // a prefill chunk with more to come
+    s.row.assign(logits->begin() + static_cast<long>(i) * vocab, logits->begin() + static_cast<long>(i + 1) * vocab);
     std::span<const int32_t> prompt(s.tokens.data(), static_cast<size_t>(s.n_prompt));
     std::span<const int32_t> generated(s.tokens.data() + s.n_prompt, static_cast<size_t>(s.generated()));
-    const int32_t id = s.sampler->sample(row, prompt, generated);
+    try {
+      sampled[i] = s.sampler->sample(s.row, prompt, generated);
+    } catch (const std::exception& e) {
+      sample_errors[i] = e.what();
+    }
+  };
+  if (options.sampling_pool != nullptr && scheduled.size() > 1) {
+    options.sampling_pool->parallel_for(static_cast<int64_t>(scheduled.size()), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sample_row(static_cast<size_t>(i));
+    });
+  } else {
+    for (size_t i = 0; i < scheduled.size(); ++i) sample_row(i);
+  }
+  std::vector<Sequence*> done;
+  std::vector<std::string> reasons;
+  std::vector<Sequence*> failed;
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    Sequence& s = *scheduled[i];
+    if (!sample_errors[i].empty()) {
+      failed.push_back(&s);
+      continue;
+    }
+    if (sampled[i] < 0) continue;  // a prefill chunk with more to come
+    const int32_t id = sampled[i];
     s.tokens.push_back(id);
     std::string reason;
     const bool is_stop_id =
@@ -350,6 +376,14 @@ void EngineService::Impl::step() {
     std::unique_ptr<Sequence> s = std::move(*it);
     running.erase(it);
     finish(std::move(s), reasons[i]);
+  }
+  for (size_t i = 0, k = 0; i < scheduled.size(); ++i) {
+    if (sample_errors[i].empty()) continue;
+    auto it = std::find_if(running.begin(), running.end(), [&](const auto& p) { return p.get() == failed[k]; });
+    ++k;
+    std::unique_ptr<Sequence> s = std::move(*it);
+    running.erase(it);
+    finish(std::move(s), "error", "internal_error", sample_errors[i]);
   }
 }
 

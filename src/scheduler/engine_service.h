@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/thread_pool.h"
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
 
@@ -80,6 +81,10 @@ struct EngineOptions {
   int64_t max_queued = 64;         // waiting requests at most; more are "overloaded"
   int64_t context_window = 4096;   // tokens per sequence (prompt + generated)
   int64_t step_tokens = 256;       // tokens per engine step (decodes + prefill chunks)
+  // Samples a step's rows in parallel when set (each sequence has its own
+  // sampler). Not owned; must outlive the service. The engine thread is its
+  // only caller between steps, so it may be the CPU runner's pool.
+  ThreadPool* sampling_pool = nullptr;
 };
 
 // Counters and gauges for /metrics and /v1/status. Histograms hold counts per

@@ -4,6 +4,7 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <mutex>
 
@@ -195,6 +196,98 @@ TEST_F(EngineServiceQ8Test, BatchingIsInvisibleToAnswers) {
   EngineService service(*runner, *tokenizer_, o);
   for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 24), c.callback(i));
   for (int i = 0; i < 16; ++i) EXPECT_EQ(c.wait(i).ids, want[static_cast<size_t>(i)]) << "request " << i;
+}
+
+// Rows sampled in parallel on a pool (the runner's own, as serve does) give
+// every request the tokens it gets with rows sampled one by one: greedy and
+// seeded temperature sampling alike.
+TEST_F(EngineServiceTest, ParallelSamplingIsInvisibleToAnswers) {
+  auto request = [&](int i) {
+    GenerationRequest r = greedy(prompts()[static_cast<size_t>(i)], 10);
+    if (i % 2 == 1) {
+      r.sampling.temperature = 0.9f;
+      r.sampling.top_k = 20;
+      r.sampling.seed = 1000 + static_cast<uint64_t>(i);
+    }
+    return r;
+  };
+  auto run = [&](ThreadPool* sampling_pool) {
+    auto runner = make_runner(256);
+    EngineOptions o = opts();
+    o.batch_size = 8;
+    o.sampling_pool = sampling_pool;
+    Collector c;
+    EngineService service(*runner, *tokenizer_, o);
+    for (int i = 0; i < 12; ++i) service.submit(request(i), c.callback(i));
+    std::vector<std::vector<int32_t>> out;
+    for (int i = 0; i < 12; ++i) out.push_back(c.wait(i).ids);
+    return out;
+  };
+  const auto serial = run(nullptr);
+  const auto parallel = run(&pool_);
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_EQ(parallel[static_cast<size_t>(i)], serial[static_cast<size_t>(i)]) << "request " << i;
+    EXPECT_EQ(serial[static_cast<size_t>(i)].size(), 10u);
+  }
+}
+
+// Logits the sampler cannot use (every one NaN) fail the sequence they
+// belong to with an error; the others in the same steps finish as usual.
+class PoisonRunner : public ModelRunner {
+ public:
+  PoisonRunner(ModelRunner& inner, int64_t poisoned_prompt_len) : inner_(inner), len_(poisoned_prompt_len) {}
+  const ModelConfig& config() const override { return inner_.config(); }
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
+    out_ = inner_.forward(chunks);
+    const int64_t vocab = inner_.config().vocab_size;
+    size_t row = 0;
+    for (const SequenceChunk& ch : chunks) {
+      const size_t rows = ch.all_logits ? ch.tokens.size() : 1;
+      if (ch.prompt_len == len_)
+        std::fill(out_.begin() + static_cast<long>(row) * vocab, out_.begin() + static_cast<long>(row + rows) * vocab,
+                  std::numeric_limits<float>::quiet_NaN());
+      row += rows;
+    }
+    return out_;
+  }
+  int64_t max_context() const override { return inner_.max_context(); }
+  BlockAllocator& block_allocator() override { return inner_.block_allocator(); }
+  int64_t block_size() const override { return inner_.block_size(); }
+  uint64_t weight_bytes_per_step() const override { return inner_.weight_bytes_per_step(); }
+
+ private:
+  ModelRunner& inner_;
+  int64_t len_;
+  std::vector<float> out_;
+};
+
+TEST_F(EngineServiceTest, UnusableLogitsFailOnlyTheirSequence) {
+  const auto want = alone(8);
+  GenerationRequest bad = greedy("x", 8);
+  bad.prompt = {11, 12, 13};  // no other prompt here has 3 tokens
+  for (int i = 0; i < 4; ++i) ASSERT_NE(greedy(prompts()[static_cast<size_t>(i)], 8).prompt.size(), 3u);
+  for (ThreadPool* sampling_pool : {static_cast<ThreadPool*>(nullptr), &pool_}) {
+    auto inner = make_runner(256);
+    PoisonRunner runner(*inner, 3);
+    EngineOptions o = opts();
+    o.batch_size = 8;
+    o.sampling_pool = sampling_pool;
+    Collector c;
+    EngineService service(runner, *tokenizer_, o);
+    for (int i = 0; i < 4; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 8), c.callback(i));
+    service.submit(bad, c.callback(99));
+    const auto r = c.wait(99);
+    EXPECT_EQ(r.done.finish_reason, "error");
+    EXPECT_EQ(r.done.error_code, "internal_error");
+    EXPECT_NE(r.done.error_message.find("NaN"), std::string::npos) << r.done.error_message;
+    for (int i = 0; i < 4; ++i) {
+      const auto ok = c.wait(i);
+      EXPECT_EQ(ok.done.finish_reason, "length") << "request " << i;
+      EXPECT_EQ(ok.ids, want[static_cast<size_t>(i)]) << "request " << i;
+    }
+    while (!service.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(service.stats().kv_blocks_used, 0);
+  }
 }
 
 TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {
