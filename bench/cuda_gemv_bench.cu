@@ -4,7 +4,8 @@
 // reads its weights from HBM, as a decode step does. Prints µs per call, the
 // weight bytes read per second and their share of --peak-gb-s.
 //
-// Token counts past 8 run the tensor-core GEMM (cuBLAS, x converted to
+// 8-bit formats (q8_0, int8) quantize x first and run the dp4a GEMV, timed
+// together, as the engine runs them. Token counts past 8 run the tensor-core GEMM (cuBLAS, x converted to
 // 16-bit first), as the engine does for larger decode batches.
 //
 //   build/bin/cuda_gemv_bench [--formats f16,bf16,q8_0,int8] [--tokens 1,2,4,8,16,32]
@@ -95,6 +96,7 @@ int main(int argc, char** argv) {
   constexpr int kMaxTokens = 64;
   DeviceBuffer x(kMaxTokens * 2 * 14336 * sizeof(float)), y(kMaxTokens * 128256 * sizeof(float));
   Gemm gemm(s);
+  DeviceBuffer xq(kMaxTokens * 14336), xd(kMaxTokens * 14336 / 32 * sizeof(float));
   {
     // x values in [-1, 1]: the speed does not depend on them.
     std::vector<float> hx(kMaxTokens * 2 * 14336);
@@ -124,9 +126,18 @@ int main(int argc, char** argv) {
         if (use_gemm && sh.silu_input) continue;
         auto call = [&](int i) {
           const DeviceMatrix& w = mats[static_cast<size_t>(i % copies)];
-          if (use_gemm) gemm.run(w, x.get<float>(), n, y.get<float>(), sh.rows, false);
-          else if (sh.silu_input) gemv_silu_mul(w, x.get<float>(), n, y.get<float>(), sh.rows, true, s);
-          else gemv(w, x.get<float>(), n, y.get<float>(), sh.rows, false, s);
+          if (use_gemm) {
+            gemm.run(w, x.get<float>(), n, y.get<float>(), sh.rows, false);
+          } else if (gemv_takes_quantized_input(f)) {
+            // As the engine runs 8-bit weights: x quantized, then the dp4a GEMV.
+            if (sh.silu_input) quantize_silu_mul(x.get<float>(), n, sh.cols, xq.get<int8_t>(), xd.get<float>(), s);
+            else quantize_activations(x.get<float>(), n, sh.cols, xq.get<int8_t>(), xd.get<float>(), s);
+            gemv_q8(w, xq.get<int8_t>(), xd.get<float>(), n, y.get<float>(), sh.rows, sh.silu_input, s);
+          } else if (sh.silu_input) {
+            gemv_silu_mul(w, x.get<float>(), n, y.get<float>(), sh.rows, true, s);
+          } else {
+            gemv(w, x.get<float>(), n, y.get<float>(), sh.rows, false, s);
+          }
         };
         for (int i = 0; i < static_cast<int>(copies); ++i) call(i);  // warm up
         TANDEM_CUDA_CHECK(cudaEventRecord(e0, s));

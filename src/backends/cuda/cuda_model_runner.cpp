@@ -197,6 +197,7 @@ struct CudaModelRunner::Impl {
   DeviceBuffer gathered;                         // [tp_size, n_rows, vocab_stride] f32 (tensor parallel)
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
   DeviceBuffer attn_partials, attn_counters;     // attention split workspace (kernels.h)
+  DeviceBuffer act_q, act_d;  // [T, widest input] int8 and [T, widest / 32] f32: a GEMV input quantized (8-bit weights)
   int sm_count = 1;
   cuda::PinnedBuffer meta_host, logits_host;
   cudaEvent_t meta_copied = nullptr;  // meta_host may be rewritten once this fires
@@ -255,6 +256,8 @@ struct CudaModelRunner::Impl {
     ensure(gate_up, T * 2 * c.intermediate_size * f);
     ensure(act, T * c.intermediate_size * f);
     ensure(sel, n_rows * c.hidden_size * f);
+    ensure(act_q, T * widest_input());
+    ensure(act_d, T * widest_input() / 32 * f);
     if (has_head) {
       ensure(logits_dev, n_rows * vocab_stride * f);
       if (tp_size > 1) ensure(gathered, tp_size * n_rows * vocab_stride * f);
@@ -418,6 +421,11 @@ struct CudaModelRunner::Impl {
   // with 16/32-bit weights takes the tensor-core GEMM, which reads the
   // weights once for all of them. Prompt tokens take the GEMM.
   //   in: [n_tokens, w.cols]; out: [n_tokens, ldy].
+  // The widest matrix input: hidden, q_dim or the FFN width.
+  int64_t widest_input() const {
+    return std::max({config.hidden_size, config.q_dim(), config.intermediate_size});
+  }
+
   // How many of the step's tokens (the generated ones, first) take the GEMV.
   int64_t gemv_tokens(const DeviceMatrix& w, int64_t n_tokens, int64_t n_generated) const {
     const int64_t n_gemv = std::min(n_tokens, n_generated);
@@ -428,7 +436,12 @@ struct CudaModelRunner::Impl {
   void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out, int64_t ldy,
               bool accumulate) {
     const int64_t n_gemv = gemv_tokens(w, n_tokens, n_generated);
-    if (n_gemv > 0) cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
+    if (n_gemv > 0 && cuda::gemv_takes_quantized_input(w.format)) {
+      cuda::quantize_activations(in, n_gemv, w.cols, act_q.get<int8_t>(), act_d.get<float>(), stream);
+      cuda::gemv_q8(w, act_q.get<int8_t>(), act_d.get<float>(), n_gemv, out, ldy, accumulate, stream);
+    } else if (n_gemv > 0) {
+      cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
+    }
     if (n_tokens > n_gemv)
       gemm->run(w, in + n_gemv * w.cols, n_tokens - n_gemv, out + n_gemv * ldy, ldy, accumulate);
   }
@@ -570,6 +583,8 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   m.gate_up.resize(n * 2 * c.intermediate_size * f);
   m.act.resize(n * c.intermediate_size * f);
   m.sel.resize(n * c.hidden_size * f);
+  m.act_q.resize(n * m.widest_input());
+  m.act_d.resize(n * m.widest_input() / 32 * f);
   m.logits_dev.resize(n * std::max<int64_t>(m.vocab_stride, 1) * f);
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
   m.attn_partials.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * 258 * f);
@@ -849,7 +864,11 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         m.matmul(L.gate, xn, T, n_generated, gate_up, 2 * inter, false);
         m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false);
       }
-      if (m.gemv_tokens(L.down, T, n_generated) == T) {
+      if (m.gemv_tokens(L.down, T, n_generated) == T && cuda::gemv_takes_quantized_input(L.down.format)) {
+        // All tokens take the 8-bit GEMV: silu(gate) * up is computed as it is quantized.
+        cuda::quantize_silu_mul(gate_up, T, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
+        cuda::gemv_q8(L.down, m.act_q.get<int8_t>(), m.act_d.get<float>(), T, x, hidden, accumulate_residual, s);
+      } else if (m.gemv_tokens(L.down, T, n_generated) == T) {
         // All tokens take the GEMV, which computes silu(gate) * up as it reads them.
         cuda::gemv_silu_mul(L.down, gate_up, T, x, hidden, accumulate_residual, s);
       } else {

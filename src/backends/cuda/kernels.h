@@ -60,6 +60,21 @@ void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int
 void gemv_silu_mul(const DeviceMatrix& w, const float* gate_up, int64_t n_tokens, float* y, int64_t ldy,
                    bool accumulate, cudaStream_t stream);
 
+// The 8-bit GEMV on quantized activations (Q8_0 and I8Row weights): x
+// quantized per 32 values of a row, d = max|x| / 127 and q = round(x / d)
+// (halves away from zero), then integer dot products per 16 weights.
+//   q: [n_tokens, cols] int8; d: [n_tokens, cols / 32] f32 (cols a multiple of 32).
+// CPU twin: cpu::quantize_row_q8_0 (whose d is rounded to f16), then
+// cpu::matmul_ref on the dequantized x. A token's sum runs in the same
+// order whatever n_tokens is: batch-invariant.
+bool gemv_takes_quantized_input(WeightFormat format);
+void quantize_activations(const float* x, int64_t n_tokens, int64_t cols, int8_t* q, float* d, cudaStream_t stream);
+// The same for silu(gate) * up.  gate_up: [n_tokens, 2 * cols], gate then up.
+void quantize_silu_mul(const float* gate_up, int64_t n_tokens, int64_t cols, int8_t* q, float* d, cudaStream_t stream);
+// y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * d[t, c / 32] * q[t, c].  y: [n_tokens, ldy].
+void gemv_q8(const DeviceMatrix& w, const int8_t* q, const float* d, int64_t n_tokens, float* y, int64_t ldy,
+             bool accumulate, cudaStream_t stream);
+
 // out[i, :] = table[ids[i], :] as f32.  ids: [n] (device); out: [n, table.cols].
 // CPU twin: cpu::dequantize_row.
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);

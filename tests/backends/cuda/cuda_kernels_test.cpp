@@ -248,6 +248,82 @@ TEST_P(QuantizeTest, RowsRoundAsTheCpuDoesAndMatmulsMatch) {
   cudaStreamDestroy(stream);
 }
 
+// The 8-bit GEMV on quantized activations. The quants and scales are the
+// CPU's rounding (cpu::quantize_row_q8_0 keeps d as f16; here it is f32);
+// the products against matmul_ref on the dequantized x; batch invariance;
+// the fused silu(gate) * up input; Q8_0 and int8-row weights.
+TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
+  const int64_t rows = 203, cols = 4608;
+  TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 31);
+  TestMatrix bf = make_matrix(DType::BF16, rows, cols, 32);
+  DeviceBuffer i8(static_cast<size_t>(rows * cols)), i8_scales(static_cast<size_t>(rows) * 4);
+  const DeviceMatrix i8m{WeightFormat::I8Row, rows, cols, i8.get(), i8_scales.get()};
+  quantize_rows(bf.device, i8m, nullptr);
+  // The int8 rows on the host, as f32.
+  std::vector<float> i8_host(static_cast<size_t>(rows * cols));
+  {
+    const std::vector<int8_t> q = to_host<int8_t>(i8, i8_host.size());
+    const std::vector<float> sc = to_host<float>(i8_scales, static_cast<size_t>(rows));
+    for (size_t i = 0; i < q.size(); ++i) i8_host[i] = static_cast<float>(q[i]) * sc[i / static_cast<size_t>(cols)];
+  }
+  const cpu::WeightMatrix i8_ref{DType::F32, rows, cols, i8_host.data()};
+
+  for (int64_t n : {1, 3, 8, 11}) {
+    const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 33);
+    // CPU quantization of x, 32 values at a time.
+    std::vector<int8_t> want_q(x.size());
+    std::vector<float> want_d(x.size() / 32), xdq(x.size());
+    for (size_t b = 0; b < want_d.size(); ++b) {
+      float amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+      const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+      want_d[b] = d;
+      for (int j = 0; j < 32; ++j) {
+        want_q[b * 32 + j] = static_cast<int8_t>(std::lround(x[b * 32 + j] * id));
+        xdq[b * 32 + j] = static_cast<float>(want_q[b * 32 + j]) * d;
+      }
+    }
+    DeviceBuffer dx = to_device(x), dq(x.size()), dd(want_d.size() * 4);
+    quantize_activations(dx.get<float>(), n, cols, dq.get<int8_t>(), dd.get<float>(), nullptr);
+    const std::vector<int8_t> got_q = to_host<int8_t>(dq, x.size());
+    const std::vector<float> got_d = to_host<float>(dd, want_d.size());
+    ASSERT_EQ(got_q, want_q) << n << " tokens";
+    ASSERT_EQ(got_d, want_d) << n << " tokens";
+
+    for (const auto& [w, ref] : {std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&q8.device, &q8.host},
+                                 std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8m, &i8_ref}}) {
+      std::vector<float> want(static_cast<size_t>(n * rows));
+      cpu::matmul_ref(*ref, xdq.data(), n, want.data());
+      DeviceBuffer dy(want.size() * 4), d1(static_cast<size_t>(rows) * 4);
+      gemv_q8(*w, dq.get<int8_t>(), dd.get<float>(), n, dy.get<float>(), rows, false, nullptr);
+      const std::vector<float> got = to_host<float>(dy, want.size());
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-4 + 1e-4 * std::fabs(want[i])) << weight_format_name(w->format) << " " << i;
+      // Token by token: the same bits.
+      for (int64_t t = 0; t < n; ++t) {
+        gemv_q8(*w, dq.get<int8_t>() + t * cols, dd.get<float>() + t * (cols / 32), 1, d1.get<float>(), rows, false,
+                nullptr);
+        const std::vector<float> one = to_host<float>(d1, static_cast<size_t>(rows));
+        ASSERT_EQ(0, std::memcmp(one.data(), got.data() + t * rows, static_cast<size_t>(rows) * 4)) << "token " << t;
+      }
+      // Accumulating.
+      gemv_q8(*w, dq.get<int8_t>(), dd.get<float>(), n, dy.get<float>(), rows, true, nullptr);
+      const std::vector<float> twice = to_host<float>(dy, want.size());
+      for (size_t i = 0; i < twice.size(); ++i) ASSERT_FLOAT_EQ(twice[i], 2 * got[i]);
+    }
+
+    // silu(gate) * up quantized directly: the bits of silu_mul then quantize.
+    const std::vector<float> gu = random_vector(static_cast<size_t>(n * 2 * cols), 34);
+    DeviceBuffer dgu = to_device(gu), act(static_cast<size_t>(n * cols) * 4), q1(x.size()), d1(want_d.size() * 4),
+        q2(x.size()), d2(want_d.size() * 4);
+    silu_mul(dgu.get<float>(), n, cols, act.get<float>(), nullptr);
+    quantize_activations(act.get<float>(), n, cols, q1.get<int8_t>(), d1.get<float>(), nullptr);
+    quantize_silu_mul(dgu.get<float>(), n, cols, q2.get<int8_t>(), d2.get<float>(), nullptr);
+    ASSERT_EQ(to_host<int8_t>(q1, x.size()), to_host<int8_t>(q2, x.size()));
+    ASSERT_EQ(to_host<float>(d1, want_d.size()), to_host<float>(d2, want_d.size()));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, QuantizeTest, ::testing::Values(WeightFormat::I8Row, WeightFormat::F8Row),
                          [](const auto& info) { return std::string(weight_format_name(info.param)); });
 
