@@ -120,12 +120,14 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   out.description = index < static_cast<int>(devices.size()) ? devices[static_cast<size_t>(index)] : "cuda:" + std::to_string(index);
   int64_t gpu_layers = request.gpu_layers;
   if (gpu_layers >= model.config().n_layers) gpu_layers = kGpuLayersAll;
+  std::string whole_model_error;  // why the whole model does not fit, when offloading
   if (gpu_layers == kGpuLayersAuto) {
     // Everything on the GPU when the plan fits; otherwise offload.
     try {
       plan_cuda_memory(model, o, cuda_device_memory_bytes(index));
       gpu_layers = kGpuLayersAll;
-    } catch (const Error&) {
+    } catch (const Error& e) {
+      whole_model_error = e.what();
       gpu_layers = 0;  // as many as fit
     }
   }
@@ -140,7 +142,13 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   oo.gpu = o;
   oo.gpu_layers = gpu_layers;
   oo.cpu_memory_bytes = request.cpu_memory_bytes;
-  auto runner = std::make_unique<OffloadRunner>(model, pool, oo);
+  std::unique_ptr<OffloadRunner> runner;
+  try {
+    runner = std::make_unique<OffloadRunner>(model, pool, oo);
+  } catch (const Error& e) {
+    if (whole_model_error.empty()) throw;
+    throw Error(whole_model_error + "; nor does offloading layers to the CPU work: " + e.what());
+  }
   out.memory_plan = runner->plan().describe();
   out.device = "cuda:" + std::to_string(index) + "+cpu";
   out.description += " + cpu (" + std::to_string(runner->plan().n_layers - runner->plan().gpu_layers) + " of " +

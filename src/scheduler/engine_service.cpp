@@ -325,13 +325,15 @@ void EngineService::Impl::step() {
   auto sample_row = [&](size_t i) {
     Sequence& s = *scheduled[i];
     if (s.pending() > 0) return;  // a prefill chunk with more to come
-    s.row.assign(logits->begin() + static_cast<long>(i) * vocab, logits->begin() + static_cast<long>(i + 1) * vocab);
     std::span<const int32_t> prompt(s.tokens.data(), static_cast<size_t>(s.n_prompt));
     std::span<const int32_t> generated(s.tokens.data() + s.n_prompt, static_cast<size_t>(s.generated()));
-    try {
+    try {  // nothing may escape a pool worker
+      s.row.assign(logits->begin() + static_cast<long>(i) * vocab, logits->begin() + static_cast<long>(i + 1) * vocab);
       sampled[i] = s.sampler->sample(s.row, prompt, generated);
     } catch (const std::exception& e) {
       sample_errors[i] = e.what();
+    } catch (...) {
+      sample_errors[i] = "sampling failed";
     }
   };
   if (options.sampling_pool != nullptr && scheduled.size() > 1) {

@@ -193,11 +193,13 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   if (threadIdx.x == 0) {
     __threadfence();  // the partial is visible before the count says so
     last = atomicAdd(a.split_counters + pair, 1) == n_splits - 1;
-    if (last) a.split_counters[pair] = 0;  // ready for the next launch
+    if (last) {
+      a.split_counters[pair] = 0;  // ready for the next launch
+      __threadfence();             // the others' partials are read after their counts
+    }
   }
   __syncthreads();
   if (!last) return;
-  __threadfence();
   const float* parts = a.split_partials + pair * n_splits * (kMaxHeadDim + 2);
   float m_max = -FLT_MAX;
   for (int k = 0; k < n_splits; ++k) m_max = fmaxf(m_max, __ldcg(parts + k * (kMaxHeadDim + 2)));

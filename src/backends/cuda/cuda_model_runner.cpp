@@ -589,7 +589,8 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
   m.attn_partials.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * 258 * f);
   m.attn_counters.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * sizeof(int32_t));
-  TANDEM_CUDA_CHECK(cudaMemset(m.attn_counters.get(), 0, m.attn_counters.bytes()));
+  TANDEM_CUDA_CHECK(cudaMemsetAsync(m.attn_counters.get(), 0, m.attn_counters.bytes(), m.stream));
+  TANDEM_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, m.options.device));
 }
 
@@ -680,6 +681,8 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int64_t bs = m.plan.block_size;
 
   check_step(chunks, m.plan.max_context, bs);
+  // The calling thread (the engine's, a rank's) may not have this GPU current.
+  TANDEM_CUDA_CHECK(cudaSetDevice(m.options.device));
   int64_t T = 0, n_rows = 0, n_table = 0;
   for (const SequenceChunk& ch : chunks) {
     T += static_cast<int64_t>(ch.tokens.size());

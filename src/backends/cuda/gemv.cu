@@ -300,7 +300,7 @@ int64_t gemv_vector_elems(WeightFormat format) {
     case WeightFormat::F16:
     case WeightFormat::BF16: return 8;
     case WeightFormat::Q8_0: return 32;  // the scale block, which also holds two 16-byte loads
-    case WeightFormat::I8Row:
+    case WeightFormat::I8Row: return 32;  // gemv_q8 quantizes x in blocks of 32
     case WeightFormat::F8Row: return 16;
   }
   return 16;

@@ -44,9 +44,14 @@ __global__ void quantize_kernel(const float* __restrict__ x, int64_t n_tokens, i
   } else {
     v = x[t * cols + c];
   }
+  // A NaN in the block makes the scale NaN (fmaxf alone would drop it), so
+  // that it reaches the logits as on the float path.
   float amax = fabsf(v);
 #pragma unroll
-  for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  for (int off = 16; off > 0; off /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, amax, off);
+    amax = isnan(amax) || isnan(other) ? amax + other : fmaxf(amax, other);
+  }
   // Correctly rounded division and reciprocal (the build uses fast math),
   // so that the quants are the CPU's.
   const float scale = __fdiv_rn(amax, 127.0f);

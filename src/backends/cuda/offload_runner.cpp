@@ -166,6 +166,12 @@ struct OffloadRunner::Impl {
   std::unique_ptr<CudaModelRunner> gpu;
   std::unique_ptr<CpuModelRunner> cpu;
   Timing timing;
+
+  ~Impl() {
+    gpu.reset();  // it synchronizes the stream
+    handoff.reset();
+    if (stream) cudaStreamDestroy(stream);
+  }
 };
 
 OffloadRunner::OffloadRunner(const ModelFile& model, ThreadPool& pool, const OffloadOptions& options)
@@ -195,12 +201,7 @@ OffloadRunner::OffloadRunner(const ModelFile& model, ThreadPool& pool, const Off
   m.cpu = std::make_unique<CpuModelRunner>(m.cpu_part, pool, c);
 }
 
-OffloadRunner::~OffloadRunner() {
-  if (!impl_) return;
-  impl_->gpu.reset();  // it synchronizes its stream
-  impl_->handoff.reset();
-  if (impl_->stream) cudaStreamDestroy(impl_->stream);
-}
+OffloadRunner::~OffloadRunner() = default;
 
 const ModelConfig& OffloadRunner::config() const { return impl_->config; }
 
