@@ -61,11 +61,26 @@ class Collector {
   std::vector<int> order_;  // the key of every event, in the order they came
 };
 
-// Delegates to a runner, but forward() waits while the gate is closed: the
-// requests a test submits then cannot finish under it.
-class GatedRunner : public ModelRunner {
+// Delegates everything to another runner; tests override forward().
+class ForwardingRunner : public ModelRunner {
  public:
-  explicit GatedRunner(ModelRunner& inner) : inner_(inner) {}
+  explicit ForwardingRunner(ModelRunner& inner) : inner_(inner) {}
+  const ModelConfig& config() const override { return inner_.config(); }
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override { return inner_.forward(chunks); }
+  int64_t max_context() const override { return inner_.max_context(); }
+  BlockAllocator& block_allocator() override { return inner_.block_allocator(); }
+  int64_t block_size() const override { return inner_.block_size(); }
+  uint64_t weight_bytes_per_step() const override { return inner_.weight_bytes_per_step(); }
+
+ protected:
+  ModelRunner& inner_;
+};
+
+// forward() waits while the gate is closed: the requests a test submits then
+// cannot finish under it.
+class GatedRunner : public ForwardingRunner {
+ public:
+  using ForwardingRunner::ForwardingRunner;
   void open() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -73,7 +88,6 @@ class GatedRunner : public ModelRunner {
     }
     cv_.notify_all();
   }
-  const ModelConfig& config() const override { return inner_.config(); }
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -81,13 +95,8 @@ class GatedRunner : public ModelRunner {
     }
     return inner_.forward(chunks);
   }
-  int64_t max_context() const override { return inner_.max_context(); }
-  BlockAllocator& block_allocator() override { return inner_.block_allocator(); }
-  int64_t block_size() const override { return inner_.block_size(); }
-  uint64_t weight_bytes_per_step() const override { return inner_.weight_bytes_per_step(); }
 
  private:
-  ModelRunner& inner_;
   std::mutex mutex_;
   std::condition_variable cv_;
   bool open_ = false;
@@ -233,10 +242,9 @@ TEST_F(EngineServiceTest, ParallelSamplingIsInvisibleToAnswers) {
 
 // Logits the sampler cannot use (every one NaN) fail the sequence they
 // belong to with an error; the others in the same steps finish as usual.
-class PoisonRunner : public ModelRunner {
+class PoisonRunner : public ForwardingRunner {
  public:
-  PoisonRunner(ModelRunner& inner, int64_t poisoned_prompt_len) : inner_(inner), len_(poisoned_prompt_len) {}
-  const ModelConfig& config() const override { return inner_.config(); }
+  PoisonRunner(ModelRunner& inner, int64_t poisoned_prompt_len) : ForwardingRunner(inner), len_(poisoned_prompt_len) {}
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
     out_ = inner_.forward(chunks);
     const int64_t vocab = inner_.config().vocab_size;
@@ -250,13 +258,8 @@ class PoisonRunner : public ModelRunner {
     }
     return out_;
   }
-  int64_t max_context() const override { return inner_.max_context(); }
-  BlockAllocator& block_allocator() override { return inner_.block_allocator(); }
-  int64_t block_size() const override { return inner_.block_size(); }
-  uint64_t weight_bytes_per_step() const override { return inner_.weight_bytes_per_step(); }
 
  private:
-  ModelRunner& inner_;
   int64_t len_;
   std::vector<float> out_;
 };

@@ -1,7 +1,7 @@
-// Decode GEMV: a block of 8 warps takes 4 weight rows and splits their
-// columns among its 256 threads; each thread issues all its 16-byte weight
-// loads of a round before using any, and one load of x serves the 4 rows.
-// Up to 8 tokens per pass over the weights.
+// Decode GEMV in float arithmetic, for every weight format: the block layout
+// of gemv_block.cuh (8 warps over 4 rows, a round of 16-byte weight loads
+// issued before any is used), one load of x serving the 4 rows, up to 8
+// tokens per pass over the weights.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -9,17 +9,17 @@
 #include <string>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/gemv_block.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
 
 namespace tandem::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kMaxTokens = 8;
-constexpr int kRowsPerBlock = 4;
-constexpr int kUnroll = 2;  // vectors of each row per thread per round
+using gemv_block::kMaxTokens;
+using gemv_block::kRowsPerBlock;
+using gemv_block::kThreads;
+using gemv_block::kUnroll;
 
 // Decodes one 16-byte load of weights into floats.
 template <WeightFormat D>
@@ -183,63 +183,15 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
 
-  // Rounds of kUnroll * R loads in flight per thread, then the tail; a
-  // thread's vectors are visited in the same order either way. The first
-  // round's weights load before the kernel waits for x from the kernel
-  // before it (launch.h), so the weight stream starts while that one ends.
-  int64_t v = threadIdx.x;
   uint4 w[kUnroll][R];
-  const bool full_round = v + (kUnroll - 1) * kThreads < n_vec;
-  bool preloaded = v < n_vec;
+  gemv_block::visit_vectors(
+      n_vec,
+      [&](int u, int64_t vec) {
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-    for (int i = 0; i < R; ++i)
-      if (u == 0 ? preloaded : full_round) w[u][i] = __ldcs(row[i] + v + u * kThreads);
-  let_successor_start();
-  wait_for_predecessor();
-  if (full_round) {
-    preloaded = false;
-    for (;;) {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        accumulate_vectors<D, In, NT, R>(w[u], v + u * kThreads, x, cols, row_scales, acc);
-      v += kUnroll * kThreads;
-      if (v + (kUnroll - 1) * kThreads >= n_vec) break;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-        for (int i = 0; i < R; ++i) w[u][i] = __ldcs(row[i] + v + u * kThreads);
-    }
-  }
-  for (; v < n_vec; v += kThreads) {
-    if (!preloaded) {
-#pragma unroll
-      for (int i = 0; i < R; ++i) w[0][i] = __ldcs(row[i] + v);
-    }
-    preloaded = false;
-    accumulate_vectors<D, In, NT, R>(w[0], v, x, cols, row_scales, acc);
-  }
-
-  // Sum over the warp's lanes, then over the block's warps in order.
-  __shared__ float partial[kWarps][R][NT];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-#pragma unroll
-  for (int i = 0; i < R; ++i) {
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      float s = acc[i][t];
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
-      if (lane == 0) partial[warp][i][t] = s;
-    }
-  }
-  __syncthreads();
-  if (threadIdx.x < R * NT) {
-    const int i = threadIdx.x / NT, t = threadIdx.x % NT;
-    float s = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kWarps; ++k) s += partial[k][i][t];
+        for (int i = 0; i < R; ++i) w[u][i] = __ldcs(row[i] + vec);
+      },
+      [&](int u, int64_t vec) { accumulate_vectors<D, In, NT, R>(w[u], vec, x, cols, row_scales, acc); });
+  gemv_block::reduce_rows<R, NT>(acc, [&](int i, int t, float s) {
     const int64_t r = r0 + i;
     if constexpr (D == WeightFormat::I8Row || D == WeightFormat::F8Row)
       s *= static_cast<const float*>(scales)[min(r, rows - 1)];
@@ -247,7 +199,7 @@ __global__ void __launch_bounds__(kThreads)
       float* out = y + t * ldy + r;
       *out = accumulate ? *out + s : s;
     }
-  }
+  });
 }
 
 template <WeightFormat D, Input In>

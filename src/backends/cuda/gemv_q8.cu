@@ -5,25 +5,23 @@
 // multiplies every weight instead, which bounds it by instruction issue at
 // about 60% of the memory bandwidth.
 //
-// Same block layout as gemv.cu: 8 warps over 4 rows, columns split among the
-// 256 threads, the first round of weight loads issued before waiting for the
-// kernel before (launch.h).
+// Same block layout as gemv.cu (gemv_block.cuh).
 #include <cuda_fp16.h>
 
 #include <string>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/gemv_block.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
 
 namespace tandem::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kMaxTokens = 8;
-constexpr int kRowsPerBlock = 4;
-constexpr int kUnroll = 2;
+using gemv_block::kMaxTokens;
+using gemv_block::kRowsPerBlock;
+using gemv_block::kThreads;
+using gemv_block::kUnroll;
 constexpr int kBlock = 32;  // values per activation scale
 
 // One warp per 32-value block of a token: d = max|x| / 127, q = round(x / d)
@@ -106,65 +104,26 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
 
-  int64_t v = threadIdx.x;
   uint4 w[kUnroll][R];
   __half wd[kUnroll][R];
-  auto load = [&](int u, int64_t vec) {
+  gemv_block::visit_vectors(
+      n_vec,
+      [&](int u, int64_t vec) {
 #pragma unroll
-    for (int i = 0; i < R; ++i) {
-      w[u][i] = __ldcs(row[i] + vec);
-      if constexpr (D == WeightFormat::Q8_0) wd[u][i] = row_scales[i][vec / 2];
-    }
-  };
-  const bool full_round = v + (kUnroll - 1) * kThreads < n_vec;
-  bool preloaded = v < n_vec;
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u)
-    if (u == 0 ? preloaded : full_round) load(u, v + u * kThreads);
-  let_successor_start();
-  wait_for_predecessor();
-  if (full_round) {
-    preloaded = false;
-    for (;;) {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) accumulate<D, NT>(w[u], wd[u], v + u * kThreads, xq, xd, cols, acc);
-      v += kUnroll * kThreads;
-      if (v + (kUnroll - 1) * kThreads >= n_vec) break;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) load(u, v + u * kThreads);
-    }
-  }
-  for (; v < n_vec; v += kThreads) {
-    if (!preloaded) load(0, v);
-    preloaded = false;
-    accumulate<D, NT>(w[0], wd[0], v, xq, xd, cols, acc);
-  }
-
-  __shared__ float partial[kWarps][R][NT];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-#pragma unroll
-  for (int i = 0; i < R; ++i) {
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      float s = acc[i][t];
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
-      if (lane == 0) partial[warp][i][t] = s;
-    }
-  }
-  __syncthreads();
-  if (threadIdx.x < R * NT) {
-    const int i = threadIdx.x / NT, t = threadIdx.x % NT;
-    float s = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kWarps; ++k) s += partial[k][i][t];
+        for (int i = 0; i < R; ++i) {
+          w[u][i] = __ldcs(row[i] + vec);
+          if constexpr (D == WeightFormat::Q8_0) wd[u][i] = row_scales[i][vec / 2];
+        }
+      },
+      [&](int u, int64_t vec) { accumulate<D, NT>(w[u], wd[u], vec, xq, xd, cols, acc); });
+  gemv_block::reduce_rows<R, NT>(acc, [&](int i, int t, float s) {
     const int64_t r = r0 + i;
     if constexpr (D == WeightFormat::I8Row) s *= static_cast<const float*>(scales)[min(r, rows - 1)];
     if (r < rows) {
       float* out = y + t * ldy + r;
       *out = accumulate_into ? *out + s : s;
     }
-  }
+  });
 }
 
 template <WeightFormat D>
