@@ -203,6 +203,10 @@ struct CudaModelRunner::Impl {
   cudaEvent_t meta_copied = nullptr;  // meta_host may be rewritten once this fires
   std::vector<int32_t> meta;
   std::vector<float> logits;  // [n_rows, vocab], rows in chunk order
+  // logits.data() while it is registered as pinned memory (its capacity
+  // reserved for kCudaGraphMaxTokens rows): steps of up to that many rows,
+  // in order, copy the logits straight into it. Null when not registered.
+  float* logits_pinned = nullptr;
 
   // Graph capture state: captured graphs hold buffer addresses, so any
   // buffer that moves bumps `epoch` and the graphs are captured again.
@@ -592,6 +596,15 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   TANDEM_CUDA_CHECK(cudaMemsetAsync(m.attn_counters.get(), 0, m.attn_counters.bytes(), m.stream));
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, m.options.device));
+  if (m.holds_logits() && m.tp_size == 1 && m.vocab_stride == c.vocab_size) {
+    // Best effort: without it, logits go through logits_host.
+    m.logits.reserve(static_cast<size_t>(kMaxGraphTokens * c.vocab_size));
+    if (cudaHostRegister(m.logits.data(), m.logits.capacity() * f, cudaHostRegisterDefault) == cudaSuccess) {
+      m.logits_pinned = m.logits.data();
+    } else {
+      cudaGetLastError();
+    }
+  }
 }
 
 CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions& options)
@@ -641,6 +654,7 @@ CudaModelRunner::~CudaModelRunner() {
     for (auto& [n, g] : impl_->graphs)
       if (g.exec) cudaGraphExecDestroy(g.exec);
     impl_->gemm.reset();
+    if (impl_->logits_pinned) cudaHostUnregister(impl_->logits_pinned);
     if (impl_->meta_copied) cudaEventDestroy(impl_->meta_copied);
     if (impl_->owns_stream) cudaStreamDestroy(impl_->stream);
   }
@@ -901,6 +915,19 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     m.logits.clear();
     return m.logits;
   }
+  const int64_t vocab = c.vocab_size;
+  if (m.logits_pinned != nullptr && m.logits_pinned == m.logits.data() && vstride == vocab &&
+      n_rows <= kMaxGraphTokens && want == compute_rows) {
+    // The rows are already in chunk order: one copy, straight into the
+    // returned (pinned) vector, which its reserved capacity keeps in place.
+    m.logits.resize(static_cast<size_t>(n_rows * vocab));
+    TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.logits.data(), logits_dev, static_cast<size_t>(n_rows * vocab) * f,
+                                      cudaMemcpyDeviceToHost, s));
+    m.wait_stream();
+    if (advance)
+      for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
+    return m.logits;
+  }
   // Logits of tensor rank k: [n_rows, vstride] block k of the gathered
   // buffer, its first (end - begin) columns being vocabulary [begin, end).
   const float* src_dev = tensor_parallel ? m.gathered.get<float>() : logits_dev;
@@ -910,7 +937,10 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
 
   if (advance)
     for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
-  const int64_t vocab = c.vocab_size;
+  if (m.logits_pinned != nullptr && static_cast<size_t>(n_rows * vocab) > m.logits.capacity()) {
+    cudaHostUnregister(m.logits_pinned);  // the vector is about to move
+    m.logits_pinned = nullptr;
+  }
   m.logits.resize(static_cast<size_t>(n_rows * vocab));
   const float* host = m.logits_host.get<float>();
   for (int64_t r = 0; r < n_rows; ++r) {
