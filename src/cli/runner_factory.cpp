@@ -30,8 +30,7 @@ void add_quantize_option(CLI::App& cmd, std::string& quantize) {
 void add_gpu_layers_option(CLI::App& cmd, int64_t& gpu_layers) {
   cmd.add_option("--gpu-layers", gpu_layers,
                  "GPU: run the first N layers on the GPU and the rest on the CPU (default: all when they fit the "
-                 "GPU budget, else as many as fit)")
-      ->check(CLI::PositiveNumber);
+                 "GPU budget, else as many as fit)");
 }
 
 Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request) {
@@ -42,10 +41,14 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   check(!request.nodes.is_multi_node() || multi_gpu,
         "--nnodes " + std::to_string(request.nodes.nnodes) + " needs a plan of several GPUs (--tensor-parallel, "
         "--pipeline-parallel)");
+  check(request.gpu_layers == kGpuLayersAuto || request.gpu_layers >= 1,
+        "--gpu-layers must be at least 1, got " + std::to_string(request.gpu_layers) +
+            " (--device cpu runs every layer on the CPU)");
   const bool explicit_split = request.gpu_layers != kGpuLayersAuto && request.gpu_layers != kGpuLayersAll;
   if (device == "cpu") {
-    check(!explicit_split, "--gpu-layers " + std::to_string(request.gpu_layers) +
-                               " puts layers on the GPU, but this run is on the CPU");
+    check(!explicit_split, std::to_string(request.gpu_layers) +
+                               " layers on the GPU were asked for (--gpu-layers or a device_map list), but this "
+                               "run is on the CPU (--device cpu, or no CUDA GPU or CUDA build)");
     check(!multi_gpu, describe(request.parallel) + " runs on GPUs; the CPU engine runs on one device (use --device cuda)");
     check(request.quantize == "none" || request.quantize.empty(),
           "--quantize " + request.quantize + " is for the GPU engine; the CPU engine runs the file's weights as they are");

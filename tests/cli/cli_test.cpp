@@ -181,6 +181,10 @@ TEST_F(Cli, DeviceChoiceIsCheckedWithAOneLineError) {
   expect_one_line_error(run("perf --model " + model + " -p 4 -n 2 --device gpu"), "--device must be auto, cpu, cuda");
   const Output cpu = run("run --model " + model + " --prompt hi --max-tokens 2 --device cpu --json");
   EXPECT_EQ(cpu.exit_code, 0) << cpu.err;
+  // Layers on the GPU for a run on the CPU: refused, naming both.
+  expect_one_line_error(run("run --model " + model + " --prompt hi --max-tokens 2 --device cpu --gpu-layers 1"),
+                        "layers on the GPU were asked for (--gpu-layers");
+  expect_one_line_error(run("perf --model " + model + " -p 4 -n 2 --gpu-layers 0"), "--gpu-layers must be at least 1");
 #if !TANDEM_HAVE_CUDA
   // This build has no CUDA engine: asking for it says so, auto takes the CPU.
   expect_one_line_error(run("perf --model " + model + " -p 4 -n 2 --device cuda"), "this build has no CUDA engine");
