@@ -95,6 +95,19 @@ if [ "$what" = gemv ]; then
   done
 fi
 if [ "$what" = offload ]; then
+  # serve with one of the fixture's two layers on the CPU: a greedy completion
+  # over HTTP, beside the one-GPU completion (they may differ at a near tie:
+  # the CPU part computes in f32).
+  fixture=$src/tests/models/fixtures/llama3
+  for flags in "" "--gpu-layers 1"; do
+    "$build/bin/tandem-server" serve -m "$fixture" --device cuda --port 18772 $flags --log-level warn \
+      > "$out/serve-offload.log" 2>&1 &
+    spid=$!
+    for i in $(seq 1 120); do curl -sf localhost:18772/health > /dev/null && break; sleep 0.5; done
+    echo "serve ${flags:-(all layers on the GPU)}: $(curl -s localhost:18772/v1/completions -H 'content-type: application/json' \
+      -d '{"prompt":"And it came to pass","max_tokens":24,"temperature":0}' | head -c 400)"
+    kill -TERM $spid; wait $spid; echo "serve exit=$?"
+  done
   # A model past the GPU budget: the 8B shape (15 GB in f16) with the GPU
   # held to 8 GB, so that about half the layers run on the CPU engine.
   "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda --max-memory-gpu 8GB \
