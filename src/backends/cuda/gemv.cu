@@ -206,21 +206,10 @@ template <WeightFormat D, Input In>
 void launch_group(const DeviceMatrix& w, const float* x, int nt, float* y, int64_t ldy, bool accumulate,
                   cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((w.rows + kRowsPerBlock - 1) / kRowsPerBlock));
-  switch (nt) {
-#define TANDEM_GEMV_CASE(N)                                                                                    \
-  case N:                                                                                                      \
-    launch(gemv_kernel<D, In, N>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, x, y, ldy, accumulate); \
-    break;
-    TANDEM_GEMV_CASE(1)
-    TANDEM_GEMV_CASE(2)
-    TANDEM_GEMV_CASE(3)
-    TANDEM_GEMV_CASE(4)
-    TANDEM_GEMV_CASE(5)
-    TANDEM_GEMV_CASE(6)
-    TANDEM_GEMV_CASE(7)
-    TANDEM_GEMV_CASE(8)
-#undef TANDEM_GEMV_CASE
-  }
+  gemv_block::with_token_count(nt, [&](auto n) {
+    launch(gemv_kernel<D, In, decltype(n)::value>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, x, y, ldy,
+           accumulate);
+  });
 }
 
 template <Input In>

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "backends/cuda/launch.h"
 
@@ -76,6 +78,20 @@ __device__ __forceinline__ void reduce_rows(const float (&acc)[R][NT], Store&& s
 #pragma unroll
     for (int k = 0; k < kWarps; ++k) s += partial[k][i][t];
     store(i, t, s);
+  }
+}
+
+// Host side: calls f(std::integral_constant<int, nt>{}) for nt in
+// [1, kMaxTokens], so that a launcher picks the kernel compiled for that many
+// tokens.
+template <int N = 1, typename F>
+void with_token_count(int nt, F&& f) {
+  if constexpr (N <= kMaxTokens) {
+    if (nt == N) {
+      f(std::integral_constant<int, N>{});
+    } else {
+      with_token_count<N + 1>(nt, std::forward<F>(f));
+    }
   }
 }
 

@@ -130,22 +130,10 @@ template <WeightFormat D>
 void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int nt, float* y, int64_t ldy,
                   bool accumulate, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((w.rows + kRowsPerBlock - 1) / kRowsPerBlock));
-  switch (nt) {
-#define TANDEM_GEMV_Q8_CASE(N)                                                                                   \
-  case N:                                                                                                        \
-    launch(gemv_q8_kernel<D, N>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y, ldy,       \
-           accumulate);                                                                                          \
-    break;
-    TANDEM_GEMV_Q8_CASE(1)
-    TANDEM_GEMV_Q8_CASE(2)
-    TANDEM_GEMV_Q8_CASE(3)
-    TANDEM_GEMV_Q8_CASE(4)
-    TANDEM_GEMV_Q8_CASE(5)
-    TANDEM_GEMV_Q8_CASE(6)
-    TANDEM_GEMV_Q8_CASE(7)
-    TANDEM_GEMV_Q8_CASE(8)
-#undef TANDEM_GEMV_Q8_CASE
-  }
+  gemv_block::with_token_count(nt, [&](auto n) {
+    launch(gemv_q8_kernel<D, decltype(n)::value>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y,
+           ldy, accumulate);
+  });
 }
 
 template <bool kSiluMul>
