@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|ncu|quant|parallel|nodes] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|nodes|gemv|offload] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -22,6 +22,7 @@ cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON
 targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
+export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
@@ -112,6 +113,23 @@ if [ "$what" = offload ]; then
   # held to 8 GB, so that about half the layers run on the CPU engine.
   "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda --max-memory-gpu 8GB \
     -p 128 -n 32 -r 2 2>&1 | tee "$out/perf-offload.txt" | grep -vE "^model"
+fi
+if [ "$what" = prefill ]; then
+  # Where prefill time goes: the gpu tests, then prefill and decode speed and
+  # the per-kernel time of a 512-token prefill (Nsight Compute) for each dtype.
+  "$build/tests/cuda_kernels_test" > "$out/cuda_kernels_test.log" 2>&1; echo "kernels rc=$?"
+  "$build/tests/cuda_runner_test" > "$out/cuda_runner_test.log" 2>&1; echo "runner rc=$?"
+  grep -E "FAILED|PASSED" "$out"/cuda_*_test.log | head -20
+  for dtype in ${DTYPES:-f16 q8_0}; do
+    "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype $dtype --device cuda -p 512 -n 128 -r 3 \
+      --peak-gb-s ${PEAK_GB_S:-3350} 2>&1 | tee "$out/perf-$dtype.txt" | grep -E "prefill|decode|error"
+    # One CSV row per kernel of a 512-token prefill and one decode step
+    # (tools/device/kernel_times.py sums them by kernel).
+    ncu --cache-control none --clock-control none --csv --page raw --metrics gpu__time_duration.sum \
+      "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype $dtype --device cuda -p 512 -n 1 -r 1 \
+      > "$out/ncu-prefill-$dtype.csv" 2> /dev/null
+    python3 "$src/tools/device/kernel_times.py" "$out/ncu-prefill-$dtype.csv" | head -24
+  done
 fi
 if [ "$what" = ncu ]; then
   # Every kernel's time in a short run (prefill 16 tokens, then decode graph

@@ -199,6 +199,7 @@ struct CudaModelRunner::Impl {
   DeviceBuffer attn_partials, attn_counters;     // attention split workspace (kernels.h)
   DeviceBuffer act_q, act_d;  // [T, widest input] int8 and [T, widest / 32] f32: a GEMV input quantized (8-bit weights)
   int sm_count = 1;
+  bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
   cuda::PinnedBuffer meta_host, logits_host;
   cudaEvent_t meta_copied = nullptr;  // meta_host may be rewritten once this fires
   std::vector<int32_t> meta;
@@ -596,6 +597,14 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   TANDEM_CUDA_CHECK(cudaMemsetAsync(m.attn_counters.get(), 0, m.attn_counters.bytes(), m.stream));
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, m.options.device));
+  {
+    cuda::AttentionShape shape;
+    shape.n_heads = static_cast<int>(c.n_heads);
+    shape.n_kv_heads = static_cast<int>(c.n_kv_heads);
+    shape.head_dim = static_cast<int>(c.head_dim);
+    shape.block_size = static_cast<int>(m.plan.block_size);
+    m.tensor_core_prefill = cuda::prefill_attention_supports(shape, m.options.device);
+  }
   if (m.holds_logits() && m.tp_size == 1 && m.vocab_stride == c.vocab_size) {
     // Best effort: without it, logits go through logits_host.
     m.logits.reserve(static_cast<size_t>(kMaxGraphTokens * c.vocab_size));
@@ -685,7 +694,7 @@ void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
     n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
     n_table += static_cast<int64_t>(ch.kv->block_table.size());
   }
-  impl_->reserve(T, n_rows, 4 * T + n_rows + n_table);
+  impl_->reserve(T, n_rows, 4 * T + n_rows + n_table + 3 * T);  // see run: metadata, prefill tiles at most
 }
 
 const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChunk> chunks, bool advance) {
@@ -767,6 +776,17 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     out_rows[r] = static_cast<int32_t>(compute_rows[static_cast<size_t>(r)]);
     n_generated_rows += compute_rows[static_cast<size_t>(r)] < n_generated;
   }
+  // Prompt tokens attend on tensor cores, in tiles appended to the metadata:
+  //   ... | prefill tiles [n_tiles, 3]
+  const int64_t tiles_offset = static_cast<int64_t>(m.meta.size());
+  int64_t n_tiles = 0;
+  if (m.tensor_core_prefill && T > n_generated) {
+    m.meta.resize(static_cast<size_t>(tiles_offset + 3 * (T - n_generated)));
+    const int32_t* meta_positions = m.meta.data() + T;
+    n_tiles = cuda::plan_prefill_tiles(meta_positions, meta_positions + 2 * T, n_generated, T - n_generated,
+                                       m.meta.data() + tiles_offset);
+    m.meta.resize(static_cast<size_t>(tiles_offset + 3 * n_tiles));
+  }
 
   // Buffers. A buffer that moves invalidates the captured decode graphs.
   const size_t f = sizeof(float);
@@ -796,6 +816,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int32_t* d_table_offsets = d_slots + T;
   const int32_t* d_out_rows = d_table_offsets + T;
   const int32_t* d_tables = d_out_rows + n_rows;
+  const int32_t* d_tiles = d_ids + tiles_offset;
 
   float* x = m.x.get<float>();
   float* xn = m.xn.get<float>();
@@ -815,7 +836,10 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int64_t layer_cache_elems = m.plan.kv_blocks * bs * kv_dim;
   // A few tokens split their context across blocks to fill the GPU. The
   // split count is part of a token's arithmetic, so batch_invariant keeps one.
-  const int attn_splits = m.options.batch_invariant ? 1 : cuda::attention_splits(shape, T, m.sm_count);
+  // Generated tokens take paged_attention, prompt tokens the tensor-core
+  // prefill kernel where it supports the shape.
+  const int64_t n_paged = n_tiles > 0 ? n_generated : T;
+  const int attn_splits = m.options.batch_invariant ? 1 : cuda::attention_splits(shape, n_paged, m.sm_count);
 
   float* sel = m.sel.get<float>();
   float* logits_dev = m.logits_dev.get<float>();
@@ -871,7 +895,8 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       aa.out = attn;
       aa.split_partials = m.attn_partials.get<float>();
       aa.split_counters = m.attn_counters.get<int32_t>();
-      cuda::paged_attention(aa, shape, T, attn_splits, s);
+      if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s);
+      if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s);
       m.matmul(L.wo, attn, T, n_generated, x, hidden, accumulate_residual);
       if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
       cuda::rmsnorm(x, nullptr, L.ffn_norm, eps, T, hidden, xn, s);

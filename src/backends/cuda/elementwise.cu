@@ -102,6 +102,39 @@ __global__ void dequantize_kernel(DeviceMatrix w, int64_t row0, int64_t n, __hal
     out[i] = __float2half_rn(load_weight(w, row0 + i / w.cols, i % w.cols));
 }
 
+// 8-bit weights (Q8_0, I8Row, F8Row) to f16, 16 per thread: one 16-byte
+// load of quants, two 16-byte stores, the same arithmetic as load_weight
+// (scale * q in f32, then rounded). Row r0 + blockIdx.y; cols % 16 == 0.
+__global__ void dequantize_8bit_kernel(DeviceMatrix w, int64_t row0, __half* __restrict__ out) {
+  const int64_t r = row0 + blockIdx.y;
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 16;
+  if (c >= w.cols) return;
+  const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(w.data) + r * w.cols + c);
+  const uint8_t* q = reinterpret_cast<const uint8_t*>(&raw);
+  float scale;
+  if (w.format == WeightFormat::Q8_0) {
+    scale = __half2float(static_cast<const __half*>(w.scales)[r * (w.cols / 32) + c / 32]);
+  } else {
+    scale = static_cast<const float*>(w.scales)[r];
+  }
+  __align__(16) __half h[16];
+#pragma unroll
+  for (int e = 0; e < 16; ++e) {
+    float v;
+    if (w.format == WeightFormat::F8Row) {
+      __nv_fp8_e4m3 f;
+      f.__x = q[e];
+      v = static_cast<float>(f);
+    } else {
+      v = static_cast<float>(static_cast<int8_t>(q[e]));
+    }
+    h[e] = __float2half_rn(scale * v);
+  }
+  uint4* o = reinterpret_cast<uint4*>(out + blockIdx.y * w.cols + c);
+  o[0] = reinterpret_cast<const uint4*>(h)[0];
+  o[1] = reinterpret_cast<const uint4*>(h)[1];
+}
+
 // The same for rows of n = 4 * 256 * C' elements (C' <= C): each thread
 // loads its float4 pieces of x and of the weight at once, so the kernel waits
 // for memory once.
@@ -299,7 +332,15 @@ void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t st
 void dequantize_to_f16(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream) {
   const int64_t n = n_rows * w.cols;
   if (n == 0) return;
-  dequantize_kernel<<<grid_for(n, 256), 256, 0, stream>>>(w, row0, n, out);
+  const bool eight_bit =
+      w.format == WeightFormat::Q8_0 || w.format == WeightFormat::I8Row || w.format == WeightFormat::F8Row;
+  if (eight_bit && w.cols % 16 == 0 && n_rows <= 65535) {
+    constexpr int kThreads = 128;
+    const dim3 grid(static_cast<unsigned>((w.cols / 16 + kThreads - 1) / kThreads), static_cast<unsigned>(n_rows));
+    dequantize_8bit_kernel<<<grid, kThreads, 0, stream>>>(w, row0, out);
+  } else {
+    dequantize_kernel<<<grid_for(n, 256), 256, 0, stream>>>(w, row0, n, out);
+  }
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

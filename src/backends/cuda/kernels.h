@@ -178,4 +178,27 @@ int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count
 void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
                      cudaStream_t stream);
 
+// Causal attention of prompt tokens on tensor cores (flash-attention style):
+// each query tile, up to kPrefillTileTokens consecutive tokens of one
+// sequence, meets that sequence's cached positions [0, kv_len) in tiles of
+// 64 (cached context from earlier chunks included), with an online softmax.
+// q and the softmax weights are rounded to f16 for the tensor cores (the
+// cache is f16); sums are f32. A token's result depends on its own q and
+// cache only, not on the other tokens of its tile: batch-invariant.
+//   tiles: [n_tiles, 3] int32 (device): first token, token count, kv_len;
+//   the tokens index args' arrays (positions, table_offsets, q, out).
+// Head sizes 32, 48, 64, 96 and 128 on sm_80 and later
+// (prefill_attention_supports); paged_attention serves the others.
+// CPU twin: CpuModelRunner::attention (tests: reference_attention).
+constexpr int64_t kPrefillTileTokens = 64;
+bool prefill_attention_supports(const AttentionShape& shape, int device);
+// Host side: groups tokens [first, first + n_tokens) into tiles of
+// consecutive positions of one sequence (`sequence[t]` equal), at most
+// kPrefillTileTokens each; writes them to `tiles` (room for 3 * n_tokens)
+// and returns how many.
+int64_t plan_prefill_tiles(const int32_t* positions, const int32_t* sequence, int64_t first, int64_t n_tokens,
+                           int32_t* tiles);
+void prefill_attention(const AttentionArgs& args, const AttentionShape& shape, const int32_t* tiles, int64_t n_tiles,
+                       cudaStream_t stream);
+
 }  // namespace tandem::cuda

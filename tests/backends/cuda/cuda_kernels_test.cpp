@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -599,6 +600,160 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
   }
   const std::vector<int32_t> left = to_host<int32_t>(counters, static_cast<size_t>(kAttentionSplitSlots));
   for (int32_t c : left) ASSERT_EQ(c, 0);
+}
+
+
+// Prompt attention on tensor cores: three sequences in one call, one with
+// cached context from an earlier chunk (100 positions), one whole prompt and
+// a single-token chunk, each sequence's blocks scattered. Every row matches
+// the CPU within the f16 rounding of q and of the softmax weights, the tiles
+// are planned as documented, and a sequence computed alone gives the same
+// bits as in the batch.
+TEST(CudaKernels, PrefillAttentionMatchesCpu) {
+  int device = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
+  struct Case {
+    int n_heads, n_kv_heads, head_dim;
+  };
+  for (const Case cs : {Case{8, 2, 128}, Case{6, 3, 48}, Case{4, 4, 64}}) {
+    AttentionShape s;
+    s.n_heads = cs.n_heads;
+    s.n_kv_heads = cs.n_kv_heads;
+    s.head_dim = cs.head_dim;
+    s.block_size = 16;
+    ASSERT_TRUE(prefill_attention_supports(s, device));
+    const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
+    // (first position, tokens) of each sequence's chunk.
+    const std::vector<std::pair<int, int>> chunks = {{100, 150}, {0, 70}, {5, 1}};
+    const int n_seq = static_cast<int>(chunks.size());
+    std::vector<int32_t> tables, offsets, positions, seq_of;
+    for (int i = 0; i < n_seq; ++i) {
+      offsets.push_back(static_cast<int32_t>(tables.size()));
+      const int end = chunks[static_cast<size_t>(i)].first + chunks[static_cast<size_t>(i)].second;
+      for (int b = 0; b * s.block_size < end; ++b) tables.push_back(i + n_seq * b);  // interleaved blocks
+    }
+    std::vector<int32_t> token_offsets;
+    for (int i = 0; i < n_seq; ++i)
+      for (int j = 0; j < chunks[static_cast<size_t>(i)].second; ++j) {
+        positions.push_back(chunks[static_cast<size_t>(i)].first + j);
+        token_offsets.push_back(offsets[static_cast<size_t>(i)]);
+        seq_of.push_back(i);
+      }
+    const int n = static_cast<int>(positions.size());
+    std::vector<int32_t> tiles(static_cast<size_t>(3 * n));
+    const int64_t n_tiles = plan_prefill_tiles(positions.data(), token_offsets.data(), 0, n, tiles.data());
+    // 150 = 64 + 64 + 22, 70 = 64 + 6, 1.
+    const std::vector<int32_t> want_tiles = {0,   64, 164, 64,  64, 228, 128, 22, 250,
+                                             150, 64, 64,  214, 6,  70,  220, 1,  6};
+    ASSERT_EQ(n_tiles, 6);
+    ASSERT_EQ(std::vector<int32_t>(tiles.begin(), tiles.begin() + 18), want_tiles);
+
+    const int n_blocks = *std::max_element(tables.begin(), tables.end()) + 1;
+    const std::vector<float> kf = random_vector(static_cast<size_t>(n_blocks * s.block_size * kv_dim), 41);
+    const std::vector<float> vf = random_vector(static_cast<size_t>(n_blocks * s.block_size * kv_dim), 42);
+    std::vector<uint16_t> kh(kf.size()), vh(vf.size());
+    for (size_t i = 0; i < kf.size(); ++i) {
+      kh[i] = f32_to_f16(kf[i]);
+      vh[i] = f32_to_f16(vf[i]);
+    }
+    const std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 43);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    std::vector<float> want(static_cast<size_t>(n * q_dim));
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < s.n_heads; ++h) {
+        const int kvh = h / (s.n_heads / s.n_kv_heads), pos = positions[static_cast<size_t>(t)];
+        auto slot = [&](int j) {
+          return static_cast<size_t>(tables[static_cast<size_t>(token_offsets[static_cast<size_t>(t)] + j / s.block_size)]) *
+                     s.block_size + j % s.block_size;
+        };
+        std::vector<double> sc(static_cast<size_t>(pos + 1));
+        double mx = -1e30, sum = 0;
+        for (int j = 0; j <= pos; ++j) {
+          double d = 0;
+          for (int e = 0; e < hd; ++e)
+            d += double(q[static_cast<size_t>(t * q_dim + h * hd + e)]) * f16_to_f32(kh[slot(j) * kv_dim + kvh * hd + e]);
+          sc[static_cast<size_t>(j)] = d * scale;
+          mx = std::max(mx, sc[static_cast<size_t>(j)]);
+        }
+        for (double& x : sc) sum += (x = std::exp(x - mx));
+        for (int e = 0; e < hd; ++e) {
+          double o = 0;
+          for (int j = 0; j <= pos; ++j) o += sc[static_cast<size_t>(j)] * f16_to_f32(vh[slot(j) * kv_dim + kvh * hd + e]);
+          want[static_cast<size_t>(t * q_dim + h * hd + e)] = static_cast<float>(o / sum);
+        }
+      }
+
+    DeviceBuffer dq = to_device(q), dk = to_device(kh), dv = to_device(vh), dpos = to_device(positions),
+                 doff = to_device(token_offsets), dtab = to_device(tables), dtiles = to_device(tiles),
+                 dout(want.size() * 4), dalone(want.size() * 4);
+    TANDEM_CUDA_CHECK(cudaMemset(dout.get(), 0xff, dout.bytes()));  // NaN: every row must be written
+    AttentionArgs aa;
+    aa.q = dq.get<float>();
+    aa.q_stride = q_dim;
+    aa.k_cache = dk.get<__half>();
+    aa.v_cache = dv.get<__half>();
+    aa.positions = dpos.get<int32_t>();
+    aa.table_offsets = doff.get<int32_t>();
+    aa.block_tables = dtab.get<int32_t>();
+    aa.scale = scale;
+    aa.out = dout.get<float>();
+    prefill_attention(aa, s, dtiles.get<int32_t>(), n_tiles, nullptr);
+    const std::vector<float> got = to_host<float>(dout, want.size());
+    double max_err = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 3e-3) << "head_dim " << hd << ", token " << i / q_dim << ", column " << i % q_dim;
+      max_err = std::max(max_err, std::fabs(double(got[i]) - want[i]));
+    }
+    std::printf("prefill attention, head_dim %d: max |diff| %.2e\n", hd, max_err);
+
+    // The second sequence alone (its two tiles): the same bits.
+    aa.out = dalone.get<float>();
+    prefill_attention(aa, s, dtiles.get<int32_t>() + 3 * 3, 2, nullptr);
+    const std::vector<float> alone = to_host<float>(dalone, want.size());
+    ASSERT_EQ(0, std::memcmp(alone.data() + 150 * q_dim, got.data() + 150 * q_dim, static_cast<size_t>(70 * q_dim) * 4))
+        << "head_dim " << hd;
+  }
+}
+
+// 8-bit weights to f16 for the prefill GEMM: the bits of scale * q rounded,
+// for a slice of rows starting past row 0.
+TEST(CudaKernels, DequantizeToF16MatchesHostRounding) {
+  const int64_t rows = 37, cols = 96, row0 = 5, n_rows = 29;
+  for (const WeightFormat format : {WeightFormat::Q8_0, WeightFormat::I8Row, WeightFormat::F8Row}) {
+    std::mt19937 rng(51);
+    std::vector<uint8_t> q(static_cast<size_t>(rows * cols));
+    for (uint8_t& v : q) {
+      v = static_cast<uint8_t>(rng());
+      if (format == WeightFormat::F8Row && (v & 0x7f) == 0x7f) v &= 0xfe;  // no E4M3 NaN
+    }
+    std::vector<float> want(static_cast<size_t>(n_rows * cols));
+    DeviceBuffer dq = to_device(q), dscales, dout(want.size() * 2);
+    if (format == WeightFormat::Q8_0) {
+      std::vector<uint16_t> sc(static_cast<size_t>(rows * cols / 32));
+      for (uint16_t& v : sc) v = f32_to_f16(std::ldexp(1.0f + static_cast<float>(rng() % 1000) / 1000.0f, -9));
+      dscales = to_device(sc);
+      for (int64_t r = 0; r < n_rows; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          want[static_cast<size_t>(r * cols + c)] =
+              f16_to_f32(sc[static_cast<size_t>((row0 + r) * (cols / 32) + c / 32)]) *
+              static_cast<float>(static_cast<int8_t>(q[static_cast<size_t>((row0 + r) * cols + c)]));
+    } else {
+      std::vector<float> sc(static_cast<size_t>(rows));
+      for (float& v : sc) v = std::ldexp(1.0f + static_cast<float>(rng() % 1000) / 1000.0f, -9);
+      dscales = to_device(sc);
+      for (int64_t r = 0; r < n_rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+          const uint8_t b = q[static_cast<size_t>((row0 + r) * cols + c)];
+          const float v = format == WeightFormat::I8Row ? static_cast<float>(static_cast<int8_t>(b)) : e4m3_to_float(b);
+          want[static_cast<size_t>(r * cols + c)] = sc[static_cast<size_t>(row0 + r)] * v;
+        }
+    }
+    const DeviceMatrix w{format, rows, cols, dq.get(), dscales.get()};
+    dequantize_to_f16(w, row0, n_rows, dout.get<__half>(), nullptr);
+    const std::vector<uint16_t> got = to_host<uint16_t>(dout, want.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_EQ(got[i], f32_to_f16(want[i])) << weight_format_name(format) << " " << i;
+  }
 }
 
 }  // namespace
