@@ -27,6 +27,7 @@ struct PerfOptions {
   std::string model;
   int64_t prompt_tokens = 512;
   int64_t gen_tokens = 128;
+  int64_t batch = 1;  // sequences decoded together (each with its own prompt copy)
   int repetitions = 3;
   int threads = 0;
   std::string device = "auto";
@@ -46,6 +47,7 @@ double now_ms() {
 
 int perf(const PerfOptions& o) {
   check(o.prompt_tokens > 0 && o.gen_tokens >= 0, "-p must be positive and -n non-negative");
+  check(o.batch >= 1, "--batch must be at least 1");
   std::unique_ptr<ModelFile> model;
   if (!o.synthetic.empty()) {
     check(o.model.empty(), "-m and --synthetic name two models; give one");
@@ -63,6 +65,7 @@ int perf(const PerfOptions& o) {
   if (!o.max_memory_gpu.empty()) rq.gpu_memory_bytes = server::parse_memory_size(o.max_memory_gpu, "--max-memory-gpu");
   rq.parallel = o.parallel;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
+  if (o.batch > 1) rq.kv_blocks = o.batch * ((rq.max_context + rq.block_size - 1) / rq.block_size);
   Runner backend = make_runner(*model, pool, rq);
   ModelRunner& runner = *backend.runner;
   std::string offload_split;  // where an offloaded model's decode time goes
@@ -77,23 +80,35 @@ int perf(const PerfOptions& o) {
 
   double best_prefill = 0, best_decode = 0;
   std::vector<double> prefill_runs, decode_runs;
+  const size_t n_seq = static_cast<size_t>(o.batch);
+  auto argmax_row = [&](const std::vector<float>& logits, size_t row) {
+    const auto begin = logits.begin() + static_cast<std::ptrdiff_t>(row * static_cast<size_t>(c.vocab_size));
+    return static_cast<int32_t>(std::max_element(begin, begin + c.vocab_size) - begin);
+  };
   for (int rep = 0; rep < o.repetitions; ++rep) {
-    SequenceKv kv;
-    check(kv.reserve(o.prompt_tokens + o.gen_tokens, runner.block_size(), runner.block_allocator()),
-          "KV cache too small");
-    double t0 = now_ms();
-    SequenceChunk chunk{prompt, &kv, false};
-    const std::vector<float>* logits = &runner.forward(std::span<const SequenceChunk>(&chunk, 1));
-    const double prefill_ms = now_ms() - t0;
-    int32_t next = static_cast<int32_t>(std::max_element(logits->begin(), logits->begin() + c.vocab_size) - logits->begin());
+    std::vector<SequenceKv> kv(n_seq);
+    for (SequenceKv& s : kv)
+      check(s.reserve(o.prompt_tokens + o.gen_tokens, runner.block_size(), runner.block_allocator()),
+            "KV cache too small for " + std::to_string(o.batch) + " sequences");
+    // Prefill is timed for the first sequence; the others (--batch) follow untimed.
+    std::vector<int32_t> next(n_seq);
+    double prefill_ms = 0;
+    for (size_t i = 0; i < n_seq; ++i) {
+      const double t0 = now_ms();
+      SequenceChunk chunk{prompt, &kv[i], false};
+      next[i] = argmax_row(runner.forward(std::span<const SequenceChunk>(&chunk, 1)), 0);
+      if (i == 0) prefill_ms = now_ms() - t0;
+    }
 #if TANDEM_HAVE_CUDA
     if (offload) offload->reset_timing();
 #endif
-    t0 = now_ms();
-    for (int64_t i = 0; i < o.gen_tokens; ++i) {
-      SequenceChunk step{std::span<const int32_t>(&next, 1), &kv, false, o.prompt_tokens};
-      logits = &runner.forward(std::span<const SequenceChunk>(&step, 1));
-      next = static_cast<int32_t>(std::max_element(logits->begin(), logits->begin() + c.vocab_size) - logits->begin());
+    const double t0 = now_ms();
+    std::vector<SequenceChunk> steps(n_seq);
+    for (int64_t g = 0; g < o.gen_tokens; ++g) {
+      for (size_t i = 0; i < n_seq; ++i)
+        steps[i] = SequenceChunk{std::span<const int32_t>(&next[i], 1), &kv[i], false, o.prompt_tokens};
+      const std::vector<float>& logits = runner.forward(steps);
+      for (size_t i = 0; i < n_seq; ++i) next[i] = argmax_row(logits, i);
     }
     const double decode_ms = now_ms() - t0;
 #if TANDEM_HAVE_CUDA
@@ -108,16 +123,18 @@ int perf(const PerfOptions& o) {
       offload_split = buf;
     }
 #endif
-    kv.release(runner.block_allocator());
+    for (SequenceKv& s : kv) s.release(runner.block_allocator());
     const double prefill_tps = 1000.0 * static_cast<double>(o.prompt_tokens) / prefill_ms;
-    const double decode_tps = o.gen_tokens > 0 ? 1000.0 * static_cast<double>(o.gen_tokens) / decode_ms : 0.0;
+    // Decode: tokens of all sequences per second.
+    const double decode_tps =
+        o.gen_tokens > 0 ? 1000.0 * static_cast<double>(o.gen_tokens * o.batch) / decode_ms : 0.0;
     prefill_runs.push_back(prefill_tps);
     decode_runs.push_back(decode_tps);
     best_prefill = std::max(best_prefill, prefill_tps);
     best_decode = std::max(best_decode, decode_tps);
   }
   const double bytes = static_cast<double>(runner.weight_bytes_per_step());
-  const double gbps = bytes * best_decode / 1e9;
+  const double gbps = bytes * best_decode / static_cast<double>(o.batch) / 1e9;  // weights are read once a step
   if (o.json) {
     nlohmann::json j = {{"model", path},
                         {"device", backend.device},
@@ -126,6 +143,7 @@ int perf(const PerfOptions& o) {
                         {"cpu_features", cpu::detect_cpu_features().describe()},
                         {"prompt_tokens", o.prompt_tokens},
                         {"gen_tokens", o.gen_tokens},
+                        {"batch", o.batch},
                         {"prefill_tok_s", prefill_runs},
                         {"decode_tok_s", decode_runs},
                         {"weight_bytes_per_token", runner.weight_bytes_per_step()},
@@ -140,14 +158,20 @@ int perf(const PerfOptions& o) {
   if (!backend.memory_plan.empty()) std::printf("memory: %s\n", backend.memory_plan.c_str());
   std::printf("prefill %lld tokens: %.1f tok/s (best of %d)\n", static_cast<long long>(o.prompt_tokens), best_prefill,
               o.repetitions);
-  std::printf("decode %lld tokens: %.2f tok/s (best of %d)\n", static_cast<long long>(o.gen_tokens), best_decode,
-              o.repetitions);
+  if (o.batch == 1) {
+    std::printf("decode %lld tokens: %.2f tok/s (best of %d)\n", static_cast<long long>(o.gen_tokens), best_decode,
+                o.repetitions);
+  } else {
+    std::printf("decode %lld tokens x %lld sequences: %.1f tok/s in all, %.2f ms a step (best of %d)\n",
+                static_cast<long long>(o.gen_tokens), static_cast<long long>(o.batch), best_decode,
+                1000.0 * static_cast<double>(o.batch) / best_decode, o.repetitions);
+  }
   if (!offload_split.empty()) std::printf("%s (last run)\n", offload_split.c_str());
   if (o.peak_gb_s > 0) {
-    std::printf("decode weight reads: %.1f MB/token, %.2f GB/s (%.1f%% of %.0f GB/s)\n", bytes / 1e6, gbps,
+    std::printf("decode weight reads: %.1f MB/step, %.2f GB/s (%.1f%% of %.0f GB/s)\n", bytes / 1e6, gbps,
                 100.0 * gbps / o.peak_gb_s, o.peak_gb_s);
   } else {
-    std::printf("decode weight reads: %.1f MB/token, %.2f GB/s\n", bytes / 1e6, gbps);
+    std::printf("decode weight reads: %.1f MB/step, %.2f GB/s\n", bytes / 1e6, gbps);
   }
   return 0;
 }
@@ -160,6 +184,8 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("-m,--model", o->model, "GGUF file or Hugging Face folder");
   cmd->add_option("-p,--prompt-tokens", o->prompt_tokens, "Prompt length for the prefill measurement");
   cmd->add_option("-n,--gen-tokens", o->gen_tokens, "Tokens to decode");
+  cmd->add_option("-b,--batch", o->batch,
+                  "Sequences decoded together, each after its own prefill (decode tok/s counts all of them)");
   cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions (the best is reported)")->check(CLI::PositiveNumber);
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");

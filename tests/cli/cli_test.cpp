@@ -194,6 +194,22 @@ TEST_F(Cli, DeviceChoiceIsCheckedWithAOneLineError) {
 #endif
 }
 
+// perf --batch decodes several sequences together and reports their tokens
+// in all; a batch below 1 is refused.
+TEST_F(Cli, PerfDecodesABatchOfSequences) {
+  const std::string model = quote((kFixtures / "qwen2").string());
+  const Output out = run("perf --model " + model + " -p 8 -n 4 -b 3 -r 1 --device cpu --json");
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  const nlohmann::json j = nlohmann::json::parse(out.out);
+  EXPECT_EQ(j.at("batch"), 3);
+  ASSERT_EQ(j.at("decode_tok_s").size(), 1u);
+  EXPECT_GT(j.at("decode_tok_s")[0].get<double>(), 0.0);
+  const Output text = run("perf --model " + model + " -p 8 -n 4 -b 3 -r 1 --device cpu");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("decode 4 tokens x 3 sequences:"), std::string::npos) << text.out;
+  expect_one_line_error(run("perf --model " + model + " -p 8 -n 4 -b 0"), "--batch must be at least 1");
+}
+
 TEST_F(Cli, WrongMagicIsAOneLineError) {
   const fs::path p = dir_ / "not_a_model.gguf";
   std::ofstream(p) << "GGML this is not a model file at all";

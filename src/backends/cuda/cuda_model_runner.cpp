@@ -906,16 +906,26 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         m.matmul(L.gate, xn, T, n_generated, gate_up, 2 * inter, false);
         m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false);
       }
-      if (m.gemv_tokens(L.down, T, n_generated) == T && cuda::gemv_takes_quantized_input(L.down.format)) {
-        // All tokens take the 8-bit GEMV: silu(gate) * up is computed as it is quantized.
-        cuda::quantize_silu_mul(gate_up, T, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
-        cuda::gemv_q8(L.down, m.act_q.get<int8_t>(), m.act_d.get<float>(), T, x, hidden, accumulate_residual, s);
-      } else if (m.gemv_tokens(L.down, T, n_generated) == T) {
-        // All tokens take the GEMV, which computes silu(gate) * up as it reads them.
-        cuda::gemv_silu_mul(L.down, gate_up, T, x, hidden, accumulate_residual, s);
-      } else {
-        cuda::silu_mul(gate_up, T, inter, act, s);
-        m.matmul(L.down, act, T, n_generated, x, hidden, accumulate_residual);
+      // silu(gate) * up is computed by the kernel that reads it: the 8-bit
+      // GEMV's input quantization, the GEMV itself, or the rounding to the
+      // GEMM's input type.
+      const int64_t n_gemv = m.gemv_tokens(L.down, T, n_generated);
+      if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
+        cuda::quantize_silu_mul(gate_up, n_gemv, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
+        cuda::gemv_q8(L.down, m.act_q.get<int8_t>(), m.act_d.get<float>(), n_gemv, x, hidden, accumulate_residual, s);
+      } else if (n_gemv > 0) {
+        cuda::gemv_silu_mul(L.down, gate_up, n_gemv, x, hidden, accumulate_residual, s);
+      }
+      if (T > n_gemv) {
+        const float* gate_up_rest = gate_up + n_gemv * 2 * inter;
+        float* x_rest = x + n_gemv * hidden;
+        if (L.down.format == WeightFormat::F32) {
+          cuda::silu_mul(gate_up_rest, T - n_gemv, inter, act, s);
+          m.gemm->run(L.down, act, T - n_gemv, x_rest, hidden, accumulate_residual);
+        } else {
+          cuda::silu_mul_convert(gate_up_rest, T - n_gemv, inter, cuda::Gemm::input_type(L.down.format), act, s);
+          m.gemm->run_converted(L.down, act, T - n_gemv, x_rest, hidden, accumulate_residual);
+        }
       }
       if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
     }

@@ -84,6 +84,42 @@ __global__ void silu_mul_kernel(const float* __restrict__ gate_up, int64_t n_tok
   }
 }
 
+// silu(gate) * up rounded to T (half or bfloat16), VW columns per thread:
+// the bits of silu_mul_kernel followed by convert_kernel. n % VW == 0.
+template <typename T, int VW>
+__global__ void silu_mul_convert_kernel(const float* __restrict__ gate_up, int64_t n_tokens, int64_t n,
+                                        T* __restrict__ out) {
+  let_successor_start();
+  wait_for_predecessor();
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * VW;
+  if (c >= n) return;
+  for (int64_t t = blockIdx.y; t < n_tokens; t += gridDim.y) {
+    float g[VW], u[VW];
+    if constexpr (VW == 4) {
+      *reinterpret_cast<float4*>(g) = *reinterpret_cast<const float4*>(gate_up + t * 2 * n + c);
+      *reinterpret_cast<float4*>(u) = *reinterpret_cast<const float4*>(gate_up + t * 2 * n + n + c);
+    } else {
+      g[0] = gate_up[t * 2 * n + c];
+      u[0] = gate_up[t * 2 * n + n + c];
+    }
+    __align__(8) T h[VW];
+#pragma unroll
+    for (int e = 0; e < VW; ++e) {
+      const float v = g[e] / (1.0f + __expf(-g[e])) * u[e];
+      if constexpr (std::is_same_v<T, __half>) {
+        h[e] = __float2half_rn(v);
+      } else {
+        h[e] = __float2bfloat16_rn(v);
+      }
+    }
+    if constexpr (VW == 4) {
+      *reinterpret_cast<uint2*>(out + t * n + c) = *reinterpret_cast<const uint2*>(h);
+    } else {
+      out[t * n + c] = h[0];
+    }
+  }
+}
+
 template <typename T>
 __global__ void convert_kernel(const float* __restrict__ x, int64_t n, T* __restrict__ out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -315,6 +351,31 @@ void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps
 void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream) {
   if (n_tokens * n == 0) return;
   launch(silu_mul_kernel, grid_for(n_tokens * n, 256), 256, stream, gate_up, n_tokens, n, out);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+void silu_mul_convert(const float* gate_up, int64_t n_tokens, int64_t n, DType to, void* out, cudaStream_t stream) {
+  check(to == DType::F16 || to == DType::BF16, "internal: silu_mul_convert to F16 or BF16 only");
+  if (n_tokens * n == 0) return;
+  constexpr int kThreads = 256;
+  const int vw = n % 4 == 0 ? 4 : 1;
+  const dim3 grid(static_cast<unsigned>((n / vw + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(std::min<int64_t>(n_tokens, 65535)));
+  if (to == DType::F16) {
+    auto* o = static_cast<__half*>(out);
+    if (vw == 4) {
+      launch(silu_mul_convert_kernel<__half, 4>, grid, kThreads, stream, gate_up, n_tokens, n, o);
+    } else {
+      launch(silu_mul_convert_kernel<__half, 1>, grid, kThreads, stream, gate_up, n_tokens, n, o);
+    }
+  } else {
+    auto* o = static_cast<__nv_bfloat16*>(out);
+    if (vw == 4) {
+      launch(silu_mul_convert_kernel<__nv_bfloat16, 4>, grid, kThreads, stream, gate_up, n_tokens, n, o);
+    } else {
+      launch(silu_mul_convert_kernel<__nv_bfloat16, 1>, grid, kThreads, stream, gate_up, n_tokens, n, o);
+    }
+  }
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

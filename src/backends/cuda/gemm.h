@@ -24,6 +24,14 @@ class Gemm {
   // weights use f32 GEMM. CPU twin: cpu::matmul_ref.
   void run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
 
+  // The type run() rounds x to for w: BF16 for BF16 weights, F16 for the
+  // others (F32 weights take x as it is).
+  static DType input_type(WeightFormat format);
+  // run() with x already rounded to input_type(w.format) (not F32 weights).
+  //   x_low: [n_tokens, w.cols].
+  void run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy,
+                     bool accumulate);
+
  private:
   cudaStream_t stream_;
   cublasHandle_t handle_ = nullptr;

@@ -89,6 +89,10 @@ void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps
 //   gate_up: [n_tokens, 2n] (gate then up); out: [n_tokens, n].  CPU twin: cpu::silu_mul.
 void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream);
 
+// silu_mul rounded to F16 or BF16 (`to`) for a GEMM's input: the bits of
+// silu_mul then convert_f32.  out: [n_tokens, n] of `to`.
+void silu_mul_convert(const float* gate_up, int64_t n_tokens, int64_t n, DType to, void* out, cudaStream_t stream);
+
 // out[i] = (half or bfloat16) x[i], i < n.  to: F16 or BF16.
 void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t stream);
 

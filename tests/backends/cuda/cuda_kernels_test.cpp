@@ -756,5 +756,38 @@ TEST(CudaKernels, DequantizeToF16MatchesHostRounding) {
   }
 }
 
+
+// The down projection's GEMM input: silu(gate) * up rounded to the GEMM's
+// type in one kernel has the bits of silu_mul then convert_f32, and the GEMM
+// on it the bits of Gemm::run on the f32 product.
+TEST(CudaKernels, SiluMulConvertEqualsSiluMulThenConvert) {
+  cudaStream_t stream;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
+  {
+    Gemm gemm(stream);
+    for (const DType dtype : {DType::F16, DType::BF16}) {
+      for (const int64_t n : {int64_t{96}, int64_t{37}}) {
+        const int64_t n_tokens = 7, rows = 24;
+        const std::vector<float> gu = random_vector(static_cast<size_t>(n_tokens * 2 * n), 61, 2.0f);
+        DeviceBuffer dgu = to_device(gu), act(static_cast<size_t>(n_tokens * n) * 4),
+            want(static_cast<size_t>(n_tokens * n) * 2), got(static_cast<size_t>(n_tokens * n) * 2);
+        silu_mul(dgu.get<float>(), n_tokens, n, act.get<float>(), stream);
+        convert_f32(act.get<float>(), n_tokens * n, dtype, want.get(), stream);
+        silu_mul_convert(dgu.get<float>(), n_tokens, n, dtype, got.get(), stream);
+        ASSERT_EQ(to_host<uint16_t>(got, static_cast<size_t>(n_tokens * n)),
+                  to_host<uint16_t>(want, static_cast<size_t>(n_tokens * n)))
+            << dtype_name(dtype) << ", " << n << " columns";
+        TestMatrix w = make_matrix(dtype, rows, n, 62);
+        DeviceBuffer y1(static_cast<size_t>(n_tokens * rows) * 4), y2(static_cast<size_t>(n_tokens * rows) * 4);
+        gemm.run(w.device, act.get<float>(), n_tokens, y1.get<float>(), rows, false);
+        gemm.run_converted(w.device, got.get(), n_tokens, y2.get<float>(), rows, false);
+        ASSERT_EQ(to_host<float>(y1, static_cast<size_t>(n_tokens * rows)),
+                  to_host<float>(y2, static_cast<size_t>(n_tokens * rows)));
+      }
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
 }  // namespace
 }  // namespace tandem::cuda
