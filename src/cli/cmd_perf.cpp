@@ -108,7 +108,10 @@ int perf(const PerfOptions& o) {
       for (size_t i = 0; i < n_seq; ++i)
         steps[i] = SequenceChunk{std::span<const int32_t>(&next[i], 1), &kv[i], false, o.prompt_tokens};
       const std::vector<float>& logits = runner.forward(steps);
-      for (size_t i = 0; i < n_seq; ++i) next[i] = argmax_row(logits, i);
+      // Rows in parallel, as the engine samples them.
+      pool.parallel_for(o.batch, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) next[static_cast<size_t>(i)] = argmax_row(logits, static_cast<size_t>(i));
+      });
     }
     const double decode_ms = now_ms() - t0;
 #if TANDEM_HAVE_CUDA

@@ -1,5 +1,6 @@
-// Paged causal attention for prefill and decode. One block per (token, query
-// head, split); the split's warps take tiles of 32 cached positions: each
+// Paged causal attention for decode (and prompt tokens where the tensor-core
+// kernel does not serve the shape). One block per (token, group of query
+// heads sharing a KV head, split); the split's warps take tiles of 32 cached positions: each
 // lane scores one position against q, the warp keeps an online softmax, and
 // the lanes then accumulate the tile's values over their slice of head_dim.
 // The warps' partial results merge in shared memory. With several splits
@@ -49,19 +50,28 @@ struct HalfVector<8> { using type = uint4; };
 // lane j owns dims [j * DPL, (j + 1) * DPL) and loads the tile's 32 value
 // rows together with its keys, so a tile waits for memory once; otherwise
 // lane j owns dims j, j + 32, ... and loads values after the softmax.
-template <int DPL>
+// GP: query heads per block, all of one KV head (GQA), so that the block
+// reads each cached key and value once for all of them. A head's
+// arithmetic is the same whatever GP is (the same operations in the same
+// order), so GP never changes a result.
+template <int DPL, int GP>
 __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionArgs a, AttentionShape s) {
-  __shared__ float q_s[kMaxHeadDim];
-  __shared__ float part_m[kWarps], part_l[kWarps];
-  __shared__ float part_acc[kWarps][kMaxHeadDim];
+  constexpr int HD = 32 * DPL;  // head_dim, at most
+  __shared__ float q_s[GP][HD];
+  __shared__ float part_m[kWarps][GP], part_l[kWarps][GP];
+  __shared__ float part_acc[kWarps][GP][HD];
+  __shared__ float merge_weight[GP][kWarps], merged_l[GP];
 
   let_successor_start();
   wait_for_predecessor();
   const int64_t t = blockIdx.x;
-  const int h = blockIdx.y;
   const int split = blockIdx.z, n_splits = gridDim.z;
   const int hd = s.head_dim;
-  const int kvh = h / (s.n_heads / s.n_kv_heads);
+  const int group = s.n_heads / s.n_kv_heads;             // query heads per KV head
+  const int blocks_per_kv = (group + GP - 1) / GP;
+  const int kvh = blockIdx.y / blocks_per_kv;
+  const int h0 = kvh * group + (blockIdx.y % blocks_per_kv) * GP;  // this block's first query head
+  const int nh = min(GP, kvh * group + group - h0);                 // and how many
   const int64_t q_dim = static_cast<int64_t>(s.n_heads) * hd;
   const int64_t kv_dim = static_cast<int64_t>(s.n_kv_heads) * hd;
   const int pos = a.positions[t];
@@ -70,13 +80,20 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   const bool contiguous = DPL <= 4 && hd == 32 * DPL;
   auto dim_of = [&](int i) { return contiguous ? lane * DPL + i : lane + 32 * i; };
 
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) q_s[d] = a.q[t * a.q_stride + h * hd + d] * a.scale;
+  for (int i = threadIdx.x; i < GP * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd;
+    q_s[g][d] = g < nh ? a.q[t * a.q_stride + static_cast<int64_t>(h0 + g) * hd + d] * a.scale : 0.0f;
+  }
   __syncthreads();
 
-  float m = -FLT_MAX, l = 0.0f;
-  float acc[DPL];
+  float m[GP], l[GP], acc[GP][DPL];
 #pragma unroll
-  for (int i = 0; i < DPL; ++i) acc[i] = 0.0f;
+  for (int g = 0; g < GP; ++g) {
+    m[g] = -FLT_MAX;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) acc[g][i] = 0.0f;
+  }
 
   // This split's positions [begin, end): runs of whole block-rounds of
   // tiles, so that each warp of a busy split has work.
@@ -100,7 +117,9 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
       }
     }
     const uint4* k = reinterpret_cast<const uint4*>(a.k_cache + slot * kv_dim + kvh * hd);
-    float dot = 0.0f;
+    float dot[GP];
+#pragma unroll
+    for (int g = 0; g < GP; ++g) dot[g] = 0.0f;
 #pragma unroll
     for (int v = 0; v < DPL * 4; ++v) {
       if (v < hd / 8) {
@@ -109,146 +128,203 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float2 kf = __half22float2(k2[e]);
-          dot = fmaf(q_s[8 * v + 2 * e], kf.x, dot);
-          dot = fmaf(q_s[8 * v + 2 * e + 1], kf.y, dot);
+#pragma unroll
+          for (int g = 0; g < GP; ++g) {
+            dot[g] = fmaf(q_s[g][8 * v + 2 * e], kf.x, dot[g]);
+            dot[g] = fmaf(q_s[g][8 * v + 2 * e + 1], kf.y, dot[g]);
+          }
         }
       }
     }
-    const float score = valid ? dot : -FLT_MAX;
-    const float m_new = fmaxf(m, warp_max(score));
-    const float p = valid ? __expf(score - m_new) : 0.0f;
-    const float correction = __expf(m - m_new);
-    l = l * correction + warp_sum(p);
+    float p[GP];
 #pragma unroll
-    for (int i = 0; i < DPL; ++i) acc[i] *= correction;
+    for (int g = 0; g < GP; ++g) {
+      const float score = valid ? dot[g] : -FLT_MAX;
+      const float m_new = fmaxf(m[g], warp_max(score));
+      p[g] = valid ? __expf(score - m_new) : 0.0f;
+      const float correction = __expf(m[g] - m_new);
+      l[g] = l[g] * correction + warp_sum(p[g]);
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) acc[g][i] *= correction;
+      m[g] = m_new;
+    }
     // All 32 positions; the padding lanes add p = 0 times finite values.
     if (contiguous) {
 #pragma unroll
       for (int jj = 0; jj < kTile; ++jj) {
-        const float pj = __shfl_sync(0xffffffffu, p, jj);
         const __half* v = reinterpret_cast<const __half*>(&values[jj]);
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) acc[i] = fmaf(pj, __half2float(v[i]), acc[i]);
+        for (int g = 0; g < GP; ++g) {
+          const float pj = __shfl_sync(0xffffffffu, p[g], jj);
+#pragma unroll
+          for (int i = 0; i < DPL; ++i) acc[g][i] = fmaf(pj, __half2float(v[i]), acc[g][i]);
+        }
       }
     } else {
 #pragma unroll 16
       for (int jj = 0; jj < kTile; ++jj) {
-        const float pj = __shfl_sync(0xffffffffu, p, jj);
         const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
         const __half* v = a.v_cache + slot_j * kv_dim + kvh * hd;
+        float vf[DPL];
 #pragma unroll
         for (int i = 0; i < DPL; ++i) {
           const int d = lane + 32 * i;
-          if (d < hd) acc[i] = fmaf(pj, __half2float(v[d]), acc[i]);
+          vf[i] = d < hd ? __half2float(v[d]) : 0.0f;
+        }
+#pragma unroll
+        for (int g = 0; g < GP; ++g) {
+          const float pj = __shfl_sync(0xffffffffu, p[g], jj);
+#pragma unroll
+          for (int i = 0; i < DPL; ++i)
+            if (lane + 32 * i < hd) acc[g][i] = fmaf(pj, vf[i], acc[g][i]);
         }
       }
     }
-    m = m_new;
   }
 
-  if (lane == 0) {
-    part_m[warp] = m;
-    part_l[warp] = l;
-  }
 #pragma unroll
-  for (int i = 0; i < DPL; ++i) {
-    const int d = dim_of(i);
-    if (d < hd) part_acc[warp][d] = acc[i];
+  for (int g = 0; g < GP; ++g) {
+    if (lane == 0) {
+      part_m[warp][g] = m[g];
+      part_l[warp][g] = l[g];
+    }
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+      const int d = dim_of(i);
+      if (d < hd) part_acc[warp][g][d] = acc[g][i];
+    }
   }
   __syncthreads();
-  float m_all = -FLT_MAX;
-  for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, part_m[w]);
-  float l_all = 0.0f;
-  float weight[kWarps];
-  for (int w = 0; w < kWarps; ++w) {
-    weight[w] = part_l[w] > 0.0f ? __expf(part_m[w] - m_all) : 0.0f;
-    l_all += part_l[w] * weight[w];
+  // Each head's warps merge with weights exp(m_w - m_all), in warp order.
+  if (threadIdx.x < GP) {
+    const int g = threadIdx.x;
+    float m_all = -FLT_MAX;
+    for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, part_m[w][g]);
+    float l_all = 0.0f;
+    for (int w = 0; w < kWarps; ++w) {
+      merge_weight[g][w] = part_l[w][g] > 0.0f ? __expf(part_m[w][g] - m_all) : 0.0f;
+      l_all += part_l[w][g] * merge_weight[g][w];
+    }
+    part_m[0][g] = m_all;  // read below, after the barrier, by the split path
+    merged_l[g] = l_all;
   }
-  float* out = a.out + t * q_dim + h * hd;
+  __syncthreads();
   if (n_splits == 1) {
-    const float inv = 1.0f / l_all;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    for (int i = threadIdx.x; i < nh * hd; i += blockDim.x) {
+      const int g = i / hd, d = i % hd;
       float o = 0.0f;
-      for (int w = 0; w < kWarps; ++w) o += part_acc[w][d] * weight[w];
-      out[d] = o * inv;
+      for (int w = 0; w < kWarps; ++w) o += part_acc[w][g][d] * merge_weight[g][w];
+      a.out[t * q_dim + static_cast<int64_t>(h0 + g) * hd + d] = o * (1.0f / merged_l[g]);
     }
     return;
   }
 
-  // Several splits: this one's (m, l, acc[hd]) relative to m_all goes to the
-  // workspace; the last to finish merges all of them.
-  const int64_t pair = t * gridDim.y + h;
-  float* mine = a.split_partials + (pair * n_splits + split) * (kMaxHeadDim + 2);
-  if (threadIdx.x == 0) {
-    mine[0] = m_all;
-    mine[1] = l_all;
-  }
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float o = 0.0f;
-    for (int w = 0; w < kWarps; ++w) o += part_acc[w][d] * weight[w];
-    mine[2 + d] = o;
+  // Several splits: this one's (m, l, acc[hd]) of each head, relative to its
+  // m_all, goes to the workspace; the last split of the block's heads to
+  // finish merges them all.
+  for (int i = threadIdx.x; i < nh * (hd + 2); i += blockDim.x) {
+    const int g = i / (hd + 2), d = i % (hd + 2);
+    const int64_t pair = t * s.n_heads + h0 + g;
+    float* mine = a.split_partials + (pair * n_splits + split) * (kMaxHeadDim + 2);
+    if (d == 0) {
+      mine[0] = part_m[0][g];
+    } else if (d == 1) {
+      mine[1] = merged_l[g];
+    } else {
+      float o = 0.0f;
+      for (int w = 0; w < kWarps; ++w) o += part_acc[w][g][d - 2] * merge_weight[g][w];
+      mine[d] = o;
+    }
   }
   __shared__ bool last;
   __syncthreads();
+  const int64_t counter = t * s.n_heads + h0;
   if (threadIdx.x == 0) {
-    __threadfence();  // the partial is visible before the count says so
-    last = atomicAdd(a.split_counters + pair, 1) == n_splits - 1;
+    __threadfence();  // the partials are visible before the count says so
+    last = atomicAdd(a.split_counters + counter, 1) == n_splits - 1;
     if (last) {
-      a.split_counters[pair] = 0;  // ready for the next launch
-      __threadfence();             // the others' partials are read after their counts
+      a.split_counters[counter] = 0;  // ready for the next launch
+      __threadfence();                // the others' partials are read after their counts
     }
   }
   __syncthreads();
   if (!last) return;
-  const float* parts = a.split_partials + pair * n_splits * (kMaxHeadDim + 2);
-  float m_max = -FLT_MAX;
-  for (int k = 0; k < n_splits; ++k) m_max = fmaxf(m_max, __ldcg(parts + k * (kMaxHeadDim + 2)));
-  float l_sum = 0.0f;
-  for (int k = 0; k < n_splits; ++k) {
-    const float lk = __ldcg(parts + k * (kMaxHeadDim + 2) + 1);
-    if (lk > 0.0f) l_sum += lk * __expf(__ldcg(parts + k * (kMaxHeadDim + 2)) - m_max);
-  }
-  const float inv = 1.0f / l_sum;
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+  for (int i = threadIdx.x; i < nh * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd;
+    const float* parts = a.split_partials + (t * s.n_heads + h0 + g) * n_splits * (kMaxHeadDim + 2);
+    float m_max = -FLT_MAX;
+    for (int k = 0; k < n_splits; ++k) m_max = fmaxf(m_max, __ldcg(parts + k * (kMaxHeadDim + 2)));
+    float l_sum = 0.0f;
+    for (int k = 0; k < n_splits; ++k) {
+      const float lk = __ldcg(parts + k * (kMaxHeadDim + 2) + 1);
+      if (lk > 0.0f) l_sum += lk * __expf(__ldcg(parts + k * (kMaxHeadDim + 2)) - m_max);
+    }
     float o = 0.0f;
     for (int k = 0; k < n_splits; ++k) {
       const float* pk = parts + k * (kMaxHeadDim + 2);
       const float lk = __ldcg(pk + 1);
       if (lk > 0.0f) o += __ldcg(pk + 2 + d) * __expf(__ldcg(pk) - m_max);
     }
-    out[d] = o * inv;
+    a.out[t * q_dim + static_cast<int64_t>(h0 + g) * hd + d] = o * (1.0f / l_sum);
+  }
+}
+
+template <int DPL>
+void launch_paged_attention(dim3 grid, int heads_per_block, cudaStream_t stream, const AttentionArgs& args,
+                            const AttentionShape& shape) {
+  switch (heads_per_block) {
+    case 1: launch(paged_attention_kernel<DPL, 1>, grid, kWarps * 32, stream, args, shape); break;
+    case 2: launch(paged_attention_kernel<DPL, 2>, grid, kWarps * 32, stream, args, shape); break;
+    case 4: launch(paged_attention_kernel<DPL, 4>, grid, kWarps * 32, stream, args, shape); break;
+    default: launch(paged_attention_kernel<DPL, 8>, grid, kWarps * 32, stream, args, shape); break;
   }
 }
 
 }  // namespace
 
-int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count) {
-  const int64_t pairs = n_tokens * shape.n_heads;
-  if (pairs <= 0 || pairs >= sm_count) return 1;
-  const int64_t want = (2 * sm_count + pairs - 1) / pairs;
-  const int64_t fit = kAttentionSplitSlots / pairs;
+int attention_heads_per_block(const AttentionShape& shape, int64_t n_tokens, int sm_count) {
+  const int group = shape.n_heads / std::max(shape.n_kv_heads, 1);
+  int hpb = 1;
+  while (hpb < group && hpb < kMaxAttentionHeadsPerBlock) hpb *= 2;
+  // Grouped blocks only where they alone fill the GPU; a few tokens keep a
+  // block per head (and split their positions instead).
+  const int64_t blocks = n_tokens * shape.n_kv_heads * ((group + hpb - 1) / hpb);
+  return blocks >= sm_count ? hpb : 1;
+}
+
+int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count, int heads_per_block) {
+  const int group = shape.n_heads / std::max(shape.n_kv_heads, 1);
+  const int64_t blocks = n_tokens * shape.n_kv_heads * ((group + heads_per_block - 1) / heads_per_block);
+  if (blocks <= 0 || blocks >= sm_count) return 1;
+  const int64_t want = (2 * sm_count + blocks - 1) / blocks;
+  const int64_t fit = kAttentionSplitSlots / (n_tokens * shape.n_heads);
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, kMaxAttentionSplits, fit})));
 }
 
 void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, int heads_per_block) {
   check(shape.head_dim % 8 == 0 && shape.head_dim <= kMaxHeadDim,
         "the CUDA engine's attention supports head sizes that are multiples of 8, up to 256");
   check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0, "internal: heads not a multiple of KV heads");
+  check(heads_per_block == 1 || heads_per_block == 2 || heads_per_block == 4 || heads_per_block == 8,
+        "internal: attention heads per block must be 1, 2, 4 or 8");
   check(n_splits == 1 || (args.split_partials && args.split_counters &&
                           n_tokens * shape.n_heads * n_splits <= kAttentionSplitSlots && n_splits <= kMaxAttentionSplits),
         "internal: attention splits without room in the workspace");
   if (n_tokens == 0) return;
-  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_heads), static_cast<unsigned>(n_splits));
+  const int group = shape.n_heads / shape.n_kv_heads;
+  const int blocks_per_kv = (group + heads_per_block - 1) / heads_per_block;
+  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_kv_heads * blocks_per_kv),
+                  static_cast<unsigned>(n_splits));
   const int dpl = (shape.head_dim + 31) / 32;
   if (dpl <= 1) {
-    launch(paged_attention_kernel<1>, grid, kWarps * 32, stream, args, shape);
+    launch_paged_attention<1>(grid, heads_per_block, stream, args, shape);
   } else if (dpl <= 2) {
-    launch(paged_attention_kernel<2>, grid, kWarps * 32, stream, args, shape);
+    launch_paged_attention<2>(grid, heads_per_block, stream, args, shape);
   } else if (dpl <= 4) {
-    launch(paged_attention_kernel<4>, grid, kWarps * 32, stream, args, shape);
+    launch_paged_attention<4>(grid, heads_per_block, stream, args, shape);
   } else {
-    launch(paged_attention_kernel<8>, grid, kWarps * 32, stream, args, shape);
+    launch_paged_attention<8>(grid, heads_per_block, stream, args, shape);
   }
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }

@@ -839,7 +839,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   // Generated tokens take paged_attention, prompt tokens the tensor-core
   // prefill kernel where it supports the shape.
   const int64_t n_paged = n_tiles > 0 ? n_generated : T;
-  const int attn_splits = m.options.batch_invariant ? 1 : cuda::attention_splits(shape, n_paged, m.sm_count);
+  const int attn_heads_per_block = cuda::attention_heads_per_block(shape, n_paged, m.sm_count);
+  const int attn_splits =
+      m.options.batch_invariant ? 1 : cuda::attention_splits(shape, n_paged, m.sm_count, attn_heads_per_block);
 
   float* sel = m.sel.get<float>();
   float* logits_dev = m.logits_dev.get<float>();
@@ -895,7 +897,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       aa.out = attn;
       aa.split_partials = m.attn_partials.get<float>();
       aa.split_counters = m.attn_counters.get<int32_t>();
-      if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s);
+      if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
       if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s);
       m.matmul(L.wo, attn, T, n_generated, x, hidden, accumulate_residual);
       if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);

@@ -159,7 +159,8 @@ void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t 
 // [kAttentionSplitSlots, 258] f32 and split_counters [kAttentionSplitSlots]
 // int32, zeroed once (the kernel leaves them zero).
 // Each (token, head) is computed alone, and its result depends on n_splits
-// only: with a fixed n_splits results are batch-invariant.
+// only (not on heads_per_block): with a fixed n_splits results are
+// batch-invariant.
 // CPU twin: CpuModelRunner::attention (tests: reference_attention).
 constexpr int64_t kAttentionSplitSlots = 2048;  // n_tokens * n_heads * n_splits, at most
 constexpr int64_t kMaxAttentionSplits = 16;
@@ -176,11 +177,17 @@ struct AttentionArgs {
   float* split_partials = nullptr;
   int32_t* split_counters = nullptr;
 };
+// Query heads per block: those of one KV head (up to
+// kMaxAttentionHeadsPerBlock, a power of two) read each cached key and value
+// once for all of them, where such blocks alone fill the GPU (sm_count); 1
+// otherwise. A head's result does not depend on it.
+constexpr int kMaxAttentionHeadsPerBlock = 8;
+int attention_heads_per_block(const AttentionShape& shape, int64_t n_tokens, int sm_count);
 // Splits that keep about two blocks per SM busy for n_tokens tokens (1 when
-// the (token, head) pairs alone fill the GPU), within the workspace.
-int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count);
+// the blocks alone fill the GPU), within the workspace.
+int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count, int heads_per_block = 1);
 void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
-                     cudaStream_t stream);
+                     cudaStream_t stream, int heads_per_block = 1);
 
 // Causal attention of prompt tokens on tensor cores (flash-attention style):
 // each query tile, up to kPrefillTileTokens consecutive tokens of one

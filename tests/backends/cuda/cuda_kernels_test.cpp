@@ -502,10 +502,17 @@ TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
   TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
   aa.split_partials = partials.get<float>();
   aa.split_counters = counters.get<int32_t>();
+  DeviceBuffer dgrouped(static_cast<size_t>(n * q_dim) * 4);
   for (int splits : {1, 2, 5, 13}) {
     paged_attention(aa, s, n, splits, nullptr);
     const std::vector<float> got = to_host<float>(dout, out_ref.size());
     for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], out_ref[i], 2e-3) << i << ", " << splits << " splits";
+    // head_dim 48: the strided value path, with the 4 heads of a KV head in one block.
+    AttentionArgs grouped = aa;
+    grouped.out = dgrouped.get<float>();
+    paged_attention(grouped, s, n, splits, nullptr, 4);
+    const std::vector<float> g = to_host<float>(dgrouped, out_ref.size());
+    ASSERT_EQ(0, std::memcmp(g.data(), got.data(), got.size() * 4)) << splits << " splits, grouped";
   }
 }
 
@@ -584,10 +591,23 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
   aa.split_counters = counters.get<int32_t>();
   EXPECT_GT(attention_splits(s, 1, 132), 1);
   EXPECT_EQ(attention_splits(s, 64, 132), 1);
+  // A few tokens keep a block per head; many take the 4 heads of a KV head together.
+  EXPECT_EQ(attention_heads_per_block(s, 3, 132), 1);
+  EXPECT_EQ(attention_heads_per_block(s, 66, 132), 4);
+  EXPECT_EQ(attention_splits(s, 66, 132, 4), 1);
   for (int splits : {1, 3, 8, 16}) {
     paged_attention(aa, s, n, splits, nullptr);
     const std::vector<float> got = to_host<float>(dout, want.size());
     for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-3) << i << ", " << splits << " splits";
+    // Query heads of a KV head in one block (8: half the block's heads are padding): the same bits.
+    for (int heads_per_block : {2, 4, 8}) {
+      AttentionArgs grouped = aa;
+      grouped.out = done.get<float>();
+      paged_attention(grouped, s, n, splits, nullptr, heads_per_block);
+      const std::vector<float> g = to_host<float>(done, want.size());
+      ASSERT_EQ(0, std::memcmp(g.data(), got.data(), got.size() * 4)) << splits << " splits, " << heads_per_block
+                                                                     << " heads a block";
+    }
     paged_attention(aa, s, n, splits, nullptr);
     const std::vector<float> again = to_host<float>(dout, want.size());
     ASSERT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * 4)) << splits << " splits, second run";
