@@ -93,10 +93,14 @@ int perf(const PerfOptions& o) {
     // Prefill is timed for the first sequence; the others (--batch) follow untimed.
     std::vector<int32_t> next(n_seq);
     double prefill_ms = 0;
+    // Greedy throughout: the argmax where the backend computes it (the GPU),
+    // as the server does for greedy requests, else on the host.
     for (size_t i = 0; i < n_seq; ++i) {
       const double t0 = now_ms();
       SequenceChunk chunk{prompt, &kv[i], false};
-      next[i] = argmax_row(runner.forward(std::span<const SequenceChunk>(&chunk, 1)), 0);
+      chunk.argmax_only = true;
+      const std::vector<float>& logits = runner.forward(std::span<const SequenceChunk>(&chunk, 1));
+      next[i] = runner.row_argmax().empty() ? argmax_row(logits, 0) : runner.row_argmax()[0];
       if (i == 0) prefill_ms = now_ms() - t0;
     }
 #if TANDEM_HAVE_CUDA
@@ -105,13 +109,21 @@ int perf(const PerfOptions& o) {
     const double t0 = now_ms();
     std::vector<SequenceChunk> steps(n_seq);
     for (int64_t g = 0; g < o.gen_tokens; ++g) {
-      for (size_t i = 0; i < n_seq; ++i)
+      for (size_t i = 0; i < n_seq; ++i) {
         steps[i] = SequenceChunk{std::span<const int32_t>(&next[i], 1), &kv[i], false, o.prompt_tokens};
+        steps[i].argmax_only = true;
+      }
       const std::vector<float>& logits = runner.forward(steps);
-      // Rows in parallel, as the engine samples them.
-      pool.parallel_for(o.batch, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) next[static_cast<size_t>(i)] = argmax_row(logits, static_cast<size_t>(i));
-      });
+      const std::span<const int32_t> ids = runner.row_argmax();
+      if (!ids.empty()) {
+        std::copy(ids.begin(), ids.end(), next.begin());
+      } else {
+        // Rows in parallel, as the engine samples them.
+        pool.parallel_for(o.batch, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i)
+            next[static_cast<size_t>(i)] = argmax_row(logits, static_cast<size_t>(i));
+        });
+      }
     }
     const double decode_ms = now_ms() - t0;
 #if TANDEM_HAVE_CUDA

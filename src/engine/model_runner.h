@@ -22,6 +22,11 @@ struct SequenceChunk {
   // with decode kernels, each batch-invariant, so a sequence's answer never
   // depends on what else shares its steps. The default: all prompt.
   int64_t prompt_len = std::numeric_limits<int64_t>::max();
+  // The caller needs no more of this chunk's logits row than its argmax
+  // (greedy sampling without penalties or logprobs, or a prompt chunk with
+  // more to come). A backend that computes row_argmax() may then leave the
+  // row out of what it copies back (forward()'s row is unspecified).
+  bool argmax_only = false;
 };
 
 // The checks every backend makes on a step before computing it: chunks are
@@ -44,6 +49,12 @@ class ModelRunner {
   // PRECONDITIONS: each chunk's kv has blocks reserved for its new positions
   // (SequenceKv::reserve); chunks name distinct sequences; tokens < vocab.
   virtual const std::vector<float>& forward(std::span<const SequenceChunk> chunks) = 0;
+
+  // After forward(): the argmax of each returned row, in the same order
+  // (NaN counts as -inf, ties go to the lowest id, -1 when no logit is above
+  // -inf: Sampler's greedy rule), for backends that compute it where the
+  // logits are (the GPU); empty for the others. Valid until the next call.
+  virtual std::span<const int32_t> row_argmax() const { return {}; }
 
   // The longest sequence (prompt + generated) a step may hold.
   virtual int64_t max_context() const = 0;

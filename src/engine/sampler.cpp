@@ -480,6 +480,12 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   return sample_stochastic(logits, max_logit);
 }
 
+bool Sampler::is_plain_greedy() const {
+  const bool greedy = params_.temperature == 0.0f || !std::isfinite(1.0f / params_.temperature);
+  return greedy && params_.repetition_penalty == 1.0f && params_.presence_penalty == 0.0f &&
+         params_.frequency_penalty == 0.0f;
+}
+
 const std::vector<float>& Sampler::last_logprobs() const {
   if (!logprobs_ready_) {
     // log p = (l - max) - log(sum exp(l - max)); logprobs_ holds the exps

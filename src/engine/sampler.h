@@ -82,6 +82,12 @@ class Sampler {
   // requests never ask for logprobs.
   const std::vector<float>& last_logprobs() const;
 
+  // True when sample() returns the argmax of the raw logits (greedy, no
+  // penalties) and takes nothing from the RNG: the caller may take the
+  // argmax computed elsewhere (ModelRunner::row_argmax) instead of calling
+  // sample(); last_logprobs() then stays empty.
+  bool is_plain_greedy() const;
+
  private:
   // Applies the three penalties to logits in place (see SamplingParams).
   void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt,

@@ -293,6 +293,10 @@ void EngineService::Impl::step() {
     Sequence& s = *scheduled[i];
     chunks.push_back({std::span<const int32_t>(s.tokens.data() + s.kv.n_tokens, static_cast<size_t>(counts[i])),
                       &s.kv, false, s.n_prompt});
+    // Only the argmax is wanted from a prompt chunk with more to come and
+    // from a plain greedy sequence that reports no logprobs.
+    chunks.back().argmax_only =
+        counts[i] < s.pending() || (s.sampler->is_plain_greedy() && s.request.top_logprobs < 0);
   }
   const Clock::time_point t0 = Clock::now();
   const std::vector<float>* logits = nullptr;
@@ -322,9 +326,20 @@ void EngineService::Impl::step() {
   const int64_t vocab = runner.config().vocab_size;
   std::vector<int32_t> sampled(scheduled.size(), -1);
   std::vector<std::string> sample_errors(scheduled.size());
+  // Plain greedy rows take the argmax the backend computed where the logits
+  // are (the same token Sampler::sample would pick, and no RNG draw).
+  const std::span<const int32_t> argmax = runner.row_argmax();
   auto sample_row = [&](size_t i) {
     Sequence& s = *scheduled[i];
     if (s.pending() > 0) return;  // a prefill chunk with more to come
+    if (chunks[i].argmax_only && argmax.size() == scheduled.size()) {
+      if (argmax[i] >= 0) {
+        sampled[i] = argmax[i];
+      } else {
+        sample_errors[i] = "sampler: every logit is NaN or -inf; the model produced no usable distribution";
+      }
+      return;
+    }
     std::span<const int32_t> prompt(s.tokens.data(), static_cast<size_t>(s.n_prompt));
     std::span<const int32_t> generated(s.tokens.data() + s.n_prompt, static_cast<size_t>(s.generated()));
     try {  // nothing may escape a pool worker

@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
@@ -29,6 +30,7 @@ class Collector {
       order_.push_back(key);
       Result& r = results_[key];
       for (int32_t id : e.token_ids) r.ids.push_back(id);
+      r.logprobs.insert(r.logprobs.end(), e.logprobs.begin(), e.logprobs.end());
       r.text += e.text;
       if (e.done) {
         r.done = e;
@@ -39,6 +41,7 @@ class Collector {
   }
   struct Result {
     std::vector<int32_t> ids;
+    std::vector<float> logprobs;
     std::string text;
     StreamEvent done;
     bool finished = false;
@@ -291,6 +294,104 @@ TEST_F(EngineServiceTest, UnusableLogitsFailOnlyTheirSequence) {
     while (!service.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     EXPECT_EQ(service.stats().kv_blocks_used, 0);
   }
+}
+
+// A backend that computes row_argmax (as the GPU does) and then leaves the
+// rows of argmax_only chunks unusable (NaN), as a GPU step that copies no
+// logits back may. Records which prompts' chunks were marked argmax_only.
+class ArgmaxRunner : public ForwardingRunner {
+ public:
+  using ForwardingRunner::ForwardingRunner;
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
+    out_ = inner_.forward(chunks);
+    const int64_t vocab = inner_.config().vocab_size;
+    argmax_.clear();
+    size_t row = 0;
+    for (const SequenceChunk& ch : chunks) {
+      EXPECT_FALSE(ch.all_logits);
+      float* r = out_.data() + static_cast<long>(row) * vocab;
+      argmax_.push_back(static_cast<int32_t>(std::max_element(r, r + vocab) - r));
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        (ch.argmax_only ? argmax_only_ : full_rows_).insert(ch.prompt_len);
+      }
+      if (ch.argmax_only) std::fill(r, r + vocab, std::numeric_limits<float>::quiet_NaN());
+      ++row;
+    }
+    return out_;
+  }
+  std::span<const int32_t> row_argmax() const override { return argmax_; }
+  std::set<int64_t> argmax_only_prompts() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return argmax_only_;
+  }
+  std::set<int64_t> full_row_prompts() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return full_rows_;
+  }
+
+ private:
+  std::vector<float> out_;
+  std::vector<int32_t> argmax_;
+  std::mutex mutex_;
+  std::set<int64_t> argmax_only_, full_rows_;
+};
+
+// Plain greedy sequences take the backend's argmax; sampled sequences, and
+// greedy ones that report logprobs, keep their logits rows. Answers are those
+// of a backend without row_argmax.
+TEST_F(EngineServiceTest, GreedyRowsTakeTheBackendsArgmax) {
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 3; ++i) requests.push_back(greedy(prompts()[static_cast<size_t>(i)], 8));
+  GenerationRequest sampled = greedy("Sampled with a seed, and a penalty.", 8);
+  sampled.sampling.temperature = 0.8f;
+  sampled.sampling.seed = 5;
+  requests.push_back(sampled);
+  GenerationRequest penalised = greedy("Greedy with a repetition penalty.", 8);
+  penalised.sampling.repetition_penalty = 1.3f;
+  requests.push_back(penalised);
+  GenerationRequest with_logprobs = greedy("Greedy, reporting logprobs.", 8);
+  with_logprobs.top_logprobs = 2;
+  requests.push_back(with_logprobs);
+  // Distinct prompt lengths (a token appended to one that repeats a length)
+  // name the requests in what the backend records.
+  std::set<size_t> lengths;
+  for (GenerationRequest& r : requests) {
+    while (lengths.count(r.prompt.size())) r.prompt.push_back(r.prompt.back());
+    lengths.insert(r.prompt.size());
+  }
+  ASSERT_EQ(lengths.size(), requests.size()) << "prompt lengths name the requests below";
+
+  auto run = [&](bool with_argmax, std::set<int64_t>* argmax_only, std::set<int64_t>* full_rows) {
+    auto inner = make_runner(256);
+    ArgmaxRunner argmax_runner(*inner);
+    ForwardingRunner plain(*inner);
+    EngineOptions o = opts();
+    o.batch_size = 8;
+    Collector c;
+    std::vector<Collector::Result> out;
+    {
+      EngineService service(with_argmax ? static_cast<ModelRunner&>(argmax_runner) : plain, *tokenizer_, o);
+      for (size_t i = 0; i < requests.size(); ++i) service.submit(requests[i], c.callback(static_cast<int>(i)));
+      for (size_t i = 0; i < requests.size(); ++i) out.push_back(c.wait(static_cast<int>(i)));
+    }
+    if (argmax_only) *argmax_only = argmax_runner.argmax_only_prompts();
+    if (full_rows) *full_rows = argmax_runner.full_row_prompts();
+    return out;
+  };
+  std::set<int64_t> argmax_only, full_rows;
+  const auto want = run(false, nullptr, nullptr);
+  const auto got = run(true, &argmax_only, &full_rows);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(got[i].done.finish_reason, "length") << "request " << i << ": " << got[i].done.error_message;
+    EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i;
+    const int64_t len = static_cast<int64_t>(requests[i].prompt.size());
+    const bool plain_greedy = i < 3;
+    EXPECT_EQ(argmax_only.count(len), plain_greedy ? 1u : 0u) << "request " << i;
+    EXPECT_EQ(full_rows.count(len), plain_greedy ? 0u : 1u) << "request " << i;
+  }
+  ASSERT_EQ(got[5].logprobs.size(), 8u);
+  EXPECT_EQ(got[5].logprobs, want[5].logprobs);
 }
 
 TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {

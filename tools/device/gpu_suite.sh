@@ -53,13 +53,13 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
         | tee "$out/perf-$preset-$dtype.txt"
       if [ "$dtype" = f16 ] && [ "${THROUGHPUT:-1}" = 1 ]; then
         # Throughput under load: tandem bench against serve on the GPU.
-        "$build/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size 64 \
+        "$build/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size ${BATCH:-64} \
           --max-queued-requests 512 --log-level warn > "$out/serve-$preset.log" 2>&1 &
         spid=$!
         for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && break; sleep 0.5; done
         "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 1 --requests 4 \
           --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench-c1.json" 2>&1 | tail -8
-        "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 8,32,64 --requests 64 \
+        "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency ${LEVELS:-8,32,64} --requests ${REQUESTS:-64} \
           --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench.json" --plot "$out/bench.svg" 2>&1 | tail -12
         kill -TERM $spid; wait $spid
       fi

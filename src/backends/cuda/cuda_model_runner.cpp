@@ -197,6 +197,9 @@ struct CudaModelRunner::Impl {
   DeviceBuffer gathered;                         // [tp_size, n_rows, vocab_stride] f32 (tensor parallel)
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
   DeviceBuffer attn_partials, attn_counters;     // attention split workspace (kernels.h)
+  DeviceBuffer argmax_dev;                       // [n_rows] int32: each logits row's argmax (compute order)
+  cuda::PinnedBuffer argmax_host;                // [n_rows] int32, its copy
+  std::vector<int32_t> argmax;                   // row_argmax(): chunk order, empty when not computed
   DeviceBuffer act_q, act_d;  // [T, widest input] int8 and [T, widest / 32] f32: a GEMV input quantized (8-bit weights)
   int sm_count = 1;
   bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
@@ -268,6 +271,9 @@ struct CudaModelRunner::Impl {
       if (tp_size > 1) ensure(gathered, tp_size * n_rows * vocab_stride * f);
     }
     ensure(meta_dev, static_cast<size_t>(meta_ints) * sizeof(int32_t));
+    ensure(argmax_dev, static_cast<size_t>(n_rows) * sizeof(int32_t));
+    if (argmax_host.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t))
+      argmax_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
     if (tp_size == 1 && n_stages == 1) meta_host.resize(static_cast<size_t>(meta_ints) * sizeof(int32_t));
     if (holds_logits()) logits_host.resize(tp_size * n_rows * vocab_stride * f);
   }
@@ -687,6 +693,8 @@ const std::vector<float>& CudaModelRunner::forward_shard(std::span<const Sequenc
 
 void CudaModelRunner::synchronize() { impl_->wait_stream(); }
 
+std::span<const int32_t> CudaModelRunner::row_argmax() const { return impl_->argmax; }
+
 void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
   int64_t T = 0, n_rows = 0, n_table = 0;
   for (const SequenceChunk& ch : chunks) {
@@ -948,11 +956,50 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   } else {
     enqueue_step();
   }
+  m.argmax.clear();
   if (!m.holds_logits()) {
     m.logits.clear();
     return m.logits;
   }
   const int64_t vocab = c.vocab_size;
+  // Greedy rows: their argmax on the GPU; a step of nothing else copies back
+  // only the ids.
+  const bool single_gpu = m.tp_size == 1 && m.n_stages == 1;
+  bool any_argmax = false, all_argmax = true;
+  for (const SequenceChunk& ch : chunks) {
+    any_argmax = any_argmax || ch.argmax_only;
+    all_argmax = all_argmax && ch.argmax_only;
+  }
+  const bool want_argmax = single_gpu && any_argmax;
+  if (want_argmax) {
+    cuda::argmax_rows(logits_dev, n_rows, vocab, vstride, m.argmax_dev.get<int32_t>(), s);
+    TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.argmax_host.get(), m.argmax_dev.get(), static_cast<size_t>(n_rows) * 4,
+                                      cudaMemcpyDeviceToHost, s));
+  }
+  // Row r (chunk order) of the argmax, once the stream is done.
+  auto collect_argmax = [&] {
+    if (!want_argmax) return;
+    const int32_t* host = m.argmax_host.get<int32_t>();
+    m.argmax.resize(static_cast<size_t>(n_rows));
+    for (int64_t r = 0; r < n_rows; ++r)
+      m.argmax[static_cast<size_t>(r)] =
+          host[std::lower_bound(compute_rows.begin(), compute_rows.end(), want[static_cast<size_t>(r)]) -
+               compute_rows.begin()];
+  };
+  if (want_argmax && all_argmax) {
+    m.wait_stream();
+    if (advance)
+      for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
+    collect_argmax();
+    // [n_rows, vocab] as forward promises, its rows unspecified; within the
+    // reserved (pinned) capacity it does not move.
+    if (m.logits_pinned != nullptr && static_cast<size_t>(n_rows * vocab) > m.logits.capacity()) {
+      cudaHostUnregister(m.logits_pinned);
+      m.logits_pinned = nullptr;
+    }
+    m.logits.resize(static_cast<size_t>(n_rows * vocab));
+    return m.logits;
+  }
   if (m.logits_pinned != nullptr && m.logits_pinned == m.logits.data() && vstride == vocab &&
       n_rows <= kMaxGraphTokens && want == compute_rows) {
     // The rows are already in chunk order: one copy, straight into the
@@ -963,6 +1010,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     m.wait_stream();
     if (advance)
       for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
+    collect_argmax();
     return m.logits;
   }
   // Logits of tensor rank k: [n_rows, vstride] block k of the gathered
@@ -974,6 +1022,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
 
   if (advance)
     for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
+  collect_argmax();
   if (m.logits_pinned != nullptr && static_cast<size_t>(n_rows * vocab) > m.logits.capacity()) {
     cudaHostUnregister(m.logits_pinned);  // the vector is about to move
     m.logits_pinned = nullptr;

@@ -104,6 +104,12 @@ void dequantize_to_f16(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __ha
 // CPU twin: quantize_rows_ref in tests/backends/cuda.
 void quantize_rows(const DeviceMatrix& src, const DeviceMatrix& dst, cudaStream_t stream);
 
+// out[r] = the column of row r's largest logit: NaN counts as -inf, ties go
+// to the lowest column, -1 when nothing is above -inf (Sampler's greedy rule).
+//   logits: [n_rows, ld] f32, first n_cols columns; out: [n_rows] int32.
+// CPU twin: Sampler::sample with temperature 0.
+void argmax_rows(const float* logits, int64_t n_rows, int64_t n_cols, int64_t ld, int32_t* out, cudaStream_t stream);
+
 enum class RopeLayout { HalfSplit, Interleaved };
 
 struct AttentionShape {

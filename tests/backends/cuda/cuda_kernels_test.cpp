@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
 #include "common/half.h"
+#include "engine/sampler.h"
 
 namespace tandem::cuda {
 namespace {
@@ -807,6 +809,48 @@ TEST(CudaKernels, SiluMulConvertEqualsSiluMulThenConvert) {
     }
   }
   cudaStreamDestroy(stream);
+}
+
+
+// Greedy sampling on the GPU against the host's (Sampler with temperature 0):
+// random rows, ties (the lowest id wins), NaN (never wins), +inf (the first
+// wins), a row of NaN and -inf (-1, where the sampler throws), a row
+// stride wider than the row.
+TEST(CudaKernels, ArgmaxRowsFollowsTheSamplersGreedyRule) {
+  const int64_t n_cols = 5000, ld = 5003;
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<std::vector<float>> rows;
+  for (uint32_t seed = 0; seed < 4; ++seed) rows.push_back(random_vector(static_cast<size_t>(n_cols), 70 + seed));
+  rows[1][17] = rows[1][4000] = 9.0f;  // a tie: 17
+  rows[2][3] = nan;
+  rows[2][2500] = nan;
+  rows[2][4999] = 7.5f;
+  rows[3][100] = inf;
+  rows[3][90] = nan;
+  rows[3][200] = inf;  // the first +inf: 100
+  rows.emplace_back(static_cast<size_t>(n_cols), -inf);
+  rows.back()[7] = nan;
+  std::vector<float> host(rows.size() * static_cast<size_t>(ld), 1e30f);  // padding past n_cols never counts
+  for (size_t r = 0; r < rows.size(); ++r) std::copy(rows[r].begin(), rows[r].end(), host.begin() + r * ld);
+  DeviceBuffer d = to_device(host), out(rows.size() * 4);
+  argmax_rows(d.get<float>(), static_cast<int64_t>(rows.size()), n_cols, ld, out.get<int32_t>(), nullptr);
+  const std::vector<int32_t> got = to_host<int32_t>(out, rows.size());
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    Sampler sampler(greedy);
+    std::vector<float> row = rows[r];
+    int32_t want = -1;
+    try {
+      want = sampler.sample(row, {}, {});
+    } catch (const Error&) {
+      want = -1;
+    }
+    EXPECT_EQ(got[r], want) << "row " << r;
+  }
+  EXPECT_EQ(got[1], 17);
+  EXPECT_EQ(got[3], 100);
+  EXPECT_EQ(got[4], -1);
 }
 
 }  // namespace

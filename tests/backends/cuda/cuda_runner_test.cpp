@@ -251,6 +251,62 @@ std::vector<float> decode_trace(ModelRunner& runner, const Reference& ref_, int 
   }
 }
 
+// Greedy steps: a chunk marked argmax_only gets row_argmax() (the GPU's
+// argmax, the host's rule), in chunk order, whether every chunk of the step
+// is marked (no logits copied back) or only some (their rows still exact).
+TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
+  const Reference ref = load_reference("llama3");
+  auto model = ModelFile::open((kFixtures / "llama3").string());
+  CudaRunnerOptions o = small_options();
+  o.batch_invariant = true;  // the two runners below see the same batches anyway
+  CudaModelRunner full(*model, o), greedy(*model, o);
+  const int64_t vocab = model->config().vocab_size;
+  constexpr int kSeqs = 6;
+  std::vector<SequenceKv> kv_full(kSeqs), kv_greedy(kSeqs);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int32_t> next(kSeqs);
+  auto host_argmax = [&](const float* row) { return static_cast<int32_t>(std::max_element(row, row + vocab) - row); };
+  for (int i = 0; i < kSeqs; ++i) {
+    std::vector<int32_t> p = i % 2 ? ref.prompt_a : ref.prompt_b;
+    p.resize(p.size() - static_cast<size_t>(i / 2));
+    prompts.push_back(p);
+    ASSERT_TRUE(kv_full[static_cast<size_t>(i)].reserve(static_cast<int64_t>(p.size()) + 16, 4, full.block_allocator()));
+    ASSERT_TRUE(
+        kv_greedy[static_cast<size_t>(i)].reserve(static_cast<int64_t>(p.size()) + 16, 4, greedy.block_allocator()));
+    SequenceChunk a{prompts.back(), &kv_full[static_cast<size_t>(i)], false};
+    SequenceChunk b{prompts.back(), &kv_greedy[static_cast<size_t>(i)], false};
+    b.argmax_only = true;
+    next[static_cast<size_t>(i)] = host_argmax(full.forward(std::span<const SequenceChunk>(&a, 1)).data());
+    greedy.forward(std::span<const SequenceChunk>(&b, 1));
+    ASSERT_EQ(greedy.row_argmax().size(), 1u);
+    EXPECT_EQ(greedy.row_argmax()[0], next[static_cast<size_t>(i)]) << "prefill of sequence " << i;
+  }
+  for (int step = 0; step < 8; ++step) {
+    std::vector<SequenceChunk> a, b;
+    for (int i = 0; i < kSeqs; ++i) {
+      const int64_t prompt_len = static_cast<int64_t>(prompts[static_cast<size_t>(i)].size());
+      a.push_back({std::span<const int32_t>(&next[static_cast<size_t>(i)], 1), &kv_full[static_cast<size_t>(i)], false,
+                   prompt_len});
+      b.push_back({std::span<const int32_t>(&next[static_cast<size_t>(i)], 1), &kv_greedy[static_cast<size_t>(i)],
+                   false, prompt_len});
+      b.back().argmax_only = step % 2 == 0 || i % 3 == 0;  // odd steps: a mixed step
+    }
+    const std::vector<float> la = full.forward(a);
+    EXPECT_TRUE(full.row_argmax().empty()) << "nothing asked for it";
+    const std::vector<float>& lb = greedy.forward(b);
+    const std::span<const int32_t> ids = greedy.row_argmax();
+    ASSERT_EQ(ids.size(), static_cast<size_t>(kSeqs)) << "step " << step;
+    for (int i = 0; i < kSeqs; ++i) {
+      const float* row = la.data() + i * vocab;
+      EXPECT_EQ(ids[static_cast<size_t>(i)], host_argmax(row)) << "step " << step << ", sequence " << i;
+      if (!b[static_cast<size_t>(i)].argmax_only)
+        EXPECT_EQ(0, std::memcmp(row, lb.data() + i * vocab, static_cast<size_t>(vocab) * sizeof(float)))
+            << "step " << step << ", sequence " << i << ": a full row in a mixed step";
+      next[static_cast<size_t>(i)] = host_argmax(row);
+    }
+  }
+}
+
 // Weights quantized at load time to int8 or FP8 rows, from the BF16 fixture.
 TEST_P(CudaNumerics, LoadTimeQuantizationStaysNearReference) {
   auto model = ModelFile::open((kFixtures / GetParam()).string());
