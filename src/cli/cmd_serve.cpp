@@ -67,6 +67,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   if (given("--device-map")) config.device_map = f.flags.device_map;
   if (given("--ctx")) config.context_window = f.flags.context_window;
   if (given("--batch-size")) config.batch_size = f.flags.batch_size;
+  if (given("--step-tokens")) config.step_tokens = f.flags.step_tokens;
   if (given("--host")) config.host = f.flags.host;
   if (given("--port")) config.port = f.flags.port;
   if (given("--max-queued-requests")) config.max_queued_requests = f.flags.max_queued_requests;
@@ -273,6 +274,9 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   ModelRunner& runner = *backend->runner;
   EngineOptions eo;
   eo.batch_size = config.batch_size;
+  // A GPU step reads every weight once whatever it holds: larger steps let
+  // prompt chunks share those reads (a 512-token prompt in one step).
+  eo.step_tokens = config.step_tokens > 0 ? config.step_tokens : backend->device == "cpu" ? 256 : 1024;
   eo.max_queued = config.max_queued_requests;
   eo.context_window = context;
   eo.sampling_pool = &pool;
@@ -319,6 +323,8 @@ Action add_serve_command(CLI::App& app) {
                 "batch (slower under load; the CPU engine always is)");
   cmd->add_option("-c,--ctx", f->flags.context_window, "Context window per sequence in tokens");
   cmd->add_option("--batch-size", f->flags.batch_size, "Running sequences at most");
+  cmd->add_option("--step-tokens", f->flags.step_tokens,
+                  "Tokens per engine step, decodes and prompt chunks together (default 1024 on the GPU, 256 on the CPU)");
   cmd->add_option("--host", f->flags.host, "Address to bind (default 127.0.0.1)");
   cmd->add_option("--port", f->flags.port, "Port (default 8765; 0 = any free port)");
   cmd->add_option("--max-queued-requests", f->flags.max_queued_requests, "Waiting requests at most; more get 429");

@@ -120,6 +120,7 @@ void apply_config_json(const nlohmann::json& doc, ServerConfig& c) {
       }
     } else if (key == "context_window") c.context_window = get_int(v, key);
     else if (key == "batch_size") c.batch_size = get_int(v, key);
+    else if (key == "step_tokens") c.step_tokens = get_int(v, key);
     else if (key == "host") c.host = get_string(v, key);
     else if (key == "port") {
       const int64_t p = get_int(v, key);
@@ -143,7 +144,7 @@ void apply_config_json(const nlohmann::json& doc, ServerConfig& c) {
       parallel::apply_parallel_config_key(key, v, c.parallel);
     } else {
       throw Error("unknown config key '" + key +
-                  "' (allowed: model_path, device_map, max_memory, context_window, batch_size, host, port, "
+                  "' (allowed: model_path, device_map, max_memory, context_window, batch_size, step_tokens, host, port, "
                   "max_queued_requests, api_key, api_key_file, request_timeout_s, threads, http_threads, "
                   "tensor_parallel, pipeline_stages, micro_batch_size)");
     }
@@ -170,6 +171,9 @@ void validate_config(ServerConfig& c) {
         "config key 'context_window' must be in [16, 16777216], got " + std::to_string(c.context_window));
   check(c.batch_size >= 1 && c.batch_size <= 4096,
         "config key 'batch_size' must be in [1, 4096], got " + std::to_string(c.batch_size));
+  check(c.step_tokens >= 0 && c.step_tokens <= 65536,
+        "config key 'step_tokens' must be in [0, 65536] (0: the device's default), got " +
+            std::to_string(c.step_tokens));
   check(c.max_queued_requests >= 1 && c.max_queued_requests <= 1000000,
         "config key 'max_queued_requests' must be in [1, 1000000], got " + std::to_string(c.max_queued_requests));
   check(c.port >= 0 && c.port <= 65535, "config key 'port' must be in [0, 65535], got " + std::to_string(c.port));

@@ -28,6 +28,9 @@ struct ServerConfig {
   MemoryBudget max_memory;
   int64_t context_window = 4096;
   int64_t batch_size = 4;
+  // Tokens per engine step (decodes plus prompt chunks); 0: 1024 on the GPU,
+  // 256 on the CPU (see docs/SERVER.md).
+  int64_t step_tokens = 0;
   std::string host = "127.0.0.1";
   int port = 8765;
   int64_t max_queued_requests = 64;

@@ -43,7 +43,7 @@ TEST(ConfigJson, AppliesEveryKey) {
   ServerConfig c;
   apply_config_json(json::parse(R"({"model_path": "m.gguf", "device_map": "cpu",
       "max_memory": {"cpu": "16GB", "gpu": "48GB"}, "context_window": 8192, "batch_size": 8,
-      "host": "0.0.0.0", "port": 9000, "max_queued_requests": 10, "api_key": "k",
+      "step_tokens": 2048, "host": "0.0.0.0", "port": 9000, "max_queued_requests": 10, "api_key": "k",
       "request_timeout_s": 2.5, "threads": 3, "http_threads": 4})"),
                     c);
   EXPECT_EQ(c.model_path, "m.gguf");
@@ -52,6 +52,7 @@ TEST(ConfigJson, AppliesEveryKey) {
   EXPECT_EQ(c.max_memory.gpu_bytes, 48'000'000'000ull);
   EXPECT_EQ(c.context_window, 8192);
   EXPECT_EQ(c.batch_size, 8);
+  EXPECT_EQ(c.step_tokens, 2048);
   EXPECT_EQ(c.host, "0.0.0.0");
   EXPECT_EQ(c.port, 9000);
   EXPECT_EQ(c.max_queued_requests, 10);
@@ -74,6 +75,7 @@ TEST(ConfigJson, ErrorsNameTheKey) {
       {R"({"modle_path": "x"})", "modle_path"},
       {R"({"batch_size": "4"})", "batch_size"},
       {R"({"batch_size": 2.5})", "batch_size"},
+      {R"({"step_tokens": "big"})", "step_tokens"},
       {R"({"context_window": true})", "context_window"},
       {R"({"port": 70000})", "port"},
       {R"({"port": -1})", "port"},
@@ -127,6 +129,8 @@ TEST(ConfigValidate, ImpossibleValuesNameTheKey) {
   const std::pair<std::function<void(ServerConfig&)>, const char*> cases[] = {
       {[](ServerConfig& c) { c.device_map = "cuda:0"; }, "device_map"},
       {[](ServerConfig& c) { c.batch_size = 0; }, "batch_size"},
+      {[](ServerConfig& c) { c.step_tokens = -1; }, "step_tokens"},
+      {[](ServerConfig& c) { c.step_tokens = 70000; }, "step_tokens"},
       {[](ServerConfig& c) { c.context_window = 0; }, "context_window"},
       {[](ServerConfig& c) { c.max_queued_requests = 0; }, "max_queued_requests"},
       {[](ServerConfig& c) { c.request_timeout_s = -1; }, "request_timeout_s"},

@@ -54,7 +54,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
       if [ "$dtype" = f16 ] && [ "${THROUGHPUT:-1}" = 1 ]; then
         # Throughput under load: tandem bench against serve on the GPU.
         "$build/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size ${BATCH:-64} \
-          --max-queued-requests 512 --log-level warn > "$out/serve-$preset.log" 2>&1 &
+          --max-queued-requests 512 --log-level warn ${SERVE_ARGS:-} > "$out/serve-$preset.log" 2>&1 &
         spid=$!
         for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && break; sleep 0.5; done
         "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 1 --requests 4 \

@@ -271,6 +271,8 @@ struct CudaModelRunner::Impl {
       if (tp_size > 1) ensure(gathered, tp_size * n_rows * vocab_stride * f);
     }
     ensure(meta_dev, static_cast<size_t>(meta_ints) * sizeof(int32_t));
+    // The GEMM's rounded input is captured in decode graphs too.
+    if (gemm && gemm->reserve_input(T * widest_input())) ++epoch;
     ensure(argmax_dev, static_cast<size_t>(n_rows) * sizeof(int32_t));
     if (argmax_host.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t))
       argmax_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));

@@ -38,9 +38,16 @@ void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y
     return;
   }
   const DType low = input_type(w.format);
-  x_low_.resize(static_cast<size_t>(n_tokens * w.cols) * 2);
+  reserve_input(n_tokens * w.cols);
   convert_f32(x, n_tokens * w.cols, low, x_low_.get(), stream_);
   run_converted(w, x_low_.get(), n_tokens, y, ldy, accumulate);
+}
+
+bool Gemm::reserve_input(int64_t n_elements) {
+  const size_t bytes = static_cast<size_t>(n_elements) * 2;
+  if (bytes <= x_low_.bytes()) return false;
+  x_low_.resize(bytes);
+  return true;
 }
 
 DType Gemm::input_type(WeightFormat format) {

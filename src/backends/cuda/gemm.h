@@ -27,6 +27,9 @@ class Gemm {
   // The type run() rounds x to for w: BF16 for BF16 weights, F16 for the
   // others (F32 weights take x as it is).
   static DType input_type(WeightFormat format);
+  // Room for n_elements of x rounded to 16 bits. Returns true when the buffer
+  // moved: a CUDA graph captured with it must be captured again.
+  bool reserve_input(int64_t n_elements);
   // run() with x already rounded to input_type(w.format) (not F32 weights).
   //   x_low: [n_tokens, w.cols].
   void run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy,
