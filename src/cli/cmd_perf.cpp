@@ -102,6 +102,7 @@ int perf(const PerfOptions& o) {
       const std::vector<float>& logits = runner.forward(std::span<const SequenceChunk>(&chunk, 1));
       next[i] = runner.row_argmax().empty() ? argmax_row(logits, 0) : runner.row_argmax()[0];
       if (i == 0) prefill_ms = now_ms() - t0;
+      check(next[i] >= 0, "the prefill's logits are all NaN or -inf (the model's activations overflowed)");
     }
 #if TANDEM_HAVE_CUDA
     if (offload) offload->reset_timing();
@@ -117,6 +118,9 @@ int perf(const PerfOptions& o) {
       const std::span<const int32_t> ids = runner.row_argmax();
       if (!ids.empty()) {
         std::copy(ids.begin(), ids.end(), next.begin());
+        for (int32_t id : ids)
+          check(id >= 0, "decode step " + std::to_string(g + 1) +
+                             ": logits all NaN or -inf (the model's activations overflowed)");
       } else {
         // Rows in parallel, as the engine samples them.
         pool.parallel_for(o.batch, [&](int64_t begin, int64_t end) {

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <numeric>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "common/error.h"
@@ -265,9 +266,13 @@ std::unique_ptr<ModelFile> make_synth_model_in_memory(const SynthPreset& preset,
       t.dtype = storage_dtype(e.shape, dtype);
       const int64_t bytes = e.shape[0] * dtype_row_bytes(t.dtype, e.shape[1]);
       t.n_bytes = static_cast<uint64_t>(bytes);
-      // A 256-byte aligned offset of its own (windows overlap; values repeat).
-      const uint64_t room = static_cast<uint64_t>(pool_bytes - bytes) / 256;
-      t.data = pool->data() + (room > 0 ? splitmix64(state) % (room + 1) * 256 : 0);
+      // An offset of its own (windows overlap; values repeat), 256-byte
+      // aligned and on a whole block of the pool's encoding (34 bytes for
+      // Q8_0: a window starting mid-block would read quants as scales).
+      const uint64_t block = static_cast<uint64_t>(dtype_row_bytes(t.dtype, t.dtype == DType::Q8_0 ? kQ8_0BlockElems : 1));
+      const uint64_t align = std::lcm(uint64_t{256}, block);
+      const uint64_t room = static_cast<uint64_t>(pool_bytes - bytes) / align;
+      t.data = pool->data() + (room > 0 ? splitmix64(state) % (room + 1) * align : 0);
     }
     tensors.push_back(std::move(t));
   }

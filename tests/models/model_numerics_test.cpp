@@ -260,5 +260,40 @@ TEST(Generator, StopsAtContextEndWithLength) {
   EXPECT_EQ(r.generated_tokens, 6);
 }
 
+
+// The in-memory synthetic model (perf --synthetic) in Q8_0: every tensor's
+// window starts on a whole block, so every block scale is a sane f16 (a window
+// starting mid-block read quants as scales: NaN and huge values), and the
+// model gives finite logits.
+TEST(SynthInMemory, Q8_0TensorsStartOnWholeBlocks) {
+  for (const char* preset : {"tiny", "qwen3-0.6b"}) {
+    auto model = make_synth_model_in_memory(find_synth_preset(preset), DType::Q8_0, 1);
+    int64_t checked = 0;
+    for (const TensorRef& t : model->tensors()) {
+      if (t.dtype != DType::Q8_0) continue;
+      const auto* blocks = reinterpret_cast<const BlockQ8_0*>(t.data);
+      const int64_t n_blocks = t.n_elements() / kQ8_0BlockElems;
+      for (int64_t b = 0; b < n_blocks; b += 97) {
+        const float d = f16_to_f32(blocks[b].d);
+        ASSERT_TRUE(std::isfinite(d) && d >= 0.0f && d < 0.01f) << preset << " " << t.name << " block " << b << ": " << d;
+      }
+      ++checked;
+    }
+    EXPECT_GT(checked, 0) << preset;
+    if (std::string(preset) != "tiny") continue;
+    ThreadPool pool(2);
+    CpuRunnerOptions o;
+    o.max_context = 64;
+    CpuModelRunner runner(*model, pool, o);
+    SequenceKv kv;
+    ASSERT_TRUE(kv.reserve(8, runner.block_size(), runner.block_allocator()));
+    const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8};
+    SequenceChunk chunk{prompt, &kv, false};
+    const std::vector<float>& logits = runner.forward(std::span<const SequenceChunk>(&chunk, 1));
+    for (float l : logits) ASSERT_TRUE(std::isfinite(l));
+    kv.release(runner.block_allocator());
+  }
+}
+
 }  // namespace
 }  // namespace tandem
