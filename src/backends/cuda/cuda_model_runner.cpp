@@ -273,6 +273,11 @@ struct CudaModelRunner::Impl {
     ensure(meta_dev, static_cast<size_t>(meta_ints) * sizeof(int32_t));
     // The GEMM's rounded input is captured in decode graphs too.
     if (gemm && gemm->reserve_input(T * widest_input())) ++epoch;
+    if (gemm && options.quantize == GpuQuantization::Fp8 && gemm->fp8_tensor_cores()) {
+      const int64_t layer_rows = std::max({2 * c.intermediate_size, c.q_dim() + 2 * c.kv_dim(), c.hidden_size});
+      const int64_t tokens = std::max(T, (n_rows * vocab_stride + layer_rows - 1) / layer_rows);  // or the LM head
+      if (gemm->reserve_fp8(tokens, widest_input(), layer_rows)) ++epoch;
+    }
     ensure(argmax_dev, static_cast<size_t>(n_rows) * sizeof(int32_t));
     if (argmax_host.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t))
       argmax_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
@@ -442,7 +447,10 @@ struct CudaModelRunner::Impl {
   // How many of the step's tokens (the generated ones, first) take the GEMV.
   int64_t gemv_tokens(const DeviceMatrix& w, int64_t n_tokens, int64_t n_generated) const {
     const int64_t n_gemv = std::min(n_tokens, n_generated);
-    const bool wide = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16 || w.format == WeightFormat::F32;
+    // Formats a tensor-core GEMM takes as they are (FP8 rows where the GPU has
+    // FP8 tensor cores); Q8_0 and int8 would be dequantized every step.
+    const bool wide = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16 ||
+                      w.format == WeightFormat::F32 || (w.format == WeightFormat::F8Row && gemm->fp8_tensor_cores());
     return !options.batch_invariant && n_gemv > kMaxGemvDecode && wide ? 0 : n_gemv;
   }
 

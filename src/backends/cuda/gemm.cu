@@ -17,12 +17,19 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 
 Gemm::Gemm(cudaStream_t stream) : stream_(stream) {
   TANDEM_CUBLAS_CHECK(cublasCreate(&handle_));
+  TANDEM_CUBLAS_CHECK(cublasLtCreate(&lt_));
+  int device = 0, major = 0, minor = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  fp8_ = major > 8 || (major == 8 && minor >= 9);
   TANDEM_CUBLAS_CHECK(cublasSetStream(handle_, stream_));
   workspace_.resize(kWorkspaceBytes);
   TANDEM_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.get(), kWorkspaceBytes));
 }
 
 Gemm::~Gemm() {
+  if (lt_) cublasLtDestroy(lt_);
   if (handle_) cublasDestroy(handle_);
 }
 
@@ -37,6 +44,10 @@ void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y
                                      CUDA_R_32F, k, &beta, y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
   }
+  if (w.format == WeightFormat::F8Row && fp8_) {
+    run_fp8(w, x, n_tokens, y, ldy, accumulate);
+    return;
+  }
   const DType low = input_type(w.format);
   reserve_input(n_tokens * w.cols);
   convert_f32(x, n_tokens * w.cols, low, x_low_.get(), stream_);
@@ -48,6 +59,77 @@ bool Gemm::reserve_input(int64_t n_elements) {
   if (bytes <= x_low_.bytes()) return false;
   x_low_.resize(bytes);
   return true;
+}
+
+bool Gemm::reserve_fp8(int64_t n_tokens, int64_t cols, int64_t rows) {
+  bool moved = false;
+  auto grow = [&](DeviceBuffer& b, size_t bytes) {
+    if (bytes <= b.bytes()) return;
+    b.resize(bytes);
+    moved = true;
+  };
+  grow(x8_, static_cast<size_t>(n_tokens * cols));
+  grow(x8_scale_, static_cast<size_t>(n_tokens) * sizeof(float));
+  grow(product_, static_cast<size_t>(n_tokens * rows) * sizeof(float));
+  return moved;
+}
+
+void Gemm::run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
+  reserve_fp8(n_tokens, w.cols, w.rows);
+  // x per token to E4M3: the weight-row quantizer, over rows of x.
+  const DeviceMatrix x_f32{WeightFormat::F32, n_tokens, w.cols, x, nullptr};
+  const DeviceMatrix x_fp8{WeightFormat::F8Row, n_tokens, w.cols, x8_.get(), x8_scale_.get()};
+  quantize_rows(x_f32, x_fp8, stream_);
+
+  // product^T [rows, n] (column-major) = W [rows, cols] . x8^T: FP8 tensor
+  // cores take A transposed (W row-major is A^T column-major) and B as is.
+  const uint64_t m = static_cast<uint64_t>(w.rows), n = static_cast<uint64_t>(n_tokens),
+                 k = static_cast<uint64_t>(w.cols);
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
+  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
+  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, m, static_cast<int64_t>(k)));
+  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, n, static_cast<int64_t>(k)));
+  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, m, n, static_cast<int64_t>(m)));
+  auto release = [&] {
+    cublasLtMatrixLayoutDestroy(c);
+    cublasLtMatrixLayoutDestroy(b);
+    cublasLtMatrixLayoutDestroy(a);
+    cublasLtMatmulDescDestroy(op);
+  };
+  const auto key = std::make_tuple(w.rows, n_tokens, w.cols);
+  auto found = fp8_algos_.find(key);
+  if (found == fp8_algos_.end()) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const size_t workspace = kWorkspaceBytes;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                             &workspace, sizeof workspace));
+    cublasLtMatmulHeuristicResult_t result{};
+    int n_results = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, op, a, b, c, c, pref, 1, &result, &n_results);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || n_results == 0) {
+      release();
+      // No FP8 kernel for this shape here: dequantize to f16 as other 8-bit weights do.
+      fp8_ = false;
+      run(w, x, n_tokens, y, ldy, accumulate);
+      fp8_ = true;
+      return;
+    }
+    found = fp8_algos_.emplace(key, result.algo).first;
+  }
+  const float one = 1.0f, zero = 0.0f;
+  const cublasStatus_t st = cublasLtMatmul(lt_, op, &one, w.data, a, x8_.get(), b, &zero, product_.get(), c,
+                                           product_.get(), c, &found->second, workspace_.get(), kWorkspaceBytes,
+                                           stream_);
+  release();
+  TANDEM_CUBLAS_CHECK(st);
+  scale_product(product_.get<float>(), n_tokens, w.rows, static_cast<const float*>(w.scales), x8_scale_.get<float>(),
+                y, ldy, accumulate, stream_);
 }
 
 DType Gemm::input_type(WeightFormat format) {

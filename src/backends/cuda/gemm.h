@@ -1,8 +1,12 @@
 // Prefill matmul through cuBLAS tensor cores: y = W x for many tokens.
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+
+#include <map>
+#include <tuple>
 
 #include "backends/cuda/device_buffer.h"
 #include "backends/cuda/kernels.h"
@@ -19,25 +23,41 @@ class Gemm {
   // y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * x[t, c], t < n_tokens.
   //   x: [n_tokens, w.cols] f32; y: [n_tokens, ldy] f32, ldy >= w.rows.
   // F16/BF16 weights multiply x rounded to the same type, accumulating in
-  // f32; 8-bit weights (Q8_0, int8, fp8) are dequantized to f16 a slice of
-  // rows at a time; F32
+  // f32. FP8 rows (F8Row) on FP8 tensor cores (sm_89 and later, through
+  // cuBLASLt): x quantized per token to E4M3 (scale max|x| / 448), the
+  // product then scaled by the weight row's and the token's scales. Other
+  // 8-bit weights (Q8_0, int8) are dequantized to f16 a slice of rows at a
+  // time; F32
   // weights use f32 GEMM. CPU twin: cpu::matmul_ref.
   void run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
 
   // The type run() rounds x to for w: BF16 for BF16 weights, F16 for the
   // others (F32 weights take x as it is).
   static DType input_type(WeightFormat format);
+  // Whether run() takes F8Row weights on FP8 tensor cores here.
+  bool fp8_tensor_cores() const { return fp8_; }
   // Room for n_elements of x rounded to 16 bits. Returns true when the buffer
   // moved: a CUDA graph captured with it must be captured again.
   bool reserve_input(int64_t n_elements);
+  // The same for the FP8 path's scratch: n_tokens of up to `cols` inputs and
+  // `rows` outputs.
+  bool reserve_fp8(int64_t n_tokens, int64_t cols, int64_t rows);
   // run() with x already rounded to input_type(w.format) (not F32 weights).
   //   x_low: [n_tokens, w.cols].
   void run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy,
                      bool accumulate);
 
  private:
+  void run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
+
   cudaStream_t stream_;
   cublasHandle_t handle_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  bool fp8_ = false;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> fp8_algos_;  // (rows, tokens, cols)
+  DeviceBuffer x8_;         // [n_tokens, cols] E4M3: x quantized per token
+  DeviceBuffer x8_scale_;   // [n_tokens] f32
+  DeviceBuffer product_;    // [n_tokens, rows] f32: the FP8 product before scaling
   DeviceBuffer x_low_;      // [n_tokens, cols] f16 or bf16
   DeviceBuffer w_f16_;      // [slice rows, cols] f16 (Q8_0 weights)
   DeviceBuffer workspace_;  // cuBLAS workspace

@@ -96,6 +96,11 @@ void silu_mul_convert(const float* gate_up, int64_t n_tokens, int64_t n, DType t
 // out[i] = (half or bfloat16) x[i], i < n.  to: F16 or BF16.
 void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t stream);
 
+// The FP8 GEMM's epilogue: y[t, r] = (accumulate ? y[t, r] : 0) +
+// d[t, r] * row_scale[r] * token_scale[t].  d: [n_tokens, rows]; y: [n_tokens, ldy].
+void scale_product(const float* d, int64_t n_tokens, int64_t rows, const float* row_scale, const float* token_scale,
+                   float* y, int64_t ldy, bool accumulate, cudaStream_t stream);
+
 // out[r - row0, :] = W[r, :] as f16, for r in [row0, row0 + n_rows); any format.
 void dequantize_to_f16(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream);
 

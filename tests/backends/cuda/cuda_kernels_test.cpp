@@ -242,6 +242,12 @@ TEST_P(QuantizeTest, RowsRoundAsTheCpuDoesAndMatmulsMatch) {
   TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
   {
     Gemm gemm(stream);
+    // FP8 rows on FP8 tensor cores round x to E4M3 too: checked against that
+    // rounding in Fp8GemmMatchesCpuOnQuantizedActivations.
+    if (format == WeightFormat::F8Row && gemm.fp8_tensor_cores()) {
+      cudaStreamDestroy(stream);
+      return;
+    }
     gemm.run(dst, dx.get<float>(), n, dy.get<float>(), rows, false);
     got = to_host<float>(dy, want.size());
     double max_err = 0;
@@ -851,6 +857,79 @@ TEST(CudaKernels, ArgmaxRowsFollowsTheSamplersGreedyRule) {
   EXPECT_EQ(got[1], 17);
   EXPECT_EQ(got[3], 100);
   EXPECT_EQ(got[4], -1);
+}
+
+
+// Nearest E4M3 value of x (ties to the even code), saturating at +-448.
+float round_to_e4m3(float x) {
+  float best = 0.0f, best_err = INFINITY;
+  int best_code = 0;
+  for (int code = 0; code < 256; ++code) {
+    if ((code & 0x7f) == 0x7f) continue;  // NaN
+    const float v = e4m3_to_float(static_cast<uint8_t>(code));
+    const float err = std::fabs(v - std::fmin(448.0f, std::fmax(-448.0f, x)));
+    if (err < best_err || (err == best_err && (code & 1) == 0 && (best_code & 1) == 1)) {
+      best = v;
+      best_err = err;
+      best_code = code;
+    }
+  }
+  return best;
+}
+
+// FP8 rows on FP8 tensor cores (cuBLASLt): x quantized per token to E4M3,
+// the product scaled by row and token scales, accumulating into a wider y.
+// Against matmul_ref on the dequantized weights and the host's rounding of x.
+TEST(CudaKernels, Fp8GemmMatchesCpuOnQuantizedActivations) {
+  cudaStream_t stream;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
+  {
+    Gemm gemm(stream);
+    if (!gemm.fp8_tensor_cores()) GTEST_SKIP() << "no FP8 tensor cores on this GPU";
+    const int64_t rows = 96, cols = 512, ldy = 100;
+    TestMatrix src = make_matrix(DType::BF16, rows, cols, 81);
+    DeviceBuffer q(static_cast<size_t>(rows * cols)), scales(static_cast<size_t>(rows) * 4);
+    const DeviceMatrix w{WeightFormat::F8Row, rows, cols, q.get(), scales.get()};
+    quantize_rows(src.device, w, stream);
+    const std::vector<uint8_t> q_host = to_host<uint8_t>(q, static_cast<size_t>(rows * cols));
+    const std::vector<float> s_host = to_host<float>(scales, static_cast<size_t>(rows));
+    std::vector<float> wdq(q_host.size());
+    for (size_t i = 0; i < wdq.size(); ++i) wdq[i] = e4m3_to_float(q_host[i]) * s_host[i / static_cast<size_t>(cols)];
+    for (const int64_t n : {int64_t{5}, int64_t{37}}) {
+      std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 82);
+      std::vector<float> xq(x.size());
+      for (int64_t t = 0; t < n; ++t) {
+        float m = 0;
+        for (int64_t c = 0; c < cols; ++c) m = std::max(m, std::fabs(x[static_cast<size_t>(t * cols + c)]));
+        const float scale = m / 448.0f;
+        for (int64_t c = 0; c < cols; ++c) {
+          const size_t i = static_cast<size_t>(t * cols + c);
+          xq[i] = round_to_e4m3(x[i] / scale) * scale;
+        }
+      }
+      std::vector<float> want(static_cast<size_t>(n * rows));
+      cpu::matmul_ref(cpu::WeightMatrix{DType::F32, rows, cols, wdq.data()}, xq.data(), n, want.data());
+      std::vector<float> y0(static_cast<size_t>(n * ldy), 0.5f);
+      DeviceBuffer dx = to_device(x), dy = to_device(y0);
+      for (const bool accumulate : {false, true}) {
+        TANDEM_CUDA_CHECK(cudaMemcpy(dy.get(), y0.data(), y0.size() * 4, cudaMemcpyHostToDevice));
+        gemm.run(w, dx.get<float>(), n, dy.get<float>(), ldy, accumulate);
+        const std::vector<float> got = to_host<float>(dy, y0.size());
+        double max_err = 0;
+        for (int64_t t = 0; t < n; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const double expect = want[static_cast<size_t>(t * rows + r)] + (accumulate ? 0.5 : 0.0);
+            max_err = std::max(max_err, std::fabs(got[static_cast<size_t>(t * ldy + r)] - expect));
+          }
+          for (int64_t r = rows; r < ldy; ++r) ASSERT_EQ(got[static_cast<size_t>(t * ldy + r)], 0.5f) << "past the rows";
+        }
+        std::printf("fp8 gemm, %lld tokens%s: max |diff| %.2e\n", static_cast<long long>(n),
+                    accumulate ? ", accumulating" : "", max_err);
+        EXPECT_LT(max_err, 2e-2);
+      }
+    }
+  }
+  cudaStreamDestroy(stream);
 }
 
 }  // namespace
