@@ -594,6 +594,18 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   m.v_cache.resize(cache_bytes);
   m.allocator = BlockAllocator(m.plan.kv_blocks);
 
+  // 8-bit weights may be dequantized inside a captured decode graph (FP8
+  // shapes without an FP8 kernel): their slice is allocated now, at its largest.
+  {
+    auto eight_bit = [](const DeviceMatrix& w) {
+      return w.format == WeightFormat::Q8_0 || w.format == WeightFormat::I8Row || w.format == WeightFormat::F8Row;
+    };
+    bool any = eight_bit(m.output);
+    for (const Impl::Layer& L : m.layers)
+      for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down, &L.qkv, &L.gate_up})
+        any = any || eight_bit(*w);
+    if (any) m.gemm->reserve_dequant();
+  }
   // Step scratch for kPreallocTokens tokens up front, so that captured
   // decode graphs stay valid through ordinary prefill chunks.
   const size_t f = sizeof(float), n = static_cast<size_t>(kPreallocTokens);
@@ -939,7 +951,8 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       if (T > n_gemv) {
         const float* gate_up_rest = gate_up + n_gemv * 2 * inter;
         float* x_rest = x + n_gemv * hidden;
-        if (L.down.format == WeightFormat::F32) {
+        if (L.down.format == WeightFormat::F32 ||
+            (L.down.format == WeightFormat::F8Row && m.gemm->fp8_tensor_cores())) {  // f32 input
           cuda::silu_mul(gate_up_rest, T - n_gemv, inter, act, s);
           m.gemm->run(L.down, act, T - n_gemv, x_rest, hidden, accumulate_residual);
         } else {

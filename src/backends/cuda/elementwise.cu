@@ -238,15 +238,16 @@ __global__ void quantize_rows_kernel(DeviceMatrix src, DeviceMatrix dst) {
   }
 }
 
-// y[t, r] = (accumulate ? y[t, r] : 0) + d[t, r] * row_scale[r] * token_scale[t]; t = blockIdx.y.
-__global__ void scale_product_kernel(const float* __restrict__ d, int64_t rows, const float* __restrict__ row_scale,
+// y[t, r] = (accumulate ? y[t, r] : 0) + d[t, r] * row_scale[r] * token_scale[t]; tokens strided over grid y.
+__global__ void scale_product_kernel(const float* __restrict__ d, int64_t n_tokens, int64_t rows, const float* __restrict__ row_scale,
                                      const float* __restrict__ token_scale, float* __restrict__ y, int64_t ldy,
                                      bool accumulate) {
-  const int64_t t = blockIdx.y;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
-  const float v = d[t * rows + r] * row_scale[r] * token_scale[t];
-  y[t * ldy + r] = accumulate ? y[t * ldy + r] + v : v;
+  for (int64_t t = blockIdx.y; t < n_tokens; t += gridDim.y) {
+    const float v = d[t * rows + r] * row_scale[r] * token_scale[t];
+    y[t * ldy + r] = accumulate ? y[t * ldy + r] + v : v;
+  }
 }
 
 unsigned grid_for(int64_t n, int threads) {
@@ -428,10 +429,10 @@ void quantize_rows(const DeviceMatrix& src, const DeviceMatrix& dst, cudaStream_
 void scale_product(const float* d, int64_t n_tokens, int64_t rows, const float* row_scale, const float* token_scale,
                    float* y, int64_t ldy, bool accumulate, cudaStream_t stream) {
   if (n_tokens * rows == 0) return;
-  check(n_tokens <= 65535, "internal: scale_product over more than 65535 tokens");
   constexpr int kThreads = 256;
-  const dim3 grid(static_cast<unsigned>((rows + kThreads - 1) / kThreads), static_cast<unsigned>(n_tokens));
-  scale_product_kernel<<<grid, kThreads, 0, stream>>>(d, rows, row_scale, token_scale, y, ldy, accumulate);
+  const dim3 grid(static_cast<unsigned>((rows + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(std::min<int64_t>(n_tokens, 65535)));
+  scale_product_kernel<<<grid, kThreads, 0, stream>>>(d, n_tokens, rows, row_scale, token_scale, y, ldy, accumulate);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -15,14 +15,17 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 
 }  // namespace
 
-Gemm::Gemm(cudaStream_t stream) : stream_(stream) {
+Gemm::Gemm(cudaStream_t stream, bool fp8_tensor_cores) : stream_(stream) {
   TANDEM_CUBLAS_CHECK(cublasCreate(&handle_));
-  TANDEM_CUBLAS_CHECK(cublasLtCreate(&lt_));
+  if (cublasLtCreate(&lt_) != CUBLAS_STATUS_SUCCESS) {
+    cublasDestroy(handle_);
+    throw Error("cuBLASLt could not be initialized");
+  }
   int device = 0, major = 0, minor = 0;
   TANDEM_CUDA_CHECK(cudaGetDevice(&device));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  fp8_ = major > 8 || (major == 8 && minor >= 9);
+  fp8_ = fp8_tensor_cores && (major > 8 || (major == 8 && minor >= 9));
   TANDEM_CUBLAS_CHECK(cublasSetStream(handle_, stream_));
   workspace_.resize(kWorkspaceBytes);
   TANDEM_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.get(), kWorkspaceBytes));
@@ -44,10 +47,7 @@ void Gemm::run(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y
                                      CUDA_R_32F, k, &beta, y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
   }
-  if (w.format == WeightFormat::F8Row && fp8_) {
-    run_fp8(w, x, n_tokens, y, ldy, accumulate);
-    return;
-  }
+  if (w.format == WeightFormat::F8Row && fp8_ && run_fp8(w, x, n_tokens, y, ldy, accumulate)) return;
   const DType low = input_type(w.format);
   reserve_input(n_tokens * w.cols);
   convert_f32(x, n_tokens * w.cols, low, x_low_.get(), stream_);
@@ -74,63 +74,80 @@ bool Gemm::reserve_fp8(int64_t n_tokens, int64_t cols, int64_t rows) {
   return moved;
 }
 
-void Gemm::run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
+namespace {
+
+// cuBLASLt descriptors of one FP8 matmul, released however the call ends.
+struct Fp8MatmulDescs {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  Fp8MatmulDescs(uint64_t m, uint64_t n, uint64_t k) {
+    try {
+      TANDEM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+      TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
+      TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, m, static_cast<int64_t>(k)));
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, n, static_cast<int64_t>(k)));
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, m, n, static_cast<int64_t>(m)));
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~Fp8MatmulDescs() { release(); }
+  void release() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+    pref = nullptr;
+    a = b = c = nullptr;
+    op = nullptr;
+  }
+  Fp8MatmulDescs(const Fp8MatmulDescs&) = delete;
+  Fp8MatmulDescs& operator=(const Fp8MatmulDescs&) = delete;
+};
+
+}  // namespace
+
+bool Gemm::run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
+  // product^T [rows, n] (column-major) = W [rows, cols] . x8^T: FP8 tensor
+  // cores take A transposed (W row-major is A^T column-major) and B as is.
+  const auto key = std::make_tuple(w.rows, n_tokens, w.cols);
+  if (fp8_unsupported_.count(key)) return false;
+  Fp8MatmulDescs d(static_cast<uint64_t>(w.rows), static_cast<uint64_t>(n_tokens), static_cast<uint64_t>(w.cols));
+  auto found = fp8_algos_.find(key);
+  if (found == fp8_algos_.end()) {
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
+    const size_t workspace = kWorkspaceBytes;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                             &workspace, sizeof workspace));
+    cublasLtMatmulHeuristicResult_t result{};
+    int n_results = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result,
+                                                             &n_results);
+    if (st != CUBLAS_STATUS_SUCCESS || n_results == 0) {
+      fp8_unsupported_.insert(key);  // this shape dequantizes from now on
+      return false;
+    }
+    found = fp8_algos_.emplace(key, result.algo).first;
+  }
   reserve_fp8(n_tokens, w.cols, w.rows);
   // x per token to E4M3: the weight-row quantizer, over rows of x.
   const DeviceMatrix x_f32{WeightFormat::F32, n_tokens, w.cols, x, nullptr};
   const DeviceMatrix x_fp8{WeightFormat::F8Row, n_tokens, w.cols, x8_.get(), x8_scale_.get()};
   quantize_rows(x_f32, x_fp8, stream_);
-
-  // product^T [rows, n] (column-major) = W [rows, cols] . x8^T: FP8 tensor
-  // cores take A transposed (W row-major is A^T column-major) and B as is.
-  const uint64_t m = static_cast<uint64_t>(w.rows), n = static_cast<uint64_t>(n_tokens),
-                 k = static_cast<uint64_t>(w.cols);
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
-  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
-  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, m, static_cast<int64_t>(k)));
-  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, n, static_cast<int64_t>(k)));
-  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, m, n, static_cast<int64_t>(m)));
-  auto release = [&] {
-    cublasLtMatrixLayoutDestroy(c);
-    cublasLtMatrixLayoutDestroy(b);
-    cublasLtMatrixLayoutDestroy(a);
-    cublasLtMatmulDescDestroy(op);
-  };
-  const auto key = std::make_tuple(w.rows, n_tokens, w.cols);
-  auto found = fp8_algos_.find(key);
-  if (found == fp8_algos_.end()) {
-    cublasLtMatmulPreference_t pref = nullptr;
-    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const size_t workspace = kWorkspaceBytes;
-    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                             &workspace, sizeof workspace));
-    cublasLtMatmulHeuristicResult_t result{};
-    int n_results = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, op, a, b, c, c, pref, 1, &result, &n_results);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (st != CUBLAS_STATUS_SUCCESS || n_results == 0) {
-      release();
-      // No FP8 kernel for this shape here: dequantize to f16 as other 8-bit weights do.
-      fp8_ = false;
-      run(w, x, n_tokens, y, ldy, accumulate);
-      fp8_ = true;
-      return;
-    }
-    found = fp8_algos_.emplace(key, result.algo).first;
-  }
   const float one = 1.0f, zero = 0.0f;
-  const cublasStatus_t st = cublasLtMatmul(lt_, op, &one, w.data, a, x8_.get(), b, &zero, product_.get(), c,
-                                           product_.get(), c, &found->second, workspace_.get(), kWorkspaceBytes,
-                                           stream_);
-  release();
-  TANDEM_CUBLAS_CHECK(st);
+  TANDEM_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &one, w.data, d.a, x8_.get(), d.b, &zero, product_.get(), d.c,
+                                     product_.get(), d.c, &found->second, workspace_.get(), kWorkspaceBytes, stream_));
   scale_product(product_.get<float>(), n_tokens, w.rows, static_cast<const float*>(w.scales), x8_scale_.get<float>(),
                 y, ldy, accumulate, stream_);
+  return true;
 }
+
+void Gemm::reserve_dequant() { w_f16_.resize(static_cast<size_t>(kDequantSliceElems) * sizeof(__half)); }
 
 DType Gemm::input_type(WeightFormat format) {
   if (format == WeightFormat::F32) return DType::F32;

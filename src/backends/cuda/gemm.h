@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "backends/cuda/device_buffer.h"
@@ -15,7 +16,9 @@ namespace tandem::cuda {
 
 class Gemm {
  public:
-  explicit Gemm(cudaStream_t stream);
+  // fp8_tensor_cores false: FP8 rows are dequantized like other 8-bit weights
+  // (tests use it to check that path on GPUs that have FP8 tensor cores).
+  explicit Gemm(cudaStream_t stream, bool fp8_tensor_cores = true);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -42,19 +45,24 @@ class Gemm {
   // The same for the FP8 path's scratch: n_tokens of up to `cols` inputs and
   // `rows` outputs.
   bool reserve_fp8(int64_t n_tokens, int64_t cols, int64_t rows);
+  // Allocates the f16 slice that 8-bit weights are dequantized into, at its
+  // largest, so that it never moves (decode graphs may capture it).
+  void reserve_dequant();
   // run() with x already rounded to input_type(w.format) (not F32 weights).
   //   x_low: [n_tokens, w.cols].
   void run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy,
                      bool accumulate);
 
  private:
-  void run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
+  // False (nothing enqueued) when cuBLASLt has no FP8 kernel for the shape.
+  bool run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
 
   cudaStream_t stream_;
   cublasHandle_t handle_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   bool fp8_ = false;
   std::map<std::tuple<int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> fp8_algos_;  // (rows, tokens, cols)
+  std::set<std::tuple<int64_t, int64_t, int64_t>> fp8_unsupported_;                  // shapes without one
   DeviceBuffer x8_;         // [n_tokens, cols] E4M3: x quantized per token
   DeviceBuffer x8_scale_;   // [n_tokens] f32
   DeviceBuffer product_;    // [n_tokens, rows] f32: the FP8 product before scaling

@@ -281,8 +281,20 @@ TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
     ASSERT_EQ(greedy.row_argmax().size(), 1u);
     EXPECT_EQ(greedy.row_argmax()[0], next[static_cast<size_t>(i)]) << "prefill of sequence " << i;
   }
+  // Step 6 (all argmax_only) opens with a new sequence's prompt: the runner computes
+  // generated tokens first, so its rows are out of chunk order.
+  const std::vector<int32_t> late_prompt(ref.prompt_a.begin(), ref.prompt_a.begin() + 5);
+  SequenceKv late_full, late_greedy;
+  ASSERT_TRUE(late_full.reserve(5, 4, full.block_allocator()));
+  ASSERT_TRUE(late_greedy.reserve(5, 4, greedy.block_allocator()));
   for (int step = 0; step < 8; ++step) {
     std::vector<SequenceChunk> a, b;
+    if (step == 6) {
+      a.push_back({late_prompt, &late_full, false});
+      b.push_back({late_prompt, &late_greedy, false});
+      b.back().argmax_only = true;
+    }
+    const size_t first = a.size();
     for (int i = 0; i < kSeqs; ++i) {
       const int64_t prompt_len = static_cast<int64_t>(prompts[static_cast<size_t>(i)].size());
       a.push_back({std::span<const int32_t>(&next[static_cast<size_t>(i)], 1), &kv_full[static_cast<size_t>(i)], false,
@@ -295,16 +307,18 @@ TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
     EXPECT_TRUE(full.row_argmax().empty()) << "nothing asked for it";
     const std::vector<float>& lb = greedy.forward(b);
     const std::span<const int32_t> ids = greedy.row_argmax();
-    ASSERT_EQ(ids.size(), static_cast<size_t>(kSeqs)) << "step " << step;
-    for (int i = 0; i < kSeqs; ++i) {
-      const float* row = la.data() + i * vocab;
-      EXPECT_EQ(ids[static_cast<size_t>(i)], host_argmax(row)) << "step " << step << ", sequence " << i;
-      if (!b[static_cast<size_t>(i)].argmax_only)
-        EXPECT_EQ(0, std::memcmp(row, lb.data() + i * vocab, static_cast<size_t>(vocab) * sizeof(float)))
-            << "step " << step << ", sequence " << i << ": a full row in a mixed step";
-      next[static_cast<size_t>(i)] = host_argmax(row);
+    ASSERT_EQ(ids.size(), a.size()) << "step " << step;
+    for (size_t r = 0; r < a.size(); ++r) {
+      const float* row = la.data() + r * vocab;
+      EXPECT_EQ(ids[r], host_argmax(row)) << "step " << step << ", row " << r;
+      if (!b[r].argmax_only)
+        EXPECT_EQ(0, std::memcmp(row, lb.data() + r * vocab, static_cast<size_t>(vocab) * sizeof(float)))
+            << "step " << step << ", row " << r << ": a full row in a mixed step";
+      if (r >= first) next[r - first] = host_argmax(row);
     }
   }
+  late_full.release(full.block_allocator());
+  late_greedy.release(greedy.block_allocator());
 }
 
 // Weights quantized at load time to int8 or FP8 rows, from the BF16 fixture.
