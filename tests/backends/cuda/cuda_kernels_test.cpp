@@ -520,6 +520,43 @@ TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
   }
 }
 
+// Causal attention in double over a paged f16 cache: token t (at
+// positions[t]) attends to positions [0, positions[t]] of its sequence,
+// whose blocks are tables[offsets[t] + p / block_size].
+//   q: [n, n_heads * head_dim]; kh, vh: f16 bits [blocks * block_size, kv_dim].
+std::vector<float> reference_paged_attention(const AttentionShape& s, const std::vector<float>& q,
+                                             const std::vector<uint16_t>& kh, const std::vector<uint16_t>& vh,
+                                             const std::vector<int32_t>& tables, const std::vector<int32_t>& offsets,
+                                             const std::vector<int32_t>& positions, float scale) {
+  const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
+  const int n = static_cast<int>(positions.size());
+  std::vector<float> want(static_cast<size_t>(n * q_dim));
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < s.n_heads; ++h) {
+      const int kvh = h / (s.n_heads / s.n_kv_heads), pos = positions[static_cast<size_t>(t)];
+      auto slot = [&](int j) {
+        return static_cast<size_t>(tables[static_cast<size_t>(offsets[static_cast<size_t>(t)] + j / s.block_size)]) *
+                   s.block_size + j % s.block_size;
+      };
+      std::vector<double> sc(static_cast<size_t>(pos + 1));
+      double mx = -1e30, sum = 0;
+      for (int j = 0; j <= pos; ++j) {
+        double d = 0;
+        for (int e = 0; e < hd; ++e)
+          d += double(q[static_cast<size_t>(t * q_dim + h * hd + e)]) * f16_to_f32(kh[slot(j) * kv_dim + kvh * hd + e]);
+        sc[static_cast<size_t>(j)] = d * scale;
+        mx = std::max(mx, sc[static_cast<size_t>(j)]);
+      }
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      for (int e = 0; e < hd; ++e) {
+        double o = 0;
+        for (int j = 0; j <= pos; ++j) o += sc[static_cast<size_t>(j)] * f16_to_f32(vh[slot(j) * kv_dim + kvh * hd + e]);
+        want[static_cast<size_t>(t * q_dim + h * hd + e)] = static_cast<float>(o / sum);
+      }
+    }
+  return want;
+}
+
 // Decode-like attention: three tokens of three sequences at positions 700,
 // 5 and 300 over a cache filled with random K and V, each sequence's blocks
 // scattered. Every split count matches the CPU, a token's result does not
@@ -551,30 +588,7 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
   const std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 23);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
-  std::vector<float> want(static_cast<size_t>(n * q_dim));
-  for (int t = 0; t < n; ++t)
-    for (int h = 0; h < s.n_heads; ++h) {
-      const int kvh = h / (s.n_heads / s.n_kv_heads), pos = positions[static_cast<size_t>(t)];
-      auto slot = [&](int j) {
-        return static_cast<size_t>(tables[static_cast<size_t>(offsets[static_cast<size_t>(t)] + j / s.block_size)]) *
-                   s.block_size + j % s.block_size;
-      };
-      std::vector<double> sc(static_cast<size_t>(pos + 1));
-      double mx = -1e30, sum = 0;
-      for (int j = 0; j <= pos; ++j) {
-        double d = 0;
-        for (int e = 0; e < hd; ++e)
-          d += double(q[static_cast<size_t>(t * q_dim + h * hd + e)]) * f16_to_f32(kh[slot(j) * kv_dim + kvh * hd + e]);
-        sc[static_cast<size_t>(j)] = d * scale;
-        mx = std::max(mx, sc[static_cast<size_t>(j)]);
-      }
-      for (double& x : sc) sum += (x = std::exp(x - mx));
-      for (int e = 0; e < hd; ++e) {
-        double o = 0;
-        for (int j = 0; j <= pos; ++j) o += sc[static_cast<size_t>(j)] * f16_to_f32(vh[slot(j) * kv_dim + kvh * hd + e]);
-        want[static_cast<size_t>(t * q_dim + h * hd + e)] = static_cast<float>(o / sum);
-      }
-    }
+  const std::vector<float> want = reference_paged_attention(s, q, kh, vh, tables, offsets, positions, scale);
 
   DeviceBuffer dq = to_device(q), dk = to_device(kh), dv = to_device(vh), dpos = to_device(positions),
                doff = to_device(offsets), dtab = to_device(tables), dout(want.size() * 4), done(want.size() * 4);
@@ -682,30 +696,8 @@ TEST(CudaKernels, PrefillAttentionMatchesCpu) {
     }
     const std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 43);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    std::vector<float> want(static_cast<size_t>(n * q_dim));
-    for (int t = 0; t < n; ++t)
-      for (int h = 0; h < s.n_heads; ++h) {
-        const int kvh = h / (s.n_heads / s.n_kv_heads), pos = positions[static_cast<size_t>(t)];
-        auto slot = [&](int j) {
-          return static_cast<size_t>(tables[static_cast<size_t>(token_offsets[static_cast<size_t>(t)] + j / s.block_size)]) *
-                     s.block_size + j % s.block_size;
-        };
-        std::vector<double> sc(static_cast<size_t>(pos + 1));
-        double mx = -1e30, sum = 0;
-        for (int j = 0; j <= pos; ++j) {
-          double d = 0;
-          for (int e = 0; e < hd; ++e)
-            d += double(q[static_cast<size_t>(t * q_dim + h * hd + e)]) * f16_to_f32(kh[slot(j) * kv_dim + kvh * hd + e]);
-          sc[static_cast<size_t>(j)] = d * scale;
-          mx = std::max(mx, sc[static_cast<size_t>(j)]);
-        }
-        for (double& x : sc) sum += (x = std::exp(x - mx));
-        for (int e = 0; e < hd; ++e) {
-          double o = 0;
-          for (int j = 0; j <= pos; ++j) o += sc[static_cast<size_t>(j)] * f16_to_f32(vh[slot(j) * kv_dim + kvh * hd + e]);
-          want[static_cast<size_t>(t * q_dim + h * hd + e)] = static_cast<float>(o / sum);
-        }
-      }
+    const std::vector<float> want =
+        reference_paged_attention(s, q, kh, vh, tables, token_offsets, positions, scale);
 
     DeviceBuffer dq = to_device(q), dk = to_device(kh), dv = to_device(vh), dpos = to_device(positions),
                  doff = to_device(token_offsets), dtab = to_device(tables), dtiles = to_device(tiles),
