@@ -30,6 +30,14 @@ std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
+// f16 bits of random_vector(n, seed): a KV cache's contents.
+std::vector<uint16_t> random_f16(size_t n, uint32_t seed) {
+  const std::vector<float> f = random_vector(n, seed);
+  std::vector<uint16_t> h(n);
+  for (size_t i = 0; i < n; ++i) h[i] = f32_to_f16(f[i]);
+  return h;
+}
+
 template <typename T>
 DeviceBuffer to_device(const std::vector<T>& v) {
   DeviceBuffer b(v.size() * sizeof(T));
@@ -578,13 +586,8 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
     for (int b = 0; b * s.block_size <= positions[static_cast<size_t>(i)]; ++b) tables.push_back(i + 3 * b);
   }
   const int n_blocks = *std::max_element(tables.begin(), tables.end()) + 1;
-  const std::vector<float> kf = random_vector(static_cast<size_t>(n_blocks * s.block_size * kv_dim), 21);
-  const std::vector<float> vf = random_vector(static_cast<size_t>(n_blocks * s.block_size * kv_dim), 22);
-  std::vector<uint16_t> kh(kf.size()), vh(vf.size());
-  for (size_t i = 0; i < kf.size(); ++i) {
-    kh[i] = f32_to_f16(kf[i]);
-    vh[i] = f32_to_f16(vf[i]);
-  }
+  const size_t cache_elems = static_cast<size_t>(n_blocks * s.block_size * kv_dim);
+  const std::vector<uint16_t> kh = random_f16(cache_elems, 21), vh = random_f16(cache_elems, 22);
   const std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 23);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
@@ -687,13 +690,8 @@ TEST(CudaKernels, PrefillAttentionMatchesCpu) {
     ASSERT_EQ(std::vector<int32_t>(tiles.begin(), tiles.begin() + 18), want_tiles);
 
     const int n_blocks = *std::max_element(tables.begin(), tables.end()) + 1;
-    const std::vector<float> kf = random_vector(static_cast<size_t>(n_blocks * s.block_size * kv_dim), 41);
-    const std::vector<float> vf = random_vector(static_cast<size_t>(n_blocks * s.block_size * kv_dim), 42);
-    std::vector<uint16_t> kh(kf.size()), vh(vf.size());
-    for (size_t i = 0; i < kf.size(); ++i) {
-      kh[i] = f32_to_f16(kf[i]);
-      vh[i] = f32_to_f16(vf[i]);
-    }
+    const size_t cache_elems = static_cast<size_t>(n_blocks * s.block_size * kv_dim);
+    const std::vector<uint16_t> kh = random_f16(cache_elems, 41), vh = random_f16(cache_elems, 42);
     const std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 43);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const std::vector<float> want =
