@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|nodes|gemv|offload] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|nodes|gemv|attention|offload] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -18,15 +18,16 @@ export PKG_CONFIG_PATH=$pcre/usr/lib/x86_64-linux-gnu/pkgconfig
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$out/gpu.txt" 2>&1
 t0=$(date +%s)
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DTANDEM_BENCH=$([ "$what" = gemv ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  -DTANDEM_BENCH=$([ "$what" = gemv ] || [ "$what" = attention ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
+[ "$what" = attention ] && targets="$targets cuda_attention_bench"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ] || [ "$what" = offload ]; then
+if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = offload ]; then
   "$build/tests/cuda_kernels_test" > "$out/cuda_kernels_test.log" 2>&1; echo "kernels rc=$?"
   "$build/tests/cuda_runner_test" > "$out/cuda_runner_test.log" 2>&1; echo "runner rc=$?"
   grep -E "FAILED|max\|dlogit\||PASSED" "$out"/cuda_*_test.log | head -40
@@ -93,6 +94,17 @@ if [ "$what" = gemv ]; then
     echo "perf $dtype:"
     "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype $dtype --device cuda -p 512 -n 128 -r 3 \
       --peak-gb-s "$peak" 2>&1 | tee "$out/perf-$dtype.txt" | grep -E "prefill|decode|error"
+  done
+fi
+if [ "$what" = attention ]; then
+  # Decode attention alone (the 8B attention shape), then batch-1 decode end
+  # to end (the shape held in memory) in f16 and int8.
+  peak=${PEAK_GB_S:-3350}
+  "$build/bin/cuda_attention_bench" --peak-gb-s "$peak" ${ATTENTION_ARGS:-} | tee "$out/attention_bench.txt"
+  for q in ${QUANTIZE:-none int8}; do
+    echo "perf f16 --quantize $q:"
+    "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --quantize $q --device cuda -p 512 -n 128 \
+      -r 3 --peak-gb-s "$peak" 2>&1 | tee "$out/perf-$q.txt" | grep -E "prefill|decode|error"
   done
 fi
 if [ "$what" = offload ]; then

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Sums an Nsight Compute CSV (--csv --page raw, metric gpu__time_duration.sum)
-by kernel name: total microseconds, launches and share, largest first."""
+by kernel name: total microseconds, launches and share, largest first.
+Usage: kernel_times.py FILE.csv [--after NAME]
+  --after NAME  count only the launches after the last one whose kernel name
+                contains NAME (e.g. prefill_attention: the decode steps that
+                follow a prompt)."""
 import collections
 import csv
 import sys
 
 
-def main(path):
+def main(path, after=None):
     lines = [line for line in open(path, errors="replace") if line.startswith('"')]
     rows = list(csv.reader(lines))
     if len(rows) < 3:
@@ -16,8 +20,12 @@ def main(path):
     name_col, time_col = header.index("Kernel Name"), header.index("gpu__time_duration.sum")
     unit = rows[1][time_col]
     scale = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "msecond": 1e3, "ms": 1e3}.get(unit, 1e-3)
+    body = rows[2:]
+    if after:
+        last = max((i for i, row in enumerate(body) if after in row[name_col]), default=-1)
+        body = body[last + 1:]
     totals = collections.defaultdict(lambda: [0.0, 0])
-    for row in rows[2:]:
+    for row in body:
         name = row[name_col].split("(")[0][:70]
         totals[name][0] += float(row[time_col].replace(",", "")) * scale
         totals[name][1] += 1
@@ -28,4 +36,10 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    args = sys.argv[1:]
+    after = None
+    if "--after" in args:
+        i = args.index("--after")
+        after = args[i + 1]
+        del args[i:i + 2]
+    main(args[0], after)

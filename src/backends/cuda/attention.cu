@@ -63,7 +63,6 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   __shared__ float merge_weight[GP][kWarps], merged_l[GP];
 
   let_successor_start();
-  wait_for_predecessor();
   const int64_t t = blockIdx.x;
   const int split = blockIdx.z, n_splits = gridDim.z;
   const int hd = s.head_dim;
@@ -80,11 +79,6 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   const bool contiguous = DPL <= 4 && hd == 32 * DPL;
   auto dim_of = [&](int i) { return contiguous ? lane * DPL + i : lane + 32 * i; };
 
-  for (int i = threadIdx.x; i < GP * hd; i += blockDim.x) {
-    const int g = i / hd, d = i % hd;
-    q_s[g][d] = g < nh ? a.q[t * a.q_stride + static_cast<int64_t>(h0 + g) * hd + d] * a.scale : 0.0f;
-  }
-  __syncthreads();
 
   float m[GP], l[GP], acc[GP][DPL];
 #pragma unroll
@@ -95,35 +89,65 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
     for (int i = 0; i < DPL; ++i) acc[g][i] = 0.0f;
   }
 
-  // This split's positions [begin, end): runs of whole block-rounds of
-  // tiles, so that each warp of a busy split has work.
+  // This split's positions [begin, end): runs of whole tiles, dealt to the
+  // warps in turn.
   const int n_pos = pos + 1;
   constexpr int kRound = kWarps * kTile;
-  const int run = ((n_pos + n_splits - 1) / n_splits + kRound - 1) / kRound * kRound;
+  const int run = ((n_pos + n_splits - 1) / n_splits + kTile - 1) / kTile * kTile;
   const int begin = split * run, end = min(n_pos, begin + run);
   using ValueVector = typename HalfVector<DPL>::type;
-  for (int base = begin + warp * kTile; base < end; base += kRound) {
+  ValueVector values[kTile];  // contiguous: this lane's dims of the tile's 32 value rows
+  uint4 keys[DPL * 4];        // this lane's key (position base + lane), hd / 8 vectors
+  int64_t slot = 0;
+  // Loads the tile at `base`: slots, the lane's key and (contiguous) the
+  // values. Lanes past the end read position `base` (valid, finite); they
+  // get weight 0. `only` >= 0 loads position `only` alone (its lane's key,
+  // its value row), for the reload after the wait.
+  auto load_tile = [&](int base, int only) {
     const int j = base + lane;
-    const bool valid = j < end;
-    // Lanes past the end read position `base` (valid, finite) with weight 0.
-    const int jc = valid ? j : base;
-    const int64_t slot = static_cast<int64_t>(table[jc / s.block_size]) * s.block_size + jc % s.block_size;
-    ValueVector values[kTile];
+    const int jc = j < end ? j : base;
+    slot = static_cast<int64_t>(table[jc / s.block_size]) * s.block_size + jc % s.block_size;
     if (contiguous) {
 #pragma unroll
       for (int jj = 0; jj < kTile; ++jj) {
         const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
-        values[jj] = *reinterpret_cast<const ValueVector*>(a.v_cache + slot_j * kv_dim + kvh * hd + lane * DPL);
+        if (only < 0 || base + jj == only)
+          values[jj] = *reinterpret_cast<const ValueVector*>(a.v_cache + slot_j * kv_dim + kvh * hd + lane * DPL);
       }
     }
     const uint4* k = reinterpret_cast<const uint4*>(a.k_cache + slot * kv_dim + kvh * hd);
+    if (only < 0 || jc == only) {
+#pragma unroll
+      for (int v = 0; v < DPL * 4; ++v)
+        if (v < hd / 8) keys[v] = k[v];
+    }
+  };
+  // Decode steps: positions before pos were cached by earlier steps, so the
+  // first tile loads before the wait, overlapping the kernels before this
+  // one; position pos (written by this step's qkv_finish) is reloaded after.
+  const int first = begin + warp * kTile;
+  const bool early = a.decode_only && first < end;
+  if (early) load_tile(first, -1);
+  wait_for_predecessor();
+  if (early && pos >= first && pos < first + kTile) load_tile(first, pos);
+
+  for (int i = threadIdx.x; i < GP * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd;
+    q_s[g][d] = g < nh ? a.q[t * a.q_stride + static_cast<int64_t>(h0 + g) * hd + d] * a.scale : 0.0f;
+  }
+  __syncthreads();
+
+  for (int base = first; base < end; base += kRound) {
+    const int j = base + lane;
+    const bool valid = j < end;
+    if (!(early && base == first)) load_tile(base, -1);
     float dot[GP];
 #pragma unroll
     for (int g = 0; g < GP; ++g) dot[g] = 0.0f;
 #pragma unroll
     for (int v = 0; v < DPL * 4; ++v) {
       if (v < hd / 8) {
-        const uint4 raw = k[v];
+        const uint4 raw = keys[v];
         const __half2* k2 = reinterpret_cast<const __half2*>(&raw);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
@@ -249,23 +273,44 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   }
   __syncthreads();
   if (!last) return;
-  for (int i = threadIdx.x; i < nh * hd; i += blockDim.x) {
-    const int g = i / hd, d = i % hd;
-    const float* parts = a.split_partials + (t * s.n_heads + h0 + g) * n_splits * (kMaxHeadDim + 2);
+  // Every split's (m, l) of each head in one round of loads, then each
+  // output element's partials in one more: the loads of a round are issued
+  // together. Sums run in split order.
+  __shared__ float split_m[GP][kMaxAttentionSplits], split_l[GP][kMaxAttentionSplits];
+  __shared__ float split_weight[GP][kMaxAttentionSplits], inv_l[GP];
+  for (int i = threadIdx.x; i < nh * n_splits; i += blockDim.x) {
+    const int g = i / n_splits, k = i % n_splits;
+    const float* pk = a.split_partials + ((t * s.n_heads + h0 + g) * n_splits + k) * (kMaxHeadDim + 2);
+    split_m[g][k] = __ldcg(pk);
+    split_l[g][k] = __ldcg(pk + 1);
+  }
+  __syncthreads();
+  if (threadIdx.x < nh) {
+    const int g = threadIdx.x;
     float m_max = -FLT_MAX;
-    for (int k = 0; k < n_splits; ++k) m_max = fmaxf(m_max, __ldcg(parts + k * (kMaxHeadDim + 2)));
+    for (int k = 0; k < n_splits; ++k) m_max = fmaxf(m_max, split_m[g][k]);
     float l_sum = 0.0f;
     for (int k = 0; k < n_splits; ++k) {
-      const float lk = __ldcg(parts + k * (kMaxHeadDim + 2) + 1);
-      if (lk > 0.0f) l_sum += lk * __expf(__ldcg(parts + k * (kMaxHeadDim + 2)) - m_max);
+      const float lk = split_l[g][k];
+      const float w = lk > 0.0f ? __expf(split_m[g][k] - m_max) : 0.0f;
+      split_weight[g][k] = w;
+      if (lk > 0.0f) l_sum += lk * w;
     }
+    inv_l[g] = 1.0f / l_sum;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < nh * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd;
+    const float* parts = a.split_partials + (t * s.n_heads + h0 + g) * n_splits * (kMaxHeadDim + 2) + 2 + d;
+    float acc_k[kMaxAttentionSplits];
+#pragma unroll
+    for (int k = 0; k < kMaxAttentionSplits; ++k)
+      acc_k[k] = k < n_splits && split_l[g][k] > 0.0f ? __ldcg(parts + k * (kMaxHeadDim + 2)) : 0.0f;
     float o = 0.0f;
-    for (int k = 0; k < n_splits; ++k) {
-      const float* pk = parts + k * (kMaxHeadDim + 2);
-      const float lk = __ldcg(pk + 1);
-      if (lk > 0.0f) o += __ldcg(pk + 2 + d) * __expf(__ldcg(pk) - m_max);
-    }
-    a.out[t * q_dim + static_cast<int64_t>(h0 + g) * hd + d] = o * (1.0f / l_sum);
+#pragma unroll
+    for (int k = 0; k < kMaxAttentionSplits; ++k)
+      if (k < n_splits && split_l[g][k] > 0.0f) o += acc_k[k] * split_weight[g][k];
+    a.out[t * q_dim + static_cast<int64_t>(h0 + g) * hd + d] = o * inv_l[g];
   }
 }
 

@@ -454,11 +454,26 @@ struct CudaModelRunner::Impl {
     return !options.batch_invariant && n_gemv > kMaxGemvDecode && wide ? 0 : n_gemv;
   }
 
+  // Rows of a matmul input that the 8-bit GEMV takes quantized: the rmsnorm
+  // before w quantizes them in the same kernel (0: w takes floats).
+  int64_t quantized_rows(const DeviceMatrix& w, int64_t n_tokens, int64_t n_generated) const {
+    return cuda::gemv_takes_quantized_input(w.format) ? gemv_tokens(w, n_tokens, n_generated) : 0;
+  }
+  // rmsnorm of x into out, quantizing the rows that w's GEMV takes (act_q, act_d).
+  int64_t norm_for(const DeviceMatrix& w, const float* x, const int32_t* rows, const float* weight, float eps,
+                   int64_t n_tokens, int64_t n_generated, int64_t n, float* out) {
+    const int64_t n_quantized = quantized_rows(w, n_tokens, n_generated);
+    cuda::rmsnorm(x, rows, weight, eps, n_tokens, n, out, stream, act_q.get<int8_t>(), act_d.get<float>(), n_quantized);
+    return n_quantized;
+  }
+
+  // in_quantized: rows of `in` already quantized in act_q / act_d (norm_for).
   void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out, int64_t ldy,
-              bool accumulate) {
+              bool accumulate, int64_t in_quantized = 0) {
     const int64_t n_gemv = gemv_tokens(w, n_tokens, n_generated);
     if (n_gemv > 0 && cuda::gemv_takes_quantized_input(w.format)) {
-      cuda::quantize_activations(in, n_gemv, w.cols, act_q.get<int8_t>(), act_d.get<float>(), stream);
+      if (n_gemv > in_quantized)
+        cuda::quantize_activations(in, n_gemv, w.cols, act_q.get<int8_t>(), act_d.get<float>(), stream);
       cuda::gemv_q8(w, act_q.get<int8_t>(), act_d.get<float>(), n_gemv, out, ldy, accumulate, stream);
     } else if (n_gemv > 0) {
       cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
@@ -818,6 +833,15 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     m.meta.resize(static_cast<size_t>(tiles_offset + 3 * n_tiles));
   }
 
+  // Tokens through paged_attention that are their sequence's only token in
+  // the step: the cache below their positions was written by earlier steps,
+  // which lets the kernel start reading it early (AttentionArgs::decode_only).
+  bool paged_decode_only = true;
+  for (const SequenceChunk& ch : chunks) {
+    const bool has_generated = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size()) > ch.prompt_len;
+    if (ch.tokens.size() > 1 && (n_tiles == 0 || has_generated)) paged_decode_only = false;
+  }
+
   // Buffers. A buffer that moves invalidates the captured decode graphs.
   const size_t f = sizeof(float);
   m.reserve(T, n_rows, static_cast<int64_t>(m.meta.size()));
@@ -888,13 +912,15 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     }
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
-      cuda::rmsnorm(x, nullptr, L.attn_norm, eps, T, hidden, xn, s);
+      // 8-bit weights: the norm also quantizes the GEMV's input.
+      const int64_t qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated,
+                                        hidden, xn);
       if (L.fused_qkv) {
-        m.matmul(L.qkv, xn, T, n_generated, q, qkv_dim, false);
+        m.matmul(L.qkv, xn, T, n_generated, q, qkv_dim, false, qkv_in);
       } else {
-        m.matmul(L.wq, xn, T, n_generated, q, qkv_dim, false);
-        m.matmul(L.wk, xn, T, n_generated, k, qkv_dim, false);
-        m.matmul(L.wv, xn, T, n_generated, v, qkv_dim, false);
+        m.matmul(L.wq, xn, T, n_generated, q, qkv_dim, false, qkv_in);
+        m.matmul(L.wk, xn, T, n_generated, k, qkv_dim, false, qkv_in);
+        m.matmul(L.wv, xn, T, n_generated, v, qkv_dim, false, qkv_in);
       }
       cuda::QkvFinishArgs qa;
       qa.q = q;
@@ -927,16 +953,18 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       aa.out = attn;
       aa.split_partials = m.attn_partials.get<float>();
       aa.split_counters = m.attn_counters.get<int32_t>();
+      aa.decode_only = paged_decode_only;
       if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
       if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s);
       m.matmul(L.wo, attn, T, n_generated, x, hidden, accumulate_residual);
       if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
-      cuda::rmsnorm(x, nullptr, L.ffn_norm, eps, T, hidden, xn, s);
+      const int64_t ffn_in = m.norm_for(L.fused_gate_up ? L.gate_up : L.gate, x, nullptr, L.ffn_norm, eps, T,
+                                        n_generated, hidden, xn);
       if (L.fused_gate_up) {
-        m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false);
+        m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
       } else {
-        m.matmul(L.gate, xn, T, n_generated, gate_up, 2 * inter, false);
-        m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false);
+        m.matmul(L.gate, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
+        m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false, ffn_in);
       }
       // silu(gate) * up is computed by the kernel that reads it: the 8-bit
       // GEMV's input quantization, the GEMV itself, or the rounding to the
@@ -966,13 +994,15 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       m.pipe_comm->send(x, T * hidden, m.stage + 1);
       return;
     }
-    cuda::rmsnorm(x, d_out_rows, m.output_norm, eps, n_rows, hidden, sel, s);
-    m.matmul(m.output, sel, n_rows, n_generated_rows, logits_dev, vstride, false);
+    const int64_t head_in = m.norm_for(m.output, x, d_out_rows, m.output_norm, eps, n_rows, n_generated_rows, hidden, sel);
+    m.matmul(m.output, sel, n_rows, n_generated_rows, logits_dev, vstride, false, head_in);
     if (tensor_parallel) m.tp_comm->all_gather(logits_dev, n_rows * vstride, m.gathered.get<float>());
   };
-  // A pure decode step of up to kMaxGraphTokens sequences replays a CUDA
-  // graph captured for its size: the same kernels, one launch.
-  const bool graph_step = m.options.cuda_graphs && n_generated == T && n_rows == T && T <= kMaxGraphTokens;
+  // A pure decode step (one token a sequence) of up to kMaxGraphTokens
+  // sequences replays a CUDA graph captured for its size: the same kernels,
+  // one launch.
+  const bool graph_step =
+      m.options.cuda_graphs && n_generated == T && n_rows == T && T <= kMaxGraphTokens && paged_decode_only;
   if (graph_step) {
     cudaGraphExec_t exec = m.decode_graph(T, enqueue_step);
     TANDEM_CUDA_CHECK(cudaGraphLaunch(exec, s));

@@ -174,36 +174,68 @@ __global__ void dequantize_8bit_kernel(DeviceMatrix w, int64_t row0, __half* __r
 // The same for rows of n = 4 * 256 * C' elements (C' <= C): each thread
 // loads its float4 pieces of x and of the weight at once, so the kernel waits
 // for memory once.
+// With q, rows i < n_quantized are also quantized in blocks of 32 values
+// (8 consecutive threads' float4 pieces), as quantize_kernel does it.
 template <int C>
 __global__ void __launch_bounds__(256) rmsnorm_vec_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
                                                           const float* __restrict__ weight, float eps, int64_t n,
-                                                          float* __restrict__ out) {
+                                                          float* __restrict__ out, int8_t* __restrict__ q,
+                                                          float* __restrict__ d, int64_t n_quantized) {
   let_successor_start();
-  wait_for_predecessor();
   const int64_t i = blockIdx.x;
-  const float4* row = reinterpret_cast<const float4*>(x + (rows ? rows[i] : i) * n);
   const float4* w4 = reinterpret_cast<const float4*>(weight);
   const int n4 = static_cast<int>(n / 4);
   float4 v[C], g[C];
-  float ss = 0.0f;
+  // The norm weights and the row index (step metadata) before the wait.
 #pragma unroll
   for (int k = 0; k < C; ++k) {
     const int c = threadIdx.x + 256 * k;
-    if (c < n4) {
-      v[k] = row[c];
-      g[k] = __ldg(w4 + c);
-    }
+    if (c < n4) g[k] = __ldg(w4 + c);
   }
+  const float4* row = reinterpret_cast<const float4*>(x + (rows ? rows[i] : i) * n);
+  wait_for_predecessor();
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) v[k] = row[c];
+  }
+  float ss = 0.0f;
 #pragma unroll
   for (int k = 0; k < C; ++k)
     if (threadIdx.x + 256 * k < n4)
       ss = fmaf(v[k].x, v[k].x, fmaf(v[k].y, v[k].y, fmaf(v[k].z, v[k].z, fmaf(v[k].w, v[k].w, ss))));
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(n) + eps);
   float4* o = reinterpret_cast<float4*>(out + i * n);
+  const bool quantize = q != nullptr && i < n_quantized;
 #pragma unroll
   for (int k = 0; k < C; ++k) {
     const int c = threadIdx.x + 256 * k;
-    if (c < n4) o[c] = make_float4(v[k].x * inv * g[k].x, v[k].y * inv * g[k].y, v[k].z * inv * g[k].z, v[k].w * inv * g[k].w);
+    // Whole quant blocks: n4 is a multiple of 8, so a group of 8 lanes is all in or all out.
+    if (c < n4) {
+      const float4 r = make_float4(v[k].x * inv * g[k].x, v[k].y * inv * g[k].y, v[k].z * inv * g[k].z,
+                                   v[k].w * inv * g[k].w);
+      o[c] = r;
+      if (quantize) {
+        // quantize_kernel's arithmetic: NaN-propagating max, correctly rounded scale.
+        float amax = fmaxf(fmaxf(fabsf(r.x), fabsf(r.y)), fmaxf(fabsf(r.z), fabsf(r.w)));
+        if (isnan(r.x) || isnan(r.y) || isnan(r.z) || isnan(r.w)) amax = r.x + r.y + r.z + r.w;
+        const unsigned group = 0xffu << (threadIdx.x % 32 / 8 * 8);  // the block's 8 lanes, all active
+#pragma unroll
+        for (int off = 1; off < 8; off *= 2) {
+          const float other = __shfl_xor_sync(group, amax, off, 8);
+          amax = isnan(amax) || isnan(other) ? amax + other : fmaxf(amax, other);
+        }
+        const float scale = __fdiv_rn(amax, 127.0f);
+        const float rcp = scale != 0.0f ? __frcp_rn(scale) : 0.0f;
+        char4 qv;
+        qv.x = static_cast<signed char>(roundf(__fmul_rn(r.x, rcp)));
+        qv.y = static_cast<signed char>(roundf(__fmul_rn(r.y, rcp)));
+        qv.z = static_cast<signed char>(roundf(__fmul_rn(r.z, rcp)));
+        qv.w = static_cast<signed char>(roundf(__fmul_rn(r.w, rcp)));
+        reinterpret_cast<char4*>(q + i * n)[c] = qv;
+        if (c % 8 == 0) d[i * (n / 32) + c / 8] = scale;
+      }
+    }
   }
 }
 
@@ -259,8 +291,10 @@ unsigned grid_for(int64_t n, int threads) {
 // for Interleaved.
 constexpr int kMaxPairsPerLane = 4;
 
+// cos_p, sin_p: the rotation of the lane's pairs p = lane + 32 k.
 __device__ void finish_head(float* head, const float* bias, const float* norm, float eps, int head_dim,
-                            const float* cos_row, const float* sin_row, RopeLayout layout) {
+                            const float (&cos_p)[kMaxPairsPerLane], const float (&sin_p)[kMaxPairsPerLane],
+                            RopeLayout layout) {
   const int lane = threadIdx.x % 32;
   const int half = head_dim / 2;
   float a[kMaxPairsPerLane], b[kMaxPairsPerLane];
@@ -287,7 +321,7 @@ __device__ void finish_head(float* head, const float* bias, const float* norm, f
       x0 = x0 * inv * norm[ia[k]];
       x1 = x1 * inv * norm[ib[k]];
     }
-    const float c = cos_row[p], s = sin_row[p];
+    const float c = cos_p[k], s = sin_p[k];
     head[ia[k]] = x0 * c - x1 * s;
     head[ib[k]] = x0 * s + x1 * c;
   }
@@ -297,26 +331,34 @@ __device__ void finish_head(float* head, const float* bias, const float* norm, f
 // k heads, then v heads.
 __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
   let_successor_start();
-  wait_for_predecessor();
   const int64_t t = blockIdx.x;
   const int hd = shape.head_dim;
   const int kv_dim = shape.n_kv_heads * hd;
   const int64_t stride = args.stride;
+  // Step metadata and the RoPE tables before the wait (launch.h).
   const int pos = args.positions[t];
   const int slot = args.slots[t];
   const float* cos_row = args.rope_cos + static_cast<int64_t>(pos) * (hd / 2);
   const float* sin_row = args.rope_sin + static_cast<int64_t>(pos) * (hd / 2);
   const int lane = threadIdx.x % 32;
+  float cos_p[kMaxPairsPerLane], sin_p[kMaxPairsPerLane];
+#pragma unroll
+  for (int k = 0; k < kMaxPairsPerLane; ++k) {
+    const int p = lane + 32 * k;
+    cos_p[k] = p < hd / 2 ? cos_row[p] : 0.0f;
+    sin_p[k] = p < hd / 2 ? sin_row[p] : 0.0f;
+  }
+  wait_for_predecessor();
   const int h = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32;
   if (h < shape.n_heads + 2 * shape.n_kv_heads) {
     if (h < shape.n_heads) {
       finish_head(args.q + t * stride + h * hd, args.q_bias ? args.q_bias + h * hd : nullptr, args.q_norm,
-                  args.norm_eps, hd, cos_row, sin_row, args.rope_layout);
+                  args.norm_eps, hd, cos_p, sin_p, args.rope_layout);
     } else if (h < shape.n_heads + shape.n_kv_heads) {
       const int kh = h - shape.n_heads;
       float* head = args.k + t * stride + kh * hd;
-      finish_head(head, args.k_bias ? args.k_bias + kh * hd : nullptr, args.k_norm, args.norm_eps, hd, cos_row,
-                  sin_row, args.rope_layout);
+      finish_head(head, args.k_bias ? args.k_bias + kh * hd : nullptr, args.k_norm, args.norm_eps, hd, cos_p,
+                  sin_p, args.rope_layout);
       __syncwarp();
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
@@ -341,23 +383,30 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float*
 }
 
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
-             float* out, cudaStream_t stream) {
+             float* out, cudaStream_t stream, int8_t* q, float* d, int64_t n_quantized) {
   if (n_rows == 0) return;
+  check(q == nullptr || (d != nullptr && n % 32 == 0 && n_quantized <= n_rows),
+        "internal: rmsnorm quantizes whole blocks of 32 of its own rows");
+  if (q == nullptr) n_quantized = 0;
   const int64_t chunks = (n / 4 + 255) / 256;  // float4 pieces per thread of 256
   const bool aligned = n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+                       reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(q) % 4 == 0;
   const unsigned grid = static_cast<unsigned>(n_rows);
+  bool quantized = n_quantized > 0;
   if (aligned && chunks <= 2) {
-    launch(rmsnorm_vec_kernel<2>, grid, 256, stream, x, rows, weight, eps, n, out);
+    launch(rmsnorm_vec_kernel<2>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized);
   } else if (aligned && chunks <= 4) {
-    launch(rmsnorm_vec_kernel<4>, grid, 256, stream, x, rows, weight, eps, n, out);
+    launch(rmsnorm_vec_kernel<4>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized);
   } else if (aligned && chunks <= 8) {
-    launch(rmsnorm_vec_kernel<8>, grid, 256, stream, x, rows, weight, eps, n, out);
+    launch(rmsnorm_vec_kernel<8>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized);
   } else {
     const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
     launch(rmsnorm_kernel, grid, threads, stream, x, rows, weight, eps, n, out);
+    quantized = false;
   }
   TANDEM_CUDA_CHECK(cudaGetLastError());
+  if (n_quantized > 0 && !quantized) quantize_activations(out, n_quantized, n, q, d, stream);
 }
 
 void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream) {

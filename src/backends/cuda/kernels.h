@@ -81,9 +81,13 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float*
 
 // out[i, :] = x[src_row(i), :] / rms(x[src_row(i), :]) * weight, where
 // src_row(i) = rows ? rows[i] : i.  x: [*, n]; weight: [n]; out: [n_rows, n].
+// With q and d, rows i < n_quantized of out are also quantized for gemv_q8
+// (q: [n_quantized, n] int8, d: [n_quantized, n / 32] f32; n a multiple of
+// 32), the bits of quantize_activations on out, in the same kernel where
+// the row fits it.
 // CPU twin: cpu::rmsnorm.
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n, float* out,
-             cudaStream_t stream);
+             cudaStream_t stream, int8_t* q = nullptr, float* d = nullptr, int64_t n_quantized = 0);
 
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, n + i], i < n, t < n_tokens.
 //   gate_up: [n_tokens, 2n] (gate then up); out: [n_tokens, n].  CPU twin: cpu::silu_mul.
@@ -187,6 +191,10 @@ struct AttentionArgs {
   float* out = nullptr;
   float* split_partials = nullptr;
   int32_t* split_counters = nullptr;
+  // Every token is its sequence's only one in the step (decode): positions
+  // below positions[t] were cached by earlier steps, so the kernel may read
+  // them before the kernel before it finishes (launch.h).
+  bool decode_only = false;
 };
 // Query heads per block: those of one KV head (up to
 // kMaxAttentionHeadsPerBlock, a power of two) read each cached key and value

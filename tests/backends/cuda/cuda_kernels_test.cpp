@@ -369,6 +369,31 @@ TEST(CudaKernels, RmsnormSiluAndEmbedMatchCpu) {
     for (size_t i = 0; i < gw.size(); ++i) ASSERT_NEAR(gw[i], ref[i], 1e-4 * (1 + std::fabs(ref[i]))) << width;
   }
 
+  // The norm that also quantizes its first rows for the 8-bit GEMV: the same
+  // f32 rows, and the bits of quantize_activations on them, in the fused
+  // kernel (widths 896, 4096, 8192, one with a NaN) and in the fallback
+  // (9024: the scalar norm, then quantize_activations).
+  for (int64_t width : {896, 4096, 8192, 9024}) {
+    std::vector<float> xw = random_vector(static_cast<size_t>(3 * width), 12);
+    if (width == 4096) xw[static_cast<size_t>(width + 70)] = std::nanf("");  // row 1, block 2
+    const std::vector<float> ww = random_vector(static_cast<size_t>(width), 13);
+    DeviceBuffer dxw = to_device(xw), dww = to_device(ww), plain(xw.size() * 4), fused(xw.size() * 4);
+    DeviceBuffer q1(xw.size()), d1(xw.size() / 32 * 4), q2(xw.size()), d2(xw.size() / 32 * 4);
+    rmsnorm(dxw.get<float>(), nullptr, dww.get<float>(), 1e-6f, 3, width, plain.get<float>(), nullptr);
+    quantize_activations(plain.get<float>(), 2, width, q1.get<int8_t>(), d1.get<float>(), nullptr);
+    rmsnorm(dxw.get<float>(), nullptr, dww.get<float>(), 1e-6f, 3, width, fused.get<float>(), nullptr,
+            q2.get<int8_t>(), d2.get<float>(), 2);
+    const std::vector<float> a = to_host<float>(plain, xw.size()), b = to_host<float>(fused, xw.size());
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << width;
+    const size_t nq = static_cast<size_t>(2 * width);
+    ASSERT_EQ(to_host<int8_t>(q1, nq), to_host<int8_t>(q2, nq)) << width;
+    const std::vector<float> s1 = to_host<float>(d1, nq / 32), s2 = to_host<float>(d2, nq / 32);
+    ASSERT_EQ(0, std::memcmp(s1.data(), s2.data(), s1.size() * 4)) << width;
+    if (width == 4096) {
+      EXPECT_TRUE(std::isnan(s2[static_cast<size_t>(width / 32 + 2)]));  // the NaN's block
+    }
+  }
+
   // silu_mul over [3 tokens, gate | up] rows of 500.
   const std::vector<float> gu = random_vector(3000, 9);
   std::vector<float> ref(1500);
@@ -632,6 +657,14 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
     paged_attention(aa, s, n, splits, nullptr);
     const std::vector<float> again = to_host<float>(dout, want.size());
     ASSERT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * 4)) << splits << " splits, second run";
+    // Decode steps load their first tile before waiting for the kernel
+    // before them (and reload the token's own position after): the same bits.
+    AttentionArgs early = aa;
+    early.decode_only = true;
+    early.out = done.get<float>();
+    paged_attention(early, s, n, splits, nullptr);
+    const std::vector<float> e = to_host<float>(done, want.size());
+    ASSERT_EQ(0, std::memcmp(e.data(), got.data(), got.size() * 4)) << splits << " splits, decode_only";
     // Token 0 alone: the same bits as in the batch of three.
     AttentionArgs one = aa;
     one.out = done.get<float>();

@@ -1,0 +1,176 @@
+// Decode attention speed on the Llama-3-8B attention shape (32 query heads,
+// 8 KV heads of 128, f16 cache in 16-token blocks), as the CUDA engine runs
+// it: one generated token per sequence, each over its own context. The
+// cache holds 32 layers, visited in turn, so that each call reads its keys
+// and values from HBM, as a decode step does. Prints µs per call (calls back
+// to back in one stream, as in a step), the K/V bytes read per second and
+// their share of --peak-gb-s, for the engine's choice of splits and heads per
+// block and, with --sweep, for every split count with one or all query heads
+// of a KV head per block.
+//
+//   build/bin/cuda_attention_bench [--tokens 1,8,32] [--context 128,512,2048]
+//                                  [--peak-gb-s 3350] [--calls 320] [--sweep]
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_buffer.h"
+#include "backends/cuda/kernels.h"
+
+using namespace tandem;
+using namespace tandem::cuda;
+
+namespace {
+
+constexpr int kLayers = 32;
+constexpr int kBlockSize = 16;
+
+std::vector<int> parse_list(const std::string& s) {
+  std::vector<int> out;
+  size_t p = 0;
+  while (p <= s.size()) {
+    const size_t q = s.find(',', p);
+    out.push_back(std::atoi(s.substr(p, q == std::string::npos ? std::string::npos : q - p).c_str()));
+    if (q == std::string::npos) break;
+    p = q + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string tokens_arg = "1,8,32", context_arg = "128,512,2048";
+  double peak = 3350;
+  int calls = 320;
+  bool sweep = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--sweep") {
+      sweep = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "%s needs a value\n", a.c_str());
+      return 2;
+    }
+    if (a == "--tokens") tokens_arg = argv[++i];
+    else if (a == "--context") context_arg = argv[++i];
+    else if (a == "--peak-gb-s") peak = std::atof(argv[++i]);
+    else if (a == "--calls") calls = std::atoi(argv[++i]);
+    else {
+      std::fprintf(stderr, "unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  const std::vector<int> token_counts = parse_list(tokens_arg), contexts = parse_list(context_arg);
+  int max_tokens = 1, max_context = 1;
+  for (int t : token_counts) max_tokens = std::max(max_tokens, t);
+  for (int c : contexts) max_context = std::max(max_context, c);
+
+  AttentionShape shape;
+  shape.n_heads = 32;
+  shape.n_kv_heads = 8;
+  shape.head_dim = 128;
+  shape.block_size = kBlockSize;
+  const int64_t q_dim = int64_t{shape.n_heads} * shape.head_dim, kv_dim = int64_t{shape.n_kv_heads} * shape.head_dim;
+  const int64_t blocks_per_seq = (max_context + kBlockSize - 1) / kBlockSize;
+  const int64_t layer_blocks = blocks_per_seq * max_tokens;
+  const int64_t layer_elems = layer_blocks * kBlockSize * kv_dim;
+
+  cudaDeviceProp prop{};
+  TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("%s, %d SMs; cache %.2f GiB (%d layers, %d sequences x %d positions)\n", prop.name,
+              prop.multiProcessorCount, 2.0 * 2 * kLayers * layer_elems / (1 << 30), kLayers, max_tokens, max_context);
+
+  // Random f16 keys and values in [-1, 1), the same for every layer's copy.
+  std::vector<__half> host(static_cast<size_t>(layer_elems));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (auto& h : host) h = __float2half(dist(rng));
+  DeviceBuffer k_cache(2 * kLayers * layer_elems), v_cache(2 * kLayers * layer_elems);
+  for (int l = 0; l < kLayers; ++l) {
+    TANDEM_CUDA_CHECK(cudaMemcpy(k_cache.get<__half>() + l * layer_elems, host.data(), 2 * layer_elems,
+                                 cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemcpy(v_cache.get<__half>() + l * layer_elems, host.data(), 2 * layer_elems,
+                                 cudaMemcpyHostToDevice));
+  }
+  std::vector<float> q_host(static_cast<size_t>(max_tokens * q_dim));
+  for (auto& v : q_host) v = dist(rng);
+  DeviceBuffer q(4 * q_host.size()), out(4 * q_host.size());
+  TANDEM_CUDA_CHECK(cudaMemcpy(q.get(), q_host.data(), 4 * q_host.size(), cudaMemcpyHostToDevice));
+  // Sequence t owns blocks [t * blocks_per_seq, (t + 1) * blocks_per_seq), in a shuffled order.
+  std::vector<int32_t> tables(static_cast<size_t>(layer_blocks)), offsets(static_cast<size_t>(max_tokens));
+  for (int64_t b = 0; b < layer_blocks; ++b) tables[static_cast<size_t>(b)] = static_cast<int32_t>(b);
+  std::shuffle(tables.begin(), tables.end(), rng);
+  for (int t = 0; t < max_tokens; ++t) offsets[static_cast<size_t>(t)] = static_cast<int32_t>(t * blocks_per_seq);
+  DeviceBuffer d_tables(4 * tables.size()), d_offsets(4 * offsets.size()), d_positions(4 * offsets.size());
+  TANDEM_CUDA_CHECK(cudaMemcpy(d_tables.get(), tables.data(), 4 * tables.size(), cudaMemcpyHostToDevice));
+  TANDEM_CUDA_CHECK(cudaMemcpy(d_offsets.get(), offsets.data(), 4 * offsets.size(), cudaMemcpyHostToDevice));
+  DeviceBuffer partials(static_cast<size_t>(kAttentionSplitSlots) * 258 * 4), counters(kAttentionSplitSlots * 4);
+  TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, kAttentionSplitSlots * 4));
+
+  cudaStream_t s;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&s));
+  cudaEvent_t e0, e1;
+  TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
+  TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
+
+  std::printf("%8s %8s %7s %4s %10s %10s %8s\n", "tokens", "context", "splits", "hpb", "us/call", "KV GB/s", "% peak");
+  for (int n_tokens : token_counts) {
+    for (int context : contexts) {
+      // Every sequence decodes its token at position context - 1.
+      std::vector<int32_t> positions(static_cast<size_t>(n_tokens), context - 1);
+      TANDEM_CUDA_CHECK(cudaMemcpy(d_positions.get(), positions.data(), 4 * positions.size(), cudaMemcpyHostToDevice));
+      const int engine_hpb = attention_heads_per_block(shape, n_tokens, prop.multiProcessorCount);
+      const int engine_splits = attention_splits(shape, n_tokens, prop.multiProcessorCount, engine_hpb);
+      std::vector<std::pair<int, int>> configs{{engine_splits, engine_hpb}};  // (splits, heads per block)
+      if (sweep)
+        for (int hpb : {1, shape.n_heads / shape.n_kv_heads})
+          for (int sp = 1; sp <= kMaxAttentionSplits; sp *= 2)
+            if ((sp != engine_splits || hpb != engine_hpb) && n_tokens * shape.n_heads * sp <= kAttentionSplitSlots)
+              configs.emplace_back(sp, hpb);
+      for (const auto& config : configs) {
+        const int splits = config.first, hpb = config.second;
+        auto run = [&](int i) {
+          AttentionArgs a;
+          a.q = q.get<float>();
+          a.q_stride = q_dim;
+          a.k_cache = k_cache.get<__half>() + (i % kLayers) * layer_elems;
+          a.v_cache = v_cache.get<__half>() + (i % kLayers) * layer_elems;
+          a.positions = d_positions.get<int32_t>();
+          a.table_offsets = d_offsets.get<int32_t>();
+          a.block_tables = d_tables.get<int32_t>();
+          a.scale = 0.088f;
+          a.out = out.get<float>();
+          a.split_partials = partials.get<float>();
+          a.split_counters = counters.get<int32_t>();
+          a.decode_only = true;
+          paged_attention(a, shape, n_tokens, splits, s, hpb);
+        };
+        for (int i = 0; i < kLayers; ++i) run(i);  // warm up
+        TANDEM_CUDA_CHECK(cudaEventRecord(e0, s));
+        for (int i = 0; i < calls; ++i) run(i);
+        TANDEM_CUDA_CHECK(cudaEventRecord(e1, s));
+        TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms = 0;
+        TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        const double us = 1e3 * ms / calls;
+        const double bytes = 2.0 * 2 * double(n_tokens) * context * kv_dim;
+        const double gbs = bytes / (us * 1e3);
+        std::printf("%8d %8d %7d %4d %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, splits, hpb, us, gbs,
+                    100 * gbs / peak, splits == engine_splits && hpb == engine_hpb ? "  (engine)" : "");
+      }
+    }
+  }
+  TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
+  return 0;
+}
