@@ -52,13 +52,13 @@ struct WeightVector<WeightFormat::F16> {
 template <>
 struct WeightVector<WeightFormat::BF16> {
   static constexpr int kElems = 8;
+  // A bf16 is the high half of its f32: one shift or mask a value.
   __device__ static void decode(const uint4& raw, float* out) {
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const float2 f = __bfloat1622float2(h[i]);
-      out[2 * i] = f.x;
-      out[2 * i + 1] = f.y;
+      out[2 * i] = __uint_as_float(words[i] << 16);
+      out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
     }
   }
 };
