@@ -8,7 +8,7 @@
 // Also prints the thread pool's per-call overhead.
 //
 //   build/bin/matmul_bench [--threads 2] [--variant generic|avx2|avx512]
-//                          [--dtypes f16,bf16,q8_0] [--reps 5]
+//                          [--dtypes f16,bf16,q8_0,q8_0_rows8] [--reps 5]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,6 +19,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/kernel_set.h"
+#include "backends/cpu/q8_0_rows8.h"
 #include "common/half.h"
 
 using namespace tandem;
@@ -126,8 +127,22 @@ int main(int argc, char** argv) {
   while (pos < dtypes.size()) {
     size_t end = dtypes.find(',', pos);
     if (end == std::string::npos) end = dtypes.size();
-    const DType dtype = parse_dtype(dtypes.substr(pos, end - pos));
+    // q8_0_rows8: Q8_0 regrouped by 8 rows, as the engine loads it for kernels that support it.
+    const std::string dtype_arg = dtypes.substr(pos, end - pos);
+    const bool rows8 = dtype_arg == "q8_0_rows8";
+    const DType dtype = rows8 ? DType::Q8_0 : parse_dtype(dtype_arg);
+    const std::string label = rows8 ? "q8_0r8" : std::string(dtype_name(dtype));
     pos = end + 1;
+    if (rows8 && !ks->q8_0_rows8) {
+      std::printf("%s: the %s kernels have no rows8 path\n", dtype_arg.c_str(), ks->name);
+      continue;
+    }
+    std::vector<PackedWeights> packed;
+    auto prepare = [&](WeightMatrix w) {
+      if (!rows8) return w;
+      packed.emplace_back();
+      return repack_q8_0_rows8(w, packed.back());
+    };
 
     std::vector<std::vector<uint8_t>> store;
     std::vector<WeightMatrix> layers;  // 28 x 7, in execution order
@@ -135,13 +150,13 @@ int main(int argc, char** argv) {
     for (int l = 0; l < kLayers; ++l) {
       for (const Shape& s : kLayerShapes) {
         store.push_back(random_weights(dtype, s.rows, s.cols, rng));
-        layers.push_back(WeightMatrix{dtype, s.rows, s.cols, store.back().data()});
+        layers.push_back(prepare(WeightMatrix{dtype, s.rows, s.cols, store.back().data()}));
         layer_bytes += static_cast<double>(store.back().size());
         layer_flops_per_token += 2.0 * s.rows * s.cols;
       }
     }
     store.push_back(random_weights(dtype, kLmHead.rows, kLmHead.cols, rng));
-    const WeightMatrix lm_head{dtype, kLmHead.rows, kLmHead.cols, store.back().data()};
+    const WeightMatrix lm_head = prepare(WeightMatrix{dtype, kLmHead.rows, kLmHead.cols, store.back().data()});
     const double lm_bytes = static_cast<double>(store.back().size());
 
     std::vector<float> x(512 * 3072), y(512 * 3072 + 151936 * 4);
@@ -157,7 +172,7 @@ int main(int argc, char** argv) {
       }
       const double gbs = (layer_bytes + lm_bytes) / best / 1e9;
       std::printf("%-5s decode  n_tokens %3lld: %7.2f ms/step  %6.1f steps/s  %6.2f GB/s  %5.1f%% of read bw\n",
-                  std::string(dtype_name(dtype)).c_str(), static_cast<long long>(nt), best * 1e3, 1.0 / best,
+                  label.c_str(), static_cast<long long>(nt), best * 1e3, 1.0 / best,
                   gbs, 100.0 * gbs / read_bw);
     }
     for (int64_t nt : {64, 512}) {
@@ -169,7 +184,7 @@ int main(int argc, char** argv) {
         best = std::min(best, now_s() - t0);
       }
       std::printf("%-5s prefill n_tokens %3lld: %7.2f ms  %7.1f tok/s (layers only)  %6.1f GFLOP/s\n",
-                  std::string(dtype_name(dtype)).c_str(), static_cast<long long>(nt), best * 1e3, nt / best,
+                  label.c_str(), static_cast<long long>(nt), best * 1e3, nt / best,
                   layer_flops_per_token * nt / best / 1e9);
     }
   }

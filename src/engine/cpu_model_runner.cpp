@@ -98,6 +98,16 @@ void CpuModelRunner::load(const std::string& path, Lookup&& tensor) {
     }
     for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) weight_bytes_ += matrix_bytes(*w);
   }
+  // Q8_0 matrices regrouped for this CPU's kernels (the same values; the
+  // embedding table, which is also read by rows, stays as it is).
+  auto prepare = [&](cpu::WeightMatrix& w) {
+    cpu::PackedWeights storage;
+    w = cpu::prepare_for_best_kernels(w, storage);
+    if (storage.bytes) packed_.push_back(std::move(storage));
+  };
+  for (Layer& L : layers_)
+    for (auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) prepare(*w);
+  if (has_head_ && !config_.tied_embeddings) prepare(output_);
 
   // Angles in double, stored as f32: the table is exact to f32 rounding at
   // every position, where an f32 pos * inv_freq product would drift.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/q8_0_rows8.h"
 #include "common/thread_pool.h"
 #include "engine/kv_cache.h"
 #include "engine/model_runner.h"
@@ -74,6 +75,9 @@ class CpuModelRunner : public ModelRunner {
   cpu::WeightMatrix token_embd_, output_;
   std::vector<float> output_norm_;
   uint64_t weight_bytes_ = 0;
+  // Matrices regrouped at load for the CPU's kernels (Q8_0 in the rows8
+  // layout); the layer and output matrices point into these.
+  std::vector<cpu::PackedWeights> packed_;
   std::vector<float> rope_cos_, rope_sin_;  // [max_context, head_dim/2]
 
   BlockAllocator allocator_;

@@ -18,6 +18,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/kernel_set.h"
+#include "backends/cpu/q8_0_rows8.h"
 #include "common/error.h"
 #include "common/half.h"
 
@@ -171,6 +172,71 @@ TEST(CpuMatmul, ModelShapesMatchReference) {
       }
     }
   }
+}
+
+// Q8_0 regrouped by 8 rows (q8_0_rows8.h): the same values (matmul_ref on
+// both layouts agrees bit for bit), the GEMV and GEMM paths within the Q8_0
+// tolerances, rows not a multiple of 8, 1..3 threads giving the same bits, a
+// token's GEMV result independent of the others in its group, and the
+// kernels without rows8 support refusing it.
+TEST(CpuMatmul, Q8_0Rows8MatchesReference) {
+  std::mt19937 rng(4321);
+  ThreadPool pools[] = {ThreadPool(1), ThreadPool(2), ThreadPool(3)};
+  for (KernelVariant v : variants()) {
+    const KernelSet& ks = kernel_set(v);
+    for (int64_t rows : {1, 8, 13, 67}) {
+      for (int64_t cols : {32, 96, 1056}) {
+        const TestMatrix m = make_matrix(DType::Q8_0, rows, cols, rng);
+        PackedWeights storage;
+        const WeightMatrix packed = repack_q8_0_rows8(m.view(), storage);
+        ASSERT_EQ(packed.layout, WeightLayout::Q8_0Rows8);
+        ASSERT_NE(packed.data, m.view().data);
+        if (!ks.q8_0_rows8) {
+          std::vector<float> x = make_x(1, cols, rng), y(static_cast<size_t>(rows));
+          EXPECT_THROW(matmul(ks, packed, x.data(), 1, y.data(), pools[0]), Error) << ks.name;
+          continue;
+        }
+        for (int64_t nt : {1, 2, 3, 4, 5, 64}) {
+          const std::vector<float> x = make_x(nt, cols, rng);
+          std::vector<float> ref(static_cast<size_t>(nt * rows)), ref8(ref.size());
+          matmul_ref(m.view(), x.data(), nt, ref.data());
+          matmul_ref(packed, x.data(), nt, ref8.data());
+          ASSERT_EQ(0, std::memcmp(ref.data(), ref8.data(), ref.size() * 4)) << "rows " << rows << " cols " << cols;
+          const bool qx = nt <= ks.gemv_max_tokens;
+          std::vector<float> first;
+          for (ThreadPool& pool : pools) {
+            std::vector<float> y(ref.size(), std::nanf(""));
+            matmul(ks, packed, x.data(), nt, y.data(), pool);
+            for (int64_t t = 0; t < nt; ++t)
+              for (int64_t r = 0; r < rows; ++r)
+                ASSERT_LE(std::fabs(y[t * rows + r] - ref[t * rows + r]), tolerance(m, x, t, r, qx))
+                    << ks.name << " rows " << rows << " cols " << cols << " tokens " << nt << " (t " << t << ", r "
+                    << r << ")";
+            if (first.empty()) {
+              first = y;
+            } else {
+              ASSERT_EQ(0, std::memcmp(first.data(), y.data(), y.size() * 4)) << ks.name << " " << pool.size();
+            }
+          }
+          // Decode kernels: each token alone gives the bits it gets in a group.
+          std::vector<float> all(ref.size()), one(static_cast<size_t>(rows));
+          matmul(ks, packed, x.data(), nt, all.data(), pools[1], MatmulPath::Gemv);
+          for (int64_t t = 0; t < nt; ++t) {
+            matmul(ks, packed, x.data() + t * cols, 1, one.data(), pools[1], MatmulPath::Gemv);
+            ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t * rows, one.size() * 4)) << ks.name << " token " << t;
+          }
+        }
+      }
+    }
+  }
+  // A quant of -128 (not written by GGUF's quantizers, but valid) keeps the row-major layout.
+  TestMatrix m = make_matrix(DType::Q8_0, 9, 64, rng);
+  reinterpret_cast<BlockQ8_0*>(m.bytes.data())[3].qs[5] = -128;
+  PackedWeights storage;
+  const WeightMatrix kept = repack_q8_0_rows8(m.view(), storage);
+  EXPECT_EQ(kept.layout, WeightLayout::RowMajor);
+  EXPECT_EQ(kept.data, m.view().data);
+  EXPECT_FALSE(storage.bytes);
 }
 
 TEST(CpuMatmul, EmptyShapesAreNoOps) {

@@ -22,14 +22,22 @@ struct CpuFeatures {
 };
 CpuFeatures detect_cpu_features();
 
-// A weight matrix [rows, cols] (row-major, rows contiguous), as used by
-// y = W x with rows == n_out and cols == n_in.
-// Supported dtypes: F32, F16, BF16, Q8_0 (cols a multiple of 32 for Q8_0).
+// How a matrix's bytes are ordered.
+enum class WeightLayout {
+  RowMajor,   // rows contiguous, as in GGUF and safetensors
+  Q8_0Rows8,  // Q8_0 regrouped by 8 rows for the SIMD decode kernels (q8_0_rows8.h)
+};
+
+// A weight matrix [rows, cols], as used by y = W x with rows == n_out and
+// cols == n_in. Supported dtypes: F32, F16, BF16, Q8_0 (cols a multiple of
+// 32 for Q8_0), row-major; Q8_0 also in the rows8 layout, where the kernel
+// set supports it (KernelSet::q8_0_rows8).
 struct WeightMatrix {
   DType dtype = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
+  WeightLayout layout = WeightLayout::RowMajor;
 };
 
 // Which kernel computes a matmul. The two paths round differently (the Q8_0

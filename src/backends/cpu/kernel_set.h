@@ -22,6 +22,7 @@ enum class KernelVariant {
 // read-only by every thread.
 struct MatmulArgs {
   DType dtype = DType::F32;
+  WeightLayout layout = WeightLayout::RowMajor;
   int64_t rows = 0;            // n_out
   int64_t cols = 0;            // n_in
   const void* w = nullptr;     // [rows, cols] in `dtype`
@@ -30,6 +31,7 @@ struct MatmulArgs {
   // block of 32 to int8 with an f32 scale: x[t, c] ~= xq[t, c] * xd[t, c / 32].
   const int8_t* xq = nullptr;  // [n_tokens, cols]
   const float* xd = nullptr;   // [n_tokens, cols / 32]
+  const int8_t* xq_abs = nullptr;  // [n_tokens, cols]: |xq|, for the rows8 layout only
   int64_t n_tokens = 0;
   float* y = nullptr;          // [n_tokens, rows]
   bool force_gemm = false;     // GEMM even for n_tokens <= gemv_max_tokens (MatmulPath::Gemm)
@@ -52,6 +54,9 @@ struct KernelSet {
   void (*axpy)(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
   float (*sum_squares)(const float* x, int64_t n);
   void (*scale_mul)(float alpha, const float* x, const float* w, float* out, int64_t n);  // out = alpha * x * w
+  // Computes with Q8_0 matrices in the rows8 layout (q8_0_rows8.h); their
+  // row ranges are then multiples of 8.
+  bool q8_0_rows8 = false;
 };
 
 // The variants this build contains and this CPU (and OS) can run, best last.

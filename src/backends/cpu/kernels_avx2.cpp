@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "backends/cpu/kernel_set.h"
+#include "backends/cpu/q8_0_rows8.h"
 
 namespace tandem::cpu {
 namespace {
@@ -56,6 +57,6 @@ struct Isa {
 
 const KernelSet kAvx2Kernels{KernelVariant::Avx2, "avx2", kGemvMaxTokens, &matmul_rows,
                              &quantize_activations,
-                             &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul};
+                             &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, true};
 
 }  // namespace tandem::cpu

@@ -12,10 +12,15 @@ namespace tandem::cpu {
 
 namespace {
 
-constexpr int64_t kRowAlign = 4;  // every kernel tile starts on a multiple of 4 rows
+constexpr int64_t kRowAlign = 4;  // every kernel tile starts on a multiple of 4 rows (8: rows8 layout)
 constexpr int64_t kChunksPerThread = 8;
 
-void validate(const WeightMatrix& w, const float* x, int64_t n_tokens, const float* y) {
+void validate(const KernelSet& kernels, const WeightMatrix& w, const float* x, int64_t n_tokens, const float* y) {
+  if (w.layout == WeightLayout::Q8_0Rows8) {
+    check(w.dtype == DType::Q8_0, "matmul: the rows8 layout holds q8_0 weights only");
+    check(kernels.q8_0_rows8, std::string("matmul: the ") + kernels.name +
+                                  " kernels cannot compute with q8_0 weights in the rows8 layout");
+  }
   check(w.rows >= 0 && w.cols >= 0 && n_tokens >= 0,
         "matmul: negative shape (rows " + std::to_string(w.rows) + ", cols " +
             std::to_string(w.cols) + ", n_tokens " + std::to_string(n_tokens) + ")");
@@ -72,7 +77,7 @@ const KernelSet& best_kernel_set() {
 
 void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int64_t n_tokens,
             float* y, ThreadPool& pool, MatmulPath path) {
-  validate(w, x, n_tokens, y);
+  validate(kernels, w, x, n_tokens, y);
   if (w.rows == 0 || n_tokens == 0) return;
   if (path == MatmulPath::Gemv && kernels.gemv_max_tokens > 0 && n_tokens > kernels.gemv_max_tokens) {
     // Decode kernels compute each token alone, so groups give the same
@@ -85,6 +90,7 @@ void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int
   }
   MatmulArgs args;
   args.dtype = w.dtype;
+  args.layout = w.layout;
   args.rows = w.rows;
   args.cols = w.cols;
   args.w = w.data;
@@ -93,20 +99,27 @@ void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int
   args.y = y;
   args.force_gemm = path == MatmulPath::Gemm;
 
-  std::vector<int8_t> xq;  // [n_tokens, cols]
-  std::vector<float> xd;   // [n_tokens, cols / 32]
+  std::vector<int8_t> xq;      // [n_tokens, cols]
+  std::vector<float> xd;       // [n_tokens, cols / 32]
+  std::vector<int8_t> xq_abs;  // [n_tokens, cols]: rows8 layout
   if (w.dtype == DType::Q8_0 && !args.force_gemm && n_tokens <= kernels.gemv_max_tokens && w.cols > 0) {
     xq.resize(static_cast<size_t>(n_tokens * w.cols));
     xd.resize(static_cast<size_t>(n_tokens * w.cols / kQ8_0BlockElems));
     kernels.quantize_activations(x, n_tokens * w.cols, xq.data(), xd.data());
     args.xq = xq.data();
     args.xd = xd.data();
+    if (w.layout == WeightLayout::Q8_0Rows8) {
+      xq_abs.resize(xq.size());
+      for (size_t i = 0; i < xq.size(); ++i) xq_abs[i] = static_cast<int8_t>(xq[i] < 0 ? -xq[i] : xq[i]);  // |q| <= 127
+      args.xq_abs = xq_abs.data();
+    }
   }
 
   // Small matrices are not worth waking the other threads for.
   const int64_t work = w.rows * std::max<int64_t>(w.cols, 1) * n_tokens;
   const int64_t max_threads = std::max<int64_t>(1, std::min<int64_t>(pool.size(), work / 16384));
-  const int64_t blocks = (w.rows + kRowAlign - 1) / kRowAlign;
+  const int64_t align = w.layout == WeightLayout::Q8_0Rows8 ? 8 : kRowAlign;
+  const int64_t blocks = (w.rows + align - 1) / align;
   const int64_t n_parts = std::min<int64_t>(max_threads, blocks);
   if (n_parts <= 1) {
     kernels.matmul_rows(args, 0, w.rows);
@@ -124,8 +137,8 @@ void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int
     for (;;) {
       const int64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
       if (c >= n_chunks) return;
-      const int64_t r0 = std::min(w.rows, blocks * c / n_chunks * kRowAlign);
-      const int64_t r1 = std::min(w.rows, blocks * (c + 1) / n_chunks * kRowAlign);
+      const int64_t r0 = std::min(w.rows, blocks * c / n_chunks * align);
+      const int64_t r1 = std::min(w.rows, blocks * (c + 1) / n_chunks * align);
       if (r0 < r1) kernels.matmul_rows(args, r0, r1);
     }
   });

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/q8_0_rows8.h"
 #include "common/error.h"
 #include "common/half.h"
 
@@ -87,7 +88,11 @@ void matmul_ref(const WeightMatrix& w, const float* x, int64_t n_tokens, float* 
   const int64_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
   std::vector<float> row(static_cast<size_t>(w.cols));
   for (int64_t r = 0; r < w.rows; ++r) {
-    dequantize_row(w.dtype, static_cast<const char*>(w.data) + r * row_bytes, row.data(), w.cols);
+    if (w.layout == WeightLayout::Q8_0Rows8) {
+      dequantize_rows8_row(w, r, row.data());
+    } else {
+      dequantize_row(w.dtype, static_cast<const char*>(w.data) + r * row_bytes, row.data(), w.cols);
+    }
     for (int64_t t = 0; t < n_tokens; ++t) {
       double acc = 0.0;
       for (int64_t c = 0; c < w.cols; ++c) acc += static_cast<double>(row[c]) * x[t * w.cols + c];
