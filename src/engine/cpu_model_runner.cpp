@@ -98,8 +98,9 @@ void CpuModelRunner::load(const std::string& path, Lookup&& tensor) {
     }
     for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) weight_bytes_ += matrix_bytes(*w);
   }
-  // Q8_0 matrices regrouped for this CPU's kernels (the same values; the
-  // embedding table, which is also read by rows, stays as it is).
+  // Q8_0 matrices regrouped for this CPU's kernels (the same values). The
+  // embedding table is read by rows and stays as it is; a tied output head
+  // gets its own regrouped copy.
   auto prepare = [&](cpu::WeightMatrix& w) {
     cpu::PackedWeights storage;
     w = cpu::prepare_for_best_kernels(w, storage);
@@ -107,7 +108,7 @@ void CpuModelRunner::load(const std::string& path, Lookup&& tensor) {
   };
   for (Layer& L : layers_)
     for (auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) prepare(*w);
-  if (has_head_ && !config_.tied_embeddings) prepare(output_);
+  if (has_head_) prepare(output_);
 
   // Angles in double, stored as f32: the table is exact to f32 rounding at
   // every position, where an f32 pos * inv_freq product would drift.

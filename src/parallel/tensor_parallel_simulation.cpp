@@ -12,6 +12,7 @@
 #include "backends/cpu/cpu_ops.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
+#include "backends/cpu/q8_0_rows8.h"
 #include "parallel/in_process_communicator.h"
 #include "parallel/parallel_plan.h"
 #include "parallel/weight_sharding.h"
@@ -19,13 +20,22 @@
 namespace tandem::parallel {
 namespace {
 
+// A rank's matrix shard, in the layout the CPU engine computes it with
+// (Q8_0 regrouped by 8 rows where the kernels take it), so that the
+// simulation runs the engine's kernels.
+struct Matrix {
+  TensorShard shard;
+  cpu::PackedWeights packed;
+  cpu::WeightMatrix w;
+};
+
 // What one simulated GPU holds.
 struct RankWeights {
   struct Layer {
-    TensorShard wq, wk, wv;      // [heads_per_gpu * head_dim, hidden], [kv_heads_per_gpu * head_dim, hidden] x2
-    TensorShard wo;              // [hidden, heads_per_gpu * head_dim]
-    TensorShard gate, up;        // [ffn_per_gpu, hidden]
-    TensorShard down;            // [hidden, ffn_per_gpu]
+    Matrix wq, wk, wv;      // [heads_per_gpu * head_dim, hidden], [kv_heads_per_gpu * head_dim, hidden] x2
+    Matrix wo;              // [hidden, heads_per_gpu * head_dim]
+    Matrix gate, up;        // [ffn_per_gpu, hidden]
+    Matrix down;            // [hidden, ffn_per_gpu]
     std::vector<float> q_bias, k_bias, v_bias;  // the rank's rows (qwen2)
     std::vector<float> attn_norm, ffn_norm;     // [hidden], replicated
     std::vector<float> q_norm, k_norm;          // [head_dim], replicated (qwen3)
@@ -36,7 +46,7 @@ struct RankWeights {
   std::vector<Layer> layer;  // the stage's layers, in order
   const TensorRef* token_embd = nullptr;  // first stage only (replicated)
   std::vector<float> output_norm;         // last stage only
-  TensorShard lm_head;                    // last stage only: [vocab rows of this rank, hidden]
+  Matrix lm_head;                         // last stage only: [vocab rows of this rank, hidden]
 };
 
 std::vector<float> vector_of(const TensorShard& s) {
@@ -47,8 +57,12 @@ std::vector<float> vector_of(const TensorShard& s) {
   return out;
 }
 
-cpu::WeightMatrix matrix_of(const TensorShard& s) {
-  return cpu::WeightMatrix{s.ref.dtype, s.ref.shape[0], s.ref.shape[1], s.ref.data};
+Matrix matrix_of(TensorShard s) {
+  Matrix m;
+  m.shard = std::move(s);  // a copied shard's bytes do not move with it
+  m.w = cpu::prepare_for_best_kernels(
+      cpu::WeightMatrix{m.shard.ref.dtype, m.shard.ref.shape[0], m.shard.ref.shape[1], m.shard.ref.data}, m.packed);
+  return m;
 }
 
 RankWeights shard_model(const ModelFile& model, const ParallelPlan& plan, int64_t stage, int64_t tp_rank) {
@@ -65,13 +79,13 @@ RankWeights shard_model(const ModelFile& model, const ParallelPlan& plan, int64_
   for (int64_t l = st.layers.begin; l < st.layers.end; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     RankWeights::Layer L;
-    L.wq = shard(b + "attn_q.weight");
-    L.wk = shard(b + "attn_k.weight");
-    L.wv = shard(b + "attn_v.weight");
-    L.wo = shard(b + "attn_output.weight");
-    L.gate = shard(b + "ffn_gate.weight");
-    L.up = shard(b + "ffn_up.weight");
-    L.down = shard(b + "ffn_down.weight");
+    L.wq = matrix_of(shard(b + "attn_q.weight"));
+    L.wk = matrix_of(shard(b + "attn_k.weight"));
+    L.wv = matrix_of(shard(b + "attn_v.weight"));
+    L.wo = matrix_of(shard(b + "attn_output.weight"));
+    L.gate = matrix_of(shard(b + "ffn_gate.weight"));
+    L.up = matrix_of(shard(b + "ffn_up.weight"));
+    L.down = matrix_of(shard(b + "ffn_down.weight"));
     L.attn_norm = vector_of(shard(b + "attn_norm.weight"));
     L.ffn_norm = vector_of(shard(b + "ffn_norm.weight"));
     if (c.qkv_bias) {
@@ -89,7 +103,7 @@ RankWeights shard_model(const ModelFile& model, const ParallelPlan& plan, int64_
   if (st.has_lm_head) {
     w.output_norm = vector_of(shard("output_norm.weight"));
     const char* head = c.tied_embeddings ? "token_embd.weight" : "output.weight";
-    w.lm_head = shard_tensor(model.tensor(head), lm_head_rule(), tp_rank, tp);
+    w.lm_head = matrix_of(shard_tensor(model.tensor(head), lm_head_rule(), tp_rank, tp));
   }
   return w;
 }
@@ -134,9 +148,7 @@ void run_rank(const Shared& s, const RankWeights& w, Communicator& tp, Communica
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   ThreadPool pool(1);
-  auto matmul = [&](const TensorShard& m, const float* x, float* y) {
-    cpu::matmul(matrix_of(m), x, T, y, pool, s.path);
-  };
+  auto matmul = [&](const Matrix& m, const float* x, float* y) { cpu::matmul(m.w, x, T, y, pool, s.path); };
 
   std::vector<float> x(static_cast<size_t>(T * H)), xn(x.size()), proj(x.size());  // [T, hidden]
   std::vector<float> q(static_cast<size_t>(T * qd)), att(q.size());                   // [T, qd]
@@ -220,7 +232,7 @@ void run_rank(const Shared& s, const RankWeights& w, Communicator& tp, Communica
   // LM head over this rank's vocabulary rows, padded to the largest slice so
   // that every rank gathers the same count.
   for (int64_t t = 0; t < T; ++t) cpu::rmsnorm(x.data() + t * H, w.output_norm.data(), eps, xn.data() + t * H, H);
-  const int64_t rows = w.lm_head.range.size(), max_rows = s.plan.max_vocab_per_gpu;
+  const int64_t rows = w.lm_head.shard.range.size(), max_rows = s.plan.max_vocab_per_gpu;
   std::vector<float> local(static_cast<size_t>(T * rows));
   matmul(w.lm_head, xn.data(), local.data());
   std::vector<float> padded(static_cast<size_t>(T * max_rows), 0.0f);  // [T, max_rows]

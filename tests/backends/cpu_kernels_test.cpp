@@ -175,10 +175,11 @@ TEST(CpuMatmul, ModelShapesMatchReference) {
 }
 
 // Q8_0 regrouped by 8 rows (q8_0_rows8.h): the same values (matmul_ref on
-// both layouts agrees bit for bit), the GEMV and GEMM paths within the Q8_0
-// tolerances, rows not a multiple of 8, 1..3 threads giving the same bits, a
-// token's GEMV result independent of the others in its group, and the
-// kernels without rows8 support refusing it.
+// both layouts agrees bit for bit); one kernel with quantized activations for
+// every token count, within the Q8_0 GEMV tolerance; rows not a multiple of
+// 8; 1..3 threads giving the same bits; a token's result independent of the
+// other tokens and of the path (decode or prompt); the kernels without rows8
+// support refusing it.
 TEST(CpuMatmul, Q8_0Rows8MatchesReference) {
   std::mt19937 rng(4321);
   ThreadPool pools[] = {ThreadPool(1), ThreadPool(2), ThreadPool(3)};
@@ -202,7 +203,7 @@ TEST(CpuMatmul, Q8_0Rows8MatchesReference) {
           matmul_ref(m.view(), x.data(), nt, ref.data());
           matmul_ref(packed, x.data(), nt, ref8.data());
           ASSERT_EQ(0, std::memcmp(ref.data(), ref8.data(), ref.size() * 4)) << "rows " << rows << " cols " << cols;
-          const bool qx = nt <= ks.gemv_max_tokens;
+          const bool qx = true;  // every token count takes the quantized-activation kernel
           std::vector<float> first;
           for (ThreadPool& pool : pools) {
             std::vector<float> y(ref.size(), std::nanf(""));
@@ -218,9 +219,12 @@ TEST(CpuMatmul, Q8_0Rows8MatchesReference) {
               ASSERT_EQ(0, std::memcmp(first.data(), y.data(), y.size() * 4)) << ks.name << " " << pool.size();
             }
           }
-          // Decode kernels: each token alone gives the bits it gets in a group.
-          std::vector<float> all(ref.size()), one(static_cast<size_t>(rows));
+          // Each token alone gives the bits it gets among the others, on the
+          // decode and the prompt path alike (one kernel).
+          std::vector<float> all(ref.size()), prompt(ref.size()), one(static_cast<size_t>(rows));
           matmul(ks, packed, x.data(), nt, all.data(), pools[1], MatmulPath::Gemv);
+          matmul(ks, packed, x.data(), nt, prompt.data(), pools[1], MatmulPath::Gemm);
+          ASSERT_EQ(0, std::memcmp(all.data(), prompt.data(), all.size() * 4)) << ks.name << " tokens " << nt;
           for (int64_t t = 0; t < nt; ++t) {
             matmul(ks, packed, x.data() + t * cols, 1, one.data(), pools[1], MatmulPath::Gemv);
             ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t * rows, one.size() * 4)) << ks.name << " token " << t;

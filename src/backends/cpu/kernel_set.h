@@ -27,11 +27,10 @@ struct MatmulArgs {
   int64_t cols = 0;            // n_in
   const void* w = nullptr;     // [rows, cols] in `dtype`
   const float* x = nullptr;    // [n_tokens, cols]
-  // Q8_0 activations, only for the Q8_0 GEMV path (else null): x quantized per
+  // Q8_0 activations, for the Q8_0 GEMV path and the rows8 layout (else null): x quantized per
   // block of 32 to int8 with an f32 scale: x[t, c] ~= xq[t, c] * xd[t, c / 32].
   const int8_t* xq = nullptr;  // [n_tokens, cols]
   const float* xd = nullptr;   // [n_tokens, cols / 32]
-  const int8_t* xq_abs = nullptr;  // [n_tokens, cols]: |xq|, for the rows8 layout only
   int64_t n_tokens = 0;
   float* y = nullptr;          // [n_tokens, rows]
   bool force_gemm = false;     // GEMM even for n_tokens <= gemv_max_tokens (MatmulPath::Gemm)

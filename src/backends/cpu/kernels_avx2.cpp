@@ -46,6 +46,10 @@ struct Isa {
     }
   }
   // u8 x s8 -> i32x8; |products| <= 128 * 127, so the i16 pair sums cannot saturate.
+  // acc + dot_u8s8(u, s)
+  static __m256i dot_add_u8s8(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+  }
   static __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
   }

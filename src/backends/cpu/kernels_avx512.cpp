@@ -49,6 +49,8 @@ struct Isa {
     }
   }
   // u8 x s8 -> i32x8 with VNNI: one instruction, no i16 intermediate.
+  // acc + dot_u8s8(u, s), in one VNNI instruction
+  static __m256i dot_add_u8s8(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
   static __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
   }

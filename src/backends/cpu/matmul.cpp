@@ -79,7 +79,8 @@ void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int
             float* y, ThreadPool& pool, MatmulPath path) {
   validate(kernels, w, x, n_tokens, y);
   if (w.rows == 0 || n_tokens == 0) return;
-  if (path == MatmulPath::Gemv && kernels.gemv_max_tokens > 0 && n_tokens > kernels.gemv_max_tokens) {
+  const bool rows8 = w.layout == WeightLayout::Q8_0Rows8;  // one kernel for every token count
+  if (path == MatmulPath::Gemv && kernels.gemv_max_tokens > 0 && n_tokens > kernels.gemv_max_tokens && !rows8) {
     // Decode kernels compute each token alone, so groups give the same
     // per-token results as one token at a time.
     for (int64_t t = 0; t < n_tokens; t += kernels.gemv_max_tokens) {
@@ -99,20 +100,14 @@ void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int
   args.y = y;
   args.force_gemm = path == MatmulPath::Gemm;
 
-  std::vector<int8_t> xq;      // [n_tokens, cols]
-  std::vector<float> xd;       // [n_tokens, cols / 32]
-  std::vector<int8_t> xq_abs;  // [n_tokens, cols]: rows8 layout
-  if (w.dtype == DType::Q8_0 && !args.force_gemm && n_tokens <= kernels.gemv_max_tokens && w.cols > 0) {
+  std::vector<int8_t> xq;  // [n_tokens, cols]
+  std::vector<float> xd;   // [n_tokens, cols / 32]
+  if (w.dtype == DType::Q8_0 && w.cols > 0 && (rows8 || (!args.force_gemm && n_tokens <= kernels.gemv_max_tokens))) {
     xq.resize(static_cast<size_t>(n_tokens * w.cols));
     xd.resize(static_cast<size_t>(n_tokens * w.cols / kQ8_0BlockElems));
     kernels.quantize_activations(x, n_tokens * w.cols, xq.data(), xd.data());
     args.xq = xq.data();
     args.xd = xd.data();
-    if (w.layout == WeightLayout::Q8_0Rows8) {
-      xq_abs.resize(xq.size());
-      for (size_t i = 0; i < xq.size(); ++i) xq_abs[i] = static_cast<int8_t>(xq[i] < 0 ? -xq[i] : xq[i]);  // |q| <= 127
-      args.xq_abs = xq_abs.data();
-    }
   }
 
   // Small matrices are not worth waking the other threads for.
