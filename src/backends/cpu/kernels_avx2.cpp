@@ -61,6 +61,6 @@ struct Isa {
 
 const KernelSet kAvx2Kernels{KernelVariant::Avx2, "avx2", kGemvMaxTokens, &matmul_rows,
                              &quantize_activations,
-                             &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, true};
+                             &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, true, true};
 
 }  // namespace tandem::cpu

@@ -62,6 +62,6 @@ struct Isa {
 
 const KernelSet kAvx512Kernels{KernelVariant::Avx512, "avx512", kGemvMaxTokens, &matmul_rows,
                                &quantize_activations,
-                               &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, true};
+                               &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, true, false};
 
 }  // namespace tandem::cpu

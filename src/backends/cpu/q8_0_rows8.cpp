@@ -43,7 +43,7 @@ WeightMatrix repack_q8_0_rows8(const WeightMatrix& w, PackedWeights& storage) {
 }
 
 WeightMatrix prepare_for_best_kernels(const WeightMatrix& w, PackedWeights& storage) {
-  return best_kernel_set().q8_0_rows8 ? repack_q8_0_rows8(w, storage) : w;
+  return best_kernel_set().q8_0_rows8_preferred ? repack_q8_0_rows8(w, storage) : w;
 }
 
 void dequantize_rows8_row(const WeightMatrix& w, int64_t r, float* out) {

@@ -44,8 +44,8 @@ struct PackedWeights {
 WeightMatrix repack_q8_0_rows8(const WeightMatrix& w, PackedWeights& storage);
 
 // `w` in the layout the best kernel set of this CPU computes fastest with:
-// Q8_0 in rows8 where the kernels support it (storage then holds the bytes),
-// anything else unchanged.
+// Q8_0 in rows8 where the kernels prefer it (KernelSet::q8_0_rows8_preferred;
+// storage then holds the bytes), anything else unchanged.
 WeightMatrix prepare_for_best_kernels(const WeightMatrix& w, PackedWeights& storage);
 
 // Row r of a rows8 matrix as f32 (cols values).
