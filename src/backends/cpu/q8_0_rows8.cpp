@@ -33,7 +33,7 @@ WeightMatrix repack_q8_0_rows8(const WeightMatrix& w, PackedWeights& storage) {
       const BlockQ8_0& s = src[r * nb + b];
       BlockQ8_0x8& d = dst[g * nb + b];
       d.d[i] = s.d;
-      for (int c = 0; c < kQ8_0BlockElems; ++c) d.qs[rows8_index(i, c)] = s.qs[c];
+      for (int c = 0; c < kQ8_0BlockElems; c += 4) std::memcpy(d.qs + rows8_index(i, c), s.qs + c, 4);
     }
   }
   WeightMatrix out = w;
