@@ -34,6 +34,25 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Writes out[index] = v and, with a.out_q, the warp's 32 consecutive
+// outputs (one quant block: head_dim is a multiple of 32 then) quantized as
+// quantize_activations does it: NaN-propagating max, correctly rounded scale.
+// Every lane of the warp calls it.
+__device__ __forceinline__ void write_output(const AttentionArgs& a, int64_t index, float v) {
+  a.out[index] = v;
+  if (a.out_q == nullptr) return;
+  float amax = fabsf(v);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, amax, off);
+    amax = isnan(amax) || isnan(other) ? amax + other : fmaxf(amax, other);
+  }
+  const float scale = __fdiv_rn(amax, 127.0f);
+  const float rcp = scale != 0.0f ? __frcp_rn(scale) : 0.0f;
+  a.out_q[index] = static_cast<int8_t>(roundf(__fmul_rn(v, rcp)));
+  if (threadIdx.x % 32 == 0) a.out_d[index / 32] = scale;
+}
+
 // DPL halves of one lane's value slice, loaded at once.
 template <int DPL>
 struct HalfVector;
@@ -238,7 +257,7 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
       const int g = i / hd, d = i % hd;
       float o = 0.0f;
       for (int w = 0; w < kWarps; ++w) o += part_acc[w][g][d] * merge_weight[g][w];
-      a.out[t * q_dim + static_cast<int64_t>(h0 + g) * hd + d] = o * (1.0f / merged_l[g]);
+      write_output(a, t * q_dim + static_cast<int64_t>(h0 + g) * hd + d, o * (1.0f / merged_l[g]));
     }
     return;
   }
@@ -310,7 +329,7 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
 #pragma unroll
     for (int k = 0; k < kMaxAttentionSplits; ++k)
       if (k < n_splits && split_l[g][k] > 0.0f) o += acc_k[k] * split_weight[g][k];
-    a.out[t * q_dim + static_cast<int64_t>(h0 + g) * hd + d] = o * inv_l[g];
+    write_output(a, t * q_dim + static_cast<int64_t>(h0 + g) * hd + d, o * inv_l[g]);
   }
 }
 
@@ -353,6 +372,8 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
   check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0, "internal: heads not a multiple of KV heads");
   check(heads_per_block == 1 || heads_per_block == 2 || heads_per_block == 4 || heads_per_block == 8,
         "internal: attention heads per block must be 1, 2, 4 or 8");
+  check(args.out_q == nullptr || (args.out_d != nullptr && shape.head_dim % 32 == 0),
+        "internal: attention quantizes its output in blocks of 32 values of a head");
   check(n_splits == 1 || (args.split_partials && args.split_counters &&
                           n_tokens * shape.n_heads * n_splits <= kAttentionSplitSlots && n_splits <= kMaxAttentionSplits),
         "internal: attention splits without room in the workspace");

@@ -954,9 +954,17 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       aa.split_partials = m.attn_partials.get<float>();
       aa.split_counters = m.attn_counters.get<int32_t>();
       aa.decode_only = paged_decode_only;
+      // 8-bit o projection: attention quantizes the GEMV's rows (the paged
+      // tokens come first) as it writes them.
+      const int64_t wo_quantized = m.quantized_rows(L.wo, T, n_generated);
+      const bool attention_quantizes = wo_quantized > 0 && wo_quantized <= n_paged && c.head_dim % 32 == 0;
+      if (attention_quantizes) {
+        aa.out_q = m.act_q.get<int8_t>();
+        aa.out_d = m.act_d.get<float>();
+      }
       if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
       if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s);
-      m.matmul(L.wo, attn, T, n_generated, x, hidden, accumulate_residual);
+      m.matmul(L.wo, attn, T, n_generated, x, hidden, accumulate_residual, attention_quantizes ? wo_quantized : 0);
       if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
       const int64_t ffn_in = m.norm_for(L.fused_gate_up ? L.gate_up : L.gate, x, nullptr, L.ffn_norm, eps, T,
                                         n_generated, hidden, xn);

@@ -195,6 +195,11 @@ struct AttentionArgs {
   // below positions[t] were cached by earlier steps, so the kernel may read
   // them before the kernel before it finishes (launch.h).
   bool decode_only = false;
+  // With out_q (head_dim a multiple of 32): the output rows also quantized
+  // for the 8-bit GEMV, the bits of quantize_activations on out
+  // (out_q: [n_tokens, n_heads * head_dim] int8, out_d: [.., / 32] f32).
+  int8_t* out_q = nullptr;
+  float* out_d = nullptr;
 };
 // Query heads per block: those of one KV head (up to
 // kMaxAttentionHeadsPerBlock, a power of two) read each cached key and value

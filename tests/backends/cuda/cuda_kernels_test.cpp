@@ -665,6 +665,22 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
     paged_attention(early, s, n, splits, nullptr);
     const std::vector<float> e = to_host<float>(done, want.size());
     ASSERT_EQ(0, std::memcmp(e.data(), got.data(), got.size() * 4)) << splits << " splits, decode_only";
+    // Quantizing its output for the 8-bit GEMV (one head a block and 4):
+    // the bits of quantize_activations on that output.
+    DeviceBuffer q1(want.size()), d1(want.size() / 32 * 4), q2(want.size()), d2(want.size() / 32 * 4);
+    quantize_activations(dout.get<float>(), n, q_dim, q1.get<int8_t>(), d1.get<float>(), nullptr);
+    const std::vector<int8_t> want_q = to_host<int8_t>(q1, want.size());
+    const std::vector<float> want_d = to_host<float>(d1, want.size() / 32);
+    for (int heads_per_block : {1, 4}) {
+      AttentionArgs quantizing = early;
+      quantizing.out_q = q2.get<int8_t>();
+      quantizing.out_d = d2.get<float>();
+      paged_attention(quantizing, s, n, splits, nullptr, heads_per_block);
+      ASSERT_EQ(0, std::memcmp(to_host<float>(done, want.size()).data(), got.data(), got.size() * 4));
+      ASSERT_EQ(to_host<int8_t>(q2, want.size()), want_q) << splits << " splits, " << heads_per_block;
+      const std::vector<float> d = to_host<float>(d2, want.size() / 32);
+      ASSERT_EQ(0, std::memcmp(d.data(), want_d.data(), d.size() * 4)) << splits << " splits, " << heads_per_block;
+    }
     // Token 0 alone: the same bits as in the batch of three.
     AttentionArgs one = aa;
     one.out = done.get<float>();
