@@ -167,11 +167,10 @@ TEST_P(TensorParallelFixture, Q8_0GgufMatchesTheEngine) {
   // when a third of the all-reduced values are nudged by one ulp (llama3
   // 5.0e-2, qwen3 6.3e-2), so this is the kernel's sensitivity, not the
   // sharding. Decode gets 0.2 (the engine-vs-reference q8_0 tolerance is
-  // 0.3), with the argmax required to agree. Where the CPU has AVX2 or
-  // AVX-512, the engine and the simulation both regroup Q8_0 by 8 rows and
+  // 0.3), with the argmax required to agree. Where the kernels prefer it
+  // (AVX2), the engine and the simulation both regroup Q8_0 by 8 rows and
   // run one quantized-activation kernel for prompts and decode: 1.3e-6 on
-  // every fixture and plan (AVX2), but prefill keeps the bound of the other
-  // kernels too.
+  // every fixture and plan; the bounds stay those of the other kernels.
   const std::string path = gguf_copy(DType::Q8_0);
   check_all_plans(path, 1e-4, 0.2);
   fs::remove(path);
