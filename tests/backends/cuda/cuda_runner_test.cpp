@@ -311,9 +311,10 @@ TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
     for (size_t r = 0; r < a.size(); ++r) {
       const float* row = la.data() + r * vocab;
       EXPECT_EQ(ids[r], host_argmax(row)) << "step " << step << ", row " << r;
-      if (!b[r].argmax_only)
+      if (!b[r].argmax_only) {
         EXPECT_EQ(0, std::memcmp(row, lb.data() + r * vocab, static_cast<size_t>(vocab) * sizeof(float)))
             << "step " << step << ", row " << r << ": a full row in a mixed step";
+      }
       if (r >= first) next[r - first] = host_argmax(row);
     }
   }
