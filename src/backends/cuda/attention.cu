@@ -15,6 +15,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
+#include "backends/cuda/quantize_block.cuh"
 
 namespace tandem::cuda {
 namespace {
@@ -36,21 +37,14 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // Writes out[index] = v and, with a.out_q, the warp's 32 consecutive
 // outputs (one quant block: head_dim is a multiple of 32 then) quantized as
-// quantize_activations does it: NaN-propagating max, correctly rounded scale.
-// Every lane of the warp calls it.
+// quantize_activations does it (quantize_block.cuh). Every lane of the warp
+// calls it.
 __device__ __forceinline__ void write_output(const AttentionArgs& a, int64_t index, float v) {
   a.out[index] = v;
   if (a.out_q == nullptr) return;
-  float amax = fabsf(v);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) {
-    const float other = __shfl_xor_sync(0xffffffffu, amax, off);
-    amax = isnan(amax) || isnan(other) ? amax + other : fmaxf(amax, other);
-  }
-  const float scale = __fdiv_rn(amax, 127.0f);
-  const float rcp = scale != 0.0f ? __frcp_rn(scale) : 0.0f;
-  a.out_q[index] = static_cast<int8_t>(roundf(__fmul_rn(v, rcp)));
-  if (threadIdx.x % 32 == 0) a.out_d[index / 32] = scale;
+  const quantize_block::Scale s = quantize_block::block_scale<32>(fabsf(v), 0xffffffffu);
+  a.out_q[index] = quantize_block::quantize(v, s);
+  if (threadIdx.x % 32 == 0) a.out_d[index / 32] = s.d;
 }
 
 // DPL halves of one lane's value slice, loaded at once.

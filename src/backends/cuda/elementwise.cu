@@ -8,6 +8,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
+#include "backends/cuda/quantize_block.cuh"
 
 namespace tandem::cuda {
 namespace {
@@ -216,24 +217,17 @@ __global__ void __launch_bounds__(256) rmsnorm_vec_kernel(const float* __restric
                                    v[k].w * inv * g[k].w);
       o[c] = r;
       if (quantize) {
-        // quantize_kernel's arithmetic: NaN-propagating max, correctly rounded scale.
-        float amax = fmaxf(fmaxf(fabsf(r.x), fabsf(r.y)), fmaxf(fabsf(r.z), fabsf(r.w)));
-        if (isnan(r.x) || isnan(r.y) || isnan(r.z) || isnan(r.w)) amax = r.x + r.y + r.z + r.w;
-        const unsigned group = 0xffu << (threadIdx.x % 32 / 8 * 8);  // the block's 8 lanes, all active
-#pragma unroll
-        for (int off = 1; off < 8; off *= 2) {
-          const float other = __shfl_xor_sync(group, amax, off, 8);
-          amax = isnan(amax) || isnan(other) ? amax + other : fmaxf(amax, other);
-        }
-        const float scale = __fdiv_rn(amax, 127.0f);
-        const float rcp = scale != 0.0f ? __frcp_rn(scale) : 0.0f;
+        // quantize_kernel's rule (quantize_block.cuh) over the block's 8 lanes, all active.
+        using quantize_block::nan_max;
+        const float lane_amax = nan_max(nan_max(fabsf(r.x), fabsf(r.y)), nan_max(fabsf(r.z), fabsf(r.w)));
+        const quantize_block::Scale s = quantize_block::block_scale<8>(lane_amax, 0xffu << (threadIdx.x % 32 / 8 * 8));
         char4 qv;
-        qv.x = static_cast<signed char>(roundf(__fmul_rn(r.x, rcp)));
-        qv.y = static_cast<signed char>(roundf(__fmul_rn(r.y, rcp)));
-        qv.z = static_cast<signed char>(roundf(__fmul_rn(r.z, rcp)));
-        qv.w = static_cast<signed char>(roundf(__fmul_rn(r.w, rcp)));
+        qv.x = quantize_block::quantize(r.x, s);
+        qv.y = quantize_block::quantize(r.y, s);
+        qv.z = quantize_block::quantize(r.z, s);
+        qv.w = quantize_block::quantize(r.w, s);
         reinterpret_cast<char4*>(q + i * n)[c] = qv;
-        if (c % 8 == 0) d[i * (n / 32) + c / 8] = scale;
+        if (c % 8 == 0) d[i * (n / 32) + c / 8] = s.d;
       }
     }
   }

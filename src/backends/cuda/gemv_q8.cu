@@ -14,6 +14,7 @@
 #include "backends/cuda/gemv_block.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
+#include "backends/cuda/quantize_block.cuh"
 
 namespace tandem::cuda {
 namespace {
@@ -23,8 +24,7 @@ using gemv_block::kThreads;
 using gemv_block::kUnroll;
 constexpr int kBlock = 32;  // values per activation scale
 
-// One warp per 32-value block of a token: d = max|x| / 127, q = round(x / d)
-// (halves away from zero), as cpu::quantize_row_q8_0 does.
+// One warp per 32-value block of a token (quantize_block.cuh).
 template <bool kSiluMul>
 __global__ void quantize_kernel(const float* __restrict__ x, int64_t n_tokens, int64_t cols, int8_t* __restrict__ q,
                                 float* __restrict__ d) {
@@ -41,20 +41,9 @@ __global__ void quantize_kernel(const float* __restrict__ x, int64_t n_tokens, i
   } else {
     v = x[t * cols + c];
   }
-  // A NaN in the block makes the scale NaN (fmaxf alone would drop it), so
-  // that it reaches the logits as on the float path.
-  float amax = fabsf(v);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) {
-    const float other = __shfl_xor_sync(0xffffffffu, amax, off);
-    amax = isnan(amax) || isnan(other) ? amax + other : fmaxf(amax, other);
-  }
-  // Correctly rounded division and reciprocal (the build uses fast math),
-  // so that the quants are the CPU's.
-  const float scale = __fdiv_rn(amax, 127.0f);
-  const float inv = scale != 0.0f ? __frcp_rn(scale) : 0.0f;
-  q[t * cols + c] = static_cast<int8_t>(roundf(__fmul_rn(v, inv)));
-  if (threadIdx.x % 32 == 0) d[b] = scale;
+  const quantize_block::Scale s = quantize_block::block_scale<32>(fabsf(v), 0xffffffffu);
+  q[t * cols + c] = quantize_block::quantize(v, s);
+  if (threadIdx.x % 32 == 0) d[b] = s.d;
 }
 
 // Adds one 16-byte vector of each row (and, for Q8_0, the f16 scale of its
