@@ -5,13 +5,18 @@
 // weight bytes read per second and their share of --peak-gb-s.
 //
 // 8-bit formats (q8_0, int8) quantize x first and run the dp4a GEMV, timed
-// together, as the engine runs them. Token counts past 8 run the tensor-core GEMM (cuBLAS, x converted to
-// 16-bit first), as the engine does for larger decode batches.
+// together, as the engine runs them; past 4 tokens they run the int8
+// tensor-core GEMM (gemm_q8) on the same quantized x, as the engine does
+// for decode batches (--q8 gemv keeps the GEMV up to 8 tokens, --q8 mma
+// takes gemm_q8 at every count). Other formats past 8 tokens run the
+// tensor-core GEMM (cuBLAS, x converted to 16-bit first), as the engine does
+// for larger decode batches.
 //
-//   build/bin/cuda_gemv_bench [--formats f16,bf16,q8_0,int8] [--tokens 1,2,4,8,16,32]
-//                             [--peak-gb-s 3350] [--calls 300]
+//   build/bin/cuda_gemv_bench [--formats f16,bf16,q8_0,int8] [--tokens 1,2,4,8,16,32,64]
+//                             [--peak-gb-s 3350] [--calls 300] [--q8 engine|gemv|mma]
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -75,12 +80,14 @@ int main(int argc, char** argv) {
   std::string formats = "f16,bf16,q8_0,int8", tokens = "1,2,4,8,16,32";
   double peak = 3350;
   int calls = 300;
+  std::string q8_path = "engine";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--formats") formats = argv[i + 1];
     else if (a == "--tokens") tokens = argv[i + 1];
     else if (a == "--peak-gb-s") peak = std::atof(argv[i + 1]);
     else if (a == "--calls") calls = std::atoi(argv[i + 1]);
+    else if (a == "--q8") q8_path = argv[i + 1];
     else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
   }
   cudaDeviceProp prop{};
@@ -93,10 +100,15 @@ int main(int argc, char** argv) {
   cudaEvent_t e0, e1;
   TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
   TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
-  constexpr int kMaxTokens = 64;
+  constexpr int kMaxTokens = 128;
   DeviceBuffer x(kMaxTokens * 2 * 14336 * sizeof(float)), y(kMaxTokens * 128256 * sizeof(float));
   Gemm gemm(s);
   DeviceBuffer xq(kMaxTokens * 14336), xd(kMaxTokens * 14336 / 32 * sizeof(float));
+  const int sm_count = prop.multiProcessorCount;
+  int64_t workspace_floats = 1;
+  for (const Shape& sh : kShapes)
+    workspace_floats = std::max(workspace_floats, gemm_q8_workspace_floats(sh.rows, sh.cols, sm_count));
+  DeviceBuffer q8_workspace(static_cast<size_t>(workspace_floats) * sizeof(float));
   {
     // x values in [-1, 1]: the speed does not depend on them.
     std::vector<float> hx(kMaxTokens * 2 * 14336);
@@ -122,17 +134,22 @@ int main(int argc, char** argv) {
       }
       for (const std::string& ts : split(tokens)) {
         const int n = std::atoi(ts.c_str());
-        const bool use_gemm = n > 8;  // past the GEMV's 8 tokens: the tensor-core GEMM, as the engine runs it
+        const bool q8 = gemv_takes_quantized_input(f);
+        const bool use_mma = q8 && (q8_path == "mma" || (q8_path == "engine" && n > 4));
+        const bool use_gemm = !q8 && n > 8;  // past the GEMV's 8 tokens: the tensor-core GEMM, as the engine runs it
         if (use_gemm && sh.silu_input) continue;
         auto call = [&](int i) {
           const DeviceMatrix& w = mats[static_cast<size_t>(i % copies)];
           if (use_gemm) {
             gemm.run(w, x.get<float>(), n, y.get<float>(), sh.rows, false);
-          } else if (gemv_takes_quantized_input(f)) {
-            // As the engine runs 8-bit weights: x quantized, then the dp4a GEMV.
+          } else if (q8) {
+            // As the engine runs 8-bit weights: x quantized, then the dp4a GEMV or the int8 GEMM.
             if (sh.silu_input) quantize_silu_mul(x.get<float>(), n, sh.cols, xq.get<int8_t>(), xd.get<float>(), s);
             else quantize_activations(x.get<float>(), n, sh.cols, xq.get<int8_t>(), xd.get<float>(), s);
-            gemv_q8(w, xq.get<int8_t>(), xd.get<float>(), n, y.get<float>(), sh.rows, sh.silu_input, s);
+            if (use_mma)
+              gemm_q8(w, xq.get<int8_t>(), xd.get<float>(), n, y.get<float>(), sh.rows, sh.silu_input, sm_count,
+                      q8_workspace.get<float>(), s);
+            else gemv_q8(w, xq.get<int8_t>(), xd.get<float>(), n, y.get<float>(), sh.rows, sh.silu_input, s);
           } else if (sh.silu_input) {
             gemv_silu_mul(w, x.get<float>(), n, y.get<float>(), sh.rows, true, s);
           } else {

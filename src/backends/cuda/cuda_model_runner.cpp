@@ -31,6 +31,7 @@ constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
 // Larger decode batches take the tensor-core GEMM (batch_invariant off):
 // the GEMV's time grows with its tokens (cuda_gemv_bench on an H200: 8
 // tokens read 19-31% of peak bandwidth, the GEMM at 16 tokens 44-84%).
+// 8-bit weights take the int8 tensor-core GEMM (cuda::gemm_q8) instead.
 constexpr int64_t kMaxGemvDecode = 4;
 
 bool cuda_supports(DType t) {
@@ -203,6 +204,8 @@ struct CudaModelRunner::Impl {
   DeviceBuffer act_q, act_d;  // [T, widest input] int8 and [T, widest / 32] f32: a GEMV input quantized (8-bit weights)
   int sm_count = 1;
   bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
+  bool int8_tensor_cores = false;    // 8-bit decode batches may take cuda::gemm_q8
+  DeviceBuffer q8_workspace;         // cuda::gemm_q8's split sums, for the largest need of any matrix
   cuda::PinnedBuffer meta_host, logits_host;
   cudaEvent_t meta_copied = nullptr;  // meta_host may be rewritten once this fires
   std::vector<int32_t> meta;
@@ -436,8 +439,9 @@ struct CudaModelRunner::Impl {
   // out[t, :w.rows] (+)= W x[t] for the step's tokens (generated first).
   // Generated tokens take the batch-invariant GEMV, except that with
   // batch_invariant off a step decoding more than kMaxGemvDecode sequences
-  // with 16/32-bit weights takes the tensor-core GEMM, which reads the
-  // weights once for all of them. Prompt tokens take the GEMM.
+  // takes a tensor-core GEMM, which reads the weights once for all of them
+  // (16/32-bit and FP8 weights: cuBLAS; Q8_0 and int8: quantized_product).
+  // Prompt tokens take the cuBLAS GEMM.
   //   in: [n_tokens, w.cols]; out: [n_tokens, ldy].
   // The widest matrix input: hidden, q_dim or the FFN width.
   int64_t widest_input() const {
@@ -467,6 +471,18 @@ struct CudaModelRunner::Impl {
     return n_quantized;
   }
 
+  // out[t, :w.rows] (+)= W x[t] for the n quantized rows in act_q / act_d
+  // (8-bit weights): the dp4a GEMV, or with batch_invariant off and more
+  // than kMaxGemvDecode rows, the int8 tensor-core GEMM, which reads the
+  // weights once per 64 rows instead of once per 8.
+  void quantized_product(const DeviceMatrix& w, int64_t n, float* out, int64_t ldy, bool accumulate) {
+    if (!options.batch_invariant && int8_tensor_cores && n > kMaxGemvDecode)
+      cuda::gemm_q8(w, act_q.get<int8_t>(), act_d.get<float>(), n, out, ldy, accumulate, sm_count,
+                    q8_workspace.get<float>(), stream);
+    else
+      cuda::gemv_q8(w, act_q.get<int8_t>(), act_d.get<float>(), n, out, ldy, accumulate, stream);
+  }
+
   // in_quantized: rows of `in` already quantized in act_q / act_d (norm_for).
   void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out, int64_t ldy,
               bool accumulate, int64_t in_quantized = 0) {
@@ -474,7 +490,7 @@ struct CudaModelRunner::Impl {
     if (n_gemv > 0 && cuda::gemv_takes_quantized_input(w.format)) {
       if (n_gemv > in_quantized)
         cuda::quantize_activations(in, n_gemv, w.cols, act_q.get<int8_t>(), act_d.get<float>(), stream);
-      cuda::gemv_q8(w, act_q.get<int8_t>(), act_d.get<float>(), n_gemv, out, ldy, accumulate, stream);
+      quantized_product(w, n_gemv, out, ldy, accumulate);
     } else if (n_gemv > 0) {
       cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
     }
@@ -647,6 +663,18 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     shape.head_dim = static_cast<int>(c.head_dim);
     shape.block_size = static_cast<int>(m.plan.block_size);
     m.tensor_core_prefill = cuda::prefill_attention_supports(shape, m.options.device);
+  }
+  m.int8_tensor_cores = cuda::gemm_q8_supported(m.options.device);
+  if (m.int8_tensor_cores) {
+    int64_t floats = 0;
+    auto need = [&](const DeviceMatrix& w) {
+      if (w.data != nullptr && cuda::gemv_takes_quantized_input(w.format))
+        floats = std::max(floats, cuda::gemm_q8_workspace_floats(w.rows, w.cols, m.sm_count));
+    };
+    need(m.output);
+    for (const Impl::Layer& L : m.layers)
+      for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down, &L.qkv, &L.gate_up}) need(*w);
+    m.q8_workspace.resize(static_cast<size_t>(floats) * f);
   }
   if (m.holds_logits() && m.tp_size == 1 && m.vocab_stride == c.vocab_size) {
     // Best effort: without it, logits go through logits_host.
@@ -980,7 +1008,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       const int64_t n_gemv = m.gemv_tokens(L.down, T, n_generated);
       if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
         cuda::quantize_silu_mul(gate_up, n_gemv, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
-        cuda::gemv_q8(L.down, m.act_q.get<int8_t>(), m.act_d.get<float>(), n_gemv, x, hidden, accumulate_residual, s);
+        m.quantized_product(L.down, n_gemv, x, hidden, accumulate_residual);
       } else if (n_gemv > 0) {
         cuda::gemv_silu_mul(L.down, gate_up, n_gemv, x, hidden, accumulate_residual, s);
       }

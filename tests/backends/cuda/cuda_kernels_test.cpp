@@ -337,6 +337,82 @@ TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
   }
 }
 
+// The int8 tensor-core GEMM for decode batches: the GEMV's product on the
+// same quantized x (against matmul_ref on the dequantized x and against
+// gemv_q8), for rows and token counts that fill no tile evenly, passes of
+// 64 tokens, columns split among blocks (4608) or not (64), and
+// accumulation. A token's result has the same bits whatever the batch
+// around it.
+TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
+  int device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  if (!gemm_q8_supported(device)) GTEST_SKIP() << "int8 tensor cores need sm_80 or later";
+  int sm_count = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
+  for (const int64_t cols : {int64_t{4608}, int64_t{64}}) {
+    const int64_t rows = 203;
+    EXPECT_EQ(gemm_q8_splits(rows, cols, sm_count) > 1, cols == 4608) << "both paths are covered";
+    DeviceBuffer ws(static_cast<size_t>(std::max<int64_t>(1, gemm_q8_workspace_floats(rows, cols, sm_count))) * 4);
+    TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 41);
+    TestMatrix bf = make_matrix(DType::BF16, rows, cols, 42);
+    DeviceBuffer i8(static_cast<size_t>(rows * cols)), i8_scales(static_cast<size_t>(rows) * 4);
+    const DeviceMatrix i8m{WeightFormat::I8Row, rows, cols, i8.get(), i8_scales.get()};
+    quantize_rows(bf.device, i8m, nullptr);
+    std::vector<float> i8_host(static_cast<size_t>(rows * cols));
+    {
+      const std::vector<int8_t> q = to_host<int8_t>(i8, i8_host.size());
+      const std::vector<float> sc = to_host<float>(i8_scales, static_cast<size_t>(rows));
+      for (size_t i = 0; i < q.size(); ++i) i8_host[i] = static_cast<float>(q[i]) * sc[i / static_cast<size_t>(cols)];
+    }
+    const cpu::WeightMatrix i8_ref{DType::F32, rows, cols, i8_host.data()};
+
+    const int64_t n_max = 70;
+    const std::vector<float> x = random_vector(static_cast<size_t>(n_max * cols), 43);
+    DeviceBuffer dx = to_device(x), dq(x.size()), dd(x.size() / 32 * 4);
+    quantize_activations(dx.get<float>(), n_max, cols, dq.get<int8_t>(), dd.get<float>(), nullptr);
+    const std::vector<int8_t> hq = to_host<int8_t>(dq, x.size());
+    const std::vector<float> hd = to_host<float>(dd, x.size() / 32);
+    std::vector<float> xdq(x.size());
+    for (size_t i = 0; i < x.size(); ++i) xdq[i] = static_cast<float>(hq[i]) * hd[i / 32];
+
+    for (const auto& [w, ref] : {std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&q8.device, &q8.host},
+                                 std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8m, &i8_ref}}) {
+      std::vector<float> want(static_cast<size_t>(n_max * rows));
+      cpu::matmul_ref(*ref, xdq.data(), n_max, want.data());
+      DeviceBuffer dy(want.size() * 4), dg(want.size() * 4), d1(static_cast<size_t>(rows) * 4);
+      const std::string what = std::string(weight_format_name(w->format)) + " cols " + std::to_string(cols);
+      gemv_q8(*w, dq.get<int8_t>(), dd.get<float>(), n_max, dg.get<float>(), rows, false, nullptr);
+      const std::vector<float> by_gemv = to_host<float>(dg, want.size());
+      gemm_q8(*w, dq.get<int8_t>(), dd.get<float>(), n_max, dy.get<float>(), rows, false, sm_count, ws.get<float>(),
+              nullptr);
+      const std::vector<float> all = to_host<float>(dy, want.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_NEAR(all[i], want[i], 1e-4 + 1e-4 * std::fabs(want[i])) << what << " " << i;
+        ASSERT_NEAR(all[i], by_gemv[i], 1e-5 + 1e-5 * std::fabs(want[i])) << what << " " << i;
+      }
+      // Any batch around a token: the same bits.
+      for (const int64_t n : {int64_t{5}, int64_t{13}, int64_t{64}}) {
+        gemm_q8(*w, dq.get<int8_t>(), dd.get<float>(), n, dy.get<float>(), rows, false, sm_count, ws.get<float>(),
+                nullptr);
+        const std::vector<float> got = to_host<float>(dy, static_cast<size_t>(n * rows));
+        ASSERT_EQ(0, std::memcmp(got.data(), all.data(), got.size() * 4)) << what << ", " << n << " tokens";
+      }
+      for (const int64_t t : {int64_t{0}, int64_t{37}, int64_t{69}}) {
+        gemm_q8(*w, dq.get<int8_t>() + t * cols, dd.get<float>() + t * (cols / 32), 1, d1.get<float>(), rows, false,
+                sm_count, ws.get<float>(), nullptr);
+        const std::vector<float> one = to_host<float>(d1, static_cast<size_t>(rows));
+        ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t * rows, static_cast<size_t>(rows) * 4)) << what << " token " << t;
+      }
+      // Accumulating.
+      ASSERT_EQ(cudaMemcpy(dy.get(), all.data(), all.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      gemm_q8(*w, dq.get<int8_t>(), dd.get<float>(), n_max, dy.get<float>(), rows, true, sm_count, ws.get<float>(),
+              nullptr);
+      const std::vector<float> twice = to_host<float>(dy, want.size());
+      for (size_t i = 0; i < twice.size(); ++i) ASSERT_FLOAT_EQ(twice[i], 2 * all[i]) << what << " " << i;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, QuantizeTest, ::testing::Values(WeightFormat::I8Row, WeightFormat::F8Row),
                          [](const auto& info) { return std::string(weight_format_name(info.param)); });
 

@@ -180,34 +180,51 @@ TEST_P(CudaDecode, IsBatchInvariantWithAndWithoutGraphs) {
   EXPECT_EQ(0, std::memcmp(alone.data(), flipped.data(), alone.size() * sizeof(float)));
 }
 
-// With batch invariance off, a decode batch of more than 8 sequences takes
-// the tensor-core GEMM: its logits stay within the bf16 tolerance of decoding
+// With batch invariance off, a decode batch of more than 4 sequences takes
+// the tensor-core GEMM (16-bit weights) or the int8 tensor-core GEMM (int8
+// rows and Q8_0): its logits stay within the bf16 tolerance of decoding
 // alone (which takes the GEMV), though not bit for bit.
 TEST(CudaDecodeThroughput, LargeBatchesStayWithinTolerance) {
   const Reference ref = load_reference("llama3");
-  auto model = ModelFile::open((kFixtures / "llama3").string());
-  CudaRunnerOptions o = small_options();
-  o.batch_invariant = false;
-  CudaModelRunner runner(*model, o);
-  const std::vector<float> alone = decode_trace(runner, ref, 0);
-  const std::vector<float> batched = decode_trace(runner, ref, 10);
-  ASSERT_EQ(alone.size(), batched.size());
-  const int64_t vocab = model->config().vocab_size;
-  // Compare step by step until the two runs pick different tokens (a near
-  // tie), after which their inputs differ.
-  Diff d;
-  int64_t steps = 0;
-  for (int64_t r = 0; r < static_cast<int64_t>(alone.size()) / vocab; ++r, ++steps) {
-    const Diff step = compare(batched.data() + r * vocab, alone.data() + r * vocab, 1, vocab, 0.16);
-    d.max_abs = std::max(d.max_abs, step.max_abs);
-    d.disagreements += step.disagreements;
-    if (step.near_ties + step.disagreements > 0) break;
+  auto hf = ModelFile::open((kFixtures / "llama3").string());
+  const fs::path q8_path = fs::temp_directory_path() / ("tandem_cuda_batches_q8_0_" + std::to_string(::getpid()) + ".gguf");
+  convert_to_gguf(*hf, DType::Q8_0, q8_path.string());
+  auto q8 = ModelFile::open(q8_path.string());
+  struct Case {
+    const char* name;
+    ModelFile* model;
+    GpuQuantization quantize;
+  } cases[] = {{"bf16", hf.get(), GpuQuantization::None},
+               {"int8", hf.get(), GpuQuantization::Int8},
+               {"q8_0", q8.get(), GpuQuantization::None}};
+  for (const Case& c : cases) {
+    CudaRunnerOptions o = small_options();
+    o.batch_invariant = false;
+    o.quantize = c.quantize;
+    CudaModelRunner runner(*c.model, o);
+    const std::vector<float> alone = decode_trace(runner, ref, 0);
+    const std::vector<float> batched = decode_trace(runner, ref, 10);
+    ASSERT_EQ(alone.size(), batched.size());
+    const int64_t vocab = c.model->config().vocab_size;
+    // Compare step by step until the two runs pick different tokens (a near
+    // tie), after which their inputs differ.
+    Diff d;
+    int64_t steps = 0;
+    for (int64_t r = 0; r < static_cast<int64_t>(alone.size()) / vocab; ++r, ++steps) {
+      const Diff step = compare(batched.data() + r * vocab, alone.data() + r * vocab, 1, vocab, 0.16);
+      d.max_abs = std::max(d.max_abs, step.max_abs);
+      d.disagreements += step.disagreements;
+      if (step.near_ties + step.disagreements > 0) break;
+    }
+    std::printf("[%s] large decode batch through the GEMM: max|dlogit| %.2e over %lld steps\n", c.name, d.max_abs,
+                static_cast<long long>(steps));
+    EXPECT_LT(d.max_abs, 8e-2) << c.name;
+    EXPECT_GT(d.max_abs, 0.0) << c.name;  // the GEMM path really ran
+    EXPECT_GT(steps, 4) << c.name;
+    EXPECT_EQ(d.disagreements, 0) << c.name;
   }
-  std::printf("large decode batch through GEMM: max|dlogit| %.2e over %lld steps\n", d.max_abs,
-              static_cast<long long>(steps));
-  EXPECT_LT(d.max_abs, 8e-2);
-  EXPECT_GT(d.max_abs, 0.0);  // the GEMM path really ran
-  EXPECT_EQ(d.disagreements, 0);
+  q8.reset();
+  fs::remove(q8_path);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaDecode,
