@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
   Gemm gemm(s);
   DeviceBuffer xq(kMaxTokens * 14336), xd(kMaxTokens * 14336 / 32 * sizeof(float));
   const int sm_count = prop.multiProcessorCount;
+  const bool int8_tensor_cores = gemm_q8_init(0);
   int64_t workspace_floats = 1;
   for (const Shape& sh : kShapes)
     workspace_floats = std::max(workspace_floats, gemm_q8_workspace_floats(sh.rows, sh.cols, sm_count));
@@ -135,7 +136,7 @@ int main(int argc, char** argv) {
       for (const std::string& ts : split(tokens)) {
         const int n = std::atoi(ts.c_str());
         const bool q8 = gemv_takes_quantized_input(f);
-        const bool use_mma = q8 && (q8_path == "mma" || (q8_path == "engine" && n > 4));
+        const bool use_mma = q8 && int8_tensor_cores && (q8_path == "mma" || (q8_path == "engine" && n > 4));
         const bool use_gemm = !q8 && n > 8;  // past the GEMV's 8 tokens: the tensor-core GEMM, as the engine runs it
         if (use_gemm && sh.silu_input) continue;
         auto call = [&](int i) {

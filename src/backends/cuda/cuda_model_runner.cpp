@@ -476,7 +476,7 @@ struct CudaModelRunner::Impl {
   // than kMaxGemvDecode rows, the int8 tensor-core GEMM, which reads the
   // weights once per 64 rows instead of once per 8.
   void quantized_product(const DeviceMatrix& w, int64_t n, float* out, int64_t ldy, bool accumulate) {
-    if (!options.batch_invariant && int8_tensor_cores && n > kMaxGemvDecode)
+    if (!options.batch_invariant && int8_tensor_cores && n > kMaxGemvDecode && cuda::gemm_q8_takes(w))
       cuda::gemm_q8(w, act_q.get<int8_t>(), act_d.get<float>(), n, out, ldy, accumulate, sm_count,
                     q8_workspace.get<float>(), stream);
     else
@@ -664,11 +664,11 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     shape.block_size = static_cast<int>(m.plan.block_size);
     m.tensor_core_prefill = cuda::prefill_attention_supports(shape, m.options.device);
   }
-  m.int8_tensor_cores = cuda::gemm_q8_supported(m.options.device);
+  m.int8_tensor_cores = cuda::gemm_q8_init(m.options.device);
   if (m.int8_tensor_cores) {
     int64_t floats = 0;
     auto need = [&](const DeviceMatrix& w) {
-      if (w.data != nullptr && cuda::gemv_takes_quantized_input(w.format))
+      if (w.data != nullptr && cuda::gemm_q8_takes(w))
         floats = std::max(floats, cuda::gemm_q8_workspace_floats(w.rows, w.cols, m.sm_count));
     };
     need(m.output);

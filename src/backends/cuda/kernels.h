@@ -75,14 +75,18 @@ void quantize_silu_mul(const float* gate_up, int64_t n_tokens, int64_t cols, int
 void gemv_q8(const DeviceMatrix& w, const int8_t* q, const float* d, int64_t n_tokens, float* y, int64_t ldy,
              bool accumulate, cudaStream_t stream);
 
-// The same product for decode batches on int8 tensor cores (sm_80 and
-// later, gemm_q8_supported): the weights are read once per 64 tokens
-// instead of once per 8. A (row, token) sum runs in an order fixed by the
-// matrix shape and sm_count, whatever n_tokens is, but not the GEMV's
-// order: the engine takes it only with batch_invariant off. Shapes whose
-// columns split among blocks (gemm_q8_splits > 1) need a workspace of
-// gemm_q8_workspace_floats floats. Other arguments as gemv_q8.
-bool gemm_q8_supported(int device);
+// The same product for decode batches on int8 tensor cores: the weights
+// are read once per 64 tokens instead of once per 8. gemm_q8_init prepares
+// the kernels on `device` and says whether it has int8 tensor cores (sm_80
+// and later); call it before the first gemm_q8 there. gemm_q8_takes: the
+// matrices it takes (Q8_0 or int8 rows, columns a multiple of 64). A (row,
+// token) sum runs in an order fixed by the matrix shape and sm_count,
+// whatever n_tokens is, but not the GEMV's order: the engine takes it only
+// with batch_invariant off. Shapes whose columns split among blocks
+// (gemm_q8_splits > 1) need a workspace of gemm_q8_workspace_floats floats.
+// Other arguments as gemv_q8.
+bool gemm_q8_init(int device);
+bool gemm_q8_takes(const DeviceMatrix& w);
 int gemm_q8_splits(int64_t rows, int64_t cols, int sm_count);
 int64_t gemm_q8_workspace_floats(int64_t rows, int64_t cols, int sm_count);
 void gemm_q8(const DeviceMatrix& w, const int8_t* q, const float* d, int64_t n_tokens, float* y, int64_t ldy,

@@ -340,18 +340,21 @@ TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
 // The int8 tensor-core GEMM for decode batches: the GEMV's product on the
 // same quantized x (against matmul_ref on the dequantized x and against
 // gemv_q8), for rows and token counts that fill no tile evenly, passes of
-// 64 tokens, columns split among blocks (4608) or not (64), and
-// accumulation. A token's result has the same bits whatever the batch
-// around it.
+// 64 tokens, columns split among many blocks (4608 columns filling this
+// GPU's SMs), among two with many chunks each (filling one SM) or not at
+// all (64 columns), and accumulation. A token's result has the same bits
+// whatever the batch around it.
 TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
   int device = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
-  if (!gemm_q8_supported(device)) GTEST_SKIP() << "int8 tensor cores need sm_80 or later";
-  int sm_count = 0;
-  ASSERT_EQ(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
-  for (const int64_t cols : {int64_t{4608}, int64_t{64}}) {
+  if (!gemm_q8_init(device)) GTEST_SKIP() << "int8 tensor cores need sm_80 or later";
+  int device_sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&device_sms, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
+  const std::pair<int64_t, int> shapes[] = {{4608, device_sms}, {4608, 1}, {64, device_sms}};
+  for (const auto& [cols, sm_count] : shapes) {
     const int64_t rows = 203;
-    EXPECT_EQ(gemm_q8_splits(rows, cols, sm_count) > 1, cols == 4608) << "both paths are covered";
+    const int splits = gemm_q8_splits(rows, cols, sm_count);
+    EXPECT_EQ(splits, cols == 64 ? 1 : sm_count == 1 ? 2 : 16) << cols << " columns, " << sm_count << " SMs";
     DeviceBuffer ws(static_cast<size_t>(std::max<int64_t>(1, gemm_q8_workspace_floats(rows, cols, sm_count))) * 4);
     TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 41);
     TestMatrix bf = make_matrix(DType::BF16, rows, cols, 42);
@@ -380,7 +383,8 @@ TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
       std::vector<float> want(static_cast<size_t>(n_max * rows));
       cpu::matmul_ref(*ref, xdq.data(), n_max, want.data());
       DeviceBuffer dy(want.size() * 4), dg(want.size() * 4), d1(static_cast<size_t>(rows) * 4);
-      const std::string what = std::string(weight_format_name(w->format)) + " cols " + std::to_string(cols);
+      const std::string what =
+          std::string(weight_format_name(w->format)) + " cols " + std::to_string(cols) + " splits " + std::to_string(splits);
       gemv_q8(*w, dq.get<int8_t>(), dd.get<float>(), n_max, dg.get<float>(), rows, false, nullptr);
       const std::vector<float> by_gemv = to_host<float>(dg, want.size());
       gemm_q8(*w, dq.get<int8_t>(), dd.get<float>(), n_max, dy.get<float>(), rows, false, sm_count, ws.get<float>(),
