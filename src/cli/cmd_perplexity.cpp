@@ -11,6 +11,7 @@
 #include "cli/runner_factory.h"
 #include "engine/perplexity.h"
 #include "models/model_file.h"
+#include "parallel/parallel_config.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tandem::cli {
@@ -21,7 +22,11 @@ struct PerplexityOptions {
   int64_t ctx = 512;
   int threads = 0;
   std::string device = "auto", quantize = "none";
-  std::string compare_quantize;  // set: also compare with the same model under this quantization
+  parallel::ParallelConfig parallel;  // the main run's GPUs
+  // Set: also run the model under this quantization and/or on this many GPUs
+  // (0: as the main run) and compare the two.
+  std::string compare_quantize;
+  int64_t compare_tensor_parallel = 0, compare_pipeline_parallel = 0;
   int64_t compare_windows = 0;
   bool json = false;
 };
@@ -42,6 +47,7 @@ int perplexity(const PerplexityOptions& o) {
   rq.quantize = o.quantize;
   rq.max_context = o.ctx;
   rq.kv_blocks = (o.ctx + rq.block_size - 1) / rq.block_size + 1;
+  rq.parallel = o.parallel;
   Runner backend = make_runner(*model, pool, rq);
   const LossResult r = evaluate_loss(*backend.runner, ids, o.ctx);
   nlohmann::json j = {{"device", backend.device},
@@ -51,13 +57,19 @@ int perplexity(const PerplexityOptions& o) {
                       {"windows", r.windows},
                       {"mean_nll", r.mean_nll},
                       {"perplexity", r.perplexity}};
-  if (!o.compare_quantize.empty()) {
-    RunnerRequest other = rq;
-    other.quantize = o.compare_quantize;
+  const bool compare = !o.compare_quantize.empty() || o.compare_tensor_parallel > 0 || o.compare_pipeline_parallel > 0;
+  RunnerRequest other = rq;
+  if (!o.compare_quantize.empty()) other.quantize = o.compare_quantize;
+  if (o.compare_tensor_parallel > 0) other.parallel.tensor_parallel = o.compare_tensor_parallel;
+  if (o.compare_pipeline_parallel > 0) other.parallel.pipeline_stages = o.compare_pipeline_parallel;
+  if (compare) {
     Runner reference = make_runner(*model, pool, other);
     const LossResult ref_loss = evaluate_loss(*reference.runner, ids, o.ctx);
     const AgreementResult a = compare_runners(*backend.runner, *reference.runner, ids, o.ctx, o.compare_windows);
-    j["compare"] = {{"quantize", o.compare_quantize},
+    j["compare"] = {{"quantize", other.quantize},
+                    {"tensor_parallel", other.parallel.tensor_parallel},
+                    {"pipeline_stages", other.parallel.pipeline_stages},
+                    {"device", reference.device},
                     {"mean_nll", ref_loss.mean_nll},
                     {"top1_agreement", a.top1_agreement},
                     {"max_abs_logit_diff", a.max_abs_logit_diff},
@@ -67,16 +79,20 @@ int perplexity(const PerplexityOptions& o) {
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("device: %s%s\n", backend.description.c_str(),
+  std::printf("device: %s (%s)%s\n", backend.description.c_str(), backend.device.c_str(),
               o.quantize == "none" ? "" : (", weights quantized to " + o.quantize).c_str());
   std::printf("tokens: %zu, windows of %lld: %lld, predicted: %lld\nmean NLL: %.5f nats/token, perplexity: %.3f\n",
               ids.size(), static_cast<long long>(o.ctx), static_cast<long long>(r.windows),
               static_cast<long long>(r.predicted_tokens), r.mean_nll, r.perplexity);
   if (j.contains("compare")) {
     const auto& cmp = j["compare"];
-    std::printf("against --quantize %s: mean NLL %.5f, top-1 agreement %.4f over %lld positions, max |dlogit| %.3f\n",
-                o.compare_quantize.c_str(), cmp["mean_nll"].get<double>(), cmp["top1_agreement"].get<double>(),
-                static_cast<long long>(cmp["positions"].get<int64_t>()), cmp["max_abs_logit_diff"].get<double>());
+    std::printf(
+        "against --quantize %s on %s (tensor parallel %lld, pipeline stages %lld): mean NLL %.5f, top-1 agreement "
+        "%.4f over %lld positions, max |dlogit| %.4g\n",
+        other.quantize.c_str(), cmp["device"].get<std::string>().c_str(),
+        static_cast<long long>(other.parallel.tensor_parallel), static_cast<long long>(other.parallel.pipeline_stages),
+        cmp["mean_nll"].get<double>(), cmp["top1_agreement"].get<double>(),
+        static_cast<long long>(cmp["positions"].get<int64_t>()), cmp["max_abs_logit_diff"].get<double>());
   }
   return 0;
 }
@@ -96,6 +112,16 @@ Action add_perplexity_command(CLI::App& app) {
                   "Also run the model with this --quantize (none, int8, fp8) and report its loss, top-1 agreement "
                   "and largest logit difference against the main run")
       ->check(CLI::IsMember({"none", "int8", "fp8"}));
+  cmd->add_option("--tensor-parallel", o->parallel.tensor_parallel, "GPUs sharing each layer (NCCL)")
+      ->check(CLI::Range(int64_t{1}, parallel::kMaxTensorParallel));
+  cmd->add_option("--pipeline-parallel", o->parallel.pipeline_stages, "Pipeline stages, one GPU group each")
+      ->check(CLI::Range(int64_t{1}, parallel::kMaxPipelineStages));
+  cmd->add_option("--compare-tensor-parallel", o->compare_tensor_parallel,
+                  "Also run the model with this --tensor-parallel and compare (e.g. 1: against one GPU)")
+      ->check(CLI::Range(int64_t{1}, parallel::kMaxTensorParallel));
+  cmd->add_option("--compare-pipeline-parallel", o->compare_pipeline_parallel,
+                  "Also run the model with this --pipeline-parallel and compare")
+      ->check(CLI::Range(int64_t{1}, parallel::kMaxPipelineStages));
   cmd->add_option("--compare-windows", o->compare_windows, "Windows to compare at most (0: all)");
   cmd->add_flag("--json", o->json, "Print JSON");
   return [o] { return perplexity(*o); };

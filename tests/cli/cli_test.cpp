@@ -210,6 +210,30 @@ TEST_F(Cli, PerfDecodesABatchOfSequences) {
   expect_one_line_error(run("perf --model " + model + " -p 8 -n 4 -b 0"), "--batch must be at least 1");
 }
 
+// perplexity compares two runs of one model: the same plan twice agrees
+// exactly; a plan of several GPUs on the CPU is a one-line error.
+TEST_F(Cli, PerplexityComparesTwoPlansOfOneModel) {
+  const std::string model = quote((kFixtures / "qwen2").string());
+  const fs::path text = dir_ / "text.txt";
+  std::ofstream(text) << "Once upon a time there was a small model that ran on every computer in the house, "
+                         "and every evening it told the same story again.";
+  const Output o = run("perplexity --model " + model + " -f " + quote(text.string()) +
+                       " --ctx 16 --device cpu --compare-tensor-parallel 1 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  const nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_GT(j.at("predicted_tokens").get<int64_t>(), 16);
+  const nlohmann::json& c = j.at("compare");
+  EXPECT_EQ(c.at("tensor_parallel"), 1);
+  EXPECT_EQ(c.at("device"), "cpu");
+  EXPECT_EQ(c.at("positions"), j.at("predicted_tokens"));
+  EXPECT_EQ(c.at("top1_agreement").get<double>(), 1.0);
+  EXPECT_EQ(c.at("max_abs_logit_diff").get<double>(), 0.0);
+  EXPECT_EQ(c.at("mean_nll").get<double>(), j.at("mean_nll").get<double>());
+  expect_one_line_error(run("perplexity --model " + model + " -f " + quote(text.string()) +
+                            " --ctx 16 --device cpu --compare-tensor-parallel 2"),
+                        "runs on GPUs");
+}
+
 TEST_F(Cli, WrongMagicIsAOneLineError) {
   const fs::path p = dir_ / "not_a_model.gguf";
   std::ofstream(p) << "GGML this is not a model file at all";

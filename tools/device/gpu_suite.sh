@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|nodes|gemv|attention|offload] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|nodes|gemv|attention|offload|tp_check] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -23,6 +23,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
+[ "$what" = tp_check ] && targets="tandem-server"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
@@ -168,6 +169,18 @@ if [ "$what" = quant ]; then
     "$build/bin/tandem-server" perplexity -m "$m" --device cuda --quantize $q --compare-quantize none \
       -f "$src/models/demo/heldout.txt" --ctx 512 --compare-windows 4 | tail -2
   done 2>&1 | tee "$out/quant-8b.txt"
+fi
+if [ "$what" = tp_check ]; then
+  # Tensor parallel against one GPU on a synth model in bf16: every logit of
+  # the held-out windows (teacher-forced), top-1 agreement and the largest
+  # difference. TP_PLANS="2" picks the plans.
+  m=/tmp/synth-${presets[0]}-bf16.gguf
+  "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype bf16 --tokenizer "$src/.deps/tok-llama3" \
+    --out "$m" > /dev/null || exit 1
+  for tp in ${TP_PLANS:-2}; do
+    "$build/bin/tandem-server" perplexity -m "$m" --device cuda --tensor-parallel $tp --compare-tensor-parallel 1 \
+      -f "$src/models/demo/heldout.txt" --ctx 512 2>&1 | tee "$out/tp$tp-vs-tp1.txt"
+  done
 fi
 if [ "$what" = parallel ]; then
   # Several GPUs: NCCL, the multi-GPU runner's equality with one GPU, then
