@@ -7,7 +7,7 @@
 // 8-bit formats (q8_0, int8) quantize x first and run the dp4a GEMV, timed
 // together, as the engine runs them; past 4 tokens they run the int8
 // tensor-core GEMM (gemm_q8) on the same quantized x, as the engine does
-// for decode batches (--q8 gemv keeps the GEMV up to 8 tokens, --q8 mma
+// for decode batches (--q8 gemv keeps the GEMV at every count, --q8 mma
 // takes gemm_q8 at every count). Other formats past 8 tokens run the
 // tensor-core GEMM (cuBLAS, x converted to 16-bit first), as the engine does
 // for larger decode batches.
@@ -89,6 +89,10 @@ int main(int argc, char** argv) {
     else if (a == "--calls") calls = std::atoi(argv[i + 1]);
     else if (a == "--q8") q8_path = argv[i + 1];
     else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
+  }
+  if (q8_path != "engine" && q8_path != "gemv" && q8_path != "mma") {
+    std::fprintf(stderr, "--q8 takes engine, gemv or mma, not %s\n", q8_path.c_str());
+    return 2;
   }
   cudaDeviceProp prop{};
   TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));

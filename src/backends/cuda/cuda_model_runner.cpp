@@ -440,7 +440,8 @@ struct CudaModelRunner::Impl {
   // Generated tokens take the batch-invariant GEMV, except that with
   // batch_invariant off a step decoding more than kMaxGemvDecode sequences
   // takes a tensor-core GEMM, which reads the weights once for all of them
-  // (16/32-bit and FP8 weights: cuBLAS; Q8_0 and int8: quantized_product).
+  // (16/32-bit weights, and FP8 on GPUs with FP8 tensor cores: cuBLAS; Q8_0
+  // and int8 on sm_80 and later: quantized_product).
   // Prompt tokens take the cuBLAS GEMM.
   //   in: [n_tokens, w.cols]; out: [n_tokens, ldy].
   // The widest matrix input: hidden, q_dim or the FFN width.

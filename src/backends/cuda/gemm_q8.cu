@@ -6,11 +6,12 @@
 // re-reads the weights for every 8.
 //
 // Layout. A block owns 128 rows, 32 to each of its 4 row warps (two 16-row
-// tiles); from 16 tokens on, a second set of 4 warps takes the second half
+// tiles); from 9 tokens on, a second set of 4 warps takes the second half
 // of the tokens on the same rows (more warps to hide the tensor cores'
 // latency, half the sums a thread). The block walks its columns in chunks
 // of kChunk 32-value blocks. Each chunk's
-// weights (whole 128-byte lines of each row), their Q8_0 scales and the
+// weights (128 bytes of each row: whole lines where the columns are a
+// multiple of 128), their Q8_0 scales and the
 // tokens' activations are copied asynchronously into one of kStages
 // shared-memory stages, kStages - 1 chunks ahead of the one being
 // multiplied. Each thread keeps its tiles' (row, token) sums in f32: per
@@ -45,14 +46,14 @@ constexpr int kMaxTiles = 8;               // 8-token tiles per pass: 64 tokens
 constexpr int kBlock = 32;                 // values per scale
 constexpr int kChunk = 4;                  // 32-value blocks per stage
 constexpr int kStages = 3;
-// A row's chunk in shared memory: 128 bytes, padded to 160 so that the 8
-// rows a half-warp reads fall in distinct banks.
+// A row's chunk in shared memory: 128 bytes, padded to 160 so that the 4
+// rows a half-warp's 8-byte loads read fall in distinct banks.
 constexpr int kRowStride = kChunk * kBlock + 32;
 
 // The int32 products reach f32 without a conversion instruction (a
 // quarter-rate one): the product starts from the bits of 1.5 * 2^23, so
 // that its bits are those of the float 1.5 * 2^23 + product, exact while
-// |product| < 2^22 (32 * 128 * 127 at most), and one subtraction leaves the
+// |product| < 2^22 (32 * 128 * 128 = 2^19 at most), and one subtraction leaves the
 // product.
 constexpr int kMagicBits = 0x4B400000;
 constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
@@ -159,7 +160,7 @@ __global__ void __launch_bounds__(threads<NJ>())
       const int r = i / kPieces, p = i % kPieces;
       const int64_t row = min(block_r0 + r, rows - 1);
       const bool valid = kb0 + p / 2 < kb_end;
-      copy_async<16>(&stages[st].w[r][16 * p], weights + row * cols + kb0 * kBlock + 16 * p, valid);
+      copy_async<16>(&stages[st].w[r][16 * p], valid ? weights + row * cols + kb0 * kBlock + 16 * p : weights, valid);
     }
     if constexpr (D == WeightFormat::Q8_0) {
       // Scales in pairs of blocks (4 bytes; n_blocks is even, chunks start even).
@@ -168,7 +169,7 @@ __global__ void __launch_bounds__(threads<NJ>())
         const int r = i / (kChunk / 2), p = i % (kChunk / 2);
         const int64_t row = min(block_r0 + r, rows - 1);
         const bool valid = kb0 + 2 * p < kb_end;
-        copy_async<4>(&stages[st].wd[r][2 * p], sd + row * n_blocks + kb0 + 2 * p, valid);
+        copy_async<4>(&stages[st].wd[r][2 * p], valid ? sd + row * n_blocks + kb0 + 2 * p : sd, valid);
       }
     }
   };

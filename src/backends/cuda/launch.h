@@ -1,7 +1,7 @@
 // Kernel launches that overlap with the kernel before them in the stream
 // (programmatic dependent launch, sm_90 and later).
 //
-// A kernel launched with `launch` may start while its predecessor's last
+// A kernel launched with `launch` or `launch_with_shared` may start while its predecessor's last
 // blocks still run. Its contract, which every kernel launched this way keeps:
 //   - before `wait_for_predecessor()` it reads only data that no kernel of
 //     the step writes (weights, tables fixed at load) and writes nothing;

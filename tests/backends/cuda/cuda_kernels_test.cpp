@@ -339,22 +339,31 @@ TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
 
 // The int8 tensor-core GEMM for decode batches: the GEMV's product on the
 // same quantized x (against matmul_ref on the dequantized x and against
-// gemv_q8), for rows and token counts that fill no tile evenly, passes of
-// 64 tokens, columns split among many blocks (4608 columns filling this
-// GPU's SMs), among two with many chunks each (filling one SM) or not at
-// all (64 columns), and accumulation. A token's result has the same bits
-// whatever the batch around it.
+// gemv_q8), for rows and token counts that fill no tile evenly (odd token
+// tiles on two sets of warps included), passes of 64 tokens, columns split
+// among many blocks (filling this GPU's SMs), among two with many chunks
+// each (filling one SM), or not at all, with many chunks or one, the last
+// chunk partial (146 or 2 blocks of 32), an output stride wider than the
+// rows, and accumulation. A token's result has the same bits whatever the
+// batch around it.
 TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
   int device = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
   if (!gemm_q8_init(device)) GTEST_SKIP() << "int8 tensor cores need sm_80 or later";
   int device_sms = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&device_sms, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
-  const std::pair<int64_t, int> shapes[] = {{4608, device_sms}, {4608, 1}, {64, device_sms}};
-  for (const auto& [cols, sm_count] : shapes) {
-    const int64_t rows = 203;
+  struct Shape {
+    int64_t rows, cols;
+    int sm_count;  // SMs the split is planned for
+    bool split;    // whether the columns split among blocks
+  };
+  const Shape shapes[] = {{203, 4672, device_sms, device_sms > 1},
+                          {203, 4672, 1, true},
+                          {300, 4672, 1, false},
+                          {203, 64, device_sms, false}};
+  for (const auto& [rows, cols, sm_count, split] : shapes) {
     const int splits = gemm_q8_splits(rows, cols, sm_count);
-    EXPECT_EQ(splits, cols == 64 ? 1 : sm_count == 1 ? 2 : 16) << cols << " columns, " << sm_count << " SMs";
+    EXPECT_EQ(splits > 1, split) << rows << " x " << cols << ", " << sm_count << " SMs: " << splits << " splits";
     DeviceBuffer ws(static_cast<size_t>(std::max<int64_t>(1, gemm_q8_workspace_floats(rows, cols, sm_count))) * 4);
     TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 41);
     TestMatrix bf = make_matrix(DType::BF16, rows, cols, 42);
@@ -395,7 +404,7 @@ TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
         ASSERT_NEAR(all[i], by_gemv[i], 1e-5 + 1e-5 * std::fabs(want[i])) << what << " " << i;
       }
       // Any batch around a token: the same bits.
-      for (const int64_t n : {int64_t{5}, int64_t{13}, int64_t{64}}) {
+      for (const int64_t n : {int64_t{5}, int64_t{13}, int64_t{21}, int64_t{45}, int64_t{64}}) {
         gemm_q8(*w, dq.get<int8_t>(), dd.get<float>(), n, dy.get<float>(), rows, false, sm_count, ws.get<float>(),
                 nullptr);
         const std::vector<float> got = to_host<float>(dy, static_cast<size_t>(n * rows));
@@ -406,6 +415,17 @@ TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
                 sm_count, ws.get<float>(), nullptr);
         const std::vector<float> one = to_host<float>(d1, static_cast<size_t>(rows));
         ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t * rows, static_cast<size_t>(rows) * 4)) << what << " token " << t;
+      }
+      // Into rows of a wider output.
+      {
+        const int64_t ldy = rows + 5;
+        DeviceBuffer wide(static_cast<size_t>(n_max * ldy) * 4);
+        gemm_q8(*w, dq.get<int8_t>(), dd.get<float>(), n_max, wide.get<float>(), ldy, false, sm_count, ws.get<float>(),
+                nullptr);
+        const std::vector<float> got = to_host<float>(wide, static_cast<size_t>(n_max * ldy));
+        for (int64_t t = 0; t < n_max; ++t)
+          ASSERT_EQ(0, std::memcmp(got.data() + t * ldy, all.data() + t * rows, static_cast<size_t>(rows) * 4))
+              << what << " token " << t << " with a stride of " << ldy;
       }
       // Accumulating.
       ASSERT_EQ(cudaMemcpy(dy.get(), all.data(), all.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
