@@ -3,11 +3,17 @@
 #include <utility>  // before asio: Boost 1.74 uses std::exchange without it
 
 #include <boost/asio.hpp>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 #include "common/error.h"
 
@@ -63,6 +69,26 @@ void put_ints(std::vector<uint8_t>& out, const std::vector<int32_t>& v) {
 
 std::string where(const NodeConfig& c) { return c.master_addr + ":" + std::to_string(c.master_port); }
 
+// Keepalive probes after a third of `after` without traffic, every sixth,
+// three unanswered and the link is lost (at most after / 3 + 3 * after / 6
+// <= after); sent data unacknowledged for `after` loses it too.
+void watch_peer(tcp::socket& s, std::chrono::seconds after) {
+  const int seconds = static_cast<int>(after.count());
+  if (seconds <= 0) return;
+  const int fd = s.native_handle();
+  const int on = 1, idle = std::max(1, seconds / 3), interval = std::max(1, seconds / 6), probes = 3;
+  const unsigned user_timeout_ms = static_cast<unsigned>(seconds) * 1000u;
+  auto set = [&](int level, int name, const void* value, socklen_t size, const char* what) {
+    check(::setsockopt(fd, level, name, value, size) == 0,
+          std::string("cannot set ") + what + " on a node link: " + std::strerror(errno));
+  };
+  set(SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on, "SO_KEEPALIVE");
+  set(IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle, "TCP_KEEPIDLE");
+  set(IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval, "TCP_KEEPINTVL");
+  set(IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes, "TCP_KEEPCNT");
+  set(IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms, "TCP_USER_TIMEOUT");
+}
+
 }  // namespace
 
 bool apply_mpi_environment(NodeConfig& config) {
@@ -87,6 +113,8 @@ void validate_node_config(const NodeConfig& c) {
   check(c.master_port > 0 && c.master_port < 65536, "--master-port must be in [1, 65535], got " +
                                                         std::to_string(c.master_port));
   check(!c.master_addr.empty(), "--master-addr must name node 0's host");
+  check(c.dead_peer_after.count() >= 0 && c.dead_peer_after.count() <= 86400,
+        "the dead-peer time must be in [0, 86400] s, got " + std::to_string(c.dead_peer_after.count()));
 }
 
 struct NodeLink::State {
@@ -171,6 +199,7 @@ std::unique_ptr<NodeLink> NodeLink::open(const NodeConfig& config) {
       check(rank >= 1 && rank < config.nnodes, "a node says --node-rank " + std::to_string(rank) +
                                                    ", outside 1.." + std::to_string(config.nnodes - 1));
       check(!st->peers[static_cast<size_t>(rank)], "two nodes say --node-rank " + std::to_string(rank));
+      watch_peer(*socket, config.dead_peer_after);
       st->peers[static_cast<size_t>(rank)] = std::move(socket);
       ++joined;
     }
@@ -188,6 +217,7 @@ std::unique_ptr<NodeLink> NodeLink::open(const NodeConfig& config) {
         asio::write(socket, asio::buffer(hello(config.node_rank)), ec);
         check(!ec, "node " + std::to_string(config.node_rank) + " lost node 0 at " + where(config) + ": " +
                        ec.message());
+        watch_peer(socket, config.dead_peer_after);
         st->peers[0].emplace(std::move(socket));
         break;
       }
@@ -223,6 +253,26 @@ std::vector<uint8_t> NodeLink::recv(int node) {
   asio::read(s, asio::buffer(m), ec);
   check(!ec, "node " + std::to_string(node_rank()) + " lost node " + std::to_string(node) + ": " + ec.message());
   return m;
+}
+
+PeerWatch NodeLink::peer_watch(int node) {
+  const int fd = state_->peer(node).native_handle();
+  PeerWatch w;
+  auto get = [&](int level, int name, auto& value) {
+    int v = 0;
+    socklen_t size = sizeof v;
+    check(::getsockopt(fd, level, name, &v, &size) == 0,
+          std::string("cannot read a node link's socket options: ") + std::strerror(errno));
+    value = static_cast<std::remove_reference_t<decltype(value)>>(v);
+  };
+  int keepalive = 0;
+  get(SOL_SOCKET, SO_KEEPALIVE, keepalive);
+  w.keepalive = keepalive != 0;
+  get(IPPROTO_TCP, TCP_KEEPIDLE, w.idle_s);
+  get(IPPROTO_TCP, TCP_KEEPINTVL, w.interval_s);
+  get(IPPROTO_TCP, TCP_KEEPCNT, w.probes);
+  get(IPPROTO_TCP, TCP_USER_TIMEOUT, w.user_timeout_ms);
+  return w;
 }
 
 std::vector<uint8_t> encode_step_plan(const StepPlan& plan) {

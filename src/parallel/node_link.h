@@ -4,6 +4,10 @@
 // logits back, when the last pipeline stage lives on another node). The
 // tensors themselves travel over NCCL. Messages are length-prefixed byte
 // strings; a peer that closes or sends garbage ends the link with an error.
+// A peer whose host stops answering (a crash, a cut network) closes
+// nothing: the kernel's TCP keepalive probes and user timeout declare it
+// lost after NodeConfig::dead_peer_after, and a node waiting on it gets the
+// same error instead of waiting forever.
 #pragma once
 
 #include <chrono>
@@ -23,6 +27,9 @@ struct NodeConfig {
   std::string master_addr = "127.0.0.1";
   int master_port = 8770;
   std::chrono::seconds timeout{120};  // for every node to join
+  // A link whose peer's host answers nothing (neither data nor keepalive
+  // probes) for this long is lost; 0: wait forever.
+  std::chrono::seconds dead_peer_after{30};
 
   bool is_multi_node() const { return nnodes > 1; }
 };
@@ -33,6 +40,16 @@ bool apply_mpi_environment(NodeConfig& config);
 
 // Throws tandem::Error naming the flag when a value is out of range.
 void validate_node_config(const NodeConfig& config);
+
+// What the kernel does about a silent peer on one link, read back from the
+// socket: keepalive probes after idle_s seconds without traffic, every
+// interval_s, `probes` unanswered ones and the link is lost; sent data
+// unacknowledged for user_timeout_ms also loses it.
+struct PeerWatch {
+  bool keepalive = false;
+  int idle_s = 0, interval_s = 0, probes = 0;
+  unsigned user_timeout_ms = 0;
+};
 
 class NodeLink {
  public:
@@ -52,6 +69,8 @@ class NodeLink {
   void send(int node, std::span<const uint8_t> message);
   // The next message from `node` (as for send). Blocks.
   std::vector<uint8_t> recv(int node);
+  // How the link to `node` (as for send) watches for a dead peer.
+  PeerWatch peer_watch(int node);
 
  private:
   struct State;

@@ -122,6 +122,45 @@ TEST(NodeLink, ALostPeerIsAnError) {
   EXPECT_NE(error_of([&] { link->recv(1); }).find("node 0 lost node 1"), std::string::npos);
 }
 
+// Both ends of a link ask the kernel to declare a silent peer lost after
+// dead_peer_after: keepalive probes and a user timeout (a host that
+// crashes or a cut network closes nothing, so no error would come
+// otherwise). 0 leaves the sockets as they are.
+TEST(NodeLink, BothEndsWatchForADeadPeer) {
+  for (const int after : {30, 0}) {
+    const int port = free_port();
+    auto other = std::async(std::launch::async, [port, after] {
+      NodeConfig c = node(1, 2, port);
+      c.dead_peer_after = std::chrono::seconds(after);
+      auto link = NodeLink::open(c);
+      const PeerWatch w = link->peer_watch(0);
+      link->recv(0);  // node 0 has read its own side
+      return w;
+    });
+    NodeConfig c = node(0, 2, port);
+    c.dead_peer_after = std::chrono::seconds(after);
+    auto link = NodeLink::open(c);
+    const PeerWatch mine = link->peer_watch(1);
+    link->send(1, std::vector<uint8_t>{1});
+    const PeerWatch theirs = other.get();
+    for (const PeerWatch& w : {mine, theirs}) {
+      EXPECT_EQ(w.keepalive, after > 0);
+      if (after > 0) {
+        EXPECT_EQ(w.idle_s, 10);
+        EXPECT_EQ(w.interval_s, 5);
+        EXPECT_EQ(w.probes, 3);
+        EXPECT_EQ(w.user_timeout_ms, 30000u);
+        EXPECT_LE(w.idle_s + w.probes * w.interval_s, after);
+      } else {
+        EXPECT_EQ(w.user_timeout_ms, 0u);
+      }
+    }
+  }
+  NodeConfig bad;
+  bad.dead_peer_after = std::chrono::seconds(-1);
+  EXPECT_NE(error_of([&] { validate_node_config(bad); }).find("dead-peer time"), std::string::npos);
+}
+
 TEST(NodeConfig, RangesAndMpiEnvironment) {
   NodeConfig c;
   c.nnodes = 2;
