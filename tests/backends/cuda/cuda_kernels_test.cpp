@@ -95,6 +95,26 @@ TestMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
   return m;
 }
 
+// A BF16 matrix quantized to int8 rows on the GPU (quantize_rows, as
+// --quantize int8 loads it); the host copy holds those rows dequantized, f32.
+TestMatrix make_int8_rows(int64_t rows, int64_t cols, uint32_t seed) {
+  const TestMatrix bf = make_matrix(DType::BF16, rows, cols, seed);
+  TestMatrix m;
+  m.data = DeviceBuffer(static_cast<size_t>(rows * cols));
+  m.scales = DeviceBuffer(static_cast<size_t>(rows) * 4);
+  m.device = DeviceMatrix{WeightFormat::I8Row, rows, cols, m.data.get(), m.scales.get()};
+  quantize_rows(bf.device, m.device, nullptr);
+  const std::vector<int8_t> q = to_host<int8_t>(m.data, static_cast<size_t>(rows * cols));
+  const std::vector<float> sc = to_host<float>(m.scales, static_cast<size_t>(rows));
+  m.host_bytes.resize(q.size() * 4);
+  for (size_t i = 0; i < q.size(); ++i) {
+    const float v = static_cast<float>(q[i]) * sc[i / static_cast<size_t>(cols)];
+    std::memcpy(m.host_bytes.data() + 4 * i, &v, 4);
+  }
+  m.host = cpu::WeightMatrix{DType::F32, rows, cols, m.host_bytes.data()};
+  return m;
+}
+
 class GemvTest : public ::testing::TestWithParam<DType> {};
 
 TEST_P(GemvTest, MatchesCpuReferenceForEveryTokenCount) {
@@ -268,18 +288,7 @@ TEST_P(QuantizeTest, RowsRoundAsTheCpuDoesAndMatmulsMatch) {
 TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
   const int64_t rows = 203, cols = 4608;
   TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 31);
-  TestMatrix bf = make_matrix(DType::BF16, rows, cols, 32);
-  DeviceBuffer i8(static_cast<size_t>(rows * cols)), i8_scales(static_cast<size_t>(rows) * 4);
-  const DeviceMatrix i8m{WeightFormat::I8Row, rows, cols, i8.get(), i8_scales.get()};
-  quantize_rows(bf.device, i8m, nullptr);
-  // The int8 rows on the host, as f32.
-  std::vector<float> i8_host(static_cast<size_t>(rows * cols));
-  {
-    const std::vector<int8_t> q = to_host<int8_t>(i8, i8_host.size());
-    const std::vector<float> sc = to_host<float>(i8_scales, static_cast<size_t>(rows));
-    for (size_t i = 0; i < q.size(); ++i) i8_host[i] = static_cast<float>(q[i]) * sc[i / static_cast<size_t>(cols)];
-  }
-  const cpu::WeightMatrix i8_ref{DType::F32, rows, cols, i8_host.data()};
+  TestMatrix i8 = make_int8_rows(rows, cols, 32);
 
   for (int64_t n : {1, 3, 8, 11}) {
     const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 33);
@@ -304,7 +313,7 @@ TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
     ASSERT_EQ(got_d, want_d) << n << " tokens";
 
     for (const auto& [w, ref] : {std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&q8.device, &q8.host},
-                                 std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8m, &i8_ref}}) {
+                                 std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8.device, &i8.host}}) {
       std::vector<float> want(static_cast<size_t>(n * rows));
       cpu::matmul_ref(*ref, xdq.data(), n, want.data());
       DeviceBuffer dy(want.size() * 4), d1(static_cast<size_t>(rows) * 4);
@@ -366,17 +375,7 @@ TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
     EXPECT_EQ(splits > 1, split) << rows << " x " << cols << ", " << sm_count << " SMs: " << splits << " splits";
     DeviceBuffer ws(static_cast<size_t>(std::max<int64_t>(1, gemm_q8_workspace_floats(rows, cols, sm_count))) * 4);
     TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 41);
-    TestMatrix bf = make_matrix(DType::BF16, rows, cols, 42);
-    DeviceBuffer i8(static_cast<size_t>(rows * cols)), i8_scales(static_cast<size_t>(rows) * 4);
-    const DeviceMatrix i8m{WeightFormat::I8Row, rows, cols, i8.get(), i8_scales.get()};
-    quantize_rows(bf.device, i8m, nullptr);
-    std::vector<float> i8_host(static_cast<size_t>(rows * cols));
-    {
-      const std::vector<int8_t> q = to_host<int8_t>(i8, i8_host.size());
-      const std::vector<float> sc = to_host<float>(i8_scales, static_cast<size_t>(rows));
-      for (size_t i = 0; i < q.size(); ++i) i8_host[i] = static_cast<float>(q[i]) * sc[i / static_cast<size_t>(cols)];
-    }
-    const cpu::WeightMatrix i8_ref{DType::F32, rows, cols, i8_host.data()};
+    TestMatrix i8 = make_int8_rows(rows, cols, 42);
 
     const int64_t n_max = 70;
     const std::vector<float> x = random_vector(static_cast<size_t>(n_max * cols), 43);
@@ -388,7 +387,7 @@ TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
     for (size_t i = 0; i < x.size(); ++i) xdq[i] = static_cast<float>(hq[i]) * hd[i / 32];
 
     for (const auto& [w, ref] : {std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&q8.device, &q8.host},
-                                 std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8m, &i8_ref}}) {
+                                 std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8.device, &i8.host}}) {
       std::vector<float> want(static_cast<size_t>(n_max * rows));
       cpu::matmul_ref(*ref, xdq.data(), n_max, want.data());
       DeviceBuffer dy(want.size() * 4), dg(want.size() * 4), d1(static_cast<size_t>(rows) * 4);
