@@ -4,12 +4,20 @@
 //   decode  (n_tokens 1 and 4): all 7 matmuls of 28 layers + lm_head; GB/s of
 //           weights read, and % of the read-only bandwidth measured here.
 //   prefill (n_tokens 64, 512): the 28 layers (no lm_head: prefill needs logits
-//           of the last token only); GFLOP/s with 2 FLOP per multiply-add.
-// Also prints the thread pool's per-call overhead.
+//           of the last token only); GFLOP/s with 2 FLOP per multiply-add,
+//           and % of the FMA peak measured here.
+// Also prints the thread pool's per-call overhead and the FMA peak: each
+// thread runs 12 independent chains of vector FMAs (256-bit, or 512-bit for
+// the avx512 variant), the most a core's FMA units can retire.
 //
 //   build/bin/matmul_bench [--threads 2] [--variant generic|avx2|avx512]
 //                          [--dtypes f16,bf16,q8_0,q8_0_rows8] [--reps 5]
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -77,6 +85,57 @@ double read_bandwidth(ThreadPool& pool) {
   return n * 4.0 / best / 1e9;
 }
 
+#if defined(__x86_64__)
+// 12 independent FMA chains of `iters` steps; returns a value that depends
+// on them all, so that none is optimised away.
+__attribute__((target("avx2,fma"))) float fma_chains_avx2(int64_t iters) {
+  __m256 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(0.001f * static_cast<float>(i));
+  const __m256 b = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], b, c);
+  }
+  float s = 0;
+  for (int i = 0; i < 12; ++i) s += _mm256_cvtss_f32(a[i]);
+  return s;
+}
+__attribute__((target("avx512f"))) float fma_chains_avx512(int64_t iters) {
+  __m512 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(0.001f * static_cast<float>(i));
+  const __m512 b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(1e-4f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  }
+  float s = 0;
+  for (int i = 0; i < 12; ++i) s += _mm512_cvtss_f32(a[i]);
+  return s;
+}
+#endif
+
+// FLOP/s of the pool's threads running FMA chains at once (best of 3), or 0
+// where the variant has no vector FMA.
+double fma_peak_gflops(ThreadPool& pool, const std::string& variant) {
+#if defined(__x86_64__)
+  const int lanes = variant == "avx512" ? 16 : variant == "avx2" ? 8 : 0;
+  if (lanes == 0) return 0;
+  const int64_t iters = 20'000'000;
+  std::atomic<float> sink{0};
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = now_s();
+    pool.run([&](int) { sink = sink + (lanes == 16 ? fma_chains_avx512(iters) : fma_chains_avx2(iters)); });
+    best = std::min(best, now_s() - t0);
+  }
+  return pool.size() * 12.0 * iters * lanes * 2 / best / 1e9;
+#else
+  (void)pool;
+  (void)variant;
+  return 0;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -121,6 +180,8 @@ int main(int argc, char** argv) {
   }
   const double read_bw = read_bandwidth(pool);
   std::printf("read-only stream bandwidth (f32 GEMV kernel over 1 GiB): %.2f GB/s\n", read_bw);
+  const double fma_peak = fma_peak_gflops(pool, ks->name);
+  if (fma_peak > 0) std::printf("FMA peak (12 chains a thread): %.1f GFLOP/s\n", fma_peak);
 
   std::mt19937 rng(1);
   size_t pos = 0;
@@ -183,9 +244,11 @@ int main(int argc, char** argv) {
         for (const WeightMatrix& w : layers) matmul(*ks, w, x.data(), nt, y.data(), pool);
         best = std::min(best, now_s() - t0);
       }
-      std::printf("%-5s prefill n_tokens %3lld: %7.2f ms  %7.1f tok/s (layers only)  %6.1f GFLOP/s\n",
-                  label.c_str(), static_cast<long long>(nt), best * 1e3, nt / best,
-                  layer_flops_per_token * nt / best / 1e9);
+      const double gflops = layer_flops_per_token * nt / best / 1e9;
+      std::printf("%-5s prefill n_tokens %3lld: %7.2f ms  %7.1f tok/s (layers only)  %6.1f GFLOP/s", label.c_str(),
+                  static_cast<long long>(nt), best * 1e3, nt / best, gflops);
+      if (fma_peak > 0) std::printf("  %5.1f%% of FMA peak", 100.0 * gflops / fma_peak);
+      std::printf("\n");
     }
   }
   return 0;
