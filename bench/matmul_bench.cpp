@@ -6,7 +6,8 @@
 //   prefill (n_tokens 64, 512): the 28 layers (no lm_head: prefill needs logits
 //           of the last token only); GFLOP/s with 2 FLOP per multiply-add,
 //           and % of the FMA peak measured here.
-// Also prints the thread pool's per-call overhead and the FMA peak: each
+// Also prints the thread pool's per-call overhead, SiLU·mul's time (this
+// variant against the generic one's libm exp) and the FMA peak: each
 // thread runs 12 independent chains of vector FMAs (256-bit, or 512-bit for
 // the avx512 variant), the most a core's FMA units can retire.
 //
@@ -182,6 +183,22 @@ int main(int argc, char** argv) {
   std::printf("read-only stream bandwidth (f32 GEMV kernel over 1 GiB): %.2f GB/s\n", read_bw);
   const double fma_peak = fma_peak_gflops(pool, ks->name);
   if (fma_peak > 0) std::printf("FMA peak (12 chains a thread): %.1f GFLOP/s\n", fma_peak);
+
+  {  // silu(gate) * up over a 64-token prompt's FFN activations (one layer), one thread
+    const int64_t n = 64 * 3072;
+    std::vector<float> g0(n), g(n), u(n, 1.0f);
+    for (int64_t i = 0; i < n; ++i) g0[i] = static_cast<float>(i % 2001) / 200.0f - 5.0f;
+    for (const KernelSet* k : {ks, &kernel_set(KernelVariant::Generic)}) {
+      double best = 1e30;
+      for (int rep = 0; rep < 20; ++rep) {
+        g = g0;
+        const double t0 = now_s();
+        k->silu_mul(g.data(), u.data(), n);
+        best = std::min(best, now_s() - t0);
+      }
+      std::printf("silu_mul (%s) 64 x 3072: %.1f us, %.2f ns a value\n", k->name, best * 1e6, best * 1e9 / n);
+    }
+  }
 
   std::mt19937 rng(1);
   size_t pos = 0;

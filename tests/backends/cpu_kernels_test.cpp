@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -241,6 +242,44 @@ TEST(CpuMatmul, Q8_0Rows8MatchesReference) {
   EXPECT_EQ(kept.layout, WeightLayout::RowMajor);
   EXPECT_EQ(kept.data, m.view().data);
   EXPECT_FALSE(storage.bytes);
+}
+
+// silu(g) * u in every variant against double precision: relative error
+// where e^-g is a float, absolute below (silu ~ 0 there), at the clamps and
+// past them, with a tail that is not a whole vector; NaN stays NaN.
+TEST(CpuOps, SiluMulMatchesDoublePrecisionInEveryVariant) {
+  std::vector<float> g;
+  for (float v = -90.0f; v <= 90.0f; v += 0.0137f) g.push_back(v);
+  for (float v : {-1e-30f, 0.0f, 1e-30f, -87.3f, 88.0f, -88.5f, 89.0f, -200.0f, 200.0f}) g.push_back(v);
+  g.push_back(0.5f);  // the length is then not a multiple of 16
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  std::vector<float> up(g.size());
+  for (float& u : up) u = uniform(rng);
+  for (KernelVariant v : variants()) {
+    const KernelSet& ks = kernel_set(v);
+    std::vector<float> got = g;
+    ks.silu_mul(got.data(), up.data(), static_cast<int64_t>(got.size()));
+    double worst = 0;
+    for (size_t i = 0; i < g.size(); ++i) {
+      const double want = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * up[i];
+      const double err = std::fabs(got[i] - want);
+      if (g[i] < -87.0f) {  // silu(g) ~ g e^g < 1e-36: past e^-g's float range, both sides are ~0
+        ASSERT_LE(err, 1e-35) << ks.name << " g=" << g[i];
+        continue;
+      }
+      ASSERT_LE(err, 6e-7 * std::fabs(want)) << ks.name << " g=" << g[i];
+      if (want != 0) worst = std::max(worst, err / std::fabs(want));
+    }
+    std::printf("[%s] silu_mul: worst relative error %.2e over %zu values\n", ks.name, worst, g.size());
+    std::vector<float> nan = {std::nanf(""), 1.0f, std::nanf(""), -3.0f};
+    nan.resize(40, 2.0f);
+    nan[20] = std::nanf("");
+    std::vector<float> ones(nan.size(), 1.0f);
+    ks.silu_mul(nan.data(), ones.data(), static_cast<int64_t>(nan.size()));
+    EXPECT_TRUE(std::isnan(nan[0]) && std::isnan(nan[2]) && std::isnan(nan[20])) << ks.name;
+    EXPECT_FLOAT_EQ(nan[1], static_cast<float>(1.0 / (1.0 + std::exp(-1.0)))) << ks.name;
+  }
 }
 
 TEST(CpuMatmul, EmptyShapesAreNoOps) {

@@ -18,9 +18,7 @@ void rmsnorm(const float* x, const float* weight, float eps, float* out, int64_t
   ks.scale_mul(1.0f / std::sqrt(ms + eps), x, weight, out, n);
 }
 
-void silu_mul(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-}
+void silu_mul(float* gate, const float* up, int64_t n) { best_kernel_set().silu_mul(gate, up, n); }
 
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;

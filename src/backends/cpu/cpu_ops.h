@@ -1,6 +1,7 @@
 // Small vector operations for the CPU engine (norms, activations, attention
-// inner loops), using the best kernel variant of this CPU (dot, axpy and
-// rmsnorm are SIMD; silu_mul and softmax use scalar exp). All in f32.
+// inner loops), using the best kernel variant of this CPU (dot, axpy,
+// rmsnorm and silu_mul are SIMD, silu_mul with a polynomial e^x: see
+// KernelSet::silu_mul; softmax uses scalar exp). All in f32.
 #pragma once
 
 #include <cstdint>

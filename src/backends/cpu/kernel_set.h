@@ -53,6 +53,11 @@ struct KernelSet {
   void (*axpy)(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
   float (*sum_squares)(const float* x, int64_t n);
   void (*scale_mul)(float alpha, const float* x, const float* w, float* out, int64_t n);  // out = alpha * x * w
+  // gate[i] = silu(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i].
+  // The SIMD variants' e^x is a polynomial within 2 ulp of expf for finite
+  // x in [-87.3, 88], saturating outside (so silu(-inf) is -inf, not NaN);
+  // NaN stays NaN.
+  void (*silu_mul)(float* gate, const float* up, int64_t n);
   // Computes with Q8_0 matrices in the rows8 layout (q8_0_rows8.h); their
   // row ranges are then multiples of 8.
   bool q8_0_rows8 = false;

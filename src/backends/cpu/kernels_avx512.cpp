@@ -2,6 +2,8 @@
 // Everything here is internal to this file: see kernels_simd.inc.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "backends/cpu/kernel_set.h"
 #include "backends/cpu/q8_0_rows8.h"
 
@@ -24,6 +26,15 @@ struct Isa {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V set1(float a) { return _mm512_set1_ps(a); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  // max(a, b) and min(a, b) return b where either is NaN.
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // 2^n for integer-valued n in [-126, 127].
+  static V pow2(V n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
   static V load_f16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
@@ -62,6 +73,6 @@ struct Isa {
 
 const KernelSet kAvx512Kernels{KernelVariant::Avx512, "avx512", kGemvMaxTokens, &matmul_rows,
                                &quantize_activations,
-                               &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, true, false};
+                               &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, &vec_silu_mul, true, false};
 
 }  // namespace tandem::cpu

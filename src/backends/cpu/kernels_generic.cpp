@@ -60,11 +60,15 @@ void generic_scale_mul(float alpha, const float* x, const float* w, float* out, 
   for (int64_t i = 0; i < n; ++i) out[i] = alpha * x[i] * w[i];
 }
 
+void generic_silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 }  // namespace
 
 // gemv_max_tokens = 0: the generic variant never uses quantized activations.
 const KernelSet kGenericKernels{KernelVariant::Generic, "generic", 0, &generic_matmul_rows,
                                 &generic_quantize_activations, &dot_f32, &generic_axpy,
-                                &generic_sum_squares, &generic_scale_mul};
+                                &generic_sum_squares, &generic_scale_mul, &generic_silu_mul};
 
 }  // namespace tandem::cpu
