@@ -6,8 +6,9 @@
 //   prefill (n_tokens 64, 512): the 28 layers (no lm_head: prefill needs logits
 //           of the last token only); GFLOP/s with 2 FLOP per multiply-add,
 //           and % of the FMA peak measured here.
-// Also prints the thread pool's per-call overhead, SiLU·mul's time (this
-// variant against the generic one's libm exp) and the FMA peak: each
+// Also prints the thread pool's per-call overhead, the time of SiLU·mul and
+// of attention's exponentials (this variant against the generic one's libm
+// exp) and the FMA peak: each
 // thread runs 12 independent chains of vector FMAs (256-bit, or 512-bit for
 // the avx512 variant), the most a core's FMA units can retire.
 //
@@ -197,6 +198,20 @@ int main(int argc, char** argv) {
         best = std::min(best, now_s() - t0);
       }
       std::printf("silu_mul (%s) 64 x 3072: %.1f us, %.2f ns a value\n", k->name, best * 1e6, best * 1e9 / n);
+    }
+    // exp_sum: attention's softmax numerators over 2048 cached positions.
+    const int64_t m = 2048;
+    for (const KernelSet* k : {ks, &kernel_set(KernelVariant::Generic)}) {
+      double best = 1e30;
+      float sink = 0;
+      for (int rep = 0; rep < 200; ++rep) {
+        std::copy(g0.begin(), g0.begin() + m, g.begin());
+        const double t0 = now_s();
+        sink += k->exp_sum(g.data(), 5.0f, m);
+        best = std::min(best, now_s() - t0);
+      }
+      std::printf("exp_sum (%s) 2048 values: %.2f us, %.2f ns a value (sum %g)\n", k->name, best * 1e6,
+                  best * 1e9 / m, sink / 200);
     }
   }
 

@@ -174,13 +174,7 @@ void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chu
         scores[static_cast<size_t>(j)] = score;
         max_score = std::max(max_score, score);
       }
-      float sum = 0.0f;
-      for (int64_t j = 0; j <= pos; ++j) {
-        const float e = std::exp(scores[static_cast<size_t>(j)] - max_score);
-        scores[static_cast<size_t>(j)] = e;
-        sum += e;
-      }
-      const float inv_sum = 1.0f / sum;
+      const float inv_sum = 1.0f / cpu::exp_sum(scores.data(), max_score, pos + 1);
       float* out = attn_out_.data() + t * q_dim + h * hd;
       std::fill(out, out + hd, 0.0f);
       for (int64_t j = 0; j <= pos; ++j) {

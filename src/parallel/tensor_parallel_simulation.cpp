@@ -197,12 +197,7 @@ void run_rank(const Shared& s, const RankWeights& w, Communicator& tp, Communica
           scores[static_cast<size_t>(j)] = cpu::dot(qh, k.data() + j * kd + kvh * hd, hd) * scale;
           max_score = std::max(max_score, scores[static_cast<size_t>(j)]);
         }
-        float sum = 0.0f;
-        for (int64_t j = 0; j <= t; ++j) {
-          scores[static_cast<size_t>(j)] = std::exp(scores[static_cast<size_t>(j)] - max_score);
-          sum += scores[static_cast<size_t>(j)];
-        }
-        const float inv_sum = 1.0f / sum;
+        const float inv_sum = 1.0f / cpu::exp_sum(scores.data(), max_score, t + 1);
         float* out = att.data() + t * qd + h * hd;
         std::fill(out, out + hd, 0.0f);
         for (int64_t j = 0; j <= t; ++j)

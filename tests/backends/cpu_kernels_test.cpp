@@ -282,6 +282,37 @@ TEST(CpuOps, SiluMulMatchesDoublePrecisionInEveryVariant) {
   }
 }
 
+// exp_sum in every variant: each e^(x - shift) and their sum against double
+// precision, for rows of 1 to 70 values (tails that are not a whole vector);
+// values far below the shift give ~0, NaN stays NaN.
+TEST(CpuOps, ExpSumMatchesDoublePrecisionInEveryVariant) {
+  std::mt19937 rng(12);
+  std::uniform_real_distribution<float> uniform(-30.0f, 0.0f);
+  for (KernelVariant v : variants()) {
+    const KernelSet& ks = kernel_set(v);
+    for (int64_t n = 1; n <= 70; ++n) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (float& e : x) e = uniform(rng) + 5.0f;
+      x[0] = 5.0f;  // the shift: the row's maximum
+      if (n > 3) x[3] = -200.0f;
+      std::vector<float> got = x;
+      const float sum = ks.exp_sum(got.data(), 5.0f, n);
+      double want_sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double want = std::exp(static_cast<double>(x[i]) - 5.0);
+        want_sum += want;
+        ASSERT_LE(std::fabs(got[i] - want), 3e-7 * want + 1e-37) << ks.name << " n=" << n << " x=" << x[i];
+      }
+      ASSERT_NEAR(sum, want_sum, 1e-6 * want_sum) << ks.name << " n=" << n;
+    }
+    std::vector<float> nan(20, 1.0f);
+    nan[17] = std::nanf("");
+    EXPECT_TRUE(std::isnan(ks.exp_sum(nan.data(), 1.0f, 20))) << ks.name;
+    EXPECT_TRUE(std::isnan(nan[17])) << ks.name;
+    EXPECT_FLOAT_EQ(nan[0], 1.0f) << ks.name;
+  }
+}
+
 TEST(CpuMatmul, EmptyShapesAreNoOps) {
   ThreadPool pool(2);
   std::vector<float> y(4, 7.0f);

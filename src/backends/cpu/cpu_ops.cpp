@@ -20,14 +20,12 @@ void rmsnorm(const float* x, const float* weight, float eps, float* out, int64_t
 
 void silu_mul(float* gate, const float* up, int64_t n) { best_kernel_set().silu_mul(gate, up, n); }
 
+float exp_sum(float* x, float shift, int64_t n) { return best_kernel_set().exp_sum(x, shift, n); }
+
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
   const float m = *std::max_element(x, x + n);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - m);
-    sum += x[i];
-  }
+  const float sum = exp_sum(x, m, n);
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }

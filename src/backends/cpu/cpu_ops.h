@@ -1,7 +1,7 @@
 // Small vector operations for the CPU engine (norms, activations, attention
 // inner loops), using the best kernel variant of this CPU (dot, axpy,
-// rmsnorm and silu_mul are SIMD, silu_mul with a polynomial e^x: see
-// KernelSet::silu_mul; softmax uses scalar exp). All in f32.
+// rmsnorm, silu_mul, exp_sum and softmax are SIMD, the last three with a
+// polynomial e^x: see KernelSet::silu_mul). All in f32.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,8 @@ void axpy(float alpha, const float* x, float* y, int64_t n);
 void rmsnorm(const float* x, const float* weight, float eps, float* out, int64_t n);
 // gate[i] = silu(gate[i]) * up[i], silu(v) = v / (1 + exp(-v)).  gate, up: [n]
 void silu_mul(float* gate, const float* up, int64_t n);
+// x[i] = exp(x[i] - shift); returns their sum. x: [n]
+float exp_sum(float* x, float shift, int64_t n);
 // In place, numerically stable (max subtracted). x: [n], n >= 1.
 void softmax(float* x, int64_t n);
 // Converts one row of `n` values of dtype (F32, F16, BF16, Q8_0) to f32, as

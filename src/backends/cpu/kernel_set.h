@@ -58,6 +58,9 @@ struct KernelSet {
   // x in [-87.3, 88], saturating outside (so silu(-inf) is -inf, not NaN);
   // NaN stays NaN.
   void (*silu_mul)(float* gate, const float* up, int64_t n);
+  // x[i] = e^(x[i] - shift); returns the sum of the new x (attention's
+  // softmax numerators; shift is the row's maximum). Same e^x as silu_mul.
+  float (*exp_sum)(float* x, float shift, int64_t n);
   // Computes with Q8_0 matrices in the rows8 layout (q8_0_rows8.h); their
   // row ranges are then multiples of 8.
   bool q8_0_rows8 = false;

@@ -64,11 +64,21 @@ void generic_silu_mul(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+float generic_exp_sum(float* x, float shift, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - shift);
+    sum += x[i];
+  }
+  return sum;
+}
+
 }  // namespace
 
 // gemv_max_tokens = 0: the generic variant never uses quantized activations.
 const KernelSet kGenericKernels{KernelVariant::Generic, "generic", 0, &generic_matmul_rows,
                                 &generic_quantize_activations, &dot_f32, &generic_axpy,
-                                &generic_sum_squares, &generic_scale_mul, &generic_silu_mul};
+                                &generic_sum_squares, &generic_scale_mul, &generic_silu_mul,
+                                &generic_exp_sum};
 
 }  // namespace tandem::cpu
