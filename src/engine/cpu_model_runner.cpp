@@ -159,6 +159,7 @@ void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chu
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   pool_.parallel_for(n_tokens * n_heads, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
+    std::vector<const float*> rows;  // the cached keys, then values, of positions 0..pos
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task / n_heads;
       const int64_t h = task % n_heads;
@@ -166,21 +167,22 @@ void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chu
       const int64_t pos = positions_[static_cast<size_t>(t)];
       const std::vector<int32_t>& table = owner_[static_cast<size_t>(t)]->kv->block_table;
       const float* q = q_.data() + t * q_dim + h * hd;
-      scores.resize(static_cast<size_t>(pos + 1));
+      const size_t n = static_cast<size_t>(pos + 1);
+      scores.resize(n);
+      rows.resize(n);
+      for (size_t j = 0; j < n; ++j)
+        rows[j] = kv_.key(layer, table[j / static_cast<size_t>(bs)], static_cast<int64_t>(j) % bs) + kvh * hd;
+      cpu::dot_rows(q, rows.data(), pos + 1, hd, scores.data());
       float max_score = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j <= pos; ++j) {
-        const float* k = kv_.key(layer, table[static_cast<size_t>(j / bs)], j % bs) + kvh * hd;
-        const float score = cpu::dot(q, k, hd) * scale;
-        scores[static_cast<size_t>(j)] = score;
-        max_score = std::max(max_score, score);
+      for (float& s : scores) {
+        s *= scale;
+        max_score = std::max(max_score, s);
       }
       const float inv_sum = 1.0f / cpu::exp_sum(scores.data(), max_score, pos + 1);
-      float* out = attn_out_.data() + t * q_dim + h * hd;
-      std::fill(out, out + hd, 0.0f);
-      for (int64_t j = 0; j <= pos; ++j) {
-        const float* v = kv_.value(layer, table[static_cast<size_t>(j / bs)], j % bs) + kvh * hd;
-        cpu::axpy(scores[static_cast<size_t>(j)] * inv_sum, v, out, hd);
-      }
+      for (float& s : scores) s *= inv_sum;
+      for (size_t j = 0; j < n; ++j)
+        rows[j] = kv_.value(layer, table[j / static_cast<size_t>(bs)], static_cast<int64_t>(j) % bs) + kvh * hd;
+      cpu::weighted_sum(scores.data(), rows.data(), pos + 1, hd, attn_out_.data() + t * q_dim + h * hd);
     }
   });
 }

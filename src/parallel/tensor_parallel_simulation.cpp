@@ -155,6 +155,7 @@ void run_rank(const Shared& s, const RankWeights& w, Communicator& tp, Communica
   std::vector<float> k(static_cast<size_t>(T * kd)), v(k.size());                     // [T, kd]
   std::vector<float> gate(static_cast<size_t>(T * ffn)), up(gate.size());             // [T, ffn]
   std::vector<float> scores(static_cast<size_t>(T));
+  std::vector<const float*> kv_rows(static_cast<size_t>(T));  // keys, then values, of positions 0..t
 
   if (w.stage == 0) {
     const int64_t row = dtype_row_bytes(w.token_embd->dtype, H);
@@ -192,16 +193,18 @@ void run_rank(const Shared& s, const RankWeights& w, Communicator& tp, Communica
       for (int64_t h = 0; h < hq; ++h) {
         const float* qh = q.data() + t * qd + h * hd;
         const int64_t kvh = h / group;
+        // As the engine's attention (cpu_model_runner.cpp), with the same kernels.
+        for (int64_t j = 0; j <= t; ++j) kv_rows[static_cast<size_t>(j)] = k.data() + j * kd + kvh * hd;
+        cpu::dot_rows(qh, kv_rows.data(), t + 1, hd, scores.data());
         float max_score = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j <= t; ++j) {
-          scores[static_cast<size_t>(j)] = cpu::dot(qh, k.data() + j * kd + kvh * hd, hd) * scale;
+          scores[static_cast<size_t>(j)] *= scale;
           max_score = std::max(max_score, scores[static_cast<size_t>(j)]);
         }
         const float inv_sum = 1.0f / cpu::exp_sum(scores.data(), max_score, t + 1);
-        float* out = att.data() + t * qd + h * hd;
-        std::fill(out, out + hd, 0.0f);
-        for (int64_t j = 0; j <= t; ++j)
-          cpu::axpy(scores[static_cast<size_t>(j)] * inv_sum, v.data() + j * kd + kvh * hd, out, hd);
+        for (int64_t j = 0; j <= t; ++j) scores[static_cast<size_t>(j)] *= inv_sum;
+        for (int64_t j = 0; j <= t; ++j) kv_rows[static_cast<size_t>(j)] = v.data() + j * kd + kvh * hd;
+        cpu::weighted_sum(scores.data(), kv_rows.data(), t + 1, hd, att.data() + t * qd + h * hd);
       }
     }
     // Partial output projection from this rank's heads; the all-reduce sums

@@ -313,6 +313,43 @@ TEST(CpuOps, ExpSumMatchesDoublePrecisionInEveryVariant) {
   }
 }
 
+// Attention's loops in every variant. dot_rows against double precision,
+// and a row's sum the same bits whatever the rows around it (groups of 4 or
+// a partial group); weighted_sum the bits of axpy applied row by row.
+TEST(CpuOps, AttentionRowKernelsInEveryVariant) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal;
+  for (const int64_t n : {int64_t{64}, int64_t{128}, int64_t{72}, int64_t{70}}) {
+    std::vector<float> q(static_cast<size_t>(n)), data(static_cast<size_t>(9 * n)), w(9);
+    for (float& v : q) v = normal(rng);
+    for (float& v : data) v = normal(rng);
+    for (float& v : w) v = normal(rng);
+    std::vector<const float*> rows(9);
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = data.data() + i * static_cast<size_t>(n);
+    for (KernelVariant v : variants()) {
+      const KernelSet& ks = kernel_set(v);
+      std::vector<float> all(9);
+      ks.dot_rows(q.data(), rows.data(), 9, n, all.data());
+      for (size_t i = 0; i < rows.size(); ++i) {
+        double want = 0;
+        for (int64_t c = 0; c < n; ++c) want += static_cast<double>(q[static_cast<size_t>(c)]) * rows[i][c];
+        ASSERT_NEAR(all[i], want, 1e-5 * (1 + std::fabs(want))) << ks.name << " n=" << n << " row " << i;
+        for (int64_t count : {int64_t{1}, int64_t{3}}) {  // the same row at the head of another group
+          float one[3];
+          ks.dot_rows(q.data(), rows.data() + i, std::min<int64_t>(count, 9 - static_cast<int64_t>(i)), n, one);
+          ASSERT_EQ(0, std::memcmp(&one[0], &all[i], 4)) << ks.name << " n=" << n << " row " << i;
+        }
+      }
+      for (int64_t n_rows : {int64_t{1}, int64_t{5}, int64_t{9}}) {
+        std::vector<float> got(static_cast<size_t>(n)), want(static_cast<size_t>(n), 0.0f);
+        ks.weighted_sum(w.data(), rows.data(), n_rows, n, got.data());
+        for (int64_t i = 0; i < n_rows; ++i) ks.axpy(w[static_cast<size_t>(i)], rows[static_cast<size_t>(i)], want.data(), n);
+        ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << ks.name << " n=" << n << " rows " << n_rows;
+      }
+    }
+  }
+}
+
 TEST(CpuMatmul, EmptyShapesAreNoOps) {
   ThreadPool pool(2);
   std::vector<float> y(4, 7.0f);

@@ -22,6 +22,14 @@ void silu_mul(float* gate, const float* up, int64_t n) { best_kernel_set().silu_
 
 float exp_sum(float* x, float shift, int64_t n) { return best_kernel_set().exp_sum(x, shift, n); }
 
+void dot_rows(const float* q, const float* const* rows, int64_t n_rows, int64_t n, float* out) {
+  best_kernel_set().dot_rows(q, rows, n_rows, n, out);
+}
+
+void weighted_sum(const float* w, const float* const* rows, int64_t n_rows, int64_t n, float* out) {
+  best_kernel_set().weighted_sum(w, rows, n_rows, n, out);
+}
+
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
   const float m = *std::max_element(x, x + n);

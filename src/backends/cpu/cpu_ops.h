@@ -21,6 +21,10 @@ void rmsnorm(const float* x, const float* weight, float eps, float* out, int64_t
 void silu_mul(float* gate, const float* up, int64_t n);
 // x[i] = exp(x[i] - shift); returns their sum. x: [n]
 float exp_sum(float* x, float shift, int64_t n);
+// out[i] = q . rows[i] for i < n_rows (KernelSet::dot_rows).  q, rows[i]: [n]; out: [n_rows]
+void dot_rows(const float* q, const float* const* rows, int64_t n_rows, int64_t n, float* out);
+// out = sum_i w[i] * rows[i] (KernelSet::weighted_sum).  w: [n_rows]; rows[i], out: [n]
+void weighted_sum(const float* w, const float* const* rows, int64_t n_rows, int64_t n, float* out);
 // In place, numerically stable (max subtracted). x: [n], n >= 1.
 void softmax(float* x, int64_t n);
 // Converts one row of `n` values of dtype (F32, F16, BF16, Q8_0) to f32, as

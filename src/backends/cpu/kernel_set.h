@@ -61,6 +61,13 @@ struct KernelSet {
   // x[i] = e^(x[i] - shift); returns the sum of the new x (attention's
   // softmax numerators; shift is the row's maximum). Same e^x as silu_mul.
   float (*exp_sum)(float* x, float shift, int64_t n);
+  // Attention's two loops over cached positions. dot_rows: out[i] = q .
+  // rows[i], i < n_rows, each row's sum in an order that depends on n only
+  // (not on n_rows or i). weighted_sum: out = sum over i of w[i] * rows[i],
+  // i in order: the bits of out = 0 then axpy(w[i], rows[i], out) for each i.
+  // q, rows[i], out: [n].
+  void (*dot_rows)(const float* q, const float* const* rows, int64_t n_rows, int64_t n, float* out);
+  void (*weighted_sum)(const float* w, const float* const* rows, int64_t n_rows, int64_t n, float* out);
   // Computes with Q8_0 matrices in the rows8 layout (q8_0_rows8.h); their
   // row ranges are then multiples of 8.
   bool q8_0_rows8 = false;

@@ -64,6 +64,16 @@ void generic_silu_mul(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+void generic_dot_rows(const float* q, const float* const* rows, int64_t n_rows, int64_t n, float* out) {
+  for (int64_t i = 0; i < n_rows; ++i) out[i] = dot_f32(q, rows[i], n);
+}
+
+void generic_weighted_sum(const float* w, const float* const* rows, int64_t n_rows, int64_t n, float* out) {
+  for (int64_t c = 0; c < n; ++c) out[c] = 0.0f;
+  for (int64_t i = 0; i < n_rows; ++i)
+    for (int64_t c = 0; c < n; ++c) out[c] += w[i] * rows[i][c];
+}
+
 float generic_exp_sum(float* x, float shift, int64_t n) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
@@ -79,6 +89,6 @@ float generic_exp_sum(float* x, float shift, int64_t n) {
 const KernelSet kGenericKernels{KernelVariant::Generic, "generic", 0, &generic_matmul_rows,
                                 &generic_quantize_activations, &dot_f32, &generic_axpy,
                                 &generic_sum_squares, &generic_scale_mul, &generic_silu_mul,
-                                &generic_exp_sum};
+                                &generic_exp_sum, &generic_dot_rows, &generic_weighted_sum};
 
 }  // namespace tandem::cpu
