@@ -8,6 +8,7 @@
 // NcclCommunicator (ops are queued on its stream; see nccl_communicator.h).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace tandem::parallel {
@@ -29,6 +30,16 @@ class Communicator {
   // in order.  data: [n]
   virtual void send(const float* data, int64_t n, int peer) = 0;
   virtual void recv(float* data, int64_t n, int peer) = 0;
+  // Memory for the buffer that all_reduce_sum takes, shared with the other
+  // ranks so that the collective reads and writes it directly (less latency
+  // for small messages). Grows to at least `bytes` (contents discarded) and
+  // keeps its address while it fits. Collective: every rank calls it with
+  // the same size at the same point of its sequence of operations. Null
+  // where the communicator has no such memory: use ordinary memory then.
+  virtual float* shared_buffer(size_t bytes) {
+    (void)bytes;
+    return nullptr;
+  }
   // Waits until every operation this rank queued has finished. The
   // in-process communicator runs each at once; NCCL queues on a stream.
   virtual void synchronize() {}

@@ -189,6 +189,10 @@ struct CudaModelRunner::Impl {
 
   // Step scratch, grown as needed.
   DeviceBuffer x, xn;     // [T, hidden] f32: residual stream, normalized
+  // The residual stream in the tensor group's shared memory
+  // (Communicator::shared_buffer), where its all-reduces are faster; null
+  // where the group has none, and then x holds it. See residual().
+  float* shared_x = nullptr;
   DeviceBuffer qkv;       // [T, q_dim + 2 * kv_dim] f32
   DeviceBuffer attn;      // [T, q_dim] f32
   DeviceBuffer gate_up;   // [T, 2 * intermediate] f32
@@ -230,6 +234,24 @@ struct CudaModelRunner::Impl {
     ++epoch;
   }
 
+  // The residual stream, [T, hidden] f32, for at least `bytes`: with tensor
+  // parallelism alone (one stage) in the group's shared memory where it has
+  // some (a collective call: every rank of the group grows it at the same
+  // step). With pipeline stages too it stays in ordinary memory: there the
+  // residual also travels between stages through the other communicator,
+  // and TP 2 x PP 2 with two ranks a GPU gave wrong sums with it shared.
+  void grow_residual(size_t bytes) {
+    float* shared = tp_size > 1 && n_stages == 1 ? tp_comm->shared_buffer(bytes) : nullptr;
+    if (shared != shared_x) {
+      shared_x = shared;
+      ++epoch;
+    }
+    if (shared == nullptr) ensure(x, bytes);
+  }
+  float* residual() const { return shared_x != nullptr ? shared_x : x.get<float>(); }
+  // Whether the residual stream is in the tensor group's shared memory.
+  bool residual_shared() const { return shared_x != nullptr; }
+
   template <typename Enqueue>
   cudaGraphExec_t decode_graph(int64_t n_tokens, Enqueue&& enqueue) {
     DecodeGraph& g = graphs[n_tokens];
@@ -260,7 +282,7 @@ struct CudaModelRunner::Impl {
   void reserve(int64_t T, int64_t n_rows, int64_t meta_ints) {
     const ModelConfig& c = config;
     const size_t f = sizeof(float);
-    ensure(x, T * c.hidden_size * f);
+    grow_residual(T * c.hidden_size * f);
     ensure(xn, T * c.hidden_size * f);
     ensure(qkv, T * (c.q_dim() + 2 * c.kv_dim()) * f);
     ensure(attn, T * c.q_dim() * f);
@@ -641,7 +663,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   // Step scratch for kPreallocTokens tokens up front, so that captured
   // decode graphs stay valid through ordinary prefill chunks.
   const size_t f = sizeof(float), n = static_cast<size_t>(kPreallocTokens);
-  m.x.resize(n * c.hidden_size * f);
+  m.grow_residual(n * c.hidden_size * f);
   m.xn.resize(n * c.hidden_size * f);
   m.qkv.resize(n * (c.q_dim() + 2 * c.kv_dim()) * f);
   m.attn.resize(n * c.q_dim() * f);
@@ -758,6 +780,7 @@ const std::vector<float>& CudaModelRunner::forward_shard(std::span<const Sequenc
 }
 
 void CudaModelRunner::synchronize() { impl_->wait_stream(); }
+bool CudaModelRunner::residual_in_shared_memory() const { return impl_->residual_shared(); }
 
 std::span<const int32_t> CudaModelRunner::row_argmax() const { return impl_->argmax; }
 
@@ -901,7 +924,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int32_t* d_tables = d_out_rows + n_rows;
   const int32_t* d_tiles = d_ids + tiles_offset;
 
-  float* x = m.x.get<float>();
+  float* x = m.residual();
   float* xn = m.xn.get<float>();
   float* q = m.qkv.get<float>();  // q, k and v: column slices of qkv
   float* k = q + q_dim;

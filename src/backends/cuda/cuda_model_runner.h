@@ -109,6 +109,9 @@ class CudaModelRunner : public ModelRunner {
   // for all of a step's micro-batches before their collectives are queued.
   void reserve_shard(std::span<const SequenceChunk> chunks);
   void synchronize();
+  // Tensor parallel: whether the residual stream, which the all-reduces
+  // sum, is in the group's shared memory (Communicator::shared_buffer).
+  bool residual_in_shared_memory() const;
 
   const ModelConfig& config() const override;
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;

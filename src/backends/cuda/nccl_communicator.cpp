@@ -35,6 +35,12 @@ struct NcclCommunicator::State {
   int device = 0;
   bool owns_stream = true;
   std::atomic<bool> aborted{false};  // the comm was torn down by abort()
+  // shared_buffer(): the memory, its size and window; `shared_error` is set
+  // once registration failed, and then no more is tried.
+  void* shared = nullptr;
+  size_t shared_bytes = 0;
+  ncclWindow_t window = nullptr;
+  std::string shared_error;
 };
 
 NcclUniqueId make_nccl_unique_id() {
@@ -73,7 +79,11 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId& id, int rank, int world_s
 
 NcclCommunicator::~NcclCommunicator() {
   // No throwing here: a failure to tear down is reported by nothing.
+  // Destroying (or aborting) the communicator releases its window, which is
+  // not deregistered here: deregistration is collective, and the ranks of a
+  // host are torn down one after another.
   if (state_->comm != nullptr && !state_->aborted.load()) ncclCommDestroy(state_->comm);
+  if (state_->shared != nullptr) ncclMemFree(state_->shared);
   if (state_->stream != nullptr && state_->owns_stream) cudaStreamDestroy(state_->stream);
 }
 
@@ -111,6 +121,43 @@ std::string NcclCommunicator::async_error() const {
   if (ncclCommGetAsyncError(state_->comm, &r) != ncclSuccess) return "ncclCommGetAsyncError failed";
   return r == ncclSuccess || r == ncclInProgress ? "" : ncclGetErrorString(r);
 }
+
+float* NcclCommunicator::shared_buffer(size_t bytes) {
+  State& s = *state_;
+  if (!s.shared_error.empty()) return nullptr;
+  if (bytes <= s.shared_bytes) return static_cast<float*>(s.shared);
+  int version = 0;
+  check_nccl(ncclGetVersion(&version), "ncclGetVersion");
+  if (version < NCCL_VERSION(2, 27, 0)) {
+    s.shared_error = "NCCL " + std::to_string(version) + " has no symmetric windows (2.27 and later)";
+    return nullptr;
+  }
+  // The old window is in use until the queued operations are done.
+  check_cuda(cudaStreamSynchronize(s.stream), "cudaStreamSynchronize");
+  if (s.shared != nullptr) {
+    check_nccl(ncclCommWindowDeregister(s.comm, s.window), "ncclCommWindowDeregister");
+    check_nccl(ncclMemFree(s.shared), "ncclMemFree");
+    s.shared = nullptr;
+    s.shared_bytes = 0;
+    s.window = nullptr;
+  }
+  void* p = nullptr;
+  ncclResult_t r = ncclMemAlloc(&p, bytes);
+  if (r == ncclSuccess) {
+    r = ncclCommWindowRegister(s.comm, p, bytes, &s.window, NCCL_WIN_COLL_SYMMETRIC);
+    if (r != ncclSuccess) ncclMemFree(p);
+  }
+  if (r != ncclSuccess) {
+    s.shared_error = std::string("NCCL symmetric window of ") + std::to_string(bytes) +
+                     " bytes: " + ncclGetErrorString(r);
+    return nullptr;
+  }
+  s.shared = p;
+  s.shared_bytes = bytes;
+  return static_cast<float*>(p);
+}
+
+std::string NcclCommunicator::shared_buffer_error() const { return state_->shared_error; }
 
 void NcclCommunicator::synchronize() { check_cuda(cudaStreamSynchronize(state_->stream), "cudaStreamSynchronize"); }
 

@@ -54,6 +54,16 @@ class NcclCommunicator : public Communicator {
   void send(const float* data, int64_t n, int peer) override;  // ncclSend
   void recv(float* data, int64_t n, int peer) override;        // ncclRecv
   void synchronize() override;                                 // cudaStreamSynchronize
+  // Memory from ncclMemAlloc that every rank registers as one symmetric
+  // window (NCCL_WIN_COLL_SYMMETRIC): an all-reduce in place on it, at the
+  // same offset on every rank, takes NCCL's symmetric kernels, which read
+  // and write the peers' memory over NVLink directly. Null (and null from
+  // then on) where NCCL is older than 2.27 or refuses the registration
+  // (e.g. no CUDA VMM support); the reason is in shared_buffer_error().
+  // Freed with the communicator, which releases its window first.
+  float* shared_buffer(size_t bytes) override;
+  // Why shared_buffer gave null; empty before any failure.
+  std::string shared_buffer_error() const;
   // ncclCommAbort: queued operations of this rank that wait on a peer (one
   // that failed and will never join) end, and the communicator is unusable
   // afterwards. Idempotent. Call it from the thread that queues on this

@@ -437,10 +437,17 @@ const parallel::ParallelPlan& ParallelCudaRunner::plan() const { return impl_->p
 
 std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
   std::vector<std::string> out;
-  for (const auto& r : impl_->ranks)
-    out.push_back("rank " + std::to_string(r->global) + " (stage " + std::to_string(r->stage) + ", tensor rank " +
-                  std::to_string(r->tp_rank) + ") on GPU " + std::to_string(r->device) + ": " +
-                  r->runner->plan().describe());
+  for (const auto& r : impl_->ranks) {
+    std::string line = "rank " + std::to_string(r->global) + " (stage " + std::to_string(r->stage) +
+                       ", tensor rank " + std::to_string(r->tp_rank) + ") on GPU " + std::to_string(r->device) +
+                       ": " + r->runner->plan().describe();
+    if (r->tensor && r->runner->residual_in_shared_memory())
+      line += "; all-reduces in NCCL's symmetric window";
+    else if (r->tensor)
+      line += "; all-reduces in ordinary memory (" +
+              (r->pipeline ? std::string("with pipeline stages") : r->tensor->shared_buffer_error()) + ")";
+    out.push_back(std::move(line));
+  }
   return out;
 }
 
