@@ -24,6 +24,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
 [ "$what" = trace ] && targets="tandem-server cuda_kernels_test cuda_runner_test"
 [ "$what" = tp_speed ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
+[ "$what" = parallel_build ] && targets="parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
 [ "$what" = tp_check ] && targets="tandem-server"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
@@ -216,10 +217,13 @@ if [ "$what" = parallel ]; then
       --pipeline-parallel $2 -p 512 -n 128 -r 3 --peak-gb-s $((${PEAK_GB_S:-3350} * $1 * $2)) 2>&1 \
       | tee "$out/perf-tp$1-pp$2.txt" | grep -E "prefill|decode|error"
   done
-  # The 70B shape in bf16 (141 GB: too large to write out) held in memory.
-  echo "llama3-70b bf16, TP 2:"
-  "$build/bin/tandem-server" perf --synthetic llama3-70b --dtype bf16 --device cuda --tensor-parallel 2 -p 128 -n 64 -r 2 \
-    --peak-gb-s $((${PEAK_GB_S:-3350} * 2)) 2>&1 | tee "$out/perf-70b-tp2.txt" | grep -E "memory|rank|prefill|decode|error"
+  # The 70B shape in bf16 (141 GB: too large to write out) held in memory
+  # (SKIP_70B=1 leaves it out).
+  if [ "${SKIP_70B:-0}" != 1 ]; then
+    echo "llama3-70b bf16, TP 2:"
+    "$build/bin/tandem-server" perf --synthetic llama3-70b --dtype bf16 --device cuda --tensor-parallel 2 -p 128 -n 64 -r 2 \
+      --peak-gb-s $((${PEAK_GB_S:-3350} * 2)) 2>&1 | tee "$out/perf-70b-tp2.txt" | grep -E "memory|rank|prefill|decode|error"
+  fi
   if [ "${THROUGHPUT:-1}" = 1 ]; then
     "$build/bin/tandem-server" synth --preset "$preset" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
     for tp in 1 2; do
@@ -231,7 +235,7 @@ if [ "$what" = parallel ]; then
       "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 1 --requests 4 \
         --prompt-tokens 512 --max-tokens 128 -q 2>&1 | tail -3
       "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 128 --requests 256 \
-        --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench-tp$tp.json" 2>&1 | tail -3
+        --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench-tp$tp.json" 2>&1 | tail -8
       kill -TERM $spid; wait $spid
     done
   fi

@@ -241,7 +241,8 @@ struct CudaModelRunner::Impl {
   // residual also travels between stages through the other communicator,
   // and TP 2 x PP 2 with two ranks a GPU gave wrong sums with it shared.
   void grow_residual(size_t bytes) {
-    float* shared = tp_size > 1 && n_stages == 1 ? tp_comm->shared_buffer(bytes) : nullptr;
+    float* shared =
+        tp_size > 1 && n_stages == 1 && options.shared_all_reduce ? tp_comm->shared_buffer(bytes) : nullptr;
     if (shared != shared_x) {
       shared_x = shared;
       ++epoch;

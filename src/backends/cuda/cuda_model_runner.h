@@ -40,6 +40,10 @@ struct CudaRunnerOptions {
   // batches split long contexts across blocks (faster; a sequence's bits may
   // then depend on its batch).
   bool batch_invariant = false;
+  // Tensor parallelism with one stage: the residual stream, which the
+  // all-reduces sum, in the group's shared memory (an NCCL symmetric window)
+  // where the communicator has some. Off: ordinary device memory.
+  bool shared_all_reduce = true;
   // Called while weights upload: (bytes done, bytes total).
   std::function<void(uint64_t, uint64_t)> on_load_progress;
 };

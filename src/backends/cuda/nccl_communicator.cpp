@@ -159,6 +159,17 @@ float* NcclCommunicator::shared_buffer(size_t bytes) {
 
 std::string NcclCommunicator::shared_buffer_error() const { return state_->shared_error; }
 
+void NcclCommunicator::release_shared_buffer() {
+  State& s = *state_;
+  if (s.shared == nullptr || s.aborted.load()) return;
+  check_cuda(cudaStreamSynchronize(s.stream), "cudaStreamSynchronize");
+  check_nccl(ncclCommWindowDeregister(s.comm, s.window), "ncclCommWindowDeregister");
+  check_nccl(ncclMemFree(s.shared), "ncclMemFree");
+  s.shared = nullptr;
+  s.shared_bytes = 0;
+  s.window = nullptr;
+}
+
 void NcclCommunicator::synchronize() { check_cuda(cudaStreamSynchronize(state_->stream), "cudaStreamSynchronize"); }
 
 }  // namespace tandem::parallel

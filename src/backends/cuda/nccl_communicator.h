@@ -64,6 +64,12 @@ class NcclCommunicator : public Communicator {
   float* shared_buffer(size_t bytes) override;
   // Why shared_buffer gave null; empty before any failure.
   std::string shared_buffer_error() const;
+  // Deregisters the window and frees the shared buffer once this rank's
+  // queued work is done. Collective, like shared_buffer: every rank of the
+  // clique calls it, at the same time (each from its own thread). Call it
+  // before tearing a clique down: the destructor alone leaves the window to
+  // ncclCommDestroy, which ranks reach one after another.
+  void release_shared_buffer();
   // ncclCommAbort: queued operations of this rank that wait on a peer (one
   // that failed and will never join) end, and the communicator is unusable
   // afterwards. Idempotent. Call it from the thread that queues on this

@@ -414,6 +414,18 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
 }
 
 ParallelCudaRunner::~ParallelCudaRunner() {
+  // One host: every rank releases its all-reduce window at once (a
+  // collective), before the ranks are torn down one by one. A runner that
+  // broke skips it (its communicators are aborted), and so do several
+  // nodes, where a node that is gone would leave the others waiting.
+  if (impl_->link == nullptr && impl_->broken.empty()) {
+    try {
+      impl_->run_all([](Impl::Rank& r) {
+        if (r.tensor) r.tensor->release_shared_buffer();
+      });
+    } catch (const std::exception&) {
+    }
+  }
   // The other nodes leave their follow() loops.
   if (impl_->link && impl_->node == 0) {
     parallel::StepPlan stop;
@@ -445,7 +457,10 @@ std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
       line += "; all-reduces in NCCL's symmetric window";
     else if (r->tensor)
       line += "; all-reduces in ordinary memory (" +
-              (r->pipeline ? std::string("with pipeline stages") : r->tensor->shared_buffer_error()) + ")";
+              (r->pipeline                           ? std::string("with pipeline stages")
+               : !impl_->options.gpu.shared_all_reduce ? std::string("shared memory turned off")
+                                                 : r->tensor->shared_buffer_error()) +
+              ")";
     out.push_back(std::move(line));
   }
   return out;

@@ -158,6 +158,8 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
     o.parallel.tensor_parallel = plan.tp;
     o.parallel.pipeline_stages = plan.pp;
     o.gpu = small_options(graphs && plan.devices.empty());
+    // TANDEM_TEST_NO_WINDOW=1: all-reduces in ordinary memory (for chasing a failure).
+    o.gpu.shared_all_reduce = std::getenv("TANDEM_TEST_NO_WINDOW") == nullptr;
     if (std::getenv("TANDEM_TEST_TRACE")) std::fprintf(stderr, "TP %lld x PP %lld\n", (long long)plan.tp, (long long)plan.pp);
     ParallelCudaRunner runner(*model, o);
     const Generation got = generate(runner, prompts, steps);
