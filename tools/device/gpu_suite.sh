@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|trace|quant|parallel|tp_speed|nodes|gemv|attention|offload|tp_check] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|parallel_build|nodes|gemv|attention|offload|tp_check] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -22,7 +22,6 @@ cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON
 targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
-[ "$what" = trace ] && targets="tandem-server cuda_kernels_test cuda_runner_test"
 [ "$what" = tp_speed ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = parallel_build ] && targets="parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
@@ -31,8 +30,7 @@ export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = offload ] \
-  || [ "$what" = trace ]; then
+if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = offload ]; then
   "$build/tests/cuda_kernels_test" > "$out/cuda_kernels_test.log" 2>&1; echo "kernels rc=$?"
   "$build/tests/cuda_runner_test" > "$out/cuda_runner_test.log" 2>&1; echo "runner rc=$?"
   grep -E "FAILED|max\|dlogit\||PASSED" "$out"/cuda_*_test.log | head -40
@@ -146,20 +144,6 @@ if [ "$what" = prefill ]; then
       "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype $dtype --device cuda -p 512 -n 1 -r 1 \
       > "$out/ncu-prefill-$dtype.csv" 2> /dev/null
     python3 "$src/tools/device/kernel_times.py" "$out/ncu-prefill-$dtype.csv" | head -24
-  done
-fi
-if [ "$what" = trace ]; then
-  # Batch-1 decode speed, then every kernel of a few decode steps as the GPU
-  # ran them (nsys traces each node of the decode graphs; programmatic
-  # launches overlap, so a kernel may start before the one before it ends):
-  # one CSV per weight format, summed per step by tools/device/step_trace.py.
-  for q in ${QUANTIZE:-none int8}; do
-    "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype ${DTYPES:-f16} --quantize $q --device cuda \
-      -p 512 -n 128 -r 3 --peak-gb-s ${PEAK_GB_S:-3350} 2>&1 | tee "$out/perf-$q.txt" | grep -E "prefill|decode|error"
-    nsys profile --cuda-graph-trace=node -o /tmp/trace-$q --force-overwrite true "$build/bin/tandem-server" perf \
-      --synthetic "${presets[0]}" --dtype ${DTYPES:-f16} --quantize $q --device cuda -p 512 -n 24 -r 1 > /dev/null 2>&1
-    nsys stats --report cuda_gpu_trace --format csv -o /tmp/trace-$q /tmp/trace-$q.nsys-rep > /dev/null 2>&1
-    cp /tmp/trace-${q}_cuda_gpu_trace.csv "$out/trace-$q.csv" && python3 "$src/tools/device/step_trace.py" "$out/trace-$q.csv"
   done
 fi
 if [ "$what" = ncu ]; then
