@@ -1,6 +1,7 @@
 #include "engine/cpu_model_runner.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -189,10 +190,20 @@ void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chu
 
 void CpuModelRunner::matmul_split(const cpu::WeightMatrix& w, const float* x, int64_t n_tokens, int64_t n_generated,
                                   float* y) {
-  if (n_generated > 0) cpu::matmul(w, x, n_generated, y, pool_, cpu::MatmulPath::Gemv);
-  if (n_tokens > n_generated)
-    cpu::matmul(w, x + n_generated * w.cols, n_tokens - n_generated, y + n_generated * w.rows, pool_,
-                cpu::MatmulPath::Gemm);
+  matmul_split({{&w, y}}, x, n_tokens, n_generated);
+}
+
+void CpuModelRunner::matmul_split(std::initializer_list<cpu::MatmulProduct> products, const float* x,
+                                  int64_t n_tokens, int64_t n_generated) {
+  const std::span<const cpu::MatmulProduct> all(products.begin(), products.size());
+  if (n_generated > 0) cpu::matmul_group(all, x, n_generated, pool_, cpu::MatmulPath::Gemv);
+  if (n_tokens > n_generated) {
+    std::array<cpu::MatmulProduct, 4> prompt;
+    check(all.size() <= prompt.size(), "internal: a matmul group of more than 4 matrices");
+    for (size_t i = 0; i < all.size(); ++i) prompt[i] = {all[i].w, all[i].y + n_generated * all[i].w->rows};
+    cpu::matmul_group(std::span<const cpu::MatmulProduct>(prompt.data(), all.size()),
+                      x + n_generated * all.front().w->cols, n_tokens - n_generated, pool_, cpu::MatmulPath::Gemm);
+  }
 }
 
 const std::vector<float>& CpuModelRunner::forward(std::span<const SequenceChunk> chunks) {
@@ -279,9 +290,7 @@ const std::vector<float>& CpuModelRunner::run(std::span<const SequenceChunk> chu
     rows_parallel(T, [&](int64_t t) {
       rmsnorm_row(x_.data() + t * hidden, L.attn_norm.data(), xn_.data() + t * hidden, hidden, c.rms_norm_eps);
     });
-    matmul_split(L.wq, xn_.data(), T, n_generated_, q_.data());
-    matmul_split(L.wk, xn_.data(), T, n_generated_, k_.data());
-    matmul_split(L.wv, xn_.data(), T, n_generated_, v_.data());
+    matmul_split({{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}}, xn_.data(), T, n_generated_);
     rows_parallel(T, [&](int64_t t) {
       float* q = q_.data() + t * q_dim;
       float* k = k_.data() + t * kv_dim;
@@ -312,8 +321,7 @@ const std::vector<float>& CpuModelRunner::run(std::span<const SequenceChunk> chu
       for (int64_t i = 0; i < hidden; ++i) x[i] += o[i];
       rmsnorm_row(x, L.ffn_norm.data(), xn_.data() + t * hidden, hidden, c.rms_norm_eps);
     });
-    matmul_split(L.gate, xn_.data(), T, n_generated_, gate_.data());
-    matmul_split(L.up, xn_.data(), T, n_generated_, up_.data());
+    matmul_split({{&L.gate, gate_.data()}, {&L.up, up_.data()}}, xn_.data(), T, n_generated_);
     rows_parallel(T, [&](int64_t t) {
       float* g = gate_.data() + t * inter;
       const float* u = up_.data() + t * inter;

@@ -2,6 +2,7 @@
 // weights used in place from the mapped file, f32 activations, paged f32 KV cache.
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <vector>
@@ -87,6 +88,10 @@ class CpuModelRunner : public ModelRunner {
   // Tokens of a step in compute order: generated tokens first (decode
   // kernels), then prompt tokens (prefill kernels); n_generated_ of them.
   void matmul_split(const cpu::WeightMatrix& w, const float* x, int64_t n_tokens, int64_t n_generated, float* y);
+  // The same for several matrices of one input, in one pass of the pool
+  // (cpu::matmul_group): q, k and v; gate and up.
+  void matmul_split(std::initializer_list<cpu::MatmulProduct> products, const float* x, int64_t n_tokens,
+                    int64_t n_generated);
   std::vector<int64_t> positions_;          // [T]
   std::vector<const SequenceChunk*> owner_; // [T] chunk of each token
   int64_t n_generated_ = 0;

@@ -350,6 +350,56 @@ TEST(CpuOps, AttentionRowKernelsInEveryVariant) {
   }
 }
 
+// A group of matrices of one input (matmul_group: the rows of all of them
+// dealt out in one pass of the pool, a Q8_0 input quantized once) gives each
+// matrix the bits that its own matmul gives, in every variant, on every
+// path, whatever the thread count; mixed formats and layouts included.
+TEST(CpuMatmul, GroupGivesEachMatrixItsOwnResult) {
+  std::mt19937 rng(777);
+  ThreadPool pools[] = {ThreadPool(1), ThreadPool(2), ThreadPool(3)};
+  const int64_t cols = 96;
+  for (KernelVariant v : variants()) {
+    const KernelSet& ks = kernel_set(v);
+    const TestMatrix f16 = make_matrix(DType::F16, 45, cols, rng);
+    const TestMatrix q8 = make_matrix(DType::Q8_0, 267, cols, rng);  // enough work for 2+ threads at 1 token
+    const TestMatrix q8_rows = make_matrix(DType::Q8_0, 24, cols, rng);
+    const TestMatrix bf16 = make_matrix(DType::BF16, 5, cols, rng);
+    PackedWeights storage;
+    const WeightMatrix q8_packed = ks.q8_0_rows8 ? repack_q8_0_rows8(q8.view(), storage) : q8.view();
+    const std::vector<WeightMatrix> matrices = {f16.view(), q8_packed, q8_rows.view(), bf16.view()};
+    for (int64_t nt : {1, 3, 7}) {
+      const std::vector<float> x = make_x(nt, cols, rng);
+      for (MatmulPath path : {MatmulPath::Gemv, MatmulPath::Gemm, MatmulPath::Auto}) {
+        std::vector<std::vector<float>> want(matrices.size());
+        for (size_t i = 0; i < matrices.size(); ++i) {
+          want[i].assign(static_cast<size_t>(nt * matrices[i].rows), 0.0f);
+          matmul(ks, matrices[i], x.data(), nt, want[i].data(), pools[0], path);
+        }
+        for (ThreadPool& pool : pools) {
+          std::vector<std::vector<float>> got(matrices.size());
+          std::vector<MatmulProduct> group;
+          for (size_t i = 0; i < matrices.size(); ++i) {
+            got[i].assign(want[i].size(), std::nanf(""));
+            group.push_back({&matrices[i], got[i].data()});
+          }
+          matmul_group(ks, group, x.data(), nt, pool, path);
+          for (size_t i = 0; i < matrices.size(); ++i)
+            ASSERT_EQ(0, std::memcmp(want[i].data(), got[i].data(), want[i].size() * 4))
+                << ks.name << " matrix " << i << " tokens " << nt << " path " << static_cast<int>(path) << " threads "
+                << pool.size();
+        }
+      }
+    }
+  }
+  // Matrices of different input sizes cannot share an input.
+  ThreadPool pool(2);
+  const TestMatrix a = make_matrix(DType::F32, 4, 32, rng), b = make_matrix(DType::F32, 4, 64, rng);
+  const WeightMatrix wa = a.view(), wb = b.view();
+  std::vector<float> x(64), ya(4), yb(4);
+  const std::vector<MatmulProduct> mixed = {{&wa, ya.data()}, {&wb, yb.data()}};
+  EXPECT_THROW(matmul_group(mixed, x.data(), 1, pool), Error);
+}
+
 TEST(CpuMatmul, EmptyShapesAreNoOps) {
   ThreadPool pool(2);
   std::vector<float> y(4, 7.0f);

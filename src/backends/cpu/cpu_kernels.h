@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "common/dtype.h"
@@ -57,6 +58,19 @@ enum class MatmulPath {
 // PRECONDITIONS: x and y do not overlap.
 void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
             MatmulPath path = MatmulPath::Auto);
+// One product of a matmul group: y = W x, y: [n_tokens, w->rows] f32.
+struct MatmulProduct {
+  const WeightMatrix* w = nullptr;
+  float* y = nullptr;
+};
+// Several matmuls of one input x: [n_tokens, cols], every matrix with those
+// cols (e.g. q, k and v after the same norm). The rows of all matrices are
+// dealt out to the threads in one pass of the pool, and a Q8_0 input is
+// quantized once; each y gets exactly what matmul(*w, x, n_tokens, y, pool,
+// path) would give it.
+// PRECONDITIONS: x overlaps no y, and the ys do not overlap each other.
+void matmul_group(std::span<const MatmulProduct> products, const float* x, int64_t n_tokens, ThreadPool& pool,
+                  MatmulPath path = MatmulPath::Auto);
 // Scalar reference of matmul, single-threaded, f64 accumulation.
 void matmul_ref(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y);
 

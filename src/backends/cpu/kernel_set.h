@@ -89,6 +89,9 @@ const KernelSet& best_kernel_set();
 // PRECONDITIONS: `kernels` is supported on this CPU (see supported_kernel_variants).
 void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int64_t n_tokens,
             float* y, ThreadPool& pool, MatmulPath path = MatmulPath::Auto);
+// matmul_group() with an explicit kernel set.
+void matmul_group(const KernelSet& kernels, std::span<const MatmulProduct> products, const float* x,
+                  int64_t n_tokens, ThreadPool& pool, MatmulPath path = MatmulPath::Auto);
 
 // Variant tables, defined in kernels_<variant>.cpp.
 extern const KernelSet kGenericKernels;

@@ -2,6 +2,7 @@
 // rows over the thread pool and runs the selected kernel variant.
 #include <algorithm>
 #include <atomic>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -77,66 +78,128 @@ const KernelSet& best_kernel_set() {
 
 void matmul(const KernelSet& kernels, const WeightMatrix& w, const float* x, int64_t n_tokens,
             float* y, ThreadPool& pool, MatmulPath path) {
-  validate(kernels, w, x, n_tokens, y);
-  if (w.rows == 0 || n_tokens == 0) return;
-  const bool rows8 = w.layout == WeightLayout::Q8_0Rows8;  // one kernel for every token count
-  if (path == MatmulPath::Gemv && kernels.gemv_max_tokens > 0 && n_tokens > kernels.gemv_max_tokens && !rows8) {
+  const MatmulProduct product{&w, y};
+  matmul_group(kernels, std::span<const MatmulProduct>(&product, 1), x, n_tokens, pool, path);
+}
+
+void matmul_group(const KernelSet& kernels, std::span<const MatmulProduct> products, const float* x,
+                  int64_t n_tokens, ThreadPool& pool, MatmulPath path) {
+  bool token_groups = false;
+  for (const MatmulProduct& p : products) {
+    check(p.w != nullptr, "matmul: a product has no weight matrix");
+    validate(kernels, *p.w, x, n_tokens, p.y);
+    check(p.w->cols == products.front().w->cols, "matmul: the matrices of a group take inputs of one size (cols " +
+                                                     std::to_string(p.w->cols) + " and " +
+                                                     std::to_string(products.front().w->cols) + ")");
+    token_groups = token_groups || (path == MatmulPath::Gemv && kernels.gemv_max_tokens > 0 &&
+                                    n_tokens > kernels.gemv_max_tokens && p.w->layout != WeightLayout::Q8_0Rows8);
+  }
+  if (products.empty() || n_tokens == 0) return;
+  if (token_groups) {
     // Decode kernels compute each token alone, so groups give the same
     // per-token results as one token at a time.
-    for (int64_t t = 0; t < n_tokens; t += kernels.gemv_max_tokens) {
-      const int64_t n = std::min(kernels.gemv_max_tokens, n_tokens - t);
-      matmul(kernels, w, x + t * w.cols, n, y + t * w.rows, pool, MatmulPath::Gemv);
+    for (const MatmulProduct& p : products) {
+      if (p.w->layout == WeightLayout::Q8_0Rows8) {
+        matmul_group(kernels, std::span<const MatmulProduct>(&p, 1), x, n_tokens, pool, path);
+        continue;
+      }
+      for (int64_t t = 0; t < n_tokens; t += kernels.gemv_max_tokens) {
+        const int64_t n = std::min(kernels.gemv_max_tokens, n_tokens - t);
+        const MatmulProduct part{p.w, p.y + t * p.w->rows};
+        matmul_group(kernels, std::span<const MatmulProduct>(&part, 1), x + t * p.w->cols, n, pool, path);
+      }
     }
     return;
   }
-  MatmulArgs args;
-  args.dtype = w.dtype;
-  args.layout = w.layout;
-  args.rows = w.rows;
-  args.cols = w.cols;
-  args.w = w.data;
-  args.x = x;
-  args.n_tokens = n_tokens;
-  args.y = y;
-  args.force_gemm = path == MatmulPath::Gemm;
-
+  const int64_t cols = products.front().w->cols;
+  std::vector<MatmulArgs> args(products.size());
+  std::vector<char> quantized(products.size(), 0);  // takes the quantized activations
+  bool quantize = false;
+  for (size_t i = 0; i < products.size(); ++i) {
+    const WeightMatrix& w = *products[i].w;
+    MatmulArgs& a = args[i];
+    a.dtype = w.dtype;
+    a.layout = w.layout;
+    a.rows = w.rows;
+    a.cols = w.cols;
+    a.w = w.data;
+    a.x = x;
+    a.n_tokens = n_tokens;
+    a.y = products[i].y;
+    a.force_gemm = path == MatmulPath::Gemm;
+    quantized[i] = w.dtype == DType::Q8_0 && w.cols > 0 &&
+                   (w.layout == WeightLayout::Q8_0Rows8 || (!a.force_gemm && n_tokens <= kernels.gemv_max_tokens));
+    quantize = quantize || quantized[i];
+  }
+  // Q8_0 kernels take the activations quantized per block of 32: once for
+  // the whole group.
   std::vector<int8_t> xq;  // [n_tokens, cols]
   std::vector<float> xd;   // [n_tokens, cols / 32]
-  if (w.dtype == DType::Q8_0 && w.cols > 0 && (rows8 || (!args.force_gemm && n_tokens <= kernels.gemv_max_tokens))) {
-    xq.resize(static_cast<size_t>(n_tokens * w.cols));
-    xd.resize(static_cast<size_t>(n_tokens * w.cols / kQ8_0BlockElems));
-    kernels.quantize_activations(x, n_tokens * w.cols, xq.data(), xd.data());
-    args.xq = xq.data();
-    args.xd = xd.data();
+  if (quantize) {
+    xq.resize(static_cast<size_t>(n_tokens * cols));
+    xd.resize(static_cast<size_t>(n_tokens * cols / kQ8_0BlockElems));
+    kernels.quantize_activations(x, n_tokens * cols, xq.data(), xd.data());
+    for (size_t i = 0; i < products.size(); ++i) {
+      if (!quantized[i]) continue;
+      args[i].xq = xq.data();
+      args[i].xd = xd.data();
+    }
   }
 
-  // Small matrices are not worth waking the other threads for.
-  const int64_t work = w.rows * std::max<int64_t>(w.cols, 1) * n_tokens;
+  // Rows are dealt out in chunks of contiguous rows (each a sequential stream
+  // of weights) from a shared counter, ~8 per thread, over every matrix of
+  // the group in one pass of the pool: when another process takes one core
+  // for a while, the other thread picks up its chunks instead of the whole
+  // matmul waiting for the slow one. Each row's result does not depend on
+  // which thread computes it. Small groups are not worth waking the other
+  // threads for.
+  std::vector<int64_t> blocks(products.size()), align(products.size());
+  int64_t total_blocks = 0, work = 0;
+  for (size_t i = 0; i < products.size(); ++i) {
+    const WeightMatrix& w = *products[i].w;
+    align[i] = w.layout == WeightLayout::Q8_0Rows8 ? 8 : kRowAlign;
+    blocks[i] = (w.rows + align[i] - 1) / align[i];
+    total_blocks += blocks[i];
+    work += w.rows * std::max<int64_t>(w.cols, 1) * n_tokens;
+  }
   const int64_t max_threads = std::max<int64_t>(1, std::min<int64_t>(pool.size(), work / 16384));
-  const int64_t align = w.layout == WeightLayout::Q8_0Rows8 ? 8 : kRowAlign;
-  const int64_t blocks = (w.rows + align - 1) / align;
-  const int64_t n_parts = std::min<int64_t>(max_threads, blocks);
+  const int64_t n_parts = std::min<int64_t>(max_threads, total_blocks);
   if (n_parts <= 1) {
-    kernels.matmul_rows(args, 0, w.rows);
+    for (size_t i = 0; i < products.size(); ++i)
+      if (args[i].rows > 0) kernels.matmul_rows(args[i], 0, args[i].rows);
     return;
   }
-  // Rows are dealt out in chunks of contiguous rows (each a sequential stream
-  // of weights) from a shared counter, ~8 per thread: when another process
-  // takes one core for a while, the other thread picks up its chunks instead
-  // of the whole matmul waiting for the slow one. Each row's result does not
-  // depend on which thread computes it.
-  const int64_t n_chunks = std::min<int64_t>(blocks, n_parts * kChunksPerThread);
-  std::atomic<int64_t> next_chunk{0};
+  struct Chunk {
+    size_t product;
+    int64_t r0, r1;
+  };
+  std::vector<Chunk> chunks;
+  const int64_t wanted = std::min<int64_t>(total_blocks, n_parts * kChunksPerThread);
+  for (size_t i = 0; i < products.size(); ++i) {
+    if (blocks[i] == 0) continue;
+    // Each matrix's share of the chunks, by its rows; at least one.
+    const int64_t n = std::clamp<int64_t>((blocks[i] * wanted + total_blocks / 2) / total_blocks, 1, blocks[i]);
+    const int64_t rows = args[i].rows;
+    for (int64_t c = 0; c < n; ++c) {
+      const int64_t r0 = std::min(rows, blocks[i] * c / n * align[i]);
+      const int64_t r1 = std::min(rows, blocks[i] * (c + 1) / n * align[i]);
+      if (r0 < r1) chunks.push_back({i, r0, r1});
+    }
+  }
+  std::atomic<size_t> next_chunk{0};
   pool.run([&](int t) {
     if (t >= n_parts) return;
     for (;;) {
-      const int64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
-      if (c >= n_chunks) return;
-      const int64_t r0 = std::min(w.rows, blocks * c / n_chunks * align);
-      const int64_t r1 = std::min(w.rows, blocks * (c + 1) / n_chunks * align);
-      if (r0 < r1) kernels.matmul_rows(args, r0, r1);
+      const size_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks.size()) return;
+      kernels.matmul_rows(args[chunks[c].product], chunks[c].r0, chunks[c].r1);
     }
   });
+}
+
+void matmul_group(std::span<const MatmulProduct> products, const float* x, int64_t n_tokens, ThreadPool& pool,
+                  MatmulPath path) {
+  matmul_group(best_kernel_set(), products, x, n_tokens, pool, path);
 }
 
 void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool, MatmulPath path) {
