@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 namespace tandem::parallel {
 
@@ -32,12 +33,14 @@ class Communicator {
   virtual void recv(float* data, int64_t n, int peer) = 0;
   // Memory for the buffer that all_reduce_sum takes, shared with the other
   // ranks so that the collective reads and writes it directly (less latency
-  // for small messages). Grows to at least `bytes` (contents discarded) and
-  // keeps its address while it fits. Collective: every rank calls it with
-  // the same size at the same point of its sequence of operations. Null
-  // where the communicator has no such memory: use ordinary memory then.
-  virtual float* shared_buffer(size_t bytes) {
+  // for small messages). Collective: every rank calls it with the same size
+  // at the same point of its sequence of operations; `wait`, when given,
+  // waits for this rank's queued work (the caller's abort-aware wait; else
+  // the implementation blocks on its stream). Null where the communicator
+  // has no such memory: use ordinary memory then.
+  virtual float* shared_buffer(size_t bytes, const std::function<void()>& wait = {}) {
     (void)bytes;
+    (void)wait;
     return nullptr;
   }
   // Waits until every operation this rank queued has finished. The

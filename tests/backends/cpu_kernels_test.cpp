@@ -361,7 +361,7 @@ TEST(CpuMatmul, GroupGivesEachMatrixItsOwnResult) {
   for (KernelVariant v : variants()) {
     const KernelSet& ks = kernel_set(v);
     const TestMatrix f16 = make_matrix(DType::F16, 45, cols, rng);
-    const TestMatrix q8 = make_matrix(DType::Q8_0, 267, cols, rng);  // enough work for 2+ threads at 1 token
+    const TestMatrix q8 = make_matrix(DType::Q8_0, 600, cols, rng);  // work for 3 threads at 1 token
     const TestMatrix q8_rows = make_matrix(DType::Q8_0, 24, cols, rng);
     const TestMatrix bf16 = make_matrix(DType::BF16, 5, cols, rng);
     PackedWeights storage;

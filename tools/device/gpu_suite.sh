@@ -24,6 +24,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
 [ "$what" = tp_speed ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = parallel_build ] && targets="parallel_runner_test"
+[ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
 [ "$what" = tp_check ] && targets="tandem-server"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu

@@ -6,6 +6,7 @@
 #include "backends/cpu/kernel_set.h"
 #include "common/error.h"
 #include "common/half.h"
+#include "common/streamed_memory.h"
 
 namespace tandem::cpu {
 
@@ -20,7 +21,7 @@ WeightMatrix repack_q8_0_rows8(const WeightMatrix& w, PackedWeights& storage) {
       if (q == -128) return w;
   const int64_t groups = (w.rows + kRows8 - 1) / kRows8;
   const int64_t bytes = groups * nb * static_cast<int64_t>(sizeof(BlockQ8_0x8));
-  void* mem = std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64));
+  void* mem = allocate_streamed(static_cast<size_t>(bytes));  // streamed every token: huge pages
   check(mem != nullptr, "out of memory repacking a Q8_0 matrix (" + std::to_string(bytes) + " bytes)");
   storage.bytes = {static_cast<uint8_t*>(mem), std::free};
   storage.size = bytes;

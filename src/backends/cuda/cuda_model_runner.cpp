@@ -189,10 +189,12 @@ struct CudaModelRunner::Impl {
 
   // Step scratch, grown as needed.
   DeviceBuffer x, xn;     // [T, hidden] f32: residual stream, normalized
-  // The residual stream in the tensor group's shared memory
-  // (Communicator::shared_buffer), where its all-reduces are faster; null
-  // where the group has none, and then x holds it. See residual().
+  // The residual stream of steps of up to shared_tokens tokens in the
+  // tensor group's shared memory (Communicator::shared_buffer), where its
+  // all-reduces are faster; null where the group has none. Larger steps
+  // (and every step without it) use x. See residual().
   float* shared_x = nullptr;
+  int64_t shared_tokens = 0;
   DeviceBuffer qkv;       // [T, q_dim + 2 * kv_dim] f32
   DeviceBuffer attn;      // [T, q_dim] f32
   DeviceBuffer gate_up;   // [T, 2 * intermediate] f32
@@ -234,22 +236,19 @@ struct CudaModelRunner::Impl {
     ++epoch;
   }
 
-  // The residual stream, [T, hidden] f32, for at least `bytes`: with tensor
-  // parallelism alone (one stage) in the group's shared memory where it has
-  // some (a collective call: every rank of the group grows it at the same
-  // step). With pipeline stages too it stays in ordinary memory: there the
-  // residual also travels between stages through the other communicator,
-  // and TP 2 x PP 2 with two ranks a GPU gave wrong sums with it shared.
-  void grow_residual(size_t bytes) {
-    float* shared =
-        tp_size > 1 && n_stages == 1 && options.shared_all_reduce ? tp_comm->shared_buffer(bytes) : nullptr;
-    if (shared != shared_x) {
-      shared_x = shared;
-      ++epoch;
-    }
-    if (shared == nullptr) ensure(x, bytes);
+  // With tensor parallelism alone (one stage), the shared residual stream
+  // for kPreallocTokens tokens, allocated once at load: a collective call,
+  // which every rank of the group makes while it loads. With pipeline
+  // stages too the residual stays in ordinary memory: TP 2 x PP 2 with two
+  // ranks a GPU gave wrong sums with it shared (docs/PARALLEL.md).
+  void share_residual() {
+    if (tp_size <= 1 || n_stages != 1 || !options.shared_all_reduce) return;
+    shared_x = tp_comm->shared_buffer(static_cast<size_t>(kPreallocTokens * config.hidden_size) * sizeof(float),
+                                      wait_hook);
+    shared_tokens = shared_x != nullptr ? kPreallocTokens : 0;
   }
-  float* residual() const { return shared_x != nullptr ? shared_x : x.get<float>(); }
+  // The residual stream of a step of T tokens, [T, hidden] f32.
+  float* residual(int64_t T) const { return T <= shared_tokens ? shared_x : x.get<float>(); }
   // Whether the residual stream is in the tensor group's shared memory.
   bool residual_shared() const { return shared_x != nullptr; }
 
@@ -283,7 +282,7 @@ struct CudaModelRunner::Impl {
   void reserve(int64_t T, int64_t n_rows, int64_t meta_ints) {
     const ModelConfig& c = config;
     const size_t f = sizeof(float);
-    grow_residual(T * c.hidden_size * f);
+    ensure(x, T * c.hidden_size * f);
     ensure(xn, T * c.hidden_size * f);
     ensure(qkv, T * (c.q_dim() + 2 * c.kv_dim()) * f);
     ensure(attn, T * c.q_dim() * f);
@@ -664,7 +663,8 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   // Step scratch for kPreallocTokens tokens up front, so that captured
   // decode graphs stay valid through ordinary prefill chunks.
   const size_t f = sizeof(float), n = static_cast<size_t>(kPreallocTokens);
-  m.grow_residual(n * c.hidden_size * f);
+  m.x.resize(n * c.hidden_size * f);
+  m.share_residual();
   m.xn.resize(n * c.hidden_size * f);
   m.qkv.resize(n * (c.q_dim() + 2 * c.kv_dim()) * f);
   m.attn.resize(n * c.q_dim() * f);
@@ -925,7 +925,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int32_t* d_tables = d_out_rows + n_rows;
   const int32_t* d_tiles = d_ids + tiles_offset;
 
-  float* x = m.residual();
+  float* x = m.residual(T);
   float* xn = m.xn.get<float>();
   float* q = m.qkv.get<float>();  // q, k and v: column slices of qkv
   float* k = q + q_dim;

@@ -39,7 +39,11 @@ struct NcclCommunicator::State {
   // once registration failed, and then no more is tried.
   void* shared = nullptr;
   size_t shared_bytes = 0;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
   ncclWindow_t window = nullptr;
+#else
+  void* window = nullptr;
+#endif
   std::string shared_error;
 };
 
@@ -83,7 +87,9 @@ NcclCommunicator::~NcclCommunicator() {
   // not deregistered here: deregistration is collective, and the ranks of a
   // host are torn down one after another.
   if (state_->comm != nullptr && !state_->aborted.load()) ncclCommDestroy(state_->comm);
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
   if (state_->shared != nullptr) ncclMemFree(state_->shared);
+#endif
   if (state_->stream != nullptr && state_->owns_stream) cudaStreamDestroy(state_->stream);
 }
 
@@ -122,39 +128,78 @@ std::string NcclCommunicator::async_error() const {
   return r == ncclSuccess || r == ncclInProgress ? "" : ncclGetErrorString(r);
 }
 
-float* NcclCommunicator::shared_buffer(size_t bytes) {
+// Whether every rank of the clique says yes: a min-reduction of one int on
+// ordinary device memory, waited for. Collective.
+bool NcclCommunicator::all_agree(bool yes, const std::function<void()>& wait) {
   State& s = *state_;
-  if (!s.shared_error.empty()) return nullptr;
-  if (bytes <= s.shared_bytes) return static_cast<float*>(s.shared);
-  int version = 0;
-  check_nccl(ncclGetVersion(&version), "ncclGetVersion");
-  if (version < NCCL_VERSION(2, 27, 0)) {
-    s.shared_error = "NCCL " + std::to_string(version) + " has no symmetric windows (2.27 and later)";
+  int* flag = nullptr;
+  check_cuda(cudaMalloc(&flag, sizeof(int)), "cudaMalloc");
+  const int mine = yes ? 1 : 0;
+  int all = 0;
+  cudaError_t e = cudaMemcpyAsync(flag, &mine, sizeof(int), cudaMemcpyHostToDevice, s.stream);
+  const ncclResult_t r = e == cudaSuccess ? ncclAllReduce(flag, flag, 1, ncclInt32, ncclMin, s.comm, s.stream)
+                                          : ncclSuccess;
+  if (e == cudaSuccess && r == ncclSuccess)
+    e = cudaMemcpyAsync(&all, flag, sizeof(int), cudaMemcpyDeviceToHost, s.stream);
+  if (e == cudaSuccess && r == ncclSuccess) {
+    if (wait) {
+      try {
+        wait();
+      } catch (...) {
+        cudaFree(flag);
+        throw;
+      }
+    } else {
+      e = cudaStreamSynchronize(s.stream);
+    }
+  }
+  cudaFree(flag);
+  check_cuda(e, "agreeing with the other ranks");
+  check_nccl(r, "agreeing with the other ranks");
+  return all == 1;
+}
+
+float* NcclCommunicator::shared_buffer(size_t bytes, const std::function<void()>& wait) {
+  State& s = *state_;
+  if (s.shared != nullptr) {
+    if (bytes <= s.shared_bytes) return static_cast<float*>(s.shared);
+    s.shared_error = "the shared buffer holds " + std::to_string(s.shared_bytes) + " bytes, " +
+                     std::to_string(bytes) + " asked";
     return nullptr;
   }
-  // The old window is in use until the queued operations are done.
-  check_cuda(cudaStreamSynchronize(s.stream), "cudaStreamSynchronize");
-  if (s.shared != nullptr) {
-    check_nccl(ncclCommWindowDeregister(s.comm, s.window), "ncclCommWindowDeregister");
-    check_nccl(ncclMemFree(s.shared), "ncclMemFree");
-    s.shared = nullptr;
-    s.shared_bytes = 0;
-    s.window = nullptr;
-  }
+  if (!s.shared_error.empty()) return nullptr;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
+  int version = 0;
+  check_nccl(ncclGetVersion(&version), "ncclGetVersion");
+  // Every rank allocates, then all agree before the collective registration:
+  // a rank that could not allocate must not leave the others waiting in it.
   void* p = nullptr;
-  ncclResult_t r = ncclMemAlloc(&p, bytes);
-  if (r == ncclSuccess) {
-    r = ncclCommWindowRegister(s.comm, p, bytes, &s.window, NCCL_WIN_COLL_SYMMETRIC);
-    if (r != ncclSuccess) ncclMemFree(p);
+  const ncclResult_t alloc = version >= NCCL_VERSION(2, 27, 0) ? ncclMemAlloc(&p, bytes) : ncclInvalidUsage;
+  if (!all_agree(alloc == ncclSuccess, wait)) {
+    if (alloc == ncclSuccess) ncclMemFree(p);
+    s.shared_error = version < NCCL_VERSION(2, 27, 0)
+                         ? "NCCL " + std::to_string(version) + " has no symmetric windows (2.27 and later)"
+                     : alloc != ncclSuccess ? std::string("ncclMemAlloc: ") + ncclGetErrorString(alloc)
+                                            : std::string("another rank could not allocate its shared buffer");
+    return nullptr;
   }
+  const ncclResult_t r = ncclCommWindowRegister(s.comm, p, bytes, &s.window, NCCL_WIN_COLL_SYMMETRIC);
   if (r != ncclSuccess) {
-    s.shared_error = std::string("NCCL symmetric window of ") + std::to_string(bytes) +
-                     " bytes: " + ncclGetErrorString(r);
+    // Registration is collective: a refusal comes from what all ranks share
+    // (the library, the kind of memory), so every rank refuses alike.
+    ncclMemFree(p);
+    s.window = nullptr;
+    s.shared_error = std::string("ncclCommWindowRegister: ") + ncclGetErrorString(r);
     return nullptr;
   }
   s.shared = p;
   s.shared_bytes = bytes;
   return static_cast<float*>(p);
+#else
+  s.shared_error = "built against NCCL " + std::to_string(NCCL_VERSION_CODE) +
+                   ", which has no symmetric windows (2.27 and later)";
+  return nullptr;
+#endif
 }
 
 std::string NcclCommunicator::shared_buffer_error() const { return state_->shared_error; }
@@ -162,12 +207,15 @@ std::string NcclCommunicator::shared_buffer_error() const { return state_->share
 void NcclCommunicator::release_shared_buffer() {
   State& s = *state_;
   if (s.shared == nullptr || s.aborted.load()) return;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
   check_cuda(cudaStreamSynchronize(s.stream), "cudaStreamSynchronize");
   check_nccl(ncclCommWindowDeregister(s.comm, s.window), "ncclCommWindowDeregister");
   check_nccl(ncclMemFree(s.shared), "ncclMemFree");
+#endif
   s.shared = nullptr;
   s.shared_bytes = 0;
   s.window = nullptr;
+  s.shared_error.clear();
 }
 
 void NcclCommunicator::synchronize() { check_cuda(cudaStreamSynchronize(state_->stream), "cudaStreamSynchronize"); }

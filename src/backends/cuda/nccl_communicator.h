@@ -57,18 +57,23 @@ class NcclCommunicator : public Communicator {
   // Memory from ncclMemAlloc that every rank registers as one symmetric
   // window (NCCL_WIN_COLL_SYMMETRIC): an all-reduce in place on it, at the
   // same offset on every rank, takes NCCL's symmetric kernels, which read
-  // and write the peers' memory over NVLink directly. Null (and null from
-  // then on) where NCCL is older than 2.27 or refuses the registration
-  // (e.g. no CUDA VMM support); the reason is in shared_buffer_error().
-  // Freed with the communicator, which releases its window first.
-  float* shared_buffer(size_t bytes) override;
-  // Why shared_buffer gave null; empty before any failure.
+  // and write the peers' memory over NVLink directly. Allocated once, by
+  // the first call (collective: every rank calls it, with the same size, at
+  // the same point); later calls return it while `bytes` fits and null
+  // otherwise (it does not grow: growing mid-run would be one more
+  // collective that a failing rank could leave the others waiting in). The
+  // ranks agree on the allocation before registering. Null (and null from
+  // then on) where NCCL is older than 2.27, at build or at run time, or
+  // refuses (e.g. no CUDA VMM support); shared_buffer_error() says why.
+  float* shared_buffer(size_t bytes, const std::function<void()>& wait = {}) override;
+  // Why shared_buffer gave null; empty before any refusal.
   std::string shared_buffer_error() const;
-  // Deregisters the window and frees the shared buffer once this rank's
-  // queued work is done. Collective, like shared_buffer: every rank of the
-  // clique calls it, at the same time (each from its own thread). Call it
-  // before tearing a clique down: the destructor alone leaves the window to
-  // ncclCommDestroy, which ranks reach one after another.
+  // Deregisters the window and frees the buffer once this rank's queued
+  // work is done; a later shared_buffer call allocates anew. Collective
+  // too: every rank of the clique calls it at the same time (each from its
+  // own thread). The destructor does not deregister (the ranks of a host
+  // are torn down one after another); it leaves the window to
+  // ncclCommDestroy and then frees the memory.
   void release_shared_buffer();
   // ncclCommAbort: queued operations of this rank that wait on a peer (one
   // that failed and will never join) end, and the communicator is unusable
@@ -80,6 +85,7 @@ class NcclCommunicator : public Communicator {
   std::string async_error() const;
 
  private:
+  bool all_agree(bool yes, const std::function<void()>& wait);  // collective: whether every rank says yes
   struct State;
   std::unique_ptr<State> state_;
 };

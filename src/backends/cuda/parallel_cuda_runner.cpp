@@ -423,7 +423,7 @@ ParallelCudaRunner::~ParallelCudaRunner() {
       impl_->run_all([](Impl::Rank& r) {
         if (r.tensor) r.tensor->release_shared_buffer();
       });
-    } catch (const std::exception&) {
+    } catch (...) {
     }
   }
   // The other nodes leave their follow() loops.

@@ -91,52 +91,63 @@ TEST(NcclCommunicator, TwoRanksSumGatherAndPass) {
 }
 
 // The shared buffer (NCCL's symmetric window where the library and the GPUs
-// allow it): in-place sums on it, before and after it grows, equal the sums
-// on ordinary memory; where it is refused, the reason is given.
+// allow it): in-place sums on it equal the exact sums; a smaller size keeps
+// it, a larger one is refused (it does not grow) with a reason; after a
+// collective release a larger one is allocated anew. Where the window is
+// refused from the start, both ranks refuse alike and say why.
 TEST(NcclCommunicator, TwoRanksSumInTheSharedBuffer) {
   if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
   const NcclUniqueId id = make_nccl_unique_id();
   std::vector<std::vector<std::vector<float>>> sums(2);
-  std::vector<std::string> errors(2);
-  std::vector<float*> first(2, nullptr);
+  std::vector<std::string> refused(2), too_large(2);
+  std::vector<float*> first(2, nullptr), smaller(2, nullptr), larger(2, nullptr);
+  const int64_t n0 = 4096, n1 = 3 << 20;  // floats
+  auto sum_in = [](NcclCommunicator& comm, float* shared, int64_t n, int rank) {
+    std::vector<float> host(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) host[static_cast<size_t>(i)] = static_cast<float>((rank + 1) * (i % 1000));
+    EXPECT_EQ(cudaMemcpy(shared, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    comm.all_reduce_sum(shared, n);
+    comm.synchronize();
+    EXPECT_EQ(cudaMemcpy(host.data(), shared, host.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    return host;
+  };
   std::vector<std::thread> threads;
-  const std::vector<int64_t> sizes = {4096, 1000, 3 << 20};  // floats; the last grows it
   for (int rank = 0; rank < 2; ++rank) {
     threads.emplace_back([&, rank] {
+      const size_t r = static_cast<size_t>(rank);
       NcclCommunicator comm(id, rank, 2, rank);
-      for (const int64_t n : sizes) {
-        float* shared = comm.shared_buffer(static_cast<size_t>(n) * sizeof(float));
-        if (shared == nullptr) {
-          errors[static_cast<size_t>(rank)] = comm.shared_buffer_error();
-          return;
-        }
-        if (first[static_cast<size_t>(rank)] == nullptr) first[static_cast<size_t>(rank)] = shared;
-        if (n == 1000) {
-          EXPECT_EQ(shared, first[static_cast<size_t>(rank)]) << "a smaller size keeps the memory";
-        }
-        std::vector<float> host(static_cast<size_t>(n));
-        for (int64_t i = 0; i < n; ++i) host[static_cast<size_t>(i)] = static_cast<float>((rank + 1) * (i % 1000));
-        ASSERT_EQ(cudaMemcpy(shared, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
-        comm.all_reduce_sum(shared, n);
-        comm.synchronize();
-        ASSERT_EQ(cudaMemcpy(host.data(), shared, host.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-        sums[static_cast<size_t>(rank)].push_back(std::move(host));
+      first[r] = comm.shared_buffer(static_cast<size_t>(n0) * sizeof(float));
+      if (first[r] == nullptr) {
+        refused[r] = comm.shared_buffer_error();
+        return;
       }
+      sums[r].push_back(sum_in(comm, first[r], n0, rank));
+      smaller[r] = comm.shared_buffer(1000 * sizeof(float));
+      larger[r] = comm.shared_buffer(static_cast<size_t>(n1) * sizeof(float));
+      too_large[r] = comm.shared_buffer_error();
+      comm.release_shared_buffer();
+      larger[r] = comm.shared_buffer(static_cast<size_t>(n1) * sizeof(float));
+      if (larger[r] != nullptr) sums[r].push_back(sum_in(comm, larger[r], n1, rank));
+      comm.release_shared_buffer();
     });
   }
   for (auto& t : threads) t.join();
-  if (!errors[0].empty() || !errors[1].empty()) {
-    // Both ranks refuse alike (the same library, the same kind of memory).
-    EXPECT_FALSE(errors[0].empty());
-    EXPECT_FALSE(errors[1].empty());
-    GTEST_SKIP() << "no symmetric window here: " << errors[0];
+  if (first[0] == nullptr || first[1] == nullptr) {
+    EXPECT_EQ(first[0], nullptr);
+    EXPECT_EQ(first[1], nullptr);
+    EXPECT_FALSE(refused[0].empty());
+    EXPECT_FALSE(refused[1].empty());
+    GTEST_SKIP() << "no symmetric window here: " << refused[0];
   }
-  for (int rank = 0; rank < 2; ++rank) {
-    ASSERT_EQ(sums[static_cast<size_t>(rank)].size(), sizes.size());
-    for (size_t k = 0; k < sizes.size(); ++k)
-      for (int64_t i = 0; i < sizes[k]; ++i)
-        ASSERT_EQ(sums[static_cast<size_t>(rank)][k][static_cast<size_t>(i)], static_cast<float>(3 * (i % 1000)))
-            << "rank " << rank << ", size " << sizes[k] << ", element " << i;
+  for (size_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(smaller[r], first[r]) << "a smaller size keeps the memory";
+    EXPECT_NE(too_large[r].find("asked"), std::string::npos) << too_large[r];
+    ASSERT_NE(larger[r], nullptr) << "after a release the buffer is allocated anew";
+    ASSERT_EQ(sums[r].size(), 2u);
+    for (int64_t i = 0; i < n0; ++i)
+      ASSERT_EQ(sums[r][0][static_cast<size_t>(i)], static_cast<float>(3 * (i % 1000))) << "rank " << r << " " << i;
+    for (int64_t i = 0; i < n1; ++i)
+      ASSERT_EQ(sums[r][1][static_cast<size_t>(i)], static_cast<float>(3 * (i % 1000))) << "rank " << r << " " << i;
   }
 }
 

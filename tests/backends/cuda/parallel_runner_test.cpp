@@ -162,6 +162,13 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
     o.gpu.shared_all_reduce = std::getenv("TANDEM_TEST_NO_WINDOW") == nullptr;
     if (std::getenv("TANDEM_TEST_TRACE")) std::fprintf(stderr, "TP %lld x PP %lld\n", (long long)plan.tp, (long long)plan.pp);
     ParallelCudaRunner runner(*model, o);
+    // Tensor parallelism alone puts its all-reduces in NCCL's symmetric
+    // window where the GPUs reach each other's memory (the start-up plan
+    // says which memory each rank uses).
+    int peer = 0;
+    if (plan.pp == 1 && o.gpu.shared_all_reduce && cudaDeviceCanAccessPeer(&peer, 0, 1) == cudaSuccess && peer)
+      for (const std::string& line : runner.describe_ranks())
+        EXPECT_NE(line.find("NCCL's symmetric window"), std::string::npos) << line;
     const Generation got = generate(runner, prompts, steps);
     ASSERT_EQ(got.logits.size(), want.logits.size());
     // Per sequence: tokens until the first difference, and there whether
