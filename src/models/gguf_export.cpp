@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -9,6 +10,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "common/error.h"
+#include "common/streamed_memory.h"
 #include "common/thread_pool.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
@@ -226,7 +228,13 @@ std::unique_ptr<ModelFile> make_synth_model_in_memory(const SynthPreset& preset,
     pool_bytes = std::max(pool_bytes, e.shape[0] * dtype_row_bytes(target, e.shape[1]));
     widest = std::max(widest, e.shape[1]);
   }
-  auto pool = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(pool_bytes));
+  // In huge pages where the system gives them, as a model file's mapping gets
+  // them (MappedFile), so that its figures stand for a file's.
+  uint8_t* pool_memory = static_cast<uint8_t*>(allocate_streamed(static_cast<size_t>(pool_bytes)));
+  check(pool_memory != nullptr, "out of memory for the synthetic model's weights (" + std::to_string(pool_bytes) +
+                                    " bytes)");
+  std::fill(pool_memory, pool_memory + pool_bytes, uint8_t{0});
+  std::shared_ptr<uint8_t> pool(pool_memory, std::free);
   {
     // Rows of `widest` columns encoded as `dtype`, back to back; the pool's
     // tail past the last whole row stays zero.
@@ -241,7 +249,7 @@ std::unique_ptr<ModelFile> make_synth_model_in_memory(const SynthPreset& preset,
         uint64_t state = seed ^ static_cast<uint64_t>(r) * 0x2545f4914f6cdd1dull;
         for (float& v : row) v = random_weight(state, scale);
         const std::vector<uint8_t> enc = encode_matrix(row.data(), 1, widest, target);
-        std::copy(enc.begin(), enc.end(), pool->begin() + r * row_bytes);
+        std::copy(enc.begin(), enc.end(), pool.get() + r * row_bytes);
       }
     });
   }
@@ -272,12 +280,12 @@ std::unique_ptr<ModelFile> make_synth_model_in_memory(const SynthPreset& preset,
       const uint64_t block = static_cast<uint64_t>(dtype_row_bytes(t.dtype, t.dtype == DType::Q8_0 ? kQ8_0BlockElems : 1));
       const uint64_t align = std::lcm(uint64_t{256}, block);
       const uint64_t room = static_cast<uint64_t>(pool_bytes - bytes) / align;
-      t.data = pool->data() + (room > 0 ? splitmix64(state) % (room + 1) * align : 0);
+      t.data = pool.get() + (room > 0 ? splitmix64(state) % (room + 1) * align : 0);
     }
     tensors.push_back(std::move(t));
   }
   struct Storage {
-    std::shared_ptr<std::vector<uint8_t>> pool;
+    std::shared_ptr<uint8_t> pool;
     std::shared_ptr<std::vector<float>> ones;
   };
   auto storage = std::make_shared<Storage>(Storage{pool, ones});
