@@ -151,39 +151,45 @@ void CpuModelRunner::apply_rope(float* vec, int64_t n_heads, int64_t pos) const 
 
 // For every new token and query head: softmax(q . K[0..pos]) . V[0..pos] over
 // the sequence's cached positions (causal: a token sees itself and earlier).
+// A task is a token and a KV head: the query heads that share the KV head
+// read its cached keys and values once (cpu::dot_rows_group,
+// weighted_sum_group), each with the bits it would get alone.
 void CpuModelRunner::attention(int64_t layer, std::span<const SequenceChunk> chunks, int64_t n_tokens) {
   const int64_t hd = config_.head_dim;
-  const int64_t n_heads = config_.n_heads;
+  const int64_t n_kv_heads = config_.n_kv_heads;
   const int64_t group = config_.n_heads / config_.n_kv_heads;
   const int64_t q_dim = config_.q_dim();
   const int64_t bs = options_.block_size;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  pool_.parallel_for(n_tokens * n_heads, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores;
+  pool_.parallel_for(n_tokens * n_kv_heads, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;       // [group, pos + 1]
     std::vector<const float*> rows;  // the cached keys, then values, of positions 0..pos
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / n_heads;
-      const int64_t h = task % n_heads;
-      const int64_t kvh = h / group;
+      const int64_t t = task / n_kv_heads;
+      const int64_t kvh = task % n_kv_heads;
       const int64_t pos = positions_[static_cast<size_t>(t)];
       const std::vector<int32_t>& table = owner_[static_cast<size_t>(t)]->kv->block_table;
-      const float* q = q_.data() + t * q_dim + h * hd;
+      const float* q = q_.data() + t * q_dim + kvh * group * hd;  // [group, hd]: this KV head's query heads
       const size_t n = static_cast<size_t>(pos + 1);
-      scores.resize(n);
+      scores.resize(static_cast<size_t>(group) * n);
       rows.resize(n);
       for (size_t j = 0; j < n; ++j)
         rows[j] = kv_.key(layer, table[j / static_cast<size_t>(bs)], static_cast<int64_t>(j) % bs) + kvh * hd;
-      cpu::dot_rows(q, rows.data(), pos + 1, hd, scores.data());
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (float& s : scores) {
-        s *= scale;
-        max_score = std::max(max_score, s);
+      cpu::dot_rows_group(q, group, rows.data(), pos + 1, hd, scores.data());
+      for (int64_t g = 0; g < group; ++g) {
+        float* sg = scores.data() + static_cast<size_t>(g) * n;
+        float max_score = -std::numeric_limits<float>::infinity();
+        for (size_t j = 0; j < n; ++j) {
+          sg[j] *= scale;
+          max_score = std::max(max_score, sg[j]);
+        }
+        const float inv_sum = 1.0f / cpu::exp_sum(sg, max_score, pos + 1);
+        for (size_t j = 0; j < n; ++j) sg[j] *= inv_sum;
       }
-      const float inv_sum = 1.0f / cpu::exp_sum(scores.data(), max_score, pos + 1);
-      for (float& s : scores) s *= inv_sum;
       for (size_t j = 0; j < n; ++j)
         rows[j] = kv_.value(layer, table[j / static_cast<size_t>(bs)], static_cast<int64_t>(j) % bs) + kvh * hd;
-      cpu::weighted_sum(scores.data(), rows.data(), pos + 1, hd, attn_out_.data() + t * q_dim + h * hd);
+      cpu::weighted_sum_group(scores.data(), group, rows.data(), pos + 1, hd,
+                              attn_out_.data() + t * q_dim + kvh * group * hd);
     }
   });
 }

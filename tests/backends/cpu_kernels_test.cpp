@@ -346,6 +346,27 @@ TEST(CpuOps, AttentionRowKernelsInEveryVariant) {
         for (int64_t i = 0; i < n_rows; ++i) ks.axpy(w[static_cast<size_t>(i)], rows[static_cast<size_t>(i)], want.data(), n);
         ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << ks.name << " n=" << n << " rows " << n_rows;
       }
+      // Query heads that share a KV head: each gets, from the group kernels,
+      // the bits the single kernels give it.
+      for (const int64_t g : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}}) {
+        std::vector<float> qs(static_cast<size_t>(g * n)), ws(static_cast<size_t>(g * 9));
+        for (float& v : qs) v = normal(rng);
+        for (float& v : ws) v = normal(rng);
+        for (int64_t n_rows : {int64_t{1}, int64_t{6}, int64_t{9}}) {
+          std::vector<float> scores(static_cast<size_t>(g * n_rows)), out(static_cast<size_t>(g * n));
+          ks.dot_rows_group(qs.data(), g, rows.data(), n_rows, n, scores.data());
+          ks.weighted_sum_group(ws.data(), g, rows.data(), n_rows, n, out.data());
+          for (int64_t j = 0; j < g; ++j) {
+            std::vector<float> one_scores(static_cast<size_t>(n_rows)), one_out(static_cast<size_t>(n));
+            ks.dot_rows(qs.data() + j * n, rows.data(), n_rows, n, one_scores.data());
+            ks.weighted_sum(ws.data() + j * n_rows, rows.data(), n_rows, n, one_out.data());
+            ASSERT_EQ(0, std::memcmp(one_scores.data(), scores.data() + j * n_rows, one_scores.size() * 4))
+                << ks.name << " n=" << n << " g=" << g << " query " << j << " rows " << n_rows;
+            ASSERT_EQ(0, std::memcmp(one_out.data(), out.data() + j * n, one_out.size() * 4))
+                << ks.name << " n=" << n << " g=" << g << " query " << j << " rows " << n_rows;
+          }
+        }
+      }
     }
   }
 }

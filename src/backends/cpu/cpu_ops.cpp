@@ -30,6 +30,14 @@ void weighted_sum(const float* w, const float* const* rows, int64_t n_rows, int6
   best_kernel_set().weighted_sum(w, rows, n_rows, n, out);
 }
 
+void dot_rows_group(const float* q, int64_t g, const float* const* rows, int64_t n_rows, int64_t n, float* out) {
+  best_kernel_set().dot_rows_group(q, g, rows, n_rows, n, out);
+}
+
+void weighted_sum_group(const float* w, int64_t g, const float* const* rows, int64_t n_rows, int64_t n, float* out) {
+  best_kernel_set().weighted_sum_group(w, g, rows, n_rows, n, out);
+}
+
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
   const float m = *std::max_element(x, x + n);

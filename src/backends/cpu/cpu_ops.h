@@ -25,6 +25,11 @@ float exp_sum(float* x, float shift, int64_t n);
 void dot_rows(const float* q, const float* const* rows, int64_t n_rows, int64_t n, float* out);
 // out = sum_i w[i] * rows[i] (KernelSet::weighted_sum).  w: [n_rows]; rows[i], out: [n]
 void weighted_sum(const float* w, const float* const* rows, int64_t n_rows, int64_t n, float* out);
+// dot_rows and weighted_sum for g queries sharing the rows (the bits each
+// gets alone; KernelSet::dot_rows_group / weighted_sum_group).
+//   dot_rows_group: q: [g, n], out: [g, n_rows]; weighted_sum_group: w: [g, n_rows], out: [g, n]
+void dot_rows_group(const float* q, int64_t g, const float* const* rows, int64_t n_rows, int64_t n, float* out);
+void weighted_sum_group(const float* w, int64_t g, const float* const* rows, int64_t n_rows, int64_t n, float* out);
 // In place, numerically stable (max subtracted). x: [n], n >= 1.
 void softmax(float* x, int64_t n);
 // Converts one row of `n` values of dtype (F32, F16, BF16, Q8_0) to f32, as

@@ -68,6 +68,14 @@ struct KernelSet {
   // q, rows[i], out: [n].
   void (*dot_rows)(const float* q, const float* const* rows, int64_t n_rows, int64_t n, float* out);
   void (*weighted_sum)(const float* w, const float* const* rows, int64_t n_rows, int64_t n, float* out);
+  // The same for the g query heads that share a KV head, reading each
+  // cached row once for several of them; every query gets the bits that
+  // dot_rows / weighted_sum give it alone.
+  //   dot_rows_group: q: [g, n], out: [g, n_rows].
+  //   weighted_sum_group: w: [g, n_rows], out: [g, n].
+  void (*dot_rows_group)(const float* q, int64_t g, const float* const* rows, int64_t n_rows, int64_t n, float* out);
+  void (*weighted_sum_group)(const float* w, int64_t g, const float* const* rows, int64_t n_rows, int64_t n,
+                             float* out);
   // Computes with Q8_0 matrices in the rows8 layout (q8_0_rows8.h); their
   // row ranges are then multiples of 8.
   bool q8_0_rows8 = false;

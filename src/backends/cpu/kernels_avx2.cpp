@@ -73,6 +73,7 @@ struct Isa {
 const KernelSet kAvx2Kernels{KernelVariant::Avx2, "avx2", kGemvMaxTokens, &matmul_rows,
                              &quantize_activations,
                              &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, &vec_silu_mul, &vec_exp_sum,
-                             &vec_dot_rows, &vec_weighted_sum, true, true};
+                             &vec_dot_rows, &vec_weighted_sum, &vec_dot_rows_group,
+                             &vec_weighted_sum_group, true, true};
 
 }  // namespace tandem::cpu

@@ -74,6 +74,7 @@ struct Isa {
 const KernelSet kAvx512Kernels{KernelVariant::Avx512, "avx512", kGemvMaxTokens, &matmul_rows,
                                &quantize_activations,
                                &vec_dot, &vec_axpy, &vec_sum_squares, &vec_scale_mul, &vec_silu_mul, &vec_exp_sum,
-                               &vec_dot_rows, &vec_weighted_sum, true, false};
+                               &vec_dot_rows, &vec_weighted_sum, &vec_dot_rows_group,
+                               &vec_weighted_sum_group, true, false};
 
 }  // namespace tandem::cpu

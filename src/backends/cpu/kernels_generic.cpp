@@ -74,6 +74,16 @@ void generic_weighted_sum(const float* w, const float* const* rows, int64_t n_ro
     for (int64_t c = 0; c < n; ++c) out[c] += w[i] * rows[i][c];
 }
 
+void generic_dot_rows_group(const float* q, int64_t g, const float* const* rows, int64_t n_rows, int64_t n,
+                            float* out) {
+  for (int64_t j = 0; j < g; ++j) generic_dot_rows(q + j * n, rows, n_rows, n, out + j * n_rows);
+}
+
+void generic_weighted_sum_group(const float* w, int64_t g, const float* const* rows, int64_t n_rows, int64_t n,
+                                float* out) {
+  for (int64_t j = 0; j < g; ++j) generic_weighted_sum(w + j * n_rows, rows, n_rows, n, out + j * n);
+}
+
 float generic_exp_sum(float* x, float shift, int64_t n) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
@@ -89,6 +99,7 @@ float generic_exp_sum(float* x, float shift, int64_t n) {
 const KernelSet kGenericKernels{KernelVariant::Generic, "generic", 0, &generic_matmul_rows,
                                 &generic_quantize_activations, &dot_f32, &generic_axpy,
                                 &generic_sum_squares, &generic_scale_mul, &generic_silu_mul,
-                                &generic_exp_sum, &generic_dot_rows, &generic_weighted_sum};
+                                &generic_exp_sum, &generic_dot_rows, &generic_weighted_sum,
+                                &generic_dot_rows_group, &generic_weighted_sum_group};
 
 }  // namespace tandem::cpu
