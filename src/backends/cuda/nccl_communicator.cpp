@@ -139,9 +139,9 @@ bool NcclCommunicator::all_agree(bool yes, const std::function<void()>& wait) {
   cudaError_t e = cudaMemcpyAsync(flag, &mine, sizeof(int), cudaMemcpyHostToDevice, s.stream);
   const ncclResult_t r = e == cudaSuccess ? ncclAllReduce(flag, flag, 1, ncclInt32, ncclMin, s.comm, s.stream)
                                           : ncclSuccess;
-  if (e == cudaSuccess && r == ncclSuccess)
-    e = cudaMemcpyAsync(&all, flag, sizeof(int), cudaMemcpyDeviceToHost, s.stream);
   if (e == cudaSuccess && r == ncclSuccess) {
+    // Wait for the reduction first (a copy into pageable memory would block
+    // on it where the caller's wait can give up), then read the result.
     if (wait) {
       try {
         wait();
@@ -152,6 +152,8 @@ bool NcclCommunicator::all_agree(bool yes, const std::function<void()>& wait) {
     } else {
       e = cudaStreamSynchronize(s.stream);
     }
+    if (e == cudaSuccess) e = cudaMemcpyAsync(&all, flag, sizeof(int), cudaMemcpyDeviceToHost, s.stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s.stream);
   }
   cudaFree(flag);
   check_cuda(e, "agreeing with the other ranks");
