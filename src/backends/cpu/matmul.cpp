@@ -112,24 +112,35 @@ void matmul_group(const KernelSet& kernels, std::span<const MatmulProduct> produ
     return;
   }
   const int64_t cols = products.front().w->cols;
-  std::vector<MatmulArgs> args(products.size());
-  std::vector<char> quantized(products.size(), 0);  // takes the quantized activations
+  // Per matrix: the kernel's arguments, whether it takes the quantized
+  // activations, and its rows in blocks of `align` (a kernel tile's start).
+  struct Part {
+    MatmulArgs args;
+    bool quantized = false;
+    int64_t align = kRowAlign, blocks = 0;
+  };
+  std::vector<Part> parts(products.size());
   bool quantize = false;
+  int64_t total_blocks = 0, work = 0;
   for (size_t i = 0; i < products.size(); ++i) {
     const WeightMatrix& w = *products[i].w;
-    MatmulArgs& a = args[i];
-    a.dtype = w.dtype;
-    a.layout = w.layout;
-    a.rows = w.rows;
-    a.cols = w.cols;
-    a.w = w.data;
-    a.x = x;
-    a.n_tokens = n_tokens;
-    a.y = products[i].y;
-    a.force_gemm = path == MatmulPath::Gemm;
-    quantized[i] = w.dtype == DType::Q8_0 && w.cols > 0 &&
-                   (w.layout == WeightLayout::Q8_0Rows8 || (!a.force_gemm && n_tokens <= kernels.gemv_max_tokens));
-    quantize = quantize || quantized[i];
+    Part& p = parts[i];
+    p.args.dtype = w.dtype;
+    p.args.layout = w.layout;
+    p.args.rows = w.rows;
+    p.args.cols = w.cols;
+    p.args.w = w.data;
+    p.args.x = x;
+    p.args.n_tokens = n_tokens;
+    p.args.y = products[i].y;
+    p.args.force_gemm = path == MatmulPath::Gemm;
+    p.quantized = w.dtype == DType::Q8_0 && w.cols > 0 &&
+                  (w.layout == WeightLayout::Q8_0Rows8 || (!p.args.force_gemm && n_tokens <= kernels.gemv_max_tokens));
+    quantize = quantize || p.quantized;
+    p.align = w.layout == WeightLayout::Q8_0Rows8 ? 8 : kRowAlign;
+    p.blocks = (w.rows + p.align - 1) / p.align;
+    total_blocks += p.blocks;
+    work += w.rows * std::max<int64_t>(w.cols, 1) * n_tokens;
   }
   // Q8_0 kernels take the activations quantized per block of 32: once for
   // the whole group.
@@ -139,10 +150,10 @@ void matmul_group(const KernelSet& kernels, std::span<const MatmulProduct> produ
     xq.resize(static_cast<size_t>(n_tokens * cols));
     xd.resize(static_cast<size_t>(n_tokens * cols / kQ8_0BlockElems));
     kernels.quantize_activations(x, n_tokens * cols, xq.data(), xd.data());
-    for (size_t i = 0; i < products.size(); ++i) {
-      if (!quantized[i]) continue;
-      args[i].xq = xq.data();
-      args[i].xd = xd.data();
+    for (Part& p : parts) {
+      if (!p.quantized) continue;
+      p.args.xq = xq.data();
+      p.args.xd = xd.data();
     }
   }
 
@@ -153,37 +164,28 @@ void matmul_group(const KernelSet& kernels, std::span<const MatmulProduct> produ
   // matmul waiting for the slow one. Each row's result does not depend on
   // which thread computes it. Small groups are not worth waking the other
   // threads for.
-  std::vector<int64_t> blocks(products.size()), align(products.size());
-  int64_t total_blocks = 0, work = 0;
-  for (size_t i = 0; i < products.size(); ++i) {
-    const WeightMatrix& w = *products[i].w;
-    align[i] = w.layout == WeightLayout::Q8_0Rows8 ? 8 : kRowAlign;
-    blocks[i] = (w.rows + align[i] - 1) / align[i];
-    total_blocks += blocks[i];
-    work += w.rows * std::max<int64_t>(w.cols, 1) * n_tokens;
-  }
   const int64_t max_threads = std::max<int64_t>(1, std::min<int64_t>(pool.size(), work / 16384));
   const int64_t n_parts = std::min<int64_t>(max_threads, total_blocks);
   if (n_parts <= 1) {
-    for (size_t i = 0; i < products.size(); ++i)
-      if (args[i].rows > 0) kernels.matmul_rows(args[i], 0, args[i].rows);
+    for (const Part& p : parts)
+      if (p.args.rows > 0) kernels.matmul_rows(p.args, 0, p.args.rows);
     return;
   }
   struct Chunk {
-    size_t product;
+    const MatmulArgs* args;
     int64_t r0, r1;
   };
   std::vector<Chunk> chunks;
   const int64_t wanted = std::min<int64_t>(total_blocks, n_parts * kChunksPerThread);
-  for (size_t i = 0; i < products.size(); ++i) {
-    if (blocks[i] == 0) continue;
+  chunks.reserve(static_cast<size_t>(wanted) + parts.size());
+  for (const Part& p : parts) {
+    if (p.blocks == 0) continue;
     // Each matrix's share of the chunks, by its rows; at least one.
-    const int64_t n = std::clamp<int64_t>((blocks[i] * wanted + total_blocks / 2) / total_blocks, 1, blocks[i]);
-    const int64_t rows = args[i].rows;
+    const int64_t n = std::clamp<int64_t>((p.blocks * wanted + total_blocks / 2) / total_blocks, 1, p.blocks);
     for (int64_t c = 0; c < n; ++c) {
-      const int64_t r0 = std::min(rows, blocks[i] * c / n * align[i]);
-      const int64_t r1 = std::min(rows, blocks[i] * (c + 1) / n * align[i]);
-      if (r0 < r1) chunks.push_back({i, r0, r1});
+      const int64_t r0 = std::min(p.args.rows, p.blocks * c / n * p.align);
+      const int64_t r1 = std::min(p.args.rows, p.blocks * (c + 1) / n * p.align);
+      if (r0 < r1) chunks.push_back({&p.args, r0, r1});
     }
   }
   std::atomic<size_t> next_chunk{0};
@@ -192,7 +194,7 @@ void matmul_group(const KernelSet& kernels, std::span<const MatmulProduct> produ
     for (;;) {
       const size_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
       if (c >= chunks.size()) return;
-      kernels.matmul_rows(args[chunks[c].product], chunks[c].r0, chunks[c].r1);
+      kernels.matmul_rows(*chunks[c].args, chunks[c].r0, chunks[c].r1);
     }
   });
 }
