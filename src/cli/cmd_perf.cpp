@@ -12,6 +12,7 @@
 #include "cli/model_resources.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
+#include "engine/sampler.h"
 #include "cli/runner_factory.h"
 #include "models/gguf_export.h"
 #include "models/model_file.h"
@@ -39,6 +40,11 @@ struct PerfOptions {
   parallel::ParallelConfig parallel;
   std::string synthetic;  // a synth preset held in memory instead of -m
   std::string dtype = "bf16";
+  // Decode sampling: greedy (temperature 0) by default, as before.
+  float temperature = 0.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  bool host_sampling = false;  // sample on the host even where the backend can
 };
 
 double now_ms() {
@@ -85,6 +91,15 @@ int perf(const PerfOptions& o) {
     const auto begin = logits.begin() + static_cast<std::ptrdiff_t>(row * static_cast<size_t>(c.vocab_size));
     return static_cast<int32_t>(std::max_element(begin, begin + c.vocab_size) - begin);
   };
+  // Decode with temperature: one seeded sampler a sequence; rows are drawn
+  // where the backend can (the GPU), else copied back and drawn on the host.
+  SamplingParams sampling;
+  sampling.temperature = o.temperature;
+  sampling.top_k = o.top_k;
+  sampling.top_p = o.top_p;
+  validate(sampling);
+  const bool sample = o.temperature > 0.0f;
+  const bool device_sampling = sample && runner.samples_rows() && !o.host_sampling;
   for (int rep = 0; rep < o.repetitions; ++rep) {
     std::vector<SequenceKv> kv(n_seq);
     for (SequenceKv& s : kv)
@@ -100,22 +115,45 @@ int perf(const PerfOptions& o) {
       SequenceChunk chunk{prompt, &kv[i], false};
       chunk.argmax_only = true;
       const std::vector<float>& logits = runner.forward(std::span<const SequenceChunk>(&chunk, 1));
-      next[i] = runner.row_argmax().empty() ? argmax_row(logits, 0) : runner.row_argmax()[0];
+      next[i] = runner.row_tokens().empty() ? argmax_row(logits, 0) : runner.row_tokens()[0];
       if (i == 0) prefill_ms = now_ms() - t0;
       check(next[i] >= 0, "the prefill's logits are all NaN or -inf (the model's activations overflowed)");
     }
 #if TANDEM_HAVE_CUDA
     if (offload) offload->reset_timing();
 #endif
+    std::vector<std::unique_ptr<Sampler>> samplers(n_seq);
+    std::vector<RowSampling> row_sampling(n_seq);
+    std::vector<std::vector<float>> rows(n_seq);
+    for (size_t i = 0; i < n_seq && sample; ++i) {
+      sampling.seed = 1000 + i;
+      samplers[i] = std::make_unique<Sampler>(sampling);
+    }
+    std::vector<std::vector<int32_t>> generated(n_seq);
     const double t0 = now_ms();
     std::vector<SequenceChunk> steps(n_seq);
     for (int64_t g = 0; g < o.gen_tokens; ++g) {
       for (size_t i = 0; i < n_seq; ++i) {
+        generated[i].push_back(next[i]);
         steps[i] = SequenceChunk{std::span<const int32_t>(&next[i], 1), &kv[i], false, o.prompt_tokens};
-        steps[i].argmax_only = true;
+        steps[i].argmax_only = !sample;
+        if (device_sampling) {
+          samplers[i]->plan_row(prompt, generated[i], static_cast<size_t>(c.vocab_size), row_sampling[i]);
+          steps[i].sampling = &row_sampling[i];
+        }
       }
       const std::vector<float>& logits = runner.forward(steps);
-      const std::span<const int32_t> ids = runner.row_argmax();
+      if (sample && !device_sampling) {
+        pool.parallel_for(o.batch, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            const size_t k = static_cast<size_t>(i);
+            rows[k].assign(logits.begin() + i * c.vocab_size, logits.begin() + (i + 1) * c.vocab_size);
+            next[k] = samplers[k]->sample(rows[k], prompt, generated[k]);
+          }
+        });
+        continue;
+      }
+      const std::span<const int32_t> ids = runner.row_tokens();
       if (!ids.empty()) {
         std::copy(ids.begin(), ids.end(), next.begin());
         for (int32_t id : ids)
@@ -165,6 +203,7 @@ int perf(const PerfOptions& o) {
                         {"batch", o.batch},
                         {"prefill_tok_s", prefill_runs},
                         {"decode_tok_s", decode_runs},
+                        {"decode_sampling", !sample ? "greedy" : device_sampling ? "device" : "host"},
                         {"weight_bytes_per_token", runner.weight_bytes_per_step()},
                         {"decode_weight_gb_s", gbps}};
     if (o.peak_gb_s > 0) j["decode_bandwidth_fraction"] = gbps / o.peak_gb_s;
@@ -174,6 +213,10 @@ int perf(const PerfOptions& o) {
   std::printf("model: %s (%s, %lld layers, hidden %lld)\n", path.c_str(), architecture_name(c.arch),
               static_cast<long long>(c.n_layers), static_cast<long long>(c.hidden_size));
   std::printf("device: %s\n", backend.description.c_str());
+  if (sample) {
+    std::printf("decode sampling: temperature %g, top-k %d, top-p %g, on the %s\n", o.temperature, o.top_k, o.top_p,
+                device_sampling ? "device" : "host");
+  }
   if (!backend.memory_plan.empty()) std::printf("memory: %s\n", backend.memory_plan.c_str());
   std::printf("prefill %lld tokens: %.1f tok/s (best of %d)\n", static_cast<long long>(o.prompt_tokens), best_prefill,
               o.repetitions);
@@ -222,6 +265,11 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("--pipeline-parallel", o->parallel.pipeline_stages, "Pipeline stages, one GPU group each")
       ->check(CLI::Range(int64_t{1}, parallel::kMaxPipelineStages));
   cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
+  cmd->add_option("--temperature", o->temperature, "Decode with this sampling temperature (0 = greedy)");
+  cmd->add_option("--top-k", o->top_k, "Decode sampling: top-k (0 = off)");
+  cmd->add_option("--top-p", o->top_p, "Decode sampling: top-p (1 = off)");
+  cmd->add_flag("--host-sampling", o->host_sampling,
+                "Copy logits back and sample on the host even where the backend samples (for comparison)");
   cmd->add_flag("--json", o->json, "Print JSON");
   return [o] { return perf(*o); };
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/kv_cache.h"
+#include "engine/row_sampling.h"
 #include "models/model_config.h"
 
 namespace tandem {
@@ -24,9 +25,15 @@ struct SequenceChunk {
   int64_t prompt_len = std::numeric_limits<int64_t>::max();
   // The caller needs no more of this chunk's logits row than its argmax
   // (greedy sampling without penalties or logprobs, or a prompt chunk with
-  // more to come). A backend that computes row_argmax() may then leave the
+  // more to come). A backend that computes row_tokens() may then leave the
   // row out of what it copies back (forward()'s row is unspecified).
   bool argmax_only = false;
+  // When the backend samples_rows() and the chunk is neither argmax_only nor
+  // all_logits: the backend samples the chunk's row itself by this rule
+  // (engine/row_sampling.h; the pointee lives through forward()), returns
+  // the token in row_tokens(), and may leave the row out of what it copies
+  // back (forward()'s row is unspecified). Ignored by other backends.
+  const RowSampling* sampling = nullptr;
 };
 
 // The checks every backend makes on a step before computing it: chunks are
@@ -50,11 +57,15 @@ class ModelRunner {
   // (SequenceKv::reserve); chunks name distinct sequences; tokens < vocab.
   virtual const std::vector<float>& forward(std::span<const SequenceChunk> chunks) = 0;
 
-  // After forward(): the argmax of each returned row, in the same order
-  // (NaN counts as -inf, ties go to the lowest id, -1 when no logit is above
-  // -inf: Sampler's greedy rule), for backends that compute it where the
-  // logits are (the GPU); empty for the others. Valid until the next call.
-  virtual std::span<const int32_t> row_argmax() const { return {}; }
+  // After forward(): for each returned row, in the same order, the token the
+  // backend picked where the logits are (the GPU): for an argmax_only chunk
+  // its argmax (NaN counts as -inf, ties go to the lowest id: Sampler's
+  // greedy rule), for a chunk with `sampling` the token that rule drew; -1
+  // when no logit is above -inf; unspecified for other rows. Empty for
+  // backends that compute none. Valid until the next call.
+  virtual std::span<const int32_t> row_tokens() const { return {}; }
+  // Whether forward() samples chunks that carry a RowSampling.
+  virtual bool samples_rows() const { return false; }
 
   // The longest sequence (prompt + generated) a step may hold.
   virtual int64_t max_context() const = 0;

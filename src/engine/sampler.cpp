@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "engine/sampling_math.h"
 
 namespace tandem {
 namespace {
@@ -57,35 +58,6 @@ void check_param(bool ok, const char* field, const std::string& rule, double val
   }
 }
 
-// exp(x), accurate to about 2 ulp for x in [-87, 88]; 0 below -87 (where the
-// true result is at most 1.7e-38: irrelevant next to the max weight of 1).
-// NaN must not reach it. Only +, *, compares and bit operations, so it
-// vectorises, and its result does not depend on the C library.
-inline float exp_lane(float x) {
-  constexpr float kLog2e = 1.44269504088896341f;
-  // ln 2 split in two: kLn2Hi has few mantissa bits, so n * kLn2Hi is exact.
-  constexpr float kLn2Hi = 0.693359375f;
-  constexpr float kLn2Lo = -2.12194440e-4f;
-  // Adding 1.5 * 2^23 rounds to an integer that lands in the low mantissa bits.
-  constexpr float kRound = 12582912.0f;
-  const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float t = xc * kLog2e + kRound;
-  const float n = t - kRound;  // round(xc / ln 2), in [-126, 127]
-  float r = xc - n * kLn2Hi;
-  r = r - n * kLn2Lo;  // r in [-ln2 / 2, ln2 / 2]
-  // Taylor series to r^6: the truncation error is below 1.3e-7 relative.
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t n_int = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(kRound);
-  const float scale = std::bit_cast<float>((n_int + 127) << 23);  // 2^n
-  return x < -87.0f ? 0.0f : p * scale;
-}
-
 // out[i] = w = exp((x[i] - shift) * scale), with w < floor set to 0.
 // (scale = 1 / temperature: a multiply is far cheaper than a divide, and
 // differs from dividing by at most one rounding.)
@@ -98,7 +70,7 @@ double exp_weights(const float* x, size_t n, float shift, float scale, float flo
   for (; i + kLanes <= n; i += kLanes) {
     float w[kLanes];
     for (size_t j = 0; j < kLanes; ++j) {
-      const float e = exp_lane((x[i + j] - shift) * scale);
+      const float e = exp_weight(x[i + j], shift, scale);
       w[j] = e >= floor ? e : 0.0f;
     }
     for (size_t j = 0; j < kLanes; ++j) {
@@ -107,7 +79,7 @@ double exp_weights(const float* x, size_t n, float shift, float scale, float flo
     }
   }
   for (size_t j = 0; i < n; ++i, ++j) {
-    const float e = exp_lane((x[i] - shift) * scale);
+    const float e = exp_weight(x[i], shift, scale);
     out[i] = e >= floor ? e : 0.0f;
     acc[j] += out[i];
   }
@@ -484,6 +456,54 @@ bool Sampler::is_plain_greedy() const {
   const bool greedy = params_.temperature == 0.0f || !std::isfinite(1.0f / params_.temperature);
   return greedy && params_.repetition_penalty == 1.0f && params_.presence_penalty == 0.0f &&
          params_.frequency_penalty == 0.0f;
+}
+
+void Sampler::plan_row(std::span<const int32_t> prompt, std::span<const int32_t> generated, size_t vocab,
+                       RowSampling& out) {
+  for (std::span<const int32_t> ids : {prompt, generated}) {
+    for (int32_t id : ids) {
+      if (id < 0 || static_cast<size_t>(id) >= vocab) {
+        throw Error("sampler: token id " + std::to_string(id) + " is outside the vocabulary of " +
+                    std::to_string(vocab) + " logits");
+      }
+    }
+  }
+  penalised_.clear();
+  logprobs_.clear();
+  logprobs_ready_ = true;
+  out.greedy = params_.temperature == 0.0f || !std::isfinite(1.0f / params_.temperature);
+  out.scale = out.greedy ? 1.0f : 1.0f / params_.temperature;
+  out.top_k = params_.top_k;
+  out.top_p = params_.top_p;
+  out.min_p = params_.min_p;
+  out.repetition_penalty = params_.repetition_penalty;
+  out.draw = out.greedy ? 0 : rng_() >> 11;  // next_uniform()'s 53 bits
+  out.penalties.clear();
+  const bool repeat = params_.repetition_penalty != 1.0f;
+  const bool subtract = params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f;
+  if (!repeat && !subtract) return;
+  // One entry per distinct id, as apply_penalties touches each once (seen_
+  // marks the ids that have one; counts_ counts the generated ones).
+  seen_.resize(vocab, 0);
+  counts_.resize(vocab, 0);
+  const auto add_entries = [&](std::span<const int32_t> ids, bool is_generated) {
+    for (int32_t id : ids) {
+      if (is_generated) ++counts_[id];
+      if (seen_[id] != 0) continue;
+      seen_[id] = 1;
+      out.penalties.push_back({id, repeat ? 1 : 0, 0.0f});
+    }
+  };
+  if (repeat) add_entries(prompt, false);  // the prompt only matters to the repetition penalty
+  add_entries(generated, true);
+  for (PenaltyEntry& e : out.penalties) {
+    const uint32_t count = counts_[e.id];
+    if (subtract && count > 0) {
+      e.subtract = static_cast<float>(count) * params_.frequency_penalty + params_.presence_penalty;
+    }
+    seen_[e.id] = 0;
+    counts_[e.id] = 0;
+  }
 }
 
 const std::vector<float>& Sampler::last_logprobs() const {

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/row_sampling.h"
+
 namespace tandem {
 
 struct SamplingParams {
@@ -84,9 +86,18 @@ class Sampler {
 
   // True when sample() returns the argmax of the raw logits (greedy, no
   // penalties) and takes nothing from the RNG: the caller may take the
-  // argmax computed elsewhere (ModelRunner::row_argmax) instead of calling
+  // argmax computed elsewhere (ModelRunner::row_tokens) instead of calling
   // sample(); last_logprobs() then stays empty.
   bool is_plain_greedy() const;
+
+  // For a backend that samples where the logits are (ModelRunner::
+  // samples_rows, the rule in engine/row_sampling.h): fills `out` with this
+  // sequence's parameters, its penalties as one entry per distinct token,
+  // and, unless greedy, the next draw from the RNG (the one draw sample()
+  // would take). last_logprobs() is empty afterwards. Throws tandem::Error
+  // for ids outside [0, vocab), as sample() does, before drawing.
+  void plan_row(std::span<const int32_t> prompt, std::span<const int32_t> generated, size_t vocab,
+                RowSampling& out);
 
  private:
   // Applies the three penalties to logits in place (see SamplingParams).

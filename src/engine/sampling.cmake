@@ -1,5 +1,6 @@
 add_library(tandem_sampling STATIC
   ${CMAKE_CURRENT_LIST_DIR}/sampler.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/row_sampling.cpp
   ${CMAKE_CURRENT_LIST_DIR}/stop_matcher.cpp
 )
 target_link_libraries(tandem_sampling PUBLIC tandem_common)

@@ -48,6 +48,7 @@ struct Sequence {
   bool was_scheduled = false;
   bool has_token = false;
   std::vector<float> row;  // this sequence's logits row, which its sampler modifies (penalties)
+  RowSampling row_sampling;  // when the backend samples this sequence's row (samples_rows)
 
   int64_t pending() const { return static_cast<int64_t>(tokens.size()) - kv.n_tokens; }
   int64_t generated() const { return static_cast<int64_t>(tokens.size()) - n_prompt; }
@@ -297,6 +298,18 @@ void EngineService::Impl::step() {
     // from a plain greedy sequence that reports no logprobs.
     chunks.back().argmax_only =
         counts[i] < s.pending() || (s.sampler->is_plain_greedy() && s.request.top_logprobs < 0);
+    // A backend that samples where the logits are takes every other row
+    // that reports no logprobs; its draw comes from the sequence's sampler.
+    if (!chunks.back().argmax_only && s.request.top_logprobs < 0 && runner.samples_rows()) {
+      try {
+        s.sampler->plan_row(std::span<const int32_t>(s.tokens.data(), static_cast<size_t>(s.n_prompt)),
+                            std::span<const int32_t>(s.tokens.data() + s.n_prompt, static_cast<size_t>(s.generated())),
+                            static_cast<size_t>(runner.config().vocab_size), s.row_sampling);
+        chunks.back().sampling = &s.row_sampling;
+      } catch (const std::exception&) {
+        // Left to the host sampler, which fails the sequence with the reason.
+      }
+    }
   }
   const Clock::time_point t0 = Clock::now();
   const std::vector<float>* logits = nullptr;
@@ -327,14 +340,15 @@ void EngineService::Impl::step() {
   std::vector<int32_t> sampled(scheduled.size(), -1);
   std::vector<std::string> sample_errors(scheduled.size());
   // Plain greedy rows take the argmax the backend computed where the logits
-  // are (the same token Sampler::sample would pick, and no RNG draw).
-  const std::span<const int32_t> argmax = runner.row_argmax();
+  // are (the same token Sampler::sample would pick, and no RNG draw), and
+  // rows the backend sampled take its token.
+  const std::span<const int32_t> backend_tokens = runner.row_tokens();
   auto sample_row = [&](size_t i) {
     Sequence& s = *scheduled[i];
     if (s.pending() > 0) return;  // a prefill chunk with more to come
-    if (chunks[i].argmax_only && argmax.size() == scheduled.size()) {
-      if (argmax[i] >= 0) {
-        sampled[i] = argmax[i];
+    if ((chunks[i].argmax_only || chunks[i].sampling != nullptr) && backend_tokens.size() == scheduled.size()) {
+      if (backend_tokens[i] >= 0) {
+        sampled[i] = backend_tokens[i];
       } else {
         sample_errors[i] = "sampler: every logit is NaN or -inf; the model produced no usable distribution";
       }

@@ -11,6 +11,8 @@
 
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
+#include "engine/row_sampling.h"
+#include "engine/sampler.h"
 #include "models/model_file.h"
 #include "scheduler/engine_service.h"
 #include "tokenizer/tokenizer.h"
@@ -296,7 +298,7 @@ TEST_F(EngineServiceTest, UnusableLogitsFailOnlyTheirSequence) {
   }
 }
 
-// A backend that computes row_argmax (as the GPU does) and then leaves the
+// A backend that computes row_tokens (as the GPU does) and then leaves the
 // rows of argmax_only chunks unusable (NaN), as a GPU step that copies no
 // logits back may. Records which prompts' chunks were marked argmax_only.
 class ArgmaxRunner : public ForwardingRunner {
@@ -320,7 +322,7 @@ class ArgmaxRunner : public ForwardingRunner {
     }
     return out_;
   }
-  std::span<const int32_t> row_argmax() const override { return argmax_; }
+  std::span<const int32_t> row_tokens() const override { return argmax_; }
   std::set<int64_t> argmax_only_prompts() {
     std::lock_guard<std::mutex> lock(mutex_);
     return argmax_only_;
@@ -339,7 +341,7 @@ class ArgmaxRunner : public ForwardingRunner {
 
 // Plain greedy sequences take the backend's argmax; sampled sequences, and
 // greedy ones that report logprobs, keep their logits rows. Answers are those
-// of a backend without row_argmax.
+// of a backend without row_tokens.
 TEST_F(EngineServiceTest, GreedyRowsTakeTheBackendsArgmax) {
   std::vector<GenerationRequest> requests;
   for (int i = 0; i < 3; ++i) requests.push_back(greedy(prompts()[static_cast<size_t>(i)], 8));
@@ -392,6 +394,116 @@ TEST_F(EngineServiceTest, GreedyRowsTakeTheBackendsArgmax) {
   }
   ASSERT_EQ(got[5].logprobs.size(), 8u);
   EXPECT_EQ(got[5].logprobs, want[5].logprobs);
+}
+
+// A backend that samples rows itself (samples_rows), by the CPU reference
+// of the rule the GPU follows, and leaves those rows unusable (NaN).
+// Records which prompts' chunks came with a RowSampling.
+class RowSamplingRunner : public ForwardingRunner {
+ public:
+  using ForwardingRunner::ForwardingRunner;
+  bool samples_rows() const override { return true; }
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
+    out_ = inner_.forward(chunks);
+    const int64_t vocab = inner_.config().vocab_size;
+    tokens_.assign(chunks.size(), -1);
+    for (size_t r = 0; r < chunks.size(); ++r) {
+      const SequenceChunk& ch = chunks[r];
+      EXPECT_FALSE(ch.all_logits);
+      float* row = out_.data() + static_cast<long>(r) * vocab;
+      if (ch.argmax_only) {
+        tokens_[r] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+      } else if (ch.sampling != nullptr) {
+        std::vector<float> copy(row, row + vocab);
+        tokens_[r] = sample_row_reference(copy, *ch.sampling);
+        std::fill(row, row + vocab, std::numeric_limits<float>::quiet_NaN());
+        std::lock_guard<std::mutex> lock(mutex_);
+        sampled_.insert(ch.prompt_len);
+      }
+    }
+    return out_;
+  }
+  std::span<const int32_t> row_tokens() const override { return tokens_; }
+  std::set<int64_t> sampled_prompts() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return sampled_;
+  }
+
+ private:
+  std::vector<float> out_;
+  std::vector<int32_t> tokens_;
+  std::mutex mutex_;
+  std::set<int64_t> sampled_;
+};
+
+// With a backend that samples rows, sampled sequences (penalties included)
+// draw from their own seeded samplers through Sampler::plan_row: each
+// answer is the token stream of that sequence alone, built here step by
+// step. Greedy rows keep the argmax, and a request that reports logprobs
+// keeps its logits row.
+TEST_F(EngineServiceTest, BackendSampledRowsFollowTheirSeededSamplers) {
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 4; ++i) {
+    GenerationRequest r = greedy(prompts()[static_cast<size_t>(i)], 10);
+    r.sampling.temperature = 0.8f + 0.1f * static_cast<float>(i);
+    r.sampling.top_p = i == 1 ? 0.9f : 1.0f;
+    r.sampling.top_k = i == 2 ? 20 : 0;
+    r.sampling.repetition_penalty = i == 3 ? 1.3f : 1.0f;
+    r.sampling.frequency_penalty = i == 3 ? 0.5f : 0.0f;
+    r.sampling.seed = 40 + static_cast<uint64_t>(i);
+    requests.push_back(r);
+  }
+  requests.push_back(greedy(prompts()[4], 10));
+  GenerationRequest with_logprobs = requests[0];
+  with_logprobs.prompt = tokenizer_->encode("Sampled, reporting logprobs.", false);
+  with_logprobs.top_logprobs = 1;
+  requests.push_back(with_logprobs);
+  std::set<size_t> lengths;
+  for (GenerationRequest& r : requests) {
+    while (lengths.count(r.prompt.size())) r.prompt.push_back(r.prompt.back());
+    lengths.insert(r.prompt.size());
+  }
+  // Each sampled request alone: forward, plan_row, the reference rule.
+  auto alone = [&](const GenerationRequest& r) {
+    auto runner = make_runner(256);
+    SequenceKv kv;
+    EXPECT_TRUE(kv.reserve(static_cast<int64_t>(r.prompt.size()) + r.sampling.max_tokens, runner->block_size(),
+                           runner->block_allocator()));
+    std::vector<int32_t> tokens = r.prompt;
+    const size_t n_prompt = tokens.size();
+    Sampler sampler(r.sampling);
+    RowSampling rs;
+    for (int g = 0; g < r.sampling.max_tokens; ++g) {
+      SequenceChunk chunk{std::span<const int32_t>(tokens.data() + kv.n_tokens, tokens.size() - kv.n_tokens), &kv,
+                          false, static_cast<int64_t>(n_prompt)};
+      std::vector<float> row = runner->forward(std::span<const SequenceChunk>(&chunk, 1));
+      sampler.plan_row(std::span<const int32_t>(tokens.data(), n_prompt),
+                       std::span<const int32_t>(tokens.data() + n_prompt, tokens.size() - n_prompt), row.size(), rs);
+      tokens.push_back(sample_row_reference(row, rs));
+    }
+    kv.release(runner->block_allocator());
+    return std::vector<int32_t>(tokens.begin() + static_cast<long>(n_prompt), tokens.end());
+  };
+  auto inner = make_runner(256);
+  RowSamplingRunner runner(*inner);
+  EngineOptions o = opts();
+  o.batch_size = 8;
+  o.step_tokens = 16;  // chunked prompts beside running decodes
+  Collector c;
+  std::vector<Collector::Result> got;
+  {
+    EngineService service(runner, *tokenizer_, o);
+    for (size_t i = 0; i < requests.size(); ++i) service.submit(requests[i], c.callback(static_cast<int>(i)));
+    for (size_t i = 0; i < requests.size(); ++i) got.push_back(c.wait(static_cast<int>(i)));
+  }
+  const std::set<int64_t> sampled = runner.sampled_prompts();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(got[i].done.finish_reason, "length") << "request " << i << ": " << got[i].done.error_message;
+    const int64_t len = static_cast<int64_t>(requests[i].prompt.size());
+    EXPECT_EQ(sampled.count(len), i < 4 ? 1u : 0u) << "request " << i;
+    if (i < 4) EXPECT_EQ(got[i].ids, alone(requests[i])) << "request " << i;
+  }
+  EXPECT_EQ(got[5].logprobs.size(), 10u) << "the logprobs request kept its logits rows";
 }
 
 TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {

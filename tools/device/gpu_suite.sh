@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|parallel_build|nodes|gemv|attention|offload|tp_check] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|parallel_build|nodes|gemv|attention|offload|tp_check|sampling] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -31,7 +31,8 @@ export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = offload ]; then
+if [ "$what" = tests ] || [ "$what" = all ] || [ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = offload ] \
+  || [ "$what" = sampling ]; then
   "$build/tests/cuda_kernels_test" > "$out/cuda_kernels_test.log" 2>&1; echo "kernels rc=$?"
   "$build/tests/cuda_runner_test" > "$out/cuda_runner_test.log" 2>&1; echo "runner rc=$?"
   grep -E "FAILED|max\|dlogit\||PASSED" "$out"/cuda_*_test.log | head -40
@@ -278,4 +279,36 @@ if [ "$what" = nodes ]; then
     echo "two nodes ($plan): $got"
     [ "$got" = "$want" ] && echo "EQUAL" || { echo "DIFFERENT"; tail -5 "$out/node0.log" "$out/node1.log"; }
   done
+fi
+if [ "$what" = sampling ]; then
+  # Decode with temperature sampling: on the GPU (cuda::sample_rows) against
+  # logits copied back and drawn on the host, and greedy, in the same call.
+  for b in 1 ${SAMPLING_BATCH:-32}; do
+    if [ "$b" = 1 ]; then args="-p 512 -n 128 -r 3"; else args="-b $b -p 128 -n 64 -r 2"; fi
+    for mode in greedy device host; do
+      extra=""
+      [ $mode != greedy ] && extra="--temperature 0.8 --top-p 0.95"
+      [ $mode = host ] && extra="$extra --host-sampling"
+      echo "== batch $b, $mode"
+      "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda $args $extra \
+        | grep -E "decode|sampling" | tee -a "$out/sampling-perf.txt"
+    done
+  done
+  if [ "${SAMPLING_SERVE:-1}" = 1 ]; then
+    # Under load: tandem bench against serve, greedy and with temperature.
+    m=/tmp/synth-${presets[0]}-f16.gguf
+    "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" \
+      --out "$m" > /dev/null || exit 1
+    "$build/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size 64 \
+      --max-queued-requests 512 --log-level warn > "$out/serve-sampling.log" 2>&1 &
+    spid=$!
+    for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && break; sleep 0.5; done
+    for temp in 0 0.8; do
+      echo "== serve, temperature $temp"
+      "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency 32 --requests 96 --temperature $temp \
+        --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench-sampling-$temp.json" 2>&1 | tail -6
+    done
+    kill -TERM $spid; wait $spid
+    rm -f "$m"
+  fi
 fi

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -204,9 +205,11 @@ struct CudaModelRunner::Impl {
   DeviceBuffer gathered;                         // [tp_size, n_rows, vocab_stride] f32 (tensor parallel)
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
   DeviceBuffer attn_partials, attn_counters;     // attention split workspace (kernels.h)
-  DeviceBuffer argmax_dev;                       // [n_rows] int32: each logits row's argmax (compute order)
-  cuda::PinnedBuffer argmax_host;                // [n_rows] int32, its copy
-  std::vector<int32_t> argmax;                   // row_argmax(): chunk order, empty when not computed
+  DeviceBuffer tokens_dev;                       // [n_rows] int32: each logits row's argmax or sample (compute order)
+  cuda::PinnedBuffer tokens_host;                // [n_rows] int32, its copy
+  std::vector<int32_t> tokens;                   // row_tokens(): chunk order, empty when not computed
+  DeviceBuffer sampling_dev;                     // cuda::sample_rows' arguments, then its penalty entries
+  cuda::PinnedBuffer sampling_host;              // their staging copy
   DeviceBuffer act_q, act_d;  // [T, widest input] int8 and [T, widest / 32] f32: a GEMV input quantized (8-bit weights)
   int sm_count = 1;
   bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
@@ -303,14 +306,18 @@ struct CudaModelRunner::Impl {
       const int64_t tokens = std::max(T, (n_rows * vocab_stride + layer_rows - 1) / layer_rows);  // or the LM head
       if (gemm->reserve_fp8(tokens, widest_input(), layer_rows)) ++epoch;
     }
-    ensure(argmax_dev, static_cast<size_t>(n_rows) * sizeof(int32_t));
-    if (argmax_host.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t))
-      argmax_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
+    ensure(tokens_dev, static_cast<size_t>(n_rows) * sizeof(int32_t));
+    if (tokens_host.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t))
+      tokens_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
     if (tp_size == 1 && n_stages == 1) meta_host.resize(static_cast<size_t>(meta_ints) * sizeof(int32_t));
     if (holds_logits()) logits_host.resize(tp_size * n_rows * vocab_stride * f);
   }
   // One step; advances each chunk's kv->n_tokens when `advance`.
   const std::vector<float>& run(std::span<const SequenceChunk> chunks, bool advance);
+  // Enqueues cuda::sample_rows for the chunks with a RowSampling (chunk
+  // order; `rows[i]` is chunk i's logits row), writing tokens_dev.
+  void sample_chunks(std::span<const SequenceChunk> chunks, const std::vector<int64_t>& rows, float* logits_dev,
+                     int64_t ld);
 
   void report_progress(uint64_t bytes) {
     uploaded += bytes;
@@ -783,7 +790,59 @@ const std::vector<float>& CudaModelRunner::forward_shard(std::span<const Sequenc
 void CudaModelRunner::synchronize() { impl_->wait_stream(); }
 bool CudaModelRunner::residual_in_shared_memory() const { return impl_->residual_shared(); }
 
-std::span<const int32_t> CudaModelRunner::row_argmax() const { return impl_->argmax; }
+std::span<const int32_t> CudaModelRunner::row_tokens() const { return impl_->tokens; }
+bool CudaModelRunner::samples_rows() const { return impl_->tp_size == 1 && impl_->n_stages == 1; }
+
+void CudaModelRunner::Impl::sample_chunks(std::span<const SequenceChunk> chunks, const std::vector<int64_t>& rows,
+                                          float* logits_dev, int64_t ld) {
+  const int64_t vocab = config.vocab_size;
+  size_t n_args = 0, n_entries = 0;
+  for (const SequenceChunk& ch : chunks) {
+    if (ch.sampling == nullptr || ch.argmax_only) continue;
+    check(!ch.all_logits, "internal: a chunk that wants every logits row cannot be sampled on the GPU");
+    ++n_args;
+    n_entries += ch.sampling->penalties.size();
+  }
+  check(n_entries <= static_cast<size_t>(std::numeric_limits<int32_t>::max()), "internal: too many penalty entries");
+  // One staging block: the arguments, then the entries (16-byte aligned).
+  const size_t args_bytes = (n_args * sizeof(cuda::SampleRowArgs) + 15) / 16 * 16;
+  const size_t bytes = args_bytes + n_entries * sizeof(PenaltyEntry);
+  // Penalty lists grow a token a step: grow by doubling. Not through
+  // ensure(): sample_rows runs outside the decode graphs, so they stay valid.
+  if (bytes > sampling_host.bytes()) sampling_host.resize(std::max(bytes, 2 * sampling_host.bytes()));
+  if (bytes > sampling_dev.bytes()) sampling_dev.resize(std::max(bytes, 2 * sampling_dev.bytes()));
+  auto* args = sampling_host.get<cuda::SampleRowArgs>();
+  auto* entries = reinterpret_cast<PenaltyEntry*>(sampling_host.get<char>() + args_bytes);
+  size_t a = 0, e = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const RowSampling* rs = chunks[i].sampling;
+    if (rs == nullptr || chunks[i].argmax_only) continue;
+    cuda::SampleRowArgs& arg = args[a++];
+    arg = cuda::SampleRowArgs{};
+    arg.row = rows[i];
+    arg.draw = rs->draw;
+    arg.scale = rs->scale;
+    arg.top_p = rs->top_p;
+    arg.min_p = rs->min_p;
+    arg.repetition_penalty = rs->repetition_penalty;
+    arg.top_k = rs->top_k;
+    arg.greedy = rs->greedy ? 1 : 0;
+    arg.penalty_begin = static_cast<int32_t>(e);
+    for (const PenaltyEntry& p : rs->penalties) {
+      if (p.id < 0 || p.id >= vocab) {
+        throw Error("sampling: penalty token id " + std::to_string(p.id) + " is outside the vocabulary of " +
+                    std::to_string(vocab));
+      }
+      entries[e++] = p;
+    }
+    arg.penalty_end = static_cast<int32_t>(e);
+  }
+  const cudaStream_t s = stream;
+  TANDEM_CUDA_CHECK(cudaMemcpyAsync(sampling_dev.get(), sampling_host.get(), bytes, cudaMemcpyHostToDevice, s));
+  cuda::sample_rows(logits_dev, vocab, ld, sampling_dev.get<cuda::SampleRowArgs>(), static_cast<int>(n_args),
+                    reinterpret_cast<const PenaltyEntry*>(sampling_dev.get<char>() + args_bytes),
+                    tokens_dev.get<int32_t>(), s);
+}
 
 void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
   int64_t T = 0, n_rows = 0, n_table = 0;
@@ -1070,41 +1129,56 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   } else {
     enqueue_step();
   }
-  m.argmax.clear();
+  m.tokens.clear();
   if (!m.holds_logits()) {
     m.logits.clear();
     return m.logits;
   }
   const int64_t vocab = c.vocab_size;
-  // Greedy rows: their argmax on the GPU; a step of nothing else copies back
-  // only the ids.
+  // Greedy rows take their argmax on the GPU and sampled rows their draw
+  // (sample_chunks); a step of nothing else copies back only the ids.
   const bool single_gpu = m.tp_size == 1 && m.n_stages == 1;
-  bool any_argmax = false, all_argmax = true;
+  bool any_argmax = false, any_sampled = false, all_tokens = true;
   for (const SequenceChunk& ch : chunks) {
+    const bool sampled = ch.sampling != nullptr && !ch.argmax_only;
     any_argmax = any_argmax || ch.argmax_only;
-    all_argmax = all_argmax && ch.argmax_only;
+    any_sampled = any_sampled || sampled;
+    all_tokens = all_tokens && (ch.argmax_only || sampled);
   }
-  const bool want_argmax = single_gpu && any_argmax;
-  if (want_argmax) {
-    cuda::argmax_rows(logits_dev, n_rows, vocab, vstride, m.argmax_dev.get<int32_t>(), s);
-    TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.argmax_host.get(), m.argmax_dev.get(), static_cast<size_t>(n_rows) * 4,
+  any_sampled = single_gpu && any_sampled;
+  const bool want_tokens = single_gpu && (any_argmax || any_sampled);
+  // Logits row of each returned row, chunk order.
+  std::vector<int64_t> logits_row(want.size());
+  for (size_t r = 0; r < want.size(); ++r)
+    logits_row[r] = std::lower_bound(compute_rows.begin(), compute_rows.end(), want[r]) - compute_rows.begin();
+  if (single_gpu && any_argmax)
+    cuda::argmax_rows(logits_dev, n_rows, vocab, vstride, m.tokens_dev.get<int32_t>(), s);
+  if (any_sampled) {
+    // Sampled chunks have one row each, so chunk i's row is found by
+    // counting rows.
+    std::vector<int64_t> chunk_rows(chunks.size());
+    for (size_t i = 0, r = 0; i < chunks.size(); ++i) {
+      chunk_rows[i] = logits_row[r];
+      r += chunks[i].all_logits ? chunks[i].tokens.size() : 1;
+    }
+    m.sample_chunks(chunks, chunk_rows, logits_dev, vstride);
+  }
+  if (want_tokens) {
+    TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.tokens_host.get(), m.tokens_dev.get(), static_cast<size_t>(n_rows) * 4,
                                       cudaMemcpyDeviceToHost, s));
   }
-  // Row r (chunk order) of the argmax, once the stream is done.
-  auto collect_argmax = [&] {
-    if (!want_argmax) return;
-    const int32_t* host = m.argmax_host.get<int32_t>();
-    m.argmax.resize(static_cast<size_t>(n_rows));
-    for (int64_t r = 0; r < n_rows; ++r)
-      m.argmax[static_cast<size_t>(r)] =
-          host[std::lower_bound(compute_rows.begin(), compute_rows.end(), want[static_cast<size_t>(r)]) -
-               compute_rows.begin()];
+  // Row r (chunk order) of the tokens, once the stream is done.
+  auto collect_tokens = [&] {
+    if (!want_tokens) return;
+    const int32_t* host = m.tokens_host.get<int32_t>();
+    m.tokens.resize(static_cast<size_t>(n_rows));
+    for (int64_t r = 0; r < n_rows; ++r) m.tokens[static_cast<size_t>(r)] = host[logits_row[static_cast<size_t>(r)]];
   };
-  if (want_argmax && all_argmax) {
+  if (want_tokens && all_tokens) {
     m.wait_stream();
     if (advance)
       for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
-    collect_argmax();
+    collect_tokens();
     // [n_rows, vocab] as forward promises, its rows unspecified; within the
     // reserved (pinned) capacity it does not move.
     if (m.logits_pinned != nullptr && static_cast<size_t>(n_rows * vocab) > m.logits.capacity()) {
@@ -1124,7 +1198,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     m.wait_stream();
     if (advance)
       for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
-    collect_argmax();
+    collect_tokens();
     return m.logits;
   }
   // Logits of tensor rank k: [n_rows, vstride] block k of the gathered
@@ -1136,7 +1210,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
 
   if (advance)
     for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
-  collect_argmax();
+  collect_tokens();
   if (m.logits_pinned != nullptr && static_cast<size_t>(n_rows * vocab) > m.logits.capacity()) {
     cudaHostUnregister(m.logits_pinned);  // the vector is about to move
     m.logits_pinned = nullptr;

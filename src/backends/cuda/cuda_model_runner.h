@@ -119,9 +119,12 @@ class CudaModelRunner : public ModelRunner {
 
   const ModelConfig& config() const override;
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;
-  // One GPU: computed when a chunk is argmax_only; when all are, the step
-  // copies back n_rows token ids and no logits.
-  std::span<const int32_t> row_argmax() const override;
+  // One GPU: computed when a chunk is argmax_only or carries a RowSampling
+  // (cuda::sample_rows); when all do, the step copies back n_rows token ids
+  // and no logits.
+  std::span<const int32_t> row_tokens() const override;
+  // One GPU: yes. Parallel ranks leave sampling to the host.
+  bool samples_rows() const override;
   int64_t max_context() const override;
   BlockAllocator& block_allocator() override;
   int64_t block_size() const override;

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "engine/sampling_math.h"
 
 namespace tandem::cuda {
 
@@ -135,6 +136,31 @@ void quantize_rows(const DeviceMatrix& src, const DeviceMatrix& dst, cudaStream_
 //   logits: [n_rows, ld] f32, first n_cols columns; out: [n_rows] int32.
 // CPU twin: Sampler::sample with temperature 0.
 void argmax_rows(const float* logits, int64_t n_rows, int64_t n_cols, int64_t ld, int32_t* out, cudaStream_t stream);
+
+// One row for sample_rows: a RowSampling, its penalties flattened into one
+// array shared by the step's rows.
+struct SampleRowArgs {
+  int64_t row = 0;        // the logits row
+  uint64_t draw = 0;      // RowSampling::draw
+  float scale = 1.0f;     // RowSampling::scale
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  int32_t top_k = 0;
+  int32_t greedy = 0;     // 1: RowSampling::greedy
+  int32_t penalty_begin = 0;  // [penalty_begin, penalty_end) of the penalties array
+  int32_t penalty_end = 0;
+};
+
+// out[args[i].row] = the token that row samples by the row sampling rule
+// (engine/row_sampling.h), -1 when none of its logits is above -inf.
+//   logits: [*, ld] f32, first n_cols columns; each sampled row is
+//   overwritten (its penalised logits, then its weights).
+//   args: [n_rows]; penalties: the entries the args point into; out: indexed
+//   by logits row. All in device memory. Rows must be distinct.
+// CPU twin: sample_row_reference (the same token for every input).
+void sample_rows(float* logits, int64_t n_cols, int64_t ld, const SampleRowArgs* args, int n_rows,
+                 const PenaltyEntry* penalties, int32_t* out, cudaStream_t stream);
 
 enum class RopeLayout { HalfSplit, Interleaved };
 

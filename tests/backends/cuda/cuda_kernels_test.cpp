@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -17,6 +18,7 @@
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
 #include "common/half.h"
+#include "engine/row_sampling.h"
 #include "engine/sampler.h"
 
 namespace tandem::cuda {
@@ -1000,6 +1002,123 @@ TEST(CudaKernels, ArgmaxRowsFollowsTheSamplersGreedyRule) {
   EXPECT_EQ(got[4], -1);
 }
 
+
+// Sampling on the GPU against its CPU reference: the same token for every
+// row, parameter set and draw (the rule is exact, so equality is the test).
+// Rows of a real vocabulary and of a few tokens, logits with many ties,
+// NaN, +inf, nothing above -inf, penalties; a row stride wider than the row,
+// rows in one launch out of order.
+TEST(CudaKernels, SampleRowsPicksTheReferencesToken) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Params {
+    bool greedy;
+    float temperature;
+    int top_k;
+    float top_p;
+    float min_p;
+    float repetition;
+    bool subtract;
+  };
+  const Params params[] = {
+      {false, 1.0f, 0, 1.0f, 0.0f, 1.0f, false},   {false, 0.7f, 40, 1.0f, 0.0f, 1.0f, false},
+      {false, 1.3f, 0, 0.9f, 0.0f, 1.0f, false},   {false, 0.9f, 50, 0.95f, 0.05f, 1.0f, false},
+      {false, 1.0f, 0, 0.5f, 0.0f, 1.3f, true},    {false, 1.0f, 1, 1.0f, 0.0f, 1.0f, false},
+      {false, 0.3f, 0, 1e-9f, 0.0f, 1.0f, false},  {false, 1.5f, 0, 1.0f, 0.2f, 1.0f, true},
+      {true, 1.0f, 0, 1.0f, 0.0f, 1.2f, true},     {false, 1.0f, 1000000, 0.99f, 0.0f, 1.0f, false},
+  };
+  const uint64_t draws[] = {0, 1, 1ull << 52, (1ull << 53) - 1, 123456789012345ull, 0x0f0f0f0f0f0full};
+  for (const int64_t n_cols : {int64_t{128256}, int64_t{1000}, int64_t{7}}) {
+    const int64_t ld = n_cols + 5;
+    std::vector<std::vector<float>> rows;
+    rows.push_back(random_vector(static_cast<size_t>(n_cols), 500, 3.0f));
+    std::vector<float> ties = random_vector(static_cast<size_t>(n_cols), 501, 2.0f);
+    for (float& x : ties) x = std::round(x * 2.0f) / 2.0f;  // many equal logits
+    rows.push_back(ties);
+    std::vector<float> odd = random_vector(static_cast<size_t>(n_cols), 502, 1.0f);
+    odd[0] = nan;
+    odd[static_cast<size_t>(n_cols / 2)] = -inf;
+    odd[static_cast<size_t>(n_cols - 1)] = nan;
+    rows.push_back(odd);
+    std::vector<float> infs = random_vector(static_cast<size_t>(n_cols), 503, 1.0f);
+    infs[1] = inf;
+    infs[static_cast<size_t>(n_cols - 2)] = inf;
+    rows.push_back(infs);
+    rows.emplace_back(static_cast<size_t>(n_cols), 0.0f);  // every token alike
+    std::vector<float> none(static_cast<size_t>(n_cols), -inf);
+    none[static_cast<size_t>(n_cols / 3)] = nan;
+    rows.push_back(none);
+    // Every (row, parameters, draw) is one logits row of the launch.
+    struct Job {
+      size_t row;
+      RowSampling sampling;
+    };
+    std::vector<Job> jobs;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      for (const Params& p : params) {
+        for (const uint64_t draw : draws) {
+          RowSampling rs;
+          rs.greedy = p.greedy;
+          rs.scale = 1.0f / p.temperature;
+          rs.top_k = p.top_k;
+          rs.top_p = p.top_p;
+          rs.min_p = p.min_p;
+          rs.repetition_penalty = p.repetition;
+          rs.draw = draw;
+          if (p.repetition != 1.0f || p.subtract) {
+            for (int32_t id = 0; id < std::min<int64_t>(n_cols, 3000); id += 3) {
+              rs.penalties.push_back({id, p.repetition != 1.0f ? 1 : 0, p.subtract && id % 2 ? 0.75f : 0.0f});
+            }
+          }
+          jobs.push_back({r, rs});
+          if (p.greedy) break;  // greedy rows take no draw
+        }
+      }
+    }
+    std::vector<float> host(jobs.size() * static_cast<size_t>(ld), 1e30f);  // padding past n_cols never counts
+    std::vector<SampleRowArgs> args;
+    std::vector<PenaltyEntry> entries;
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      // Job j sits in logits row (j * 7) % jobs (distinct: 7 does not divide it).
+      const size_t slot = (j * 7) % jobs.size();
+      std::copy(rows[jobs[j].row].begin(), rows[jobs[j].row].end(), host.begin() + slot * ld);
+      const RowSampling& rs = jobs[j].sampling;
+      SampleRowArgs a;
+      a.row = static_cast<int64_t>(slot);
+      a.draw = rs.draw;
+      a.scale = rs.scale;
+      a.top_p = rs.top_p;
+      a.min_p = rs.min_p;
+      a.repetition_penalty = rs.repetition_penalty;
+      a.top_k = rs.top_k;
+      a.greedy = rs.greedy ? 1 : 0;
+      a.penalty_begin = static_cast<int32_t>(entries.size());
+      entries.insert(entries.end(), rs.penalties.begin(), rs.penalties.end());
+      a.penalty_end = static_cast<int32_t>(entries.size());
+      args.push_back(a);
+    }
+    ASSERT_NE(jobs.size() % 7, 0u) << "rows must be distinct";
+    entries.push_back({});  // never empty
+    DeviceBuffer d = to_device(host), d_args = to_device(args), d_entries = to_device(entries);
+    DeviceBuffer out(jobs.size() * 4);
+    sample_rows(d.get<float>(), n_cols, ld, d_args.get<SampleRowArgs>(), static_cast<int>(args.size()),
+                d_entries.get<PenaltyEntry>(), out.get<int32_t>(), nullptr);
+    const std::vector<int32_t> got = to_host<int32_t>(out, jobs.size());
+    int mismatches = 0;
+    std::set<int32_t> distinct;
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      std::vector<float> row = rows[jobs[j].row];
+      const int32_t want = sample_row_reference(row, jobs[j].sampling);
+      const int32_t have = got[static_cast<size_t>(args[j].row)];
+      distinct.insert(have);
+      if (have != want && ++mismatches <= 10) {
+        ADD_FAILURE() << "vocab " << n_cols << ", row kind " << jobs[j].row << ", job " << j << ": GPU " << have
+                      << ", reference " << want;
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << "vocab " << n_cols;
+    EXPECT_GT(distinct.size(), n_cols > 7 ? 20u : 4u) << "the draws should reach many tokens";
+  }
+}
 
 // Nearest E4M3 value of x (ties to the even code), saturating at +-448.
 float round_to_e4m3(float x) {

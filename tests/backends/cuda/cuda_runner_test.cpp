@@ -7,12 +7,15 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "backends/cuda/cuda_model_runner.h"
 #include "backends/cuda/offload_runner.h"
 #include "common/error.h"
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
+#include "engine/row_sampling.h"
+#include "engine/sampler.h"
 #include "formats/safetensors.h"
 #include "tests/models/fixture_reference.h"
 #include "models/gguf_export.h"
@@ -268,7 +271,7 @@ std::vector<float> decode_trace(ModelRunner& runner, const Reference& ref_, int 
   }
 }
 
-// Greedy steps: a chunk marked argmax_only gets row_argmax() (the GPU's
+// Greedy steps: a chunk marked argmax_only gets row_tokens() (the GPU's
 // argmax, the host's rule), in chunk order, whether every chunk of the step
 // is marked (no logits copied back) or only some (their rows still exact).
 TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
@@ -295,8 +298,8 @@ TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
     b.argmax_only = true;
     next[static_cast<size_t>(i)] = host_argmax(full.forward(std::span<const SequenceChunk>(&a, 1)).data());
     greedy.forward(std::span<const SequenceChunk>(&b, 1));
-    ASSERT_EQ(greedy.row_argmax().size(), 1u);
-    EXPECT_EQ(greedy.row_argmax()[0], next[static_cast<size_t>(i)]) << "prefill of sequence " << i;
+    ASSERT_EQ(greedy.row_tokens().size(), 1u);
+    EXPECT_EQ(greedy.row_tokens()[0], next[static_cast<size_t>(i)]) << "prefill of sequence " << i;
   }
   // Step 6 (all argmax_only) opens with a new sequence's prompt: the runner computes
   // generated tokens first, so its rows are out of chunk order.
@@ -321,9 +324,9 @@ TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
       b.back().argmax_only = step % 2 == 0 || i % 3 == 0;  // odd steps: a mixed step
     }
     const std::vector<float> la = full.forward(a);
-    EXPECT_TRUE(full.row_argmax().empty()) << "nothing asked for it";
+    EXPECT_TRUE(full.row_tokens().empty()) << "nothing asked for it";
     const std::vector<float>& lb = greedy.forward(b);
-    const std::span<const int32_t> ids = greedy.row_argmax();
+    const std::span<const int32_t> ids = greedy.row_tokens();
     ASSERT_EQ(ids.size(), a.size()) << "step " << step;
     for (size_t r = 0; r < a.size(); ++r) {
       const float* row = la.data() + r * vocab;
@@ -337,6 +340,82 @@ TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
   }
   late_full.release(full.block_allocator());
   late_greedy.release(greedy.block_allocator());
+}
+
+// Sampled steps: a chunk with a RowSampling gets row_tokens() = the token
+// the rule draws from the logits the same step returns without it (the
+// CPU reference on the full row), in chunk order; all-sampled steps and
+// mixed ones (the other rows still exact, greedy rows still the argmax).
+TEST(CudaSampling, SampledChunksReturnTheReferencesToken) {
+  const Reference ref = load_reference("llama3");
+  auto model = ModelFile::open((kFixtures / "llama3").string());
+  CudaRunnerOptions o = small_options();
+  o.batch_invariant = true;
+  CudaModelRunner full(*model, o), sampled(*model, o);
+  ASSERT_TRUE(sampled.samples_rows());
+  const int64_t vocab = model->config().vocab_size;
+  constexpr int kSeqs = 4;
+  std::vector<SequenceKv> kv_full(kSeqs), kv_sampled(kSeqs);
+  std::vector<std::vector<int32_t>> prompts, generated(kSeqs);
+  std::vector<std::unique_ptr<Sampler>> samplers;
+  std::vector<RowSampling> plans(kSeqs);
+  for (int i = 0; i < kSeqs; ++i) {
+    std::vector<int32_t> p = i % 2 ? ref.prompt_a : ref.prompt_b;
+    p.resize(p.size() - static_cast<size_t>(i / 2));
+    prompts.push_back(p);
+    ASSERT_TRUE(kv_full[static_cast<size_t>(i)].reserve(static_cast<int64_t>(p.size()) + 16, 4, full.block_allocator()));
+    ASSERT_TRUE(
+        kv_sampled[static_cast<size_t>(i)].reserve(static_cast<int64_t>(p.size()) + 16, 4, sampled.block_allocator()));
+    SamplingParams sp;
+    sp.temperature = 0.7f + 0.2f * static_cast<float>(i);
+    sp.top_k = i == 1 ? 30 : 0;
+    sp.top_p = i == 2 ? 0.9f : 1.0f;
+    sp.repetition_penalty = i == 3 ? 1.3f : 1.0f;
+    sp.presence_penalty = i == 3 ? 0.4f : 0.0f;
+    sp.seed = 90 + static_cast<uint64_t>(i);
+    samplers.push_back(std::make_unique<Sampler>(sp));
+  }
+  std::vector<int32_t> next(kSeqs);
+  for (int step = 0; step < 7; ++step) {
+    std::vector<SequenceChunk> a, b;
+    for (int i = 0; i < kSeqs; ++i) {
+      const size_t k = static_cast<size_t>(i);
+      const int64_t prompt_len = static_cast<int64_t>(prompts[k].size());
+      const std::span<const int32_t> tokens =
+          step == 0 ? std::span<const int32_t>(prompts[k]) : std::span<const int32_t>(&next[k], 1);
+      a.push_back({tokens, &kv_full[k], false, prompt_len});
+      b.push_back({tokens, &kv_sampled[k], false, prompt_len});
+      samplers[k]->plan_row(prompts[k], generated[k], static_cast<size_t>(vocab), plans[k]);
+      const bool mixed = step % 2 == 1;
+      if (!mixed || i % 2 == 0) b.back().sampling = &plans[k];
+      if (mixed && i == 3) b.back().argmax_only = true;  // a greedy row beside sampled ones
+    }
+    const std::vector<float> la = full.forward(a);
+    const std::vector<float>& lb = sampled.forward(b);
+    const std::span<const int32_t> ids = sampled.row_tokens();
+    ASSERT_EQ(ids.size(), static_cast<size_t>(kSeqs)) << "step " << step;
+    for (size_t r = 0; r < static_cast<size_t>(kSeqs); ++r) {
+      std::vector<float> row(la.begin() + static_cast<long>(r) * vocab, la.begin() + static_cast<long>(r + 1) * vocab);
+      int32_t want = 0;
+      if (b[r].argmax_only) {
+        want = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      } else {
+        want = sample_row_reference(row, plans[r]);  // the row's draw either way
+      }
+      if (b[r].sampling != nullptr || b[r].argmax_only) {
+        EXPECT_EQ(ids[r], want) << "step " << step << ", row " << r;
+      } else {
+        EXPECT_EQ(0, std::memcmp(la.data() + r * vocab, lb.data() + r * vocab, static_cast<size_t>(vocab) * sizeof(float)))
+            << "step " << step << ", row " << r << ": a full row in a mixed step";
+      }
+      next[r] = want;
+      generated[r].push_back(want);
+    }
+  }
+  for (int i = 0; i < kSeqs; ++i) {
+    kv_full[static_cast<size_t>(i)].release(full.block_allocator());
+    kv_sampled[static_cast<size_t>(i)].release(sampled.block_allocator());
+  }
 }
 
 // Weights quantized at load time to int8 or FP8 rows, from the BF16 fixture.
