@@ -108,8 +108,8 @@ int perf(const PerfOptions& o) {
     // Prefill is timed for the first sequence; the others (--batch) follow untimed.
     std::vector<int32_t> next(n_seq);
     double prefill_ms = 0;
-    // Greedy throughout: the argmax where the backend computes it (the GPU),
-    // as the server does for greedy requests, else on the host.
+    // Prefill greedy: the argmax where the backend computes it (the GPU), as
+    // the server does for greedy requests, else on the host.
     for (size_t i = 0; i < n_seq; ++i) {
       const double t0 = now_ms();
       SequenceChunk chunk{prompt, &kv[i], false};

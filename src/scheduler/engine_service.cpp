@@ -346,7 +346,13 @@ void EngineService::Impl::step() {
   auto sample_row = [&](size_t i) {
     Sequence& s = *scheduled[i];
     if (s.pending() > 0) return;  // a prefill chunk with more to come
-    if ((chunks[i].argmax_only || chunks[i].sampling != nullptr) && backend_tokens.size() == scheduled.size()) {
+    const bool backend_has_token = backend_tokens.size() == scheduled.size();
+    if (chunks[i].sampling != nullptr && !backend_has_token) {
+      // Its draw is spent and its row may be overwritten: not sampled twice.
+      sample_errors[i] = "internal: the backend sampled no token for a row it was asked to sample";
+      return;
+    }
+    if ((chunks[i].argmax_only || chunks[i].sampling != nullptr) && backend_has_token) {
       if (backend_tokens[i] >= 0) {
         sampled[i] = backend_tokens[i];
       } else {

@@ -191,13 +191,16 @@ if [ "$what" = parallel ]; then
   # batch-1 decode and throughput under load for TP 1 against TP 2 (and PP 2).
   nvidia-smi topo -m 2>&1 | head -4
   timeout 120 "$build/tests/nccl_communicator_test" > "$out/nccl_communicator_test.log" 2>&1; echo "nccl rc=$?"
-  timeout 400 "$build/tests/parallel_runner_test" > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
+  # PARALLEL_FILTER: a gtest filter for the runner tests (all by default).
+  timeout 400 "$build/tests/parallel_runner_test" --gtest_filter="${PARALLEL_FILTER:-*}" \
+    > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
   grep -E "FAILED|OK \]|greedy tokens|PASSED|SKIPPED" "$out/nccl_communicator_test.log" "$out/parallel_runner_test.log" | head -60
   preset=${presets[0]}
   m=/tmp/synth-$preset-f16.gguf
   # The shape held in memory (same bytes per token as the file).
-  for plan in "1 1" "2 1" "1 2"; do
-    set -- $plan
+  # PERF_PLANS: the batch-1 plans, "TP,PP" each ("" for none).
+  for plan in ${PERF_PLANS-1,1 2,1 1,2}; do
+    set -- ${plan/,/ }
     echo "TP $1 x PP $2:"
     "$build/bin/tandem-server" perf --synthetic "$preset" --dtype f16 --device cuda --tensor-parallel $1 \
       --pipeline-parallel $2 -p 512 -n 128 -r 3 --peak-gb-s $((${PEAK_GB_S:-3350} * $1 * $2)) 2>&1 \

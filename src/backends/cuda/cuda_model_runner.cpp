@@ -203,6 +203,7 @@ struct CudaModelRunner::Impl {
   DeviceBuffer sel;                              // [n_rows, hidden] f32
   DeviceBuffer logits_dev;                       // [n_rows, vocab_stride] f32: this rank's vocabulary rows
   DeviceBuffer gathered;                         // [tp_size, n_rows, vocab_stride] f32 (tensor parallel)
+  DeviceBuffer joined;                           // [n_rows, vocab] f32: the gathered slices side by side (tensor parallel)
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
   DeviceBuffer attn_partials, attn_counters;     // attention split workspace (kernels.h)
   DeviceBuffer tokens_dev;                       // [n_rows] int32: each logits row's argmax or sample (compute order)
@@ -297,6 +298,7 @@ struct CudaModelRunner::Impl {
     if (has_head) {
       ensure(logits_dev, n_rows * vocab_stride * f);
       if (tp_size > 1) ensure(gathered, tp_size * n_rows * vocab_stride * f);
+      if (tp_size > 1 && holds_logits()) ensure(joined, n_rows * config.vocab_size * f);
     }
     ensure(meta_dev, static_cast<size_t>(meta_ints) * sizeof(int32_t));
     // The GEMM's rounded input is captured in decode graphs too.
@@ -791,15 +793,14 @@ void CudaModelRunner::synchronize() { impl_->wait_stream(); }
 bool CudaModelRunner::residual_in_shared_memory() const { return impl_->residual_shared(); }
 
 std::span<const int32_t> CudaModelRunner::row_tokens() const { return impl_->tokens; }
-bool CudaModelRunner::samples_rows() const { return impl_->tp_size == 1 && impl_->n_stages == 1; }
+bool CudaModelRunner::samples_rows() const { return true; }
 
 void CudaModelRunner::Impl::sample_chunks(std::span<const SequenceChunk> chunks, const std::vector<int64_t>& rows,
                                           float* logits_dev, int64_t ld) {
   const int64_t vocab = config.vocab_size;
   size_t n_args = 0, n_entries = 0;
   for (const SequenceChunk& ch : chunks) {
-    if (ch.sampling == nullptr || ch.argmax_only) continue;
-    check(!ch.all_logits, "internal: a chunk that wants every logits row cannot be sampled on the GPU");
+    if (ch.sampling == nullptr || ch.argmax_only || ch.all_logits) continue;
     ++n_args;
     n_entries += ch.sampling->penalties.size();
   }
@@ -816,7 +817,7 @@ void CudaModelRunner::Impl::sample_chunks(std::span<const SequenceChunk> chunks,
   size_t a = 0, e = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
     const RowSampling* rs = chunks[i].sampling;
-    if (rs == nullptr || chunks[i].argmax_only) continue;
+    if (rs == nullptr || chunks[i].argmax_only || chunks[i].all_logits) continue;
     cuda::SampleRowArgs& arg = args[a++];
     arg = cuda::SampleRowArgs{};
     arg.row = rows[i];
@@ -1137,22 +1138,34 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int64_t vocab = c.vocab_size;
   // Greedy rows take their argmax on the GPU and sampled rows their draw
   // (sample_chunks); a step of nothing else copies back only the ids.
-  const bool single_gpu = m.tp_size == 1 && m.n_stages == 1;
   bool any_argmax = false, any_sampled = false, all_tokens = true;
   for (const SequenceChunk& ch : chunks) {
-    const bool sampled = ch.sampling != nullptr && !ch.argmax_only;
+    const bool sampled = ch.sampling != nullptr && !ch.argmax_only && !ch.all_logits;
     any_argmax = any_argmax || ch.argmax_only;
     any_sampled = any_sampled || sampled;
     all_tokens = all_tokens && (ch.argmax_only || sampled);
   }
-  any_sampled = single_gpu && any_sampled;
-  const bool want_tokens = single_gpu && (any_argmax || any_sampled);
+  const bool want_tokens = any_argmax || any_sampled;
+  // The rows the tokens are picked from: [n_rows, rows_ld], vocabulary in
+  // order. Tensor ranks' slices are laid side by side first.
+  float* rows_dev = logits_dev;
+  int64_t rows_ld = vstride;
+  if (want_tokens && tensor_parallel) {
+    rows_dev = m.joined.get<float>();
+    rows_ld = vocab;
+    for (int k = 0; k < m.tp_size; ++k) {
+      const auto [begin, end] = m.vocab_ranges[static_cast<size_t>(k)];
+      TANDEM_CUDA_CHECK(cudaMemcpy2DAsync(rows_dev + begin, static_cast<size_t>(vocab) * f,
+                                          m.gathered.get<float>() + k * n_rows * vstride, static_cast<size_t>(vstride) * f,
+                                          static_cast<size_t>(end - begin) * f, static_cast<size_t>(n_rows),
+                                          cudaMemcpyDeviceToDevice, s));
+    }
+  }
   // Logits row of each returned row, chunk order.
   std::vector<int64_t> logits_row(want.size());
   for (size_t r = 0; r < want.size(); ++r)
     logits_row[r] = std::lower_bound(compute_rows.begin(), compute_rows.end(), want[r]) - compute_rows.begin();
-  if (single_gpu && any_argmax)
-    cuda::argmax_rows(logits_dev, n_rows, vocab, vstride, m.tokens_dev.get<int32_t>(), s);
+  if (any_argmax) cuda::argmax_rows(rows_dev, n_rows, vocab, rows_ld, m.tokens_dev.get<int32_t>(), s);
   if (any_sampled) {
     // Sampled chunks have one row each, so chunk i's row is found by
     // counting rows.
@@ -1161,7 +1174,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       chunk_rows[i] = logits_row[r];
       r += chunks[i].all_logits ? chunks[i].tokens.size() : 1;
     }
-    m.sample_chunks(chunks, chunk_rows, logits_dev, vstride);
+    m.sample_chunks(chunks, chunk_rows, rows_dev, rows_ld);
   }
   if (want_tokens) {
     TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.tokens_host.get(), m.tokens_dev.get(), static_cast<size_t>(n_rows) * 4,

@@ -119,11 +119,11 @@ class CudaModelRunner : public ModelRunner {
 
   const ModelConfig& config() const override;
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;
-  // One GPU: computed when a chunk is argmax_only or carries a RowSampling
+  // Computed when a chunk is argmax_only or carries a RowSampling
   // (cuda::sample_rows); when all do, the step copies back n_rows token ids
-  // and no logits.
+  // and no logits. A parallel rank: on the rank that holds the logits, after
+  // forward_shard.
   std::span<const int32_t> row_tokens() const override;
-  // One GPU: yes. Parallel ranks leave sampling to the host.
   bool samples_rows() const override;
   int64_t max_context() const override;
   BlockAllocator& block_allocator() override;

@@ -123,6 +123,7 @@ struct ParallelCudaRunner::Impl {
   int64_t max_context = 0;
   uint64_t weight_bytes = 0;
   std::vector<float> logits;
+  std::vector<int32_t> tokens;  // row_tokens(): chunk order, empty when none computed
 
   // The rank that returns logits, when it is on this node; else null.
   Rank* logits_rank() {
@@ -139,20 +140,50 @@ struct ParallelCudaRunner::Impl {
   void run_local(std::span<const SequenceChunk> chunks) {
     const std::vector<parallel::Range> batches = parallel::split_micro_batches(
         static_cast<int64_t>(chunks.size()), plan.config.micro_batch_size, plan.config.pipeline_stages);
-    logits.clear();
     Rank* holder = logits_rank();
+    // Logits rows (and tokens) of each micro-batch start at these rows.
+    const int64_t vocab = config.vocab_size;
+    std::vector<int64_t> first_row(batches.size() + 1, 0);
+    for (size_t i = 0; i < batches.size(); ++i) {
+      first_row[i + 1] = first_row[i];
+      for (int64_t c = batches[i].begin; c < batches[i].begin + batches[i].size(); ++c) {
+        const SequenceChunk& ch = chunks[static_cast<size_t>(c)];
+        first_row[i + 1] += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
+      }
+    }
+    // Not cleared first: a step as large as the last one re-fills nothing.
+    if (holder != nullptr) {
+      logits.resize(static_cast<size_t>(first_row.back() * vocab));
+    } else {
+      logits.clear();
+    }
+    tokens.assign(static_cast<size_t>(first_row.back()), -1);
+    bool any_tokens = false;
     run_all([&](Rank& r) {
       // Buffers for the largest micro-batch first: growing waits for the GPU,
       // which must not happen behind collectives already queued.
       for (const parallel::Range& b : batches)
         r.runner->reserve_shard(chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
-      for (const parallel::Range& b : batches) {
-        const std::vector<float>& part =
-            r.runner->forward_shard(chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
-        if (&r == holder) logits.insert(logits.end(), part.begin(), part.end());
+      for (size_t i = 0; i < batches.size(); ++i) {
+        const auto part_chunks = chunks.subspan(static_cast<size_t>(batches[i].begin),
+                                                static_cast<size_t>(batches[i].size()));
+        const std::vector<float>& part = r.runner->forward_shard(part_chunks);
+        if (&r != holder) continue;
+        // Rows whose token the GPU picked need no logits: a micro-batch of
+        // nothing else copies none.
+        const std::span<const int32_t> picked = r.runner->row_tokens();
+        bool all_picked = !picked.empty();
+        for (const SequenceChunk& ch : part_chunks)
+          all_picked = all_picked && (ch.argmax_only || (ch.sampling != nullptr && !ch.all_logits));
+        if (!picked.empty()) {
+          std::copy(picked.begin(), picked.end(), tokens.begin() + first_row[i]);
+          any_tokens = true;
+        }
+        if (!all_picked) std::copy(part.begin(), part.end(), logits.begin() + first_row[i] * vocab);
       }
       r.runner->synchronize();
     });
+    if (!any_tokens) tokens.clear();
   }
 
   // Step completion across the ranks.
@@ -442,6 +473,8 @@ ParallelCudaRunner::~ParallelCudaRunner() {
 
 const ModelConfig& ParallelCudaRunner::config() const { return impl_->config; }
 int64_t ParallelCudaRunner::max_context() const { return impl_->max_context; }
+std::span<const int32_t> ParallelCudaRunner::row_tokens() const { return impl_->tokens; }
+bool ParallelCudaRunner::samples_rows() const { return impl_->link == nullptr; }
 BlockAllocator& ParallelCudaRunner::block_allocator() { return impl_->allocator; }
 int64_t ParallelCudaRunner::block_size() const { return impl_->ranks.front()->runner->block_size(); }
 uint64_t ParallelCudaRunner::weight_bytes_per_step() const { return impl_->weight_bytes; }

@@ -50,6 +50,12 @@ class ParallelCudaRunner : public ModelRunner {
   // micro_batch_size sequences (0: spread over the stages). Logits as
   // ModelRunner::forward promises.
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;
+  // One host: the rank that holds the logits picks greedy and sampled rows'
+  // tokens on its GPU (CudaModelRunner::row_tokens); a step of nothing
+  // else copies no logits. Across hosts the logits travel to node 0 and
+  // the host samples.
+  std::span<const int32_t> row_tokens() const override;
+  bool samples_rows() const override;
   int64_t max_context() const override;
   BlockAllocator& block_allocator() override;
   int64_t block_size() const override;

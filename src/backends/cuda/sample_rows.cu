@@ -24,16 +24,17 @@ struct Cut {
   uint64_t above;  // the sum of the histogram over the digits above it
 };
 
-// One warp's radix histogram, in dynamic shared memory (kWarps of them):
-// each warp counts its own tokens, so that the atomics of a pass, which
-// crowd into a few digits, contend within a warp only. The mass is a 64-bit
-// sum kept as two 32-bit words (hi takes lo's carries).
-struct WarpHistogram {
+// A radix histogram of 4 warps' tokens (kHistograms of them): the atomics
+// of a pass, which crowd into a few digits, contend within 4 warps only, and
+// the 24 KiB fit the shared memory of every GPU without opting in. The
+// mass is a 64-bit sum kept as two 32-bit words (hi takes lo's carries).
+struct PartHistogram {
   uint32_t count[kBins];
   uint32_t lo[kBins];
   uint32_t hi[kBins];
 };
-constexpr size_t kHistogramBytes = kWarps * sizeof(WarpHistogram);
+constexpr int kWarpsPerHistogram = 4;
+constexpr int kHistograms = kWarps / kWarpsPerHistogram;
 
 struct SampleShared {
   uint64_t mass[kBins];   // the block's histogram: fixed-point mass per digit
@@ -134,14 +135,14 @@ __device__ void find_cut(const T* value, const uint32_t* count, uint64_t acc, ui
 // & 0xFF of the tokens whose key matches prefix under mask. key_of(i)
 // returns false for tokens outside the selection.
 template <bool with_mass, typename KeyOf>
-__device__ void radix_histogram(int64_t n, uint32_t prefix, uint32_t mask, int shift, WarpHistogram* hist,
+__device__ void radix_histogram(int64_t n, uint32_t prefix, uint32_t mask, int shift, PartHistogram* hist,
                                 SampleShared& sh, const KeyOf& key_of) {
-  WarpHistogram& h = hist[warp_id()];
-  for (int b = lane_id(); b < kBins; b += 32) {
-    h.count[b] = 0;
-    if (with_mass) h.lo[b] = h.hi[b] = 0;
+  PartHistogram& h = hist[warp_id() / kWarpsPerHistogram];
+  for (int b = threadIdx.x; b < kHistograms * kBins; b += kThreads) {
+    hist[b / kBins].count[b % kBins] = 0;
+    if (with_mass) hist[b / kBins].lo[b % kBins] = hist[b / kBins].hi[b % kBins] = 0;
   }
-  __syncwarp();
+  __syncthreads();
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
     uint32_t key = 0;
     uint64_t mass = 0;
@@ -159,9 +160,9 @@ __device__ void radix_histogram(int64_t n, uint32_t prefix, uint32_t mask, int s
   for (int b = threadIdx.x; b < kBins; b += kThreads) {
     uint32_t count = 0;
     uint64_t mass = 0;
-    for (int w = 0; w < kWarps; ++w) {
-      count += hist[w].count[b];
-      if (with_mass) mass += (static_cast<uint64_t>(hist[w].hi[b]) << 32) + hist[w].lo[b];
+    for (int k = 0; k < kHistograms; ++k) {
+      count += hist[k].count[b];
+      if (with_mass) mass += (static_cast<uint64_t>(hist[k].hi[b]) << 32) + hist[k].lo[b];
     }
     sh.count[b] = count;
     if (with_mass) sh.mass[b] = mass;
@@ -171,7 +172,7 @@ __device__ void radix_histogram(int64_t n, uint32_t prefix, uint32_t mask, int s
 
 // Step 5: the top_k-th best logit's order key, and how many tokens holding
 // it belong to the top k (the lowest ids among them).
-__device__ void select_top_k(const float* row, int64_t n, uint32_t top_k, WarpHistogram* hist, SampleShared& sh,
+__device__ void select_top_k(const float* row, int64_t n, uint32_t top_k, PartHistogram* hist, SampleShared& sh,
                              uint32_t* key, uint32_t* ties) {
   uint32_t prefix = 0, mask = 0, remaining = top_k;
   const auto key_of = [row](int64_t i, uint32_t* k, uint64_t*) {
@@ -196,7 +197,7 @@ __device__ void select_top_k(const float* row, int64_t n, uint32_t top_k, WarpHi
 // target, and how many tokens of that weight are kept (the lowest ids).
 // Returns false when even all the mass falls short (not possible with exact
 // sums; then everything is kept).
-__device__ bool select_top_p(const float* row, int64_t n, uint64_t target, WarpHistogram* hist, SampleShared& sh,
+__device__ bool select_top_p(const float* row, int64_t n, uint64_t target, PartHistogram* hist, SampleShared& sh,
                              uint32_t* key, uint64_t* ties) {
   uint32_t prefix = 0, mask = 0;
   uint64_t acc = 0;  // mass of the tokens above the current group
@@ -227,7 +228,7 @@ __global__ void __launch_bounds__(kThreads)
     sample_rows_kernel(float* __restrict__ logits, int64_t n, int64_t ld, const SampleRowArgs* __restrict__ args,
                        const PenaltyEntry* __restrict__ penalties, int32_t* __restrict__ out) {
   __shared__ SampleShared sh;
-  extern __shared__ WarpHistogram hist[];  // [kWarps]
+  __shared__ PartHistogram hist[kHistograms];
   const SampleRowArgs a = args[blockIdx.x];
   float* row = logits + a.row * ld;
   const int tid = threadIdx.x, lane = lane_id();
@@ -362,12 +363,12 @@ __global__ void __launch_bounds__(kThreads)
 
 void sample_rows(float* logits, int64_t n_cols, int64_t ld, const SampleRowArgs* args, int n_rows,
                  const PenaltyEntry* penalties, int32_t* out, cudaStream_t stream) {
-  check(n_cols > 0 && n_cols <= INT_MAX && ld >= n_cols, "internal: sample_rows over an empty or too wide row");
+  // Masses are at most 2^40 a token: 2^23 tokens keep their sum in 64 bits.
+  check(n_cols > 0 && n_cols <= (int64_t{1} << 23) && ld >= n_cols,
+        "internal: sample_rows over an empty row or one of more than 2^23 tokens");
   if (n_rows == 0) return;
-  TANDEM_CUDA_CHECK(cudaFuncSetAttribute(sample_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kHistogramBytes)));
-  sample_rows_kernel<<<static_cast<unsigned>(n_rows), kThreads, kHistogramBytes, stream>>>(logits, n_cols, ld, args,
-                                                                                           penalties, out);
+  sample_rows_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(logits, n_cols, ld, args, penalties,
+                                                                              out);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -376,6 +376,14 @@ TEST(CudaSampling, SampledChunksReturnTheReferencesToken) {
     samplers.push_back(std::make_unique<Sampler>(sp));
   }
   std::vector<int32_t> next(kSeqs);
+  const std::vector<int32_t> late_prompt(ref.prompt_a.begin(), ref.prompt_a.begin() + 5);
+  SequenceKv late_full, late_sampled;
+  ASSERT_TRUE(late_full.reserve(5, 4, full.block_allocator()));
+  ASSERT_TRUE(late_sampled.reserve(5, 4, sampled.block_allocator()));
+  RowSampling late_plan;
+  late_plan.scale = 1.0f / 1.1f;
+  late_plan.top_k = 50;
+  late_plan.draw = 0x123456789abcdull;
   for (int step = 0; step < 7; ++step) {
     std::vector<SequenceChunk> a, b;
     for (int i = 0; i < kSeqs; ++i) {
@@ -390,22 +398,35 @@ TEST(CudaSampling, SampledChunksReturnTheReferencesToken) {
       if (!mixed || i % 2 == 0) b.back().sampling = &plans[k];
       if (mixed && i == 3) b.back().argmax_only = true;  // a greedy row beside sampled ones
     }
+    // Step 4 opens with a new sequence's whole prompt, sampled: the runner
+    // computes generated tokens first, so the rows are out of chunk order.
+    if (step == 4) {
+      a.insert(a.begin(), SequenceChunk{late_prompt, &late_full, false});
+      b.insert(b.begin(), SequenceChunk{late_prompt, &late_sampled, false});
+      b.front().sampling = &late_plan;
+    }
+    const size_t first = step == 4 ? 1 : 0;
     const std::vector<float> la = full.forward(a);
     const std::vector<float>& lb = sampled.forward(b);
     const std::span<const int32_t> ids = sampled.row_tokens();
-    ASSERT_EQ(ids.size(), static_cast<size_t>(kSeqs)) << "step " << step;
+    ASSERT_EQ(ids.size(), a.size()) << "step " << step;
+    if (step == 4) {
+      std::vector<float> row(la.begin(), la.begin() + vocab);
+      EXPECT_EQ(ids[0], sample_row_reference(row, late_plan)) << "the late prompt's sampled row";
+    }
     for (size_t r = 0; r < static_cast<size_t>(kSeqs); ++r) {
-      std::vector<float> row(la.begin() + static_cast<long>(r) * vocab, la.begin() + static_cast<long>(r + 1) * vocab);
+      const size_t at = r + first;  // the row in this step
+      std::vector<float> row(la.begin() + static_cast<long>(at) * vocab, la.begin() + static_cast<long>(at + 1) * vocab);
       int32_t want = 0;
-      if (b[r].argmax_only) {
+      if (b[at].argmax_only) {
         want = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
       } else {
         want = sample_row_reference(row, plans[r]);  // the row's draw either way
       }
-      if (b[r].sampling != nullptr || b[r].argmax_only) {
-        EXPECT_EQ(ids[r], want) << "step " << step << ", row " << r;
+      if (b[at].sampling != nullptr || b[at].argmax_only) {
+        EXPECT_EQ(ids[at], want) << "step " << step << ", row " << r;
       } else {
-        EXPECT_EQ(0, std::memcmp(la.data() + r * vocab, lb.data() + r * vocab, static_cast<size_t>(vocab) * sizeof(float)))
+        EXPECT_EQ(0, std::memcmp(la.data() + at * vocab, lb.data() + at * vocab, static_cast<size_t>(vocab) * sizeof(float)))
             << "step " << step << ", row " << r << ": a full row in a mixed step";
       }
       next[r] = want;
@@ -416,6 +437,8 @@ TEST(CudaSampling, SampledChunksReturnTheReferencesToken) {
     kv_full[static_cast<size_t>(i)].release(full.block_allocator());
     kv_sampled[static_cast<size_t>(i)].release(sampled.block_allocator());
   }
+  late_full.release(full.block_allocator());
+  late_sampled.release(sampled.block_allocator());
 }
 
 // Weights quantized at load time to int8 or FP8 rows, from the BF16 fixture.

@@ -17,6 +17,7 @@
 #include "backends/cuda/cuda_model_runner.h"
 #include "backends/cuda/parallel_cuda_runner.h"
 #include "common/error.h"
+#include "engine/row_sampling.h"
 #include "models/gguf_export.h"
 #include "models/model_file.h"
 #include "tests/models/fixture_reference.h"
@@ -218,6 +219,76 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParallelGeneration,
                          ::testing::Combine(::testing::Values("llama3", "llama2", "qwen2", "qwen3"),
                                             ::testing::Values("bf16", "f32"), ::testing::Bool()));
+
+// The rank that holds the logits picks tokens on its GPU: greedy rows
+// their argmax, sampled rows their draw (the row sampling rule), tensor
+// ranks' vocabulary slices laid side by side first. Each checked sequence
+// has a twin with the same tokens whose logits row comes back (batch
+// invariance makes the two rows equal); steps of picked rows only copy no
+// logits and must still give both twins the same token.
+TEST(ParallelRunner, PicksTokensOnTheLogitsGpu) {
+  const Reference ref = load_reference("llama3");
+  auto model = ModelFile::open((kFixtures / "llama3").string());
+  const int64_t vocab = model->config().vocab_size;
+  int ran = 0;
+  for (const Plan& plan : plans_for(device_count())) {
+    ParallelRunnerOptions o;
+    o.devices = plan.devices;
+    o.parallel.tensor_parallel = plan.tp;
+    o.parallel.pipeline_stages = plan.pp;
+    o.gpu = small_options(plan.devices.empty());
+    o.gpu.batch_invariant = true;
+    ParallelCudaRunner runner(*model, o);
+    ASSERT_TRUE(runner.samples_rows());
+    BlockAllocator& alloc = runner.block_allocator();
+    constexpr size_t kPairs = 4;  // sequence 2p is checked against its twin 2p + 1
+    const auto prompts = prompts_of(ref, kPairs);
+    std::vector<SequenceKv> kvs(2 * kPairs);
+    std::vector<RowSampling> plans(kPairs);
+    std::vector<int32_t> next(kPairs);
+    for (size_t i = 0; i < 2 * kPairs; ++i)
+      ASSERT_TRUE(kvs[i].reserve(static_cast<int64_t>(prompts[i / 2].size()) + 16, runner.block_size(), alloc));
+    for (int step = 0; step < 8; ++step) {
+      const bool all_picked = step % 3 == 2;
+      std::vector<SequenceChunk> chunks;
+      for (size_t p = 0; p < kPairs; ++p) {
+        plans[p].scale = 1.0f / 0.9f;
+        plans[p].top_p = p == 3 ? 0.8f : 1.0f;
+        plans[p].draw = (0x9e3779b97f4a7c15ull * (step * kPairs + p + 1)) >> 11;
+        for (int twin = 0; twin < 2; ++twin) {
+          const std::span<const int32_t> tokens =
+              step == 0 ? std::span<const int32_t>(prompts[p]) : std::span<const int32_t>(&next[p], 1);
+          SequenceChunk c{tokens, &kvs[2 * p + twin], false, static_cast<int64_t>(prompts[p].size())};
+          if (twin == 0 || all_picked) {
+            if (p < 2) c.argmax_only = true;
+            else c.sampling = &plans[p];
+          }
+          chunks.push_back(c);
+        }
+      }
+      const std::vector<float>& logits = runner.forward(chunks);
+      const std::span<const int32_t> picked = runner.row_tokens();
+      ASSERT_EQ(picked.size(), chunks.size()) << "TP " << plan.tp << " x PP " << plan.pp << ", step " << step;
+      for (size_t p = 0; p < kPairs; ++p) {
+        const int32_t got = picked[2 * p];
+        if (all_picked) {
+          EXPECT_EQ(picked[2 * p + 1], got) << "pair " << p << ", step " << step;
+        } else {
+          std::vector<float> row(logits.begin() + static_cast<long>(2 * p + 1) * vocab,
+                                 logits.begin() + static_cast<long>(2 * p + 2) * vocab);
+          const int32_t want = p < 2 ? static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin())
+                                     : sample_row_reference(row, plans[p]);
+          EXPECT_EQ(got, want) << "TP " << plan.tp << " x PP " << plan.pp << ", pair " << p << ", step " << step;
+        }
+        EXPECT_GE(got, 0);
+        next[p] = got;
+      }
+    }
+    for (SequenceKv& kv : kvs) kv.release(alloc);
+    ++ran;
+  }
+  if (ran == 0) GTEST_SKIP() << "needs two GPUs";
+}
 
 TEST(ParallelRunner, RefusesPlansWithMoreRanksThanGpus) {
   auto model = ModelFile::open((kFixtures / "llama2").string());
