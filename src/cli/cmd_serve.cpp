@@ -45,6 +45,7 @@ struct ServeFlags {
   std::string log_level = "info";
   parallel::NodeConfig nodes;
   int node_timeout_s = 120;
+  int node_silence_s = 120;
 };
 
 // TANDEM_TEST_LOAD_BYTES_PER_S: tests slow the weight load down to this rate
@@ -108,6 +109,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   // node 0's steps, with no API of its own.
   parallel::NodeConfig nodes = f.nodes;
   nodes.timeout = std::chrono::seconds(f.node_timeout_s);
+  nodes.node0_silence = std::chrono::seconds(f.node_silence_s);
   if (parallel::apply_mpi_environment(nodes))
     log->info("mpirun: node {} of {}", nodes.node_rank, nodes.nnodes);
   parallel::validate_node_config(nodes);
@@ -126,7 +128,16 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     rq.parallel = config.parallel;
     rq.nodes = nodes;
     ThreadPool pool(1);
-    follow_node(*model, pool, rq);
+    try {
+      follow_node(*model, pool, rq);
+    } catch (const std::exception& e) {
+      // Node 0 is gone, stopped or broken: leave at once. Tearing the ranks
+      // down would wait on NCCL communicators whose peers no longer answer.
+      log->error("node {}: {}", nodes.node_rank, e.what());
+      log->flush();
+      std::fflush(nullptr);
+      std::_Exit(1);
+    }
     log->info("node 0 stopped; node {} exits", nodes.node_rank);
     return 0;
   }
@@ -342,6 +353,9 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("--master-addr", f->nodes.master_addr, "Node 0's address, for the other nodes (default 127.0.0.1)");
   cmd->add_option("--master-port", f->nodes.master_port, "Node 0's TCP port for the nodes' links (default 8770)");
   cmd->add_option("--node-timeout-s", f->node_timeout_s, "Seconds for every node to join (default 120)");
+  cmd->add_option("--node-silence-s", f->node_silence_s,
+                  "Seconds a node other than 0 waits without a step or heartbeat from node 0 before it stops "
+                  "(default 120; 0 waits forever)");
   cmd->add_option("--header-timeout-s", f->header_timeout_s, "Seconds a client has to send a request header");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error");
   return [f, cmd] { return serve(*f, *cmd); };

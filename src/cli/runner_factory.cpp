@@ -171,7 +171,15 @@ void follow_node(const ModelFile& model, ThreadPool& pool, const RunnerRequest& 
   Runner runner = make_runner(model, pool, request);
   auto* parallel_runner = dynamic_cast<ParallelCudaRunner*>(runner.runner.get());
   check(parallel_runner != nullptr, "internal: a multi-node plan made a single-GPU runner");
-  parallel_runner->follow();
+  try {
+    parallel_runner->follow();
+  } catch (...) {
+    // Node 0 is gone, stopped or broken: tearing the ranks down now would
+    // wait in NCCL for peers that no longer answer (ncclCommDestroy), so the
+    // runner is left in place for the caller, which exits the process.
+    static_cast<void>(runner.runner.release());
+    throw;
+  }
 #else
   (void)model;
   (void)pool;

@@ -57,7 +57,10 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
 
 // On a node other than 0 of a multi-node plan: loads this node's ranks, then
 // runs node 0's steps until node 0 stops. Throws tandem::Error as
-// make_runner does, or when the link to node 0 breaks.
+// make_runner does, when the link to node 0 breaks, or when node 0 goes
+// silent (NodeConfig::node0_silence). After a failure in the steps the
+// runner is not torn down (its NCCL teardown would wait for the peers): the
+// caller should exit the process.
 void follow_node(const ModelFile& model, ThreadPool& pool, const RunnerRequest& request);
 
 // Registers --quantize on a subcommand (none, int8, fp8).

@@ -67,6 +67,11 @@ class ModelRunner {
   // Whether forward() samples chunks that carry a RowSampling.
   virtual bool samples_rows() const { return false; }
 
+  // Called by the thread that calls forward() while it has no step to run,
+  // about once a second (EngineService): a backend that keeps other
+  // processes in step (several hosts) tells them it is alive.
+  virtual void idle() {}
+
   // The longest sequence (prompt + generated) a step may hold.
   virtual int64_t max_context() const = 0;
   virtual BlockAllocator& block_allocator() = 0;

@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -27,6 +28,8 @@ constexpr char kMagic[8] = {'T', 'A', 'N', 'D', 'E', 'M', 'N', '1'};
 // 64 GiB: a step's plan is small; its logits are rows x vocab x 4 bytes
 // (a 16k-token prompt with every row's logits over a 128k vocabulary is 8 GB).
 constexpr uint64_t kMaxMessage = uint64_t{1} << 36;
+// A step plan's first byte.
+constexpr uint8_t kStep = 0, kStop = 1, kHeartbeat = 2;
 
 // Little-endian fixed-width fields, as every supported host is.
 template <typename T>
@@ -115,6 +118,8 @@ void validate_node_config(const NodeConfig& c) {
   check(!c.master_addr.empty(), "--master-addr must name node 0's host");
   check(c.dead_peer_after.count() >= 0 && c.dead_peer_after.count() <= 86400,
         "the dead-peer time must be in [0, 86400] s, got " + std::to_string(c.dead_peer_after.count()));
+  check(c.node0_silence.count() == 0 || (c.node0_silence.count() >= 4 && c.node0_silence.count() <= 86400),
+        "--node-silence-s must be 0 (wait forever) or in [4, 86400], got " + std::to_string(c.node0_silence.count()));
 }
 
 struct NodeLink::State {
@@ -133,6 +138,7 @@ NodeLink::NodeLink(std::unique_ptr<State> state) : state_(std::move(state)) {}
 NodeLink::~NodeLink() = default;
 int NodeLink::node_rank() const { return state_->config.node_rank; }
 int NodeLink::nnodes() const { return state_->config.nnodes; }
+const NodeConfig& NodeLink::config() const { return state_->config; }
 
 std::unique_ptr<NodeLink> NodeLink::open(const NodeConfig& config) {
   validate_node_config(config);
@@ -255,6 +261,19 @@ std::vector<uint8_t> NodeLink::recv(int node) {
   return m;
 }
 
+std::optional<std::vector<uint8_t>> NodeLink::recv_for(int node, std::chrono::milliseconds timeout) {
+  pollfd p{state_->peer(node).native_handle(), POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const int ready = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+    if (ready > 0) return recv(node);  // data, or an end that recv reports
+    if (ready == 0 && std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    check(ready == 0 || errno == EINTR, "node " + std::to_string(node_rank()) + " cannot wait on node " +
+                                            std::to_string(node) + ": " + std::strerror(errno));
+  }
+}
+
 PeerWatch NodeLink::peer_watch(int node) {
   const int fd = state_->peer(node).native_handle();
   PeerWatch w;
@@ -277,7 +296,7 @@ PeerWatch NodeLink::peer_watch(int node) {
 
 std::vector<uint8_t> encode_step_plan(const StepPlan& plan) {
   std::vector<uint8_t> out;
-  put<uint8_t>(out, plan.stop ? 1 : 0);
+  put<uint8_t>(out, plan.stop ? kStop : plan.heartbeat ? kHeartbeat : kStep);
   put<uint64_t>(out, plan.chunks.size());
   for (const StepPlan::Chunk& c : plan.chunks) {
     put_ints(out, c.tokens);
@@ -292,7 +311,11 @@ std::vector<uint8_t> encode_step_plan(const StepPlan& plan) {
 StepPlan decode_step_plan(std::span<const uint8_t> message) {
   Reader r(message);
   StepPlan plan;
-  plan.stop = r.get<uint8_t>() != 0;
+  const uint8_t kind = r.get<uint8_t>();
+  check(kind == kStep || kind == kStop || kind == kHeartbeat,
+        "step plan message is malformed (kind " + std::to_string(kind) + ")");
+  plan.stop = kind == kStop;
+  plan.heartbeat = kind == kHeartbeat;
   const uint64_t n = r.get<uint64_t>();
   check(n <= message.size(), "step plan message is malformed (" + std::to_string(n) + " chunks)");
   for (uint64_t i = 0; i < n; ++i) {

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,6 +31,11 @@ struct NodeConfig {
   // A link whose peer's host answers nothing (neither data nor keepalive
   // probes) for this long is lost; 0: wait forever.
   std::chrono::seconds dead_peer_after{30};
+  // A node other than 0 that hears nothing from node 0 for this long (no
+  // step and no idle heartbeat, which node 0's engine sends every quarter
+  // of it) stops with an error: node 0's process hangs or was stopped
+  // while its host still answers. 0: wait forever.
+  std::chrono::seconds node0_silence{120};
 
   bool is_multi_node() const { return nnodes > 1; }
 };
@@ -65,10 +71,14 @@ class NodeLink {
 
   int node_rank() const;
   int nnodes() const;
+  const NodeConfig& config() const;
   // Node 0 to `node` (1..nnodes-1), or another node to node 0 (node = 0).
   void send(int node, std::span<const uint8_t> message);
   // The next message from `node` (as for send). Blocks.
   std::vector<uint8_t> recv(int node);
+  // The same, but nothing (nullopt) when no message starts to arrive within
+  // `timeout`; one that has started is read to its end.
+  std::optional<std::vector<uint8_t>> recv_for(int node, std::chrono::milliseconds timeout);
   // How the link to `node` (as for send) watches for a dead peer.
   PeerWatch peer_watch(int node);
 
@@ -80,7 +90,8 @@ class NodeLink {
 
 // One step of the model as node 0's scheduler planned it: what every node's
 // ranks need to run their part (the sequences' tokens, positions and block
-// tables). `stop` ends the other nodes' loops.
+// tables). `stop` ends the other nodes' loops; `heartbeat` carries no step
+// and only says that node 0's engine is alive while it has nothing to run.
 struct StepPlan {
   struct Chunk {
     std::vector<int32_t> tokens;
@@ -91,6 +102,7 @@ struct StepPlan {
   };
   std::vector<Chunk> chunks;
   bool stop = false;
+  bool heartbeat = false;
 };
 std::vector<uint8_t> encode_step_plan(const StepPlan& plan);
 // Throws tandem::Error on a truncated or malformed message.

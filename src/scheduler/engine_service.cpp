@@ -184,7 +184,19 @@ void EngineService::Impl::loop() {
     std::unordered_set<RequestId> to_cancel;
     {
       std::unique_lock<std::mutex> lock(mutex);
-      wake.wait(lock, [&] { return stopping || !incoming.empty() || !cancels.empty() || !waiting.empty() || !running.empty(); });
+      const auto has_work = [&] {
+        return stopping || !incoming.empty() || !cancels.empty() || !waiting.empty() || !running.empty();
+      };
+      if (!wake.wait_for(lock, options.idle_tick, has_work)) {
+        lock.unlock();
+        try {
+          runner.idle();
+        } catch (const std::exception&) {
+          // A runner that cannot reach its peers fails its next step too,
+          // which reports it to the requests; nothing to do here.
+        }
+        continue;
+      }
       if (stopping) break;
       while (!incoming.empty()) {
         waiting.push_back(std::move(incoming.front()));

@@ -85,6 +85,9 @@ struct EngineOptions {
   // sampler). Not owned; must outlive the service. The engine thread is its
   // only caller between steps, so it may be the CPU runner's pool.
   ThreadPool* sampling_pool = nullptr;
+  // With nothing to run, the engine thread calls ModelRunner::idle() this
+  // often (a multi-host runner's heartbeat).
+  std::chrono::milliseconds idle_tick{1000};
 };
 
 // Counters and gauges for /metrics and /v1/status. Histograms hold counts per

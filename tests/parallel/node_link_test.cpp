@@ -8,7 +8,9 @@
 #include <utility>  // before asio: Boost 1.74 uses std::exchange without it
 
 #include <boost/asio.hpp>
+#include <chrono>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include "common/error.h"
@@ -210,6 +212,53 @@ TEST(StepPlan, RoundTripsAndRefusesDamage) {
   std::vector<uint8_t> longer = bytes;
   longer.push_back(0);
   EXPECT_NE(error_of([&] { decode_step_plan(longer); }).find("trailing"), std::string::npos);
+
+  StepPlan beat;
+  beat.heartbeat = true;
+  const StepPlan b = decode_step_plan(encode_step_plan(beat));
+  EXPECT_TRUE(b.heartbeat);
+  EXPECT_FALSE(b.stop);
+  EXPECT_TRUE(b.chunks.empty());
+  EXPECT_FALSE(q.heartbeat);
+  std::vector<uint8_t> unknown = bytes;
+  unknown[0] = 9;
+  EXPECT_NE(error_of([&] { decode_step_plan(unknown); }).find("kind 9"), std::string::npos);
+}
+
+// recv_for: nothing within the time is nullopt (the link stays usable), a
+// message that comes in time is returned whole, a peer that closes is an
+// error as for recv.
+TEST(NodeLink, ReceiveWithinATime) {
+  const int port = free_port();
+  std::promise<void> first_timed_out, close_now;
+  auto other = std::async(std::launch::async, [&, port] {
+    auto link = NodeLink::open(node(1, 2, port));
+    first_timed_out.get_future().wait();
+    std::vector<uint8_t> big(1 << 20, 5);
+    link->send(0, big);
+    close_now.get_future().wait();
+  });
+  auto link = NodeLink::open(node(0, 2, port));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(link->recv_for(1, std::chrono::milliseconds(200)).has_value());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+  first_timed_out.set_value();
+  const std::optional<std::vector<uint8_t>> got = link->recv_for(1, std::chrono::seconds(10));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(*got, std::vector<uint8_t>(1 << 20, 5));
+  close_now.set_value();
+  other.get();
+  EXPECT_NE(error_of([&] { link->recv_for(1, std::chrono::seconds(10)); }).find("node 0 lost node 1"),
+            std::string::npos);
+}
+
+TEST(NodeConfig, NodeZeroSilenceRange) {
+  NodeConfig c;
+  EXPECT_EQ(c.node0_silence, std::chrono::seconds(120));
+  c.node0_silence = std::chrono::seconds(0);  // wait forever
+  validate_node_config(c);
+  c.node0_silence = std::chrono::seconds(3);  // heartbeats every 0.75 s would crowd the engine's 1 s idle tick
+  EXPECT_NE(error_of([&] { validate_node_config(c); }).find("--node-silence-s"), std::string::npos);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // answer; cancellation, timeouts, limits and draining behave as documented.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <limits>
@@ -504,6 +505,36 @@ TEST_F(EngineServiceTest, BackendSampledRowsFollowTheirSeededSamplers) {
     if (i < 4) EXPECT_EQ(got[i].ids, alone(requests[i])) << "request " << i;
   }
   EXPECT_EQ(got[5].logprobs.size(), 10u) << "the logprobs request kept its logits rows";
+}
+
+// With nothing to run, the engine thread calls the runner's idle() every
+// idle_tick (a multi-host runner's heartbeat); a runner whose idle() throws
+// keeps serving.
+class IdleCountingRunner : public ForwardingRunner {
+ public:
+  using ForwardingRunner::ForwardingRunner;
+  void idle() override {
+    ++idle_calls;
+    if (idle_calls % 2 == 0) throw Error("the other hosts are gone");
+  }
+  std::atomic<int> idle_calls{0};
+};
+
+TEST_F(EngineServiceTest, IdleEngineTicksTheRunner) {
+  auto inner = make_runner(64);
+  IdleCountingRunner runner(*inner);
+  EngineOptions o = opts();
+  o.idle_tick = std::chrono::milliseconds(10);
+  Collector c;
+  EngineService service(runner, *tokenizer_, o);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (runner.idle_calls < 5 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_GE(runner.idle_calls, 5);
+  service.submit(greedy(prompts()[0], 4), c.callback(0));
+  const auto r = c.wait(0);
+  EXPECT_EQ(r.done.finish_reason, "length") << r.done.error_message;
+  EXPECT_EQ(r.ids.size(), 4u);
 }
 
 TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <condition_variable>
@@ -12,6 +13,7 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "backends/cuda/cuda_check.h"
@@ -116,6 +118,7 @@ struct ParallelCudaRunner::Impl {
   ParallelRunnerOptions options;
   std::vector<std::unique_ptr<Rank>> ranks;  // this node's, by global rank
   parallel::NodeLink* link = nullptr;
+  std::chrono::steady_clock::time_point last_sent;  // node 0: its last message to the other nodes
   int node = 0;
   int64_t ranks_per_node = 0;
   int holder_node = 0;  // the node of the last stage's tensor rank 0
@@ -392,6 +395,10 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
         parallel::make_rank_model(path, model.config(), model.tensors(), m.plan, r.stage, r.tp_rank);
     CudaRunnerOptions o = options.gpu;
     o.device = r.device;
+    // The symmetric window only where a tensor group's ranks share this
+    // process: it is unverified across processes, and across hosts (no
+    // NVLink between them) NCCL's symmetric kernels do not apply.
+    o.shared_all_reduce = options.gpu.shared_all_reduce && m.link == nullptr;
     if (options.gpu.on_load_progress) {
       o.on_load_progress = [&, index = static_cast<size_t>(r.global - first_rank)](uint64_t done, uint64_t total) {
         std::lock_guard<std::mutex> lock(progress_mu);
@@ -491,6 +498,7 @@ std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
     else if (r->tensor)
       line += "; all-reduces in ordinary memory (" +
               (r->pipeline                           ? std::string("with pipeline stages")
+               : impl_->link != nullptr                ? std::string("several processes")
                : !impl_->options.gpu.shared_all_reduce ? std::string("shared memory turned off")
                                                  : r->tensor->shared_buffer_error()) +
               ")";
@@ -529,6 +537,7 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
     }
     const std::vector<uint8_t> msg = parallel::encode_step_plan(plan);
     for (int n = 1; n < m.link->nnodes(); ++n) m.link->send(n, msg);
+    m.last_sent = std::chrono::steady_clock::now();
   }
   m.run_local(chunks);  // on failure the runner is broken: the link's order no longer matters
   if (m.holder_node != 0) {
@@ -554,13 +563,40 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
   return m.logits;
 }
 
+void ParallelCudaRunner::idle() {
+  Impl& m = *impl_;
+  const std::chrono::seconds silence = m.link ? m.link->config().node0_silence : std::chrono::seconds(0);
+  if (m.node != 0 || silence.count() == 0 || !m.broken.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - m.last_sent < silence / 4) return;
+  parallel::StepPlan beat;
+  beat.heartbeat = true;
+  const std::vector<uint8_t> msg = parallel::encode_step_plan(beat);
+  for (int n = 1; n < m.link->nnodes(); ++n) m.link->send(n, msg);
+  m.last_sent = now;
+}
+
 void ParallelCudaRunner::follow() {
   Impl& m = *impl_;
   check(m.link != nullptr && m.node != 0, "internal: follow() runs on nodes other than 0");
   const bool holder = m.holder_node == m.node;
+  const std::chrono::seconds silence = m.link->config().node0_silence;
   for (;;) {
-    const parallel::StepPlan plan = parallel::decode_step_plan(m.link->recv(0));
+    std::optional<std::vector<uint8_t>> msg;
+    if (silence.count() > 0) {
+      msg = m.link->recv_for(0, silence);
+    } else {
+      msg = m.link->recv(0);
+    }
+    if (!msg) {
+      m.broken = "node 0 sent nothing for " + std::to_string(silence.count()) +
+                 " s, not even its idle heartbeat: its process hangs or was stopped while its host still "
+                 "answers (--node-silence-s sets the limit); node " + std::to_string(m.node) + " stops";
+      throw Error(m.broken);
+    }
+    const parallel::StepPlan plan = parallel::decode_step_plan(*msg);
     if (plan.stop) return;
+    if (plan.heartbeat) continue;
     std::vector<SequenceKv> kvs(plan.chunks.size());
     std::vector<SequenceChunk> chunks;
     for (size_t i = 0; i < plan.chunks.size(); ++i) {

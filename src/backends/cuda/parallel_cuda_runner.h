@@ -56,6 +56,9 @@ class ParallelCudaRunner : public ModelRunner {
   // the host samples.
   std::span<const int32_t> row_tokens() const override;
   bool samples_rows() const override;
+  // Node 0 of several: sends the other nodes a heartbeat when it has sent
+  // them nothing for a quarter of NodeConfig::node0_silence.
+  void idle() override;
   int64_t max_context() const override;
   BlockAllocator& block_allocator() override;
   int64_t block_size() const override;
@@ -65,7 +68,11 @@ class ParallelCudaRunner : public ModelRunner {
   const parallel::ParallelPlan& plan() const;
   // On a node other than 0: runs node 0's steps as they come (its forward()
   // calls), until node 0's runner is destroyed. Throws tandem::Error when
-  // the link to node 0 breaks.
+  // the link to node 0 breaks, or when node 0 sends nothing (no step, no
+  // heartbeat) for NodeConfig::node0_silence. After such an error the
+  // ranks' NCCL communicators may not tear down while node 0 is stopped:
+  // a process that follows should exit without destroying the runner
+  // (`serve` does).
   void follow();
   // One line per GPU: "rank 1 (stage 0, tensor rank 1) on GPU 1: <memory plan>".
   std::vector<std::string> describe_ranks() const;
