@@ -267,10 +267,13 @@ std::optional<std::vector<uint8_t>> NodeLink::recv_for(int node, std::chrono::mi
   for (;;) {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     const int ready = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+    const int error = errno;
     if (ready > 0) return recv(node);  // data, or an end that recv reports
     if (ready == 0 && std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    check(ready == 0 || errno == EINTR, "node " + std::to_string(node_rank()) + " cannot wait on node " +
-                                            std::to_string(node) + ": " + std::strerror(errno));
+    if (ready < 0 && error != EINTR) {
+      throw Error("node " + std::to_string(node_rank()) + " cannot wait on node " + std::to_string(node) + ": " +
+                  std::strerror(error));
+    }
   }
 }
 

@@ -69,7 +69,16 @@ struct EngineService::Impl {
   }
 
   void loop();
-  void step();
+  // One engine step; false when it ran no forward().
+  bool step();
+  // ModelRunner::idle(), whose failures are the runner's to report: one
+  // that cannot reach its peers fails its next step too.
+  void tick_idle() {
+    try {
+      runner.idle();
+    } catch (...) {
+    }
+  }
   void finish(std::unique_ptr<Sequence> seq, const std::string& reason, const std::string& code = {},
               const std::string& message = {});
   // One event per sampled token: its id, the text that became final, logprobs.
@@ -189,12 +198,7 @@ void EngineService::Impl::loop() {
       };
       if (!wake.wait_for(lock, options.idle_tick, has_work)) {
         lock.unlock();
-        try {
-          runner.idle();
-        } catch (const std::exception&) {
-          // A runner that cannot reach its peers fails its next step too,
-          // which reports it to the requests; nothing to do here.
-        }
+        tick_idle();
         continue;
       }
       if (stopping) break;
@@ -232,7 +236,9 @@ void EngineService::Impl::loop() {
         ++it;
       }
     }
-    if (!waiting.empty() || !running.empty()) step();
+    // A pass that ran no step (cancels, refusals) is idle time too: the
+    // runner's idle() keeps its own pace.
+    if ((waiting.empty() && running.empty()) || !step()) tick_idle();
     std::lock_guard<std::mutex> lock(mutex);
     n_waiting = static_cast<int64_t>(waiting.size());
     n_running = static_cast<int64_t>(running.size());
@@ -245,7 +251,7 @@ void EngineService::Impl::loop() {
   waiting.clear();
 }
 
-void EngineService::Impl::step() {
+bool EngineService::Impl::step() {
   BlockAllocator& alloc = runner.block_allocator();
   const int64_t bs = runner.block_size();
   int64_t budget = options.step_tokens;
@@ -298,7 +304,7 @@ void EngineService::Impl::step() {
     counts.push_back(n);
     budget -= n;
   }
-  if (scheduled.empty()) return;
+  if (scheduled.empty()) return false;
 
   std::vector<SequenceChunk> chunks;
   chunks.reserve(scheduled.size());
@@ -336,7 +342,7 @@ void EngineService::Impl::step() {
       running.erase(it);
     }
     for (auto& s : failed) finish(std::move(s), "error", "internal_error", e.what());
-    return;
+    return false;
   }
   {
     std::lock_guard<std::mutex> lock(mutex);
@@ -434,6 +440,7 @@ void EngineService::Impl::step() {
     running.erase(it);
     finish(std::move(s), "error", "internal_error", sample_errors[i]);
   }
+  return true;
 }
 
 EngineService::EngineService(ModelRunner& runner, const Tokenizer& tokenizer, const EngineOptions& options)
@@ -442,6 +449,7 @@ EngineService::EngineService(ModelRunner& runner, const Tokenizer& tokenizer, co
   check(options.max_queued >= 0, "max_queued_requests must not be negative");
   check(options.context_window > 1, "context_window must be at least 2 tokens");
   check(options.step_tokens > 0, "step token budget must be positive");
+  check(options.idle_tick.count() > 0, "internal: the engine's idle tick must be positive");
   check(options.context_window <= runner.max_context(),
         "context_window " + std::to_string(options.context_window) + " exceeds the " +
             std::to_string(runner.max_context()) + " tokens the model runner was built for");

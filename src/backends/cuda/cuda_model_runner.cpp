@@ -320,6 +320,9 @@ struct CudaModelRunner::Impl {
   // order; `rows[i]` is chunk i's logits row), writing tokens_dev.
   void sample_chunks(std::span<const SequenceChunk> chunks, const std::vector<int64_t>& rows, float* logits_dev,
                      int64_t ld);
+  // Grows sample_chunks' staging buffers for these chunks (frees and
+  // allocates, which waits for the GPU).
+  void reserve_sampling(std::span<const SequenceChunk> chunks);
 
   void report_progress(uint64_t bytes) {
     uploaded += bytes;
@@ -795,9 +798,9 @@ bool CudaModelRunner::residual_in_shared_memory() const { return impl_->residual
 std::span<const int32_t> CudaModelRunner::row_tokens() const { return impl_->tokens; }
 bool CudaModelRunner::samples_rows() const { return true; }
 
-void CudaModelRunner::Impl::sample_chunks(std::span<const SequenceChunk> chunks, const std::vector<int64_t>& rows,
-                                          float* logits_dev, int64_t ld) {
-  const int64_t vocab = config.vocab_size;
+// Bytes of sample_chunks' staging block for these chunks, and where its
+// penalty entries start: the arguments, then the entries (16-byte aligned).
+static std::pair<size_t, size_t> sampling_bytes(std::span<const SequenceChunk> chunks) {
   size_t n_args = 0, n_entries = 0;
   for (const SequenceChunk& ch : chunks) {
     if (ch.sampling == nullptr || ch.argmax_only || ch.all_logits) continue;
@@ -805,13 +808,23 @@ void CudaModelRunner::Impl::sample_chunks(std::span<const SequenceChunk> chunks,
     n_entries += ch.sampling->penalties.size();
   }
   check(n_entries <= static_cast<size_t>(std::numeric_limits<int32_t>::max()), "internal: too many penalty entries");
-  // One staging block: the arguments, then the entries (16-byte aligned).
   const size_t args_bytes = (n_args * sizeof(cuda::SampleRowArgs) + 15) / 16 * 16;
-  const size_t bytes = args_bytes + n_entries * sizeof(PenaltyEntry);
+  return {args_bytes + n_entries * sizeof(PenaltyEntry), args_bytes};
+}
+
+void CudaModelRunner::Impl::reserve_sampling(std::span<const SequenceChunk> chunks) {
   // Penalty lists grow a token a step: grow by doubling. Not through
   // ensure(): sample_rows runs outside the decode graphs, so they stay valid.
+  const size_t bytes = sampling_bytes(chunks).first;
   if (bytes > sampling_host.bytes()) sampling_host.resize(std::max(bytes, 2 * sampling_host.bytes()));
   if (bytes > sampling_dev.bytes()) sampling_dev.resize(std::max(bytes, 2 * sampling_dev.bytes()));
+}
+
+void CudaModelRunner::Impl::sample_chunks(std::span<const SequenceChunk> chunks, const std::vector<int64_t>& rows,
+                                          float* logits_dev, int64_t ld) {
+  const int64_t vocab = config.vocab_size;
+  const auto [bytes, args_bytes] = sampling_bytes(chunks);
+  reserve_sampling(chunks);  // a parallel rank did it in reserve_shard, before the step's collectives
   auto* args = sampling_host.get<cuda::SampleRowArgs>();
   auto* entries = reinterpret_cast<PenaltyEntry*>(sampling_host.get<char>() + args_bytes);
   size_t a = 0, e = 0;
@@ -840,7 +853,7 @@ void CudaModelRunner::Impl::sample_chunks(std::span<const SequenceChunk> chunks,
   }
   const cudaStream_t s = stream;
   TANDEM_CUDA_CHECK(cudaMemcpyAsync(sampling_dev.get(), sampling_host.get(), bytes, cudaMemcpyHostToDevice, s));
-  cuda::sample_rows(logits_dev, vocab, ld, sampling_dev.get<cuda::SampleRowArgs>(), static_cast<int>(n_args),
+  cuda::sample_rows(logits_dev, vocab, ld, sampling_dev.get<cuda::SampleRowArgs>(), static_cast<int>(a),
                     reinterpret_cast<const PenaltyEntry*>(sampling_dev.get<char>() + args_bytes),
                     tokens_dev.get<int32_t>(), s);
 }
@@ -853,6 +866,7 @@ void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
     n_table += static_cast<int64_t>(ch.kv->block_table.size());
   }
   impl_->reserve(T, n_rows, 4 * T + n_rows + n_table + 3 * T);  // see run: metadata, prefill tiles at most
+  impl_->reserve_sampling(chunks);
 }
 
 const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChunk> chunks, bool advance) {

@@ -325,12 +325,13 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
   const size_t n_ids = static_cast<size_t>((pc.tensor_parallel > 1 ? pc.pipeline_stages : 0) +
                                            (pc.pipeline_stages > 1 ? pc.tensor_parallel : 0));
   std::vector<parallel::NcclUniqueId> ids(n_ids);
-  const int64_t shared_settings[6] = {pc.tensor_parallel,
+  const int64_t shared_settings[7] = {pc.tensor_parallel,
                                       pc.pipeline_stages,
                                       pc.micro_batch_size,
                                       static_cast<int64_t>(options.gpu.quantize),
                                       options.gpu.block_size,
-                                      options.gpu.batch_invariant ? 1 : 0};
+                                      options.gpu.batch_invariant ? 1 : 0,
+                                      m.link ? m.link->config().node0_silence.count() : 0};
   const size_t settings_bytes = sizeof shared_settings;
   if (m.node == 0) {
     for (auto& id : ids) id = parallel::make_nccl_unique_id();
@@ -351,8 +352,8 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
     const bool same = blob.size() >= settings_bytes && std::memcmp(blob.data(), shared_settings, settings_bytes) == 0;
     const std::string refusal =
         "node 0 runs other settings than node " + std::to_string(m.node) +
-        " (tensor_parallel, pipeline_stages, micro_batch_size, --quantize, KV block size, --batch-invariant): give "
-        "every node the same command";
+        " (tensor_parallel, pipeline_stages, micro_batch_size, --quantize, KV block size, --batch-invariant, "
+        "--node-silence-s): give every node the same command";
     std::vector<uint8_t> ack(1, same ? 0 : 1);
     if (!same) ack.insert(ack.end(), refusal.begin(), refusal.end());
     m.link->send(0, ack);
@@ -443,6 +444,13 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
         blocks = std::min(blocks, theirs[0]);
         m.weight_bytes += static_cast<uint64_t>(theirs[2]);
       }
+      // The greeting: from here on the other nodes hold node 0 to
+      // --node-silence-s (follow()).
+      parallel::StepPlan hello;
+      hello.heartbeat = true;
+      const std::vector<uint8_t> msg = parallel::encode_step_plan(hello);
+      for (int n = 1; n < nnodes; ++n) m.link->send(n, msg);
+      m.last_sent = std::chrono::steady_clock::now();
     } else {
       const int64_t mine[3] = {blocks, m.max_context, static_cast<int64_t>(m.weight_bytes)};
       m.link->send(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(mine), sizeof mine));
@@ -536,7 +544,14 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
       plan.chunks.push_back(std::move(c));
     }
     const std::vector<uint8_t> msg = parallel::encode_step_plan(plan);
-    for (int n = 1; n < m.link->nnodes(); ++n) m.link->send(n, msg);
+    try {
+      for (int n = 1; n < m.link->nnodes(); ++n) m.link->send(n, msg);
+    } catch (const std::exception& e) {
+      // Nodes before the lost one may already run a step this node never
+      // will: the plan is out of step for good.
+      m.broken = e.what();
+      throw;
+    }
     m.last_sent = std::chrono::steady_clock::now();
   }
   m.run_local(chunks);  // on failure the runner is broken: the link's order no longer matters
@@ -581,9 +596,13 @@ void ParallelCudaRunner::follow() {
   check(m.link != nullptr && m.node != 0, "internal: follow() runs on nodes other than 0");
   const bool holder = m.holder_node == m.node;
   const std::chrono::seconds silence = m.link->config().node0_silence;
+  // The silence limit counts from node 0's first message (its greeting at
+  // the end of its start-up), not from this node's: node 0 may load for
+  // longer.
+  bool heard = false;
   for (;;) {
     std::optional<std::vector<uint8_t>> msg;
-    if (silence.count() > 0) {
+    if (silence.count() > 0 && heard) {
       msg = m.link->recv_for(0, silence);
     } else {
       msg = m.link->recv(0);
@@ -594,6 +613,7 @@ void ParallelCudaRunner::follow() {
                  "answers (--node-silence-s sets the limit); node " + std::to_string(m.node) + " stops";
       throw Error(m.broken);
     }
+    heard = true;
     const parallel::StepPlan plan = parallel::decode_step_plan(*msg);
     if (plan.stop) return;
     if (plan.heartbeat) continue;
