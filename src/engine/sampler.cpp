@@ -460,6 +460,10 @@ bool Sampler::is_plain_greedy() const {
 
 void Sampler::plan_row(std::span<const int32_t> prompt, std::span<const int32_t> generated, size_t vocab,
                        RowSampling& out) {
+  if (vocab == 0) throw Error("sampler: the logits row is empty (vocab size 0)");
+  if (vocab > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    throw Error("sampler: vocab of " + std::to_string(vocab) + " entries does not fit 32-bit token ids");
+  }
   for (std::span<const int32_t> ids : {prompt, generated}) {
     for (int32_t id : ids) {
       if (id < 0 || static_cast<size_t>(id) >= vocab) {

@@ -507,6 +507,60 @@ TEST_F(EngineServiceTest, BackendSampledRowsFollowTheirSeededSamplers) {
   EXPECT_EQ(got[5].logprobs.size(), 10u) << "the logprobs request kept its logits rows";
 }
 
+// A backend that finds no usable logit in a sampled row (token -1) fails
+// that sequence with the reason; the others, sampled in the same steps,
+// finish.
+class NoTokenForOneRunner : public RowSamplingRunner {
+ public:
+  NoTokenForOneRunner(ModelRunner& inner, int64_t poisoned_prompt_len)
+      : RowSamplingRunner(inner), poisoned_(poisoned_prompt_len) {}
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
+    const std::vector<float>& out = RowSamplingRunner::forward(chunks);
+    tokens_ = std::vector<int32_t>(RowSamplingRunner::row_tokens().begin(), RowSamplingRunner::row_tokens().end());
+    for (size_t r = 0; r < chunks.size(); ++r)
+      if (chunks[r].sampling != nullptr && chunks[r].prompt_len == poisoned_) tokens_[r] = -1;
+    return out;
+  }
+  std::span<const int32_t> row_tokens() const override { return tokens_; }
+
+ private:
+  int64_t poisoned_;
+  std::vector<int32_t> tokens_;
+};
+
+TEST_F(EngineServiceTest, ASampledRowWithoutATokenFailsOnlyItsSequence) {
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 3; ++i) {
+    GenerationRequest r = greedy(prompts()[static_cast<size_t>(i)], 6);
+    r.sampling.temperature = 0.9f;
+    r.sampling.seed = 7;
+    requests.push_back(r);
+  }
+  std::set<size_t> lengths;
+  for (GenerationRequest& r : requests) {
+    while (lengths.count(r.prompt.size())) r.prompt.push_back(r.prompt.back());
+    lengths.insert(r.prompt.size());
+  }
+  auto inner = make_runner(256);
+  NoTokenForOneRunner runner(*inner, static_cast<int64_t>(requests[1].prompt.size()));
+  EngineOptions o = opts();
+  o.batch_size = 4;
+  Collector c;
+  {
+    EngineService service(runner, *tokenizer_, o);
+    for (size_t i = 0; i < requests.size(); ++i) service.submit(requests[i], c.callback(static_cast<int>(i)));
+    for (int i : {0, 2}) {
+      const auto r = c.wait(i);
+      EXPECT_EQ(r.done.finish_reason, "length") << "request " << i << ": " << r.done.error_message;
+      EXPECT_EQ(r.ids.size(), 6u);
+    }
+    const auto failed = c.wait(1);
+    EXPECT_EQ(failed.done.finish_reason, "error");
+    EXPECT_NE(failed.done.error_message.find("every logit is NaN or -inf"), std::string::npos)
+        << failed.done.error_message;
+  }
+}
+
 // With nothing to run, the engine thread calls the runner's idle() every
 // idle_tick (a multi-host runner's heartbeat); a runner whose idle() throws
 // keeps serving.
