@@ -9,9 +9,13 @@ target_link_libraries(matmul_bench PRIVATE tandem_cpu)
 #   build/bin/cuda_gemv_bench
 # CUDA decode attention on the Llama-3-8B attention shape (CUDA builds only).
 #   build/bin/cuda_attention_bench
+# cuBLAS's GEMM choice against cuBLASLt's algorithms on the 8B shapes.
+#   build/bin/cuda_gemm_bench
 if(TANDEM_CUDA)
   add_executable(cuda_gemv_bench ${CMAKE_CURRENT_LIST_DIR}/cuda_gemv_bench.cu)
   target_link_libraries(cuda_gemv_bench PRIVATE tandem_cuda)
   add_executable(cuda_attention_bench ${CMAKE_CURRENT_LIST_DIR}/cuda_attention_bench.cu)
   target_link_libraries(cuda_attention_bench PRIVATE tandem_cuda)
+  add_executable(cuda_gemm_bench ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_bench.cu)
+  target_link_libraries(cuda_gemm_bench PRIVATE tandem_cuda)
 endif()

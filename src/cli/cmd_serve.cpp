@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 
@@ -39,6 +40,7 @@ struct ServeFlags {
   std::string max_memory_cpu, max_memory_gpu;
   std::string device = "auto";
   bool batch_invariant = false;
+  std::string step_trace;  // CSV file, one line per engine step
   std::string quantize = "none";
   int64_t gpu_layers = kGpuLayersAuto;
   int header_timeout_s = 10;
@@ -291,6 +293,12 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   eo.max_queued = config.max_queued_requests;
   eo.context_window = context;
   eo.sampling_pool = &pool;
+  std::ofstream step_trace;
+  if (!f.step_trace.empty()) {
+    step_trace.open(f.step_trace, std::ios::trunc);
+    check(step_trace.good(), "cannot write the step trace '" + f.step_trace + "'");
+    eo.step_trace = &step_trace;
+  }
   EngineService engine(runner, *tokenizer, eo);
   if (interrupted()) return 130;
 
@@ -336,6 +344,9 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("--batch-size", f->flags.batch_size, "Running sequences at most");
   cmd->add_option("--step-tokens", f->flags.step_tokens,
                   "Tokens per engine step, decodes and prompt chunks together (default 1024 on the GPU, 256 on the CPU)");
+  cmd->add_option("--step-trace", f->step_trace,
+                  "Write one CSV line per engine step to this file: start, planning, forward and after-forward "
+                  "times in ms, sequences, decodes, prompt tokens, waiting requests");
   cmd->add_option("--host", f->flags.host, "Address to bind (default 127.0.0.1)");
   cmd->add_option("--port", f->flags.port, "Port (default 8765; 0 = any free port)");
   cmd->add_option("--max-queued-requests", f->flags.max_queued_requests, "Waiting requests at most; more get 429");

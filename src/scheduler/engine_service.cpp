@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <ostream>
 #include <thread>
 #include <unordered_set>
 
@@ -66,6 +67,8 @@ struct EngineService::Impl {
     stats.inter_token_seconds = Histogram(latency_bounds());
     stats.e2e_seconds = Histogram(latency_bounds());
     stop_ids = tokenizer.stop_ids();
+    if (o.step_trace != nullptr)
+      *o.step_trace << "start_ms,plan_ms,forward_ms,after_ms,sequences,decodes,prefill_tokens,waiting\n";
   }
 
   void loop();
@@ -102,6 +105,7 @@ struct EngineService::Impl {
   EngineStats stats;
 
   // Engine thread only.
+  const Clock::time_point started = Clock::now();  // the step trace's zero
   std::deque<std::unique_ptr<Sequence>> waiting;
   std::vector<std::unique_ptr<Sequence>> running;  // in admission order
   std::thread thread;
@@ -252,6 +256,7 @@ void EngineService::Impl::loop() {
 }
 
 bool EngineService::Impl::step() {
+  const Clock::time_point t_plan = Clock::now();
   BlockAllocator& alloc = runner.block_allocator();
   const int64_t bs = runner.block_size();
   int64_t budget = options.step_tokens;
@@ -305,6 +310,14 @@ bool EngineService::Impl::step() {
     budget -= n;
   }
   if (scheduled.empty()) return false;
+  // For the step trace: a decode feeds back the one token sampled last step;
+  // anything else is prompt (or recomputed) tokens.
+  int64_t n_decodes = 0, n_prefill = 0;
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    const bool decode = counts[i] == 1 && scheduled[i]->pending() == 1 && scheduled[i]->generated() > 0;
+    n_decodes += decode ? 1 : 0;
+    n_prefill += decode ? 0 : counts[i];
+  }
 
   std::vector<SequenceChunk> chunks;
   chunks.reserve(scheduled.size());
@@ -349,6 +362,7 @@ bool EngineService::Impl::step() {
     stats.step_seconds_total += ms_between(t0, Clock::now()) / 1000.0;
     ++stats.steps_total;
   }
+  const Clock::time_point t_forward_end = Clock::now();
 
   // 3. Sample for every sequence whose pending tokens are all in the cache:
   // the rows in parallel when there is a pool (each sequence's sampler is
@@ -439,6 +453,11 @@ bool EngineService::Impl::step() {
     std::unique_ptr<Sequence> s = std::move(*it);
     running.erase(it);
     finish(std::move(s), "error", "internal_error", sample_errors[i]);
+  }
+  if (options.step_trace != nullptr) {
+    *options.step_trace << ms_between(started, t_plan) << ',' << ms_between(t_plan, t0) << ','
+                        << ms_between(t0, t_forward_end) << ',' << ms_between(t_forward_end, Clock::now()) << ','
+                        << scheduled.size() << ',' << n_decodes << ',' << n_prefill << ',' << waiting.size() << '\n';
   }
   return true;
 }

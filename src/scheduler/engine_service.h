@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,6 +89,11 @@ struct EngineOptions {
   // With nothing to run, the engine thread calls ModelRunner::idle() this
   // often (a multi-host runner's heartbeat).
   std::chrono::milliseconds idle_tick{1000};
+  // When set, one CSV line per engine step is written here (header first):
+  // when it started, how long planning, forward() and the sampling and
+  // streaming after it took, and what it held. Not owned; the engine thread
+  // is its only writer while the service lives.
+  std::ostream* step_trace = nullptr;
 };
 
 // Counters and gauges for /metrics and /v1/status. Histograms hold counts per

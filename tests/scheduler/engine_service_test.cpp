@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
@@ -635,6 +636,54 @@ TEST_F(EngineServiceTest, LongPromptDoesNotStallRunningStreams) {
   }
   EXPECT_GE(short_tokens + 1, prefill_steps);
   service.cancel(1);
+}
+
+// The step trace: a header, then one line per step whose counts add up to
+// what the requests needed (every prompt token prefilled once, every
+// generated token but the last fed back as a decode).
+TEST_F(EngineServiceTest, StepTraceAccountsForEveryToken) {
+  auto runner = make_runner(256);
+  EngineOptions o = opts();
+  o.batch_size = 4;
+  o.step_tokens = 16;
+  std::ostringstream trace;
+  o.step_trace = &trace;
+  Collector c;
+  int64_t prompt_tokens = 0;
+  const int64_t max_tokens = 6;
+  {
+    EngineService service(*runner, *tokenizer_, o);
+    for (int i = 0; i < 3; ++i) {
+      GenerationRequest r = greedy(prompts()[static_cast<size_t>(i)], max_tokens);
+      prompt_tokens += static_cast<int64_t>(r.prompt.size());
+      service.submit(std::move(r), c.callback(i));
+    }
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(c.wait(i).done.finish_reason, "length");
+  }
+  std::istringstream lines(trace.str());
+  std::string line;
+  ASSERT_TRUE(std::getline(lines, line));
+  EXPECT_EQ(line, "start_ms,plan_ms,forward_ms,after_ms,sequences,decodes,prefill_tokens,waiting");
+  int64_t steps = 0, decodes = 0, prefill = 0;
+  double last_start = -1;
+  while (std::getline(lines, line)) {
+    std::vector<double> v;
+    std::istringstream fields(line);
+    for (std::string f; std::getline(fields, f, ',');) v.push_back(std::stod(f));
+    ASSERT_EQ(v.size(), 8u) << line;
+    EXPECT_GE(v[0], last_start) << line;
+    for (int k = 1; k < 4; ++k) EXPECT_GE(v[k], 0.0) << line;
+    EXPECT_GE(v[4], 1.0) << line;
+    EXPECT_LE(v[5] + (v[6] > 0 ? 1 : 0), v[4] + v[6]) << line;
+    EXPECT_LE(v[5] + v[6], 16.0) << "over the step budget: " << line;
+    last_start = v[0];
+    ++steps;
+    decodes += static_cast<int64_t>(v[5]);
+    prefill += static_cast<int64_t>(v[6]);
+  }
+  EXPECT_GT(steps, 0);
+  EXPECT_EQ(prefill, prompt_tokens);
+  EXPECT_EQ(decodes, 3 * (max_tokens - 1));
 }
 
 TEST_F(EngineServiceTest, CancelEndsTheStreamAndFreesItsBlocks) {

@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|parallel_build|nodes|gemv|attention|offload|tp_check|sampling] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -18,7 +18,7 @@ export PKG_CONFIG_PATH=$pcre/usr/lib/x86_64-linux-gnu/pkgconfig
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$out/gpu.txt" 2>&1
 t0=$(date +%s)
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DTANDEM_BENCH=$([ "$what" = gemv ] || [ "$what" = attention ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  -DTANDEM_BENCH=$([ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = load ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
@@ -27,6 +27,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
 [ "$what" = tp_check ] && targets="tandem-server"
+[ "$what" = load ] && targets="tandem-server tandem cuda_gemm_bench"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
@@ -340,4 +341,25 @@ if [ "$what" = sampling ]; then
     kill -TERM $spid; wait $spid
     rm -f "$m"
   fi
+fi
+if [ "$what" = load ]; then
+  # Where a step's time goes under load: cuBLAS's GEMM choice against
+  # cuBLASLt's algorithms (GEMM_ARGS), then serve with a step trace under
+  # `tandem bench` at LEVELS streams, summarised by tools/device/step_trace.py.
+  [ "${GEMM_BENCH:-1}" = 1 ] && "$build/bin/cuda_gemm_bench" --peak-gb-s ${PEAK_GB_S:-3350} ${GEMM_ARGS:-} | tee "$out/gemm_bench.txt"
+  m=/tmp/synth-${presets[0]}-f16.gguf
+  t1=$(date +%s)
+  "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
+  echo "synth: $(( $(date +%s) - t1 )) s"
+  for level in ${LEVELS:-32}; do
+    "$build/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size ${BATCH:-128} \
+      --max-queued-requests 512 --log-level warn --step-trace "$out/trace-$level.csv" ${SERVE_ARGS:-} > "$out/serve-$level.log" 2>&1 &
+    spid=$!
+    for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && break; sleep 0.5; done
+    timeout 200 "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency $level --requests ${REQUESTS:-96} \
+      --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench-$level.json" 2>&1 | tail -6
+    kill -TERM $spid; wait $spid
+    python3 "$src/tools/device/step_trace.py" "$out/trace-$level.csv" --skip-s 1 | tee "$out/trace-$level.txt"
+  done
+  rm -f "$m"
 fi
