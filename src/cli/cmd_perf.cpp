@@ -218,6 +218,7 @@ int perf(const PerfOptions& o) {
                 device_sampling ? "device" : "host");
   }
   if (!backend.memory_plan.empty()) std::printf("memory: %s\n", backend.memory_plan.c_str());
+  for (const std::string& line : backend.gemm_tuning) std::printf("tuning: %s\n", line.c_str());
   std::printf("prefill %lld tokens: %.1f tok/s (best of %d)\n", static_cast<long long>(o.prompt_tokens), best_prefill,
               o.repetitions);
   if (o.batch == 1) {

@@ -282,6 +282,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
       bar->finish();
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       log->info("weights on {}: {:.2f} s; memory plan: {}", backend->description, s, backend->memory_plan);
+      for (const std::string& line : backend->gemm_tuning) log->info("{}", line);
     }
   }
   ModelRunner& runner = *backend->runner;

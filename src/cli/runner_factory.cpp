@@ -137,6 +137,7 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   if (gpu_layers == kGpuLayersAll) {
     auto runner = std::make_unique<CudaModelRunner>(model, o);
     out.memory_plan = runner->plan().describe();
+    out.gemm_tuning = runner->gemm_tuning();
     out.runner = std::move(runner);
     out.device = "cuda:" + std::to_string(index);
     return out;

@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/thread_pool.h"
 #include "engine/model_runner.h"
@@ -49,6 +50,7 @@ struct Runner {
   std::string device;       // "cpu", "cuda:0", or "cuda:0-3" for a parallel plan
   std::string description;  // e.g. "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" or "cpu: 2 threads, avx2"
   std::string memory_plan;  // GPU plan, a line per GPU; empty on the CPU
+  std::vector<std::string> gemm_tuning;  // one GPU: what the GEMM tuning chose, a line per matrix shape
 };
 
 // Throws tandem::Error for an unknown device, or `cuda` in a build or on a

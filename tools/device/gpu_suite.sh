@@ -344,22 +344,37 @@ if [ "$what" = sampling ]; then
 fi
 if [ "$what" = load ]; then
   # Where a step's time goes under load: cuBLAS's GEMM choice against
-  # cuBLASLt's algorithms (GEMM_ARGS), then serve with a step trace under
-  # `tandem bench` at LEVELS streams, summarised by tools/device/step_trace.py.
-  [ "${GEMM_BENCH:-1}" = 1 ] && "$build/bin/cuda_gemm_bench" --peak-gb-s ${PEAK_GB_S:-3350} ${GEMM_ARGS:-} | tee "$out/gemm_bench.txt"
+  # cuBLASLt's algorithms (GEMM_BENCH=1, GEMM_ARGS), `perf` at PERF_BATCHES
+  # sequences, then serve with a step trace under `tandem bench` at LEVELS
+  # streams, summarised by tools/device/step_trace.py. LOAD_TESTS=1 runs the
+  # kernel and runner tests first. Few files go to $OUT (the device tool
+  # brings back 8 at most): logs stay in /tmp.
+  if [ "${LOAD_TESTS:-0}" = 1 ]; then
+    "$build/tests/cuda_kernels_test" > /tmp/cuda_kernels_test.log 2>&1; echo "kernels rc=$?"
+    "$build/tests/cuda_runner_test" > /tmp/cuda_runner_test.log 2>&1; echo "runner rc=$?"
+    grep -hE "FAILED|PASSED|Tuned" /tmp/cuda_*_test.log | head -20
+  fi
+  [ "${GEMM_BENCH:-0}" = 1 ] && "$build/bin/cuda_gemm_bench" --peak-gb-s ${PEAK_GB_S:-3350} ${GEMM_ARGS:-}
+  for b in ${PERF_BATCHES:-}; do
+    echo "perf -b $b:"
+    if [ "$b" = 1 ]; then n=128; p=512; else n=64; p=512; fi
+    "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda -p $p -n $n -b $b -r 2 \
+      --peak-gb-s ${PEAK_GB_S:-3350} ${PERF_ARGS:-} 2>&1 | grep -E "tuning|prefill|decode|error"
+  done
+  [ -z "${LEVELS:-32}" ] && exit 0
   m=/tmp/synth-${presets[0]}-f16.gguf
   t1=$(date +%s)
   "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
   echo "synth: $(( $(date +%s) - t1 )) s"
   for level in ${LEVELS:-32}; do
     "$build/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size ${BATCH:-128} \
-      --max-queued-requests 512 --log-level warn --step-trace "$out/trace-$level.csv" ${SERVE_ARGS:-} > "$out/serve-$level.log" 2>&1 &
+      --max-queued-requests 512 --log-level warn --step-trace "$out/trace-$level.csv" ${SERVE_ARGS:-} > /tmp/serve-$level.log 2>&1 &
     spid=$!
     for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && break; sleep 0.5; done
     timeout 200 "$build/bin/tandem" bench --backend http://127.0.0.1:18766 --concurrency $level --requests ${REQUESTS:-96} \
-      --prompt-tokens 512 --max-tokens 128 -q --json-out "$out/bench-$level.json" 2>&1 | tail -6
+      --prompt-tokens 512 --max-tokens 128 -q 2>&1 | tail -6
     kill -TERM $spid; wait $spid
-    python3 "$src/tools/device/step_trace.py" "$out/trace-$level.csv" --skip-s 1 | tee "$out/trace-$level.txt"
+    python3 "$src/tools/device/step_trace.py" "$out/trace-$level.csv" --skip-s 1
   done
   rm -f "$m"
 fi

@@ -34,6 +34,10 @@ constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
 // tokens read 19-31% of peak bandwidth, the GEMM at 16 tokens 44-84%).
 // 8-bit weights take the int8 tensor-core GEMM (cuda::gemm_q8) instead.
 constexpr int64_t kMaxGemvDecode = 4;
+// The GEMM tuning's reach: layer matrices up to serve's default step on the
+// GPU, the LM head up to its rows (one per sequence that needs logits).
+constexpr int64_t kTunedStepTokens = 1024;
+constexpr int64_t kTunedHeadRows = 256;
 
 bool cuda_supports(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;
@@ -213,6 +217,7 @@ struct CudaModelRunner::Impl {
   cuda::PinnedBuffer sampling_host;              // their staging copy
   DeviceBuffer act_q, act_d;  // [T, widest input] int8 and [T, widest / 32] f32: a GEMV input quantized (8-bit weights)
   int sm_count = 1;
+  std::vector<std::string> gemm_tuning;  // CudaModelRunner::gemm_tuning()
   bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
   bool int8_tensor_cores = false;    // 8-bit decode batches may take cuda::gemm_q8
   DeviceBuffer q8_workspace;         // cuda::gemm_q8's split sums, for the largest need of any matrix
@@ -280,6 +285,8 @@ struct CudaModelRunner::Impl {
   }
 
   void load(const std::string& path, const std::vector<TensorRef>& tensors);
+  // cuda::Gemm::tune for every 16-bit matrix shape a step multiplies by.
+  void tune_gemms();
   // Grows the step buffers for T tokens, n_rows logits rows and meta_ints
   // int32 of metadata. Frees and allocates (which waits for the GPU): a
   // parallel rank does it before a step's first collective (reserve_shard).
@@ -655,6 +662,9 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   TANDEM_CUDA_CHECK(cudaMemcpy(m.rope_cos.get(), cos_table.data(), cos_table.size() * sizeof(float), cudaMemcpyHostToDevice));
   TANDEM_CUDA_CHECK(cudaMemcpy(m.rope_sin.get(), sin_table.data(), sin_table.size() * sizeof(float), cudaMemcpyHostToDevice));
 
+  // Before the cache takes the memory that tuning borrows for a moment.
+  if (options.tune_gemm && !options.batch_invariant) m.tune_gemms();
+
   const size_t cache_bytes = m.plan.kv_bytes_per_block * static_cast<uint64_t>(m.plan.kv_blocks) / 2;
   m.k_cache.resize(cache_bytes);
   m.v_cache.resize(cache_bytes);
@@ -722,6 +732,58 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     }
   }
 }
+
+void CudaModelRunner::Impl::tune_gemms() {
+  // Shapes (rows, cols, format) -> the matrices of that shape a step uses,
+  // and the most tokens they take at once.
+  std::map<std::tuple<int64_t, int64_t, int>, std::pair<std::vector<const DeviceMatrix*>, int64_t>> groups;
+  auto add = [&](const DeviceMatrix& w, int64_t tokens) {
+    if (w.data == nullptr || (w.format != WeightFormat::F16 && w.format != WeightFormat::BF16)) return;
+    auto& g = groups[{w.rows, w.cols, static_cast<int>(w.format)}];
+    g.first.push_back(&w);
+    g.second = std::max(g.second, tokens);
+  };
+  for (const Layer& L : layers) {
+    if (L.fused_qkv) {
+      add(L.qkv, kTunedStepTokens);
+    } else {
+      for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv}) add(*w, kTunedStepTokens);
+    }
+    if (L.fused_gate_up) {
+      add(L.gate_up, kTunedStepTokens);
+    } else {
+      add(L.gate, kTunedStepTokens);
+      add(L.up, kTunedStepTokens);
+    }
+    add(L.wo, kTunedStepTokens);
+    add(L.down, kTunedStepTokens);
+  }
+  if (has_head) add(output, kTunedHeadRows);
+  for (const auto& [key, group] : groups) {
+    const auto& [weights, most] = group;
+    const std::vector<cuda::Gemm::TunedBucket> buckets = gemm->tune(weights, most);
+    if (buckets.empty()) continue;
+    int won = 0;
+    const cuda::Gemm::TunedBucket* best = nullptr;
+    for (const auto& b : buckets) {
+      if (b.algo < 0) continue;
+      ++won;
+      if (!best || b.default_us / b.best_us > best->default_us / best->best_us) best = &b;
+    }
+    char line[200];
+    if (best) {
+      std::snprintf(line, sizeof line, "GEMM %lld x %lld: cuBLASLt won %d of %zu token buckets, most at %lld tokens "
+                    "(%.1f -> %.1f us)", static_cast<long long>(std::get<0>(key)), static_cast<long long>(std::get<1>(key)),
+                    won, buckets.size(), static_cast<long long>(best->tokens), best->default_us, best->best_us);
+    } else {
+      std::snprintf(line, sizeof line, "GEMM %lld x %lld: cuBLAS's default in all %zu token buckets",
+                    static_cast<long long>(std::get<0>(key)), static_cast<long long>(std::get<1>(key)), buckets.size());
+    }
+    gemm_tuning.emplace_back(line);
+  }
+}
+
+const std::vector<std::string>& CudaModelRunner::gemm_tuning() const { return impl_->gemm_tuning; }
 
 CudaModelRunner::CudaModelRunner(const ModelFile& model, const CudaRunnerOptions& options)
     : impl_(std::make_unique<Impl>()) {

@@ -44,6 +44,11 @@ struct CudaRunnerOptions {
   // all-reduces sum, in the group's shared memory (an NCCL symmetric window)
   // where the communicator has some. Off: ordinary device memory.
   bool shared_all_reduce = true;
+  // Time cuBLAS's and cuBLASLt's GEMM algorithms on the model's 16-bit
+  // matrices at load (about 2 s for an 8B shape) and take the fastest for
+  // each token-count bucket (cuda::Gemm::tune). Not with batch_invariant,
+  // whose answers must not depend on a timing.
+  bool tune_gemm = true;
   // Called while weights upload: (bytes done, bytes total).
   std::function<void(uint64_t, uint64_t)> on_load_progress;
 };
@@ -130,6 +135,9 @@ class CudaModelRunner : public ModelRunner {
   int64_t block_size() const override;
   uint64_t weight_bytes_per_step() const override;
   const CudaMemoryPlan& plan() const;
+  // What the GEMM tuning chose, a line per matrix shape (empty when none
+  // was tuned): the buckets won by a cuBLASLt algorithm, and the largest gain.
+  const std::vector<std::string>& gemm_tuning() const;
 
  private:
   struct Impl;

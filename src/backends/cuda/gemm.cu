@@ -1,6 +1,8 @@
 #include "backends/cuda/gemm.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <iterator>
 
 #include "backends/cuda/cuda_check.h"
 
@@ -12,6 +14,14 @@ namespace {
 // cuBLAS pick a split-K kernel at a third of the speed).
 constexpr int64_t kDequantSliceElems = int64_t{64} << 20;
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+// The token counts tune() times; a product of n tokens takes the choice of
+// the smallest bucket >= n.
+constexpr int64_t kTunedBuckets[] = {8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024};
+constexpr int kTuneCandidates = 8;  // cuBLASLt heuristic results timed per bucket
+constexpr size_t kLtAlignment = 16;  // bytes: the alignment tuned algorithms may assume
+
+bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kLtAlignment == 0; }
 
 }  // namespace
 
@@ -29,9 +39,23 @@ Gemm::Gemm(cudaStream_t stream, bool fp8_tensor_cores) : stream_(stream) {
   TANDEM_CUBLAS_CHECK(cublasSetStream(handle_, stream_));
   workspace_.resize(kWorkspaceBytes);
   TANDEM_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.get(), kWorkspaceBytes));
+  // Column-major view, as for cublasGemmEx: y^T [rows, n] = (W^T)^T x^T.
+  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op16_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op16_, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
+  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op16_, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
+}
+
+void Gemm::destroy_layouts(LtLayouts& l) {
+  if (l.a) cublasLtMatrixLayoutDestroy(l.a);
+  if (l.b) cublasLtMatrixLayoutDestroy(l.b);
+  if (l.c) cublasLtMatrixLayoutDestroy(l.c);
+  l.a = l.b = l.c = nullptr;
 }
 
 Gemm::~Gemm() {
+  for (auto& [key, l] : lt_layouts_) destroy_layouts(l);
+  if (op16_) cublasLtMatmulDescDestroy(op16_);
   if (lt_) cublasLtDestroy(lt_);
   if (handle_) cublasDestroy(handle_);
 }
@@ -163,6 +187,15 @@ void Gemm::run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tok
   const int ldc = static_cast<int>(ldy);
   const cudaDataType_t low_type = input_type(w.format) == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   if (w.format == WeightFormat::F16 || w.format == WeightFormat::BF16) {
+    const auto tuned = tuned_.find(ShapeKey{w.rows, w.cols, static_cast<int>(low_type)});
+    if (tuned != tuned_.end()) {
+      const TunedShape& t = tuned->second;
+      const auto bucket = std::lower_bound(t.bucket_tokens.begin(), t.bucket_tokens.end(), n_tokens);
+      if (bucket != t.bucket_tokens.end()) {
+        const size_t i = static_cast<size_t>(bucket - t.bucket_tokens.begin());
+        if (t.use_lt[i] && run_lt(w, x_low, n_tokens, y, ldy, accumulate, low_type, t.algos[i])) return;
+      }
+    }
     TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.data, low_type, k, x_low,
                                      low_type, k, &beta, y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
@@ -177,6 +210,162 @@ void Gemm::run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tok
                                      w_f16_.get(), CUDA_R_16F, k, x_low, CUDA_R_16F, k, &beta, y + r0, CUDA_R_32F, ldc,
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
+}
+
+bool Gemm::run_lt(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
+                  cudaDataType_t type, const cublasLtMatmulAlgo_t& algo) {
+  if (!aligned(w.data) || !aligned(x_low) || !aligned(y) || (ldy * sizeof(float)) % kLtAlignment != 0) return false;
+  const auto key = std::make_tuple(w.rows, w.cols, n_tokens, ldy, static_cast<int>(type));
+  auto found = lt_layouts_.find(key);
+  if (found == lt_layouts_.end()) {
+    LtLayouts l;
+    // Owned by the map from here, so that the destructor releases them.
+    found = lt_layouts_.emplace(key, l).first;
+    LtLayouts& made = found->second;
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.a, type, static_cast<uint64_t>(w.cols),
+                                                   static_cast<uint64_t>(w.rows), w.cols));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.b, type, static_cast<uint64_t>(w.cols),
+                                                   static_cast<uint64_t>(n_tokens), w.cols));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.c, CUDA_R_32F, static_cast<uint64_t>(w.rows),
+                                                   static_cast<uint64_t>(n_tokens), ldy));
+    // The bucket's algorithm was timed at its largest count: cuBLASLt says
+    // whether it takes this one too, and with how much workspace.
+    cublasLtMatmulHeuristicResult_t check{};
+    made.usable = cublasLtMatmulAlgoCheck(lt_, op16_, made.a, made.b, made.c, made.c, &algo, &check) ==
+                      CUBLAS_STATUS_SUCCESS &&
+                  check.workspaceSize <= kWorkspaceBytes;
+  }
+  if (!found->second.usable) return false;
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  const LtLayouts& l = found->second;
+  return cublasLtMatmul(lt_, op16_, &alpha, w.data, l.a, x_low, l.b, &beta, y, l.c, y, l.c, &algo, workspace_.get(),
+                        kWorkspaceBytes, stream_) == CUBLAS_STATUS_SUCCESS;
+}
+
+std::vector<int64_t> Gemm::tuned_buckets() { return {std::begin(kTunedBuckets), std::end(kTunedBuckets)}; }
+
+std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>& all_weights, int64_t max_tokens,
+                                          bool prefer_lt) {
+  std::vector<TunedBucket> out;
+  // Unaligned weights never take a tuned algorithm (run_lt): not timed.
+  std::vector<const DeviceMatrix*> weights;
+  for (const DeviceMatrix* w : all_weights)
+    if (aligned(w->data)) weights.push_back(w);
+  if (weights.empty() || max_tokens <= 0) return out;
+  const DeviceMatrix& w0 = *weights[0];
+  if (w0.format != WeightFormat::F16 && w0.format != WeightFormat::BF16) return out;
+  for (const DeviceMatrix* w : weights)
+    check(w->format == w0.format && w->rows == w0.rows && w->cols == w0.cols,
+          "internal: Gemm::tune takes weights of one shape and format");
+  const cudaDataType_t type = w0.format == WeightFormat::BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  // Buckets up to the first that covers max_tokens.
+  std::vector<int64_t> buckets;
+  for (int64_t b : kTunedBuckets) {
+    buckets.push_back(b);
+    if (b >= max_tokens) break;
+  }
+  const int64_t most = buckets.back();
+  DeviceBuffer x(static_cast<size_t>(most * w0.cols) * 2), y(static_cast<size_t>(most * w0.rows) * sizeof(float));
+  TANDEM_CUDA_CHECK(cudaMemsetAsync(x.get(), 0x2A, x.bytes(), stream_));  // small finite values in f16 and bf16
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
+  TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
+  cublasLtMatmulPreference_t pref = nullptr;
+  TunedShape shape;
+  try {
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const size_t workspace = kWorkspaceBytes;
+    const uint32_t alignment = kLtAlignment;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                                             sizeof workspace));
+    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &alignment, sizeof alignment));
+    const float alpha = 1.0f, beta = 0.0f;
+    // µs a call of `call(weight)`: one pass over the weights to warm up,
+    // then passes (4 calls at least) timed.
+    auto time = [&](auto&& call) {
+      const size_t n = weights.size();
+      for (size_t i = 0; i < n; ++i)
+        if (!call(*weights[i])) return -1.0;
+      const size_t calls = n * ((4 + n - 1) / n);
+      TANDEM_CUDA_CHECK(cudaEventRecord(e0, stream_));
+      for (size_t i = 0; i < calls; ++i) call(*weights[i % n]);
+      TANDEM_CUDA_CHECK(cudaEventRecord(e1, stream_));
+      TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
+      float ms = 0;
+      TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      return 1000.0 * ms / static_cast<double>(calls);
+    };
+    for (int64_t n : buckets) {
+      const int m = static_cast<int>(w0.rows), k = static_cast<int>(w0.cols);
+      TunedBucket b;
+      b.tokens = n;
+      b.default_us = time([&](const DeviceMatrix& w) {
+        TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, static_cast<int>(n), k, &alpha, w.data,
+                                         type, k, x.get(), type, k, &beta, y.get(), CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                         CUBLAS_GEMM_DEFAULT));
+        return true;
+      });
+      b.best_us = b.default_us;
+      cublasLtMatmulAlgo_t best{};
+      cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+      try {
+        TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+        TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
+        TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, static_cast<uint64_t>(m), static_cast<uint64_t>(n), m));
+        cublasLtMatmulHeuristicResult_t found[kTuneCandidates];
+        int n_found = 0;
+        if (cublasLtMatmulAlgoGetHeuristic(lt_, op16_, la, lb, lc, lc, pref, kTuneCandidates, found, &n_found) !=
+            CUBLAS_STATUS_SUCCESS)
+          n_found = 0;
+        for (int a = 0; a < n_found; ++a) {
+          if (found[a].state != CUBLAS_STATUS_SUCCESS || found[a].workspaceSize > kWorkspaceBytes) continue;
+          const double us = time([&](const DeviceMatrix& w) {
+            return cublasLtMatmul(lt_, op16_, &alpha, w.data, la, x.get(), lb, &beta, y.get(), lc, y.get(), lc,
+                                  &found[a].algo, workspace_.get(), kWorkspaceBytes, stream_) == CUBLAS_STATUS_SUCCESS;
+          });
+          if (us > 0 && (us < b.best_us || (prefer_lt && b.algo < 0))) {
+            b.best_us = us;
+            b.algo = a;
+            best = found[a].algo;
+          }
+        }
+      } catch (...) {
+        if (la) cublasLtMatrixLayoutDestroy(la);
+        if (lb) cublasLtMatrixLayoutDestroy(lb);
+        if (lc) cublasLtMatrixLayoutDestroy(lc);
+        throw;
+      }
+      cublasLtMatrixLayoutDestroy(la);
+      cublasLtMatrixLayoutDestroy(lb);
+      cublasLtMatrixLayoutDestroy(lc);
+      shape.bucket_tokens.push_back(n);
+      shape.use_lt.push_back(b.algo >= 0);
+      shape.algos.push_back(best);
+      out.push_back(b);
+    }
+  } catch (...) {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    throw;
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  // Layouts checked against an earlier choice for this shape are checked again.
+  for (auto it = lt_layouts_.begin(); it != lt_layouts_.end();) {
+    if (std::get<0>(it->first) == w0.rows && std::get<1>(it->first) == w0.cols &&
+        std::get<4>(it->first) == static_cast<int>(type)) {
+      destroy_layouts(it->second);
+      it = lt_layouts_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  tuned_[ShapeKey{w0.rows, w0.cols, static_cast<int>(type)}] = std::move(shape);
+  return out;
 }
 
 }  // namespace tandem::cuda

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <vector>
 
 #include "backends/cuda/device_buffer.h"
 #include "backends/cuda/kernels.h"
@@ -53,7 +54,43 @@ class Gemm {
   void run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy,
                      bool accumulate);
 
+  // Picks, by timing, the algorithm of the F16/BF16 products with
+  // `weights`' shape for each token-count bucket up to max_tokens (8, 16, 32,
+  // 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024): cuBLAS's default and
+  // each algorithm cuBLASLt's heuristic offers, timed over `weights` in turn
+  // (a model's layers, so that the weights come from HBM as in a step).
+  // cuBLAS's own choice can be 3x slower than the best at some shapes (the
+  // 8B shape's q·k·v at 32 tokens on an H100: 64 µs against 22 µs). Later
+  // products of that shape, format and ldy == rows take the bucket's winner;
+  // the rest take cuBLAS's default. The choice follows timings, so it may
+  // differ between runs (the sums' rounding with it). Needs room for
+  // max_tokens rows of x and y on the GPU for a moment; call outside graph
+  // capture. Returns the bucket choices, for the start-up log.
+  struct TunedBucket {
+    int64_t tokens = 0;          // the bucket's largest token count, which was timed
+    double default_us = 0;       // cuBLAS's default
+    double best_us = 0;          // the winner
+    int algo = -1;               // the winner's rank in cuBLASLt's heuristic; -1: cuBLAS's default
+  };
+  // prefer_lt (tests): take cuBLASLt's fastest algorithm even where cuBLAS's
+  // default was faster, so that the tuned path runs.
+  std::vector<TunedBucket> tune(const std::vector<const DeviceMatrix*>& weights, int64_t max_tokens,
+                                bool prefer_lt = false);
+  // The token-count buckets tune() times (their largest counts).
+  static std::vector<int64_t> tuned_buckets();
+
  private:
+  // A tuned shape: its buckets' algorithms (tune()).
+  struct TunedShape {
+    std::vector<int64_t> bucket_tokens;               // ascending
+    std::vector<bool> use_lt;                         // per bucket: false = cuBLAS's default won
+    std::vector<cublasLtMatmulAlgo_t> algos;          // per bucket
+  };
+  using ShapeKey = std::tuple<int64_t, int64_t, int>;  // rows, cols, input type (CUDA_R_16F / 16BF)
+  // Enqueues y^T = W^T x through cuBLASLt with `algo`; false (nothing
+  // enqueued) when the algorithm does not take these operands.
+  bool run_lt(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
+              cudaDataType_t type, const cublasLtMatmulAlgo_t& algo);
   // False (nothing enqueued) when cuBLASLt has no FP8 kernel for the shape.
   bool run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
 
@@ -63,6 +100,15 @@ class Gemm {
   bool fp8_ = false;
   std::map<std::tuple<int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> fp8_algos_;  // (rows, tokens, cols)
   std::set<std::tuple<int64_t, int64_t, int64_t>> fp8_unsupported_;                  // shapes without one
+  std::map<ShapeKey, TunedShape> tuned_;
+  cublasLtMatmulDesc_t op16_ = nullptr;  // y^T = W^T x, f32 accumulation and output (16-bit inputs)
+  // One tuned product's operand layouts, made once: (rows, cols, n, ldy, type).
+  struct LtLayouts {
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    bool usable = false;  // cuBLASLt accepts the bucket's algorithm for them
+  };
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, LtLayouts> lt_layouts_;
+  static void destroy_layouts(LtLayouts& l);
   DeviceBuffer x8_;         // [n_tokens, cols] E4M3: x quantized per token
   DeviceBuffer x8_scale_;   // [n_tokens] f32
   DeviceBuffer product_;    // [n_tokens, rows] f32: the FP8 product before scaling

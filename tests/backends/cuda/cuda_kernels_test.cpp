@@ -211,6 +211,70 @@ TEST_P(GemvTest, GemmMatchesCpuReference) {
   cudaStreamDestroy(stream);
 }
 
+// Tuned GEMMs (Gemm::tune, cuBLASLt's algorithms) against the CPU reference
+// and against cuBLAS's default, at token counts inside and between the
+// buckets, accumulating and into a wider y; a y the tuned algorithms may not
+// take (misaligned) falls back to cuBLAS's default.
+TEST_P(GemvTest, TunedGemmMatchesCpuReference) {
+  if (GetParam() != DType::F16 && GetParam() != DType::BF16) GTEST_SKIP() << "tuning is for 16-bit weights";
+  const int64_t rows = 384, cols = 512;
+  std::vector<TestMatrix> layers;
+  for (uint32_t i = 0; i < 3; ++i) layers.push_back(make_matrix(GetParam(), rows, cols, 20 + i));
+  std::vector<const DeviceMatrix*> weights;
+  for (const TestMatrix& m : layers) weights.push_back(&m.device);
+  const int64_t most = 300, ldy = rows + 4;
+  const std::vector<float> x = random_vector(static_cast<size_t>(most * cols), 7);
+  const std::vector<float> y0 = random_vector(static_cast<size_t>(most * ldy), 8);
+  cudaStream_t stream;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
+  {
+    Gemm tuned(stream), plain(stream);
+    const auto buckets = tuned.tune(weights, most, /*prefer_lt=*/true);
+    ASSERT_FALSE(buckets.empty());
+    EXPECT_GE(buckets.back().tokens, most);
+    int lt_buckets = 0;
+    for (const auto& b : buckets) {
+      EXPECT_GT(b.default_us, 0.0);
+      EXPECT_GT(b.best_us, 0.0);
+      lt_buckets += b.algo >= 0;
+    }
+    EXPECT_GT(lt_buckets, 0) << "cuBLASLt offered no algorithm: the tuned path did not run";
+    const double tol = GetParam() == DType::BF16 ? 3e-2 : 4e-3;
+    DeviceBuffer dx = to_device(x);
+    for (int64_t n : {5, 8, 13, 32, 33, 100, 257, 300}) {
+      for (bool accumulate : {false, true}) {
+        for (int64_t offset : {int64_t{0}, int64_t{1}}) {  // 1: y shifted by one float, misaligned
+          const TestMatrix& w = layers[static_cast<size_t>(n % 3)];
+          std::vector<float> want(static_cast<size_t>(n * rows));
+          cpu::matmul_ref(w.host, x.data(), n, want.data());
+          DeviceBuffer dy = to_device(y0), dy_plain = to_device(y0);
+          tuned.run(w.device, dx.get<float>(), n, dy.get<float>() + offset, ldy, accumulate);
+          plain.run(w.device, dx.get<float>(), n, dy_plain.get<float>() + offset, ldy, accumulate);
+          const std::vector<float> got = to_host<float>(dy, y0.size()), ref = to_host<float>(dy_plain, y0.size());
+          double max_err = 0, max_vs_default = 0;
+          for (int64_t t = 0; t < n; ++t) {
+            for (int64_t r = 0; r < ldy; ++r) {
+              const size_t i = static_cast<size_t>(t * ldy + r + offset);
+              if (i >= got.size()) continue;
+              if (r >= rows) {  // past the matrix's rows: untouched
+                ASSERT_EQ(got[i], y0[i]) << "n " << n << " row " << r;
+                continue;
+              }
+              const double expect = want[static_cast<size_t>(t * rows + r)] + (accumulate ? y0[i] : 0.0f);
+              max_err = std::max(max_err, std::fabs(double(got[i]) - expect));
+              max_vs_default = std::max(max_vs_default, std::fabs(double(got[i]) - double(ref[i])));
+            }
+          }
+          EXPECT_LT(max_err, tol) << "n " << n << " accumulate " << accumulate << " offset " << offset;
+          // Another algorithm sums in another order: rounding only.
+          EXPECT_LT(max_vs_default, 1e-3) << "n " << n << " accumulate " << accumulate << " offset " << offset;
+        }
+      }
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemvTest, ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
