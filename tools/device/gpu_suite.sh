@@ -27,7 +27,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
 [ "$what" = tp_check ] && targets="tandem-server"
-[ "$what" = load ] && targets="tandem-server tandem cuda_gemm_bench"
+[ "$what" = load ] && targets="tandem-server tandem cuda_gemm_bench cuda_kernels_test cuda_runner_test"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
