@@ -1,6 +1,8 @@
 // The CUDA engine end to end against transformers' reference (the fixtures
 // of tools/fixtures/make_fixtures.py), and its batch invariance. Label gpu.
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <unistd.h>
 
 #include <algorithm>
@@ -75,6 +77,8 @@ CudaRunnerOptions small_options() {
   o.max_context = 256;
   o.block_size = 4;
   o.kv_blocks = 256;
+  // TANDEM_TEST_NO_GEMM_TUNING=1: cuBLAS's default GEMMs only (for chasing a failure).
+  o.tune_gemm = std::getenv("TANDEM_TEST_NO_GEMM_TUNING") == nullptr;
   return o;
 }
 
@@ -89,6 +93,7 @@ class CudaNumerics : public ::testing::TestWithParam<std::string> {
   void check_model(const std::string& path, double tol) {
     auto model = ModelFile::open(path);
     CudaModelRunner runner(*model, small_options());
+    for (const std::string& line : runner.gemm_tuning()) std::printf("  %s\n", line.c_str());
     const int64_t vocab = model->config().vocab_size;
     const Diff a = compare(all_logits(runner, ref_.prompt_a), ref_.logits_a, vocab, 2 * tol);
     const Diff b = compare(all_logits(runner, ref_.prompt_b), ref_.logits_b, vocab, 2 * tol);
