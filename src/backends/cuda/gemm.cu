@@ -188,7 +188,7 @@ void Gemm::run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tok
   const cudaDataType_t low_type = input_type(w.format) == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   if (w.format == WeightFormat::F16 || w.format == WeightFormat::BF16) {
     const auto tuned = tuned_.find(ShapeKey{w.rows, w.cols, static_cast<int>(low_type)});
-    if (tuned != tuned_.end()) {
+    if (tuned != tuned_.end() && n_tokens >= tuned_from_) {
       const TunedShape& t = tuned->second;
       const auto bucket = std::lower_bound(t.bucket_tokens.begin(), t.bucket_tokens.end(), n_tokens);
       if (bucket != t.bucket_tokens.end()) {

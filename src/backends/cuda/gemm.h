@@ -78,6 +78,9 @@ class Gemm {
                                 bool prefer_lt = false);
   // The token-count buckets tune() times (their largest counts).
   static std::vector<int64_t> tuned_buckets();
+  // Products of fewer tokens take cuBLAS's default (tests may lower it).
+  static constexpr int64_t kTunedFrom = 5;
+  void set_tuned_from(int64_t n) { tuned_from_ = n; }
 
  private:
   // A tuned shape: its buckets' algorithms (tune()).
@@ -101,6 +104,7 @@ class Gemm {
   std::map<std::tuple<int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> fp8_algos_;  // (rows, tokens, cols)
   std::set<std::tuple<int64_t, int64_t, int64_t>> fp8_unsupported_;                  // shapes without one
   std::map<ShapeKey, TunedShape> tuned_;
+  int64_t tuned_from_ = kTunedFrom;
   cublasLtMatmulDesc_t op16_ = nullptr;  // y^T = W^T x, f32 accumulation and output (16-bit inputs)
   // One tuned product's operand layouts, made once: (rows, cols, n, ldy, type).
   struct LtLayouts {
