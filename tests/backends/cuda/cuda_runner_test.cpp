@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cuda_runtime.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_model_runner.h"
 #include "backends/cuda/offload_runner.h"
 #include "common/error.h"
@@ -39,6 +41,8 @@ struct Diff {
   int64_t rows = 0;
   int64_t near_ties = 0;      // argmax differs, but within `tie` in `want`
   int64_t disagreements = 0;  // argmax differs by more than `tie`
+  int64_t non_finite = 0;     // entries of `got` that are NaN or infinite (max_abs skips them)
+  int64_t first_bad_row = -1; // the first row with a disagreement or a non-finite entry
 };
 
 Diff compare(const float* got, const float* want, int64_t rows, int64_t vocab, double tie) {
@@ -47,13 +51,20 @@ Diff compare(const float* got, const float* want, int64_t rows, int64_t vocab, d
   for (int64_t r = 0; r < rows; ++r) {
     const float* g = got + r * vocab;
     const float* w = want + r * vocab;
-    for (int64_t i = 0; i < vocab; ++i) d.max_abs = std::max(d.max_abs, std::fabs(double(g[i]) - double(w[i])));
+    int64_t bad = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (!std::isfinite(g[i])) ++bad;
+      else d.max_abs = std::max(d.max_abs, std::fabs(double(g[i]) - double(w[i])));
+    }
+    d.non_finite += bad;
+    if (bad > 0 && d.first_bad_row < 0) d.first_bad_row = r;
     const int64_t ga = std::max_element(g, g + vocab) - g, wa = std::max_element(w, w + vocab) - w;
     if (ga == wa) continue;
     if (double(w[wa]) - double(w[ga]) <= tie) {
       ++d.near_ties;
     } else {
       ++d.disagreements;
+      if (d.first_bad_row < 0) d.first_bad_row = r;
     }
   }
   return d;
@@ -82,6 +93,22 @@ CudaRunnerOptions small_options() {
   return o;
 }
 
+// Fills 256 MiB of free GPU memory with NaN bits and frees it, so that the
+// next allocations (a runner's cache and scratch) likely start as NaN: a
+// kernel that reads what no step wrote then shows in the logits, instead of
+// reading the zeros of fresh memory.
+void poison_free_memory() {
+  void* p = nullptr;
+  const size_t bytes = size_t{256} << 20;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  TANDEM_CUDA_CHECK(cudaMemset(p, 0xFF, bytes));
+  TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
+  TANDEM_CUDA_CHECK(cudaFree(p));
+}
+
 class CudaNumerics : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override { ref_ = load_reference(GetParam()); }
@@ -92,6 +119,7 @@ class CudaNumerics : public ::testing::TestWithParam<std::string> {
   // every argmax disagreement must be a near tie (within 2 * tol).
   void check_model(const std::string& path, double tol) {
     auto model = ModelFile::open(path);
+    poison_free_memory();
     CudaModelRunner runner(*model, small_options());
     for (const std::string& line : runner.gemm_tuning()) std::printf("  %s\n", line.c_str());
     const int64_t vocab = model->config().vocab_size;
@@ -100,6 +128,7 @@ class CudaNumerics : public ::testing::TestWithParam<std::string> {
     EXPECT_LT(a.max_abs, tol) << path;
     EXPECT_LT(b.max_abs, tol) << path;
     EXPECT_EQ(a.disagreements + b.disagreements, 0) << path;
+    EXPECT_EQ(a.non_finite + b.non_finite, 0) << path << ": prefill rows " << a.first_bad_row << ", " << b.first_bad_row;
 
     ThreadPool pool(2);
     CpuRunnerOptions co;
@@ -120,6 +149,8 @@ class CudaNumerics : public ::testing::TestWithParam<std::string> {
       gpu_logits = runner.forward(std::span<const SequenceChunk>(&g, 1));
       cpu_logits = cpu_runner.forward(std::span<const SequenceChunk>(&c, 1));
       const Diff d = compare(gpu_logits.data(), cpu_logits.data(), 1, vocab, 2 * tol);
+      EXPECT_EQ(d.non_finite, 0) << path << ": decode step " << step << " has non-finite logits";
+      EXPECT_EQ(d.disagreements, 0) << path << ": decode step " << step;
       decode.max_abs = std::max(decode.max_abs, d.max_abs);
       decode.near_ties += d.near_ties;
       decode.disagreements += d.disagreements;
