@@ -90,6 +90,7 @@ CudaRunnerOptions small_options() {
   o.kv_blocks = 256;
   // TANDEM_TEST_NO_GEMM_TUNING=1: cuBLAS's default GEMMs only (for chasing a failure).
   o.tune_gemm = std::getenv("TANDEM_TEST_NO_GEMM_TUNING") == nullptr;
+  o.cuda_graphs = std::getenv("TANDEM_TEST_NO_GRAPHS") == nullptr;
   return o;
 }
 
@@ -149,7 +150,8 @@ class CudaNumerics : public ::testing::TestWithParam<std::string> {
       gpu_logits = runner.forward(std::span<const SequenceChunk>(&g, 1));
       cpu_logits = cpu_runner.forward(std::span<const SequenceChunk>(&c, 1));
       const Diff d = compare(gpu_logits.data(), cpu_logits.data(), 1, vocab, 2 * tol);
-      EXPECT_EQ(d.non_finite, 0) << path << ": decode step " << step << " has non-finite logits";
+      EXPECT_EQ(d.non_finite, 0) << path << ": decode step " << step << " (position " << kv_gpu.n_tokens
+                                 << ") has non-finite logits";
       EXPECT_EQ(d.disagreements, 0) << path << ": decode step " << step;
       decode.max_abs = std::max(decode.max_abs, d.max_abs);
       decode.near_ties += d.near_ties;
