@@ -361,12 +361,13 @@ if [ "$what" = load ]; then
     "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda -p $p -n $n -b $b -r 2 \
       --peak-gb-s ${PEAK_GB_S:-3350} ${PERF_ARGS:-} 2>&1 | grep -E "tuning|prefill|decode|error"
   done
-  [ -z "${LEVELS:-32}" ] && exit 0
+  levels=$(echo ${LEVELS-32})  # LEVELS="" or " ": no serve runs
+  [ -z "$levels" ] && exit 0
   m=/tmp/synth-${presets[0]}-f16.gguf
   t1=$(date +%s)
   "$build/bin/tandem-server" synth --preset "${presets[0]}" --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" > /dev/null || exit 1
   echo "synth: $(( $(date +%s) - t1 )) s"
-  for level in ${LEVELS:-32}; do
+  for level in $levels; do
     "$build/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size ${BATCH:-128} \
       --max-queued-requests 512 --log-level warn --step-trace "$out/trace-$level.csv" ${SERVE_ARGS:-} > /tmp/serve-$level.log 2>&1 &
     spid=$!
