@@ -34,6 +34,18 @@
 namespace tandem::cli {
 namespace {
 
+// The engine step on the GPU when the config gives none: a GPU step reads
+// every weight once whatever it holds, so larger steps let prompt chunks
+// share those reads (a 512-token prompt in one step).
+constexpr int64_t kGpuStepTokens = 1024;
+
+// The GPU memory plan reserves scratch for the engine's largest step: its
+// tokens, and a row of logits for each sequence in it.
+void plan_steps(const server::ServerConfig& config, RunnerRequest& rq) {
+  rq.max_step_tokens = config.step_tokens > 0 ? config.step_tokens : kGpuStepTokens;
+  rq.max_logit_rows = std::min<int64_t>(rq.max_step_tokens, std::max<int64_t>(config.batch_size, 1));
+}
+
 struct ServeFlags {
   std::string config_file;
   server::ServerConfig flags;  // only the fields whose option was given are used
@@ -127,6 +139,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     rq.quantize = f.quantize;
     rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
     rq.batch_invariant = f.batch_invariant;
+    plan_steps(config, rq);
     rq.parallel = config.parallel;
     rq.nodes = nodes;
     ThreadPool pool(1);
@@ -264,6 +277,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     // of the card) leaves. The plan is checked before any allocation.
     rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
     rq.batch_invariant = f.batch_invariant;
+    plan_steps(config, rq);
     rq.on_load_progress = [&](uint64_t done, uint64_t total) {
       ctx->loading.bytes_total.store(total);
       ctx->loading.bytes_done.store(done);
@@ -288,9 +302,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   ModelRunner& runner = *backend->runner;
   EngineOptions eo;
   eo.batch_size = config.batch_size;
-  // A GPU step reads every weight once whatever it holds: larger steps let
-  // prompt chunks share those reads (a 512-token prompt in one step).
-  eo.step_tokens = config.step_tokens > 0 ? config.step_tokens : backend->device == "cpu" ? 256 : 1024;
+  eo.step_tokens = config.step_tokens > 0 ? config.step_tokens : backend->device == "cpu" ? 256 : kGpuStepTokens;
   eo.max_queued = config.max_queued_requests;
   eo.context_window = context;
   eo.sampling_pool = &pool;

@@ -25,7 +25,11 @@ using cuda::DeviceBuffer;
 using cuda::DeviceMatrix;
 
 constexpr uint64_t kGiB = uint64_t{1} << 30;
-constexpr uint64_t kScratchReserve = kGiB;          // activations, logits, cuBLAS workspace, dequant slices
+constexpr int64_t kDefaultStepTokens = 1024;       // CudaRunnerOptions::max_step_tokens when 0
+// Scratch beyond the step buffers: cuBLAS's workspace (32 MiB), the 8-bit
+// dequantization slice (128 MiB), attention and gemm_q8 workspaces, and room
+// for what the CUDA runtime, cuBLAS and graphs allocate themselves.
+constexpr uint64_t kScratchFixed = uint64_t{192} << 20;
 constexpr uint64_t kUploadChunk = uint64_t{64} << 20;
 constexpr int64_t kMaxGraphTokens = kCudaGraphMaxTokens;
 constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
@@ -96,9 +100,32 @@ std::string gib(uint64_t bytes) {
 
 }  // namespace
 
+uint64_t step_scratch_bytes(const ModelConfig& c, GpuQuantization quantize, int64_t tokens, int64_t logit_rows,
+                            int tp_size) {
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(v, 0)); };
+  const uint64_t widest = u(std::max({c.hidden_size, c.q_dim(), c.intermediate_size}));
+  const uint64_t layer_rows = u(std::max({2 * c.intermediate_size, c.q_dim() + 2 * c.kv_dim(), c.hidden_size}));
+  // Per token: the residual and its norm, q·k·v, attention out, gate·up and
+  // silu·up in f32; the 8-bit GEMV's quantized input (int8 and a scale per
+  // 32); the GEMM's input rounded to 16 bits; FP8's quantized input and
+  // f32 product.
+  uint64_t per_token = 4 * u(2 * c.hidden_size + c.q_dim() + 2 * c.kv_dim() + c.q_dim() + 3 * c.intermediate_size) +
+                       widest + widest / 8 + 2 * widest;
+  if (quantize == GpuQuantization::Fp8) per_token += widest + 4 + 4 * layer_rows;
+  // Per row of logits: its selected hidden state, the logits (the host's
+  // copy is pinned host memory), its token; with tensor parallelism this
+  // rank's vocabulary slice, every rank's slices gathered, and those laid
+  // side by side on the logits rank.
+  const uint64_t vocab = u(c.vocab_size);
+  const uint64_t logits = tp_size > 1 ? vocab / u(tp_size) + 2 * vocab : vocab;
+  const uint64_t per_row = 4 * (u(c.hidden_size) + logits) + 4;
+  return kScratchFixed + per_token * u(tokens) + per_row * u(logit_rows);
+}
+
 std::string CudaMemoryPlan::describe() const {
   const uint64_t kv = kv_bytes_per_block * static_cast<uint64_t>(kv_blocks);
   return "gpu budget " + gib(budget_bytes) + ": weights " + gib(weight_bytes) + ", scratch " + gib(scratch_bytes) +
+         " (steps of " + std::to_string(step_tokens) + " tokens)" +
          ", KV cache " + gib(kv) + " (" + std::to_string(kv_blocks) + " blocks of " + std::to_string(block_size) +
          " tokens = " + std::to_string(kv_blocks * block_size) + " tokens in flight, context " +
          std::to_string(max_context) + ")";
@@ -109,7 +136,7 @@ CudaMemoryPlan plan_cuda_memory(const ModelFile& model, const CudaRunnerOptions&
 }
 
 CudaMemoryPlan plan_cuda_memory(const ModelConfig& c, const std::vector<TensorRef>& tensors,
-                                const CudaRunnerOptions& options, uint64_t gpu_total_bytes) {
+                                const CudaRunnerOptions& options, uint64_t gpu_total_bytes, int tp_size) {
   CudaMemoryPlan plan;
   plan.block_size = options.block_size;
   check(plan.block_size > 0, "KV block size must be positive");
@@ -117,7 +144,9 @@ CudaMemoryPlan plan_cuda_memory(const ModelConfig& c, const std::vector<TensorRe
   plan.budget_bytes = options.gpu_memory_bytes > 0 ? options.gpu_memory_bytes
                                                     : static_cast<uint64_t>(static_cast<double>(gpu_total_bytes) * 0.9);
   for (const TensorRef& t : tensors) plan.weight_bytes += device_tensor_bytes(t, options.quantize);
-  plan.scratch_bytes = kScratchReserve;
+  plan.step_tokens = options.max_step_tokens > 0 ? options.max_step_tokens : kDefaultStepTokens;
+  plan.logit_rows = options.max_logit_rows > 0 ? options.max_logit_rows : plan.step_tokens;
+  plan.scratch_bytes = step_scratch_bytes(c, options.quantize, plan.step_tokens, plan.logit_rows, tp_size);
   plan.kv_bytes_per_block =
       static_cast<uint64_t>(c.n_layers) * 2 * static_cast<uint64_t>(plan.block_size * c.kv_dim()) * sizeof(uint16_t);
   const int64_t min_blocks = (plan.max_context + plan.block_size - 1) / plan.block_size;
@@ -125,8 +154,9 @@ CudaMemoryPlan plan_cuda_memory(const ModelConfig& c, const std::vector<TensorRe
   const uint64_t min_kv = plan.kv_bytes_per_block * static_cast<uint64_t>(min_blocks);
   if (fixed + min_kv > plan.budget_bytes) {
     throw Error("model needs " + gib(plan.weight_bytes) + " for weights + " + gib(min_kv) + " KV at context " +
-                std::to_string(plan.max_context) + " + " + gib(plan.scratch_bytes) + " scratch; gpu budget is " +
-                gib(plan.budget_bytes) + " (lower --context, or raise max_memory.gpu)");
+                std::to_string(plan.max_context) + " + " + gib(plan.scratch_bytes) + " scratch (steps of " +
+                std::to_string(plan.step_tokens) + " tokens); gpu budget is " + gib(plan.budget_bytes) +
+                " (lower --context or --step-tokens, or raise max_memory.gpu)");
   }
   if (options.kv_blocks > 0) {
     plan.kv_blocks = options.kv_blocks;
@@ -562,7 +592,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   TANDEM_CUDA_CHECK(cudaSetDevice(options.device));
   size_t free_bytes = 0, total_bytes = 0;
   TANDEM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  m.plan = plan_cuda_memory(c, tensors, options, total_bytes);
+  m.plan = plan_cuda_memory(c, tensors, options, total_bytes, m.tp_size);
   const uint64_t planned = m.plan.weight_bytes + m.plan.scratch_bytes +
                            m.plan.kv_bytes_per_block * static_cast<uint64_t>(m.plan.kv_blocks);
   check(options.gpu_memory_bytes == 0 || planned <= free_bytes,

@@ -49,6 +49,13 @@ struct CudaRunnerOptions {
   // each token-count bucket (cuda::Gemm::tune). Not with batch_invariant,
   // whose answers must not depend on a timing.
   bool tune_gemm = true;
+  // The largest step the caller will run (tokens, and rows that want
+  // logits): the memory plan reserves their scratch (activations, logits,
+  // GEMM inputs) before it gives the rest to the KV cache. 0: 1024 tokens,
+  // and as many rows. Larger steps still run; their scratch then grows into
+  // memory outside the plan, if there is any.
+  int64_t max_step_tokens = 0;
+  int64_t max_logit_rows = 0;
   // Called while weights upload: (bytes done, bytes total).
   std::function<void(uint64_t, uint64_t)> on_load_progress;
 };
@@ -60,7 +67,9 @@ inline constexpr int64_t kCudaGraphMaxTokens = 64;
 struct CudaMemoryPlan {
   uint64_t budget_bytes = 0;
   uint64_t weight_bytes = 0;
-  uint64_t scratch_bytes = 0;  // activations and cuBLAS workspace, reserved
+  uint64_t scratch_bytes = 0;  // step buffers for step_tokens / logit_rows, cuBLAS workspace (step_scratch_bytes)
+  int64_t step_tokens = 0;     // the largest step planned for
+  int64_t logit_rows = 0;
   uint64_t kv_bytes_per_block = 0;
   int64_t kv_blocks = 0;
   int64_t block_size = 0;
@@ -72,10 +81,17 @@ struct CudaMemoryPlan {
 // Throws tandem::Error with the numbers when the weights plus the KV cache of
 // one full-context sequence do not fit the budget.
 CudaMemoryPlan plan_cuda_memory(const ModelFile& model, const CudaRunnerOptions& options, uint64_t gpu_total_bytes);
+// GPU scratch of steps of up to `tokens` tokens and `logit_rows` rows of
+// logits for a model of this shape (one GPU's share of it in a parallel
+// plan), with its fixed workspaces: what the memory plan reserves.
+// tp_size: the tensor-parallel group of the rank (logits are gathered).
+uint64_t step_scratch_bytes(const ModelConfig& config, GpuQuantization quantize, int64_t tokens, int64_t logit_rows,
+                            int tp_size = 1);
+
 // The same for a model given as its config and canonical tensors (one GPU's
 // part of a parallel plan: parallel::RankModel).
 CudaMemoryPlan plan_cuda_memory(const ModelConfig& config, const std::vector<TensorRef>& tensors,
-                                const CudaRunnerOptions& options, uint64_t gpu_total_bytes);
+                                const CudaRunnerOptions& options, uint64_t gpu_total_bytes, int tp_size = 1);
 
 // How one GPU of a parallel plan reaches the others. The communicators queue
 // their operations on `stream` (a cudaStream_t on options.device that the

@@ -524,6 +524,46 @@ TEST(CudaPlan, RefusesModelsThatDoNotFitWithNumbers) {
             plan.budget_bytes);
 }
 
+// The plan reserves scratch for the largest step it is told of: more tokens
+// and more logits rows take more of the budget, which the KV cache loses;
+// a step size that leaves no room for one sequence is refused, naming
+// --step-tokens.
+TEST(CudaPlan, ScratchFollowsTheStepSize) {
+  auto model = ModelFile::open((kFixtures / "llama3").string());
+  const ModelConfig& c = model->config();
+  CudaRunnerOptions o;
+  o.max_context = 256;
+  o.gpu_memory_bytes = uint64_t{1} << 30;
+  const CudaMemoryPlan by_default = plan_cuda_memory(*model, o, uint64_t{80} << 30);
+  EXPECT_EQ(by_default.step_tokens, 1024);
+  EXPECT_EQ(by_default.logit_rows, 1024);
+  EXPECT_EQ(by_default.scratch_bytes, step_scratch_bytes(c, GpuQuantization::None, 1024, 1024));
+  EXPECT_NE(by_default.describe().find("steps of 1024 tokens"), std::string::npos) << by_default.describe();
+  o.max_step_tokens = 8192;
+  o.max_logit_rows = 64;
+  const CudaMemoryPlan big = plan_cuda_memory(*model, o, uint64_t{80} << 30);
+  EXPECT_EQ(big.scratch_bytes, step_scratch_bytes(c, GpuQuantization::None, 8192, 64));
+  EXPECT_GT(big.scratch_bytes, by_default.scratch_bytes);
+  EXPECT_LT(big.kv_blocks, by_default.kv_blocks);
+  EXPECT_LE(big.weight_bytes + big.scratch_bytes + big.kv_bytes_per_block * uint64_t(big.kv_blocks), big.budget_bytes);
+  // Every token needs at least its f32 activations (residual, norm, q·k·v,
+  // attention, gate·up, silu·up); every row its logits.
+  const uint64_t floor_per_token = 4 * uint64_t(2 * c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.intermediate_size);
+  EXPECT_GE(step_scratch_bytes(c, GpuQuantization::None, 2, 0) - step_scratch_bytes(c, GpuQuantization::None, 1, 0),
+            floor_per_token);
+  EXPECT_GE(step_scratch_bytes(c, GpuQuantization::None, 1, 2) - step_scratch_bytes(c, GpuQuantization::None, 1, 1),
+            4 * uint64_t(c.vocab_size));
+  // FP8's GEMM input and f32 product cost more per token.
+  EXPECT_GT(step_scratch_bytes(c, GpuQuantization::Fp8, 1024, 64), step_scratch_bytes(c, GpuQuantization::None, 1024, 64));
+  o.max_step_tokens = 1 << 22;  // 4M tokens a step
+  try {
+    plan_cuda_memory(*model, o, uint64_t{80} << 30);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--step-tokens"), std::string::npos) << e.what();
+  }
+}
+
 // Offload: the fixture's first layer (and the embedding) on the GPU, the
 // second layer and the LM head on the CPU engine. Prefill logits against
 // transformers and decode steps (graphs on: the hand-over to the host is
