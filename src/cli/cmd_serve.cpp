@@ -157,6 +157,14 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     return 0;
   }
 
+  // The step trace's file is opened before anything loads, so that a bad
+  // path fails at once. It outlives the engine, its only writer.
+  std::ofstream step_trace;
+  if (!f.step_trace.empty()) {
+    step_trace.open(f.step_trace, std::ios::trunc);
+    check(step_trace.good(), "cannot write the step trace '" + f.step_trace + "'");
+  }
+
   auto ctx = std::make_shared<server::ServerContext>();
   ctx->config = config;
   ctx->log = log;
@@ -306,12 +314,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   eo.max_queued = config.max_queued_requests;
   eo.context_window = context;
   eo.sampling_pool = &pool;
-  std::ofstream step_trace;
-  if (!f.step_trace.empty()) {
-    step_trace.open(f.step_trace, std::ios::trunc);
-    check(step_trace.good(), "cannot write the step trace '" + f.step_trace + "'");
-    eo.step_trace = &step_trace;
-  }
+  if (step_trace.is_open()) eo.step_trace = &step_trace;
   EngineService engine(runner, *tokenizer, eo);
   if (interrupted()) return 130;
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <iomanip>
 #include <mutex>
 #include <ostream>
 #include <thread>
@@ -67,8 +68,9 @@ struct EngineService::Impl {
     stats.inter_token_seconds = Histogram(latency_bounds());
     stats.e2e_seconds = Histogram(latency_bounds());
     stop_ids = tokenizer.stop_ids();
-    if (o.step_trace != nullptr)
-      *o.step_trace << "start_ms,plan_ms,forward_ms,after_ms,sequences,decodes,prefill_tokens,waiting\n";
+    if (o.step_trace != nullptr)  // times in ms to the microsecond, however long the server runs
+      *o.step_trace << std::fixed << std::setprecision(3)
+                    << "start_ms,plan_ms,forward_ms,after_ms,sequences,decodes,prefill_tokens,waiting" << std::endl;
   }
 
   void loop();
@@ -457,7 +459,8 @@ bool EngineService::Impl::step() {
   if (options.step_trace != nullptr) {
     *options.step_trace << ms_between(started, t_plan) << ',' << ms_between(t_plan, t0) << ','
                         << ms_between(t0, t_forward_end) << ',' << ms_between(t_forward_end, Clock::now()) << ','
-                        << scheduled.size() << ',' << n_decodes << ',' << n_prefill << ',' << waiting.size() << '\n';
+                        << scheduled.size() << ',' << n_decodes << ',' << n_prefill << ',' << waiting.size()
+                        << std::endl;  // whole lines, should the process end abruptly
   }
   return true;
 }

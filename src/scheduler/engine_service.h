@@ -89,7 +89,8 @@ struct EngineOptions {
   // With nothing to run, the engine thread calls ModelRunner::idle() this
   // often (a multi-host runner's heartbeat).
   std::chrono::milliseconds idle_tick{1000};
-  // When set, one CSV line per engine step is written here (header first):
+  // When set, one CSV line per engine step whose forward ran is written
+  // here (header first; times in ms with 3 decimals, each line flushed):
   // when it started, how long planning, forward() and the sampling and
   // streaming after it took, and what it held. Not owned; the engine thread
   // is its only writer while the service lives.

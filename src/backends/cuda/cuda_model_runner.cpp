@@ -28,8 +28,9 @@ constexpr uint64_t kGiB = uint64_t{1} << 30;
 constexpr int64_t kDefaultStepTokens = 1024;       // CudaRunnerOptions::max_step_tokens when 0
 // Scratch beyond the step buffers: cuBLAS's workspace (32 MiB), the 8-bit
 // dequantization slice (128 MiB), attention and gemm_q8 workspaces, and room
-// for what the CUDA runtime, cuBLAS and graphs allocate themselves.
-constexpr uint64_t kScratchFixed = uint64_t{192} << 20;
+// for what the CUDA runtime, cuBLAS and graphs allocate themselves and for
+// each allocation's rounding to whole pages.
+constexpr uint64_t kScratchFixed = uint64_t{256} << 20;
 constexpr uint64_t kUploadChunk = uint64_t{64} << 20;
 constexpr int64_t kMaxGraphTokens = kCudaGraphMaxTokens;
 constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
@@ -38,10 +39,6 @@ constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
 // tokens read 19-31% of peak bandwidth, the GEMM at 16 tokens 44-84%).
 // 8-bit weights take the int8 tensor-core GEMM (cuda::gemm_q8) instead.
 constexpr int64_t kMaxGemvDecode = 4;
-// The GEMM tuning's reach: layer matrices up to serve's default step on the
-// GPU, the LM head up to its rows (one per sequence that needs logits).
-constexpr int64_t kTunedStepTokens = 1024;
-constexpr int64_t kTunedHeadRows = 256;
 
 bool cuda_supports(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;
@@ -109,17 +106,28 @@ uint64_t step_scratch_bytes(const ModelConfig& c, GpuQuantization quantize, int6
   // silu·up in f32; the 8-bit GEMV's quantized input (int8 and a scale per
   // 32); the GEMM's input rounded to 16 bits; FP8's quantized input and
   // f32 product.
-  uint64_t per_token = 4 * u(2 * c.hidden_size + c.q_dim() + 2 * c.kv_dim() + c.q_dim() + 3 * c.intermediate_size) +
-                       widest + widest / 8 + 2 * widest;
-  if (quantize == GpuQuantization::Fp8) per_token += widest + 4 + 4 * layer_rows;
+  // The runner allocates kPreallocTokens tokens and rows at load whatever
+  // the step: the plan counts at least those.
+  const uint64_t n_tokens = u(std::max(tokens, kPreallocTokens)), n_rows = u(std::max(logit_rows, kPreallocTokens));
+  const uint64_t per_token =
+      4 * u(2 * c.hidden_size + c.q_dim() + 2 * c.kv_dim() + c.q_dim() + 3 * c.intermediate_size) + widest +
+      widest / 8 + 2 * widest;
   // Per row of logits: its selected hidden state, the logits (the host's
   // copy is pinned host memory), its token; with tensor parallelism this
   // rank's vocabulary slice, every rank's slices gathered, and those laid
   // side by side on the logits rank.
   const uint64_t vocab = u(c.vocab_size);
-  const uint64_t logits = tp_size > 1 ? vocab / u(tp_size) + 2 * vocab : vocab;
+  const uint64_t vocab_stride = tp_size > 1 ? (vocab + u(tp_size) - 1) / u(tp_size) : vocab;
+  const uint64_t logits = tp_size > 1 ? vocab_stride + 2 * vocab : vocab;
   const uint64_t per_row = 4 * (u(c.hidden_size) + logits) + 4;
-  return kScratchFixed + per_token * u(tokens) + per_row * u(logit_rows);
+  uint64_t bytes = kScratchFixed + per_token * n_tokens + per_row * n_rows;
+  if (quantize == GpuQuantization::Fp8) {
+    // Gemm::reserve_fp8: x as E4M3 with a scale per token, and the f32
+    // product, for the step's tokens or the LM head's rows, the larger.
+    const uint64_t fp8_tokens = std::max(n_tokens, (n_rows * vocab_stride + layer_rows - 1) / layer_rows);
+    bytes += fp8_tokens * (widest + 4 + 4 * layer_rows);
+  }
+  return bytes;
 }
 
 std::string CudaMemoryPlan::describe() const {
@@ -773,22 +781,26 @@ void CudaModelRunner::Impl::tune_gemms() {
     g.first.push_back(&w);
     g.second = std::max(g.second, tokens);
   };
+  // Layer matrices up to the planned step, the LM head up to the planned
+  // rows of logits (Gemm::tune stops at its last bucket).
+  const int64_t step = plan.step_tokens, rows = plan.logit_rows;
   for (const Layer& L : layers) {
     if (L.fused_qkv) {
-      add(L.qkv, kTunedStepTokens);
+      add(L.qkv, step);
     } else {
-      for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv}) add(*w, kTunedStepTokens);
+      for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv}) add(*w, step);
     }
     if (L.fused_gate_up) {
-      add(L.gate_up, kTunedStepTokens);
+      add(L.gate_up, step);
     } else {
-      add(L.gate, kTunedStepTokens);
-      add(L.up, kTunedStepTokens);
+      add(L.gate, step);
+      add(L.up, step);
     }
-    add(L.wo, kTunedStepTokens);
-    add(L.down, kTunedStepTokens);
+    add(L.wo, step);
+    add(L.down, step);
   }
-  if (has_head) add(output, kTunedHeadRows);
+  // Fewer than Gemm::kTunedFrom rows always take cuBLAS's default.
+  if (has_head && rows >= cuda::Gemm::kTunedFrom) add(output, rows);
   for (const auto& [key, group] : groups) {
     const auto& [weights, most] = group;
     const std::vector<cuda::Gemm::TunedBucket> buckets = gemm->tune(weights, most);

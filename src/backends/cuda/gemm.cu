@@ -17,7 +17,7 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 
 // The token counts tune() times; a product of n tokens takes the choice of
 // the smallest bucket >= n.
-constexpr int64_t kTunedBuckets[] = {8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024};
+constexpr int64_t kTunedBuckets[] = {8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048};
 constexpr int kTuneCandidates = 8;  // cuBLASLt heuristic results timed per bucket
 constexpr size_t kLtAlignment = 16;  // bytes: the alignment tuned algorithms may assume
 
@@ -40,10 +40,17 @@ Gemm::Gemm(cudaStream_t stream, bool fp8_tensor_cores) : stream_(stream) {
   workspace_.resize(kWorkspaceBytes);
   TANDEM_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.get(), kWorkspaceBytes));
   // Column-major view, as for cublasGemmEx: y^T [rows, n] = (W^T)^T x^T.
-  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op16_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op16_, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
-  TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op16_, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
+  if (cublasLtMatmulDescCreate(&op16_, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
+      cublasLtMatmulDescSetAttribute(op16_, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a) !=
+          CUBLAS_STATUS_SUCCESS ||
+      cublasLtMatmulDescSetAttribute(op16_, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b) !=
+          CUBLAS_STATUS_SUCCESS) {
+    if (op16_) cublasLtMatmulDescDestroy(op16_);
+    cublasLtDestroy(lt_);
+    cublasDestroy(handle_);
+    throw Error("cuBLASLt could not describe the 16-bit matmul");
+  }
 }
 
 void Gemm::destroy_layouts(LtLayouts& l) {
@@ -238,8 +245,16 @@ bool Gemm::run_lt(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, fl
   if (!found->second.usable) return false;
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const LtLayouts& l = found->second;
-  return cublasLtMatmul(lt_, op16_, &alpha, w.data, l.a, x_low, l.b, &beta, y, l.c, y, l.c, &algo, workspace_.get(),
-                        kWorkspaceBytes, stream_) == CUBLAS_STATUS_SUCCESS;
+  const cublasStatus_t status = cublasLtMatmul(lt_, op16_, &alpha, w.data, l.a, x_low, l.b, &beta, y, l.c, y, l.c,
+                                               &algo, workspace_.get(), kWorkspaceBytes, stream_);
+  // Refused before anything was enqueued: cuBLAS's default takes it. Any
+  // other failure is an error (a fallback could add a product twice).
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) {
+    found->second.usable = false;
+    return false;
+  }
+  TANDEM_CUBLAS_CHECK(status);
+  return true;
 }
 
 std::vector<int64_t> Gemm::tuned_buckets() { return {std::begin(kTunedBuckets), std::end(kTunedBuckets)}; }
@@ -268,11 +283,11 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
   DeviceBuffer x(static_cast<size_t>(most * w0.cols) * 2), y(static_cast<size_t>(most * w0.rows) * sizeof(float));
   TANDEM_CUDA_CHECK(cudaMemsetAsync(x.get(), 0x2A, x.bytes(), stream_));  // small finite values in f16 and bf16
   cudaEvent_t e0 = nullptr, e1 = nullptr;
-  TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
-  TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
   cublasLtMatmulPreference_t pref = nullptr;
   TunedShape shape;
   try {
+    TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
+    TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
     TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const size_t workspace = kWorkspaceBytes;
     const uint32_t alignment = kLtAlignment;
@@ -347,8 +362,8 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
     }
   } catch (...) {
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
     throw;
   }
   cublasLtMatmulPreferenceDestroy(pref);

@@ -56,16 +56,18 @@ class Gemm {
 
   // Picks, by timing, the algorithm of the F16/BF16 products with
   // `weights`' shape for each token-count bucket up to max_tokens (8, 16, 32,
-  // 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024): cuBLAS's default and
-  // each algorithm cuBLASLt's heuristic offers, timed over `weights` in turn
-  // (a model's layers, so that the weights come from HBM as in a step).
-  // cuBLAS's own choice can be 3x slower than the best at some shapes (the
-  // 8B shape's q·k·v at 32 tokens on an H100: 64 µs against 22 µs). Later
-  // products of that shape, format and ldy == rows take the bucket's winner;
-  // the rest take cuBLAS's default. The choice follows timings, so it may
-  // differ between runs (the sums' rounding with it). Needs room for
-  // max_tokens rows of x and y on the GPU for a moment; call outside graph
-  // capture. Returns the bucket choices, for the start-up log.
+  // 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048): cuBLAS's
+  // default and each algorithm cuBLASLt's heuristic offers, timed over
+  // `weights` in turn (a model's layers, so that the weights come from HBM as
+  // in a step). cuBLAS's own choice is up to 15% slower than the best at
+  // some of the 8B shape's products on an H100. Later products of that shape
+  // and format with kTunedFrom or more tokens take their bucket's winner
+  // when cuBLASLt accepts it for the operands (16-byte aligned pointers and
+  // rows of y, cublasLtMatmulAlgoCheck); the rest take cuBLAS's default. The
+  // choice follows timings, so it may differ between runs (the sums'
+  // rounding with it). Needs room for max_tokens rows of x and y on the GPU
+  // for a moment; call outside graph capture. Returns the bucket choices,
+  // for the start-up log.
   struct TunedBucket {
     int64_t tokens = 0;          // the bucket's largest token count, which was timed
     double default_us = 0;       // cuBLAS's default

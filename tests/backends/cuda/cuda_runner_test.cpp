@@ -564,6 +564,47 @@ TEST(CudaPlan, ScratchFollowsTheStepSize) {
   }
 }
 
+// What a runner holds after its largest planned step, all rows' logits
+// wanted, stays within what its plan counted (weights, KV cache, scratch):
+// the plan's scratch is not a guess that the first big step overruns. A
+// 0.6B shape (vocabulary 151,936) so that logits rows weigh; FP8 too, whose
+// GEMM buffers grow with the LM head's rows.
+TEST(CudaPlan, RunnerStaysWithinItsPlan) {
+  auto model = make_synth_model_in_memory(find_synth_preset("llama-0.6b"), DType::F16, 1);
+  for (GpuQuantization q : {GpuQuantization::None, GpuQuantization::Fp8}) {
+    CudaRunnerOptions o;
+    o.max_context = 1024;
+    o.kv_blocks = 128;
+    o.max_step_tokens = 768;
+    o.max_logit_rows = 768;
+    o.quantize = q;
+    TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
+    size_t free_before = 0, free_after = 0, total = 0;
+    TANDEM_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
+    CudaModelRunner runner(*model, o);
+    const CudaMemoryPlan& plan = runner.plan();
+    std::vector<std::vector<int32_t>> prompts(3);
+    std::vector<SequenceKv> kvs(3);
+    std::vector<SequenceChunk> chunks;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      for (int32_t t = 0; t < 256; ++t) prompts[i].push_back((t * 7919 + static_cast<int32_t>(i)) % 151936);
+      ASSERT_TRUE(kvs[i].reserve(256, runner.block_size(), runner.block_allocator()));
+      chunks.push_back(SequenceChunk{prompts[i], &kvs[i], true});
+    }
+    const std::vector<float>& logits = runner.forward(chunks);
+    EXPECT_EQ(logits.size(), size_t{768} * 151936);
+    TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
+    TANDEM_CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+    const uint64_t used = free_before - free_after;
+    const uint64_t planned =
+        plan.weight_bytes + plan.kv_bytes_per_block * static_cast<uint64_t>(plan.kv_blocks) + plan.scratch_bytes;
+    std::printf("  quantize %d: used %.1f MiB after a step of 768 tokens and rows; planned %.1f MiB (scratch %.1f)\n",
+                static_cast<int>(q), used / 1048576.0, planned / 1048576.0, plan.scratch_bytes / 1048576.0);
+    EXPECT_LE(used, planned) << plan.describe();
+    for (SequenceKv& kv : kvs) kv.release(runner.block_allocator());
+  }
+}
+
 // Offload: the fixture's first layer (and the embedding) on the GPU, the
 // second layer and the LM head on the CPU engine. Prefill logits against
 // transformers and decode steps (graphs on: the hand-over to the host is
