@@ -806,7 +806,16 @@ void CudaModelRunner::Impl::tune_gemms() {
   if (has_head && rows >= cuda::Gemm::kTunedFrom) add(output, rows);
   for (const auto& [key, group] : groups) {
     const auto& [weights, most] = group;
-    const std::vector<cuda::Gemm::TunedBucket> buckets = gemm->tune(weights, most);
+    std::vector<cuda::Gemm::TunedBucket> buckets;
+    try {
+      buckets = gemm->tune(weights, most);
+    } catch (const Error& e) {
+      // No room for the timing's buffers, say: cuBLAS's default stays.
+      cudaGetLastError();
+      gemm_tuning.push_back("GEMM " + std::to_string(std::get<0>(key)) + " x " + std::to_string(std::get<1>(key)) +
+                            ": not tuned (" + e.what() + ")");
+      continue;
+    }
     if (buckets.empty()) continue;
     int won = 0;
     const cuda::Gemm::TunedBucket* best = nullptr;
