@@ -324,37 +324,34 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
       });
       b.best_us = b.default_us;
       cublasLtMatmulAlgo_t best{};
-      cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
-      try {
-        TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
-        TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
-        TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, static_cast<uint64_t>(m), static_cast<uint64_t>(n), m));
-        cublasLtMatmulHeuristicResult_t found[kTuneCandidates];
-        int n_found = 0;
-        if (cublasLtMatmulAlgoGetHeuristic(lt_, op16_, la, lb, lc, lc, pref, kTuneCandidates, found, &n_found) !=
-            CUBLAS_STATUS_SUCCESS)
-          n_found = 0;
-        for (int a = 0; a < n_found; ++a) {
-          if (found[a].state != CUBLAS_STATUS_SUCCESS || found[a].workspaceSize > kWorkspaceBytes) continue;
-          const double us = time([&](const DeviceMatrix& w) {
-            return cublasLtMatmul(lt_, op16_, &alpha, w.data, la, x.get(), lb, &beta, y.get(), lc, y.get(), lc,
-                                  &found[a].algo, workspace_.get(), kWorkspaceBytes, stream_) == CUBLAS_STATUS_SUCCESS;
-          });
-          if (us > 0 && (us < b.best_us || (prefer_lt && b.algo < 0))) {
-            b.best_us = us;
-            b.algo = a;
-            best = found[a].algo;
-          }
+      // This bucket's operand layouts, released however the timing ends.
+      struct Layouts {
+        LtLayouts l;
+        ~Layouts() { destroy_layouts(l); }
+      } made;
+      cublasLtMatrixLayout_t& la = made.l.a;
+      cublasLtMatrixLayout_t& lb = made.l.b;
+      cublasLtMatrixLayout_t& lc = made.l.c;
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, static_cast<uint64_t>(m), static_cast<uint64_t>(n), m));
+      cublasLtMatmulHeuristicResult_t found[kTuneCandidates];
+      int n_found = 0;
+      if (cublasLtMatmulAlgoGetHeuristic(lt_, op16_, la, lb, lc, lc, pref, kTuneCandidates, found, &n_found) !=
+          CUBLAS_STATUS_SUCCESS)
+        n_found = 0;
+      for (int a = 0; a < n_found; ++a) {
+        if (found[a].state != CUBLAS_STATUS_SUCCESS || found[a].workspaceSize > kWorkspaceBytes) continue;
+        const double us = time([&](const DeviceMatrix& w) {
+          return cublasLtMatmul(lt_, op16_, &alpha, w.data, la, x.get(), lb, &beta, y.get(), lc, y.get(), lc,
+                                &found[a].algo, workspace_.get(), kWorkspaceBytes, stream_) == CUBLAS_STATUS_SUCCESS;
+        });
+        if (us > 0 && (us < b.best_us || (prefer_lt && b.algo < 0))) {
+          b.best_us = us;
+          b.algo = a;
+          best = found[a].algo;
         }
-      } catch (...) {
-        if (la) cublasLtMatrixLayoutDestroy(la);
-        if (lb) cublasLtMatrixLayoutDestroy(lb);
-        if (lc) cublasLtMatrixLayoutDestroy(lc);
-        throw;
       }
-      cublasLtMatrixLayoutDestroy(la);
-      cublasLtMatrixLayoutDestroy(lb);
-      cublasLtMatrixLayoutDestroy(lc);
       shape.bucket_tokens.push_back(n);
       shape.use_lt.push_back(b.algo >= 0);
       shape.algos.push_back(best);
