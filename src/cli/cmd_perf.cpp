@@ -44,6 +44,7 @@ struct PerfOptions {
   float temperature = 0.0f;
   int top_k = 0;
   float top_p = 1.0f;
+  bool fused_all_reduce = true;  // --no-fused-all-reduce turns it off
   bool host_sampling = false;  // sample on the host even where the backend can
 };
 
@@ -70,6 +71,7 @@ int perf(const PerfOptions& o) {
   rq.gpu_layers = o.gpu_layers;
   if (!o.max_memory_gpu.empty()) rq.gpu_memory_bytes = server::parse_memory_size(o.max_memory_gpu, "--max-memory-gpu");
   rq.parallel = o.parallel;
+  rq.fused_all_reduce = o.fused_all_reduce;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
   if (o.batch > 1) rq.kv_blocks = o.batch * ((rq.max_context + rq.block_size - 1) / rq.block_size);
   Runner backend = make_runner(*model, pool, rq);
@@ -265,6 +267,9 @@ Action add_perf_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, parallel::kMaxTensorParallel));
   cmd->add_option("--pipeline-parallel", o->parallel.pipeline_stages, "Pipeline stages, one GPU group each")
       ->check(CLI::Range(int64_t{1}, parallel::kMaxPipelineStages));
+  cmd->add_flag("!--no-fused-all-reduce", o->fused_all_reduce,
+                "Tensor parallel: end each block with NCCL's all-reduce and a norm kernel, not the fused kernel "
+                "(for comparison)");
   cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
   cmd->add_option("--temperature", o->temperature, "Decode with this sampling temperature (0 = greedy)");
   cmd->add_option("--top-k", o->top_k, "Decode sampling: top-k (0 = off)");

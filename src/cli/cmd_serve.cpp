@@ -52,6 +52,7 @@ struct ServeFlags {
   std::string max_memory_cpu, max_memory_gpu;
   std::string device = "auto";
   bool batch_invariant = false;
+  bool fused_all_reduce = true;  // --no-fused-all-reduce turns it off
   std::string step_trace;  // CSV file, one line per engine step
   std::string quantize = "none";
   int64_t gpu_layers = kGpuLayersAuto;
@@ -139,6 +140,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     rq.quantize = f.quantize;
     rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
     rq.batch_invariant = f.batch_invariant;
+    rq.fused_all_reduce = f.fused_all_reduce;
     plan_steps(config, rq);
     rq.parallel = config.parallel;
     rq.nodes = nodes;
@@ -285,6 +287,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     // of the card) leaves. The plan is checked before any allocation.
     rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
     rq.batch_invariant = f.batch_invariant;
+    rq.fused_all_reduce = f.fused_all_reduce;
     plan_steps(config, rq);
     rq.on_load_progress = [&](uint64_t done, uint64_t total) {
       ctx->loading.bytes_total.store(total);
@@ -356,6 +359,9 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_flag("--batch-invariant", f->batch_invariant,
                 "GPU: decode every batch with the batch-invariant GEMV, so that an answer never depends on its "
                 "batch (slower under load; the CPU engine always is)");
+  cmd->add_flag("!--no-fused-all-reduce", f->fused_all_reduce,
+                "Tensor parallel: end each block with NCCL's all-reduce and a norm kernel, not the fused kernel "
+                "that sums the GPUs' parts over NVLink and normalizes in one");
   cmd->add_option("-c,--ctx", f->flags.context_window, "Context window per sequence in tokens");
   cmd->add_option("--batch-size", f->flags.batch_size, "Running sequences at most");
   cmd->add_option("--step-tokens", f->flags.step_tokens,

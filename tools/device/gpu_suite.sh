@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|fused|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -23,6 +23,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
 [ "$what" = tp_speed ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
+[ "$what" = fused ] && targets="tandem-server nccl_communicator_test nccl_tensor_reduce_test parallel_runner_test"
 [ "$what" = parallel_build ] && targets="parallel_runner_test"
 [ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
@@ -378,4 +379,37 @@ if [ "$what" = load ]; then
     python3 "$src/tools/device/step_trace.py" "$out/trace-$level.csv" --skip-s 1
   done
   rm -f "$m"
+fi
+if [ "$what" = fused ]; then
+  # The fused tensor-parallel all-reduce + norm (NcclTensorReduce): its
+  # kernel test, the multi-GPU runner's equality with one GPU
+  # (PARALLEL_FILTER, all by default), then batch-1 decode on one GPU against
+  # TP over FUSED_TP GPUs (default: all) with and without the fused kernel
+  # (FUSED_DTYPES: f16 by default; "int8" means f16 quantized at load).
+  n=$(nvidia-smi -L | wc -l); tp=${FUSED_TP:-$n}; peak=${PEAK_GB_S:-3350}
+  nvidia-smi topo -m 2>&1 | head -$((n + 1))
+  timeout 120 "$build/tests/nccl_tensor_reduce_test" > /tmp/nccl_tensor_reduce_test.log 2>&1; echo "reduce rc=$?"
+  grep -E "FAILED|OK \]|PASSED|SKIPPED|refused|Failure|Expected|actual" /tmp/nccl_tensor_reduce_test.log | head -20
+  if [ "${FUSED_TESTS:-1}" = 1 ]; then
+    timeout 120 "$build/tests/nccl_communicator_test" > /tmp/nccl_communicator_test.log 2>&1; echo "nccl rc=$?"
+    timeout ${PARALLEL_TIMEOUT:-400} "$build/tests/parallel_runner_test" --gtest_filter="${PARALLEL_FILTER:-*}" \
+      > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
+    grep -E "FAILED|greedy tokens|PASSED|SKIPPED|Failure" "$out/parallel_runner_test.log" | head -40
+  fi
+  for dtype in ${FUSED_DTYPES:-f16}; do
+    q=""; d=$dtype; [ "$dtype" = int8 ] && { q="--quantize int8"; d=f16; }
+    for run in "1" "$tp" "$tp --no-fused-all-reduce"; do
+      set -- $run
+      echo "${presets[0]} $dtype, TP $run:"
+      "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype $d $q --device cuda --tensor-parallel $1 ${2:-} \
+        -p 512 -n 128 -r 3 --peak-gb-s $((peak * $1)) 2>&1 | grep -E "prefill|decode|error|all-reduce" | cut -c1-300
+    done
+  done
+  if [ -n "${FUSED_70B:-}" ]; then
+    for flag in "" "--no-fused-all-reduce"; do
+      echo "llama3-70b bf16, TP $FUSED_70B $flag:"
+      "$build/bin/tandem-server" perf --synthetic llama3-70b --dtype bf16 --device cuda --tensor-parallel $FUSED_70B $flag \
+        -p 128 -n 64 -r 2 --peak-gb-s $((peak * FUSED_70B)) 2>&1 | grep -E "prefill|decode|error" | cut -c1-300
+    done
+  fi
 fi

@@ -14,6 +14,7 @@
 #include "backends/cuda/device_buffer.h"
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/tensor_reduce.h"
 #include "common/error.h"
 #include "parallel/communicator.h"
 #include "parallel/rank_model.h"
@@ -207,6 +208,7 @@ struct CudaModelRunner::Impl {
   // Place in a parallel plan; a single GPU is tensor rank 0 of 1, stage 0 of 1.
   int tp_rank = 0, tp_size = 1, stage = 0, n_stages = 1;
   parallel::Communicator* tp_comm = nullptr;
+  cuda::TensorReduce* reduce = nullptr;  // CudaRankLinks::reduce
   parallel::Communicator* pipe_comm = nullptr;
   std::function<void()> wait_hook;  // CudaRankLinks::wait
   void wait_stream() {
@@ -292,7 +294,8 @@ struct CudaModelRunner::Impl {
   // stages too the residual stays in ordinary memory: TP 2 x PP 2 with two
   // ranks a GPU gave wrong sums with it shared (docs/PARALLEL.md).
   void share_residual() {
-    if (tp_size <= 1 || n_stages != 1 || !options.shared_all_reduce) return;
+    // With the fused reduction the window holds its parts instead.
+    if (tp_size <= 1 || n_stages != 1 || !options.shared_all_reduce || reduce != nullptr) return;
     shared_x = tp_comm->shared_buffer(static_cast<size_t>(kPreallocTokens * config.hidden_size) * sizeof(float),
                                       wait_hook);
     shared_tokens = shared_x != nullptr ? kPreallocTokens : 0;
@@ -861,6 +864,9 @@ CudaModelRunner::CudaModelRunner(const parallel::RankModel& rank, const CudaRunn
   m.tp_comm = links.tensor;
   m.pipe_comm = links.pipeline;
   m.wait_hook = links.wait;
+  m.reduce = links.reduce;
+  check(m.reduce == nullptr || (m.tp_size > 1 && m.n_stages == 1 && m.reduce->width() == rank.config.hidden_size),
+        "internal: the fused reduction is for tensor parallelism alone, over the hidden size");
   check(m.tp_size == 1 || (m.tp_comm != nullptr && m.tp_comm->world_size() == m.tp_size),
         "internal: a tensor-parallel rank needs its group's communicator");
   check(m.n_stages == 1 || (m.pipe_comm != nullptr && m.pipe_comm->world_size() == m.n_stages),
@@ -910,6 +916,7 @@ const std::vector<float>& CudaModelRunner::forward_shard(std::span<const Sequenc
 
 void CudaModelRunner::synchronize() { impl_->wait_stream(); }
 bool CudaModelRunner::residual_in_shared_memory() const { return impl_->residual_shared(); }
+bool CudaModelRunner::fused_reductions() const { return impl_->reduce != nullptr; }
 
 std::span<const int32_t> CudaModelRunner::row_tokens() const { return impl_->tokens; }
 bool CudaModelRunner::samples_rows() const { return true; }
@@ -1143,21 +1150,49 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   float* sel = m.sel.get<float>();
   float* logits_dev = m.logits_dev.get<float>();
   // Tensor parallel: attn_output and ffn_down give partial sums of the
-  // residual update. Rank 0 adds its part to the residual, the others write
-  // theirs over their copy, and the all-reduce leaves x + sum of parts on all.
+  // residual update. With the fused reduction (steps of up to its
+  // max_tokens) each rank writes its part into the reduction's slot and the
+  // reduction adds every part to x and normalizes, the next norm included.
+  // Otherwise rank 0 adds its part to the residual, the others write theirs
+  // over their copy, and the all-reduce leaves x + sum of parts on all.
   const bool tensor_parallel = m.tp_size > 1;
-  const bool accumulate_residual = m.tp_rank == 0;
+  const bool fused = tensor_parallel && m.reduce != nullptr && T <= m.reduce->max_tokens();
+  const bool accumulate_residual = m.tp_rank == 0 && !fused;
+  float* attn_update = fused ? m.reduce->part(0) : x;  // [T, hidden]: where attn_output writes
+  float* ffn_update = fused ? m.reduce->part(1) : x;   // [T, hidden]: where ffn_down writes
+  // The fused reduction of `slot` into x and the norm (`norm`, the rows
+  // `rows` or all T) into out, quantizing the rows that w's GEMV takes.
+  auto reduce_norm = [&](int slot, const DeviceMatrix& w, const float* norm, const int32_t* rows, int64_t n,
+                         int64_t n_gen, float* out) {
+    cuda::ReduceNormArgs ra;
+    ra.x = x;
+    ra.rows = rows;
+    ra.n_rows = n;
+    ra.weight = norm;
+    ra.eps = eps;
+    ra.out = out;
+    const int64_t n_quantized = m.quantized_rows(w, n, n_gen);
+    if (n_quantized > 0) {
+      ra.q = m.act_q.get<int8_t>();
+      ra.d = m.act_d.get<float>();
+      ra.n_quantized = n_quantized;
+    }
+    m.reduce->reduce_norm(slot, ra, s);
+    return n_quantized;
+  };
   auto enqueue_step = [&] {
     if (m.has_embedding) {
       cuda::embed_rows(m.token_embd, d_ids, T, x, s);
     } else {
       m.pipe_comm->recv(x, T * hidden, m.stage - 1);
     }
+    int64_t qkv_in = 0;   // rows of xn quantized for q·k·v (fused: by the last layer's reduction)
+    int64_t head_in = 0;  // the same for the LM head
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
       // 8-bit weights: the norm also quantizes the GEMV's input.
-      const int64_t qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated,
-                                        hidden, xn);
+      if (!fused || l == 0)
+        qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated, hidden, xn);
       if (L.fused_qkv) {
         m.matmul(L.qkv, xn, T, n_generated, q, qkv_dim, false, qkv_in);
       } else {
@@ -1207,10 +1242,16 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       }
       if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
       if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s);
-      m.matmul(L.wo, attn, T, n_generated, x, hidden, accumulate_residual, attention_quantizes ? wo_quantized : 0);
-      if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
-      const int64_t ffn_in = m.norm_for(L.fused_gate_up ? L.gate_up : L.gate, x, nullptr, L.ffn_norm, eps, T,
-                                        n_generated, hidden, xn);
+      m.matmul(L.wo, attn, T, n_generated, attn_update, hidden, accumulate_residual,
+               attention_quantizes ? wo_quantized : 0);
+      const DeviceMatrix& ffn_first = L.fused_gate_up ? L.gate_up : L.gate;
+      int64_t ffn_in = 0;
+      if (fused) {
+        ffn_in = reduce_norm(0, ffn_first, L.ffn_norm, nullptr, T, n_generated, xn);
+      } else {
+        if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
+        ffn_in = m.norm_for(ffn_first, x, nullptr, L.ffn_norm, eps, T, n_generated, hidden, xn);
+      }
       if (L.fused_gate_up) {
         m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
       } else {
@@ -1223,13 +1264,13 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       const int64_t n_gemv = m.gemv_tokens(L.down, T, n_generated);
       if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
         cuda::quantize_silu_mul(gate_up, n_gemv, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
-        m.quantized_product(L.down, n_gemv, x, hidden, accumulate_residual);
+        m.quantized_product(L.down, n_gemv, ffn_update, hidden, accumulate_residual);
       } else if (n_gemv > 0) {
-        cuda::gemv_silu_mul(L.down, gate_up, n_gemv, x, hidden, accumulate_residual, s);
+        cuda::gemv_silu_mul(L.down, gate_up, n_gemv, ffn_update, hidden, accumulate_residual, s);
       }
       if (T > n_gemv) {
         const float* gate_up_rest = gate_up + n_gemv * 2 * inter;
-        float* x_rest = x + n_gemv * hidden;
+        float* x_rest = ffn_update + n_gemv * hidden;
         if (L.down.format == WeightFormat::F32 ||
             (L.down.format == WeightFormat::F8Row && m.gemm->fp8_tensor_cores())) {  // f32 input
           cuda::silu_mul(gate_up_rest, T - n_gemv, inter, act, s);
@@ -1239,13 +1280,21 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
           m.gemm->run_converted(L.down, act, T - n_gemv, x_rest, hidden, accumulate_residual);
         }
       }
-      if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
+      if (fused && l + 1 < c.n_layers) {
+        const Impl::Layer& next = m.layers[static_cast<size_t>(l + 1)];
+        qkv_in = reduce_norm(1, next.fused_qkv ? next.qkv : next.wq, next.attn_norm, nullptr, T, n_generated, xn);
+      } else if (fused) {  // one stage: this rank holds the head
+        head_in = reduce_norm(1, m.output, m.output_norm, d_out_rows, n_rows, n_generated_rows, sel);
+      } else if (tensor_parallel) {
+        m.tp_comm->all_reduce_sum(x, T * hidden);
+      }
     }
     if (!m.has_head) {
       m.pipe_comm->send(x, T * hidden, m.stage + 1);
       return;
     }
-    const int64_t head_in = m.norm_for(m.output, x, d_out_rows, m.output_norm, eps, n_rows, n_generated_rows, hidden, sel);
+    if (!fused)
+      head_in = m.norm_for(m.output, x, d_out_rows, m.output_norm, eps, n_rows, n_generated_rows, hidden, sel);
     m.matmul(m.output, sel, n_rows, n_generated_rows, logits_dev, vstride, false, head_in);
     if (tensor_parallel) m.tp_comm->all_gather(logits_dev, n_rows * vstride, m.gathered.get<float>());
   };

@@ -21,6 +21,9 @@ namespace parallel {
 class Communicator;
 struct RankModel;
 }  // namespace parallel
+namespace cuda {
+class TensorReduce;
+}  // namespace cuda
 
 // Weights quantized at load time (from any file type): int8 or FP8 E4M3,
 // one f32 scale per output row (W8A16: activations stay 16/32-bit).
@@ -44,6 +47,13 @@ struct CudaRunnerOptions {
   // all-reduces sum, in the group's shared memory (an NCCL symmetric window)
   // where the communicator has some. Off: ordinary device memory.
   bool shared_all_reduce = true;
+  // Tensor parallelism with one stage, on the GPUs of one process that
+  // reach each other's memory: steps of up to 256 tokens end each attention
+  // and FFN block with one kernel that sums the ranks' parts and applies the
+  // next norm (parallel::NcclTensorReduce over NCCL's device API), instead
+  // of an NCCL all-reduce and a norm kernel. Off, or where it cannot be
+  // used: as shared_all_reduce says. Read by ParallelCudaRunner.
+  bool fused_all_reduce = true;
   // Time cuBLAS's and cuBLASLt's GEMM algorithms on the model's 16-bit
   // matrices at load (about 2 s for an 8B shape) and take the fastest for
   // each token-count bucket (cuda::Gemm::tune). Not with batch_invariant,
@@ -102,6 +112,11 @@ struct CudaRankLinks {
   parallel::Communicator* tensor = nullptr;    // the stage's tensor-parallel group; rank = tensor rank
   parallel::Communicator* pipeline = nullptr;  // this tensor rank across stages; rank = stage (unused with one stage)
   void* stream = nullptr;
+  // Tensor parallelism with one stage: the group's all-reduce fused with the
+  // norm after it (cuda/tensor_reduce.h), for steps of up to
+  // reduce->max_tokens() tokens; larger steps all-reduce on `tensor`. Null:
+  // every step does. Queues on `stream` too.
+  cuda::TensorReduce* reduce = nullptr;
   // Waits until `stream` is idle (for the logits copy and synchronize());
   // throws to give up (a failed peer). Null: cudaStreamSynchronize.
   std::function<void()> wait;
@@ -137,6 +152,9 @@ class CudaModelRunner : public ModelRunner {
   // Tensor parallel: whether the residual stream, which the all-reduces
   // sum, is in the group's shared memory (Communicator::shared_buffer).
   bool residual_in_shared_memory() const;
+  // Tensor parallel: whether decode-sized steps take the fused all-reduce
+  // and norm (CudaRankLinks::reduce).
+  bool fused_reductions() const;
 
   const ModelConfig& config() const override;
   const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override;

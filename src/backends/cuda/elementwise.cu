@@ -9,6 +9,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/quantize_block.cuh"
+#include "backends/cuda/rmsnorm_row.cuh"
 
 namespace tandem::cuda {
 namespace {
@@ -200,37 +201,10 @@ __global__ void __launch_bounds__(256) rmsnorm_vec_kernel(const float* __restric
     const int c = threadIdx.x + 256 * k;
     if (c < n4) v[k] = row[c];
   }
-  float ss = 0.0f;
-#pragma unroll
-  for (int k = 0; k < C; ++k)
-    if (threadIdx.x + 256 * k < n4)
-      ss = fmaf(v[k].x, v[k].x, fmaf(v[k].y, v[k].y, fmaf(v[k].z, v[k].z, fmaf(v[k].w, v[k].w, ss))));
-  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(n) + eps);
-  float4* o = reinterpret_cast<float4*>(out + i * n);
   const bool quantize = q != nullptr && i < n_quantized;
-#pragma unroll
-  for (int k = 0; k < C; ++k) {
-    const int c = threadIdx.x + 256 * k;
-    // Whole quant blocks: n4 is a multiple of 8, so a group of 8 lanes is all in or all out.
-    if (c < n4) {
-      const float4 r = make_float4(v[k].x * inv * g[k].x, v[k].y * inv * g[k].y, v[k].z * inv * g[k].z,
-                                   v[k].w * inv * g[k].w);
-      o[c] = r;
-      if (quantize) {
-        // quantize_kernel's rule (quantize_block.cuh) over the block's 8 lanes, all active.
-        using quantize_block::nan_max;
-        const float lane_amax = nan_max(nan_max(fabsf(r.x), fabsf(r.y)), nan_max(fabsf(r.z), fabsf(r.w)));
-        const quantize_block::Scale s = quantize_block::block_scale<8>(lane_amax, 0xffu << (threadIdx.x % 32 / 8 * 8));
-        char4 qv;
-        qv.x = quantize_block::quantize(r.x, s);
-        qv.y = quantize_block::quantize(r.y, s);
-        qv.z = quantize_block::quantize(r.z, s);
-        qv.w = quantize_block::quantize(r.w, s);
-        reinterpret_cast<char4*>(q + i * n)[c] = qv;
-        if (c % 8 == 0) d[i * (n / 32) + c / 8] = s.d;
-      }
-    }
-  }
+  rmsnorm_row::normalize<C>(v, g, n4, eps, reinterpret_cast<float4*>(out + i * n),
+                            quantize ? reinterpret_cast<char4*>(q + i * n) : nullptr,
+                            quantize ? d + i * (n / 32) : nullptr);
 }
 
 // One block per row: the row's max |w| sets the scale, then each weight is

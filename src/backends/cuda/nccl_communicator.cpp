@@ -130,7 +130,7 @@ std::string NcclCommunicator::async_error() const {
 
 // Whether every rank of the clique says yes: a min-reduction of one int on
 // ordinary device memory, waited for. Collective.
-bool NcclCommunicator::all_agree(bool yes, const std::function<void()>& wait) {
+bool NcclCommunicator::agree(bool yes, const std::function<void()>& wait) {
   State& s = *state_;
   int* flag = nullptr;
   check_cuda(cudaMalloc(&flag, sizeof(int)), "cudaMalloc");
@@ -177,7 +177,7 @@ float* NcclCommunicator::shared_buffer(size_t bytes, const std::function<void()>
   // a rank that could not allocate must not leave the others waiting in it.
   void* p = nullptr;
   const ncclResult_t alloc = version >= NCCL_VERSION(2, 27, 0) ? ncclMemAlloc(&p, bytes) : ncclInvalidUsage;
-  if (!all_agree(alloc == ncclSuccess, wait)) {
+  if (!agree(alloc == ncclSuccess, wait)) {
     if (alloc == ncclSuccess) ncclMemFree(p);
     s.shared_error = version < NCCL_VERSION(2, 27, 0)
                          ? "NCCL " + std::to_string(version) + " has no symmetric windows (2.27 and later)"
@@ -205,6 +205,8 @@ float* NcclCommunicator::shared_buffer(size_t bytes, const std::function<void()>
 }
 
 std::string NcclCommunicator::shared_buffer_error() const { return state_->shared_error; }
+
+void* NcclCommunicator::shared_window() const { return state_->shared != nullptr ? state_->window : nullptr; }
 
 void NcclCommunicator::release_shared_buffer() {
   State& s = *state_;

@@ -68,6 +68,12 @@ class NcclCommunicator : public Communicator {
   float* shared_buffer(size_t bytes, const std::function<void()>& wait = {}) override;
   // Why shared_buffer gave null; empty before any refusal.
   std::string shared_buffer_error() const;
+  // The shared buffer's ncclWindow_t (null while there is none), for
+  // kernels that reach the peers' copies through NCCL's device API.
+  void* shared_window() const;
+  // Whether every rank of the clique says yes: a min-reduction of one int,
+  // waited for (with `wait` when given, else on the stream). Collective.
+  bool agree(bool yes, const std::function<void()>& wait = {});
   // Deregisters the window and frees the buffer once this rank's queued
   // work is done; a later shared_buffer call allocates anew. Collective
   // too: every rank of the clique calls it at the same time (each from its
@@ -85,7 +91,6 @@ class NcclCommunicator : public Communicator {
   std::string async_error() const;
 
  private:
-  bool all_agree(bool yes, const std::function<void()>& wait);  // collective: whether every rank says yes
   struct State;
   std::unique_ptr<State> state_;
 };

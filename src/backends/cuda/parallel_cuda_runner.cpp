@@ -18,6 +18,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/nccl_communicator.h"
+#include "backends/cuda/nccl_tensor_reduce.h"
 #include "common/error.h"
 #include "parallel/rank_model.h"
 
@@ -72,6 +73,10 @@ class RankWorker {
   std::thread thread_;  // last: starts after the state above exists
 };
 
+// Steps of up to this many tokens (decode batches) take the fused
+// all-reduce; larger ones NCCL's all-reduce.
+constexpr int64_t kFusedReduceTokens = 256;
+
 // A rank that gave up because another failed (not the failure itself).
 struct RankAborted : Error {
   using Error::Error;
@@ -86,6 +91,10 @@ struct ParallelCudaRunner::Impl {
     int device = 0;
     cudaStream_t stream = nullptr;
     std::unique_ptr<parallel::NcclCommunicator> tensor, pipeline;
+    // The tensor group's fused all-reduce and norm (in `tensor`'s window);
+    // null where it is not used, `reduce_error` saying why when it was tried.
+    std::unique_ptr<parallel::NcclTensorReduce> reduce;
+    std::string reduce_error;
     std::unique_ptr<CudaModelRunner> runner;
     std::atomic<bool> abort_requested{false};  // another rank failed: give up at the next wait
     RankWorker worker;
@@ -99,6 +108,7 @@ struct ParallelCudaRunner::Impl {
       worker.post([&] {
         try {
           runner.reset();
+          reduce.reset();
           pipeline.reset();
           tensor.reset();
           if (stream) cudaStreamDestroy(stream);
@@ -218,6 +228,7 @@ struct ParallelCudaRunner::Impl {
           job(*rank);
         } catch (...) {
           error = std::current_exception();
+          if (rank->reduce) rank->reduce->abort();
           if (rank->tensor) rank->tensor->abort();
           if (rank->pipeline) rank->pipeline->abort();
         }
@@ -269,6 +280,7 @@ struct ParallelCudaRunner::Impl {
           throw Error("rank " + std::to_string(r.global) + " (GPU " + std::to_string(r.device) + "): NCCL: " + error);
       }
       if (r.abort_requested.load()) {
+        if (r.reduce) r.reduce->abort();
         if (r.tensor) r.tensor->abort();
         if (r.pipeline) r.pipeline->abort();
         throw RankAborted("rank " + std::to_string(r.global) + " gave up: another rank failed");
@@ -412,7 +424,14 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
         options.gpu.on_load_progress(d, t);
       };
     }
+    // Decode-sized steps' all-reduces fused with the norms after them, where
+    // the group's GPUs reach each other's memory (a collective, like the
+    // communicators' creation).
+    if (pc.tensor_parallel > 1 && pc.pipeline_stages == 1 && m.link == nullptr && options.gpu.fused_all_reduce)
+      r.reduce = parallel::NcclTensorReduce::create(*r.tensor, kFusedReduceTokens, m.config.hidden_size,
+                                                    [&r] { Impl::wait_stream(r); }, &r.reduce_error);
     CudaRankLinks links;
+    links.reduce = r.reduce.get();
     links.tensor = r.tensor.get();
     links.pipeline = r.pipeline.get();
     links.stream = r.stream;
@@ -501,7 +520,10 @@ std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
     std::string line = "rank " + std::to_string(r->global) + " (stage " + std::to_string(r->stage) +
                        ", tensor rank " + std::to_string(r->tp_rank) + ") on GPU " + std::to_string(r->device) +
                        ": " + r->runner->plan().describe();
-    if (r->tensor && r->runner->residual_in_shared_memory())
+    if (r->tensor && r->runner->fused_reductions())
+      line += "; all-reduces of steps of up to " + std::to_string(kFusedReduceTokens) +
+              " tokens fused with the norm after them (NCCL device API)";
+    else if (r->tensor && r->runner->residual_in_shared_memory())
       line += "; all-reduces in NCCL's symmetric window";
     else if (r->tensor)
       line += "; all-reduces in ordinary memory (" +
@@ -510,6 +532,8 @@ std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
                : !impl_->options.gpu.shared_all_reduce ? std::string("shared memory turned off")
                                                  : r->tensor->shared_buffer_error()) +
               ")";
+    if (r->tensor && !r->runner->fused_reductions() && !r->reduce_error.empty())
+      line += "; no fused all-reduce: " + r->reduce_error;
     out.push_back(std::move(line));
   }
   return out;

@@ -108,6 +108,7 @@ std::vector<std::vector<int32_t>> prompts_of(const Reference& ref, int n) {
 struct Plan {
   int64_t tp, pp;
   std::vector<int> devices;  // global rank -> GPU; empty: rank r on GPU r
+  bool fused = true;         // CudaRunnerOptions::fused_all_reduce
 };
 
 // The plans a machine with `gpus` GPUs can run. With two GPUs, TP 2 x PP 2
@@ -116,11 +117,14 @@ struct Plan {
 // 4-GPU plan, not its speed. Sharing a GPU, two ranks' NCCL kernels can wait
 // on each other inside replayed graphs (such a run hung on two H100s), so
 // that placement runs without graphs.
+// With `unfused`, TP 2 also runs with NCCL's all-reduce and a norm kernel
+// instead of the fused reduction.
 // TANDEM_TEST_PLANS="2x1,1x2" keeps only those (for chasing a failure).
-std::vector<Plan> plans_for(int gpus) {
+std::vector<Plan> plans_for(int gpus, bool unfused = false) {
   std::vector<Plan> out;
   if (gpus < 2) return out;
   out.push_back({2, 1, {}});
+  if (unfused) out.push_back({2, 1, {}, false});
   out.push_back({1, 2, {}});
   out.push_back(gpus >= 4 ? Plan{2, 2, {}} : Plan{2, 2, {0, 1, 1, 0}});
   if (const char* only = std::getenv("TANDEM_TEST_PLANS")) {
@@ -153,23 +157,34 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
   const Generation want = generate(single, prompts, steps);
 
   int ran = 0;
-  for (const Plan& plan : plans_for(device_count())) {
+  // The unfused TP 2 run for one fixture: NCCL's all-reduce in the
+  // symmetric window, then the norm kernel.
+  for (const Plan& plan : plans_for(device_count(), arch == "llama3")) {
     ParallelRunnerOptions o;
     o.devices = plan.devices;
     o.parallel.tensor_parallel = plan.tp;
     o.parallel.pipeline_stages = plan.pp;
     o.gpu = small_options(graphs && plan.devices.empty());
-    // TANDEM_TEST_NO_WINDOW=1: all-reduces in ordinary memory (for chasing a failure).
+    // TANDEM_TEST_NO_WINDOW=1: all-reduces in ordinary memory, and
+    // TANDEM_TEST_NO_FUSED=1: none fused (for chasing a failure).
     o.gpu.shared_all_reduce = std::getenv("TANDEM_TEST_NO_WINDOW") == nullptr;
-    if (std::getenv("TANDEM_TEST_TRACE")) std::fprintf(stderr, "TP %lld x PP %lld\n", (long long)plan.tp, (long long)plan.pp);
+    o.gpu.fused_all_reduce = plan.fused && std::getenv("TANDEM_TEST_NO_FUSED") == nullptr;
+    if (std::getenv("TANDEM_TEST_TRACE"))
+      std::fprintf(stderr, "TP %lld x PP %lld%s\n", (long long)plan.tp, (long long)plan.pp,
+                   o.gpu.fused_all_reduce ? "" : " unfused");
     ParallelCudaRunner runner(*model, o);
-    // Tensor parallelism alone puts its all-reduces in NCCL's symmetric
-    // window where the GPUs reach each other's memory (the start-up plan
-    // says which memory each rank uses).
+    // Tensor parallelism alone, where the GPUs reach each other's memory,
+    // fuses its decode steps' all-reduces with the norms after them, or
+    // (fusion off) puts them in NCCL's symmetric window (the start-up plan
+    // says which each rank uses).
     int peer = 0;
-    if (plan.pp == 1 && o.gpu.shared_all_reduce && cudaDeviceCanAccessPeer(&peer, 0, 1) == cudaSuccess && peer)
-      for (const std::string& line : runner.describe_ranks())
+    const bool reachable = cudaDeviceCanAccessPeer(&peer, 0, 1) == cudaSuccess && peer;
+    for (const std::string& line : runner.describe_ranks()) {
+      if (plan.pp == 1 && reachable && o.gpu.fused_all_reduce)
+        EXPECT_NE(line.find("fused with the norm"), std::string::npos) << line;
+      else if (plan.pp == 1 && reachable && o.gpu.shared_all_reduce)
         EXPECT_NE(line.find("NCCL's symmetric window"), std::string::npos) << line;
+    }
     const Generation got = generate(runner, prompts, steps);
     ASSERT_EQ(got.logits.size(), want.logits.size());
     // Per sequence: tokens until the first difference, and there whether
@@ -199,10 +214,11 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
         break;  // the inputs differ from here on
       }
     }
-    std::printf("[%s %s graphs=%d] TP %lld x PP %lld: %lld/%lld greedy tokens equal (%lld near ties), "
+    std::printf("[%s %s graphs=%d] TP %lld x PP %lld%s: %lld/%lld greedy tokens equal (%lld near ties), "
                 "max|dlogit| %.2e up to them\n",
                 arch.c_str(), dtype.c_str(), graphs ? 1 : 0, static_cast<long long>(plan.tp),
-                static_cast<long long>(plan.pp), static_cast<long long>(same), static_cast<long long>(total),
+                static_cast<long long>(plan.pp), plan.fused ? "" : " unfused", static_cast<long long>(same),
+                static_cast<long long>(total),
                 static_cast<long long>(near_ties), max_abs);
     std::fflush(stdout);
     ++ran;

@@ -1,0 +1,260 @@
+// NcclTensorReduce: the tensor-parallel all-reduce fused with the RMSNorm
+// after it, over NCCL's symmetric window (see nccl_tensor_reduce.h).
+// CPU twin: the parts summed in rank order onto x, then cpu::rmsnorm (and
+// cpu::quantize_row_q8_0's rule for the quantized rows).
+#include "backends/cuda/nccl_tensor_reduce.h"
+
+#include <cuda/atomic>
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#if __has_include(<nccl_device.h>)
+#include <nccl_device.h>
+#define TANDEM_NCCL_DEVICE_API (NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0))
+#else
+#define TANDEM_NCCL_DEVICE_API 0
+#endif
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/launch.h"
+#include "backends/cuda/nccl_communicator.h"
+#include "backends/cuda/rmsnorm_row.cuh"
+#include "common/error.h"
+
+namespace tandem::parallel {
+namespace {
+
+constexpr int kMaxRanks = NcclTensorReduce::kMaxRanks;
+constexpr int kMaxBlocks = NcclTensorReduce::kMaxBlocks;
+constexpr size_t kFlagBytes = sizeof(uint32_t) * kMaxBlocks * kMaxRanks;  // 4 KiB: parts stay 16-byte aligned
+constexpr int kMaxChunks = 8;  // float4 pieces a thread: rows of up to 8 * 256 * 4 = 8192 values
+
+// Byte offset of flag (block b, sender s) in a rank's window.
+__host__ __device__ constexpr size_t flag_offset(int b, int s) { return sizeof(uint32_t) * (b * kMaxRanks + s); }
+
+struct KernelArgs {
+  char* base[kMaxRanks] = {};  // every rank's window, as this rank addresses it (rank order)
+  int n_ranks = 1;
+  int rank = 0;
+  size_t part_offset = 0;         // the slot's part, bytes into every window
+  uint32_t* epochs = nullptr;     // [kMaxBlocks]: this rank's barrier epochs
+  const volatile int* abort = nullptr;  // host-mapped: nonzero once abort() was called
+  int64_t width = 0;
+  cuda::ReduceNormArgs a;
+};
+
+// Block b's barrier with block b of every other rank (see the header). Every
+// thread calls it, after wait_for_predecessor(): the parts written by the
+// kernels before this one are then complete, and the release store
+// publishes them with the flag.
+__device__ void meet_peers(const KernelArgs& k) {
+  if (threadIdx.x == 0 && k.n_ranks > 1) {
+    const int b = blockIdx.x;
+    const uint32_t epoch = k.epochs[b] + 1;
+    __threadfence_system();
+    for (int r = 0; r < k.n_ranks; ++r) {
+      if (r == k.rank) continue;
+      ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_system> flag(
+          *reinterpret_cast<uint32_t*>(k.base[r] + flag_offset(b, k.rank)));
+      flag.store(epoch, ::cuda::memory_order_release);
+    }
+    for (int r = 0; r < k.n_ranks; ++r) {
+      if (r == k.rank) continue;
+      ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_system> flag(
+          *reinterpret_cast<uint32_t*>(k.base[k.rank] + flag_offset(b, r)));
+      // Epochs wrap: compare by difference. The abort word is read now and
+      // then, so that a wait for a rank that failed can end.
+      for (uint32_t spins = 1; static_cast<int32_t>(flag.load(::cuda::memory_order_acquire) - epoch) < 0; ++spins)
+        if (spins % 1024 == 0 && *k.abort != 0) break;
+    }
+    k.epochs[b] = epoch;
+  }
+  __syncthreads();
+}
+
+template <int C>
+__global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kernel(KernelArgs k) {
+  cuda::let_successor_start();
+  const int n4 = static_cast<int>(k.width / 4);
+  float4 g[C];
+  // The norm weights before the wait (fixed at load).
+  const float4* w4 = reinterpret_cast<const float4*>(k.a.weight);
+#pragma unroll
+  for (int j = 0; j < C; ++j) {
+    const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+    if (c < n4) g[j] = __ldg(w4 + c);
+  }
+  cuda::wait_for_predecessor();
+  meet_peers(k);
+  for (int64_t i = blockIdx.x; i < k.a.n_rows; i += gridDim.x) {
+    const int64_t src = k.a.rows != nullptr ? k.a.rows[i] : i;
+    float4* x = reinterpret_cast<float4*>(k.a.x + src * k.width);
+    float4 v[C];
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+      if (c < n4) v[j] = x[c];
+    }
+    // x + part of rank 0 + part of rank 1 + ...: the same order, so the same
+    // bits, on every rank.
+    const size_t row_offset = k.part_offset + static_cast<size_t>(src * k.width) * sizeof(float);
+    for (int r = 0; r < k.n_ranks; ++r) {
+      const float4* p = reinterpret_cast<const float4*>(k.base[r] + row_offset);
+      float4 pv[C];
+#pragma unroll
+      for (int j = 0; j < C; ++j) {
+        const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+        if (c < n4) pv[j] = p[c];
+      }
+#pragma unroll
+      for (int j = 0; j < C; ++j) {
+        v[j].x += pv[j].x;
+        v[j].y += pv[j].y;
+        v[j].z += pv[j].z;
+        v[j].w += pv[j].w;
+      }
+    }
+    if (k.a.rows == nullptr) {
+#pragma unroll
+      for (int j = 0; j < C; ++j) {
+        const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+        if (c < n4) x[c] = v[j];
+      }
+    }
+    const bool quantize = k.a.q != nullptr && i < k.a.n_quantized;
+    cuda::rmsnorm_row::normalize<C>(v, g, n4, k.a.eps, reinterpret_cast<float4*>(k.a.out + i * k.width),
+                              quantize ? reinterpret_cast<char4*>(k.a.q + i * k.width) : nullptr,
+                              quantize ? k.a.d + i * (k.width / 32) : nullptr);
+  }
+}
+
+#if TANDEM_NCCL_DEVICE_API
+// Where this rank sees every rank's window, and its own rank in the window's
+// load/store team (out: n_ranks pointers, then the rank).
+__global__ void window_bases_kernel(ncclWindow_t window, int n_ranks, char** bases, int* lsa_rank) {
+  for (int r = 0; r < n_ranks; ++r) bases[r] = static_cast<char*>(ncclGetLsaPointer(window, 0, r));
+  *lsa_rank = window->lsaRank;
+}
+#endif
+
+}  // namespace
+
+struct NcclTensorReduce::State {
+  KernelArgs args;
+  int64_t max_tokens = 0;
+  float* parts[2] = {nullptr, nullptr};
+  int* abort_host = nullptr;  // cudaHostAlloc'd, mapped: args.abort is its device address
+};
+
+NcclTensorReduce::NcclTensorReduce() : state_(std::make_unique<State>()) {}
+
+NcclTensorReduce::~NcclTensorReduce() {
+  // No throwing here; the window belongs to the communicator.
+  if (state_->args.epochs != nullptr) cudaFree(state_->args.epochs);
+  if (state_->abort_host != nullptr) cudaFreeHost(state_->abort_host);
+}
+
+std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& comm, int64_t max_tokens,
+                                                           int64_t width, const std::function<void()>& wait,
+                                                           std::string* why) {
+  const int n_ranks = comm.world_size();
+  auto refuse = [&](std::string reason) -> std::unique_ptr<NcclTensorReduce> {
+    if (why != nullptr) *why = std::move(reason);
+    return nullptr;
+  };
+  // Refusals that every rank reaches alike come first, before any collective.
+  if (n_ranks > kMaxRanks) return refuse(std::to_string(n_ranks) + " ranks (at most " + std::to_string(kMaxRanks) + ")");
+  if (width % 32 != 0 || width / 4 > kMaxChunks * cuda::rmsnorm_row::kThreads)
+    return refuse("rows of " + std::to_string(width) + " values (a multiple of 32, at most 8192)");
+  if (max_tokens < 1) return refuse("no rows");
+#if !TANDEM_NCCL_DEVICE_API
+  (void)wait;
+  return refuse("built against NCCL " + std::to_string(NCCL_VERSION_CODE) + ", which has no device API (2.28 and later)");
+#else
+  int version = 0;
+  if (ncclGetVersion(&version) != ncclSuccess || version < NCCL_VERSION(2, 28, 0))
+    return refuse("NCCL " + std::to_string(version) + " has no device API (2.28 and later)");
+  const size_t part_bytes = static_cast<size_t>(max_tokens * width) * sizeof(float);
+  char* base = reinterpret_cast<char*>(comm.shared_buffer(kFlagBytes + 2 * part_bytes, wait));
+  if (base == nullptr) return refuse(comm.shared_buffer_error());
+  const auto window = static_cast<ncclWindow_t>(comm.shared_window());
+  std::unique_ptr<NcclTensorReduce> out(new NcclTensorReduce());
+  State& s = *out->state_;
+  s.max_tokens = max_tokens;
+  s.parts[0] = reinterpret_cast<float*>(base + kFlagBytes);
+  s.parts[1] = reinterpret_cast<float*>(base + kFlagBytes + part_bytes);
+  s.args.n_ranks = n_ranks;
+  s.args.rank = comm.rank();
+  s.args.width = width;
+  const auto stream = static_cast<cudaStream_t>(comm.stream());
+  // Zeroed flags and epochs, then the peers' addresses; the agreement below
+  // (a collective after every rank's zeroing) keeps any rank's first
+  // barrier store from landing before a peer's zeroing.
+  TANDEM_CUDA_CHECK(cudaMalloc(&s.args.epochs, sizeof(uint32_t) * kMaxBlocks));
+  TANDEM_CUDA_CHECK(cudaHostAlloc(&s.abort_host, sizeof(int), cudaHostAllocMapped));
+  *s.abort_host = 0;
+  int* abort_device = nullptr;
+  TANDEM_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abort_device), s.abort_host, 0));
+  s.args.abort = abort_device;
+  char** bases_dev = nullptr;
+  TANDEM_CUDA_CHECK(cudaMalloc(&bases_dev, sizeof(char*) * kMaxRanks + sizeof(int)));
+  int* lsa_rank_dev = reinterpret_cast<int*>(bases_dev + kMaxRanks);
+  std::array<char*, kMaxRanks> bases{};
+  int lsa_rank = -1;
+  cudaError_t e = cudaMemsetAsync(base, 0, kFlagBytes, stream);
+  if (e == cudaSuccess) e = cudaMemsetAsync(s.args.epochs, 0, sizeof(uint32_t) * kMaxBlocks, stream);
+  if (e == cudaSuccess) {
+    window_bases_kernel<<<1, 1, 0, stream>>>(window, n_ranks, bases_dev, lsa_rank_dev);
+    e = cudaGetLastError();
+  }
+  if (e == cudaSuccess) e = cudaMemcpyAsync(bases.data(), bases_dev, sizeof(char*) * kMaxRanks, cudaMemcpyDeviceToHost, stream);
+  if (e == cudaSuccess) e = cudaMemcpyAsync(&lsa_rank, lsa_rank_dev, sizeof(int), cudaMemcpyDeviceToHost, stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  cudaFree(bases_dev);
+  TANDEM_CUDA_CHECK(e);
+  // The window's own copy must be where this rank sees its buffer, and the
+  // ranks' order in the load/store team the clique's.
+  const bool reachable = lsa_rank == comm.rank() && bases[static_cast<size_t>(comm.rank())] == base;
+  if (!comm.agree(reachable, wait))
+    return refuse(reachable ? "another rank cannot load and store every rank's window"
+                            : "this rank cannot load and store every rank's window");
+  std::copy(bases.begin(), bases.end(), s.args.base);
+  return out;
+#endif
+}
+
+int64_t NcclTensorReduce::max_tokens() const { return state_->max_tokens; }
+int64_t NcclTensorReduce::width() const { return state_->args.width; }
+float* NcclTensorReduce::part(int slot) const { return state_->parts[slot & 1]; }
+
+void NcclTensorReduce::abort() {
+  if (state_->abort_host != nullptr) *reinterpret_cast<volatile int*>(state_->abort_host) = 1;
+}
+
+void NcclTensorReduce::reduce_norm(int slot, const cuda::ReduceNormArgs& a, cudaStream_t stream) {
+  State& s = *state_;
+  check(a.n_rows >= 0 && a.n_rows <= s.max_tokens && (a.q == nullptr || a.n_quantized <= a.n_rows),
+        "internal: a tensor reduction of " + std::to_string(a.n_rows) + " rows (at most " +
+            std::to_string(s.max_tokens) + ")");
+  if (a.n_rows == 0) return;
+  KernelArgs k = s.args;
+  k.a = a;
+  if (k.a.q == nullptr) k.a.n_quantized = 0;
+  k.part_offset = kFlagBytes + static_cast<size_t>(slot & 1) * static_cast<size_t>(s.max_tokens * s.args.width) * sizeof(float);
+  // Every rank launches the same grid: block b meets block b.
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(a.n_rows, kMaxBlocks));
+  const int64_t chunks = (s.args.width / 4 + cuda::rmsnorm_row::kThreads - 1) / cuda::rmsnorm_row::kThreads;
+  if (chunks <= 2)
+    cuda::launch(reduce_norm_kernel<2>, grid, cuda::rmsnorm_row::kThreads, stream, k);
+  else if (chunks <= 4)
+    cuda::launch(reduce_norm_kernel<4>, grid, cuda::rmsnorm_row::kThreads, stream, k);
+  else
+    cuda::launch(reduce_norm_kernel<8>, grid, cuda::rmsnorm_row::kThreads, stream, k);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace tandem::parallel

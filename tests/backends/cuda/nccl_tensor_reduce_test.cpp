@@ -1,0 +1,301 @@
+// NcclTensorReduce on real GPUs (label gpu): the ranks' parts summed onto x
+// in rank order (the same bits on every rank as the host's float sums), then
+// the norm and quantization with cuda::rmsnorm's bits and within tolerance
+// of the CPU twin (cpu::rmsnorm). A world of one rank on GPU 0; where two
+// GPUs are visible, two ranks on two threads, several reductions on
+// alternating slots, and a wait for a rank that never comes, ended by
+// abort().
+#include "backends/cuda/nccl_tensor_reduce.h"
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/nccl_communicator.h"
+
+namespace tandem::parallel {
+namespace {
+
+int device_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+std::vector<float> random_vector(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+template <typename T>
+T* to_device(const std::vector<T>& v) {
+  T* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, v.size() * sizeof(T)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return p;
+}
+
+template <typename T>
+std::vector<T> to_host(const T* p, size_t n) {
+  std::vector<T> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
+
+// One reduction's inputs and what it gave on one rank.
+struct Case {
+  int64_t tokens = 0;           // rows of x
+  std::vector<int32_t> rows;    // rows reduced and normalized (empty: all)
+  int64_t n_quantized = 0;
+};
+struct Result {
+  std::vector<float> x, out, d;
+  std::vector<int8_t> q;
+};
+
+constexpr int64_t kWidth = 4096;
+constexpr float kEps = 1e-5f;
+
+// x: [tokens, width], each rank's part: [tokens, width], weight: [width].
+struct Inputs {
+  std::vector<float> x, weight;
+  std::vector<std::vector<float>> parts;  // by rank
+};
+
+Inputs make_inputs(const Case& c, int n_ranks, uint32_t seed) {
+  Inputs in;
+  const size_t n = static_cast<size_t>(c.tokens * kWidth);
+  in.x = random_vector(n, seed);
+  in.weight = random_vector(static_cast<size_t>(kWidth), seed + 1);
+  for (int r = 0; r < n_ranks; ++r) in.parts.push_back(random_vector(n, seed + 2 + static_cast<uint32_t>(r)));
+  return in;
+}
+
+// Runs one reduction on this rank: uploads x and this rank's part, reduces
+// on `slot`, and brings back x, the norm and the quants.
+Result run_case(NcclTensorReduce& reduce, cudaStream_t stream, const Case& c, const Inputs& in, int rank, int slot) {
+  const int64_t n_out = c.rows.empty() ? c.tokens : static_cast<int64_t>(c.rows.size());
+  float* x = to_device(in.x);
+  float* weight = to_device(in.weight);
+  int32_t* rows = c.rows.empty() ? nullptr : to_device(c.rows);
+  float *out = nullptr, *d = nullptr;
+  int8_t* q = nullptr;
+  EXPECT_EQ(cudaMalloc(&out, static_cast<size_t>(n_out * kWidth) * sizeof(float)), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&q, static_cast<size_t>(n_out * kWidth)), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&d, static_cast<size_t>(n_out * kWidth / 32) * sizeof(float)), cudaSuccess);
+  const std::vector<float>& part = in.parts[static_cast<size_t>(rank)];
+  EXPECT_EQ(cudaMemcpy(reduce.part(slot), part.data(), part.size() * sizeof(float), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  cuda::ReduceNormArgs a;
+  a.x = x;
+  a.rows = rows;
+  a.n_rows = n_out;
+  a.weight = weight;
+  a.eps = kEps;
+  a.out = out;
+  a.q = q;
+  a.d = d;
+  a.n_quantized = c.n_quantized;
+  reduce.reduce_norm(slot, a, stream);
+  EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  Result r;
+  r.x = to_host(x, in.x.size());
+  r.out = to_host(out, static_cast<size_t>(n_out * kWidth));
+  r.q = to_host(q, static_cast<size_t>(c.n_quantized * kWidth));
+  r.d = to_host(d, static_cast<size_t>(c.n_quantized * kWidth / 32));
+  for (void* p : {static_cast<void*>(x), static_cast<void*>(weight), static_cast<void*>(rows),
+                  static_cast<void*>(out), static_cast<void*>(q), static_cast<void*>(d)})
+    cudaFree(p);
+  return r;
+}
+
+// Checks a rank's result against the host: the reduced rows are x + part 0
+// + part 1 + ... in float (the same bits), written back to x where no rows
+// were listed; the norm and quants are cuda::rmsnorm's of those rows (the
+// same bits) and within tolerance of cpu::rmsnorm.
+void check_result(const Case& c, const Inputs& in, const Result& got, const std::string& what) {
+  std::vector<int32_t> rows = c.rows;
+  if (rows.empty())
+    for (int32_t i = 0; i < c.tokens; ++i) rows.push_back(i);
+  std::vector<float> want_x = in.x;
+  for (int32_t row : rows) {
+    for (int64_t j = 0; j < kWidth; ++j) {
+      const size_t i = static_cast<size_t>(row * kWidth + j);
+      float v = in.x[i];
+      for (const std::vector<float>& p : in.parts) v += p[i];
+      want_x[i] = v;
+    }
+  }
+  const std::vector<float>& x_after = c.rows.empty() ? want_x : in.x;
+  ASSERT_EQ(0, std::memcmp(got.x.data(), x_after.data(), x_after.size() * sizeof(float))) << what << ": x";
+  // The plain norm kernel on the reduced x.
+  float* dx = to_device(want_x);
+  float* dw = to_device(in.weight);
+  int32_t* drows = to_device(rows);
+  const int64_t n_out = static_cast<int64_t>(rows.size());
+  float *out = nullptr, *d = nullptr;
+  int8_t* q = nullptr;
+  ASSERT_EQ(cudaMalloc(&out, static_cast<size_t>(n_out * kWidth) * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&q, static_cast<size_t>(n_out * kWidth)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d, static_cast<size_t>(n_out * kWidth / 32) * sizeof(float)), cudaSuccess);
+  cuda::rmsnorm(dx, drows, dw, kEps, n_out, kWidth, out, nullptr, q, d, c.n_quantized);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> plain_out = to_host(out, static_cast<size_t>(n_out * kWidth));
+  const std::vector<int8_t> plain_q = to_host(q, static_cast<size_t>(c.n_quantized * kWidth));
+  const std::vector<float> plain_d = to_host(d, static_cast<size_t>(c.n_quantized * kWidth / 32));
+  for (void* p : {static_cast<void*>(dx), static_cast<void*>(dw), static_cast<void*>(drows), static_cast<void*>(out),
+                  static_cast<void*>(q), static_cast<void*>(d)})
+    cudaFree(p);
+  ASSERT_EQ(0, std::memcmp(got.out.data(), plain_out.data(), plain_out.size() * sizeof(float))) << what << ": norm";
+  ASSERT_EQ(got.q, plain_q) << what << ": quants";
+  ASSERT_EQ(0, std::memcmp(got.d.data(), plain_d.data(), plain_d.size() * sizeof(float))) << what << ": scales";
+  // The CPU twin.
+  std::vector<float> ref(static_cast<size_t>(kWidth));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    cpu::rmsnorm(want_x.data() + rows[i] * kWidth, in.weight.data(), kEps, ref.data(), kWidth);
+    for (int64_t j = 0; j < kWidth; ++j)
+      ASSERT_NEAR(got.out[i * kWidth + j], ref[static_cast<size_t>(j)], 1e-4 * (1 + std::fabs(ref[static_cast<size_t>(j)])))
+          << what << ": row " << rows[i] << " column " << j;
+  }
+}
+
+std::unique_ptr<NcclTensorReduce> make_reduce(NcclCommunicator& comm, int64_t max_tokens) {
+  std::string why;
+  auto reduce = NcclTensorReduce::create(comm, max_tokens, kWidth, {}, &why);
+  EXPECT_NE(reduce, nullptr) << "refused: " << why;
+  return reduce;
+}
+
+// The cases: one row (a decode step of one sequence), several rows with
+// only some quantized, chosen rows in another order and one twice (the LM
+// head's), and more rows than a reduction has blocks (rows dealt to blocks
+// in turn).
+std::vector<Case> cases() {
+  return {Case{1, {}, 1}, Case{5, {}, 3}, Case{6, {4, 1, 4}, 2}, Case{NcclTensorReduce::kMaxBlocks + 5, {}, 7}};
+}
+
+TEST(NcclTensorReduce, WorldOfOneAddsItsPartAndNormalizes) {
+  if (device_count() < 1) GTEST_SKIP() << "no GPU visible";
+  NcclCommunicator comm(make_nccl_unique_id(), 0, 1, 0);
+  auto reduce = make_reduce(comm, NcclTensorReduce::kMaxBlocks + 5);
+  ASSERT_NE(reduce, nullptr);
+  EXPECT_EQ(reduce->width(), kWidth);
+  EXPECT_NE(reduce->part(0), reduce->part(1));
+  const auto stream = static_cast<cudaStream_t>(comm.stream());
+  int slot = 0;
+  for (const Case& c : cases()) {
+    const Inputs in = make_inputs(c, 1, static_cast<uint32_t>(10 * c.tokens));
+    const Result got = run_case(*reduce, stream, c, in, 0, slot);
+    check_result(c, in, got, "tokens " + std::to_string(c.tokens) + " slot " + std::to_string(slot));
+    slot ^= 1;
+  }
+}
+
+TEST(NcclTensorReduce, TwoRanksSumInRankOrder) {
+  if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
+  const NcclUniqueId id = make_nccl_unique_id();
+  const std::vector<Case> all = cases();
+  std::vector<Inputs> inputs;
+  for (size_t i = 0; i < all.size(); ++i) inputs.push_back(make_inputs(all[i], 2, static_cast<uint32_t>(100 + 10 * i)));
+  // Each case twice, so that both slots see every case.
+  std::vector<std::vector<Result>> results(2);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      NcclCommunicator comm(id, rank, 2, rank);
+      auto reduce = make_reduce(comm, NcclTensorReduce::kMaxBlocks + 5);
+      if (reduce == nullptr) return;
+      const auto stream = static_cast<cudaStream_t>(comm.stream());
+      int slot = 0;
+      for (int round = 0; round < 2; ++round) {
+        for (size_t i = 0; i < all.size(); ++i) {
+          results[static_cast<size_t>(rank)].push_back(run_case(*reduce, stream, all[i], inputs[i], rank, slot));
+          slot ^= 1;
+        }
+      }
+      comm.synchronize();
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(results[0].size(), 2 * all.size());
+  ASSERT_EQ(results[1].size(), 2 * all.size());
+  for (size_t k = 0; k < results[0].size(); ++k) {
+    const size_t i = k % all.size();
+    const std::string what = "case " + std::to_string(i) + " round " + std::to_string(k / all.size());
+    check_result(all[i], inputs[i], results[0][k], what + " rank 0");
+    check_result(all[i], inputs[i], results[1][k], what + " rank 1");
+  }
+}
+
+// A rank that never reaches the reduction leaves the other waiting until
+// abort(); the wait then ends and the stream drains.
+TEST(NcclTensorReduce, AbortEndsTheWaitForAMissingRank) {
+  if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
+  const NcclUniqueId id = make_nccl_unique_id();
+  std::vector<std::unique_ptr<NcclCommunicator>> comms(2);
+  std::vector<std::unique_ptr<NcclTensorReduce>> reduces(2);
+  {
+    std::vector<std::thread> threads;
+    for (int rank = 0; rank < 2; ++rank) {
+      threads.emplace_back([&, rank] {
+        comms[static_cast<size_t>(rank)] = std::make_unique<NcclCommunicator>(id, rank, 2, rank);
+        reduces[static_cast<size_t>(rank)] = make_reduce(*comms[static_cast<size_t>(rank)], 4);
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  ASSERT_NE(reduces[0], nullptr);
+  ASSERT_NE(reduces[1], nullptr);
+  // Rank 0 alone reduces one row.
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  const Case c{1, {}, 0};
+  const Inputs in = make_inputs(c, 2, 7);
+  float* x = to_device(in.x);
+  float* weight = to_device(in.weight);
+  float* out = nullptr;
+  ASSERT_EQ(cudaMalloc(&out, kWidth * sizeof(float)), cudaSuccess);
+  cuda::ReduceNormArgs a;
+  a.x = x;
+  a.n_rows = 1;
+  a.weight = weight;
+  a.eps = kEps;
+  a.out = out;
+  const auto stream = static_cast<cudaStream_t>(comms[0]->stream());
+  reduces[0]->reduce_norm(0, a, stream);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(cudaStreamQuery(stream), cudaErrorNotReady) << "the reduction did not wait for rank 1";
+  reduces[0]->abort();
+  const auto start = std::chrono::steady_clock::now();
+  while (cudaStreamQuery(stream) == cudaErrorNotReady &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(10))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(cudaStreamQuery(stream), cudaSuccess) << "abort() did not end the wait";
+  cudaFree(x);
+  cudaFree(weight);
+  cudaFree(out);
+  // Both ranks tear down at once, each on its own thread (their windows go
+  // with ncclCommDestroy).
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      cudaSetDevice(rank);
+      reduces[static_cast<size_t>(rank)].reset();
+      comms[static_cast<size_t>(rank)].reset();
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace
+}  // namespace tandem::parallel
