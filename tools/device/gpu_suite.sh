@@ -18,12 +18,12 @@ export PKG_CONFIG_PATH=$pcre/usr/lib/x86_64-linux-gnu/pkgconfig
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$out/gpu.txt" 2>&1
 t0=$(date +%s)
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DTANDEM_BENCH=$([ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = load ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  -DTANDEM_BENCH=$([ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = load ] || [ "$what" = fused ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
 [ "$what" = tp_speed ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
-[ "$what" = fused ] && targets="tandem-server nccl_communicator_test nccl_tensor_reduce_test parallel_runner_test"
+[ "$what" = fused ] && targets="tandem-server nccl_communicator_test nccl_tensor_reduce_test parallel_runner_test nccl_reduce_bench"
 [ "$what" = parallel_build ] && targets="parallel_runner_test"
 [ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
@@ -396,9 +396,12 @@ if [ "$what" = fused ]; then
       > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
     grep -E "FAILED|greedy tokens|PASSED|SKIPPED|Failure" "$out/parallel_runner_test.log" | head -40
   fi
+  "$build/bin/nccl_reduce_bench" --tokens 1,8,32,128 --width 4096
+  [ -n "${FUSED_70B:-}" ] && "$build/bin/nccl_reduce_bench" --tokens 1,8,32 --width 8192
   for dtype in ${FUSED_DTYPES:-f16}; do
     q=""; d=$dtype; [ "$dtype" = int8 ] && { q="--quantize int8"; d=f16; }
-    for run in "1" "$tp" "$tp --no-fused-all-reduce"; do
+    runs=("1"); for t in $tp; do runs+=("$t" "$t --no-fused-all-reduce"); done
+    for run in "${runs[@]}"; do
       set -- $run
       echo "${presets[0]} $dtype, TP $run:"
       "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype $d $q --device cuda --tensor-parallel $1 ${2:-} \

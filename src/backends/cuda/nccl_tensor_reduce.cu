@@ -141,6 +141,11 @@ __global__ void window_bases_kernel(ncclWindow_t window, int n_ranks, char** bas
 }
 #endif
 
+// out[r] = the float at byte `offset` of rank r's window.
+__global__ void read_probes_kernel(char* const* bases, int n_ranks, size_t offset, float* out) {
+  for (int r = 0; r < n_ranks; ++r) out[r] = *reinterpret_cast<const volatile float*>(bases[r] + offset);
+}
+
 }  // namespace
 
 struct NcclTensorReduce::State {
@@ -167,6 +172,7 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
     return nullptr;
   };
   // Refusals that every rank reaches alike come first, before any collective.
+  if (n_ranks < 2) return refuse("one rank has nothing to reduce");
   if (n_ranks > kMaxRanks) return refuse(std::to_string(n_ranks) + " ranks (at most " + std::to_string(kMaxRanks) + ")");
   if (width % 32 != 0 || width / 4 > kMaxChunks * cuda::rmsnorm_row::kThreads)
     return refuse("rows of " + std::to_string(width) + " values (a multiple of 32, at most 8192)");
@@ -191,37 +197,72 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
   s.args.rank = comm.rank();
   s.args.width = width;
   const auto stream = static_cast<cudaStream_t>(comm.stream());
-  // Zeroed flags and epochs, then the peers' addresses; the agreement below
-  // (a collective after every rank's zeroing) keeps any rank's first
-  // barrier store from landing before a peer's zeroing.
   TANDEM_CUDA_CHECK(cudaMalloc(&s.args.epochs, sizeof(uint32_t) * kMaxBlocks));
   TANDEM_CUDA_CHECK(cudaHostAlloc(&s.abort_host, sizeof(int), cudaHostAllocMapped));
   *s.abort_host = 0;
   int* abort_device = nullptr;
   TANDEM_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abort_device), s.abort_host, 0));
   s.args.abort = abort_device;
-  char** bases_dev = nullptr;
-  TANDEM_CUDA_CHECK(cudaMalloc(&bases_dev, sizeof(char*) * kMaxRanks + sizeof(int)));
-  int* lsa_rank_dev = reinterpret_cast<int*>(bases_dev + kMaxRanks);
-  std::array<char*, kMaxRanks> bases{};
-  int lsa_rank = -1;
+  // Zeroed flags and epochs, and a probe in part 0: this rank's number + 1.
+  // NCCL sets up the window's device description on its own streams: the
+  // whole device is waited for before it is read.
+  const float probe = static_cast<float>(comm.rank() + 1);
   cudaError_t e = cudaMemsetAsync(base, 0, kFlagBytes, stream);
   if (e == cudaSuccess) e = cudaMemsetAsync(s.args.epochs, 0, sizeof(uint32_t) * kMaxBlocks, stream);
-  if (e == cudaSuccess) {
+  if (e == cudaSuccess) e = cudaMemcpyAsync(s.parts[0], &probe, sizeof probe, cudaMemcpyHostToDevice, stream);
+  if (e == cudaSuccess) e = cudaDeviceSynchronize();
+  TANDEM_CUDA_CHECK(e);
+  // Where this rank sees every rank's window (NCCL's own mapping of each,
+  // this rank's included: an alias of `base`), and its rank in the window's
+  // load/store team, which must be its rank in the clique.
+  std::array<char*, kMaxRanks> bases{};
+  int lsa_rank = -1;
+  if (window != nullptr) {
+    char** bases_dev = nullptr;
+    TANDEM_CUDA_CHECK(cudaMalloc(&bases_dev, sizeof(char*) * kMaxRanks + sizeof(int)));
+    int* lsa_rank_dev = reinterpret_cast<int*>(bases_dev + kMaxRanks);
     window_bases_kernel<<<1, 1, 0, stream>>>(window, n_ranks, bases_dev, lsa_rank_dev);
     e = cudaGetLastError();
+    if (e == cudaSuccess)
+      e = cudaMemcpyAsync(bases.data(), bases_dev, sizeof(char*) * kMaxRanks, cudaMemcpyDeviceToHost, stream);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(&lsa_rank, lsa_rank_dev, sizeof(int), cudaMemcpyDeviceToHost, stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+    cudaFree(bases_dev);
+    TANDEM_CUDA_CHECK(e);
   }
-  if (e == cudaSuccess) e = cudaMemcpyAsync(bases.data(), bases_dev, sizeof(char*) * kMaxRanks, cudaMemcpyDeviceToHost, stream);
-  if (e == cudaSuccess) e = cudaMemcpyAsync(&lsa_rank, lsa_rank_dev, sizeof(int), cudaMemcpyDeviceToHost, stream);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
-  cudaFree(bases_dev);
-  TANDEM_CUDA_CHECK(e);
-  // The window's own copy must be where this rank sees its buffer, and the
-  // ranks' order in the load/store team the clique's.
-  const bool reachable = lsa_rank == comm.rank() && bases[static_cast<size_t>(comm.rank())] == base;
-  if (!comm.agree(reachable, wait))
-    return refuse(reachable ? "another rank cannot load and store every rank's window"
-                            : "this rank cannot load and store every rank's window");
+  const bool mapped = window != nullptr && lsa_rank == comm.rank();
+  // The agreement is also the point after which every rank's flags are
+  // zeroed and its probe written.
+  if (!comm.agree(mapped, wait))
+    return refuse(window == nullptr ? "NCCL gave the shared buffer no window handle"
+                  : mapped          ? "another rank's window has another rank order"
+                                    : "this rank is number " + std::to_string(lsa_rank) +
+                                 " in its window's load/store team, " + std::to_string(comm.rank()) +
+                                 " in the clique");
+  // Every rank's probe, read through the mapping.
+  std::array<float, kMaxRanks> probes{};
+  {
+    float* probes_dev = nullptr;
+    TANDEM_CUDA_CHECK(cudaMalloc(&probes_dev, sizeof(float) * kMaxRanks));
+    char** bases_dev = nullptr;
+    e = cudaMalloc(&bases_dev, sizeof(char*) * kMaxRanks);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(bases_dev, bases.data(), sizeof(char*) * kMaxRanks, cudaMemcpyHostToDevice, stream);
+    if (e == cudaSuccess) {
+      read_probes_kernel<<<1, 1, 0, stream>>>(bases_dev, n_ranks, kFlagBytes, probes_dev);
+      e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpyAsync(probes.data(), probes_dev, sizeof(float) * kMaxRanks, cudaMemcpyDeviceToHost, stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+    cudaFree(probes_dev);
+    cudaFree(bases_dev);
+    TANDEM_CUDA_CHECK(e);
+  }
+  int unreadable = -1;
+  for (int r = n_ranks - 1; r >= 0; --r)
+    if (probes[static_cast<size_t>(r)] != static_cast<float>(r + 1)) unreadable = r;
+  if (!comm.agree(unreadable < 0, wait))
+    return refuse(unreadable < 0 ? "another rank does not see every rank's window"
+                                 : "this rank does not see rank " + std::to_string(unreadable) + "'s window");
   std::copy(bases.begin(), bases.end(), s.args.base);
   return out;
 #endif

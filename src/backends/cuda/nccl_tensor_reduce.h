@@ -35,7 +35,7 @@ class NcclTensorReduce : public cuda::TensorReduce {
   // each on its own thread, with the same arguments; `wait` as for
   // NcclCommunicator::shared_buffer. It takes the communicator's shared
   // buffer (its one window). Null, with the reason in *why, where the group
-  // cannot use it: more than kMaxRanks ranks, a width the kernel does not
+  // cannot use it: one rank, or more than kMaxRanks, a width the kernel does not
   // take (a multiple of 32, at most 8192), no symmetric window (see
   // shared_buffer), an NCCL built without the device API, or a rank that
   // cannot reach every other by load and store. Every rank gets the same

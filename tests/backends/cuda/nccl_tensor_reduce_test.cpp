@@ -1,10 +1,9 @@
 // NcclTensorReduce on real GPUs (label gpu): the ranks' parts summed onto x
 // in rank order (the same bits on every rank as the host's float sums), then
 // the norm and quantization with cuda::rmsnorm's bits and within tolerance
-// of the CPU twin (cpu::rmsnorm). A world of one rank on GPU 0; where two
-// GPUs are visible, two ranks on two threads, several reductions on
-// alternating slots, and a wait for a rank that never comes, ended by
-// abort().
+// of the CPU twin (cpu::rmsnorm). Where two GPUs are visible: two ranks on
+// two threads, several reductions on alternating slots, and a wait for a
+// rank that never comes, ended by abort().
 #include "backends/cuda/nccl_tensor_reduce.h"
 
 #include <cuda_runtime.h>
@@ -185,21 +184,15 @@ std::vector<Case> cases() {
   return {Case{1, {}, 1}, Case{5, {}, 3}, Case{6, {4, 1, 4}, 2}, Case{NcclTensorReduce::kMaxBlocks + 5, {}, 7}};
 }
 
-TEST(NcclTensorReduce, WorldOfOneAddsItsPartAndNormalizes) {
+// A world of one has nothing to reduce (setting one up hit an illegal
+// memory access with NCCL 2.28.3 on an H200): it is refused before any
+// collective.
+TEST(NcclTensorReduce, WorldOfOneIsRefused) {
   if (device_count() < 1) GTEST_SKIP() << "no GPU visible";
   NcclCommunicator comm(make_nccl_unique_id(), 0, 1, 0);
-  auto reduce = make_reduce(comm, NcclTensorReduce::kMaxBlocks + 5);
-  ASSERT_NE(reduce, nullptr);
-  EXPECT_EQ(reduce->width(), kWidth);
-  EXPECT_NE(reduce->part(0), reduce->part(1));
-  const auto stream = static_cast<cudaStream_t>(comm.stream());
-  int slot = 0;
-  for (const Case& c : cases()) {
-    const Inputs in = make_inputs(c, 1, static_cast<uint32_t>(10 * c.tokens));
-    const Result got = run_case(*reduce, stream, c, in, 0, slot);
-    check_result(c, in, got, "tokens " + std::to_string(c.tokens) + " slot " + std::to_string(slot));
-    slot ^= 1;
-  }
+  std::string why;
+  EXPECT_EQ(NcclTensorReduce::create(comm, 8, kWidth, {}, &why), nullptr);
+  EXPECT_NE(why.find("one rank"), std::string::npos) << why;
 }
 
 TEST(NcclTensorReduce, TwoRanksSumInRankOrder) {
