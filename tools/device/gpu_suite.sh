@@ -396,7 +396,7 @@ if [ "$what" = fused ]; then
       > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
     grep -E "FAILED|greedy tokens|PASSED|SKIPPED|Failure" "$out/parallel_runner_test.log" | head -40
   fi
-  "$build/bin/nccl_reduce_bench" --tokens 1,8,32,128 --width 4096
+  for r in ${FUSED_BENCH_RANKS:-$n}; do "$build/bin/nccl_reduce_bench" --ranks $r --tokens 1,8,32,64,128 --width 4096; done
   [ -n "${FUSED_70B:-}" ] && "$build/bin/nccl_reduce_bench" --tokens 1,8,32 --width 8192
   for dtype in ${FUSED_DTYPES:-f16}; do
     q=""; d=$dtype; [ "$dtype" = int8 ] && { q="--quantize int8"; d=f16; }

@@ -76,7 +76,8 @@ __device__ void meet_peers(const KernelArgs& k) {
   __syncthreads();
 }
 
-template <int C>
+// C: float4 pieces of a row a thread; R: ranks at most (k.n_ranks <= R).
+template <int C, int R>
 __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kernel(KernelArgs k) {
   cuda::let_successor_start();
   const int n4 = static_cast<int>(k.width / 4);
@@ -102,20 +103,24 @@ __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kerne
     // x + part of rank 0 + part of rank 1 + ...: the same order, so the same
     // bits, on every rank.
     const size_t row_offset = k.part_offset + static_cast<size_t>(src * k.width) * sizeof(float);
-    for (int r = 0; r < k.n_ranks; ++r) {
-      const float4* p = reinterpret_cast<const float4*>(k.base[r] + row_offset);
-      float4 pv[C];
+    // Every rank's pieces are loaded before any is added (R unrolled: the
+    // loads over NVLink wait once, not once a rank), then added in rank order.
 #pragma unroll
-      for (int j = 0; j < C; ++j) {
-        const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-        if (c < n4) pv[j] = p[c];
-      }
+    for (int j = 0; j < C; ++j) {
+      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+      if (c >= n4) continue;
+      float4 pv[R];
 #pragma unroll
-      for (int j = 0; j < C; ++j) {
-        v[j].x += pv[j].x;
-        v[j].y += pv[j].y;
-        v[j].z += pv[j].z;
-        v[j].w += pv[j].w;
+      for (int r = 0; r < R; ++r)
+        if (r < k.n_ranks) pv[r] = reinterpret_cast<const float4*>(k.base[r] + row_offset)[c];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r < k.n_ranks) {
+          v[j].x += pv[r].x;
+          v[j].y += pv[r].y;
+          v[j].z += pv[r].z;
+          v[j].w += pv[r].w;
+        }
       }
     }
     if (k.a.rows == nullptr) {
@@ -130,6 +135,16 @@ __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kerne
                               quantize ? reinterpret_cast<char4*>(k.a.q + i * k.width) : nullptr,
                               quantize ? k.a.d + i * (k.width / 32) : nullptr);
   }
+}
+
+template <int R>
+void launch_for_width(int64_t chunks, dim3 grid, dim3 threads, cudaStream_t stream, const KernelArgs& k) {
+  if (chunks <= 2)
+    cuda::launch(reduce_norm_kernel<2, R>, grid, threads, stream, k);
+  else if (chunks <= 4)
+    cuda::launch(reduce_norm_kernel<4, R>, grid, threads, stream, k);
+  else
+    cuda::launch(reduce_norm_kernel<8, R>, grid, threads, stream, k);
 }
 
 #if TANDEM_NCCL_DEVICE_API
@@ -289,12 +304,13 @@ void NcclTensorReduce::reduce_norm(int slot, const cuda::ReduceNormArgs& a, cuda
   // Every rank launches the same grid: block b meets block b.
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(a.n_rows, kMaxBlocks));
   const int64_t chunks = (s.args.width / 4 + cuda::rmsnorm_row::kThreads - 1) / cuda::rmsnorm_row::kThreads;
-  if (chunks <= 2)
-    cuda::launch(reduce_norm_kernel<2>, grid, cuda::rmsnorm_row::kThreads, stream, k);
-  else if (chunks <= 4)
-    cuda::launch(reduce_norm_kernel<4>, grid, cuda::rmsnorm_row::kThreads, stream, k);
+  const dim3 threads(cuda::rmsnorm_row::kThreads);
+  if (s.args.n_ranks <= 2)
+    launch_for_width<2>(chunks, grid, threads, stream, k);
+  else if (s.args.n_ranks <= 4)
+    launch_for_width<4>(chunks, grid, threads, stream, k);
   else
-    cuda::launch(reduce_norm_kernel<8>, grid, cuda::rmsnorm_row::kThreads, stream, k);
+    launch_for_width<8>(chunks, grid, threads, stream, k);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
