@@ -75,7 +75,7 @@ class RankWorker {
 
 // Steps of up to this many tokens (decode batches) take the fused
 // all-reduce; larger ones NCCL's all-reduce.
-constexpr int64_t kFusedReduceTokens = 256;
+constexpr int64_t kFusedReduceTokens = 128;
 
 // A rank that gave up because another failed (not the failure itself).
 struct RankAborted : Error {
