@@ -180,10 +180,11 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
     int peer = 0;
     const bool reachable = cudaDeviceCanAccessPeer(&peer, 0, 1) == cudaSuccess && peer;
     for (const std::string& line : runner.describe_ranks()) {
-      if (plan.pp == 1 && reachable && o.gpu.fused_all_reduce)
+      if (plan.pp == 1 && reachable && o.gpu.fused_all_reduce) {
         EXPECT_NE(line.find("fused with the norm"), std::string::npos) << line;
-      else if (plan.pp == 1 && reachable && o.gpu.shared_all_reduce)
+      } else if (plan.pp == 1 && reachable && o.gpu.shared_all_reduce) {
         EXPECT_NE(line.find("NCCL's symmetric window"), std::string::npos) << line;
+      }
     }
     const Generation got = generate(runner, prompts, steps);
     ASSERT_EQ(got.logits.size(), want.logits.size());
