@@ -47,8 +47,8 @@ struct CudaRunnerOptions {
   // all-reduces sum, in the group's shared memory (an NCCL symmetric window)
   // where the communicator has some. Off: ordinary device memory.
   bool shared_all_reduce = true;
-  // Tensor parallelism with one stage, on the GPUs of one process that
-  // reach each other's memory: steps of up to 128 tokens end each attention
+  // Tensor parallelism over two GPUs with one stage, in one process, where
+  // they reach each other's memory: steps of up to 256 tokens end each attention
   // and FFN block with one kernel that sums the ranks' parts and applies the
   // next norm (parallel::NcclTensorReduce over NCCL's device API), instead
   // of an NCCL all-reduce and a norm kernel. Off, or where it cannot be

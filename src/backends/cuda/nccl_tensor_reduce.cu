@@ -4,6 +4,7 @@
 // cpu::quantize_row_q8_0's rule for the quantized rows).
 #include "backends/cuda/nccl_tensor_reduce.h"
 
+#include <cuda/atomic>
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -28,47 +29,53 @@ namespace tandem::parallel {
 namespace {
 
 constexpr int kMaxRanks = NcclTensorReduce::kMaxRanks;
+constexpr int kMaxBlocks = NcclTensorReduce::kMaxBlocks;
+constexpr size_t kFlagBytes = sizeof(uint32_t) * kMaxBlocks * kMaxRanks;  // 4 KiB: parts stay 16-byte aligned
 constexpr int kMaxChunks = 8;  // float4 pieces a thread: rows of up to 8 * 256 * 4 = 8192 values
 
-// A value as the kernel sends it: its bits and the reduction's epoch, stored
-// together by one 8-byte store, so that a receiver that sees the epoch sees
-// the value (no separate flag, no barrier).
-__device__ __forceinline__ void send_word(uint2* to, float value, uint32_t epoch) {
-  asm volatile("st.volatile.global.v2.u32 [%0], {%1, %2};" ::"l"(to), "r"(__float_as_uint(value)), "r"(epoch)
-               : "memory");
-}
-
-__device__ __forceinline__ void clear_word(const uint2* word) {
-  asm volatile("st.volatile.global.u32 [%0], 0;" ::"l"(reinterpret_cast<const char*>(word) + 4) : "memory");
-}
-
-__device__ __forceinline__ uint2 load_word(const uint2* from) {
-  uint2 w;
-  asm volatile("ld.volatile.global.v2.u32 {%0, %1}, [%2];" : "=r"(w.x), "=r"(w.y) : "l"(from) : "memory");
-  return w;
-}
+// Byte offset of flag (block b, sender s) in a rank's window.
+__host__ __device__ constexpr size_t flag_offset(int b, int s) { return sizeof(uint32_t) * (b * kMaxRanks + s); }
 
 struct KernelArgs {
   char* base[kMaxRanks] = {};  // every rank's window, as this rank addresses it (rank order)
   int n_ranks = 1;
   int rank = 0;
-  const float* part = nullptr;  // [max_tokens, width]: this rank's part of the slot (its own address)
-  size_t inbox_offset = 0;      // the slot's inbox, bytes into every window
-  const uint2* inbox = nullptr;  // the same in this rank's window (its own address)
-  int64_t max_tokens = 0;
-  uint32_t* counters = nullptr;  // [2]: the last reduction's epoch, and blocks done with this one
+  size_t part_offset = 0;         // the slot's part, bytes into every window
+  uint32_t* epochs = nullptr;     // [kMaxBlocks]: this rank's barrier epochs
   const volatile int* abort = nullptr;  // host-mapped: nonzero once abort() was called
   int64_t width = 0;
   cuda::ReduceNormArgs a;
 };
 
-// Inbox word of (sender s, row t, column c) in a slot's inbox:
-// [n_ranks, max_tokens, width] words of 8 bytes.
-__device__ __forceinline__ size_t word_index(const KernelArgs& k, int s, int64_t t, int64_t c) {
-  return (static_cast<size_t>(s) * k.max_tokens + t) * k.width + c;
+// Block b's barrier with block b of every other rank (see the header). Every
+// thread calls it, after wait_for_predecessor(): the parts written by the
+// kernels before this one are then complete, and the release store
+// publishes them with the flag.
+__device__ void meet_peers(const KernelArgs& k) {
+  if (threadIdx.x == 0 && k.n_ranks > 1) {
+    const int b = blockIdx.x;
+    const uint32_t epoch = k.epochs[b] + 1;
+    __threadfence_system();
+    for (int r = 0; r < k.n_ranks; ++r) {
+      if (r == k.rank) continue;
+      ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_system> flag(
+          *reinterpret_cast<uint32_t*>(k.base[r] + flag_offset(b, k.rank)));
+      flag.store(epoch, ::cuda::memory_order_release);
+    }
+    for (int r = 0; r < k.n_ranks; ++r) {
+      if (r == k.rank) continue;
+      ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_system> flag(
+          *reinterpret_cast<uint32_t*>(k.base[k.rank] + flag_offset(b, r)));
+      // Epochs wrap: compare by difference. The abort word is read now and
+      // then, so that a wait for a rank that failed can end.
+      for (uint32_t spins = 1; static_cast<int32_t>(flag.load(::cuda::memory_order_acquire) - epoch) < 0; ++spins)
+        if (spins % 1024 == 0 && *k.abort != 0) break;
+    }
+    k.epochs[b] = epoch;
+  }
+  __syncthreads();
 }
 
-// C: float4 pieces of a row a thread.
 template <int C>
 __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kernel(KernelArgs k) {
   cuda::let_successor_start();
@@ -81,73 +88,34 @@ __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kerne
     const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
     if (c < n4) g[j] = __ldg(w4 + c);
   }
-  // After the wait this rank's part is complete, and so is the reduction
-  // before this one (its counter update included).
   cuda::wait_for_predecessor();
-  const uint32_t epoch = k.counters[0] + 1 != 0 ? k.counters[0] + 1 : 1;  // never 0 (a consumed word)
-  // Send: this rank's rows of the part to every other rank's inbox.
-  for (int64_t i = blockIdx.x; i < k.a.n_rows; i += gridDim.x) {
-    const int64_t src = k.a.rows != nullptr ? k.a.rows[i] : i;
-    const float4* own = reinterpret_cast<const float4*>(k.part + src * k.width);
-#pragma unroll
-    for (int j = 0; j < C; ++j) {
-      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-      if (c >= n4) continue;
-      const float4 v = own[c];
-      for (int r = 0; r < k.n_ranks; ++r) {
-        if (r == k.rank) continue;
-        uint2* to = reinterpret_cast<uint2*>(k.base[r] + k.inbox_offset) + word_index(k, k.rank, src, 4 * c);
-        send_word(to, v.x, epoch);
-        send_word(to + 1, v.y, epoch);
-        send_word(to + 2, v.z, epoch);
-        send_word(to + 3, v.w, epoch);
-      }
-    }
-  }
-  // Receive: x + part of rank 0 + part of rank 1 + ... (the same order, so
-  // the same bits, on every rank), each peer's words awaited in this rank's
-  // own inbox. The abort word is read now and then, so that a wait for a
-  // rank that failed can end.
-  bool aborted = false;
+  meet_peers(k);
   for (int64_t i = blockIdx.x; i < k.a.n_rows; i += gridDim.x) {
     const int64_t src = k.a.rows != nullptr ? k.a.rows[i] : i;
     float4* x = reinterpret_cast<float4*>(k.a.x + src * k.width);
-    const float4* own = reinterpret_cast<const float4*>(k.part + src * k.width);
     float4 v[C];
 #pragma unroll
     for (int j = 0; j < C; ++j) {
       const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
       if (c < n4) v[j] = x[c];
     }
+    // x + part of rank 0 + part of rank 1 + ...: the same order, so the same
+    // bits, on every rank.
+    const size_t row_offset = k.part_offset + static_cast<size_t>(src * k.width) * sizeof(float);
     for (int r = 0; r < k.n_ranks; ++r) {
+      const float4* p = reinterpret_cast<const float4*>(k.base[r] + row_offset);
+      float4 pv[C];
 #pragma unroll
       for (int j = 0; j < C; ++j) {
         const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-        if (c >= n4) continue;
-        float4 p;
-        if (r == k.rank) {
-          p = own[c];
-        } else {
-          const uint2* from = k.inbox + word_index(k, r, src, 4 * c);
-          float e[4];
+        if (c < n4) pv[j] = p[c];
+      }
 #pragma unroll
-          for (int q = 0; q < 4; ++q) {
-            uint2 w = load_word(from + q);
-            for (uint32_t spins = 1; w.y != epoch && !aborted; ++spins) {
-              if (spins % 1024 == 0 && *k.abort != 0) aborted = true;
-              w = load_word(from + q);
-            }
-            e[q] = __uint_as_float(w.x);
-            // Consumed: epoch 0, which no reduction uses, so that a word
-            // left from long ago never passes for a new one.
-            clear_word(from + q);
-          }
-          p = make_float4(e[0], e[1], e[2], e[3]);
-        }
-        v[j].x += p.x;
-        v[j].y += p.y;
-        v[j].z += p.z;
-        v[j].w += p.w;
+      for (int j = 0; j < C; ++j) {
+        v[j].x += pv[j].x;
+        v[j].y += pv[j].y;
+        v[j].z += pv[j].z;
+        v[j].w += pv[j].w;
       }
     }
     if (k.a.rows == nullptr) {
@@ -159,27 +127,9 @@ __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kerne
     }
     const bool quantize = k.a.q != nullptr && i < k.a.n_quantized;
     cuda::rmsnorm_row::normalize<C>(v, g, n4, k.a.eps, reinterpret_cast<float4*>(k.a.out + i * k.width),
-                                    quantize ? reinterpret_cast<char4*>(k.a.q + i * k.width) : nullptr,
-                                    quantize ? k.a.d + i * (k.width / 32) : nullptr);
+                              quantize ? reinterpret_cast<char4*>(k.a.q + i * k.width) : nullptr,
+                              quantize ? k.a.d + i * (k.width / 32) : nullptr);
   }
-  // The last block to finish records the epoch for the next reduction.
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    if (atomicAdd(&k.counters[1], 1u) == gridDim.x - 1) {
-      k.counters[1] = 0;
-      k.counters[0] = epoch;
-    }
-  }
-}
-
-void launch_reduce(int64_t chunks, dim3 grid, dim3 threads, cudaStream_t stream, const KernelArgs& k) {
-  if (chunks <= 2)
-    cuda::launch(reduce_norm_kernel<2>, grid, threads, stream, k);
-  else if (chunks <= 4)
-    cuda::launch(reduce_norm_kernel<4>, grid, threads, stream, k);
-  else
-    cuda::launch(reduce_norm_kernel<8>, grid, threads, stream, k);
 }
 
 #if TANDEM_NCCL_DEVICE_API
@@ -202,8 +152,6 @@ struct NcclTensorReduce::State {
   KernelArgs args;
   int64_t max_tokens = 0;
   float* parts[2] = {nullptr, nullptr};
-  size_t inbox_offset[2] = {0, 0};
-  const uint2* inbox[2] = {nullptr, nullptr};
   int* abort_host = nullptr;  // cudaHostAlloc'd, mapped: args.abort is its device address
 };
 
@@ -211,7 +159,7 @@ NcclTensorReduce::NcclTensorReduce() : state_(std::make_unique<State>()) {}
 
 NcclTensorReduce::~NcclTensorReduce() {
   // No throwing here; the window belongs to the communicator.
-  if (state_->args.counters != nullptr) cudaFree(state_->args.counters);
+  if (state_->args.epochs != nullptr) cudaFree(state_->args.epochs);
   if (state_->abort_host != nullptr) cudaFreeHost(state_->abort_host);
 }
 
@@ -237,39 +185,30 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
   if (ncclGetVersion(&version) != ncclSuccess || version < NCCL_VERSION(2, 28, 0))
     return refuse("NCCL " + std::to_string(version) + " has no device API (2.28 and later)");
   const size_t part_bytes = static_cast<size_t>(max_tokens * width) * sizeof(float);
-  // Per slot: this rank's part (f32) and its inbox (a word of 8 bytes for
-  // every rank's value).
-  const size_t inbox_bytes = static_cast<size_t>(n_ranks) * static_cast<size_t>(max_tokens * width) * sizeof(uint2);
-  char* base = reinterpret_cast<char*>(comm.shared_buffer(2 * (part_bytes + inbox_bytes), wait));
+  char* base = reinterpret_cast<char*>(comm.shared_buffer(kFlagBytes + 2 * part_bytes, wait));
   if (base == nullptr) return refuse(comm.shared_buffer_error());
   const auto window = static_cast<ncclWindow_t>(comm.shared_window());
   std::unique_ptr<NcclTensorReduce> out(new NcclTensorReduce());
   State& s = *out->state_;
   s.max_tokens = max_tokens;
-  s.parts[0] = reinterpret_cast<float*>(base);
-  s.parts[1] = reinterpret_cast<float*>(base + part_bytes);
-  s.inbox_offset[0] = 2 * part_bytes;
-  s.inbox_offset[1] = 2 * part_bytes + inbox_bytes;
-  s.inbox[0] = reinterpret_cast<const uint2*>(base + s.inbox_offset[0]);
-  s.inbox[1] = reinterpret_cast<const uint2*>(base + s.inbox_offset[1]);
-  s.args.max_tokens = max_tokens;
+  s.parts[0] = reinterpret_cast<float*>(base + kFlagBytes);
+  s.parts[1] = reinterpret_cast<float*>(base + kFlagBytes + part_bytes);
   s.args.n_ranks = n_ranks;
   s.args.rank = comm.rank();
   s.args.width = width;
   const auto stream = static_cast<cudaStream_t>(comm.stream());
-  TANDEM_CUDA_CHECK(cudaMalloc(&s.args.counters, 2 * sizeof(uint32_t)));
+  TANDEM_CUDA_CHECK(cudaMalloc(&s.args.epochs, sizeof(uint32_t) * kMaxBlocks));
   TANDEM_CUDA_CHECK(cudaHostAlloc(&s.abort_host, sizeof(int), cudaHostAllocMapped));
   *s.abort_host = 0;
   int* abort_device = nullptr;
   TANDEM_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abort_device), s.abort_host, 0));
   s.args.abort = abort_device;
-  // Zeroed inboxes (epoch 0: nothing sent) and counters, and a probe in
-  // part 0: this rank's number + 1.
+  // Zeroed flags and epochs, and a probe in part 0: this rank's number + 1.
   // NCCL sets up the window's device description on its own streams: the
   // whole device is waited for before it is read.
   const float probe = static_cast<float>(comm.rank() + 1);
-  cudaError_t e = cudaMemsetAsync(base + s.inbox_offset[0], 0, 2 * inbox_bytes, stream);
-  if (e == cudaSuccess) e = cudaMemsetAsync(s.args.counters, 0, 2 * sizeof(uint32_t), stream);
+  cudaError_t e = cudaMemsetAsync(base, 0, kFlagBytes, stream);
+  if (e == cudaSuccess) e = cudaMemsetAsync(s.args.epochs, 0, sizeof(uint32_t) * kMaxBlocks, stream);
   if (e == cudaSuccess) e = cudaMemcpyAsync(s.parts[0], &probe, sizeof probe, cudaMemcpyHostToDevice, stream);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
   TANDEM_CUDA_CHECK(e);
@@ -309,7 +248,7 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
     e = cudaMalloc(&bases_dev, sizeof(char*) * kMaxRanks);
     if (e == cudaSuccess) e = cudaMemcpyAsync(bases_dev, bases.data(), sizeof(char*) * kMaxRanks, cudaMemcpyHostToDevice, stream);
     if (e == cudaSuccess) {
-      read_probes_kernel<<<1, 1, 0, stream>>>(bases_dev, n_ranks, 0, probes_dev);
+      read_probes_kernel<<<1, 1, 0, stream>>>(bases_dev, n_ranks, kFlagBytes, probes_dev);
       e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = cudaMemcpyAsync(probes.data(), probes_dev, sizeof(float) * kMaxRanks, cudaMemcpyDeviceToHost, stream);
@@ -346,15 +285,16 @@ void NcclTensorReduce::reduce_norm(int slot, const cuda::ReduceNormArgs& a, cuda
   KernelArgs k = s.args;
   k.a = a;
   if (k.a.q == nullptr) k.a.n_quantized = 0;
-  k.part = s.parts[slot & 1];
-  k.inbox_offset = s.inbox_offset[slot & 1];
-  k.inbox = s.inbox[slot & 1];
-  // Rows are dealt to the blocks in turn; a block sends all its rows before
-  // it waits for any, and every block fits on the GPU at once, so no
-  // block's wait holds up a sender.
+  k.part_offset = kFlagBytes + static_cast<size_t>(slot & 1) * static_cast<size_t>(s.max_tokens * s.args.width) * sizeof(float);
+  // Every rank launches the same grid: block b meets block b.
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(a.n_rows, kMaxBlocks));
   const int64_t chunks = (s.args.width / 4 + cuda::rmsnorm_row::kThreads - 1) / cuda::rmsnorm_row::kThreads;
-  launch_reduce(chunks, grid, dim3(cuda::rmsnorm_row::kThreads), stream, k);
+  if (chunks <= 2)
+    cuda::launch(reduce_norm_kernel<2>, grid, cuda::rmsnorm_row::kThreads, stream, k);
+  else if (chunks <= 4)
+    cuda::launch(reduce_norm_kernel<4>, grid, cuda::rmsnorm_row::kThreads, stream, k);
+  else
+    cuda::launch(reduce_norm_kernel<8>, grid, cuda::rmsnorm_row::kThreads, stream, k);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -5,18 +5,14 @@
 //
 // The memory is the communicator's symmetric window (ncclMemAlloc,
 // ncclCommWindowRegister with NCCL_WIN_COLL_SYMMETRIC), which NCCL maps on
-// every rank; the kernel finds each peer's mapping through NCCL's device API
-// (ncclGetLsaPointer) and stores into it directly. Layout of each rank's
-// window, per slot s of 2:
-//   part s:  [max_tokens, width] f32, this rank's part (written by its GEMVs)
-//   inbox s: [n_ranks, max_tokens, width] words of 8 bytes: a value's bits
-//            and the epoch of the reduction that sent it
-// A reduction first sends its rows of the part to every other rank's inbox
-// (one 8-byte store per value, value and epoch together), then waits in its
-// own inbox until each peer's words carry this reduction's epoch, adds them
-// and clears their epochs. There is no barrier: a word is valid once its
-// epoch is. The epoch counts reductions, alike on every rank, in each
-// rank's ordinary memory (graph replays included); 0 marks a consumed word.
+// every rank; the kernel finds each peer's copy through NCCL's device API
+// (ncclGetLsaPointer) and reads it directly. Layout of each rank's window:
+//   [flags: kMaxBlocks x kMaxRanks u32] [part 0: max_tokens x width f32] [part 1: the same]
+// A reduction's blocks meet their peers' blocks of the same index at a
+// flag barrier: block b of rank s stores its epoch into flag (b, s) of
+// every other rank's window (release, system scope) and waits until its own
+// flags (b, r) reach that epoch (acquire). The epochs live in each rank's
+// ordinary memory and advance alike on every rank, graph replays included.
 #pragma once
 
 #include <cstdint>

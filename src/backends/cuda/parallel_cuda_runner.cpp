@@ -75,7 +75,7 @@ class RankWorker {
 
 // Steps of up to this many tokens (decode batches) take the fused
 // all-reduce; larger ones NCCL's all-reduce.
-constexpr int64_t kFusedReduceTokens = 128;
+constexpr int64_t kFusedReduceTokens = 256;
 
 // A rank that gave up because another failed (not the failure itself).
 struct RankAborted : Error {
@@ -425,11 +425,15 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
       };
     }
     // Decode-sized steps' all-reduces fused with the norms after them, where
-    // the group's GPUs reach each other's memory (a collective, like the
-    // communicators' creation).
-    if (pc.tensor_parallel > 1 && pc.pipeline_stages == 1 && m.link == nullptr && options.gpu.fused_all_reduce)
+    // the group's two GPUs reach each other's memory (a collective, like the
+    // communicators' creation). With four, NCCL's all-reduce and the norm
+    // kernel were faster (docs/PERFORMANCE.md): the fused kernel reads each
+    // peer's part after a flag barrier, and its latency grows with the peers.
+    if (pc.tensor_parallel == 2 && pc.pipeline_stages == 1 && m.link == nullptr && options.gpu.fused_all_reduce)
       r.reduce = parallel::NcclTensorReduce::create(*r.tensor, kFusedReduceTokens, m.config.hidden_size,
                                                     [&r] { Impl::wait_stream(r); }, &r.reduce_error);
+    else if (pc.tensor_parallel > 2 && pc.pipeline_stages == 1 && options.gpu.fused_all_reduce)
+      r.reduce_error = "it is for two GPUs (slower than NCCL's all-reduce with more)";
     CudaRankLinks links;
     links.reduce = r.reduce.get();
     links.tensor = r.tensor.get();

@@ -10,8 +10,8 @@
 // the other ranks' parts, adds them all to its residual stream x in rank
 // order (so that every rank holds the same bits), and normalizes the
 // result. Reductions alternate the two slots (attention 0, FFN 1): a
-// rank's next use of a slot comes after a later reduction that needed every
-// rank's part, so no rank still reads what the slot held.
+// rank's next write into a slot comes after a later reduction that every
+// rank has reached, so no rank still reads it.
 #pragma once
 
 #include <cuda_runtime.h>
