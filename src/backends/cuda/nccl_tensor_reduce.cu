@@ -9,6 +9,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <array>
 #include <vector>
 
@@ -50,8 +51,12 @@ struct KernelArgs {
 // Block b's barrier with block b of every other rank (see the header). Every
 // thread calls it, after wait_for_predecessor(): the parts written by the
 // kernels before this one are then complete, and the release store
-// publishes them with the flag.
-__device__ void meet_peers(const KernelArgs& k) {
+// publishes them with the flag. Returns false, in every thread, when the
+// wait was given up (abort()): the peers' memory may then be gone with
+// their communicators, and must not be read.
+__device__ bool meet_peers(const KernelArgs& k) {
+  __shared__ bool given_up;
+  if (threadIdx.x == 0) given_up = false;
   if (threadIdx.x == 0 && k.n_ranks > 1) {
     const int b = blockIdx.x;
     const uint32_t epoch = k.epochs[b] + 1;
@@ -68,12 +73,14 @@ __device__ void meet_peers(const KernelArgs& k) {
           *reinterpret_cast<uint32_t*>(k.base[k.rank] + flag_offset(b, r)));
       // Epochs wrap: compare by difference. The abort word is read now and
       // then, so that a wait for a rank that failed can end.
-      for (uint32_t spins = 1; static_cast<int32_t>(flag.load(::cuda::memory_order_acquire) - epoch) < 0; ++spins)
-        if (spins % 1024 == 0 && *k.abort != 0) break;
+      for (uint32_t spins = 1; !given_up && static_cast<int32_t>(flag.load(::cuda::memory_order_acquire) - epoch) < 0;
+           ++spins)
+        if (spins % 1024 == 0 && *k.abort != 0) given_up = true;
     }
     k.epochs[b] = epoch;
   }
   __syncthreads();
+  return !given_up;
 }
 
 template <int C>
@@ -89,7 +96,7 @@ __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kerne
     if (c < n4) g[j] = __ldg(w4 + c);
   }
   cuda::wait_for_predecessor();
-  meet_peers(k);
+  if (!meet_peers(k)) return;
   for (int64_t i = blockIdx.x; i < k.a.n_rows; i += gridDim.x) {
     const int64_t src = k.a.rows != nullptr ? k.a.rows[i] : i;
     float4* x = reinterpret_cast<float4*>(k.a.x + src * k.width);
@@ -278,10 +285,15 @@ void NcclTensorReduce::abort() {
 
 void NcclTensorReduce::reduce_norm(int slot, const cuda::ReduceNormArgs& a, cudaStream_t stream) {
   State& s = *state_;
-  check(a.n_rows >= 0 && a.n_rows <= s.max_tokens && (a.q == nullptr || a.n_quantized <= a.n_rows),
-        "internal: a tensor reduction of " + std::to_string(a.n_rows) + " rows (at most " +
+  // At least one row: a reduction of none would skip the barrier, on which
+  // the slots' alternation relies. The kernel takes float4 pieces of x,
+  // out and the weight, and char4 pieces of q.
+  check(a.n_rows >= 1 && a.n_rows <= s.max_tokens && (a.q == nullptr || (a.d != nullptr && a.n_quantized <= a.n_rows)),
+        "internal: a tensor reduction of " + std::to_string(a.n_rows) + " rows (1 to " +
             std::to_string(s.max_tokens) + ")");
-  if (a.n_rows == 0) return;
+  const auto aligned = [](const void* p, uintptr_t to) { return reinterpret_cast<uintptr_t>(p) % to == 0; };
+  check(aligned(a.x, 16) && aligned(a.out, 16) && aligned(a.weight, 16) && aligned(a.q, 4),
+        "internal: a tensor reduction's x, out and weight are 16-byte aligned, q 4-byte");
   KernelArgs k = s.args;
   k.a = a;
   if (k.a.q == nullptr) k.a.n_quantized = 0;

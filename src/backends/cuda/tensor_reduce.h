@@ -49,7 +49,7 @@ class TensorReduce {
   // This rank's part for reductions on `slot` (0 or 1): [max_tokens, width] f32.
   virtual float* part(int slot) const = 0;
   // Queues the reduction and norm on `stream` (see above). Every rank of the
-  // group calls it with the same slot and row count. x's rows beyond the
+  // group calls it with the same slot and row count (at least one). x's rows beyond the
   // listed ones are not read; `rows` may index up to max_tokens.
   virtual void reduce_norm(int slot, const ReduceNormArgs& args, cudaStream_t stream) = 0;
 };

@@ -2,8 +2,9 @@
 // in rank order (the same bits on every rank as the host's float sums), then
 // the norm and quantization with cuda::rmsnorm's bits and within tolerance
 // of the CPU twin (cpu::rmsnorm). Where two GPUs are visible: two ranks on
-// two threads, several reductions on alternating slots, and a wait for a
-// rank that never comes, ended by abort().
+// two threads, several reductions on alternating slots, rows of 8192 and
+// 2560, reductions queued back to back, and a wait for a rank that never
+// comes, ended by abort().
 #include "backends/cuda/nccl_tensor_reduce.h"
 
 #include <cuda_runtime.h>
@@ -57,6 +58,7 @@ struct Case {
   int64_t tokens = 0;           // rows of x
   std::vector<int32_t> rows;    // rows reduced and normalized (empty: all)
   int64_t n_quantized = 0;
+  int64_t width = 4096;         // the reduction's row width
 };
 struct Result {
   std::vector<float> x, out, d;
@@ -74,9 +76,9 @@ struct Inputs {
 
 Inputs make_inputs(const Case& c, int n_ranks, uint32_t seed) {
   Inputs in;
-  const size_t n = static_cast<size_t>(c.tokens * kWidth);
+  const size_t n = static_cast<size_t>(c.tokens * c.width);
   in.x = random_vector(n, seed);
-  in.weight = random_vector(static_cast<size_t>(kWidth), seed + 1);
+  in.weight = random_vector(static_cast<size_t>(c.width), seed + 1);
   for (int r = 0; r < n_ranks; ++r) in.parts.push_back(random_vector(n, seed + 2 + static_cast<uint32_t>(r)));
   return in;
 }
@@ -90,9 +92,9 @@ Result run_case(NcclTensorReduce& reduce, cudaStream_t stream, const Case& c, co
   int32_t* rows = c.rows.empty() ? nullptr : to_device(c.rows);
   float *out = nullptr, *d = nullptr;
   int8_t* q = nullptr;
-  EXPECT_EQ(cudaMalloc(&out, static_cast<size_t>(n_out * kWidth) * sizeof(float)), cudaSuccess);
-  EXPECT_EQ(cudaMalloc(&q, static_cast<size_t>(n_out * kWidth)), cudaSuccess);
-  EXPECT_EQ(cudaMalloc(&d, static_cast<size_t>(n_out * kWidth / 32) * sizeof(float)), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&out, static_cast<size_t>(n_out * c.width) * sizeof(float)), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&q, static_cast<size_t>(n_out * c.width)), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&d, static_cast<size_t>(n_out * c.width / 32) * sizeof(float)), cudaSuccess);
   const std::vector<float>& part = in.parts[static_cast<size_t>(rank)];
   EXPECT_EQ(cudaMemcpy(reduce.part(slot), part.data(), part.size() * sizeof(float), cudaMemcpyHostToDevice),
             cudaSuccess);
@@ -110,9 +112,9 @@ Result run_case(NcclTensorReduce& reduce, cudaStream_t stream, const Case& c, co
   EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   Result r;
   r.x = to_host(x, in.x.size());
-  r.out = to_host(out, static_cast<size_t>(n_out * kWidth));
-  r.q = to_host(q, static_cast<size_t>(c.n_quantized * kWidth));
-  r.d = to_host(d, static_cast<size_t>(c.n_quantized * kWidth / 32));
+  r.out = to_host(out, static_cast<size_t>(n_out * c.width));
+  r.q = to_host(q, static_cast<size_t>(c.n_quantized * c.width));
+  r.d = to_host(d, static_cast<size_t>(c.n_quantized * c.width / 32));
   for (void* p : {static_cast<void*>(x), static_cast<void*>(weight), static_cast<void*>(rows),
                   static_cast<void*>(out), static_cast<void*>(q), static_cast<void*>(d)})
     cudaFree(p);
@@ -129,8 +131,8 @@ void check_result(const Case& c, const Inputs& in, const Result& got, const std:
     for (int32_t i = 0; i < c.tokens; ++i) rows.push_back(i);
   std::vector<float> want_x = in.x;
   for (int32_t row : rows) {
-    for (int64_t j = 0; j < kWidth; ++j) {
-      const size_t i = static_cast<size_t>(row * kWidth + j);
+    for (int64_t j = 0; j < c.width; ++j) {
+      const size_t i = static_cast<size_t>(row * c.width + j);
       float v = in.x[i];
       for (const std::vector<float>& p : in.parts) v += p[i];
       want_x[i] = v;
@@ -145,14 +147,14 @@ void check_result(const Case& c, const Inputs& in, const Result& got, const std:
   const int64_t n_out = static_cast<int64_t>(rows.size());
   float *out = nullptr, *d = nullptr;
   int8_t* q = nullptr;
-  ASSERT_EQ(cudaMalloc(&out, static_cast<size_t>(n_out * kWidth) * sizeof(float)), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&q, static_cast<size_t>(n_out * kWidth)), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&d, static_cast<size_t>(n_out * kWidth / 32) * sizeof(float)), cudaSuccess);
-  cuda::rmsnorm(dx, drows, dw, kEps, n_out, kWidth, out, nullptr, q, d, c.n_quantized);
+  ASSERT_EQ(cudaMalloc(&out, static_cast<size_t>(n_out * c.width) * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&q, static_cast<size_t>(n_out * c.width)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d, static_cast<size_t>(n_out * c.width / 32) * sizeof(float)), cudaSuccess);
+  cuda::rmsnorm(dx, drows, dw, kEps, n_out, c.width, out, nullptr, q, d, c.n_quantized);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const std::vector<float> plain_out = to_host(out, static_cast<size_t>(n_out * kWidth));
-  const std::vector<int8_t> plain_q = to_host(q, static_cast<size_t>(c.n_quantized * kWidth));
-  const std::vector<float> plain_d = to_host(d, static_cast<size_t>(c.n_quantized * kWidth / 32));
+  const std::vector<float> plain_out = to_host(out, static_cast<size_t>(n_out * c.width));
+  const std::vector<int8_t> plain_q = to_host(q, static_cast<size_t>(c.n_quantized * c.width));
+  const std::vector<float> plain_d = to_host(d, static_cast<size_t>(c.n_quantized * c.width / 32));
   for (void* p : {static_cast<void*>(dx), static_cast<void*>(dw), static_cast<void*>(drows), static_cast<void*>(out),
                   static_cast<void*>(q), static_cast<void*>(d)})
     cudaFree(p);
@@ -160,18 +162,18 @@ void check_result(const Case& c, const Inputs& in, const Result& got, const std:
   ASSERT_EQ(got.q, plain_q) << what << ": quants";
   ASSERT_EQ(0, std::memcmp(got.d.data(), plain_d.data(), plain_d.size() * sizeof(float))) << what << ": scales";
   // The CPU twin.
-  std::vector<float> ref(static_cast<size_t>(kWidth));
+  std::vector<float> ref(static_cast<size_t>(c.width));
   for (size_t i = 0; i < rows.size(); ++i) {
-    cpu::rmsnorm(want_x.data() + rows[i] * kWidth, in.weight.data(), kEps, ref.data(), kWidth);
-    for (int64_t j = 0; j < kWidth; ++j)
-      ASSERT_NEAR(got.out[i * kWidth + j], ref[static_cast<size_t>(j)], 1e-4 * (1 + std::fabs(ref[static_cast<size_t>(j)])))
+    cpu::rmsnorm(want_x.data() + rows[i] * c.width, in.weight.data(), kEps, ref.data(), c.width);
+    for (int64_t j = 0; j < c.width; ++j)
+      ASSERT_NEAR(got.out[i * c.width + j], ref[static_cast<size_t>(j)], 1e-4 * (1 + std::fabs(ref[static_cast<size_t>(j)])))
           << what << ": row " << rows[i] << " column " << j;
   }
 }
 
-std::unique_ptr<NcclTensorReduce> make_reduce(NcclCommunicator& comm, int64_t max_tokens) {
+std::unique_ptr<NcclTensorReduce> make_reduce(NcclCommunicator& comm, int64_t max_tokens, int64_t width = kWidth) {
   std::string why;
-  auto reduce = NcclTensorReduce::create(comm, max_tokens, kWidth, {}, &why);
+  auto reduce = NcclTensorReduce::create(comm, max_tokens, width, {}, &why);
   EXPECT_NE(reduce, nullptr) << "refused: " << why;
   return reduce;
 }
@@ -228,6 +230,105 @@ TEST(NcclTensorReduce, TwoRanksSumInRankOrder) {
     const std::string what = "case " + std::to_string(i) + " round " + std::to_string(k / all.size());
     check_result(all[i], inputs[i], results[0][k], what + " rank 0");
     check_result(all[i], inputs[i], results[1][k], what + " rank 1");
+  }
+}
+
+// Rows of 8192 (the 70B shape: eight float4 pieces a thread) and 2560 (a
+// partial last piece: three of four), each width with its own communicator
+// (a communicator has one window).
+TEST(NcclTensorReduce, TwoRanksOtherWidths) {
+  if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
+  for (int64_t width : {8192, 2560}) {
+    const NcclUniqueId id = make_nccl_unique_id();
+    const std::vector<Case> all = {Case{1, {}, 1, width}, Case{3, {2, 0}, 2, width}, Case{4, {}, 4, width}};
+    std::vector<Inputs> inputs;
+    for (size_t i = 0; i < all.size(); ++i) inputs.push_back(make_inputs(all[i], 2, static_cast<uint32_t>(300 + i)));
+    std::vector<std::vector<Result>> results(2);
+    std::vector<std::thread> threads;
+    for (int rank = 0; rank < 2; ++rank) {
+      threads.emplace_back([&, rank] {
+        NcclCommunicator comm(id, rank, 2, rank);
+        auto reduce = make_reduce(comm, 4, width);
+        if (reduce == nullptr) return;
+        const auto stream = static_cast<cudaStream_t>(comm.stream());
+        for (size_t i = 0; i < all.size(); ++i)
+          results[static_cast<size_t>(rank)].push_back(
+              run_case(*reduce, stream, all[i], inputs[i], rank, static_cast<int>(i % 2)));
+        comm.synchronize();
+      });
+    }
+    for (auto& t : threads) t.join();
+    ASSERT_EQ(results[0].size(), all.size()) << width;
+    ASSERT_EQ(results[1].size(), all.size()) << width;
+    for (size_t i = 0; i < all.size(); ++i) {
+      const std::string what = "width " + std::to_string(width) + " case " + std::to_string(i);
+      check_result(all[i], inputs[i], results[0][i], what + " rank 0");
+      check_result(all[i], inputs[i], results[1][i], what + " rank 1");
+    }
+  }
+}
+
+// Reductions queued back to back with no host wait between them, as a step
+// queues them: each rank copies iteration i's part into the slot on its
+// stream, then reduces; x accumulates every iteration's parts. A rank that
+// overwrote a slot a peer still read would change the final x.
+TEST(NcclTensorReduce, TwoRanksBackToBack) {
+  if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
+  const NcclUniqueId id = make_nccl_unique_id();
+  constexpr int kIterations = 24;
+  constexpr int64_t kTokens = 3;
+  const size_t n = static_cast<size_t>(kTokens * kWidth);
+  const std::vector<float> x0 = random_vector(n, 500);
+  const std::vector<float> weight = random_vector(static_cast<size_t>(kWidth), 501);
+  std::vector<std::vector<float>> parts(2);  // by rank: [kIterations, kTokens, kWidth]
+  for (int r = 0; r < 2; ++r) parts[static_cast<size_t>(r)] = random_vector(kIterations * n, 510 + static_cast<uint32_t>(r));
+  std::vector<std::vector<float>> final_x(2), final_out(2);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      NcclCommunicator comm(id, rank, 2, rank);
+      auto reduce = make_reduce(comm, kTokens);
+      if (reduce == nullptr) return;
+      const auto stream = static_cast<cudaStream_t>(comm.stream());
+      float* x = to_device(x0);
+      float* w = to_device(weight);
+      float* all_parts = to_device(parts[static_cast<size_t>(rank)]);
+      float* out = nullptr;
+      ASSERT_EQ(cudaMalloc(&out, n * sizeof(float)), cudaSuccess);
+      for (int i = 0; i < kIterations; ++i) {
+        const int slot = i % 2;
+        ASSERT_EQ(cudaMemcpyAsync(reduce->part(slot), all_parts + static_cast<size_t>(i) * n, n * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, stream),
+                  cudaSuccess);
+        cuda::ReduceNormArgs a;
+        a.x = x;
+        a.n_rows = kTokens;
+        a.weight = w;
+        a.eps = kEps;
+        a.out = out;
+        reduce->reduce_norm(slot, a, stream);
+      }
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      final_x[static_cast<size_t>(rank)] = to_host(x, n);
+      final_out[static_cast<size_t>(rank)] = to_host(out, n);
+      for (float* p : {x, w, all_parts, out}) cudaFree(p);
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<float> want = x0;
+  for (int i = 0; i < kIterations; ++i)
+    for (size_t j = 0; j < n; ++j) want[j] = (want[j] + parts[0][static_cast<size_t>(i) * n + j]) + parts[1][static_cast<size_t>(i) * n + j];
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(final_x[static_cast<size_t>(r)].size(), n) << "rank " << r;
+    ASSERT_EQ(0, std::memcmp(final_x[static_cast<size_t>(r)].data(), want.data(), n * sizeof(float))) << "rank " << r;
+  }
+  EXPECT_EQ(0, std::memcmp(final_out[0].data(), final_out[1].data(), n * sizeof(float)));
+  std::vector<float> ref(static_cast<size_t>(kWidth));
+  for (int64_t t = 0; t < kTokens; ++t) {
+    cpu::rmsnorm(want.data() + t * kWidth, weight.data(), kEps, ref.data(), kWidth);
+    for (int64_t j = 0; j < kWidth; ++j)
+      ASSERT_NEAR(final_out[0][static_cast<size_t>(t * kWidth + j)], ref[static_cast<size_t>(j)],
+                  1e-4 * (1 + std::fabs(ref[static_cast<size_t>(j)])));
   }
 }
 
