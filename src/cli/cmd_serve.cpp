@@ -52,7 +52,7 @@ struct ServeFlags {
   std::string max_memory_cpu, max_memory_gpu;
   std::string device = "auto";
   bool batch_invariant = false;
-  bool fused_all_reduce = true;  // --no-fused-all-reduce turns it off
+  bool fused_all_reduce = false;  // --fused-all-reduce
   std::string step_trace;  // CSV file, one line per engine step
   std::string quantize = "none";
   int64_t gpu_layers = kGpuLayersAuto;
@@ -359,9 +359,9 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_flag("--batch-invariant", f->batch_invariant,
                 "GPU: decode every batch with the batch-invariant GEMV, so that an answer never depends on its "
                 "batch (slower under load; the CPU engine always is)");
-  cmd->add_flag("!--no-fused-all-reduce", f->fused_all_reduce,
-                "Tensor parallel: end each block with NCCL's all-reduce and a norm kernel, not the fused kernel "
-                "that sums the GPUs' parts over NVLink and normalizes in one");
+  cmd->add_flag("--fused-all-reduce", f->fused_all_reduce,
+                "Two tensor-parallel GPUs: end each block with one kernel that sums both GPUs' parts over NVLink and "
+                "applies the next norm, not NCCL's all-reduce and a norm kernel (experimental)");
   cmd->add_option("-c,--ctx", f->flags.context_window, "Context window per sequence in tokens");
   cmd->add_option("--batch-size", f->flags.batch_size, "Running sequences at most");
   cmd->add_option("--step-tokens", f->flags.step_tokens,

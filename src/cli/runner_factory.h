@@ -31,7 +31,7 @@ struct RunnerRequest {
   int64_t kv_blocks = 0;          // 0: CPU one full sequence; GPU what fits
   uint64_t gpu_memory_bytes = 0;  // 0: 90% of the GPU
   bool batch_invariant = false;   // GPU: every decode batch through the GEMV
-  bool fused_all_reduce = true;   // tensor parallel: CudaRunnerOptions::fused_all_reduce
+  bool fused_all_reduce = false;  // tensor parallel: CudaRunnerOptions::fused_all_reduce
   int64_t max_step_tokens = 0;    // GPU: the largest engine step, planned for (0: 1024)
   int64_t max_logit_rows = 0;     // GPU: rows of logits a step may want (0: max_step_tokens)
   std::string quantize = "none";  // GPU: none, int8 or fp8 (weights quantized at load time)

@@ -236,6 +236,11 @@ struct ParallelCudaRunner::Impl {
         if (error) {
           errors[i] = error;
           for (auto& r : ranks) r->abort_requested.store(true);
+          // The other ranks' fused reductions may already spin for this
+          // rank's part (a kernel, which no NCCL abort ends); their abort
+          // word is host memory, safe to set from this thread.
+          for (auto& r : ranks)
+            if (r->reduce) r->reduce->abort();
         }
         --pending;
         finished.notify_all();
