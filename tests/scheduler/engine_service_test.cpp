@@ -608,22 +608,39 @@ TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {
   EXPECT_EQ(service.stats().kv_blocks_used, 0);
 }
 
+// forward() takes at least a fixed time, so that a stream cannot run to its
+// end while the test prepares its next request.
+class PacedRunner : public ForwardingRunner {
+ public:
+  PacedRunner(ModelRunner& inner, std::chrono::microseconds pace) : ForwardingRunner(inner), pace_(pace) {}
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
+    std::this_thread::sleep_for(pace_);
+    return inner_.forward(chunks);
+  }
+
+ private:
+  std::chrono::microseconds pace_;
+};
+
 TEST_F(EngineServiceTest, LongPromptDoesNotStallRunningStreams) {
-  auto runner = make_runner(1024, 4, 1024);
+  auto inner = make_runner(1024, 4, 1024);
+  // 800 decode steps of at least 0.5 ms: the short stream is still running
+  // when the long prompt's ~20 prefill steps end, however slow the machine.
+  PacedRunner runner(*inner, std::chrono::microseconds(500));
   EngineOptions o = opts();
   o.context_window = 1024;
   o.batch_size = 4;
   o.step_tokens = 32;
-  Collector c;  // outlives the service, whose engine thread calls into it
-  EngineService service(*runner, *tokenizer_, o);
-  service.submit(greedy("Now is better than never.", 200), c.callback(0));
-  // Wait until the short stream decodes, then send a prompt of ~300 tokens.
-  while (c.order().size() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::string long_text;
   for (int i = 0; i < 20; ++i) long_text += "Although practicality beats purity, errors should never pass silently. ";
   GenerationRequest big = greedy(long_text, 4);
   const size_t prefill_steps = (big.prompt.size() + 31) / 32;
   ASSERT_GE(prefill_steps, 8u);
+  Collector c;  // outlives the service, whose engine thread calls into it
+  EngineService service(runner, *tokenizer_, o);
+  const RequestId short_id = service.submit(greedy("Now is better than never.", 800), c.callback(0));
+  // Wait until the short stream decodes, then send the prompt of ~300 tokens.
+  while (c.order().size() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const size_t before = c.order().size();
   service.submit(std::move(big), c.callback(1));
   c.wait(1);
@@ -635,7 +652,9 @@ TEST_F(EngineServiceTest, LongPromptDoesNotStallRunningStreams) {
     short_tokens += order[i] == 0;
   }
   EXPECT_GE(short_tokens + 1, prefill_steps);
-  service.cancel(1);
+  service.cancel(short_id);
+  const auto short_stream = c.wait(0);
+  EXPECT_EQ(short_stream.done.finish_reason, "cancelled") << "the short stream ended before the long prompt's prefill";
 }
 
 // The step trace: a header, then one line per step whose counts add up to
