@@ -277,6 +277,16 @@ std::optional<std::vector<uint8_t>> NodeLink::recv_for(int node, std::chrono::mi
   }
 }
 
+std::string NodeLink::ended(int node) {
+  const int fd = state_->peer(node).native_handle();
+  uint8_t byte = 0;
+  const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const int error = errno;
+  if (n > 0 || (n < 0 && (error == EAGAIN || error == EWOULDBLOCK || error == EINTR))) return "";
+  const std::string lost = "node " + std::to_string(node_rank()) + " lost node " + std::to_string(node) + ": ";
+  return lost + (n == 0 ? "it closed the link (its process ended)" : std::strerror(error));
+}
+
 PeerWatch NodeLink::peer_watch(int node) {
   const int fd = state_->peer(node).native_handle();
   PeerWatch w;

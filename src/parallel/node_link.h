@@ -79,6 +79,12 @@ class NodeLink {
   // The same, but nothing (nullopt) when no message starts to arrive within
   // `timeout`; one that has started is read to its end.
   std::optional<std::vector<uint8_t>> recv_for(int node, std::chrono::milliseconds timeout);
+  // Why the link to `node` (as for send) has ended, read without taking
+  // anything from it: "" while it is open, and while a message waits to be
+  // read (its end is then heard after the message); else "node A lost node
+  // B: " and the cause (the peer's process closed it, or the kernel declared
+  // the peer's host lost). Does not block.
+  std::string ended(int node);
   // How the link to `node` (as for send) watches for a dead peer.
   PeerWatch peer_watch(int node);
 

@@ -310,6 +310,26 @@ if [ "$what" = nodes ]; then
   echo "node 1 gone: $(kill -0 $n1 2> /dev/null && echo no || echo yes), $(( $(date +%s) - t )) s after node 0 stopped"
   tail -2 "$out/node1-silence.log"
   kill -KILL $n0 $n1 2> /dev/null
+  # A node that dies mid-step (StepWatch): node 1 killed while node 0 is
+  # generating a long answer. Node 0 hears the link close, gives the step
+  # up (the answer is an error naming node 1) and keeps answering /health.
+  CUDA_VISIBLE_DEVICES=1 "$build/bin/tandem-server" serve -m "$fixture" --tensor-parallel 2 --nnodes 2 --node-rank 1 \
+    --master-port 18792 > "$out/node1-midstep.log" 2>&1 &
+  n1=$!
+  CUDA_VISIBLE_DEVICES=0 "$build/bin/tandem-server" serve -m "$fixture" --tensor-parallel 2 --nnodes 2 --node-rank 0 \
+    --master-port 18792 --port 18773 > "$out/node0-midstep.log" 2>&1 &
+  n0=$!
+  echo "mid-step test, first answer: $(ask 18773)"
+  t=$(date +%s.%N)
+  curl -s -m 60 localhost:18773/v1/completions -H 'content-type: application/json' \
+    -d '{"prompt":"And it came to pass","temperature":0,"ignore_eos":true}' > "$out/midstep-answer.json" &
+  c=$!
+  sleep 0.5
+  kill -KILL $n1
+  wait $c
+  echo "answer after node 1 died ($(python3 -c "import time; print(round(time.time() - $t, 1))") s): $(head -c 400 "$out/midstep-answer.json")"
+  echo "node 0 health: $(curl -s -m 5 localhost:18773/health | head -c 200)"
+  kill -KILL $n0 2> /dev/null
 fi
 if [ "$what" = sampling ]; then
   # Decode with temperature sampling: on the GPU (cuda::sample_rows) against

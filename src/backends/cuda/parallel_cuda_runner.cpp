@@ -21,6 +21,7 @@
 #include "backends/cuda/nccl_tensor_reduce.h"
 #include "common/error.h"
 #include "parallel/rank_model.h"
+#include "parallel/step_watch.h"
 
 namespace tandem {
 namespace {
@@ -76,6 +77,9 @@ class RankWorker {
 // Steps of up to this many tokens (decode batches) take the fused
 // all-reduce; larger ones NCCL's all-reduce.
 constexpr int64_t kFusedReduceTokens = 256;
+
+// How often a step's wait asks its StepWatch whether to give the step up.
+constexpr std::chrono::milliseconds kWatchPeriod{100};
 
 // A rank that gave up because another failed (not the failure itself).
 struct RankAborted : Error {
@@ -138,6 +142,12 @@ struct ParallelCudaRunner::Impl {
   std::vector<float> logits;
   std::vector<int32_t> tokens;  // row_tokens(): chunk order, empty when none computed
 
+  // How long a step may run before it is given up (StepWatch); 0: no limit.
+  std::chrono::milliseconds step_limit() const {
+    if (link != nullptr) return std::chrono::duration_cast<std::chrono::milliseconds>(link->config().node0_silence);
+    return options.step_limit;
+  }
+
   // The rank that returns logits, when it is on this node; else null.
   Rank* logits_rank() {
     const int64_t g = parallel::global_rank(plan.config, plan.config.pipeline_stages - 1, 0);
@@ -150,7 +160,7 @@ struct ParallelCudaRunner::Impl {
   // back (stage s works on micro-batch i while stage s+1 works on i-1). Only
   // the logits' rank waits for each (to copy its logits out); the others
   // wait once at the end. Fills `logits` when the logits' rank is here.
-  void run_local(std::span<const SequenceChunk> chunks) {
+  void run_local(std::span<const SequenceChunk> chunks, const parallel::StepWatch& watch) {
     const std::vector<parallel::Range> batches = parallel::split_micro_batches(
         static_cast<int64_t>(chunks.size()), plan.config.micro_batch_size, plan.config.pipeline_stages);
     Rank* holder = logits_rank();
@@ -195,7 +205,7 @@ struct ParallelCudaRunner::Impl {
         if (!all_picked) std::copy(part.begin(), part.end(), logits.begin() + first_row[i] * vocab);
       }
       r.runner->synchronize();
-    });
+    }, [&watch] { return watch.check(); });
     if (!any_tokens) tokens.clear();
   }
 
@@ -204,6 +214,7 @@ struct ParallelCudaRunner::Impl {
   std::condition_variable finished;
   size_t pending = 0;
   std::vector<std::exception_ptr> errors;  // by local rank index
+  std::vector<bool> running;               // by local rank index: its job has not ended
   std::string broken;  // set when a rank failed mid-step: the runner is unusable
 
   // Posts `job(rank)` to every rank, then waits for all. When one fails, it
@@ -212,12 +223,18 @@ struct ParallelCudaRunner::Impl {
   // its stream (wait_stream) aborts its communicators too and throws
   // RankAborted. forward() refuses bad steps before they start, so any
   // failure here is mid-step: the runner then refuses further steps.
-  void run_all(const std::function<void(Rank&)>& job) {
+  //
+  // While it waits, `watch` (a StepWatch's check) is asked every
+  // kWatchPeriod whether to give the step up: when it says why, every rank
+  // is asked to give up as for a failed rank, and the step fails with that
+  // reason and the ranks that were still running.
+  void run_all(const std::function<void(Rank&)>& job, const std::function<std::string()>& watch = {}) {
     check(broken.empty(), "the multi-GPU runner stopped after an error: " + broken);
     {
       std::lock_guard<std::mutex> lock(mu);
       pending = ranks.size();
       errors.assign(ranks.size(), nullptr);
+      running.assign(ranks.size(), true);
       for (auto& r : ranks) r->abort_requested.store(false);  // before any rank can fail
     }
     for (size_t i = 0; i < ranks.size(); ++i) {
@@ -242,12 +259,33 @@ struct ParallelCudaRunner::Impl {
           for (auto& r : ranks)
             if (r->reduce) r->reduce->abort();
         }
+        running[i] = false;
         --pending;
         finished.notify_all();
       });
     }
     std::unique_lock<std::mutex> lock(mu);
-    finished.wait(lock, [&] { return pending == 0; });
+    std::string gave_up;  // why `watch` gave the step up
+    while (!finished.wait_for(lock, kWatchPeriod, [&] { return pending == 0; })) {
+      if (!watch || !gave_up.empty()) continue;
+      lock.unlock();
+      std::string why = watch();
+      lock.lock();
+      if (why.empty()) continue;
+      std::string still;
+      for (size_t i = 0; i < ranks.size(); ++i) {
+        if (!running[i]) continue;
+        still += (still.empty() ? "" : ", ") + std::to_string(ranks[i]->global) + " (GPU " +
+                 std::to_string(ranks[i]->device) + ")";
+      }
+      gave_up = why + (still.empty() ? "" : "; ranks still running: " + still);
+      // As for a failed rank: the waits on streams give up and abort their
+      // communicators; fused reductions' spins end on their abort word.
+      for (auto& r : ranks) {
+        r->abort_requested.store(true);
+        if (r->reduce) r->reduce->abort();
+      }
+    }
     // The first error that is not a rank giving up because of another.
     std::exception_ptr first;
     for (const std::exception_ptr& e : errors) {
@@ -265,6 +303,10 @@ struct ParallelCudaRunner::Impl {
         broken = "unknown error";
         break;
       }
+    }
+    if (broken.empty() && !gave_up.empty()) {
+      broken = gave_up;
+      throw Error(gave_up);
     }
     if (first && broken.empty()) broken = "a rank gave up";
     if (first) std::rethrow_exception(first);
@@ -565,6 +607,9 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
   check_step(chunks, m.max_context, block_size(), m.config.vocab_size);
   int64_t n_rows = 0;
   for (const SequenceChunk& ch : chunks) n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
+  const std::chrono::milliseconds limit = m.step_limit();
+  const auto started = std::chrono::steady_clock::now();
+  const parallel::StepWatch watch(m.link, limit);
   if (m.link) {
     parallel::StepPlan plan;
     for (const SequenceChunk& ch : chunks) {
@@ -587,10 +632,24 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
     }
     m.last_sent = std::chrono::steady_clock::now();
   }
-  m.run_local(chunks);  // on failure the runner is broken: the link's order no longer matters
+  // On failure the runner is broken: the link's order no longer matters.
+  m.run_local(chunks, watch);
   if (m.holder_node != 0) {
-    const std::vector<uint8_t> reply = m.link->recv(m.holder_node);
     const std::string node = "node " + std::to_string(m.holder_node);
+    std::vector<uint8_t> reply;
+    if (limit.count() > 0) {
+      const auto left = limit - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::steady_clock::now() - started);
+      std::optional<std::vector<uint8_t>> got = m.link->recv_for(m.holder_node, std::max(left, limit / 10));
+      if (!got) {
+        m.broken = node + " sent no logits within " + parallel::describe_limit(limit) +
+                   " of the step's start (--node-silence-s): it hangs mid-step";
+        throw Error(m.broken);
+      }
+      reply = std::move(*got);
+    } else {
+      reply = m.link->recv(m.holder_node);
+    }
     if (reply.empty()) {
       m.broken = node + " sent an empty reply";
       throw Error(m.broken);
@@ -662,7 +721,8 @@ void ParallelCudaRunner::follow() {
     }
     std::vector<uint8_t> reply;
     try {
-      m.run_local(chunks);
+      const parallel::StepWatch watch(m.link, m.step_limit());
+      m.run_local(chunks, watch);
       if (holder) {
         reply.resize(1 + m.logits.size() * sizeof(float));
         reply[0] = kReplyOk;

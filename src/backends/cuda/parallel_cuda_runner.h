@@ -9,6 +9,7 @@
 // (TANDEM_HAVE_NCCL); this header holds no CUDA types.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -34,6 +35,12 @@ struct ParallelRunnerOptions {
   // running global ranks [n * L, (n + 1) * L) with L = world / nnodes. Node 0
   // runs forward(); the others run follow(). Null: one host.
   std::shared_ptr<parallel::NodeLink> link;
+  // One host: a step whose ranks have not all finished within this long is
+  // given up (an error naming the ranks still running; the runner then
+  // refuses further steps). 0: no limit. Several hosts take
+  // NodeConfig::node0_silence instead, and also give a step up at once
+  // when a node they wait on closes its link (parallel::StepWatch).
+  std::chrono::milliseconds step_limit{0};
 };
 
 class ParallelCudaRunner : public ModelRunner {
@@ -68,8 +75,9 @@ class ParallelCudaRunner : public ModelRunner {
   const parallel::ParallelPlan& plan() const;
   // On a node other than 0: runs node 0's steps as they come (its forward()
   // calls), until node 0's runner is destroyed. Throws tandem::Error when
-  // the link to node 0 breaks, or when node 0 sends nothing (no step, no
-  // heartbeat) for NodeConfig::node0_silence. After such an error the
+  // the link to node 0 breaks, when node 0 sends nothing (no step, no
+  // heartbeat) for NodeConfig::node0_silence, or when a step runs that
+  // long (node 0 or another node hangs mid-step). After such an error the
   // ranks' NCCL communicators may not tear down while node 0 is stopped:
   // a process that follows should exit without destroying the runner
   // (`serve` does).

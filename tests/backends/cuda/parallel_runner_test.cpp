@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -38,6 +39,11 @@ int device_count() {
   }
   return n;
 }
+
+// A step of these fixtures takes milliseconds: one that runs past this
+// (ranks that wait on each other for good) fails the test, naming the
+// ranks still running, instead of hanging it.
+constexpr std::chrono::milliseconds kStepLimit{30000};
 
 CudaRunnerOptions small_options(bool graphs) {
   CudaRunnerOptions o;
@@ -161,6 +167,7 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
   // symmetric window, then the norm kernel.
   for (const Plan& plan : plans_for(device_count(), arch == "llama3")) {
     ParallelRunnerOptions o;
+    o.step_limit = kStepLimit;
     o.devices = plan.devices;
     o.parallel.tensor_parallel = plan.tp;
     o.parallel.pipeline_stages = plan.pp;
@@ -250,6 +257,7 @@ TEST(ParallelRunner, PicksTokensOnTheLogitsGpu) {
   int ran = 0;
   for (const Plan& plan : plans_for(device_count())) {
     ParallelRunnerOptions o;
+    o.step_limit = kStepLimit;
     o.devices = plan.devices;
     o.parallel.tensor_parallel = plan.tp;
     o.parallel.pipeline_stages = plan.pp;

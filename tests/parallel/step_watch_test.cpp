@@ -1,0 +1,118 @@
+// StepWatch over loopback links: a step within its limit goes on, one past
+// it is given up with the limit named, and a link that ends mid-step (node
+// 0 watching the others, the others node 0) is named at once; a message
+// waiting to be read is not an end. NodeLink::ended underneath.
+#include "parallel/step_watch.h"
+
+#include <gtest/gtest.h>
+
+#include <utility>  // before asio: Boost 1.74 uses std::exchange without it
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "parallel/node_link.h"
+
+namespace tandem::parallel {
+namespace {
+
+using namespace std::chrono_literals;
+
+int free_port() {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::tcp::v4(), 0});
+  return a.local_endpoint().port();
+}
+
+NodeConfig node(int rank, int nnodes, int port) {
+  NodeConfig c;
+  c.nnodes = nnodes;
+  c.node_rank = rank;
+  c.master_port = port;
+  c.timeout = std::chrono::seconds(10);
+  return c;
+}
+
+// Polls `f` until it returns something or 10 s pass (a closed socket's end
+// reaches the other side at once on loopback, but not within the call).
+std::string within_10s(const std::function<std::string()>& f) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::string s;
+  while ((s = f()).empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  return s;
+}
+
+TEST(StepWatch, TheLimitGivesTheStepUp) {
+  const StepWatch unlimited(nullptr, 0ms);
+  const StepWatch limited(nullptr, 500ms);
+  EXPECT_EQ(limited.check(), "");
+  std::this_thread::sleep_for(600ms);
+  EXPECT_EQ(unlimited.check(), "");
+  EXPECT_EQ(limited.check(), "a step ran past 500 ms");
+  EXPECT_EQ(describe_limit(120s), "120 s");
+}
+
+TEST(StepWatch, NodeZeroHearsAnotherNodeEndMidStep) {
+  const int port = free_port();
+  std::promise<void> sent, leave;
+  auto others = std::async(std::launch::async, [&, port] {
+    auto link1 = NodeLink::open(node(1, 3, port));
+    link1->send(0, std::vector<uint8_t>{1, 2, 3});
+    sent.set_value();
+    leave.get_future().wait();
+  });
+  auto other2 = std::async(std::launch::async, [port] { return NodeLink::open(node(2, 3, port)); });
+  auto link = NodeLink::open(node(0, 3, port));
+  auto link2 = other2.get();  // node 2 stays
+  sent.get_future().wait();
+  const StepWatch watch(link.get(), 60s);
+  // Node 1's message waits unread: its link is open.
+  EXPECT_EQ(link->ended(1), "");
+  EXPECT_EQ(watch.check(), "");
+  leave.set_value();
+  others.get();  // node 1's process "ends": its link closes
+  EXPECT_EQ(watch.check(), "") << "the unread message comes before the end";
+  EXPECT_EQ(link->recv(1), (std::vector<uint8_t>{1, 2, 3}));
+  const std::string why = within_10s([&] { return watch.check(); });
+  EXPECT_NE(why.find("node 0 lost node 1: it closed the link"), std::string::npos) << why;
+  EXPECT_NE(why.find("mid-step"), std::string::npos) << why;
+  EXPECT_EQ(link->ended(2), "");
+}
+
+TEST(StepWatch, AnotherNodeHearsNodeZeroEnd) {
+  const int port = free_port();
+  std::promise<void> leave;
+  auto zero = std::async(std::launch::async, [&, port] {
+    auto link0 = NodeLink::open(node(0, 2, port));
+    leave.get_future().wait();
+  });
+  auto link = NodeLink::open(node(1, 2, port));
+  const StepWatch watch(link.get(), 60s);
+  EXPECT_EQ(watch.check(), "");
+  leave.set_value();
+  zero.get();
+  const std::string why = within_10s([&] { return watch.check(); });
+  EXPECT_NE(why.find("node 1 lost node 0: it closed the link"), std::string::npos) << why;
+}
+
+TEST(StepWatch, ANodeThatOnlyHangsIsCaughtByTheLimit) {
+  const int port = free_port();
+  std::promise<void> leave;
+  auto zero = std::async(std::launch::async, [&, port] {
+    auto link0 = NodeLink::open(node(0, 2, port));
+    leave.get_future().wait();  // "hangs": holds its link open, sends nothing
+  });
+  auto link = NodeLink::open(node(1, 2, port));
+  const StepWatch watch(link.get(), 500ms);
+  EXPECT_EQ(watch.check(), "");
+  const std::string why = within_10s([&] { return watch.check(); });
+  EXPECT_NE(why.find("a step ran past 500 ms (--node-silence-s)"), std::string::npos) << why;
+  EXPECT_NE(why.find("node 1 gives the step up"), std::string::npos) << why;
+  leave.set_value();
+  zero.get();
+}
+
+}  // namespace
+}  // namespace tandem::parallel
