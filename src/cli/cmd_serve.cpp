@@ -388,7 +388,7 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("--node-timeout-s", f->node_timeout_s, "Seconds for every node to join (default 120)");
   cmd->add_option("--node-silence-s", f->node_silence_s,
                   "Seconds a node other than 0 waits without a step or heartbeat from node 0 before it stops, "
-                  "and a step may run on any node before it is given up (default 120; 0 waits forever)");
+                  "and a step may run on any node (at least 30) before it is given up (default 120; 0 waits forever)");
   cmd->add_option("--header-timeout-s", f->header_timeout_s, "Seconds a client has to send a request header");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error");
   return [f, cmd] { return serve(*f, *cmd); };

@@ -284,7 +284,24 @@ std::string NodeLink::ended(int node) {
   const int error = errno;
   if (n > 0 || (n < 0 && (error == EAGAIN || error == EWOULDBLOCK || error == EINTR))) return "";
   const std::string lost = "node " + std::to_string(node_rank()) + " lost node " + std::to_string(node) + ": ";
-  return lost + (n == 0 ? "it closed the link (its process ended)" : std::strerror(error));
+  return lost + (n == 0 ? "it closed the link (its process ended)"
+                        : std::string(std::strerror(error)) + " (its process or its host ended)");
+}
+
+std::vector<uint8_t> NodeLink::peek(int node, size_t n) {
+  const int fd = state_->peer(node).native_handle();
+  std::vector<uint8_t> head(sizeof(uint64_t) + n);  // the length prefix, then the message
+  const ssize_t got = ::recv(fd, head.data(), head.size(), MSG_PEEK | MSG_DONTWAIT);
+  if (got < static_cast<ssize_t>(head.size())) return {};
+  return std::vector<uint8_t>(head.begin() + sizeof(uint64_t), head.end());
+}
+
+void NodeLink::shut_down() {
+  for (std::optional<tcp::socket>& s : state_->peers) {
+    if (!s) continue;
+    boost::system::error_code ec;
+    s->shutdown(tcp::socket::shutdown_both, ec);  // a link already gone stays so
+  }
 }
 
 PeerWatch NodeLink::peer_watch(int node) {

@@ -85,6 +85,12 @@ class NodeLink {
   // B: " and the cause (the peer's process closed it, or the kernel declared
   // the peer's host lost). Does not block.
   std::string ended(int node);
+  // The first `n` bytes of the next message from `node`, read without taking
+  // them, when that much of it has arrived; else empty. Does not block.
+  std::vector<uint8_t> peek(int node, size_t n);
+  // Ends every link at once (both ways): later sends and receives fail, and
+  // the peers hear the end as they would a process that ended.
+  void shut_down();
   // How the link to `node` (as for send) watches for a dead peer.
   PeerWatch peer_watch(int node);
 

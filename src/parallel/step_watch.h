@@ -21,9 +21,12 @@ class StepWatch {
   StepWatch(NodeLink* link, std::chrono::milliseconds limit);
 
   // "" while the step may go on; else why this node gives it up: a link
-  // that ended (node 0 watches every other node, the others node 0), or
-  // the limit passed.
+  // that ended (link_ended()), or the limit passed.
   std::string check() const;
+  // Why a link this node watches has ended, or "": node 0 watches every
+  // other node, the others node 0 (a message waiting to be read is not an
+  // end; NodeLink::ended).
+  std::string link_ended() const;
 
  private:
   NodeLink* link_;

@@ -10,9 +10,13 @@
 
 #include <boost/asio.hpp>
 #include <chrono>
+#include <functional>
 #include <future>
+#include <string>
 #include <thread>
+#include <vector>
 
+#include "common/error.h"
 #include "parallel/node_link.h"
 
 namespace tandem::parallel {
@@ -46,10 +50,11 @@ std::string within_10s(const std::function<std::string()>& f) {
 
 TEST(StepWatch, TheLimitGivesTheStepUp) {
   const StepWatch unlimited(nullptr, 0ms);
+  const StepWatch long_limit(nullptr, 60s);
   const StepWatch limited(nullptr, 500ms);
-  EXPECT_EQ(limited.check(), "");
   std::this_thread::sleep_for(600ms);
   EXPECT_EQ(unlimited.check(), "");
+  EXPECT_EQ(long_limit.check(), "");
   EXPECT_EQ(limited.check(), "a step ran past 500 ms");
   EXPECT_EQ(describe_limit(120s), "120 s");
 }
@@ -81,6 +86,35 @@ TEST(StepWatch, NodeZeroHearsAnotherNodeEndMidStep) {
   EXPECT_EQ(link->ended(2), "");
 }
 
+// peek: a message's first bytes once they have all arrived, left in place
+// for recv; nothing while none is there. shut_down: the peers hear the end
+// at once, and this node's own sends fail.
+TEST(NodeLink, PeekLeavesTheMessageAndShutDownEndsEveryLink) {
+  const int port = free_port();
+  std::promise<void> sent;
+  auto other = std::async(std::launch::async, [&, port] {
+    auto link1 = NodeLink::open(node(1, 2, port));
+    link1->send(0, std::vector<uint8_t>{9, 8, 7});
+    sent.set_value();
+    const StepWatch watch(link1.get(), 0ms);
+    return within_10s([&] { return watch.link_ended(); });
+  });
+  auto link = NodeLink::open(node(0, 2, port));
+  sent.get_future().wait();
+  std::vector<uint8_t> head;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((head = link->peek(1, 2)).empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(head, (std::vector<uint8_t>{9, 8}));
+  EXPECT_EQ(link->peek(1, 4), std::vector<uint8_t>{}) << "only 3 bytes came";
+  EXPECT_EQ(link->recv(1), (std::vector<uint8_t>{9, 8, 7}));
+  EXPECT_EQ(link->peek(1, 1), std::vector<uint8_t>{});
+  link->shut_down();
+  const std::string heard = other.get();
+  EXPECT_NE(heard.find("node 1 lost node 0"), std::string::npos) << heard;
+  EXPECT_THROW(link->send(1, std::vector<uint8_t>{1}), Error);
+}
+
 TEST(StepWatch, AnotherNodeHearsNodeZeroEnd) {
   const int port = free_port();
   std::promise<void> leave;
@@ -106,9 +140,9 @@ TEST(StepWatch, ANodeThatOnlyHangsIsCaughtByTheLimit) {
   });
   auto link = NodeLink::open(node(1, 2, port));
   const StepWatch watch(link.get(), 500ms);
-  EXPECT_EQ(watch.check(), "");
+  EXPECT_EQ(watch.link_ended(), "");
   const std::string why = within_10s([&] { return watch.check(); });
-  EXPECT_NE(why.find("a step ran past 500 ms (--node-silence-s)"), std::string::npos) << why;
+  EXPECT_NE(why.find("a step ran past 500 ms (the larger of --node-silence-s and 30 s)"), std::string::npos) << why;
   EXPECT_NE(why.find("node 1 gives the step up"), std::string::npos) << why;
   leave.set_value();
   zero.get();

@@ -143,9 +143,13 @@ struct ParallelCudaRunner::Impl {
   std::vector<int32_t> tokens;  // row_tokens(): chunk order, empty when none computed
 
   // How long a step may run before it is given up (StepWatch); 0: no limit.
+  // Several nodes: --node-silence-s, but at least 30 s (a low silence limit
+  // is for idle hangs; a long prefill may take seconds).
   std::chrono::milliseconds step_limit() const {
-    if (link != nullptr) return std::chrono::duration_cast<std::chrono::milliseconds>(link->config().node0_silence);
-    return options.step_limit;
+    if (link == nullptr) return options.step_limit;
+    const std::chrono::milliseconds silence = link->config().node0_silence;
+    if (silence.count() == 0) return silence;
+    return std::max<std::chrono::milliseconds>(silence, std::chrono::seconds(30));
   }
 
   // The rank that returns logits, when it is on this node; else null.
@@ -160,7 +164,7 @@ struct ParallelCudaRunner::Impl {
   // back (stage s works on micro-batch i while stage s+1 works on i-1). Only
   // the logits' rank waits for each (to copy its logits out); the others
   // wait once at the end. Fills `logits` when the logits' rank is here.
-  void run_local(std::span<const SequenceChunk> chunks, const parallel::StepWatch& watch) {
+  void run_local(std::span<const SequenceChunk> chunks, const std::function<std::string()>& watch) {
     const std::vector<parallel::Range> batches = parallel::split_micro_batches(
         static_cast<int64_t>(chunks.size()), plan.config.micro_batch_size, plan.config.pipeline_stages);
     Rank* holder = logits_rank();
@@ -205,7 +209,7 @@ struct ParallelCudaRunner::Impl {
         if (!all_picked) std::copy(part.begin(), part.end(), logits.begin() + first_row[i] * vocab);
       }
       r.runner->synchronize();
-    }, [&watch] { return watch.check(); });
+    }, watch);
     if (!any_tokens) tokens.clear();
   }
 
@@ -266,12 +270,19 @@ struct ParallelCudaRunner::Impl {
     }
     std::unique_lock<std::mutex> lock(mu);
     std::string gave_up;  // why `watch` gave the step up
+    bool failed_first = false;  // a rank failed before that (its error is the cause)
     while (!finished.wait_for(lock, kWatchPeriod, [&] { return pending == 0; })) {
       if (!watch || !gave_up.empty()) continue;
       lock.unlock();
-      std::string why = watch();
+      std::string why;
+      try {
+        why = watch();
+      } catch (const std::exception& e) {  // the workers still run: never unwind past them
+        why = e.what();
+      }
       lock.lock();
-      if (why.empty()) continue;
+      if (why.empty() || pending == 0) continue;  // the step ended meanwhile: it stands
+      for (const std::exception_ptr& e : errors) failed_first = failed_first || e != nullptr;
       std::string still;
       for (size_t i = 0; i < ranks.size(); ++i) {
         if (!running[i]) continue;
@@ -285,6 +296,13 @@ struct ParallelCudaRunner::Impl {
         r->abort_requested.store(true);
         if (r->reduce) r->reduce->abort();
       }
+    }
+    // A step given up fails with the watch's reason, unless a rank had
+    // failed before (the errors after it are the give-up's knock-on: NCCL
+    // errors from peers' aborts).
+    if (!gave_up.empty() && !failed_first) {
+      broken = gave_up;
+      throw Error(gave_up);
     }
     // The first error that is not a rank giving up because of another.
     std::exception_ptr first;
@@ -304,10 +322,6 @@ struct ParallelCudaRunner::Impl {
         break;
       }
     }
-    if (broken.empty() && !gave_up.empty()) {
-      broken = gave_up;
-      throw Error(gave_up);
-    }
     if (first && broken.empty()) broken = "a rank gave up";
     if (first) std::rethrow_exception(first);
   }
@@ -320,17 +334,19 @@ struct ParallelCudaRunner::Impl {
       const cudaError_t e = cudaStreamQuery(r.stream);
       if (e == cudaSuccess) return;
       if (e != cudaErrorNotReady) TANDEM_CUDA_CHECK(e);
+      // Asked first: once the step is given up, peers' aborts may show here
+      // as NCCL errors, which are not the cause.
+      if (r.abort_requested.load()) {
+        if (r.reduce) r.reduce->abort();
+        if (r.tensor) r.tensor->abort();
+        if (r.pipeline) r.pipeline->abort();
+        throw RankAborted("rank " + std::to_string(r.global) + " gave up: another rank failed, or the step was given up");
+      }
       for (parallel::NcclCommunicator* c : {r.tensor.get(), r.pipeline.get()}) {
         if (c == nullptr) continue;
         const std::string error = c->async_error();
         if (!error.empty())
           throw Error("rank " + std::to_string(r.global) + " (GPU " + std::to_string(r.device) + "): NCCL: " + error);
-      }
-      if (r.abort_requested.load()) {
-        if (r.reduce) r.reduce->abort();
-        if (r.tensor) r.tensor->abort();
-        if (r.pipeline) r.pipeline->abort();
-        throw RankAborted("rank " + std::to_string(r.global) + " gave up: another rank failed");
       }
       std::this_thread::yield();
     }
@@ -609,7 +625,7 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
   for (const SequenceChunk& ch : chunks) n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
   const std::chrono::milliseconds limit = m.step_limit();
   const auto started = std::chrono::steady_clock::now();
-  const parallel::StepWatch watch(m.link, limit);
+  const parallel::StepWatch watch(m.link, limit);  // run_local's, then the wait for the holder's logits
   if (m.link) {
     parallel::StepPlan plan;
     for (const SequenceChunk& ch : chunks) {
@@ -626,45 +642,75 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
       for (int n = 1; n < m.link->nnodes(); ++n) m.link->send(n, msg);
     } catch (const std::exception& e) {
       // Nodes before the lost one may already run a step this node never
-      // will: the plan is out of step for good.
+      // will: the plan is out of step for good, and the others hear so.
       m.broken = e.what();
+      m.link->shut_down();
       throw;
     }
     m.last_sent = std::chrono::steady_clock::now();
   }
-  // On failure the runner is broken: the link's order no longer matters.
-  m.run_local(chunks, watch);
-  if (m.holder_node != 0) {
-    const std::string node = "node " + std::to_string(m.holder_node);
-    std::vector<uint8_t> reply;
-    if (limit.count() > 0) {
-      const auto left = limit - std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    std::chrono::steady_clock::now() - started);
-      std::optional<std::vector<uint8_t>> got = m.link->recv_for(m.holder_node, std::max(left, limit / 10));
-      if (!got) {
-        m.broken = node + " sent no logits within " + parallel::describe_limit(limit) +
-                   " of the step's start (--node-silence-s): it hangs mid-step";
-        throw Error(m.broken);
+  // Node 0 also peeks at the status byte of a reply from the node that
+  // holds the logits: one that failed mid-step says so at once, while this
+  // node's ranks may still wait on its ranks.
+  const std::string holder = "node " + std::to_string(m.holder_node);
+  auto holder_failed = [&] {
+    if (m.holder_node == 0) return false;
+    const std::vector<uint8_t> head = m.link->peek(m.holder_node, 1);
+    return !head.empty() && head[0] == kReplyError;
+  };
+  // Sets m.broken (where run_all did not) and throws.
+  auto fail = [&](const std::string& why) {
+    if (m.broken.empty()) m.broken = why;
+    throw Error(why);
+  };
+  try {
+    try {
+      m.run_local(chunks, [&]() -> std::string {
+        if (holder_failed()) return holder + " failed mid-step";
+        return watch.check();
+      });
+    } catch (const std::exception&) {
+      if (!holder_failed()) throw;
+      // Its own words rather than this node's giving up.
+      const std::optional<std::vector<uint8_t>> reply = m.link->recv_for(m.holder_node, std::chrono::seconds(1));
+      if (!reply || reply->empty()) throw;
+      m.broken = holder + ": " + std::string(reply->begin() + 1, reply->end());
+      throw Error(m.broken);
+    }
+    if (m.holder_node != 0) {
+      // The holder's own watch gives up at its limit, which starts after
+      // this node's: its reply, an error then, gets a margin past the limit.
+      const auto margin = std::chrono::seconds(10);
+      const auto deadline =
+          limit.count() > 0 ? started + limit + margin : std::chrono::steady_clock::time_point::max();
+      std::optional<std::vector<uint8_t>> got;
+      try {
+        while (!(got = m.link->recv_for(m.holder_node, kWatchPeriod))) {
+          const std::string ended = watch.link_ended();
+          if (!ended.empty()) fail(ended);
+          if (std::chrono::steady_clock::now() > deadline) {
+            fail(holder + " sent no logits within " + parallel::describe_limit(limit + margin) +
+                 " of the step's start: it, or a node it waits on, hangs mid-step");
+          }
+        }
+      } catch (const std::exception& e) {
+        fail(e.what());
       }
-      reply = std::move(*got);
-    } else {
-      reply = m.link->recv(m.holder_node);
+      const std::vector<uint8_t>& reply = *got;
+      if (reply.empty()) fail(holder + " sent an empty reply");
+      if (reply[0] != kReplyOk) fail(holder + ": " + std::string(reply.begin() + 1, reply.end()));
+      const uint64_t want = static_cast<uint64_t>(n_rows * m.config.vocab_size) * sizeof(float);
+      if (reply.size() != 1 + want) {
+        fail(holder + " sent " + std::to_string(reply.size() - 1) + " bytes of logits, not " + std::to_string(want));
+      }
+      m.logits.resize(static_cast<size_t>(n_rows * m.config.vocab_size));
+      std::memcpy(m.logits.data(), reply.data() + 1, want);
     }
-    if (reply.empty()) {
-      m.broken = node + " sent an empty reply";
-      throw Error(m.broken);
-    }
-    if (reply[0] != kReplyOk) {
-      m.broken = node + ": " + std::string(reply.begin() + 1, reply.end());
-      throw Error(m.broken);
-    }
-    const uint64_t want = static_cast<uint64_t>(n_rows * m.config.vocab_size) * sizeof(float);
-    if (reply.size() != 1 + want) {
-      m.broken = node + " sent " + std::to_string(reply.size() - 1) + " bytes of logits, not " + std::to_string(want);
-      throw Error(m.broken);
-    }
-    m.logits.resize(static_cast<size_t>(n_rows * m.config.vocab_size));
-    std::memcpy(m.logits.data(), reply.data() + 1, want);
+  } catch (...) {
+    // The runner is broken. The other nodes hear it at once: their links
+    // end, so a node in a step gives it up and one between steps stops.
+    if (m.link) m.link->shut_down();
+    throw;
   }
   for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
   return m.logits;
@@ -722,7 +768,7 @@ void ParallelCudaRunner::follow() {
     std::vector<uint8_t> reply;
     try {
       const parallel::StepWatch watch(m.link, m.step_limit());
-      m.run_local(chunks, watch);
+      m.run_local(chunks, [&watch] { return watch.check(); });
       if (holder) {
         reply.resize(1 + m.logits.size() * sizeof(float));
         reply[0] = kReplyOk;
@@ -737,7 +783,10 @@ void ParallelCudaRunner::follow() {
         const std::string text = e.what();
         reply.assign(1, kReplyError);
         reply.insert(reply.end(), text.begin(), text.end());
-        m.link->send(0, reply);
+        try {
+          m.link->send(0, reply);
+        } catch (const std::exception&) {  // node 0 is gone: the step's error says more
+        }
       }
       throw;
     }
