@@ -20,6 +20,7 @@
 #include "common/thread_pool.h"
 #include "cli/runner_factory.h"
 #include "engine/kv_cache.h"
+#include "engine/paced_runner.h"
 #include "models/model_file.h"
 #include "models/weight_prefetch.h"
 #include "parallel/node_link.h"
@@ -75,6 +76,19 @@ double test_load_rate() {
   return rate;
 }
 
+// TANDEM_TEST_STEP_DELAY_MS: tests make every engine step wait this long
+// (PacedRunner), so that a reply of the demo model lasts long enough to stop,
+// cancel or cut mid-stream. 0 when unset.
+double test_step_delay_ms() {
+  const char* env = std::getenv("TANDEM_TEST_STEP_DELAY_MS");
+  if (env == nullptr || env[0] == '\0') return 0;
+  char* end = nullptr;
+  const double ms = std::strtod(env, &end);
+  check(end != env && *end == '\0' && ms >= 0 && ms <= 10000,
+        std::string("TANDEM_TEST_STEP_DELAY_MS='") + env + "' is not a number of milliseconds from 0 to 10000");
+  return ms;
+}
+
 int serve(const ServeFlags& f, const CLI::App& cmd) {
   server::ServerConfig config;
   if (!f.config_file.empty()) server::apply_config_file(f.config_file, config);
@@ -106,6 +120,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   server::validate_config(config);
   check(f.header_timeout_s >= 1 && f.header_timeout_s <= 3600, "--header-timeout-s must be in [1, 3600]");
   const double load_rate = test_load_rate();
+  const double step_delay_ms = test_step_delay_ms();
   config.model_path = resolve_model_path(config.model_path);
 
   auto log = std::make_shared<spdlog::logger>("tandem-server", std::make_shared<spdlog::sinks::stderr_sink_mt>());
@@ -310,7 +325,13 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
       for (const std::string& line : backend->gemm_tuning) log->info("{}", line);
     }
   }
-  ModelRunner& runner = *backend->runner;
+  std::unique_ptr<PacedRunner> paced;
+  if (step_delay_ms > 0) {
+    paced = std::make_unique<PacedRunner>(
+        *backend->runner, std::chrono::microseconds(static_cast<int64_t>(step_delay_ms * 1000)));
+    log->warn("TANDEM_TEST_STEP_DELAY_MS: every engine step waits {} ms first (for tests)", step_delay_ms);
+  }
+  ModelRunner& runner = paced ? static_cast<ModelRunner&>(*paced) : *backend->runner;
   EngineOptions eo;
   eo.batch_size = config.batch_size;
   eo.step_tokens = config.step_tokens > 0 ? config.step_tokens : backend->device == "cpu" ? 256 : kGpuStepTokens;

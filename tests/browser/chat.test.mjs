@@ -17,7 +17,10 @@ let browser;
 let page;
 
 before(async () => {
-  server = await startServer({ ctx: 512 });
+  // Steps of at least 4 ms: a reply lasts long enough for Stop to land
+  // mid-stream, and for the page to draw it in pieces, however loaded the
+  // machine (the demo model writes ~490 tokens in a fraction of a second).
+  server = await startServer({ ctx: 512, stepDelayMs: 4 });
   browser = await launchBrowser();
   page = browser.page;
   await page.addInitScript((settings) => {
@@ -98,9 +101,8 @@ test('a message streams into the chat, with the sampling settings applied', asyn
   await setMaxTokens('');
 });
 
-// The demo model writes hundreds of tokens a second, faster than a round
-// trip from this script, so the page itself presses Stop (a real click on
-// the button) as soon as `minChars` of the reply are on screen.
+// The page itself presses Stop (a real click on the button) as soon as
+// `minChars` of the reply are on screen, with no round trip from this script.
 async function pressStopAfter(textSelector, buttonSelector, minChars) {
   await page.evaluate(({ textSelector, buttonSelector, minChars }) => {
     const observer = new MutationObserver(() => {

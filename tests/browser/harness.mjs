@@ -33,11 +33,14 @@ export function freePort() {
 }
 
 // Starts `tandem-server serve --threads 1` on `port`; resolves once it listens.
-export async function startServer({ port, ctx = 512, batch = 4, extra = [] } = {}) {
+// stepDelayMs: every engine step waits that long (TANDEM_TEST_STEP_DELAY_MS),
+// so that a reply lasts long enough to stop mid-stream.
+export async function startServer({ port, ctx = 512, batch = 4, extra = [], stepDelayMs = 0 } = {}) {
   port ??= await freePort();
   const args = ['serve', '--model', MODEL, '--port', String(port), '--threads', '1', '--ctx', String(ctx),
     '--batch-size', String(batch), '--log-level', process.env.TANDEM_TEST_VERBOSE ? 'debug' : 'warn', ...extra];
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = { ...process.env, TANDEM_TEST_STEP_DELAY_MS: String(stepDelayMs) };
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
   await new Promise((resolve, reject) => {

@@ -92,7 +92,11 @@ test('a session through stdin: answers, /params, /save then /load, /reset', asyn
 
 test('tokens stream as they come, and Ctrl-C cancels the answer, not the chat', async () => {
   const saved = path.join(dir, 'cancel.json');
-  const t = spawnTandem(['chat', '--backend', String(server.port), '--api-key', API_KEY]);
+  // Steps of at least 5 ms: the 400 tokens take 2 s or more, time enough
+  // for the Ctrl-C to land mid-answer however loaded the machine.
+  const paced = await startServer({ stepDelayMs: 5 });
+  after(() => paced.stop());
+  const t = spawnTandem(['chat', '--backend', String(paced.port), '--api-key', API_KEY]);
   t.proc.stdin.write('/params max_tokens=400 ignore_eos=true\nTell me a very long story\n');
   after(() => t.proc.kill('SIGKILL'));  // a failing test leaves no chat behind
   await waitFor(() => t.out.stdoutChunks.some((c) => !c.text.startsWith('params:')), 30000, 'the first tokens');

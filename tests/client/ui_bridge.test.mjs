@@ -9,8 +9,13 @@ const WebSocket = require('ws');
 const fzstd = require('fzstd');
 let a, b, ui, base, wsUrl;
 
+// Backends with steps of at least 5 ms: a 400-token answer lasts 2 s or
+// more, so a cancel, a kill or a drain lands mid-answer however loaded the
+// machine (the demo model writes it in a fraction of a second otherwise).
+const PACED = { stepDelayMs: 5 };
+
 before(async () => {
-  [a, b] = [await startServer(), await startServer()];
+  [a, b] = [await startServer(PACED), await startServer(PACED)];
   ui = spawnTandem(['ui', '--backend', `ws://127.0.0.1:${a.port}`, '--backend', String(b.port), '--api-key', API_KEY,
     '--port', '0', '--poll-interval', '0.2']);
   const port = await waitFor(() => ui.out.stdout.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1], 20000, 'the ui to listen');
@@ -189,7 +194,7 @@ test('a backend that dies: its requests in flight fail, new conversations go to 
 });
 
 test('a backend that drains: new requests for it go to the other without an error', async () => {
-  const [c, d] = [await startServer(), await startServer()];
+  const [c, d] = [await startServer(PACED), await startServer(PACED)];
   // Slow polling: the bridge learns of the drain from the backend's refusal, not from a poll.
   const ui2 = spawnTandem(['ui', '--backend', String(c.port), '--backend', String(d.port), '--api-key', API_KEY,
     '--port', '0', '--poll-interval', '30']);

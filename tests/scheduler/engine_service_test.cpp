@@ -13,6 +13,7 @@
 
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
+#include "engine/paced_runner.h"
 #include "engine/row_sampling.h"
 #include "engine/sampler.h"
 #include "models/model_file.h"
@@ -608,24 +609,11 @@ TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {
   EXPECT_EQ(service.stats().kv_blocks_used, 0);
 }
 
-// forward() takes at least a fixed time, so that a stream cannot run to its
-// end while the test prepares its next request.
-class PacedRunner : public ForwardingRunner {
- public:
-  PacedRunner(ModelRunner& inner, std::chrono::microseconds pace) : ForwardingRunner(inner), pace_(pace) {}
-  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
-    std::this_thread::sleep_for(pace_);
-    return inner_.forward(chunks);
-  }
-
- private:
-  std::chrono::microseconds pace_;
-};
-
 TEST_F(EngineServiceTest, LongPromptDoesNotStallRunningStreams) {
   auto inner = make_runner(1024, 4, 1024);
-  // 800 decode steps of at least 0.5 ms: the short stream is still running
-  // when the long prompt's ~20 prefill steps end, however slow the machine.
+  // 800 decode steps of at least 0.5 ms (PacedRunner): the short stream is
+  // still running when the long prompt's ~20 prefill steps end, however slow
+  // the machine.
   PacedRunner runner(*inner, std::chrono::microseconds(500));
   EngineOptions o = opts();
   o.context_window = 1024;
@@ -707,9 +695,11 @@ TEST_F(EngineServiceTest, StepTraceAccountsForEveryToken) {
 }
 
 TEST_F(EngineServiceTest, CancelEndsTheStreamAndFreesItsBlocks) {
-  auto runner = make_runner(128);
+  auto inner = make_runner(128);
+  // Steps of at least 1 ms: the 400 tokens outlast the test's reaction.
+  PacedRunner runner(*inner, std::chrono::milliseconds(1));
   Collector c;  // outlives the service, whose engine thread calls into it
-  EngineService service(*runner, *tokenizer_, opts());
+  EngineService service(runner, *tokenizer_, opts());
   const RequestId id = service.submit(greedy("Simple is better than complex.", 400), c.callback(0));
   while (c.order().size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   service.cancel(id);

@@ -10,7 +10,10 @@ let server;
 const BATCH = 2;
 const QUEUE = 4;
 
-before(async () => { server = await startServer({ batch: BATCH, queue: QUEUE }); });
+// Steps of at least 5 ms: a 400-token reply lasts 2 s or more, so the tests
+// that cut a client or the server mid-reply land there however loaded the
+// machine (the demo model writes it in a fraction of a second otherwise).
+before(async () => { server = await startServer({ batch: BATCH, queue: QUEUE, stepDelayMs: 5 }); });
 after(async () => { if (server.proc.exitCode === null) await server.stop(); });
 
 async function metrics() { return (await getText(server.base, '/metrics')).text; }
@@ -111,8 +114,10 @@ test('a 10 MB body is refused with 413 (or the connection is cut), and the serve
 
 test('slow-loris headers are cut off at the header timeout', async () => {
   const pieces = ['POST /v1/completions HTTP/1.1\r\n', 'Host: x\r\n', ...Array.from({ length: 40 }, (_, i) => `X-Slow-${i}: y\r\n`)];
-  const r = await rawExchange(server.port, pieces, { gapMs: 250, timeoutMs: 8000 });
-  assert.equal(r.why, 'closed', 'the server closed the connection');
+  // A piece every 300 ms: none is due at the 2 s timeout itself.
+  const r = await rawExchange(server.port, pieces, { gapMs: 300, timeoutMs: 8000 });
+  // Closed (or reset, when a piece was still unread) by the server.
+  assert.ok(r.why === 'closed' || r.why === 'error', `the server cut the connection (${r.why})`);
   assert.ok(r.ms < 6000, `closed after ${r.ms} ms`);
   assert.ok(!r.data.includes('200 OK'));
   await normalRequestWorks();
@@ -146,7 +151,7 @@ test('invalid UTF-8, malformed HTTP and wrong field types get 400s', async () =>
 });
 
 test('SIGTERM drains: running streams finish, new requests get 503, exit 0', async () => {
-  // Long enough to be seen running by the poll below on a fast machine.
+  // Long enough (the server's paced steps) to be seen running below.
   const body = JSON.stringify({ prompt: 'And it came to pass', max_tokens: 400, ignore_eos: true, temperature: 0, stream: true });
   // Wait for this stream's own first chunk (a sequence left running by an
   // earlier test would satisfy a metrics check too).

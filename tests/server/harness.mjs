@@ -13,13 +13,17 @@ if (!BIN || !MODEL || !MODULES) throw new Error('set TANDEM_SERVER_BIN, TANDEM_D
 export const require = createRequire(path.join(MODULES, 'x.js'));
 export const API_KEY = 'test-key-123';
 
-// Options: batch, queue, ctx, extra args. Resolves once the server prints its
-// listening line; rejects after 60 s or if it exits first.
-export async function startServer({ batch = 4, queue = 16, ctx = 512, extra = [] } = {}) {
+// Options: batch, queue, ctx, extra args; stepDelayMs makes every engine
+// step wait that long (TANDEM_TEST_STEP_DELAY_MS), for tests that act on a
+// reply mid-stream: the demo model writes a whole reply in a fraction of a
+// second otherwise. Resolves once the server prints its listening line;
+// rejects after 60 s or if it exits first.
+export async function startServer({ batch = 4, queue = 16, ctx = 512, extra = [], stepDelayMs = 0 } = {}) {
   const args = ['serve', '--model', MODEL, '--port', '0', '--api-key', API_KEY, '--batch-size', String(batch),
     '--max-queued-requests', String(queue), '--ctx', String(ctx), '--threads', process.env.TANDEM_TEST_THREADS ?? '2', '--header-timeout-s', '2',
     '--log-level', process.env.TANDEM_TEST_VERBOSE ? 'debug' : 'warn', ...extra];
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = { ...process.env, TANDEM_TEST_STEP_DELAY_MS: String(stepDelayMs) };
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
   const port = await new Promise((resolve, reject) => {

@@ -8,7 +8,9 @@ const WebSocket = require('ws');
 const fzstd = require('fzstd');
 let server;
 
-before(async () => { server = await startServer(); });
+// Steps of at least 5 ms: a 400-token reply lasts long enough for the
+// cancel test's round trips, however loaded the machine.
+before(async () => { server = await startServer({ stepDelayMs: 5 }); });
 after(async () => { assert.equal((await server.stop()).code, 0); });
 
 // A socket with a message queue: next(pred) resolves with the next message
