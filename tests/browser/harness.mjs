@@ -35,20 +35,22 @@ export function freePort() {
 // Starts `tandem-server serve --threads 1` on `port`; resolves once it listens.
 // stepDelayMs: every engine step waits that long (TANDEM_TEST_STEP_DELAY_MS),
 // so that a reply lasts long enough to stop mid-stream.
+// Without `port` the server picks a free one itself (--port 0), so that no
+// other process can take it between the choice and the bind.
 export async function startServer({ port, ctx = 512, batch = 4, extra = [], stepDelayMs = 0 } = {}) {
-  port ??= await freePort();
-  const args = ['serve', '--model', MODEL, '--port', String(port), '--threads', '1', '--ctx', String(ctx),
+  const args = ['serve', '--model', MODEL, '--port', String(port ?? 0), '--threads', '1', '--ctx', String(ctx),
     '--batch-size', String(batch), '--log-level', process.env.TANDEM_TEST_VERBOSE ? 'debug' : 'warn', ...extra];
   const env = { ...process.env, TANDEM_TEST_STEP_DELAY_MS: String(stepDelayMs) };
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
-  await new Promise((resolve, reject) => {
+  port = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error('server did not start in 60 s: ' + stderr)), 60000);
     proc.stdout.on('data', (d) => {
       out += d;
-      if (/listening on http:\/\/127\.0\.0\.1:\d+/.test(out)) { clearTimeout(timer); resolve(); }
+      const m = out.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
     });
     proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}: ${stderr}`)); });
   });
