@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -21,58 +20,12 @@
 #include "backends/cuda/nccl_tensor_reduce.h"
 #include "common/error.h"
 #include "parallel/rank_model.h"
+#include "parallel/rank_steps.h"
+#include "parallel/rank_worker.h"
 #include "parallel/step_watch.h"
 
 namespace tandem {
 namespace {
-
-// A thread that runs one job at a time: the GPU rank's CUDA and NCCL calls
-// all come from it (a rank's communicators block in collectives until the
-// other ranks, on their own threads, join them). The job reports its end
-// itself (see ParallelCudaRunner::Impl::run_all).
-class RankWorker {
- public:
-  RankWorker() : thread_([this] { loop(); }) {}
-  ~RankWorker() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-  }
-  RankWorker(const RankWorker&) = delete;
-  RankWorker& operator=(const RankWorker&) = delete;
-
-  // PRECONDITIONS: the previous job has ended.
-  void post(std::function<void()> job) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      job_ = std::move(job);
-    }
-    wake_.notify_all();
-  }
-
- private:
-  void loop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      wake_.wait(lock, [&] { return stop_ || job_; });
-      if (!job_) return;
-      std::function<void()> job = std::move(job_);
-      job_ = nullptr;
-      lock.unlock();
-      job();  // catches its own errors
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::function<void()> job_;
-  bool stop_ = false;
-  std::thread thread_;  // last: starts after the state above exists
-};
 
 // Steps of up to this many tokens (decode batches) take the fused
 // all-reduce; larger ones NCCL's all-reduce.
@@ -80,11 +33,6 @@ constexpr int64_t kFusedReduceTokens = 256;
 
 // How often a step's wait asks its StepWatch whether to give the step up.
 constexpr std::chrono::milliseconds kWatchPeriod{100};
-
-// A rank that gave up because another failed (not the failure itself).
-struct RankAborted : Error {
-  using Error::Error;
-};
 
 }  // namespace
 
@@ -100,8 +48,8 @@ struct ParallelCudaRunner::Impl {
     std::unique_ptr<parallel::NcclTensorReduce> reduce;
     std::string reduce_error;
     std::unique_ptr<CudaModelRunner> runner;
-    std::atomic<bool> abort_requested{false};  // another rank failed: give up at the next wait
-    RankWorker worker;
+    size_t index = 0;  // in `ranks` and `steps`
+    parallel::RankWorker worker;
 
     ~Rank() {
       // Runner before communicators before the stream they all queue on, on
@@ -221,134 +169,36 @@ struct ParallelCudaRunner::Impl {
     if (!any_tokens) tokens.clear();
   }
 
-  // Step completion across the ranks.
-  std::mutex mu;
-  std::condition_variable finished;
-  size_t pending = 0;
-  std::vector<std::exception_ptr> errors;  // by local rank index
-  std::vector<bool> running;               // by local rank index: its job has not ended
-  std::string broken;  // set when a rank failed mid-step: the runner is unusable
+  // Steps across the ranks: a job per rank on its worker, failures and
+  // give-ups (parallel::RankSteps). Made once the ranks exist; destroyed
+  // before them.
+  std::unique_ptr<parallel::RankSteps> steps;
 
-  // Posts `job(rank)` to every rank, then waits for all. When one fails, it
-  // aborts its own communicators (on its thread), so that its queued
-  // collectives end, and the others are asked to give up: a rank waiting on
-  // its stream (wait_stream) aborts its communicators too and throws
-  // RankAborted. forward() refuses bad steps before they start, so any
-  // failure here is mid-step: the runner then refuses further steps.
-  //
-  // While it waits, `watch` (a StepWatch's check) is asked every
-  // kWatchPeriod whether to give the step up: when it says why, every rank
-  // is asked to give up as for a failed rank, and the step fails with that
-  // reason and the ranks that were still running.
+  std::string broken() const { return steps ? steps->broken() : std::string(); }
+  void set_broken(const std::string& why) { steps->set_broken(why); }
+
+  // job(rank) on every rank; see RankSteps::run (`watch`: a StepWatch's
+  // check, asked every kWatchPeriod while the ranks run).
   void run_all(const std::function<void(Rank&)>& job, const std::function<std::string()>& watch = {}) {
-    check(broken.empty(), "the multi-GPU runner stopped after an error: " + broken);
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      pending = ranks.size();
-      errors.assign(ranks.size(), nullptr);
-      running.assign(ranks.size(), true);
-      for (auto& r : ranks) r->abort_requested.store(false);  // before any rank can fail
-    }
-    for (size_t i = 0; i < ranks.size(); ++i) {
-      Rank* rank = ranks[i].get();
-      rank->worker.post([this, rank, i, &job] {
-        std::exception_ptr error;
-        try {
-          job(*rank);
-        } catch (...) {
-          error = std::current_exception();
-          if (rank->reduce) rank->reduce->abort();
-          if (rank->tensor) rank->tensor->abort();
-          if (rank->pipeline) rank->pipeline->abort();
-        }
-        std::lock_guard<std::mutex> lock(mu);
-        if (error) {
-          errors[i] = error;
-          for (auto& r : ranks) r->abort_requested.store(true);
-          // The other ranks' fused reductions may already spin for this
-          // rank's part (a kernel, which no NCCL abort ends); their abort
-          // word is host memory, safe to set from this thread.
-          for (auto& r : ranks)
-            if (r->reduce) r->reduce->abort();
-        }
-        running[i] = false;
-        --pending;
-        finished.notify_all();
-      });
-    }
-    std::unique_lock<std::mutex> lock(mu);
-    std::string gave_up;  // why `watch` gave the step up
-    bool failed_first = false;  // a rank failed before that (its error is the cause)
-    while (!finished.wait_for(lock, kWatchPeriod, [&] { return pending == 0; })) {
-      if (!watch || !gave_up.empty()) continue;
-      lock.unlock();
-      std::string why;
-      try {
-        why = watch();
-      } catch (const std::exception& e) {  // the workers still run: never unwind past them
-        why = e.what();
-      }
-      lock.lock();
-      if (why.empty() || pending == 0) continue;  // the step ended meanwhile: it stands
-      for (const std::exception_ptr& e : errors) failed_first = failed_first || e != nullptr;
-      std::string still;
-      for (size_t i = 0; i < ranks.size(); ++i) {
-        if (!running[i]) continue;
-        still += (still.empty() ? "" : ", ") + std::to_string(ranks[i]->global) + " (GPU " +
-                 std::to_string(ranks[i]->device) + ")";
-      }
-      gave_up = why + (still.empty() ? "" : "; ranks still running: " + still);
-      // As for a failed rank: the waits on streams give up and abort their
-      // communicators; fused reductions' spins end on their abort word.
-      for (auto& r : ranks) {
-        r->abort_requested.store(true);
-        if (r->reduce) r->reduce->abort();
-      }
-    }
-    // A step given up fails with the watch's reason, unless a rank had
-    // failed before (the errors after it are the give-up's knock-on: NCCL
-    // errors from peers' aborts).
-    if (!gave_up.empty() && !failed_first) {
-      broken = gave_up;
-      throw Error(gave_up);
-    }
-    // The first error that is not a rank giving up because of another.
-    std::exception_ptr first;
-    for (const std::exception_ptr& e : errors) {
-      if (!e) continue;
-      try {
-        std::rethrow_exception(e);
-      } catch (const RankAborted&) {
-        if (!first) first = e;
-      } catch (const std::exception& x) {
-        first = e;
-        broken = x.what();
-        break;
-      } catch (...) {
-        first = e;
-        broken = "unknown error";
-        break;
-      }
-    }
-    if (first && broken.empty()) broken = "a rank gave up";
-    if (first) std::rethrow_exception(first);
+    steps->run([&](size_t i) { job(*ranks[i]); }, watch);
   }
 
   // Waits until rank r's stream is idle, watching NCCL's asynchronous errors
   // (a peer process that died) and the request to give up. Giving up aborts
   // the rank's communicators here, on the thread that queues on them.
-  static void wait_stream(Rank& r) {
+  void wait_stream(Rank& r) {
     for (;;) {
       const cudaError_t e = cudaStreamQuery(r.stream);
       if (e == cudaSuccess) return;
       if (e != cudaErrorNotReady) TANDEM_CUDA_CHECK(e);
       // Asked first: once the step is given up, peers' aborts may show here
       // as NCCL errors, which are not the cause.
-      if (r.abort_requested.load()) {
+      if (steps->asked_to_give_up(r.index)) {
         if (r.reduce) r.reduce->abort();
         if (r.tensor) r.tensor->abort();
         if (r.pipeline) r.pipeline->abort();
-        throw RankAborted("rank " + std::to_string(r.global) + " gave up: another rank failed, or the step was given up");
+        throw parallel::RankGaveUp("rank " + std::to_string(r.global) +
+                                   " gave up: another rank failed, or the step was given up");
       }
       for (parallel::NcclCommunicator* c : {r.tensor.get(), r.pipeline.get()}) {
         if (c == nullptr) continue;
@@ -459,7 +309,29 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
     rank->stage = g / pc.tensor_parallel;
     rank->tp_rank = g % pc.tensor_parallel;
     rank->device = devices[static_cast<size_t>(g - first_rank)];
+    rank->index = m.ranks.size();
     m.ranks.push_back(std::move(rank));
+  }
+  {
+    std::vector<parallel::RankSteps::Rank> hooks;
+    for (auto& owned : m.ranks) {
+      Impl::Rank* r = owned.get();
+      parallel::RankSteps::Rank h;
+      h.worker = &r->worker;
+      h.name = "rank " + std::to_string(r->global) + " (GPU " + std::to_string(r->device) + ")";
+      h.abort_own = [r] {
+        if (r->reduce) r->reduce->abort();
+        if (r->tensor) r->tensor->abort();
+        if (r->pipeline) r->pipeline->abort();
+      };
+      // The fused reduction's spins wait in a kernel, which no NCCL abort
+      // ends; its abort word is host memory, safe to set from any thread.
+      h.release = [r] {
+        if (r->reduce) r->reduce->abort();
+      };
+      hooks.push_back(std::move(h));
+    }
+    m.steps = std::make_unique<parallel::RankSteps>(std::move(hooks), kWatchPeriod);
   }
   // Load progress: the sum over ranks, reported from whichever thread moved it.
   std::mutex progress_mu;
@@ -503,7 +375,7 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
     // peer's part after a flag barrier, and its latency grows with the peers.
     if (pc.tensor_parallel == 2 && pc.pipeline_stages == 1 && m.link == nullptr && options.gpu.fused_all_reduce)
       r.reduce = parallel::NcclTensorReduce::create(*r.tensor, kFusedReduceTokens, m.config.hidden_size,
-                                                    [&r] { Impl::wait_stream(r); }, &r.reduce_error);
+                                                    [&m, &r] { m.wait_stream(r); }, &r.reduce_error);
     else if (pc.tensor_parallel > 2 && pc.pipeline_stages == 1 && options.gpu.fused_all_reduce)
       r.reduce_error = "it is for two GPUs (slower than NCCL's all-reduce with more)";
     CudaRankLinks links;
@@ -511,7 +383,7 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
     links.tensor = r.tensor.get();
     links.pipeline = r.pipeline.get();
     links.stream = r.stream;
-    links.wait = [&r] { Impl::wait_stream(r); };
+    links.wait = [&m, &r] { m.wait_stream(r); };
     r.runner = std::make_unique<CudaModelRunner>(shard, o, links);
     r.runner->synchronize();
   });
@@ -559,7 +431,7 @@ ParallelCudaRunner::~ParallelCudaRunner() {
   // collective), before the ranks are torn down one by one. A runner that
   // broke skips it (its communicators are aborted), and so do several
   // nodes, where a node that is gone would leave the others waiting.
-  if (impl_->link == nullptr && impl_->broken.empty()) {
+  if (impl_->link == nullptr && impl_->broken().empty()) {
     try {
       impl_->run_all([](Impl::Rank& r) {
         if (r.tensor) r.tensor->release_shared_buffer();
@@ -626,7 +498,7 @@ constexpr uint8_t kReplyOk = 0, kReplyError = 1;
 const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceChunk> chunks) {
   Impl& m = *impl_;
   check(m.node == 0, "internal: only node 0 plans steps; other nodes follow()");
-  check(m.broken.empty(), "the multi-GPU runner stopped after an error: " + m.broken);
+  check(m.broken().empty(), "the multi-GPU runner stopped after an error: " + m.broken());
   // What every rank would refuse is refused here, before any rank (or node)
   // starts: a step's ranks then fail only together or not at all.
   check_step(chunks, m.max_context, block_size(), m.config.vocab_size);
@@ -652,7 +524,7 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
     } catch (const std::exception& e) {
       // Nodes before the lost one may already run a step this node never
       // will: the plan is out of step for good, and the others hear so.
-      m.broken = e.what();
+      m.set_broken(e.what());
       m.link->shut_down();
       throw;
     }
@@ -667,9 +539,9 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
     const std::vector<uint8_t> head = m.link->peek(m.holder_node, 1);
     return !head.empty() && head[0] == kReplyError;
   };
-  // Sets m.broken (where run_all did not) and throws.
+  // Breaks the runner (where run_all did not) and throws.
   auto fail = [&](const std::string& why) {
-    if (m.broken.empty()) m.broken = why;
+    if (m.broken().empty()) m.set_broken(why);
     throw Error(why);
   };
   try {
@@ -683,8 +555,9 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
       // Its own words rather than this node's giving up.
       const std::optional<std::vector<uint8_t>> reply = m.link->recv_for(m.holder_node, std::chrono::seconds(1));
       if (!reply || reply->empty()) throw;
-      m.broken = holder + ": " + std::string(reply->begin() + 1, reply->end());
-      throw Error(m.broken);
+      const std::string why = holder + ": " + std::string(reply->begin() + 1, reply->end());
+      m.set_broken(why);
+      throw Error(why);
     }
     if (m.holder_node != 0) {
       // The holder's own watch gives up at its limit, which starts after
@@ -728,7 +601,7 @@ const std::vector<float>& ParallelCudaRunner::forward(std::span<const SequenceCh
 void ParallelCudaRunner::idle() {
   Impl& m = *impl_;
   const std::chrono::seconds silence = m.link ? m.link->config().node0_silence : std::chrono::seconds(0);
-  if (m.node != 0 || silence.count() == 0 || !m.broken.empty()) return;
+  if (m.node != 0 || silence.count() == 0 || !m.broken().empty()) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - m.last_sent < silence / 4) return;
   parallel::StepPlan beat;
@@ -755,10 +628,12 @@ void ParallelCudaRunner::follow() {
       msg = m.link->recv(0);
     }
     if (!msg) {
-      m.broken = "node 0 sent nothing for " + std::to_string(silence.count()) +
-                 " s, not even its idle heartbeat: its process hangs or was stopped while its host still "
-                 "answers (--node-silence-s sets the limit); node " + std::to_string(m.node) + " stops";
-      throw Error(m.broken);
+      const std::string why = "node 0 sent nothing for " + std::to_string(silence.count()) +
+                              " s, not even its idle heartbeat: its process hangs or was stopped while its host "
+                              "still answers (--node-silence-s sets the limit); node " +
+                              std::to_string(m.node) + " stops";
+      m.set_broken(why);
+      throw Error(why);
     }
     heard = true;
     const parallel::StepPlan plan = parallel::decode_step_plan(*msg);
