@@ -38,16 +38,22 @@ void RankSteps::run(const std::function<void(size_t)>& job, const std::function<
         job(i);
       } catch (...) {
         error = std::current_exception();
+      }
+      if (error) {
+        // Recorded, and the others asked, before this rank's abort: its
+        // peers may see the abort as NCCL errors of their own, which must
+        // come after this one (and the abort may take a while).
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          errors_.push_back(error);
+          ask_all();
+        }
         try {
           if (ranks_[i].abort_own) ranks_[i].abort_own();
         } catch (...) {
         }
       }
       std::lock_guard<std::mutex> lock(mu_);
-      if (error) {
-        errors_.push_back(error);
-        ask_all();
-      }
       running_[i] = false;
       --pending_;
       finished_.notify_all();

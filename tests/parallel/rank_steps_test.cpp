@@ -143,6 +143,37 @@ TEST(RankSteps, ARankThatFailedBeforeTheGiveUpIsTheCause) {
   EXPECT_EQ(g.releases.load(), 6);  // rank 0's knock-on asked every rank again
 }
 
+// A failing rank's error is recorded before its abort runs: errors its
+// abort causes in its peers come later.
+TEST(RankSteps, AFailureComesBeforeTheErrorsItsAbortCauses) {
+  std::atomic<bool> peer_threw{false};
+  Group g(2);
+  // Rank 1's abort "ends" rank 0's collective: rank 0 then fails with an
+  // NCCL error of its own (not a RankGaveUp), before the abort returns.
+  std::vector<RankSteps::Rank> ranks;
+  for (size_t i = 0; i < 2; ++i) {
+    RankSteps::Rank r;
+    r.worker = &g.workers[i];
+    r.name = "rank " + std::to_string(i);
+    if (i == 1) {
+      r.abort_own = [&] {
+        while (!peer_threw) std::this_thread::sleep_for(1ms);
+      };
+    }
+    ranks.push_back(std::move(r));
+  }
+  g.steps = std::make_unique<RankSteps>(std::move(ranks), 10ms);
+  const std::string error = error_of([&] {
+    g.steps->run([&](size_t i) {
+      if (i == 1) throw Error("rank 1: out of memory");
+      while (!g.steps->asked_to_give_up(0)) std::this_thread::sleep_for(1ms);
+      peer_threw = true;
+      throw Error("rank 0: NCCL: the communicator was aborted");
+    });
+  });
+  EXPECT_EQ(error, "rank 1: out of memory");
+}
+
 TEST(RankSteps, KnockOnErrorsAfterTheGiveUpDoNotReplaceItsReason) {
   Group g(2);
   const std::string error = error_of([&] {

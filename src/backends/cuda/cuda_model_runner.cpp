@@ -981,14 +981,22 @@ void CudaModelRunner::Impl::sample_chunks(std::span<const SequenceChunk> chunks,
                     tokens_dev.get<int32_t>(), s);
 }
 
-void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
-  int64_t T = 0, n_rows = 0, n_table = 0;
+CudaModelRunner::ShardNeeds CudaModelRunner::shard_needs(std::span<const SequenceChunk> chunks) {
+  ShardNeeds n;
+  int64_t n_table = 0;
   for (const SequenceChunk& ch : chunks) {
-    T += static_cast<int64_t>(ch.tokens.size());
-    n_rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
+    n.tokens += static_cast<int64_t>(ch.tokens.size());
+    n.rows += ch.all_logits ? static_cast<int64_t>(ch.tokens.size()) : 1;
     n_table += static_cast<int64_t>(ch.kv->block_table.size());
   }
-  impl_->reserve(T, n_rows, 4 * T + n_rows + n_table + 3 * T);  // see run: metadata, prefill tiles at most
+  n.meta_ints = 4 * n.tokens + n.rows + n_table + 3 * n.tokens;  // see run: metadata, prefill tiles at most
+  n.sampling_bytes = sampling_bytes(chunks).first;
+  return n;
+}
+
+void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
+  const ShardNeeds n = shard_needs(chunks);
+  impl_->reserve(n.tokens, n.rows, n.meta_ints);
   impl_->reserve_sampling(chunks);
 }
 

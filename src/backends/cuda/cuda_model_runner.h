@@ -149,6 +149,17 @@ class CudaModelRunner : public ModelRunner {
   // allocates GPU memory, which waits for the GPU; a parallel rank does it
   // for all of a step's micro-batches before their collectives are queued.
   void reserve_shard(std::span<const SequenceChunk> chunks);
+  // What reserve_shard grows the buffers to for these chunks. Every
+  // buffer's size grows with each field, so chunks whose needs are all
+  // within those of chunks reserved before grow nothing. Host-only.
+  struct ShardNeeds {
+    int64_t tokens = 0, rows = 0, meta_ints = 0;
+    size_t sampling_bytes = 0;
+    bool within(const ShardNeeds& o) const {
+      return tokens <= o.tokens && rows <= o.rows && meta_ints <= o.meta_ints && sampling_bytes <= o.sampling_bytes;
+    }
+  };
+  static ShardNeeds shard_needs(std::span<const SequenceChunk> chunks);
   void synchronize();
   // Tensor parallel: whether the residual stream, which the all-reduces
   // sum, is in the group's shared memory (Communicator::shared_buffer).

@@ -35,6 +35,10 @@ struct NcclCommunicator::State {
   int device = 0;
   bool owns_stream = true;
   std::atomic<bool> aborted{false};  // the comm was torn down by abort()
+  // agree()'s one int, made with the communicator: freeing GPU memory waits
+  // for the GPU (and may wait for its peers), which must not happen while a
+  // peer's next collective, already queued, waits for this rank.
+  int* agree_flag = nullptr;
   // shared_buffer(): the memory, its size and window; `shared_error` is set
   // once registration failed, and then no more is tried.
   void* shared = nullptr;
@@ -72,8 +76,10 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId& id, int rank, int world_s
   }
   ncclUniqueId nid;
   std::memcpy(&nid, id.bytes.data(), sizeof nid);
+  check_cuda(cudaMalloc(&state_->agree_flag, sizeof(int)), "cudaMalloc");
   const ncclResult_t r = ncclCommInitRank(&state_->comm, world_size, nid, rank);
   if (r != ncclSuccess) {
+    cudaFree(state_->agree_flag);
     if (state_->owns_stream) cudaStreamDestroy(state_->stream);
     check_nccl(r, ("ncclCommInitRank (rank " + std::to_string(rank) + " of " + std::to_string(world_size) +
                    ", device " + std::to_string(device) + ")")
@@ -90,6 +96,7 @@ NcclCommunicator::~NcclCommunicator() {
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
   if (state_->shared != nullptr) ncclMemFree(state_->shared);
 #endif
+  if (state_->agree_flag != nullptr) cudaFree(state_->agree_flag);
   if (state_->stream != nullptr && state_->owns_stream) cudaStreamDestroy(state_->stream);
 }
 
@@ -132,8 +139,7 @@ std::string NcclCommunicator::async_error() const {
 // ordinary device memory, waited for. Collective.
 bool NcclCommunicator::agree(bool yes, const std::function<void()>& wait) {
   State& s = *state_;
-  int* flag = nullptr;
-  check_cuda(cudaMalloc(&flag, sizeof(int)), "cudaMalloc");
+  int* flag = s.agree_flag;
   const int mine = yes ? 1 : 0;
   int all = 0;
   cudaError_t e = cudaMemcpyAsync(flag, &mine, sizeof(int), cudaMemcpyHostToDevice, s.stream);
@@ -143,19 +149,13 @@ bool NcclCommunicator::agree(bool yes, const std::function<void()>& wait) {
     // Wait for the reduction first (a copy into pageable memory would block
     // on it where the caller's wait can give up), then read the result.
     if (wait) {
-      try {
-        wait();
-      } catch (...) {
-        cudaFree(flag);
-        throw;
-      }
+      wait();
     } else {
       e = cudaStreamSynchronize(s.stream);
     }
     if (e == cudaSuccess) e = cudaMemcpyAsync(&all, flag, sizeof(int), cudaMemcpyDeviceToHost, s.stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(s.stream);
   }
-  cudaFree(flag);
   check_cuda(e, "agreeing with the other ranks");
   check_nccl(r, "agreeing with the other ranks");
   return all == 1;

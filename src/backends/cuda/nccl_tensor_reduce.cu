@@ -160,6 +160,10 @@ struct NcclTensorReduce::State {
   int64_t max_tokens = 0;
   float* parts[2] = {nullptr, nullptr};
   int* abort_host = nullptr;  // cudaHostAlloc'd, mapped: args.abort is its device address
+  // create()'s device scratch, freed with the reduction: freeing GPU memory
+  // waits for the GPU (and may wait for its peers), which must not happen
+  // between create()'s agreements, when a peer may have queued the next.
+  void* scratch = nullptr;
 };
 
 NcclTensorReduce::NcclTensorReduce() : state_(std::make_unique<State>()) {}
@@ -168,6 +172,7 @@ NcclTensorReduce::~NcclTensorReduce() {
   // No throwing here; the window belongs to the communicator.
   if (state_->args.epochs != nullptr) cudaFree(state_->args.epochs);
   if (state_->abort_host != nullptr) cudaFreeHost(state_->abort_host);
+  if (state_->scratch != nullptr) cudaFree(state_->scratch);
 }
 
 std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& comm, int64_t max_tokens,
@@ -205,6 +210,12 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
   s.args.width = width;
   const auto stream = static_cast<cudaStream_t>(comm.stream());
   TANDEM_CUDA_CHECK(cudaMalloc(&s.args.epochs, sizeof(uint32_t) * kMaxBlocks));
+  // [bases: kMaxRanks pointers][lsa rank: int, padded][probes: kMaxRanks floats]
+  const size_t probes_at = sizeof(char*) * kMaxRanks + sizeof(char*);
+  TANDEM_CUDA_CHECK(cudaMalloc(&s.scratch, probes_at + sizeof(float) * kMaxRanks));
+  char** bases_dev = static_cast<char**>(s.scratch);
+  int* lsa_rank_dev = reinterpret_cast<int*>(bases_dev + kMaxRanks);
+  float* probes_dev = reinterpret_cast<float*>(static_cast<char*>(s.scratch) + probes_at);
   TANDEM_CUDA_CHECK(cudaHostAlloc(&s.abort_host, sizeof(int), cudaHostAllocMapped));
   *s.abort_host = 0;
   int* abort_device = nullptr;
@@ -225,16 +236,12 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
   std::array<char*, kMaxRanks> bases{};
   int lsa_rank = -1;
   if (window != nullptr) {
-    char** bases_dev = nullptr;
-    TANDEM_CUDA_CHECK(cudaMalloc(&bases_dev, sizeof(char*) * kMaxRanks + sizeof(int)));
-    int* lsa_rank_dev = reinterpret_cast<int*>(bases_dev + kMaxRanks);
     window_bases_kernel<<<1, 1, 0, stream>>>(window, n_ranks, bases_dev, lsa_rank_dev);
     e = cudaGetLastError();
     if (e == cudaSuccess)
       e = cudaMemcpyAsync(bases.data(), bases_dev, sizeof(char*) * kMaxRanks, cudaMemcpyDeviceToHost, stream);
     if (e == cudaSuccess) e = cudaMemcpyAsync(&lsa_rank, lsa_rank_dev, sizeof(int), cudaMemcpyDeviceToHost, stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
-    cudaFree(bases_dev);
     TANDEM_CUDA_CHECK(e);
   }
   const bool mapped = window != nullptr && lsa_rank == comm.rank();
@@ -249,19 +256,13 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
   // Every rank's probe, read through the mapping.
   std::array<float, kMaxRanks> probes{};
   {
-    float* probes_dev = nullptr;
-    TANDEM_CUDA_CHECK(cudaMalloc(&probes_dev, sizeof(float) * kMaxRanks));
-    char** bases_dev = nullptr;
-    e = cudaMalloc(&bases_dev, sizeof(char*) * kMaxRanks);
-    if (e == cudaSuccess) e = cudaMemcpyAsync(bases_dev, bases.data(), sizeof(char*) * kMaxRanks, cudaMemcpyHostToDevice, stream);
+    e = cudaMemcpyAsync(bases_dev, bases.data(), sizeof(char*) * kMaxRanks, cudaMemcpyHostToDevice, stream);
     if (e == cudaSuccess) {
       read_probes_kernel<<<1, 1, 0, stream>>>(bases_dev, n_ranks, kFlagBytes, probes_dev);
       e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = cudaMemcpyAsync(probes.data(), probes_dev, sizeof(float) * kMaxRanks, cudaMemcpyDeviceToHost, stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
-    cudaFree(probes_dev);
-    cudaFree(bases_dev);
     TANDEM_CUDA_CHECK(e);
   }
   int unreadable = -1;

@@ -84,7 +84,8 @@ struct ParallelCudaRunner::Impl {
   int node = 0;
   int64_t ranks_per_node = 0;
   int holder_node = 0;  // the node of the last stage's tensor rank 0
-  bool ranks_share_gpu = false;  // two of this node's ranks run on one GPU (run_local)
+  // The largest micro-batch needs the ranks' buffers were grown to (run_local).
+  CudaModelRunner::ShardNeeds reserved;
   BlockAllocator allocator{1};
   int64_t max_context = 0;
   uint64_t weight_bytes = 0;
@@ -135,18 +136,30 @@ struct ParallelCudaRunner::Impl {
     }
     tokens.assign(static_cast<size_t>(first_row.back()), -1);
     bool any_tokens = false;
-    // Buffers for every micro-batch first: growing frees GPU memory, which
-    // waits for the whole GPU, so it must not happen behind collectives
-    // already queued there. Where two ranks share a GPU, the other one's
-    // collectives may already wait on this rank (which would then never
-    // queue its part): every rank grows in a pass of its own first.
-    auto reserve = [&](Rank& r) {
-      for (const parallel::Range& b : batches)
-        r.runner->reserve_shard(chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
-    };
-    if (ranks_share_gpu) run_all(reserve, watch);
+    // Buffers for every micro-batch first, in a pass of their own when any
+    // must grow: growing frees GPU memory (cudaFree waits for the GPU, and
+    // may wait for its peers), so it must not happen while another rank's
+    // collectives, already queued, wait for this rank's part, which it
+    // would then never queue.
+    bool grow = false;
+    for (const parallel::Range& b : batches) {
+      const CudaModelRunner::ShardNeeds n = CudaModelRunner::shard_needs(
+          chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
+      grow = grow || !n.within(reserved);
+      reserved.tokens = std::max(reserved.tokens, n.tokens);
+      reserved.rows = std::max(reserved.rows, n.rows);
+      reserved.meta_ints = std::max(reserved.meta_ints, n.meta_ints);
+      reserved.sampling_bytes = std::max(reserved.sampling_bytes, n.sampling_bytes);
+    }
+    if (grow) {
+      run_all(
+          [&](Rank& r) {
+            for (const parallel::Range& b : batches)
+              r.runner->reserve_shard(chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
+          },
+          watch);
+    }
     run_all([&](Rank& r) {
-      if (!ranks_share_gpu) reserve(r);
       for (size_t i = 0; i < batches.size(); ++i) {
         const auto part_chunks = chunks.subspan(static_cast<size_t>(batches[i].begin),
                                                 static_cast<size_t>(batches[i].size()));
@@ -249,7 +262,6 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
     const bool shared = std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end();
     check(!shared || !options.gpu.cuda_graphs,
           "two ranks of " + describe(pc) + " share a GPU; that runs only with CUDA graphs off");
-    m.ranks_share_gpu = shared;
   }
 
   // One NCCL clique per stage's tensor group and one per tensor rank across
