@@ -27,6 +27,14 @@ namespace tandem {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Plans larger than the machine run two ranks on one GPU, in one CUDA
+// context. Loading a kernel's module lazily, at its first launch mid-step,
+// may wait for the whole context, and so for the other rank's collectives,
+// which wait for this rank: set before main, every module loads when the
+// context is made instead.
+const bool kEagerModules = [] { return setenv("CUDA_MODULE_LOADING", "EAGER", /*overwrite=*/0) == 0; }();
+
 using test_fixtures::kFixtures;
 using test_fixtures::load_reference;
 using test_fixtures::Reference;
