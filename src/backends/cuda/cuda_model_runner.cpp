@@ -364,6 +364,13 @@ struct CudaModelRunner::Impl {
       tokens_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
     if (tp_size == 1 && n_stages == 1) meta_host.resize(static_cast<size_t>(meta_ints) * sizeof(int32_t));
     if (holds_logits()) logits_host.resize(tp_size * n_rows * vocab_stride * f);
+    // Logits that outgrow the pinned vector move it: unregistered here, where
+    // a parallel rank grows (cudaHostUnregister may wait for the GPU), not
+    // mid-step.
+    if (logits_pinned != nullptr && static_cast<size_t>(n_rows * config.vocab_size) > logits.capacity()) {
+      cudaHostUnregister(logits_pinned);
+      logits_pinned = nullptr;
+    }
   }
   // One step; advances each chunk's kv->n_tokens when `advance`.
   const std::vector<float>& run(std::span<const SequenceChunk> chunks, bool advance);
