@@ -76,7 +76,11 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId& id, int rank, int world_s
   }
   ncclUniqueId nid;
   std::memcpy(&nid, id.bytes.data(), sizeof nid);
-  check_cuda(cudaMalloc(&state_->agree_flag, sizeof(int)), "cudaMalloc");
+  const cudaError_t flag = cudaMalloc(&state_->agree_flag, sizeof(int));
+  if (flag != cudaSuccess) {
+    if (state_->owns_stream) cudaStreamDestroy(state_->stream);
+    check_cuda(flag, "cudaMalloc");
+  }
   const ncclResult_t r = ncclCommInitRank(&state_->comm, world_size, nid, rank);
   if (r != ncclSuccess) {
     cudaFree(state_->agree_flag);
