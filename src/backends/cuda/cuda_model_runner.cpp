@@ -1387,11 +1387,10 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
     collect_tokens();
     // [n_rows, vocab] as forward promises, its rows unspecified; within the
-    // reserved (pinned) capacity it does not move.
-    if (m.logits_pinned != nullptr && static_cast<size_t>(n_rows * vocab) > m.logits.capacity()) {
-      cudaHostUnregister(m.logits_pinned);
-      m.logits_pinned = nullptr;
-    }
+    // reserved (pinned) capacity it does not move (reserve() unregistered a
+    // pinned vector this step outgrows).
+    check(m.logits_pinned == nullptr || static_cast<size_t>(n_rows * vocab) <= m.logits.capacity(),
+          "internal: pinned logits outgrown mid-step");
     m.logits.resize(static_cast<size_t>(n_rows * vocab));
     return m.logits;
   }
@@ -1418,10 +1417,8 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   if (advance)
     for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
   collect_tokens();
-  if (m.logits_pinned != nullptr && static_cast<size_t>(n_rows * vocab) > m.logits.capacity()) {
-    cudaHostUnregister(m.logits_pinned);  // the vector is about to move
-    m.logits_pinned = nullptr;
-  }
+  check(m.logits_pinned == nullptr || static_cast<size_t>(n_rows * vocab) <= m.logits.capacity(),
+        "internal: pinned logits outgrown mid-step");  // reserve() unregisters them first
   m.logits.resize(static_cast<size_t>(n_rows * vocab));
   const float* host = m.logits_host.get<float>();
   for (int64_t r = 0; r < n_rows; ++r) {

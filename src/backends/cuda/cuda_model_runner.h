@@ -150,8 +150,10 @@ class CudaModelRunner : public ModelRunner {
   // for all of a step's micro-batches before their collectives are queued.
   void reserve_shard(std::span<const SequenceChunk> chunks);
   // What reserve_shard grows the buffers to for these chunks. Every
-  // buffer's size grows with each field, so chunks whose needs are all
-  // within those of chunks reserved before grow nothing. Host-only.
+  // buffer's size is a non-decreasing function of one field (or the larger
+  // of such functions; never of a product of fields), so chunks whose
+  // needs are all within the field-wise maximum of chunks reserved before
+  // grow nothing. A new buffer must keep that so. Host-only.
   struct ShardNeeds {
     int64_t tokens = 0, rows = 0, meta_ints = 0;
     size_t sampling_bytes = 0;

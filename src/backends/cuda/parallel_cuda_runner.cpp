@@ -142,14 +142,15 @@ struct ParallelCudaRunner::Impl {
     // collectives, already queued, wait for this rank's part, which it
     // would then never queue.
     bool grow = false;
+    CudaModelRunner::ShardNeeds next = reserved;
     for (const parallel::Range& b : batches) {
       const CudaModelRunner::ShardNeeds n = CudaModelRunner::shard_needs(
           chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
       grow = grow || !n.within(reserved);
-      reserved.tokens = std::max(reserved.tokens, n.tokens);
-      reserved.rows = std::max(reserved.rows, n.rows);
-      reserved.meta_ints = std::max(reserved.meta_ints, n.meta_ints);
-      reserved.sampling_bytes = std::max(reserved.sampling_bytes, n.sampling_bytes);
+      next.tokens = std::max(next.tokens, n.tokens);
+      next.rows = std::max(next.rows, n.rows);
+      next.meta_ints = std::max(next.meta_ints, n.meta_ints);
+      next.sampling_bytes = std::max(next.sampling_bytes, n.sampling_bytes);
     }
     if (grow) {
       run_all(
@@ -158,6 +159,7 @@ struct ParallelCudaRunner::Impl {
               r.runner->reserve_shard(chunks.subspan(static_cast<size_t>(b.begin), static_cast<size_t>(b.size())));
           },
           watch);
+      reserved = next;  // only once every rank has grown
     }
     run_all([&](Rank& r) {
       for (size_t i = 0; i < batches.size(); ++i) {
