@@ -271,6 +271,12 @@ TEST(ParallelRunner, PicksTokensOnTheLogitsGpu) {
     o.parallel.pipeline_stages = plan.pp;
     o.gpu = small_options(plan.devices.empty());
     o.gpu.batch_invariant = true;
+    // The fused reduction too, where the plan fuses (its sampled rows change
+    // in number between steps, so buffers grow mid-run).
+    o.gpu.fused_all_reduce = plan.fused && std::getenv("TANDEM_TEST_NO_FUSED") == nullptr;
+    if (std::getenv("TANDEM_TEST_TRACE"))
+      std::fprintf(stderr, "TP %lld x PP %lld%s\n", (long long)plan.tp, (long long)plan.pp,
+                   o.gpu.fused_all_reduce ? "" : " unfused");
     ParallelCudaRunner runner(*model, o);
     ASSERT_TRUE(runner.samples_rows());
     BlockAllocator& alloc = runner.block_allocator();
