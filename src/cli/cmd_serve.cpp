@@ -54,6 +54,7 @@ struct ServeFlags {
   std::string device = "auto";
   bool batch_invariant = false;
   bool fused_all_reduce = false;  // --fused-all-reduce
+  int step_timeout_s = 600;       // --step-timeout-s
   std::string step_trace;  // CSV file, one line per engine step
   std::string quantize = "none";
   int64_t gpu_layers = kGpuLayersAuto;
@@ -303,6 +304,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
     rq.batch_invariant = f.batch_invariant;
     rq.fused_all_reduce = f.fused_all_reduce;
+    rq.step_timeout_s = f.step_timeout_s;
     plan_steps(config, rq);
     rq.on_load_progress = [&](uint64_t done, uint64_t total) {
       ctx->loading.bytes_total.store(total);
@@ -380,6 +382,11 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_flag("--batch-invariant", f->batch_invariant,
                 "GPU: decode every batch with the batch-invariant GEMV, so that an answer never depends on its "
                 "batch (slower under load; the CPU engine always is)");
+  cmd->add_option("--step-timeout-s", f->step_timeout_s,
+                  "Several GPUs of one host: a step not done in this many seconds is given up, naming the GPUs "
+                  "still running, and later requests fail (default 600; 0 waits forever; several hosts use "
+                  "--node-silence-s)")
+      ->check(CLI::Range(0, 7 * 24 * 3600));
   cmd->add_flag("--fused-all-reduce", f->fused_all_reduce,
                 "Two tensor-parallel GPUs: end each block with one kernel that sums both GPUs' parts over NVLink and "
                 "applies the next norm, not NCCL's all-reduce and a norm kernel (experimental)");

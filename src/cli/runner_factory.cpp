@@ -1,5 +1,7 @@
 #include "cli/runner_factory.h"
 
+#include <chrono>
+
 #include "backends/cpu/cpu_kernels.h"
 #include "common/error.h"
 #include "engine/cpu_model_runner.h"
@@ -95,6 +97,7 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
     ParallelRunnerOptions po;
     po.parallel = request.parallel;
     po.gpu = o;
+    po.step_limit = std::chrono::seconds(request.step_timeout_s);
     const int64_t world = request.parallel.world_size();
     const int nnodes = request.nodes.nnodes;
     check(world % nnodes == 0, describe(request.parallel) + " cannot split evenly over " + std::to_string(nnodes) +

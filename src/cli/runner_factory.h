@@ -32,6 +32,10 @@ struct RunnerRequest {
   uint64_t gpu_memory_bytes = 0;  // 0: 90% of the GPU
   bool batch_invariant = false;   // GPU: every decode batch through the GEMV
   bool fused_all_reduce = false;  // tensor parallel: CudaRunnerOptions::fused_all_reduce
+  // Several GPUs of one host: a step not done in this long is given up
+  // (ParallelRunnerOptions::step_limit; 0: none). Several hosts take
+  // nodes.node0_silence instead.
+  int64_t step_timeout_s = 0;
   int64_t max_step_tokens = 0;    // GPU: the largest engine step, planned for (0: 1024)
   int64_t max_logit_rows = 0;     // GPU: rows of logits a step may want (0: max_step_tokens)
   std::string quantize = "none";  // GPU: none, int8 or fp8 (weights quantized at load time)

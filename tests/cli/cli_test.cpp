@@ -194,6 +194,18 @@ TEST_F(Cli, DeviceChoiceIsCheckedWithAOneLineError) {
 #endif
 }
 
+// serve --step-timeout-s takes 0 (wait forever) up to a week of seconds;
+// anything else is refused before the model loads, naming the flag.
+TEST_F(Cli, StepTimeoutIsCheckedBeforeLoading) {
+  const std::string model = quote((kFixtures / "qwen2").string());
+  for (const char* bad : {"-5", "604801", "soon"}) {
+    const Output o = run("serve --model " + model + " --port 0 --step-timeout-s " + bad);
+    EXPECT_NE(o.exit_code, 0) << bad;
+    EXPECT_NE(o.err.find("--step-timeout-s"), std::string::npos) << o.err;
+    EXPECT_EQ(o.out.find("listening"), std::string::npos) << o.out;
+  }
+}
+
 // perf --batch decodes several sequences together and reports their tokens
 // in all; a batch below 1 is refused.
 TEST_F(Cli, PerfDecodesABatchOfSequences) {
