@@ -14,15 +14,13 @@
 #include <thread>
 
 #include "common/error.h"
+#include "tests/parallel/loopback_nodes.h"
 
 namespace tandem::parallel {
 namespace {
 
-int free_port() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::tcp::v4(), 0});
-  return a.local_endpoint().port();
-}
+using testing_nodes::free_port;
+using testing_nodes::node;
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -31,15 +29,6 @@ std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
-}
-
-NodeConfig node(int rank, int nnodes, int port) {
-  NodeConfig c;
-  c.nnodes = nnodes;
-  c.node_rank = rank;
-  c.master_port = port;
-  c.timeout = std::chrono::seconds(10);
-  return c;
 }
 
 TEST(NodeLink, ThreeNodesMeetAndTalkBothWays) {

@@ -6,9 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <utility>  // before asio: Boost 1.74 uses std::exchange without it
-
-#include <boost/asio.hpp>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -18,26 +15,15 @@
 
 #include "common/error.h"
 #include "parallel/node_link.h"
+#include "tests/parallel/loopback_nodes.h"
 
 namespace tandem::parallel {
 namespace {
 
+using testing_nodes::free_port;
+using testing_nodes::node;
+
 using namespace std::chrono_literals;
-
-int free_port() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::tcp::v4(), 0});
-  return a.local_endpoint().port();
-}
-
-NodeConfig node(int rank, int nnodes, int port) {
-  NodeConfig c;
-  c.nnodes = nnodes;
-  c.node_rank = rank;
-  c.master_port = port;
-  c.timeout = std::chrono::seconds(10);
-  return c;
-}
 
 // Polls `f` until it returns something or 10 s pass (a closed socket's end
 // reaches the other side at once on loopback, but not within the call).
