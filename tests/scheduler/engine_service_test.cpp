@@ -13,6 +13,7 @@
 
 #include "common/thread_pool.h"
 #include "engine/cpu_model_runner.h"
+#include "engine/forwarding_runner.h"
 #include "engine/paced_runner.h"
 #include "engine/row_sampling.h"
 #include "engine/sampler.h"
@@ -67,21 +68,6 @@ class Collector {
   std::condition_variable cv_;
   std::map<int, Result> results_;
   std::vector<int> order_;  // the key of every event, in the order they came
-};
-
-// Delegates everything to another runner; tests override forward().
-class ForwardingRunner : public ModelRunner {
- public:
-  explicit ForwardingRunner(ModelRunner& inner) : inner_(inner) {}
-  const ModelConfig& config() const override { return inner_.config(); }
-  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override { return inner_.forward(chunks); }
-  int64_t max_context() const override { return inner_.max_context(); }
-  BlockAllocator& block_allocator() override { return inner_.block_allocator(); }
-  int64_t block_size() const override { return inner_.block_size(); }
-  uint64_t weight_bytes_per_step() const override { return inner_.weight_bytes_per_step(); }
-
- protected:
-  ModelRunner& inner_;
 };
 
 // forward() waits while the gate is closed: the requests a test submits then
