@@ -341,6 +341,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   eo.context_window = context;
   eo.sampling_pool = &pool;
   if (step_trace.is_open()) eo.step_trace = &step_trace;
+  eo.on_step_error = [](const std::string& why) { spdlog::error("engine step failed: {}", why); };
   EngineService engine(runner, *tokenizer, eo);
   if (interrupted()) return 130;
 

@@ -95,6 +95,10 @@ struct EngineOptions {
   // streaming after it took, and what it held. Not owned; the engine thread
   // is its only writer while the service lives.
   std::ostream* step_trace = nullptr;
+  // Called on the engine thread with the error of a step whose forward()
+  // threw (its sequences fail with it; the engine keeps serving): the
+  // server logs it, since a client may be gone.
+  std::function<void(const std::string&)> on_step_error;
 };
 
 // Counters and gauges for /metrics and /v1/status. Histograms hold counts per

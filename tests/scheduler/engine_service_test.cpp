@@ -287,6 +287,55 @@ TEST_F(EngineServiceTest, UnusableLogitsFailOnlyTheirSequence) {
   }
 }
 
+// A backend whose step throws once (a multi-GPU runner that lost a node
+// mid-step): the step's sequences fail with its error, the server's hook
+// hears it, and the engine goes on serving.
+class FailOnceRunner : public ForwardingRunner {
+ public:
+  using ForwardingRunner::ForwardingRunner;
+  const std::vector<float>& forward(std::span<const SequenceChunk> chunks) override {
+    if (++calls_ == 3) throw Error("node 0 lost node 1, mid-step");
+    return inner_.forward(chunks);
+  }
+
+ private:
+  int calls_ = 0;
+};
+
+TEST_F(EngineServiceTest, AFailedStepFailsItsSequencesAndIsReported) {
+  const auto want = alone(8);
+  auto inner = make_runner(256);
+  FailOnceRunner runner(*inner);
+  EngineOptions o = opts();
+  std::mutex mu;
+  std::vector<std::string> reported;
+  o.on_step_error = [&](const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    reported.push_back(why);
+  };
+  Collector c;
+  EngineService service(runner, *tokenizer_, o);
+  service.submit(greedy(prompts()[0], 8), c.callback(0));
+  const auto failed = c.wait(0);
+  EXPECT_EQ(failed.done.finish_reason, "error");
+  EXPECT_EQ(failed.done.error_code, "internal_error");
+  EXPECT_EQ(failed.done.error_message, "node 0 lost node 1, mid-step");
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(reported.size(), 1u);
+    EXPECT_EQ(reported[0], "node 0 lost node 1, mid-step");
+  }
+  // The next request runs as if alone.
+  service.submit(greedy(prompts()[1], 8), c.callback(1));
+  const auto ok = c.wait(1);
+  EXPECT_EQ(ok.done.finish_reason, "length");
+  EXPECT_EQ(ok.ids, want[1]);
+  while (!service.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(service.stats().kv_blocks_used, 0);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(reported.size(), 1u);
+}
+
 // A backend that computes row_tokens (as the GPU does) and then leaves the
 // rows of argmax_only chunks unusable (NaN), as a GPU step that copies no
 // logits back may. Records which prompts' chunks were marked argmax_only.

@@ -188,6 +188,27 @@ if [ "$what" = tp_check ]; then
       -f "$src/models/demo/heldout.txt" --ctx 512 2>&1 | tee "$out/tp$tp-vs-tp1.txt"
   done
 fi
+# run_watched LOG LIMIT_S CMD...: runs CMD with its output in LOG. If LOG
+# stops growing for STALL_S seconds (45 by default; a hang), or CMD runs past
+# LIMIT_S, every thread's stack goes to $out/stacks.txt (cuda-gdb attached)
+# and CMD is killed: status 124. Otherwise CMD's own status.
+run_watched() {
+  local log=$1 limit=$2; shift 2
+  "$@" > "$log" 2>&1 &
+  local pid=$! last=-1 size still=0 ran=0
+  while kill -0 $pid 2> /dev/null; do
+    sleep 5; ran=$((ran + 5))
+    size=$(stat -c %s "$log" 2> /dev/null || echo 0)
+    if [ "$size" = "$last" ]; then still=$((still + 5)); else still=0; last=$size; fi
+    if [ $still -ge ${STALL_S:-45} ] || [ $ran -ge $limit ]; then
+      echo "no output for $still s after $ran s: stacks in stacks.txt"
+      timeout 150 /usr/local/cuda/bin/cuda-gdb -p $pid -batch -ex "set pagination off" \
+        -ex "thread apply all bt 40" > "$out/stacks.txt" 2>&1
+      kill -KILL $pid 2> /dev/null; wait $pid 2> /dev/null; return 124
+    fi
+  done
+  wait $pid
+}
 if [ "$what" = parallel ]; then
   # Several GPUs: NCCL, the multi-GPU runner's equality with one GPU, then
   # batch-1 decode and throughput under load for TP 1 against TP 2 (and PP 2).
@@ -195,9 +216,10 @@ if [ "$what" = parallel ]; then
   timeout 120 "$build/tests/nccl_communicator_test" > "$out/nccl_communicator_test.log" 2>&1; echo "nccl rc=$?"
   # PARALLEL_FILTER: a gtest filter for the runner tests (all by default);
   # PARALLEL_REPEAT: runs of them (a hang shows in some runs only).
-  TANDEM_TEST_TRACE=1 timeout ${PARALLEL_TIMEOUT:-400} "$build/tests/parallel_runner_test" \
-    --gtest_filter="${PARALLEL_FILTER:-*}" --gtest_repeat="${PARALLEL_REPEAT:-1}" \
-    > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
+  # A hang leaves its threads' stacks in stacks.txt (run_watched).
+  TANDEM_TEST_TRACE=1 run_watched "$out/parallel_runner_test.log" ${PARALLEL_TIMEOUT:-400} \
+    "$build/tests/parallel_runner_test" --gtest_filter="${PARALLEL_FILTER:-*}" --gtest_repeat="${PARALLEL_REPEAT:-1}"
+  echo "parallel rc=$?"
   grep -E "FAILED|OK \]|greedy tokens|PASSED|SKIPPED" "$out/nccl_communicator_test.log" "$out/parallel_runner_test.log" | head -60
   preset=${presets[0]}
   m=/tmp/synth-$preset-f16.gguf
@@ -296,7 +318,8 @@ if [ "$what" = nodes ]; then
   done
   # Node 0 stopped (SIGSTOP) while its host still answers: idle heartbeats
   # keep node 1 following until then, and node 1 gives up after
-  # --node-silence-s without them.
+  # --node-silence-s without them (NODES_MIDSTEP_ONLY=1 skips it).
+  [ "${NODES_MIDSTEP_ONLY:-0}" != 1 ] && {
   CUDA_VISIBLE_DEVICES=1 "$build/bin/tandem-server" serve -m "$fixture" --tensor-parallel 2 --nnodes 2 --node-rank 1 \
     --master-port 18791 --node-silence-s 8 > "$out/node1-silence.log" 2>&1 &
   n1=$!
@@ -312,6 +335,7 @@ if [ "$what" = nodes ]; then
   echo "node 1 gone: $(kill -0 $n1 2> /dev/null && echo no || echo yes), $(( $(date +%s) - t )) s after node 0 stopped"
   tail -2 "$out/node1-silence.log"
   kill -KILL $n0 $n1 2> /dev/null
+  }
   # A node that dies mid-step (StepWatch): node 1 killed while node 0 is
   # generating a long answer. Node 0 hears the link close, gives the step
   # up (the answer is an error naming node 1) and keeps answering /health.
@@ -328,9 +352,16 @@ if [ "$what" = nodes ]; then
   c=$!
   sleep 0.5
   kill -KILL $n1
+  # No answer 20 s later: node 0's threads' stacks go to stacks-node0.txt.
+  timeout 20 tail --pid=$c -f /dev/null || timeout 150 /usr/local/cuda/bin/cuda-gdb -p $n0 -batch \
+    -ex "set pagination off" -ex "thread apply all bt 40" > "$out/stacks-node0.txt" 2>&1
   wait $c
   echo "answer after node 1 died ($(python3 -c "import time; print(round(time.time() - $t, 1))") s): $(head -c 400 "$out/midstep-answer.json")"
   echo "node 0 health: $(curl -s -m 5 localhost:18773/health | head -c 200)"
+  # Stopped, node 0 exits though an abort of NCCL may still wait for node 1.
+  kill -TERM $n0; timeout 30 tail --pid=$n0 -f /dev/null
+  echo "node 0 exits on SIGTERM: $(kill -0 $n0 2> /dev/null && echo no || echo yes)"
+  tail -4 "$out/node0-midstep.log"
   kill -KILL $n0 2> /dev/null
 fi
 if [ "$what" = sampling ]; then

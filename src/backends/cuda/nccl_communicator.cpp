@@ -6,9 +6,13 @@
 #include <nccl.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <future>
+#include <memory>
 #include <string>
+#include <thread>
 
 #include "common/error.h"
 
@@ -16,6 +20,10 @@ namespace tandem::parallel {
 namespace {
 
 static_assert(sizeof(ncclUniqueId) == sizeof(NcclUniqueId::bytes), "NCCL unique id size changed");
+
+// How long abort() waits for ncclCommAbort before leaving it to finish (or
+// not) on its own thread.
+constexpr std::chrono::seconds kAbortWait{10};
 
 void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string(what) + ": CUDA error: " + cudaGetErrorString(e));
@@ -35,6 +43,10 @@ struct NcclCommunicator::State {
   int device = 0;
   bool owns_stream = true;
   std::atomic<bool> aborted{false};  // the comm was torn down by abort()
+  // abort() gave up waiting for ncclCommAbort, which may still hold the
+  // communicator's resources: the destructor then frees nothing of NCCL's
+  // or the GPU's (freeing could wait for the same peers).
+  bool abort_unfinished = false;
   // agree()'s one int, made with the communicator: freeing GPU memory waits
   // for the GPU (and may wait for its peers), which must not happen while a
   // peer's next collective, already queued, waits for this rank.
@@ -97,10 +109,12 @@ NcclCommunicator::~NcclCommunicator() {
   // not deregistered here: deregistration is collective, and the ranks of a
   // host are torn down one after another.
   if (state_->comm != nullptr && !state_->aborted.load()) ncclCommDestroy(state_->comm);
+  if (!state_->abort_unfinished) {
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 0)
-  if (state_->shared != nullptr) ncclMemFree(state_->shared);
+    if (state_->shared != nullptr) ncclMemFree(state_->shared);
 #endif
-  if (state_->agree_flag != nullptr) cudaFree(state_->agree_flag);
+    if (state_->agree_flag != nullptr) cudaFree(state_->agree_flag);
+  }
   if (state_->stream != nullptr && state_->owns_stream) cudaStreamDestroy(state_->stream);
 }
 
@@ -127,9 +141,24 @@ void NcclCommunicator::recv(float* data, int64_t n, int peer) {
   check_nccl(ncclRecv(data, static_cast<size_t>(n), ncclFloat32, peer, state_->comm, state_->stream), "ncclRecv");
 }
 
-void NcclCommunicator::abort() {
+bool NcclCommunicator::abort() {
   ncclComm_t comm = state_->aborted.exchange(true) ? nullptr : state_->comm;
-  if (comm != nullptr) ncclCommAbort(comm);
+  if (comm == nullptr) return !state_->abort_unfinished;
+  // ncclCommAbort raises NCCL's abort flag first (kernels that wait on a
+  // peer end), then frees the communicator's resources, which on one host
+  // waits for the peers' processes: with a peer process that died it may
+  // never return (seen on two H200s, one process per GPU, the peer killed
+  // mid-step). So it runs on a thread of its own, waited for a while; past
+  // that the caller goes on and the communicator is left to that thread.
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> finished = done->get_future();
+  std::thread([comm, done] {
+    ncclCommAbort(comm);
+    done->set_value();
+  }).detach();
+  if (finished.wait_for(kAbortWait) == std::future_status::ready) return true;
+  state_->abort_unfinished = true;
+  return false;
 }
 
 std::string NcclCommunicator::async_error() const {

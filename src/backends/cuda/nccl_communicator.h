@@ -84,8 +84,12 @@ class NcclCommunicator : public Communicator {
   // ncclCommAbort: queued operations of this rank that wait on a peer (one
   // that failed and will never join) end, and the communicator is unusable
   // afterwards. Idempotent. Call it from the thread that queues on this
-  // communicator, between operations (it frees NCCL's state).
-  void abort();
+  // communicator, between operations (it frees NCCL's state). Waits at
+  // most 10 s: with a peer process on this host that died, NCCL's abort
+  // can wait for it forever after ending the kernels. False when it did
+  // not finish in time (it goes on, detached, and the destructor then
+  // frees none of the communicator's memory).
+  bool abort();
   // NCCL's asynchronous error (ncclCommGetAsyncError), e.g. a peer process
   // that died; empty while there is none.
   std::string async_error() const;
