@@ -44,7 +44,7 @@ struct PerfOptions {
   float temperature = 0.0f;
   int top_k = 0;
   float top_p = 1.0f;
-  bool fused_all_reduce = false;  // --fused-all-reduce
+  bool fused_all_reduce = true;  // --fused-all-reduce / --no-fused-all-reduce
   bool host_sampling = false;  // sample on the host even where the backend can
 };
 
@@ -267,9 +267,10 @@ Action add_perf_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, parallel::kMaxTensorParallel));
   cmd->add_option("--pipeline-parallel", o->parallel.pipeline_stages, "Pipeline stages, one GPU group each")
       ->check(CLI::Range(int64_t{1}, parallel::kMaxPipelineStages));
-  cmd->add_flag("--fused-all-reduce", o->fused_all_reduce,
-                "Two tensor-parallel GPUs: end each block with one kernel that sums both GPUs' parts and applies "
-                "the next norm, not NCCL's all-reduce and a norm kernel (experimental)");
+  cmd->add_flag("--fused-all-reduce,!--no-fused-all-reduce", o->fused_all_reduce,
+                "Two tensor-parallel GPUs in one process: end each block with one kernel that sums both GPUs' "
+                "parts and applies the next norm (the default), or (--no-fused-all-reduce) NCCL's all-reduce "
+                "and a norm kernel");
   cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
   cmd->add_option("--temperature", o->temperature, "Decode with this sampling temperature (0 = greedy)");
   cmd->add_option("--top-k", o->top_k, "Decode sampling: top-k (0 = off)");

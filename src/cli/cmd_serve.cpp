@@ -53,7 +53,7 @@ struct ServeFlags {
   std::string max_memory_cpu, max_memory_gpu;
   std::string device = "auto";
   bool batch_invariant = false;
-  bool fused_all_reduce = false;  // --fused-all-reduce
+  bool fused_all_reduce = true;  // --fused-all-reduce / --no-fused-all-reduce
   int step_timeout_s = 600;       // --step-timeout-s
   std::string step_trace;  // CSV file, one line per engine step
   std::string quantize = "none";
@@ -388,9 +388,10 @@ Action add_serve_command(CLI::App& app) {
                   "still running, and later requests fail (default 600; 0 waits forever; several hosts use "
                   "--node-silence-s)")
       ->check(CLI::Range(0, 7 * 24 * 3600));
-  cmd->add_flag("--fused-all-reduce", f->fused_all_reduce,
-                "Two tensor-parallel GPUs: end each block with one kernel that sums both GPUs' parts over NVLink and "
-                "applies the next norm, not NCCL's all-reduce and a norm kernel (experimental)");
+  cmd->add_flag("--fused-all-reduce,!--no-fused-all-reduce", f->fused_all_reduce,
+                "Two tensor-parallel GPUs in one process: end each block with one kernel that sums both GPUs' "
+                "parts over NVLink and applies the next norm (the default), or (--no-fused-all-reduce) NCCL's "
+                "all-reduce and a norm kernel");
   cmd->add_option("-c,--ctx", f->flags.context_window, "Context window per sequence in tokens");
   cmd->add_option("--batch-size", f->flags.batch_size, "Running sequences at most");
   cmd->add_option("--step-tokens", f->flags.step_tokens,

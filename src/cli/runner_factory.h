@@ -31,7 +31,7 @@ struct RunnerRequest {
   int64_t kv_blocks = 0;          // 0: CPU one full sequence; GPU what fits
   uint64_t gpu_memory_bytes = 0;  // 0: 90% of the GPU
   bool batch_invariant = false;   // GPU: every decode batch through the GEMV
-  bool fused_all_reduce = false;  // tensor parallel: CudaRunnerOptions::fused_all_reduce
+  bool fused_all_reduce = true;  // tensor parallel: CudaRunnerOptions::fused_all_reduce
   // Several GPUs of one host: a step not done in this long is given up
   // (ParallelRunnerOptions::step_limit; 0: none). Several hosts take
   // nodes.node0_silence instead.

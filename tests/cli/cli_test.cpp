@@ -206,6 +206,16 @@ TEST_F(Cli, StepTimeoutIsCheckedBeforeLoading) {
   }
 }
 
+// The fused all-reduce is on by default; both spellings of the flag parse
+// (on one device they change nothing).
+TEST_F(Cli, FusedAllReduceFlagTakesBothForms) {
+  const std::string model = quote((kFixtures / "qwen2").string());
+  for (const char* flag : {"--fused-all-reduce", "--no-fused-all-reduce"}) {
+    const Output out = run("perf --model " + model + " -p 8 -n 2 -r 1 --device cpu --json " + flag);
+    EXPECT_EQ(out.exit_code, 0) << flag << ": " << out.err;
+  }
+}
+
 // perf --batch decodes several sequences together and reports their tokens
 // in all; a batch below 1 is refused.
 TEST_F(Cli, PerfDecodesABatchOfSequences) {

@@ -453,7 +453,7 @@ if [ "$what" = fused ]; then
   [ -n "${FUSED_70B:-}" ] && "$build/bin/nccl_reduce_bench" --tokens 1,8,32 --width 8192
   for dtype in ${FUSED_DTYPES:-f16}; do
     q=""; d=$dtype; [ "$dtype" = int8 ] && { q="--quantize int8"; d=f16; }
-    runs=("1"); for t in $tp; do runs+=("$t" "$t --fused-all-reduce"); done
+    runs=("1"); for t in $tp; do runs+=("$t" "$t --no-fused-all-reduce"); done
     for run in "${runs[@]}"; do
       set -- $run
       echo "${presets[0]} $dtype, TP $run:"
@@ -462,7 +462,7 @@ if [ "$what" = fused ]; then
     done
   done
   if [ -n "${FUSED_70B:-}" ]; then
-    for flag in "" "--fused-all-reduce"; do
+    for flag in "" "--no-fused-all-reduce"; do
       echo "llama3-70b bf16, TP $FUSED_70B $flag:"
       "$build/bin/tandem-server" perf --synthetic llama3-70b --dtype bf16 --device cuda --tensor-parallel $FUSED_70B $flag \
         -p 128 -n 64 -r 2 --peak-gb-s $((peak * FUSED_70B)) 2>&1 | grep -E "prefill|decode|error" | cut -c1-300

@@ -51,10 +51,10 @@ struct CudaRunnerOptions {
   // they reach each other's memory: steps of up to 256 tokens end each attention
   // and FFN block with one kernel that sums the ranks' parts and applies the
   // next norm (parallel::NcclTensorReduce over NCCL's device API), instead
-  // of an NCCL all-reduce and a norm kernel. Off (the default: see
-  // docs/PARALLEL.md for why), or where it cannot be used: as
-  // shared_all_reduce says. Read by ParallelCudaRunner.
-  bool fused_all_reduce = false;
+  // of an NCCL all-reduce and a norm kernel. On by default; off, or where
+  // it cannot be used: as shared_all_reduce says. Read by
+  // ParallelCudaRunner.
+  bool fused_all_reduce = true;
   // Time cuBLAS's and cuBLASLt's GEMM algorithms on the model's 16-bit
   // matrices at load (about 2 s for an 8B shape) and take the fastest for
   // each token-count bucket (cuda::Gemm::tune). Not with batch_invariant,
