@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|fused|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|fused|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load|server_only] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -27,7 +27,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel_build ] && targets="parallel_runner_test"
 [ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
-[ "$what" = tp_check ] && targets="tandem-server"
+[ "$what" = tp_check ] || [ "$what" = server_only ] && targets="tandem-server"
 [ "$what" = load ] && targets="tandem-server tandem cuda_gemm_bench cuda_kernels_test cuda_runner_test"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \

@@ -27,8 +27,11 @@ constexpr int kMaxTokens = 8;  // tokens per pass over the weights
 // the tail goes one at a time; vectors are used in the same order either
 // way. The first round loads before the kernel waits for the kernel before
 // it (launch.h), so `load` must read only weights.
-template <typename Load, typename Use>
+// U (kUnroll by default): vectors a round. 1 suits rows of at most
+// kThreads vectors (one each), for which a second slot is never used.
+template <int U = kUnroll, typename Load, typename Use>
 __device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& use) {
+  constexpr int kUnroll = U;
   int64_t v = threadIdx.x;
   const bool full_round = v + (kUnroll - 1) * kThreads < n_vec;
   bool preloaded = v < n_vec;

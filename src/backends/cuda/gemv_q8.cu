@@ -69,12 +69,13 @@ __device__ __forceinline__ void accumulate(const uint4 (&raw)[R], const __half (
   }
 }
 
-// y[t, r] (+)= W[r, :] . x[t, :] for t < NT, x given as (xq, xd).
-template <WeightFormat D, int NT, int R>
-__global__ void __launch_bounds__(kThreads)
-    gemv_q8_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
-                   const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y, int64_t ldy,
-                   bool accumulate_into) {
+// y[t, r] (+)= W[r, :] . x[t, :] for t < NT, x given as (xq, xd); U load
+// slots a row (gemv_block::visit_vectors).
+template <WeightFormat D, int NT, int R, int U>
+__device__ __forceinline__ void gemv_q8_body(const void* __restrict__ weights, const void* __restrict__ scales,
+                                             int64_t rows, int64_t cols, const int8_t* __restrict__ xq,
+                                             const float* __restrict__ xd, float* __restrict__ y, int64_t ldy,
+                                             bool accumulate_into) {
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
   const int64_t n_vec = cols / 16;
   const uint4* row[R];
@@ -91,9 +92,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
 
-  uint4 w[kUnroll][R];
-  __half wd[kUnroll][R];
-  gemv_block::visit_vectors(
+  uint4 w[U][R];
+  __half wd[U][R];
+  gemv_block::visit_vectors<U>(
       n_vec,
       [&](int u, int64_t vec) {
 #pragma unroll
@@ -113,6 +114,32 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
+// Rows of more than kThreads vectors (the FFN's down projection): two load
+// slots a row, at most 128 registers a thread (ptxas's own choice; asking
+// for "at least one block an SM" made it take 157 and run one block an SM,
+// 20-25% slower end to end on an H100).
+template <WeightFormat D, int NT, int R>
+__global__ void __launch_bounds__(kThreads)
+    gemv_q8_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
+                   const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y, int64_t ldy,
+                   bool accumulate_into) {
+  gemv_q8_body<D, NT, R, kUnroll>(weights, scales, rows, cols, xq, xd, y, ldy, accumulate_into);
+}
+
+// Rows of at most kThreads vectors (4096 columns: q·k·v, o, gate·up, the LM
+// head), one vector a thread: one load slot, which leaves room for three
+// blocks an SM (78-80 registers) instead of two. Measured on an H100 at one
+// token (docs/PERFORMANCE.md): Q8_0 batch-1 decode 273.8 -> 284.5 tok/s,
+// int8 the same within noise. The sums are the same: each thread adds the
+// same vectors in the same order either way.
+template <WeightFormat D, int NT, int R>
+__global__ void __launch_bounds__(kThreads, 3)
+    gemv_q8_one_vector_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows,
+                              int64_t cols, const int8_t* __restrict__ xq, const float* __restrict__ xd,
+                              float* __restrict__ y, int64_t ldy, bool accumulate_into) {
+  gemv_q8_body<D, NT, R, 1>(weights, scales, rows, cols, xq, xd, y, ldy, accumulate_into);
+}
+
 template <WeightFormat D>
 void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int nt, float* y, int64_t ldy,
                   bool accumulate, cudaStream_t stream) {
@@ -124,6 +151,11 @@ void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int 
     // depend on it.
     constexpr int R = D == WeightFormat::I8Row && NT <= 2 ? 8 : gemv_block::kRowsPerBlock;
     const dim3 grid(static_cast<unsigned>((w.rows + R - 1) / R));
+    if (w.cols / 16 <= kThreads) {
+      launch(gemv_q8_one_vector_kernel<D, NT, R>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd,
+             y, ldy, accumulate);
+      return;
+    }
     launch(gemv_q8_kernel<D, NT, R>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y, ldy,
            accumulate);
   });
