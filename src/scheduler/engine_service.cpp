@@ -350,7 +350,12 @@ bool EngineService::Impl::step() {
     logits = &runner.forward(chunks);
   } catch (const std::exception& e) {
     // A failed step fails the sequences in it; the engine keeps serving.
-    if (options.on_step_error) options.on_step_error(e.what());
+    if (options.on_step_error) {
+      try {  // the report must not take the engine down
+        options.on_step_error(e.what());
+      } catch (...) {
+      }
+    }
     std::vector<std::unique_ptr<Sequence>> failed;
     for (Sequence* s : scheduled) {
       auto it = std::find_if(running.begin(), running.end(), [&](const auto& p) { return p.get() == s; });

@@ -206,13 +206,17 @@ TEST_F(Cli, StepTimeoutIsCheckedBeforeLoading) {
   }
 }
 
-// The fused all-reduce is on by default; both spellings of the flag parse
-// (on one device they change nothing).
-TEST_F(Cli, FusedAllReduceFlagTakesBothForms) {
+// The fused all-reduce is on by default; --no-fused-all-reduce turns it
+// off (perf reports the setting; on one device it changes nothing else).
+TEST_F(Cli, FusedAllReduceIsOnUnlessTurnedOff) {
   const std::string model = quote((kFixtures / "qwen2").string());
-  for (const char* flag : {"--fused-all-reduce", "--no-fused-all-reduce"}) {
+  for (const auto& [flag, want] : std::vector<std::pair<std::string, bool>>{
+           {"", true}, {"--fused-all-reduce", true}, {"--no-fused-all-reduce", false}}) {
     const Output out = run("perf --model " + model + " -p 8 -n 2 -r 1 --device cpu --json " + flag);
-    EXPECT_EQ(out.exit_code, 0) << flag << ": " << out.err;
+    ASSERT_EQ(out.exit_code, 0) << flag << ": " << out.err;
+    const nlohmann::json j = nlohmann::json::parse(out.out);
+    EXPECT_EQ(j.at("fused_all_reduce").get<bool>(), want) << flag;
+    EXPECT_EQ(j.at("tensor_parallel"), 1);
   }
 }
 

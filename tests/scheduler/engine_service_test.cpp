@@ -289,7 +289,7 @@ TEST_F(EngineServiceTest, UnusableLogitsFailOnlyTheirSequence) {
 
 // A backend whose step throws once (a multi-GPU runner that lost a node
 // mid-step): the step's sequences fail with its error, the server's hook
-// hears it, and the engine goes on serving.
+// hears it (even a hook that throws), and the engine goes on serving.
 class FailOnceRunner : public ForwardingRunner {
  public:
   using ForwardingRunner::ForwardingRunner;
@@ -309,9 +309,11 @@ TEST_F(EngineServiceTest, AFailedStepFailsItsSequencesAndIsReported) {
   EngineOptions o = opts();
   std::mutex mu;
   std::vector<std::string> reported;
+  // A hook that throws (a logger that failed) changes nothing.
   o.on_step_error = [&](const std::string& why) {
     std::lock_guard<std::mutex> lock(mu);
     reported.push_back(why);
+    throw std::runtime_error("the log is gone");
   };
   Collector c;
   EngineService service(runner, *tokenizer_, o);

@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|fused|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load|server_only] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|fused|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load|server_only (build tandem-server only)] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -189,7 +189,8 @@ if [ "$what" = tp_check ]; then
   done
 fi
 # run_watched LOG LIMIT_S CMD...: runs CMD with its output in LOG. If LOG
-# stops growing for STALL_S seconds (45 by default; a hang), or CMD runs past
+# stops growing for STALL_S seconds (90 by default: past the tests' 30 s
+# step limit and the 10 s NCCL aborts after it; a hang), or CMD runs past
 # LIMIT_S, every thread's stack goes to $out/stacks.txt (cuda-gdb attached)
 # and CMD is killed: status 124. Otherwise CMD's own status.
 run_watched() {
@@ -200,8 +201,8 @@ run_watched() {
     sleep 5; ran=$((ran + 5))
     size=$(stat -c %s "$log" 2> /dev/null || echo 0)
     if [ "$size" = "$last" ]; then still=$((still + 5)); else still=0; last=$size; fi
-    if [ $still -ge ${STALL_S:-45} ] || [ $ran -ge $limit ]; then
-      echo "no output for $still s after $ran s: stacks in stacks.txt"
+    if [ $still -ge ${STALL_S:-90} ] || [ $ran -ge $limit ]; then
+      echo "after $ran s (limit $limit s), no output for $still s: stacks in stacks.txt"
       timeout 150 /usr/local/cuda/bin/cuda-gdb -p $pid -batch -ex "set pagination off" \
         -ex "thread apply all bt 40" > "$out/stacks.txt" 2>&1
       kill -KILL $pid 2> /dev/null; wait $pid 2> /dev/null; return 124

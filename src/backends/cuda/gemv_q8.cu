@@ -126,9 +126,9 @@ __global__ void __launch_bounds__(kThreads)
   gemv_q8_body<D, NT, R, kUnroll>(weights, scales, rows, cols, xq, xd, y, ldy, accumulate_into);
 }
 
-// Rows of at most kThreads vectors (4096 columns: q·k·v, o, gate·up, the LM
-// head), one vector a thread: one load slot, which leaves room for three
-// blocks an SM (78-80 registers) instead of two. Measured on an H100 at one
+// One token over rows of at most kThreads vectors (4096 columns: q·k·v, o,
+// gate·up, the LM head), one vector a thread: one load slot, which leaves
+// room for three blocks an SM (78-80 registers) instead of two. Measured on an H100 at one
 // token (docs/PERFORMANCE.md): Q8_0 batch-1 decode 273.8 -> 284.5 tok/s,
 // int8 the same within noise. The sums are the same: each thread adds the
 // same vectors in the same order either way.
@@ -151,7 +151,9 @@ void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int 
     // depend on it.
     constexpr int R = D == WeightFormat::I8Row && NT <= 2 ? 8 : gemv_block::kRowsPerBlock;
     const dim3 grid(static_cast<unsigned>((w.rows + R - 1) / R));
-    if (w.cols / 16 <= kThreads) {
+    // One token (measured; with more, three blocks an SM make ptxas spill
+    // for int8 at 2 and 7-8 tokens).
+    if (NT == 1 && w.cols / 16 <= kThreads) {
       launch(gemv_q8_one_vector_kernel<D, NT, R>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd,
              y, ldy, accumulate);
       return;

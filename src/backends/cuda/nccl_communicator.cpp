@@ -12,6 +12,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "common/error.h"
@@ -44,8 +45,9 @@ struct NcclCommunicator::State {
   bool owns_stream = true;
   std::atomic<bool> aborted{false};  // the comm was torn down by abort()
   // abort() gave up waiting for ncclCommAbort, which may still hold the
-  // communicator's resources: the destructor then frees nothing of NCCL's
-  // or the GPU's (freeing could wait for the same peers).
+  // communicator's resources: the destructor then leaves the symmetric
+  // window and agree()'s flag unfreed (ncclMemFree and cudaFree could wait
+  // for the same peers, or for NCCL's kernels).
   bool abort_unfinished = false;
   // agree()'s one int, made with the communicator: freeing GPU memory waits
   // for the GPU (and may wait for its peers), which must not happen while a
@@ -152,10 +154,15 @@ bool NcclCommunicator::abort() {
   // that the caller goes on and the communicator is left to that thread.
   auto done = std::make_shared<std::promise<void>>();
   std::future<void> finished = done->get_future();
-  std::thread([comm, done] {
+  try {
+    std::thread([comm, done] {
+      ncclCommAbort(comm);
+      done->set_value();
+    }).detach();
+  } catch (const std::system_error&) {  // no thread to be had: abort here, however long it takes
     ncclCommAbort(comm);
-    done->set_value();
-  }).detach();
+    return true;
+  }
   if (finished.wait_for(kAbortWait) == std::future_status::ready) return true;
   state_->abort_unfinished = true;
   return false;

@@ -88,7 +88,7 @@ class NcclCommunicator : public Communicator {
   // most 10 s: with a peer process on this host that died, NCCL's abort
   // can wait for it forever after ending the kernels. False when it did
   // not finish in time (it goes on, detached, and the destructor then
-  // frees none of the communicator's memory).
+  // leaves the window and agree()'s flag unfreed).
   bool abort();
   // NCCL's asynchronous error (ncclCommGetAsyncError), e.g. a peer process
   // that died; empty while there is none.
