@@ -370,8 +370,12 @@ TEST_P(QuantizeTest, RowsRoundAsTheCpuDoesAndMatmulsMatch) {
 // CPU's rounding (cpu::quantize_row_q8_0 keeps d as f16; here it is f32);
 // the products against matmul_ref on the dequantized x; batch invariance;
 // the fused silu(gate) * up input; Q8_0 and int8-row weights.
-TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
-  const int64_t rows = 203, cols = 4608;
+// Widths: 4608 columns (288 vectors of 16 bytes: the two-slot kernel at
+// every token count), 4096 and 3200 (256 and 200 vectors: one token takes
+// the one-slot kernel, and the token-by-token check below holds it to the
+// bits of the two-slot kernel's batches).
+void check_gemv_8bit(int64_t cols) {
+  const int64_t rows = 203;
   TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 31);
   TestMatrix i8 = make_int8_rows(rows, cols, 32);
 
@@ -428,6 +432,14 @@ TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
     quantize_silu_mul(dgu.get<float>(), n, cols, q2.get<int8_t>(), d2.get<float>(), nullptr);
     ASSERT_EQ(to_host<int8_t>(q1, x.size()), to_host<int8_t>(q2, x.size()));
     ASSERT_EQ(to_host<float>(d1, want_d.size()), to_host<float>(d2, want_d.size()));
+  }
+}
+
+TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
+  for (const int64_t cols : {int64_t{4608}, int64_t{4096}, int64_t{3200}}) {
+    SCOPED_TRACE(std::to_string(cols) + " columns");
+    check_gemv_8bit(cols);
+    if (::testing::Test::HasFatalFailure()) return;
   }
 }
 
