@@ -128,10 +128,10 @@ __global__ void __launch_bounds__(kThreads)
 
 // One token over rows of at most kThreads vectors (4096 columns: q·k·v, o,
 // gate·up, the LM head), one vector a thread: one load slot, which leaves
-// room for three blocks an SM (78-80 registers) instead of two. Measured on an H100 at one
-// token (docs/PERFORMANCE.md): Q8_0 batch-1 decode 273.8 -> 284.5 tok/s,
-// int8 the same within noise. The sums are the same: each thread adds the
-// same vectors in the same order either way.
+// room for three blocks an SM (78-80 registers) instead of two. Batch-1
+// decode of the 8B shape on an H100 (docs/PERFORMANCE.md): int8 306.7 ->
+// 313.4 tok/s, Q8_0 288.5 (273.8 before, an earlier session). The sums are
+// the same: each thread adds the same vectors in the same order either way.
 template <WeightFormat D, int NT, int R>
 __global__ void __launch_bounds__(kThreads, 3)
     gemv_q8_one_vector_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows,
