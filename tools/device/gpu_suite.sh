@@ -188,6 +188,11 @@ if [ "$what" = tp_check ]; then
       -f "$src/models/demo/heldout.txt" --ctx 512 2>&1 | tee "$out/tp$tp-vs-tp1.txt"
   done
 fi
+# dump_stacks PID FILE: every thread's stack of PID (cuda-gdb attached) into FILE.
+dump_stacks() {
+  timeout 150 /usr/local/cuda/bin/cuda-gdb -p "$1" -batch -ex "set pagination off" -ex "thread apply all bt 40" \
+    > "$2" 2>&1
+}
 # run_watched LOG LIMIT_S CMD...: runs CMD with its output in LOG. If LOG
 # stops growing for STALL_S seconds (90 by default: past the tests' 30 s
 # step limit and the 10 s NCCL aborts after it; a hang), or CMD runs past
@@ -203,8 +208,7 @@ run_watched() {
     if [ "$size" = "$last" ]; then still=$((still + 5)); else still=0; last=$size; fi
     if [ $still -ge ${STALL_S:-90} ] || [ $ran -ge $limit ]; then
       echo "after $ran s (limit $limit s), no output for $still s: stacks in stacks.txt"
-      timeout 150 /usr/local/cuda/bin/cuda-gdb -p $pid -batch -ex "set pagination off" \
-        -ex "thread apply all bt 40" > "$out/stacks.txt" 2>&1
+      dump_stacks $pid "$out/stacks.txt"
       kill -KILL $pid 2> /dev/null; wait $pid 2> /dev/null; return 124
     fi
   done
@@ -354,8 +358,7 @@ if [ "$what" = nodes ]; then
   sleep 0.5
   kill -KILL $n1
   # No answer 20 s later: node 0's threads' stacks go to stacks-node0.txt.
-  timeout 20 tail --pid=$c -f /dev/null || timeout 150 /usr/local/cuda/bin/cuda-gdb -p $n0 -batch \
-    -ex "set pagination off" -ex "thread apply all bt 40" > "$out/stacks-node0.txt" 2>&1
+  timeout 20 tail --pid=$c -f /dev/null || dump_stacks $n0 "$out/stacks-node0.txt"
   wait $c
   echo "answer after node 1 died ($(python3 -c "import time; print(round(time.time() - $t, 1))") s): $(head -c 400 "$out/midstep-answer.json")"
   echo "node 0 health: $(curl -s -m 5 localhost:18773/health | head -c 200)"
