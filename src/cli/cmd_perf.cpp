@@ -29,6 +29,9 @@ struct PerfOptions {
   int64_t prompt_tokens = 512;
   int64_t gen_tokens = 128;
   int64_t batch = 1;  // sequences decoded together (each with its own prompt copy)
+  // Prompt tokens of one more sequence carried by every decode step, as the
+  // server mixes prompt chunks into decode steps (0 = decode steps only).
+  int64_t step_prompt_tokens = 0;
   int repetitions = 3;
   int threads = 0;
   std::string device = "auto";
@@ -55,6 +58,8 @@ double now_ms() {
 int perf(const PerfOptions& o) {
   check(o.prompt_tokens > 0 && o.gen_tokens >= 0, "-p must be positive and -n non-negative");
   check(o.batch >= 1, "--batch must be at least 1");
+  check(o.step_prompt_tokens >= 0 && o.step_prompt_tokens <= o.prompt_tokens,
+        "--step-prompt-tokens must be between 0 and -p (the chunks are cut from a prompt of -p tokens)");
   std::unique_ptr<ModelFile> model;
   if (!o.synthetic.empty()) {
     check(o.model.empty(), "-m and --synthetic name two models; give one");
@@ -73,7 +78,9 @@ int perf(const PerfOptions& o) {
   rq.parallel = o.parallel;
   rq.fused_all_reduce = o.fused_all_reduce;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
-  if (o.batch > 1) rq.kv_blocks = o.batch * ((rq.max_context + rq.block_size - 1) / rq.block_size);
+  const bool mixed = o.step_prompt_tokens > 0;
+  if (o.batch > 1 || mixed)
+    rq.kv_blocks = (o.batch + (mixed ? 1 : 0)) * ((rq.max_context + rq.block_size - 1) / rq.block_size);
   Runner backend = make_runner(*model, pool, rq);
   ModelRunner& runner = *backend.runner;
   std::string offload_split;  // where an offloaded model's decode time goes
@@ -88,6 +95,7 @@ int perf(const PerfOptions& o) {
 
   double best_prefill = 0, best_decode = 0;
   std::vector<double> prefill_runs, decode_runs;
+  int64_t mixed_prompt_tokens = 0;  // prompt tokens the last run's decode steps carried
   const size_t n_seq = static_cast<size_t>(o.batch);
   auto argmax_row = [&](const std::vector<float>& logits, size_t row) {
     const auto begin = logits.begin() + static_cast<std::ptrdiff_t>(row * static_cast<size_t>(c.vocab_size));
@@ -132,9 +140,24 @@ int perf(const PerfOptions& o) {
       samplers[i] = std::make_unique<Sampler>(sampling);
     }
     std::vector<std::vector<int32_t>> generated(n_seq);
+    // --step-prompt-tokens: one more sequence whose prompt arrives in chunks,
+    // one chunk a decode step (last in the step); it starts over when the
+    // next chunk would pass -p tokens.
+    SequenceKv filler;
+    mixed_prompt_tokens = 0;
     const double t0 = now_ms();
-    std::vector<SequenceChunk> steps(n_seq);
+    std::vector<SequenceChunk> steps(n_seq + (mixed ? 1 : 0));
     for (int64_t g = 0; g < o.gen_tokens; ++g) {
+      if (mixed) {
+        if (filler.n_tokens + o.step_prompt_tokens > o.prompt_tokens) filler.release(runner.block_allocator());
+        check(filler.reserve(filler.n_tokens + o.step_prompt_tokens, runner.block_size(), runner.block_allocator()),
+              "KV cache too small for the prompt chunks of --step-prompt-tokens");
+        steps[n_seq] = SequenceChunk{
+            std::span<const int32_t>(prompt.data() + filler.n_tokens, static_cast<size_t>(o.step_prompt_tokens)),
+            &filler, false};
+        steps[n_seq].argmax_only = true;
+        mixed_prompt_tokens += o.step_prompt_tokens;
+      }
       for (size_t i = 0; i < n_seq; ++i) {
         generated[i].push_back(next[i]);
         steps[i] = SequenceChunk{std::span<const int32_t>(&next[i], 1), &kv[i], false, o.prompt_tokens};
@@ -155,7 +178,7 @@ int perf(const PerfOptions& o) {
         });
         continue;
       }
-      const std::span<const int32_t> ids = runner.row_tokens();
+      const std::span<const int32_t> ids = runner.row_tokens().first(runner.row_tokens().empty() ? 0 : n_seq);
       if (!ids.empty()) {
         std::copy(ids.begin(), ids.end(), next.begin());
         for (int32_t id : ids)
@@ -183,6 +206,7 @@ int perf(const PerfOptions& o) {
     }
 #endif
     for (SequenceKv& s : kv) s.release(runner.block_allocator());
+    filler.release(runner.block_allocator());
     const double prefill_tps = 1000.0 * static_cast<double>(o.prompt_tokens) / prefill_ms;
     // Decode: tokens of all sequences per second.
     const double decode_tps =
@@ -203,6 +227,7 @@ int perf(const PerfOptions& o) {
                         {"prompt_tokens", o.prompt_tokens},
                         {"gen_tokens", o.gen_tokens},
                         {"batch", o.batch},
+                        {"step_prompt_tokens", o.step_prompt_tokens},
                         {"tensor_parallel", o.parallel.tensor_parallel},
                         {"pipeline_stages", o.parallel.pipeline_stages},
                         {"fused_all_reduce", o.fused_all_reduce},
@@ -226,13 +251,18 @@ int perf(const PerfOptions& o) {
   for (const std::string& line : backend.gemm_tuning) std::printf("tuning: %s\n", line.c_str());
   std::printf("prefill %lld tokens: %.1f tok/s (best of %d)\n", static_cast<long long>(o.prompt_tokens), best_prefill,
               o.repetitions);
-  if (o.batch == 1) {
+  if (o.batch == 1 && !mixed) {
     std::printf("decode %lld tokens: %.2f tok/s (best of %d)\n", static_cast<long long>(o.gen_tokens), best_decode,
                 o.repetitions);
   } else {
     std::printf("decode %lld tokens x %lld sequences: %.1f tok/s in all, %.2f ms a step (best of %d)\n",
                 static_cast<long long>(o.gen_tokens), static_cast<long long>(o.batch), best_decode,
                 1000.0 * static_cast<double>(o.batch) / best_decode, o.repetitions);
+  }
+  if (mixed) {
+    std::printf("each decode step also computed %lld prompt tokens of another sequence (%lld in all a run); "
+                "decode tok/s counts only the decoded tokens\n",
+                static_cast<long long>(o.step_prompt_tokens), static_cast<long long>(mixed_prompt_tokens));
   }
   if (!offload_split.empty()) std::printf("%s (last run)\n", offload_split.c_str());
   if (o.peak_gb_s > 0) {
@@ -254,6 +284,10 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("-n,--gen-tokens", o->gen_tokens, "Tokens to decode");
   cmd->add_option("-b,--batch", o->batch,
                   "Sequences decoded together, each after its own prefill (decode tok/s counts all of them)");
+  cmd->add_option("--step-prompt-tokens", o->step_prompt_tokens,
+                  "Each decode step also computes this many prompt tokens of one more sequence, as the server "
+                  "mixes prompt chunks into decode steps (0 = decode only); the step time is printed")
+      ->capture_default_str();
   cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions (the best is reported)")->check(CLI::PositiveNumber);
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");

@@ -236,6 +236,26 @@ TEST_F(Cli, PerfDecodesABatchOfSequences) {
   expect_one_line_error(run("perf --model " + model + " -p 8 -n 4 -b 0"), "--batch must be at least 1");
 }
 
+// perf --step-prompt-tokens mixes a prompt chunk of one more sequence into
+// every decode step (here 5 steps of 3 tokens from an 8-token prompt, so the
+// chunked sequence starts over twice); a chunk longer than -p is refused.
+TEST_F(Cli, PerfMixesPromptChunksIntoDecodeSteps) {
+  const std::string model = quote((kFixtures / "qwen2").string());
+  const Output out = run("perf --model " + model + " -p 8 -n 5 -b 2 --step-prompt-tokens 3 -r 1 --device cpu --json");
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  const nlohmann::json j = nlohmann::json::parse(out.out);
+  EXPECT_EQ(j.at("step_prompt_tokens"), 3);
+  ASSERT_EQ(j.at("decode_tok_s").size(), 1u);
+  EXPECT_GT(j.at("decode_tok_s")[0].get<double>(), 0.0);
+  const Output text = run("perf --model " + model + " -p 8 -n 5 --step-prompt-tokens 3 -r 1 --device cpu");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("decode 5 tokens x 1 sequences:"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("also computed 3 prompt tokens of another sequence (15 in all a run)"), std::string::npos)
+      << text.out;
+  expect_one_line_error(run("perf --model " + model + " -p 8 -n 4 --step-prompt-tokens 9"),
+                        "--step-prompt-tokens must be between 0 and -p");
+}
+
 // perplexity compares two runs of one model: the same plan twice agrees
 // exactly; a plan of several GPUs on the CPU is a one-line error.
 TEST_F(Cli, PerplexityComparesTwoPlansOfOneModel) {

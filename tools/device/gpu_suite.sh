@@ -2,7 +2,7 @@
 # One call on the GPU machine: configure and build the cuda preset in /tmp
 # with every core, run the `gpu` tests, then the decode/prefill benchmarks.
 # Usage (from the repo root, through the device tool):
-#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|fused|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load|server_only (build tandem-server only)] [presets...]
+#   bash tools/device/gpu_suite.sh [tests|bench|all|profile|prefill|ncu|quant|parallel|tp_speed|fused|parallel_build|nodes|gemv|attention|offload|tp_check|sampling|load|mixed|server_only (build tandem-server only)] [presets...]
 # Needs .deps/pcre2 (Debian's libpcre2-dev and libpcre2-8-0 unpacked with
 # dpkg -x) and .deps/tok-llama3 (tokenizer.json + tokenizer_config.json)
 # carried along; logs go to $OUT.
@@ -11,14 +11,14 @@ what=${1:-all}; shift || true
 presets=("$@"); [ ${#presets[@]} -eq 0 ] && presets=(llama3-8b)
 src=$(pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-build=/tmp/tandem-cuda-build
+build=${BUILD_DIR:-/tmp/tandem-cuda-build}  # ab_decode.sh's /tmp/ab-new is reused as is
 pcre=$src/.deps/pcre2
 sed -i "s#^prefix=.*#prefix=$pcre/usr#" "$pcre/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc"
 export PKG_CONFIG_PATH=$pcre/usr/lib/x86_64-linux-gnu/pkgconfig
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv > "$out/gpu.txt" 2>&1
 t0=$(date +%s)
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DTANDEM_BENCH=$([ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = load ] || [ "$what" = fused ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  -DTANDEM_BENCH=$([ "$what" = gemv ] || [ "$what" = attention ] || [ "$what" = load ] || [ "$what" = fused ] || [ "$what" = mixed ] && echo ON || echo OFF) > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
@@ -27,7 +27,7 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel_build ] && targets="parallel_runner_test"
 [ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
-[ "$what" = tp_check ] || [ "$what" = server_only ] && targets="tandem-server"
+[ "$what" = tp_check ] || [ "$what" = server_only ] || [ "$what" = mixed ] && targets="tandem-server"
 [ "$what" = load ] && targets="tandem-server tandem cuda_gemm_bench cuda_kernels_test cuda_runner_test"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
@@ -74,6 +74,23 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
       rm -f "$m"
     done
   done
+fi
+if [ "$what" = mixed ]; then
+  # Decode steps of 32 sequences that also carry N prompt tokens of another
+  # sequence, as the server's steps under load do: ms a step for each N, then
+  # the kernels of N = 0 and N = MIXED_PROFILE_N under nsys (the same 32
+  # prefills in both, so the difference is the prompt chunks' cost).
+  for n in ${MIXED_N:-0 64 128 256 512}; do
+    echo "step prompt tokens $n: $("$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda \
+      -b 32 -p 512 -n 128 -r 2 --step-prompt-tokens $n 2>&1 | tee "$out/perf-mixed-$n.txt" | grep -E "ms a step|error")"
+  done
+  if command -v nsys > /dev/null; then
+    for n in 0 ${MIXED_PROFILE_N:-256}; do
+      nsys profile --cuda-graph-trace=node -o /tmp/prof-mixed-$n --force-overwrite true "$build/bin/tandem-server" perf \
+        --synthetic "${presets[0]}" --dtype f16 --device cuda -b 32 -p 512 -n 64 -r 1 --step-prompt-tokens $n > /dev/null 2>&1
+      nsys stats --report cuda_gpu_kern_sum --format csv /tmp/prof-mixed-$n.nsys-rep > "$out/nsys-mixed-$n.csv" 2>&1
+    done
+  fi
 fi
 if [ "$what" = profile ]; then
   # Per-kernel time of decode graph replays (nsys traces each graph node):
