@@ -27,9 +27,14 @@ targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel_build ] && targets="parallel_runner_test"
 [ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
 [ "$what" = attention ] && targets="$targets cuda_attention_bench"
-[ "$what" = tp_check ] || [ "$what" = server_only ] || [ "$what" = mixed ] && targets="tandem-server"
+[ "$what" = tp_check ] || [ "$what" = server_only ] && targets="tandem-server"
+[ "$what" = mixed ] && targets="tandem-server cuda_gemm_bench"
 [ "$what" = load ] && targets="tandem-server tandem cuda_gemm_bench cuda_kernels_test cuda_runner_test"
 export PATH=$PATH:/usr/local/cuda/bin  # nsys, ncu
+# nsys may live in an Nsight Systems folder of its own
+for d in /usr/local/cuda/nsight-systems-*/bin /opt/nvidia/nsight-systems/*/bin /usr/local/nsight-systems*/bin; do
+  [ -x "$d/nsys" ] && export PATH=$PATH:$d && break
+done
 cmake --build "$build" -j"$(nproc)" --target $targets >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
@@ -80,16 +85,26 @@ if [ "$what" = mixed ]; then
   # sequence, as the server's steps under load do: ms a step for each N, then
   # the kernels of N = 0 and N = MIXED_PROFILE_N under nsys (the same 32
   # prefills in both, so the difference is the prompt chunks' cost).
+  "$build/bin/cuda_gemm_bench" --tokens ${MIXED_GEMM_TOKENS:-32,64,96,160,288} --peak-gb-s 3350 --algos 4 \
+    > "$out/gemm_bench.txt" 2>&1
   for n in ${MIXED_N:-0 64 128 256 512}; do
     echo "step prompt tokens $n: $("$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda \
       -b 32 -p 512 -n 128 -r 2 --step-prompt-tokens $n 2>&1 | tee "$out/perf-mixed-$n.txt" | grep -E "ms a step|error")"
   done
+  command -v nsys > /dev/null || echo "no nsys: $(ls -d /usr/local/cuda*/nsight* /opt/nvidia/* 2>&1 | head -5)"
   if command -v nsys > /dev/null; then
     for n in 0 ${MIXED_PROFILE_N:-256}; do
       nsys profile --cuda-graph-trace=node -o /tmp/prof-mixed-$n --force-overwrite true "$build/bin/tandem-server" perf \
         --synthetic "${presets[0]}" --dtype f16 --device cuda -b 32 -p 512 -n 64 -r 1 --step-prompt-tokens $n > /dev/null 2>&1
       nsys stats --report cuda_gpu_kern_sum --format csv /tmp/prof-mixed-$n.nsys-rep > "$out/nsys-mixed-$n.csv" 2>&1
     done
+  elif command -v ncu > /dev/null; then
+    # Every kernel of a short prefill and two steps of one decode plus a
+    # 95-token prompt chunk (96-token GEMMs), timed one by one.
+    timeout 300 ncu --cache-control none --clock-control none --csv --metrics gpu__time_duration.sum \
+      "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda -p 96 -n 2 -r 1 \
+      --step-prompt-tokens 95 > "$out/ncu-mixed.csv" 2> "$out/ncu-mixed.log"
+    echo "ncu rc=$? lines=$(wc -l < "$out/ncu-mixed.csv")"
   fi
 fi
 if [ "$what" = profile ]; then
