@@ -48,6 +48,7 @@ struct PerfOptions {
   int top_k = 0;
   float top_p = 1.0f;
   bool fused_all_reduce = true;  // --fused-all-reduce / --no-fused-all-reduce
+  bool cuda_graphs = true;       // --cuda-graphs / --no-cuda-graphs
   bool host_sampling = false;  // sample on the host even where the backend can
 };
 
@@ -77,6 +78,7 @@ int perf(const PerfOptions& o) {
   if (!o.max_memory_gpu.empty()) rq.gpu_memory_bytes = server::parse_memory_size(o.max_memory_gpu, "--max-memory-gpu");
   rq.parallel = o.parallel;
   rq.fused_all_reduce = o.fused_all_reduce;
+  rq.cuda_graphs = o.cuda_graphs;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
   const bool mixed = o.step_prompt_tokens > 0;
   if (o.batch > 1 || mixed)
@@ -231,6 +233,7 @@ int perf(const PerfOptions& o) {
                         {"tensor_parallel", o.parallel.tensor_parallel},
                         {"pipeline_stages", o.parallel.pipeline_stages},
                         {"fused_all_reduce", o.fused_all_reduce},
+                        {"cuda_graphs", o.cuda_graphs},
                         {"prefill_tok_s", prefill_runs},
                         {"decode_tok_s", decode_runs},
                         {"decode_sampling", !sample ? "greedy" : device_sampling ? "device" : "host"},
@@ -308,6 +311,9 @@ Action add_perf_command(CLI::App& app) {
                 "Two tensor-parallel GPUs in one process: end each block with one kernel that sums both GPUs' "
                 "parts and applies the next norm (the default), or (--no-fused-all-reduce) NCCL's all-reduce "
                 "and a norm kernel");
+  cmd->add_flag("--cuda-graphs,!--no-cuda-graphs", o->cuda_graphs,
+                "GPU: replay decode steps as captured CUDA graphs (the default), or (--no-cuda-graphs) launch "
+                "every kernel of every step (to measure what the graphs save)");
   cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
   cmd->add_option("--temperature", o->temperature, "Decode with this sampling temperature (0 = greedy)");
   cmd->add_option("--top-k", o->top_k, "Decode sampling: top-k (0 = off)");

@@ -239,12 +239,14 @@ TEST_F(Cli, PerfDecodesABatchOfSequences) {
 // perf --step-prompt-tokens mixes a prompt chunk of one more sequence into
 // every decode step (here 5 steps of 3 tokens from an 8-token prompt, so the
 // chunked sequence starts over twice); a chunk longer than -p is refused.
+// --no-cuda-graphs (for measuring what graphs save) is reported.
 TEST_F(Cli, PerfMixesPromptChunksIntoDecodeSteps) {
   const std::string model = quote((kFixtures / "qwen2").string());
   const Output out = run("perf --model " + model + " -p 8 -n 5 -b 2 --step-prompt-tokens 3 -r 1 --device cpu --json");
   ASSERT_EQ(out.exit_code, 0) << out.err;
   const nlohmann::json j = nlohmann::json::parse(out.out);
   EXPECT_EQ(j.at("step_prompt_tokens"), 3);
+  EXPECT_TRUE(j.at("cuda_graphs").get<bool>());
   ASSERT_EQ(j.at("decode_tok_s").size(), 1u);
   EXPECT_GT(j.at("decode_tok_s")[0].get<double>(), 0.0);
   const Output text = run("perf --model " + model + " -p 8 -n 5 --step-prompt-tokens 3 -r 1 --device cpu");
@@ -252,6 +254,9 @@ TEST_F(Cli, PerfMixesPromptChunksIntoDecodeSteps) {
   EXPECT_NE(text.out.find("decode 5 tokens x 1 sequences:"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("also computed 3 prompt tokens of another sequence (15 in all a run)"), std::string::npos)
       << text.out;
+  const Output eager = run("perf --model " + model + " -p 8 -n 2 -r 1 --device cpu --json --no-cuda-graphs");
+  ASSERT_EQ(eager.exit_code, 0) << eager.err;
+  EXPECT_FALSE(nlohmann::json::parse(eager.out).at("cuda_graphs").get<bool>());
   expect_one_line_error(run("perf --model " + model + " -p 8 -n 4 --step-prompt-tokens 9"),
                         "--step-prompt-tokens must be between 0 and -p");
 }
