@@ -6,9 +6,11 @@
 # candidate's gpu tests run first.
 # Usage (from the repo root, through the device tool):
 #   git archive main | (mkdir -p .deps/ab-base && tar -x -C .deps/ab-base)
-#   [FORMATS="f16 int8 q8_0"] [ROUNDS=2] [TESTS=1] bash tools/device/ab_decode.sh
+#   [FORMATS="f16 int8 q8_0"] [MIXED="0 32 128"] [ROUNDS=2] [TESTS=1] bash tools/device/ab_decode.sh
 # FORMATS: f16, bf16 and q8_0 are synth dtypes; int8 and fp8 are f16 with
-# --quantize. Logs go to $OUT (ab.txt holds one line per perf run).
+# --quantize. MIXED: f16 decode steps of 32 sequences that also carry that
+# many prompt tokens (perf --step-prompt-tokens). Logs go to $OUT (ab.txt
+# holds one line per perf run).
 set -uo pipefail
 src=$(pwd)
 base=$src/${BASE:-.deps/ab-base}
@@ -29,7 +31,7 @@ build_tree() {  # build_tree SRC BUILD TARGETS...
     || { grep -E "error|Error" -A3 "$out/build.log" | head -60; return 1; }
   echo "build $(basename "$dir"): $(( $(date +%s) - t0 )) s"
 }
-build_tree "$src" /tmp/ab-new tandem-server cuda_kernels_test cuda_runner_test cuda_gemv_bench || exit 1
+build_tree "$src" /tmp/ab-new tandem-server tandem cuda_kernels_test cuda_runner_test cuda_gemv_bench || exit 1
 build_tree "$base" /tmp/ab-base tandem-server || exit 1
 
 if [ "${TESTS:-1}" = 1 ]; then
@@ -50,10 +52,41 @@ perf_line() {  # perf_line LABEL BUILD FORMAT
     --peak-gb-s "${PEAK_GB_S:-3350}" >> "$log" 2>&1
   echo "$1 $3: $(grep -E "^decode [0-9]+ tokens" "$log" | tail -1)" | tee -a "$out/ab.txt"
 }
+mixed_line() {  # mixed_line LABEL BUILD PROMPT_TOKENS
+  local log="$out/perf-$1-b32-mixed$3.txt"
+  "$2/bin/tandem-server" perf --synthetic llama3-8b --dtype f16 --device cuda -b 32 -p 512 -n 128 -r 2 \
+    --step-prompt-tokens "$3" >> "$log" 2>&1
+  echo "$1 b32+$3: $(grep -E "ms a step" "$log" | tail -1)" | tee -a "$out/ab.txt"
+}
 for round in $(seq 1 "${ROUNDS:-2}"); do
-  for f in ${FORMATS:-f16 int8 q8_0}; do
+  for n in ${MIXED:-}; do
+    if [ $((round % 2)) = 1 ]; then mixed_line base /tmp/ab-base "$n"; mixed_line new /tmp/ab-new "$n"
+    else mixed_line new /tmp/ab-new "$n"; mixed_line base /tmp/ab-base "$n"; fi
+  done
+  for f in ${FORMATS-f16 int8 q8_0}; do
     # Alternate the order between rounds so that neither tree always runs warm.
     if [ $((round % 2)) = 1 ]; then perf_line base /tmp/ab-base "$f"; perf_line new /tmp/ab-new "$f"
     else perf_line new /tmp/ab-new "$f"; perf_line base /tmp/ab-base "$f"; fi
   done
 done
+# LOAD=32: `tandem bench` against serve at that many streams (512-token
+# prompts, 128 out, REQUESTS requests), each tree in turn.
+if [ -n "${LOAD:-}" ]; then
+  m=/tmp/synth-llama3-8b-f16.gguf
+  /tmp/ab-new/bin/tandem-server synth --preset llama3-8b --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" \
+    > /dev/null || exit 1
+  load_line() {  # load_line LABEL BUILD
+    "$2/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size 128 \
+      --max-queued-requests 512 --log-level warn > "/tmp/serve-$1.log" 2>&1 &
+    local spid=$!
+    for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && break; sleep 0.5; done
+    echo "$1 load $LOAD streams:" | tee -a "$out/ab.txt"
+    timeout 200 /tmp/ab-new/bin/tandem bench --backend http://127.0.0.1:18766 --concurrency "$LOAD" \
+      --requests "${REQUESTS:-96}" --prompt-tokens 512 --max-tokens 128 -q 2>&1 | tail -4 | tee -a "$out/ab.txt"
+    kill -TERM $spid; wait $spid
+  }
+  for round in $(seq 1 "${ROUNDS:-2}"); do
+    if [ $((round % 2)) = 1 ]; then load_line base /tmp/ab-base; load_line new /tmp/ab-new
+    else load_line new /tmp/ab-new; load_line base /tmp/ab-base; fi
+  done
+fi
