@@ -49,6 +49,7 @@ struct PerfOptions {
   float top_p = 1.0f;
   bool fused_all_reduce = true;  // --fused-all-reduce / --no-fused-all-reduce
   bool cuda_graphs = true;       // --cuda-graphs / --no-cuda-graphs
+  bool tune_gemm = true;         // --tune-gemm / --no-tune-gemm
   bool host_sampling = false;  // sample on the host even where the backend can
 };
 
@@ -79,6 +80,7 @@ int perf(const PerfOptions& o) {
   rq.parallel = o.parallel;
   rq.fused_all_reduce = o.fused_all_reduce;
   rq.cuda_graphs = o.cuda_graphs;
+  rq.tune_gemm = o.tune_gemm;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
   const bool mixed = o.step_prompt_tokens > 0;
   if (o.batch > 1 || mixed)
@@ -314,6 +316,9 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_flag("--cuda-graphs,!--no-cuda-graphs", o->cuda_graphs,
                 "GPU: replay decode steps as captured CUDA graphs (the default), or (--no-cuda-graphs) launch "
                 "every kernel of every step (to measure what the graphs save)");
+  cmd->add_flag("--tune-gemm,!--no-tune-gemm", o->tune_gemm,
+                "GPU: time cuBLAS's and cuBLASLt's GEMM algorithms at load and keep the fastest (the default), or "
+                "(--no-tune-gemm) take cuBLAS's choice (a faster start, and fewer kernels under a profiler)");
   cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
   cmd->add_option("--temperature", o->temperature, "Decode with this sampling temperature (0 = greedy)");
   cmd->add_option("--top-k", o->top_k, "Decode sampling: top-k (0 = off)");

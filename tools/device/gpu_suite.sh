@@ -82,29 +82,24 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 fi
 if [ "$what" = mixed ]; then
   # Decode steps of 32 sequences that also carry N prompt tokens of another
-  # sequence, as the server's steps under load do: ms a step for each N, then
-  # the kernels of N = 0 and N = MIXED_PROFILE_N under nsys (the same 32
-  # prefills in both, so the difference is the prompt chunks' cost).
-  "$build/bin/cuda_gemm_bench" --tokens ${MIXED_GEMM_TOKENS:-32,64,96,160,288} --peak-gb-s 3350 --algos 4 \
-    > "$out/gemm_bench.txt" 2>&1
-  for n in ${MIXED_N:-0 64 128 256 512}; do
+  # sequence, as the server's steps under load do: cuda_gemm_bench at those
+  # token counts (MIXED_GEMM=0: not), ms a step for each N of MIXED_N, then
+  # every kernel of steps of 5 decodes + MIXED_PROFILE_N prompt tokens, and of
+  # 5 decodes alone, under ncu (GEMM tuning off, so that few kernels run
+  # before them; ncu-mixed-N.csv, the last step's kernels are the last rows).
+  [ "${MIXED_GEMM:-1}" = 1 ] && "$build/bin/cuda_gemm_bench" --tokens ${MIXED_GEMM_TOKENS:-32,64,96,160,288} \
+    --peak-gb-s 3350 --algos 4 > "$out/gemm_bench.txt" 2>&1
+  for n in ${MIXED_N-0 64 128 256 512}; do
     echo "step prompt tokens $n: $("$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda \
       -b 32 -p 512 -n 128 -r 2 --step-prompt-tokens $n 2>&1 | tee "$out/perf-mixed-$n.txt" | grep -E "ms a step|error")"
   done
-  command -v nsys > /dev/null || echo "no nsys: $(ls -d /usr/local/cuda*/nsight* /opt/nvidia/* 2>&1 | head -5)"
-  if command -v nsys > /dev/null; then
-    for n in 0 ${MIXED_PROFILE_N:-256}; do
-      nsys profile --cuda-graph-trace=node -o /tmp/prof-mixed-$n --force-overwrite true "$build/bin/tandem-server" perf \
-        --synthetic "${presets[0]}" --dtype f16 --device cuda -b 32 -p 512 -n 64 -r 1 --step-prompt-tokens $n > /dev/null 2>&1
-      nsys stats --report cuda_gpu_kern_sum --format csv /tmp/prof-mixed-$n.nsys-rep > "$out/nsys-mixed-$n.csv" 2>&1
+  if command -v ncu > /dev/null; then
+    for n in 0 ${MIXED_PROFILE_N:-59}; do
+      timeout 250 ncu --cache-control none --clock-control none --csv --metrics gpu__time_duration.sum \
+        "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda -b 5 -p 64 -n 2 -r 1 \
+        --no-tune-gemm --step-prompt-tokens $n > "$out/ncu-mixed-$n.csv" 2> /tmp/ncu-mixed-$n.log
+      echo "ncu $n rc=$? lines=$(wc -l < "$out/ncu-mixed-$n.csv")"
     done
-  elif command -v ncu > /dev/null; then
-    # Every kernel of a short prefill and two steps of one decode plus a
-    # 95-token prompt chunk (96-token GEMMs), timed one by one.
-    timeout 300 ncu --cache-control none --clock-control none --csv --metrics gpu__time_duration.sum \
-      "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda -p 96 -n 2 -r 1 \
-      --step-prompt-tokens 95 > "$out/ncu-mixed.csv" 2> "$out/ncu-mixed.log"
-    echo "ncu rc=$? lines=$(wc -l < "$out/ncu-mixed.csv")"
   fi
 fi
 if [ "$what" = profile ]; then
