@@ -368,32 +368,46 @@ if [ "$what" = nodes ]; then
   tail -2 "$out/node1-silence.log"
   kill -KILL $n0 $n1 2> /dev/null
   }
-  # A node that dies mid-step (StepWatch): node 1 killed while node 0 is
-  # generating a long answer. Node 0 hears the link close, gives the step
-  # up (the answer is an error naming node 1) and keeps answering /health.
-  CUDA_VISIBLE_DEVICES=1 "$build/bin/tandem-server" serve -m "$fixture" --tensor-parallel 2 --nnodes 2 --node-rank 1 \
-    --master-port 18792 > "$out/node1-midstep.log" 2>&1 &
-  n1=$!
-  CUDA_VISIBLE_DEVICES=0 "$build/bin/tandem-server" serve -m "$fixture" --tensor-parallel 2 --nnodes 2 --node-rank 0 \
-    --master-port 18792 --port 18773 > "$out/node0-midstep.log" 2>&1 &
-  n0=$!
-  echo "mid-step test, first answer: $(ask 18773)"
-  t=$(date +%s.%N)
-  curl -s -m 60 localhost:18773/v1/completions -H 'content-type: application/json' \
-    -d '{"prompt":"And it came to pass","temperature":0,"ignore_eos":true}' > "$out/midstep-answer.json" &
-  c=$!
-  sleep 0.5
-  kill -KILL $n1
-  # No answer 20 s later: node 0's threads' stacks go to stacks-node0.txt.
-  timeout 20 tail --pid=$c -f /dev/null || dump_stacks $n0 "$out/stacks-node0.txt"
-  wait $c
-  echo "answer after node 1 died ($(python3 -c "import time; print(round(time.time() - $t, 1))") s): $(head -c 400 "$out/midstep-answer.json")"
-  echo "node 0 health: $(curl -s -m 5 localhost:18773/health | head -c 200)"
-  # Stopped, node 0 exits though an abort of NCCL may still wait for node 1.
-  kill -TERM $n0; timeout 30 tail --pid=$n0 -f /dev/null
-  echo "node 0 exits on SIGTERM: $(kill -0 $n0 2> /dev/null && echo no || echo yes)"
-  tail -4 "$out/node0-midstep.log"
-  kill -KILL $n0 2> /dev/null
+  # A node that dies (KILL) or is stopped (STOP) mid-step (StepWatch): node 1
+  # gets the signal while node 0 is generating a long answer. Killed, node 0
+  # hears the link close; stopped, the link stays open and node 0 gives the
+  # step up when it has run for the larger of --node-silence-s and 30 s.
+  # Either way the answer is an error naming node 1, and node 0 keeps
+  # answering /health. NODES_MIDSTEP_SIGNALS picks them (default KILL).
+  port=18773
+  for sig in ${NODES_MIDSTEP_SIGNALS:-KILL}; do
+    tag=$([ "$sig" = KILL ] && echo midstep || echo midstep-$sig)
+    CUDA_VISIBLE_DEVICES=1 "$build/bin/tandem-server" serve -m "$fixture" --tensor-parallel 2 --nnodes 2 --node-rank 1 \
+      --master-port $((port + 19)) --node-silence-s 8 > "$out/node1-$tag.log" 2>&1 &
+    n1=$!
+    CUDA_VISIBLE_DEVICES=0 "$build/bin/tandem-server" serve -m "$fixture" --tensor-parallel 2 --nnodes 2 --node-rank 0 \
+      --master-port $((port + 19)) --node-silence-s 8 --port $port > "$out/node0-$tag.log" 2>&1 &
+    n0=$!
+    echo "mid-step test ($sig), first answer: $(ask $port)"
+    t=$(date +%s.%N)
+    curl -s -m 90 localhost:$port/v1/completions -H 'content-type: application/json' \
+      -d '{"prompt":"And it came to pass","temperature":0,"ignore_eos":true}' > "$out/$tag-answer.json" &
+    c=$!
+    sleep 0.5
+    kill -$sig $n1
+    # No answer well past the limit: node 0's threads' stacks go to stacks-node0.txt.
+    timeout $([ "$sig" = KILL ] && echo 20 || echo 60) tail --pid=$c -f /dev/null || dump_stacks $n0 "$out/stacks-node0.txt"
+    wait $c
+    echo "answer after node 1 got SIG$sig ($(python3 -c "import time; print(round(time.time() - $t, 1))") s): $(head -c 400 "$out/$tag-answer.json")"
+    echo "node 0 health: $(curl -s -m 5 localhost:$port/health | head -c 200)"
+    if [ "$sig" = STOP ]; then
+      # Let node 1 run again: it finds the link shut down and leaves.
+      kill -CONT $n1; timeout 30 tail --pid=$n1 -f /dev/null
+      echo "node 1 leaves once continued: $(kill -0 $n1 2> /dev/null && echo no || echo yes)"
+      tail -2 "$out/node1-$tag.log"
+    fi
+    # Stopped, node 0 exits though an abort of NCCL may still wait for node 1.
+    kill -TERM $n0; timeout 30 tail --pid=$n0 -f /dev/null
+    echo "node 0 exits on SIGTERM: $(kill -0 $n0 2> /dev/null && echo no || echo yes)"
+    tail -4 "$out/node0-$tag.log"
+    kill -KILL $n0 $n1 2> /dev/null
+    port=$((port + 1))
+  done
 fi
 if [ "$what" = sampling ]; then
   # Decode with temperature sampling: on the GPU (cuda::sample_rows) against
