@@ -386,7 +386,7 @@ if [ "$what" = nodes ]; then
     echo "mid-step test ($sig), first answer: $(ask $port)"
     t=$(date +%s.%N)
     curl -s -m 90 localhost:$port/v1/completions -H 'content-type: application/json' \
-      -d '{"prompt":"And it came to pass","temperature":0,"ignore_eos":true}' > "$out/$tag-answer.json" &
+      -d '{"prompt":"And it came to pass","temperature":0,"ignore_eos":true,"max_tokens":4000}' > "$out/$tag-answer.json" &
     c=$!
     sleep 0.5
     kill -$sig $n1
