@@ -182,7 +182,11 @@ int perf(const PerfOptions& o) {
         });
         continue;
       }
-      const std::span<const int32_t> ids = runner.row_tokens().first(runner.row_tokens().empty() ? 0 : n_seq);
+      const std::span<const int32_t> row_tokens = runner.row_tokens();
+      check(row_tokens.empty() || row_tokens.size() == steps.size(),
+            "internal: the runner picked " + std::to_string(row_tokens.size()) + " tokens for a step of " +
+                std::to_string(steps.size()) + " rows");
+      const std::span<const int32_t> ids = row_tokens.first(row_tokens.empty() ? 0 : n_seq);
       if (!ids.empty()) {
         std::copy(ids.begin(), ids.end(), next.begin());
         for (int32_t id : ids)
@@ -203,8 +207,8 @@ int perf(const PerfOptions& o) {
       const OffloadPlan& p = offload->plan();
       char buf[256];
       std::snprintf(buf, sizeof buf,
-                    "decode per token: GPU part %.2f ms (%lld layers), CPU part %.2f ms (%lld layers, LM head)",
-                    tm.gpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.gpu_layers),
+                    "decode per %s: GPU part %.2f ms (%lld layers), CPU part %.2f ms (%lld layers, LM head)",
+                    mixed ? "step (its prompt chunk included)" : "token", tm.gpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.gpu_layers),
                     tm.cpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.n_layers - p.gpu_layers));
       offload_split = buf;
     }
@@ -236,6 +240,8 @@ int perf(const PerfOptions& o) {
                         {"pipeline_stages", o.parallel.pipeline_stages},
                         {"fused_all_reduce", o.fused_all_reduce},
                         {"cuda_graphs", o.cuda_graphs},
+                        {"tune_gemm", o.tune_gemm},
+                        {"mixed_prompt_tokens", mixed_prompt_tokens},
                         {"prefill_tok_s", prefill_runs},
                         {"decode_tok_s", decode_runs},
                         {"decode_sampling", !sample ? "greedy" : device_sampling ? "device" : "host"},

@@ -247,6 +247,8 @@ TEST_F(Cli, PerfMixesPromptChunksIntoDecodeSteps) {
   const nlohmann::json j = nlohmann::json::parse(out.out);
   EXPECT_EQ(j.at("step_prompt_tokens"), 3);
   EXPECT_TRUE(j.at("cuda_graphs").get<bool>());
+  EXPECT_TRUE(j.at("tune_gemm").get<bool>());
+  EXPECT_EQ(j.at("mixed_prompt_tokens"), 15);  // 5 decode steps, 3 prompt tokens each
   ASSERT_EQ(j.at("decode_tok_s").size(), 1u);
   EXPECT_GT(j.at("decode_tok_s")[0].get<double>(), 0.0);
   const Output text = run("perf --model " + model + " -p 8 -n 5 --step-prompt-tokens 3 -r 1 --device cpu");
@@ -254,9 +256,13 @@ TEST_F(Cli, PerfMixesPromptChunksIntoDecodeSteps) {
   EXPECT_NE(text.out.find("decode 5 tokens x 1 sequences:"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("also computed 3 prompt tokens of another sequence (15 in all a run)"), std::string::npos)
       << text.out;
-  const Output eager = run("perf --model " + model + " -p 8 -n 2 -r 1 --device cpu --json --no-cuda-graphs");
+  const Output eager =
+      run("perf --model " + model + " -p 8 -n 2 -r 1 --device cpu --json --no-cuda-graphs --no-tune-gemm");
   ASSERT_EQ(eager.exit_code, 0) << eager.err;
-  EXPECT_FALSE(nlohmann::json::parse(eager.out).at("cuda_graphs").get<bool>());
+  const nlohmann::json je = nlohmann::json::parse(eager.out);
+  EXPECT_FALSE(je.at("cuda_graphs").get<bool>());
+  EXPECT_FALSE(je.at("tune_gemm").get<bool>());
+  EXPECT_EQ(je.at("mixed_prompt_tokens"), 0);
   expect_one_line_error(run("perf --model " + model + " -p 8 -n 4 --step-prompt-tokens 9"),
                         "--step-prompt-tokens must be between 0 and -p");
 }

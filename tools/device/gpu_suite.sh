@@ -11,7 +11,7 @@ what=${1:-all}; shift || true
 presets=("$@"); [ ${#presets[@]} -eq 0 ] && presets=(llama3-8b)
 src=$(pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-build=${BUILD_DIR:-/tmp/tandem-cuda-build}  # ab_decode.sh's /tmp/ab-new is reused as is
+build=${BUILD_DIR:-/tmp/tandem-cuda-build}  # BUILD_DIR=/tmp/ab-new: ab_decode.sh's build (a TANDEM_BENCH=ON tree, as this one)
 pcre=$src/.deps/pcre2
 sed -i "s#^prefix=.*#prefix=$pcre/usr#" "$pcre/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc"
 export PKG_CONFIG_PATH=$pcre/usr/lib/x86_64-linux-gnu/pkgconfig
@@ -87,6 +87,7 @@ if [ "$what" = mixed ]; then
   # every kernel of steps of 5 decodes + MIXED_PROFILE_N prompt tokens, and of
   # 5 decodes alone, under ncu (GEMM tuning off, so that few kernels run
   # before them; ncu-mixed-N.csv, the last step's kernels are the last rows).
+  # MIXED_N="" (set but empty) times no steps.
   [ "${MIXED_GEMM:-1}" = 1 ] && "$build/bin/cuda_gemm_bench" --tokens ${MIXED_GEMM_TOKENS:-32,64,96,160,288} \
     --peak-gb-s 3350 --algos 4 > "$out/gemm_bench.txt" 2>&1
   for n in ${MIXED_N-0 64 128 256 512}; do
@@ -97,7 +98,7 @@ if [ "$what" = mixed ]; then
     for n in 0 ${MIXED_PROFILE_N:-59}; do
       timeout 250 ncu --cache-control none --clock-control none --csv --metrics gpu__time_duration.sum \
         "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda -b 5 -p 64 -n 2 -r 1 \
-        --no-tune-gemm --step-prompt-tokens $n > "$out/ncu-mixed-$n.csv" 2> /tmp/ncu-mixed-$n.log
+        --no-tune-gemm --step-prompt-tokens $n > "$out/ncu-mixed-$n.csv" 2> "$out/ncu-mixed-$n.log"
       echo "ncu $n rc=$? lines=$(wc -l < "$out/ncu-mixed-$n.csv")"
     done
   fi
@@ -368,7 +369,7 @@ if [ "$what" = nodes ]; then
   tail -2 "$out/node1-silence.log"
   kill -KILL $n0 $n1 2> /dev/null
   }
-  # A node that dies (KILL) or is stopped (STOP) mid-step (StepWatch): node 1
+  # A node that dies (SIGKILL) or is stopped (SIGSTOP) mid-step (StepWatch): node 1
   # gets the signal while node 0 is generating a long answer. Killed, node 0
   # hears the link close; stopped, the link stays open and node 0 gives the
   # step up when it has run for the larger of --node-silence-s and 30 s.
@@ -390,8 +391,8 @@ if [ "$what" = nodes ]; then
     c=$!
     sleep 0.5
     kill -$sig $n1
-    # No answer well past the limit: node 0's threads' stacks go to stacks-node0.txt.
-    timeout $([ "$sig" = KILL ] && echo 20 || echo 60) tail --pid=$c -f /dev/null || dump_stacks $n0 "$out/stacks-node0.txt"
+    # No answer well past the limit: node 0's threads' stacks go to stacks-node0-$tag.txt.
+    timeout $([ "$sig" = KILL ] && echo 20 || echo 60) tail --pid=$c -f /dev/null || dump_stacks $n0 "$out/stacks-node0-$tag.txt"
     wait $c
     echo "answer after node 1 got SIG$sig ($(python3 -c "import time; print(round(time.time() - $t, 1))") s): $(head -c 400 "$out/$tag-answer.json")"
     echo "node 0 health: $(curl -s -m 5 localhost:$port/health | head -c 200)"
