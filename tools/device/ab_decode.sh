@@ -11,8 +11,9 @@
 # --quantize; FORMATS="" (set but empty) runs no batch-1 decode at all.
 # MIXED: f16 decode steps of 32 sequences that also carry that many prompt
 # tokens (perf --step-prompt-tokens). BASE: the base tree, relative to the
-# repo root or absolute. Logs go to $OUT, one file per run and round (ab.txt
-# holds one line per perf run; FAILED where a run printed no result).
+# repo root or absolute. Logs go to $OUT, one file per tree and case with a
+# header per round (ab.txt holds one line per perf run; FAILED where a run
+# printed no result).
 set -uo pipefail
 src=$(pwd)
 base=${BASE:-.deps/ab-base}
@@ -44,24 +45,30 @@ if [ "${TESTS:-1}" = 1 ]; then
 fi
 [ -n "${GEMV_ARGS:-}" ] && /tmp/ab-new/bin/cuda_gemv_bench --peak-gb-s 3350 $GEMV_ARGS | tee "$out/gemv_bench.txt"
 
-# result LOG PATTERN: the run's result line, or FAILED with the log's name.
-result() { grep -E "$2" "$1" | tail -1 | grep . || echo "FAILED (see $(basename "$1"))"; }
+# result LOG PATTERN KEEP: the run's result line from LOG, or FAILED naming
+# KEEP, the $OUT file that LOG is then appended to under a round header (the
+# device tool brings back only a few files, so runs share one per tree and
+# case).
+result() {
+  grep -E "$2" "$1" | tail -1 | grep . || echo "FAILED (see $(basename "$3"), round $round)"
+  { echo "=== round $round"; cat "$1"; } >> "$3"
+}
 perf_line() {  # perf_line LABEL BUILD FORMAT (uses $round)
   local args
   case $3 in
     int8|fp8) args="--dtype f16 --quantize $3" ;;
     *) args="--dtype $3" ;;
   esac
-  local log="$out/perf-$1-$3-r$round.txt"
+  local log=/tmp/ab-run.txt
   "$2/bin/tandem-server" perf --synthetic llama3-8b $args --device cuda -p 512 -n 128 -r 3 \
     --peak-gb-s "${PEAK_GB_S:-3350}" > "$log" 2>&1
-  echo "$1 $3: $(result "$log" "^decode [0-9]+ tokens")" | tee -a "$out/ab.txt"
+  echo "$1 $3: $(result "$log" "^decode [0-9]+ tokens" "$out/perf-$1-$3.txt")" | tee -a "$out/ab.txt"
 }
 mixed_line() {  # mixed_line LABEL BUILD PROMPT_TOKENS (uses $round)
-  local log="$out/perf-$1-b32-mixed$3-r$round.txt"
+  local log=/tmp/ab-run.txt
   "$2/bin/tandem-server" perf --synthetic llama3-8b --dtype f16 --device cuda -b 32 -p 512 -n 128 -r 2 \
     --step-prompt-tokens "$3" > "$log" 2>&1
-  echo "$1 b32+$3: $(result "$log" "ms a step")" | tee -a "$out/ab.txt"
+  echo "$1 b32+$3: $(result "$log" "ms a step" "$out/perf-$1-b32-mixed$3.txt")" | tee -a "$out/ab.txt"
 }
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for n in ${MIXED:-}; do
@@ -81,13 +88,14 @@ if [ -n "${LOAD:-}" ]; then
   /tmp/ab-new/bin/tandem-server synth --preset llama3-8b --dtype f16 --tokenizer "$src/.deps/tok-llama3" --out "$m" \
     > /dev/null || exit 1
   load_line() {  # load_line LABEL BUILD (uses $round)
+    echo "=== round $round" >> "$out/serve-$1.log"
     "$2/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size 128 \
-      --max-queued-requests 512 --log-level warn > "$out/serve-$1-r$round.log" 2>&1 &
+      --max-queued-requests 512 --log-level warn >> "$out/serve-$1.log" 2>&1 &
     local spid=$! healthy=0
     for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && { healthy=1; break; }; sleep 0.5; done
     echo "$1 load $LOAD streams:" | tee -a "$out/ab.txt"
     if [ $healthy = 0 ]; then
-      echo "FAILED: serve never answered /health (see serve-$1-r$round.log)" | tee -a "$out/ab.txt"
+      echo "FAILED: serve never answered /health (see serve-$1.log)" | tee -a "$out/ab.txt"
       kill -TERM $spid; wait $spid; return
     fi
     timeout 200 /tmp/ab-new/bin/tandem bench --backend http://127.0.0.1:18766 --concurrency "$LOAD" \

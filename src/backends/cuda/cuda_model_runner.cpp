@@ -1443,10 +1443,10 @@ std::vector<std::string> describe_cuda_devices() {
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %.1f GiB)", prop.name, prop.major, prop.minor,
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " (sm_%d%d, %.1f GiB)", prop.major, prop.minor,
                   static_cast<double>(prop.totalGlobalMem) / static_cast<double>(kGiB));
-    out.emplace_back(buf);
+    out.push_back(std::string(prop.name) + buf);
   }
   return out;
 }
