@@ -443,6 +443,57 @@ TEST(CudaKernels, Gemv8BitOnQuantizedActivationsMatchesCpu) {
   }
 }
 
+// At one token, rows of at most 4096 columns take one vector a thread (at
+// 256 columns most threads hold none) over more blocks than the GPU holds at
+// once: a token's sums have the same bits alone as in a group of three
+// tokens (the other kernel) and match the CPU, accumulation included.
+TEST(CudaKernels, Gemv8BitOneTokenOverManyBlocksMatchesCpu) {
+  int device = 0, sms = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
+  const int64_t n = 3;
+  // Rows for three waves of 8-row blocks at three blocks an SM, the last
+  // block partial.
+  const int64_t rows_many = 8 * 3 * int64_t{sms} * 3 - 5;
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{rows_many, 256},
+                                   std::pair<int64_t, int64_t>{rows_many, 4096}}) {
+    SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
+    TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 61);
+    TestMatrix i8 = make_int8_rows(rows, cols, 62);
+    const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 63);
+    DeviceBuffer dx = to_device(x), dq(x.size()), dd(x.size() / 32 * 4);
+    quantize_activations(dx.get<float>(), n, cols, dq.get<int8_t>(), dd.get<float>(), nullptr);
+    const std::vector<int8_t> hq = to_host<int8_t>(dq, x.size());
+    const std::vector<float> hd = to_host<float>(dd, x.size() / 32);
+    std::vector<float> xdq(x.size());
+    for (size_t i = 0; i < x.size(); ++i) xdq[i] = static_cast<float>(hq[i]) * hd[i / 32];
+    for (const auto& [w, ref] : {std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&q8.device, &q8.host},
+                                 std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8.device, &i8.host}}) {
+      SCOPED_TRACE(weight_format_name(w->format));
+      std::vector<float> want(static_cast<size_t>(n * rows));
+      cpu::matmul_ref(*ref, xdq.data(), n, want.data());
+      DeviceBuffer dy(want.size() * 4), d1(static_cast<size_t>(rows) * 4);
+      gemv_q8(*w, dq.get<int8_t>(), dd.get<float>(), n, dy.get<float>(), rows, false, nullptr);
+      const std::vector<float> group = to_host<float>(dy, want.size());
+      for (int64_t t = 0; t < n; ++t) {
+        gemv_q8(*w, dq.get<int8_t>() + t * cols, dd.get<float>() + t * (cols / 32), 1, d1.get<float>(), rows, false,
+                nullptr);
+        const std::vector<float> one = to_host<float>(d1, static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r) {
+          const float want_r = want[static_cast<size_t>(t * rows + r)];
+          ASSERT_NEAR(one[static_cast<size_t>(r)], want_r, 1e-4 + 1e-4 * std::fabs(want_r)) << "token " << t << " row " << r;
+        }
+        ASSERT_EQ(0, std::memcmp(one.data(), group.data() + t * rows, static_cast<size_t>(rows) * 4)) << "token " << t;
+        gemv_q8(*w, dq.get<int8_t>() + t * cols, dd.get<float>() + t * (cols / 32), 1, d1.get<float>(), rows, true,
+                nullptr);
+        const std::vector<float> twice = to_host<float>(d1, static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_FLOAT_EQ(twice[static_cast<size_t>(r)], 2 * one[static_cast<size_t>(r)]) << "token " << t << " row " << r;
+      }
+    }
+  }
+}
+
 // The int8 tensor-core GEMM for decode batches: the GEMV's product on the
 // same quantized x (against matmul_ref on the dequantized x and against
 // gemv_q8), for rows and token counts that fill no tile evenly (odd token

@@ -12,6 +12,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -195,6 +197,49 @@ TEST(NcclTensorReduce, WorldOfOneIsRefused) {
   std::string why;
   EXPECT_EQ(NcclTensorReduce::create(comm, 8, kWidth, {}, &why), nullptr);
   EXPECT_NE(why.find("one rank"), std::string::npos) << why;
+}
+
+// With NCCL's symmetric memory off (NCCL_WIN_ENABLE=0), registering the
+// shared buffer gives no window that a kernel can read (reading one faulted
+// with an illegal memory access on two H200s): every rank refuses, saying
+// why, and the communicator still all-reduces. Runs in a child process
+// (NCCL reads its settings once a process) and exits 0 when all holds.
+[[noreturn]] void refuse_without_symmetric_memory() {
+  setenv("NCCL_WIN_ENABLE", "0", 1);
+  const NcclUniqueId id = make_nccl_unique_id();
+  std::string why[2];
+  bool refused[2] = {false, false}, summed[2] = {false, false};
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      NcclCommunicator comm(id, rank, 2, rank);
+      refused[rank] = NcclTensorReduce::create(comm, 8, kWidth, {}, &why[rank]) == nullptr;
+      // The plain all-reduce: 1 + 2 on every rank.
+      float* x = nullptr;
+      const float v = static_cast<float>(rank + 1);
+      float got = 0.0f;
+      if (cudaMalloc(&x, sizeof(float)) != cudaSuccess) return;
+      cudaMemcpy(x, &v, sizeof v, cudaMemcpyHostToDevice);
+      comm.all_reduce_sum(x, 1);
+      comm.synchronize();
+      cudaMemcpy(&got, x, sizeof got, cudaMemcpyDeviceToHost);
+      cudaFree(x);
+      summed[rank] = got == 3.0f;
+    });
+  }
+  for (auto& t : threads) t.join();
+  bool ok = true;
+  for (int r = 0; r < 2; ++r) {
+    std::fprintf(stderr, "rank %d: refused %d, summed %d: %s\n", r, refused[r], summed[r], why[r].c_str());
+    ok = ok && refused[r] && summed[r] && why[r].find("without a symmetric window") != std::string::npos;
+  }
+  std::exit(ok ? 0 : 1);
+}
+
+TEST(NcclTensorReduce, NoSymmetricMemoryIsRefused) {
+  if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(refuse_without_symmetric_memory(), ::testing::ExitedWithCode(0), "");
 }
 
 TEST(NcclTensorReduce, TwoRanksSumInRankOrder) {
