@@ -28,13 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Plans larger than the machine run two ranks on one GPU, in one CUDA
-// context. Loading a kernel's module lazily, at its first launch mid-step,
-// may wait for the whole context, and so for the other rank's collectives,
-// which wait for this rank: set before main, every module loads when the
-// context is made instead.
-const bool kEagerModules = [] { return setenv("CUDA_MODULE_LOADING", "EAGER", /*overwrite=*/0) == 0; }();
-
 using test_fixtures::kFixtures;
 using test_fixtures::load_reference;
 using test_fixtures::Reference;
@@ -52,6 +45,9 @@ int device_count() {
 // (ranks that wait on each other for good) fails the test, naming the
 // ranks still running, instead of hanging it.
 constexpr std::chrono::milliseconds kStepLimit{30000};
+
+// Greedy steps a generation check runs.
+constexpr int kSteps = 24;
 
 CudaRunnerOptions small_options(bool graphs) {
   CudaRunnerOptions o;
@@ -125,14 +121,9 @@ struct Plan {
   bool fused = true;         // CudaRunnerOptions::fused_all_reduce
 };
 
-// The plans a machine with `gpus` GPUs can run. With two GPUs, TP 2 x PP 2
-// runs its four ranks two per GPU, placed so that no communicator has two
-// ranks on one GPU (stage 1 swaps the GPUs); that checks the wiring of a
-// 4-GPU plan, not its speed. Sharing a GPU, two ranks' NCCL kernels can wait
-// on each other inside replayed graphs (such a run hung on two H100s), so
-// that placement runs without graphs.
-// With `unfused`, TP 2 also runs with NCCL's all-reduce and a norm kernel
-// instead of the fused reduction.
+// The plans a machine with `gpus` GPUs can run, one rank a GPU: TP 2, PP 2,
+// and with four GPUs TP 2 x PP 2. With `unfused`, TP 2 also runs with NCCL's
+// all-reduce and a norm kernel instead of the fused reduction.
 // TANDEM_TEST_PLANS="2x1,1x2" keeps only those (for chasing a failure).
 std::vector<Plan> plans_for(int gpus, bool unfused = false) {
   std::vector<Plan> out;
@@ -140,7 +131,7 @@ std::vector<Plan> plans_for(int gpus, bool unfused = false) {
   out.push_back({2, 1, {}});
   if (unfused) out.push_back({2, 1, {}, false});
   out.push_back({1, 2, {}});
-  out.push_back(gpus >= 4 ? Plan{2, 2, {}} : Plan{2, 2, {0, 1, 1, 0}});
+  if (gpus >= 4) out.push_back({2, 2, {}});
   if (const char* only = std::getenv("TANDEM_TEST_PLANS")) {
     std::erase_if(out, [&](const Plan& p) {
       return std::string(only).find(std::to_string(p.tp) + "x" + std::to_string(p.pp)) == std::string::npos;
@@ -149,14 +140,132 @@ std::vector<Plan> plans_for(int gpus, bool unfused = false) {
   return out;
 }
 
+// One plan's greedy generation against one GPU's (`want`).
+void check_plan(const Plan& plan, const std::string& arch, const std::string& dtype, bool graphs,
+                const ModelFile& model, const std::vector<std::vector<int32_t>>& prompts, const Generation& want) {
+  ParallelRunnerOptions o;
+  o.step_limit = kStepLimit;
+  o.devices = plan.devices;
+  o.parallel.tensor_parallel = plan.tp;
+  o.parallel.pipeline_stages = plan.pp;
+  o.gpu = small_options(graphs && plan.devices.empty());
+  // TANDEM_TEST_NO_WINDOW=1: all-reduces in ordinary memory, and
+  // TANDEM_TEST_NO_FUSED=1: none fused (for chasing a failure).
+  o.gpu.shared_all_reduce = std::getenv("TANDEM_TEST_NO_WINDOW") == nullptr;
+  o.gpu.fused_all_reduce = plan.fused && std::getenv("TANDEM_TEST_NO_FUSED") == nullptr;
+  if (std::getenv("TANDEM_TEST_TRACE"))
+    std::fprintf(stderr, "TP %lld x PP %lld%s\n", (long long)plan.tp, (long long)plan.pp,
+                 o.gpu.fused_all_reduce ? "" : " unfused");
+  ParallelCudaRunner runner(model, o);
+  // Tensor parallelism alone, where the GPUs reach each other's memory,
+  // fuses its decode steps' all-reduces with the norms after them, or
+  // (fusion off) puts them in NCCL's symmetric window (the start-up plan
+  // says which each rank uses).
+  int peer = 0;
+  const bool reachable = cudaDeviceCanAccessPeer(&peer, 0, 1) == cudaSuccess && peer;
+  for (const std::string& line : runner.describe_ranks()) {
+    if (plan.pp == 1 && reachable && o.gpu.fused_all_reduce) {
+      EXPECT_NE(line.find("fused with the norm"), std::string::npos) << line;
+    } else if (plan.pp == 1 && reachable && o.gpu.shared_all_reduce) {
+      EXPECT_NE(line.find("NCCL's symmetric window"), std::string::npos) << line;
+    }
+  }
+  const Generation got = generate(runner, prompts, kSteps);
+  ASSERT_EQ(got.logits.size(), want.logits.size());
+  // Per sequence: tokens until the first difference, and there whether
+  // one GPU rated the two tokens within `tie` (a near tie that rounding may
+  // flip; random tiny models have them). Logits are compared up to it.
+  const double tie = dtype == "bf16" ? 5e-2 : 2e-3;
+  const int64_t vocab = model.config().vocab_size;
+  const size_t n = prompts.size();
+  double max_abs = 0;
+  int64_t same = 0, total = 0, near_ties = 0;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t k = 0; k < want.tokens[i].size(); ++k) {
+      const float* w = want.logits.data() + static_cast<int64_t>(k * n + i) * vocab;
+      const float* g = got.logits.data() + static_cast<int64_t>(k * n + i) * vocab;
+      for (int64_t v = 0; v < vocab; ++v) max_abs = std::max(max_abs, std::fabs(double(g[v]) - double(w[v])));
+      total += 1;
+      if (got.tokens[i][k] == want.tokens[i][k]) {
+        ++same;
+        continue;
+      }
+      const double gap = double(w[want.tokens[i][k]]) - double(w[got.tokens[i][k]]);
+      std::printf("  sequence %zu step %zu: token %d, one GPU %d, one GPU's gap %.2e\n", i, k, got.tokens[i][k],
+                  want.tokens[i][k], gap);
+      EXPECT_LE(gap, tie) << "sequence " << i << " step " << k << ": not a near tie";
+      ++near_ties;
+      total += static_cast<int64_t>(want.tokens[i].size() - k - 1);
+      break;  // the inputs differ from here on
+    }
+  }
+  std::printf("[%s %s graphs=%d] TP %lld x PP %lld%s: %lld/%lld greedy tokens equal (%lld near ties), "
+              "max|dlogit| %.2e up to them\n",
+              arch.c_str(), dtype.c_str(), graphs ? 1 : 0, static_cast<long long>(plan.tp),
+              static_cast<long long>(plan.pp), plan.fused ? "" : " unfused", static_cast<long long>(same),
+              static_cast<long long>(total),
+              static_cast<long long>(near_ties), max_abs);
+  std::fflush(stdout);
+  // Tensor parallelism sums the all-reduced halves in another order;
+  // pipeline micro-batches give the prefill GEMM fewer rows (its tiling may
+  // change). Both are rounding, bounded by the bf16 tolerance one GPU has
+  // against the reference (tests/backends/cuda/cuda_runner_test.cpp).
+  EXPECT_LT(max_abs, 5e-2) << "TP " << plan.tp << " x PP " << plan.pp;
+}
+
+// With two or three GPUs, TP 2 x PP 2 runs its four ranks two per GPU,
+// placed so that no communicator has two ranks on one GPU (stage 1 swaps the
+// GPUs): that checks the wiring of a 4-GPU plan, not its speed. Sharing a
+// GPU, two ranks' NCCL kernels can wait on each other inside replayed
+// graphs (such a run hung on two H100s), so it runs without graphs. And two
+// ranks share one CUDA context, where loading a kernel's module lazily, at
+// its first launch mid-step, may wait for the whole context and so for the
+// other rank's collectives: this plan loads every module eagerly
+// (CUDA_MODULE_LOADING=EAGER), which must be set before CUDA starts and is
+// wrong for the other plans (eagerly, a library that cuBLASLt loads on first
+// use goes into every context, a peer GPU's busy one included:
+// docs/PARALLEL.md). So it runs in a child process of its own, which exits
+// 0 when the plan matched one GPU (or the machine has no such plan).
+[[noreturn]] void check_shared_gpu_plan(const std::string& arch, const std::string& dtype) {
+  setenv("CUDA_MODULE_LOADING", "EAGER", /*overwrite=*/1);
+  const int gpus = device_count();
+  if (gpus < 2 || gpus >= 4) {
+    std::printf("TP 2 x PP 2 on shared GPUs: not run (%d GPUs)\n", gpus);
+    std::exit(0);
+  }
+  const char* only = std::getenv("TANDEM_TEST_PLANS");
+  if (only != nullptr && std::string(only).find("2x2") == std::string::npos) {
+    std::printf("TP 2 x PP 2 on shared GPUs: not run (TANDEM_TEST_PLANS)\n");
+    std::exit(0);
+  }
+  const Reference ref = load_reference(arch);
+  const fs::path source = kFixtures / arch;
+  fs::path path = source;
+  if (dtype != "bf16") {
+    path = fs::temp_directory_path() / ("tandem_parallel_shared_" + arch + "_" + dtype + ".gguf");
+    convert_to_gguf(*ModelFile::open(source.string()), DType::F32, path.string());
+  }
+  {
+    auto model = ModelFile::open(path.string());
+    const auto prompts = prompts_of(ref, 5);
+    CudaModelRunner single(*model, small_options(false));
+    const Generation want = generate(single, prompts, kSteps);
+    check_plan(Plan{2, 2, {0, 1, 1, 0}}, arch, dtype, /*graphs=*/false, *model, prompts, want);
+  }
+  if (dtype != "bf16") fs::remove(path);
+  std::fflush(stdout);
+  std::exit(::testing::Test::HasFailure() ? 1 : 0);
+}
+
 class ParallelGeneration : public ::testing::TestWithParam<std::tuple<std::string, std::string, bool>> {};
 
-// Greedy tokens of TP 2, PP 2 and TP 2 x PP 2 equal one GPU's, for bf16
+// Greedy tokens of TP 2, PP 2 and (four GPUs) TP 2 x PP 2 equal one GPU's, for bf16
 // weights (the fixture as trained) and f32 GGUF, with and without graphs.
 // (Q8_0's decode GEMV quantizes activations, so an all-reduce's last bit can
 // move a token: docs/PARALLEL.md. It is not held to equality here.)
 TEST_P(ParallelGeneration, MatchesOneGpu) {
   const auto& [arch, dtype, graphs] = GetParam();
+  if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
   const Reference ref = load_reference(arch);
   const fs::path source = kFixtures / arch;
   fs::path path = source;
@@ -166,86 +275,27 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
   }
   auto model = ModelFile::open(path.string());
   const auto prompts = prompts_of(ref, 5);
-  const int steps = 24;
   CudaModelRunner single(*model, small_options(graphs));
-  const Generation want = generate(single, prompts, steps);
+  const Generation want = generate(single, prompts, kSteps);
 
   int ran = 0;
   // The unfused TP 2 run for one fixture: NCCL's all-reduce in the
   // symmetric window, then the norm kernel.
   for (const Plan& plan : plans_for(device_count(), arch == "llama3")) {
-    ParallelRunnerOptions o;
-    o.step_limit = kStepLimit;
-    o.devices = plan.devices;
-    o.parallel.tensor_parallel = plan.tp;
-    o.parallel.pipeline_stages = plan.pp;
-    o.gpu = small_options(graphs && plan.devices.empty());
-    // TANDEM_TEST_NO_WINDOW=1: all-reduces in ordinary memory, and
-    // TANDEM_TEST_NO_FUSED=1: none fused (for chasing a failure).
-    o.gpu.shared_all_reduce = std::getenv("TANDEM_TEST_NO_WINDOW") == nullptr;
-    o.gpu.fused_all_reduce = plan.fused && std::getenv("TANDEM_TEST_NO_FUSED") == nullptr;
-    if (std::getenv("TANDEM_TEST_TRACE"))
-      std::fprintf(stderr, "TP %lld x PP %lld%s\n", (long long)plan.tp, (long long)plan.pp,
-                   o.gpu.fused_all_reduce ? "" : " unfused");
-    ParallelCudaRunner runner(*model, o);
-    // Tensor parallelism alone, where the GPUs reach each other's memory,
-    // fuses its decode steps' all-reduces with the norms after them, or
-    // (fusion off) puts them in NCCL's symmetric window (the start-up plan
-    // says which each rank uses).
-    int peer = 0;
-    const bool reachable = cudaDeviceCanAccessPeer(&peer, 0, 1) == cudaSuccess && peer;
-    for (const std::string& line : runner.describe_ranks()) {
-      if (plan.pp == 1 && reachable && o.gpu.fused_all_reduce) {
-        EXPECT_NE(line.find("fused with the norm"), std::string::npos) << line;
-      } else if (plan.pp == 1 && reachable && o.gpu.shared_all_reduce) {
-        EXPECT_NE(line.find("NCCL's symmetric window"), std::string::npos) << line;
-      }
-    }
-    const Generation got = generate(runner, prompts, steps);
-    ASSERT_EQ(got.logits.size(), want.logits.size());
-    // Per sequence: tokens until the first difference, and there whether
-    // one GPU rated the two tokens within `tie` (a near tie that rounding may
-    // flip; random tiny models have them). Logits are compared up to it.
-    const double tie = dtype == "bf16" ? 5e-2 : 2e-3;
-    const int64_t vocab = model->config().vocab_size;
-    const size_t n = prompts.size();
-    double max_abs = 0;
-    int64_t same = 0, total = 0, near_ties = 0;
-    for (size_t i = 0; i < n; ++i) {
-      for (size_t k = 0; k < want.tokens[i].size(); ++k) {
-        const float* w = want.logits.data() + static_cast<int64_t>(k * n + i) * vocab;
-        const float* g = got.logits.data() + static_cast<int64_t>(k * n + i) * vocab;
-        for (int64_t v = 0; v < vocab; ++v) max_abs = std::max(max_abs, std::fabs(double(g[v]) - double(w[v])));
-        total += 1;
-        if (got.tokens[i][k] == want.tokens[i][k]) {
-          ++same;
-          continue;
-        }
-        const double gap = double(w[want.tokens[i][k]]) - double(w[got.tokens[i][k]]);
-        std::printf("  sequence %zu step %zu: token %d, one GPU %d, one GPU's gap %.2e\n", i, k, got.tokens[i][k],
-                    want.tokens[i][k], gap);
-        EXPECT_LE(gap, tie) << "sequence " << i << " step " << k << ": not a near tie";
-        ++near_ties;
-        total += static_cast<int64_t>(want.tokens[i].size() - k - 1);
-        break;  // the inputs differ from here on
-      }
-    }
-    std::printf("[%s %s graphs=%d] TP %lld x PP %lld%s: %lld/%lld greedy tokens equal (%lld near ties), "
-                "max|dlogit| %.2e up to them\n",
-                arch.c_str(), dtype.c_str(), graphs ? 1 : 0, static_cast<long long>(plan.tp),
-                static_cast<long long>(plan.pp), plan.fused ? "" : " unfused", static_cast<long long>(same),
-                static_cast<long long>(total),
-                static_cast<long long>(near_ties), max_abs);
-    std::fflush(stdout);
+    check_plan(plan, arch, dtype, graphs, *model, prompts, want);
     ++ran;
-    // Tensor parallelism sums the all-reduced halves in another order;
-    // pipeline micro-batches give the prefill GEMM fewer rows (its tiling may
-    // change). Both are rounding, bounded by the bf16 tolerance one GPU has
-    // against the reference (tests/backends/cuda/cuda_runner_test.cpp).
-    EXPECT_LT(max_abs, 5e-2) << "TP " << plan.tp << " x PP " << plan.pp;
   }
   if (dtype != "bf16") fs::remove(path);
-  if (ran == 0) GTEST_SKIP() << "needs two GPUs";
+  if (ran == 0) GTEST_SKIP() << "no plan left (TANDEM_TEST_PLANS)";
+}
+
+// TP 2 x PP 2 on two or three GPUs, ranks sharing them (check_shared_gpu_plan,
+// in a child process; without graphs, so once a fixture and dtype).
+TEST_P(ParallelGeneration, MatchesOneGpuOnSharedGpus) {
+  const auto& [arch, dtype, graphs] = GetParam();
+  if (graphs) GTEST_SKIP() << "the shared placement runs without graphs: see graphs=0";
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";  // the child starts afresh, before CUDA
+  EXPECT_EXIT(check_shared_gpu_plan(arch, dtype), ::testing::ExitedWithCode(0), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParallelGeneration,
