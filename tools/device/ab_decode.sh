@@ -91,8 +91,12 @@ if [ -n "${LOAD:-}" ]; then
     echo "=== round $round" >> "$out/serve-$1.log"
     "$2/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size 128 \
       --max-queued-requests 512 --log-level warn >> "$out/serve-$1.log" 2>&1 &
-    local spid=$! healthy=0
-    for i in $(seq 1 240); do curl -sf localhost:18766/health > /dev/null && { healthy=1; break; }; sleep 0.5; done
+    local spid=$! healthy=0 i
+    for i in $(seq 1 240); do
+      kill -0 $spid 2> /dev/null || break  # serve exited
+      curl -sf localhost:18766/health > /dev/null && { healthy=1; break; }
+      sleep 0.5
+    done
     echo "$1 load $LOAD streams:" | tee -a "$out/ab.txt"
     if [ $healthy = 0 ]; then
       echo "FAILED: serve never answered /health (see serve-$1.log)" | tee -a "$out/ab.txt"

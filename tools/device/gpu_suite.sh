@@ -11,7 +11,7 @@ what=${1:-all}; shift || true
 presets=("$@"); [ ${#presets[@]} -eq 0 ] && presets=(llama3-8b)
 src=$(pwd)
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-build=${BUILD_DIR:-/tmp/tandem-cuda-build}  # BUILD_DIR=/tmp/ab-new: ab_decode.sh's build (a TANDEM_BENCH=ON tree, as this one)
+build=${BUILD_DIR:-/tmp/tandem-cuda-build}  # BUILD_DIR=/tmp/ab-new: ab_decode.sh's build (reconfigured with TANDEM_BENCH as this mode wants)
 pcre=$src/.deps/pcre2
 sed -i "s#^prefix=.*#prefix=$pcre/usr#" "$pcre/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc"
 export PKG_CONFIG_PATH=$pcre/usr/lib/x86_64-linux-gnu/pkgconfig
@@ -228,16 +228,19 @@ dump_stacks() {
 # and CMD is killed: status 124. Otherwise CMD's own status.
 run_watched() {
   local log=$1 limit=$2; shift 2
-  "$@" > "$log" 2>&1 &
-  local pid=$! last=-1 size still=0 ran=0
+  # In a session of its own, so that its child processes (a test's
+  # death-test children) are stopped with it.
+  setsid "$@" > "$log" 2>&1 &
+  local pid=$! last=-1 size still=0 ran=0 child
   while kill -0 $pid 2> /dev/null; do
     sleep 5; ran=$((ran + 5))
     size=$(stat -c %s "$log" 2> /dev/null || echo 0)
     if [ "$size" = "$last" ]; then still=$((still + 5)); else still=0; last=$size; fi
     if [ $still -ge ${STALL_S:-90} ] || [ $ran -ge $limit ]; then
-      echo "after $ran s (limit $limit s), no output for $still s: stacks in stacks.txt"
+      echo "after $ran s (limit $limit s), no output for $still s: stacks in stacks.txt (children: stacks-PID.txt)"
       dump_stacks $pid "$out/stacks.txt"
-      kill -KILL $pid 2> /dev/null; wait $pid 2> /dev/null; return 124
+      for child in $(pgrep -P $pid); do dump_stacks $child "$out/stacks-$child.txt"; done
+      kill -KILL -- -$pid 2> /dev/null; wait $pid 2> /dev/null; return 124
     fi
   done
   wait $pid

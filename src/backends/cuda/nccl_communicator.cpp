@@ -62,6 +62,9 @@ struct NcclCommunicator::State {
 #else
   void* window = nullptr;
 #endif
+  // Whether `window` is a symmetric window (device memory), not the handle
+  // of a registration for NCCL's own collectives only.
+  bool window_symmetric = false;
   std::string shared_error;
 };
 
@@ -234,6 +237,17 @@ float* NcclCommunicator::shared_buffer(size_t bytes, const std::function<void()>
     s.shared_error = std::string("ncclCommWindowRegister: ") + ncclGetErrorString(r);
     return nullptr;
   }
+  // Without symmetric memory (NCCL_WIN_ENABLE=0, NCCL_CUMEM_ENABLE=0, GPUs
+  // without peer access, ranks on several hosts) NCCL registers the buffer
+  // for its own collectives only and returns that registration's host-side
+  // handle, or none, as the window; reading it as a window from a kernel
+  // faulted (an illegal memory access on two H200s, NCCL_WIN_ENABLE=0). The
+  // buffer still serves NCCL's all-reduce. A window lives in device memory.
+  // Symmetric support is the communicator's, so every rank finds alike.
+  cudaPointerAttributes attributes{};
+  s.window_symmetric = s.window != nullptr && cudaPointerGetAttributes(&attributes, s.window) == cudaSuccess &&
+                       attributes.type == cudaMemoryTypeDevice;
+  cudaGetLastError();  // cudaPointerGetAttributes' error, if any, is not sticky
   s.shared = p;
   s.shared_bytes = bytes;
   return static_cast<float*>(p);
@@ -246,7 +260,18 @@ float* NcclCommunicator::shared_buffer(size_t bytes, const std::function<void()>
 
 std::string NcclCommunicator::shared_buffer_error() const { return state_->shared_error; }
 
-void* NcclCommunicator::shared_window() const { return state_->shared != nullptr ? state_->window : nullptr; }
+void* NcclCommunicator::shared_window() const {
+  return state_->shared != nullptr && state_->window_symmetric ? state_->window : nullptr;
+}
+
+std::string NcclCommunicator::shared_window_error() const {
+  const State& s = *state_;
+  if (s.shared == nullptr) return s.shared_error.empty() ? "no shared buffer" : s.shared_error;
+  if (!s.window_symmetric)
+    return "NCCL registered the shared buffer without a symmetric window (off with NCCL_WIN_ENABLE=0 or "
+           "NCCL_CUMEM_ENABLE=0, between GPUs without peer access, or across hosts)";
+  return {};
+}
 
 void NcclCommunicator::release_shared_buffer() {
   State& s = *state_;
@@ -259,6 +284,7 @@ void NcclCommunicator::release_shared_buffer() {
   s.shared = nullptr;
   s.shared_bytes = 0;
   s.window = nullptr;
+  s.window_symmetric = false;
   s.shared_error.clear();
 }
 

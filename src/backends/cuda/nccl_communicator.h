@@ -68,9 +68,14 @@ class NcclCommunicator : public Communicator {
   float* shared_buffer(size_t bytes, const std::function<void()>& wait = {}) override;
   // Why shared_buffer gave null; empty before any refusal.
   std::string shared_buffer_error() const;
-  // The shared buffer's ncclWindow_t (null while there is none), for
-  // kernels that reach the peers' copies through NCCL's device API.
+  // The shared buffer's ncclWindow_t, for kernels that reach the peers'
+  // copies through NCCL's device API. Null while there is no buffer, and
+  // where NCCL registered it without a symmetric window (NCCL_WIN_ENABLE=0,
+  // NCCL_CUMEM_ENABLE=0, GPUs without peer access, several hosts): the
+  // buffer then serves NCCL's all-reduce only.
   void* shared_window() const;
+  // Why shared_window() is null (empty when it is not).
+  std::string shared_window_error() const;
   // Whether every rank of the clique says yes: a min-reduction of one int,
   // waited for (with `wait` when given, else on the stream). Collective.
   bool agree(bool yes, const std::function<void()>& wait = {});

@@ -230,22 +230,12 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
   if (e == cudaSuccess) e = cudaMemcpyAsync(s.parts[0], &probe, sizeof probe, cudaMemcpyHostToDevice, stream);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
   TANDEM_CUDA_CHECK(e);
-  // Where the communicator has no symmetric memory (NCCL_WIN_ENABLE=0,
-  // NCCL_CUMEM_ENABLE=0, GPUs without peer access, ranks on several hosts),
-  // NCCL registers the buffer for its own collectives only and hands back
-  // that registration's host-side handle, or none, as the window: reading
-  // it as a window faulted (an illegal memory access, two H200s,
-  // NCCL_WIN_ENABLE=0). A window lives in device memory.
-  cudaPointerAttributes attributes{};
-  const bool device_window = window != nullptr && cudaPointerGetAttributes(&attributes, window) == cudaSuccess &&
-                             attributes.type == cudaMemoryTypeDevice;
-  cudaGetLastError();  // cudaPointerGetAttributes' error, if any, is not sticky
   // Where this rank sees every rank's window (NCCL's own mapping of each,
   // this rank's included: an alias of `base`), and its rank in the window's
   // load/store team, which must be its rank in the clique.
   std::array<char*, kMaxRanks> bases{};
   int lsa_rank = -1;
-  if (device_window) {
+  if (window != nullptr) {
     window_bases_kernel<<<1, 1, 0, stream>>>(window, n_ranks, bases_dev, lsa_rank_dev);
     e = cudaGetLastError();
     if (e == cudaSuccess)
@@ -254,17 +244,15 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
     TANDEM_CUDA_CHECK(e);
   }
-  const bool mapped = device_window && lsa_rank == comm.rank();
+  const bool mapped = window != nullptr && lsa_rank == comm.rank();
   // The agreement is also the point after which every rank's flags are
   // zeroed and its probe written.
   if (!comm.agree(mapped, wait))
-    return refuse(!device_window ? "NCCL registered the shared buffer without a symmetric window (off with "
-                                   "NCCL_WIN_ENABLE=0 or NCCL_CUMEM_ENABLE=0, between GPUs without peer access, or "
-                                   "across hosts)"
-                  : mapped       ? "another rank's window has another rank order"
-                                 : "this rank is number " + std::to_string(lsa_rank) +
-                                       " in its window's load/store team, " + std::to_string(comm.rank()) +
-                                       " in the clique");
+    return refuse(window == nullptr ? comm.shared_window_error()
+                  : mapped          ? "another rank has no symmetric window, or its window another rank order"
+                                    : "this rank is number " + std::to_string(lsa_rank) +
+                                          " in its window's load/store team, " + std::to_string(comm.rank()) +
+                                          " in the clique");
   // Every rank's probe, read through the mapping.
   std::array<float, kMaxRanks> probes{};
   {

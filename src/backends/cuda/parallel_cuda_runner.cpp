@@ -486,7 +486,9 @@ std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
       line += "; all-reduces of steps of up to " + std::to_string(kFusedReduceTokens) +
               " tokens fused with the norm after them (NCCL device API)";
     else if (r->tensor && r->runner->residual_in_shared_memory())
-      line += "; all-reduces in NCCL's symmetric window";
+      line += r->tensor->shared_window() != nullptr
+                  ? "; all-reduces in NCCL's symmetric window"
+                  : "; all-reduces in NCCL's registered buffer (" + r->tensor->shared_window_error() + ")";
     else if (r->tensor)
       line += "; all-reduces in ordinary memory (" +
               (r->pipeline                           ? std::string("with pipeline stages")

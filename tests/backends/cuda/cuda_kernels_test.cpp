@@ -452,8 +452,8 @@ TEST(CudaKernels, Gemv8BitOneTokenOverManyBlocksMatchesCpu) {
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
   ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
   const int64_t n = 3;
-  // Rows for three waves of 8-row blocks at three blocks an SM, the last
-  // block partial.
+  // Rows for three waves of int8's 8-row blocks at three blocks an SM (about
+  // six of Q8_0's 4-row blocks), the last block partial.
   const int64_t rows_many = 8 * 3 * int64_t{sms} * 3 - 5;
   for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{rows_many, 256},
                                    std::pair<int64_t, int64_t>{rows_many, 4096}}) {

@@ -225,19 +225,9 @@ void check_plan(const Plan& plan, const std::string& arch, const std::string& dt
 // wrong for the other plans (eagerly, a library that cuBLASLt loads on first
 // use goes into every context, a peer GPU's busy one included:
 // docs/PARALLEL.md). So it runs in a child process of its own, which exits
-// 0 when the plan matched one GPU (or the machine has no such plan).
+// 0 when the plan matched one GPU.
 [[noreturn]] void check_shared_gpu_plan(const std::string& arch, const std::string& dtype) {
   setenv("CUDA_MODULE_LOADING", "EAGER", /*overwrite=*/1);
-  const int gpus = device_count();
-  if (gpus < 2 || gpus >= 4) {
-    std::printf("TP 2 x PP 2 on shared GPUs: not run (%d GPUs)\n", gpus);
-    std::exit(0);
-  }
-  const char* only = std::getenv("TANDEM_TEST_PLANS");
-  if (only != nullptr && std::string(only).find("2x2") == std::string::npos) {
-    std::printf("TP 2 x PP 2 on shared GPUs: not run (TANDEM_TEST_PLANS)\n");
-    std::exit(0);
-  }
   const Reference ref = load_reference(arch);
   const fs::path source = kFixtures / arch;
   fs::path path = source;
@@ -253,6 +243,15 @@ void check_plan(const Plan& plan, const std::string& arch, const std::string& dt
     check_plan(Plan{2, 2, {0, 1, 1, 0}}, arch, dtype, /*graphs=*/false, *model, prompts, want);
   }
   if (dtype != "bf16") fs::remove(path);
+  // A death test's child prints no failures of its own: each goes to
+  // stderr, which the parent shows.
+  const ::testing::TestResult& result = *::testing::UnitTest::GetInstance()->current_test_info()->result();
+  for (int i = 0; i < result.total_part_count(); ++i) {
+    const ::testing::TestPartResult& part = result.GetTestPartResult(i);
+    if (part.failed())
+      std::fprintf(stderr, "%s:%d: %s\n", part.file_name() ? part.file_name() : "?", part.line_number(),
+                   part.message());
+  }
   std::fflush(stdout);
   std::exit(::testing::Test::HasFailure() ? 1 : 0);
 }
@@ -294,8 +293,19 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
 TEST_P(ParallelGeneration, MatchesOneGpuOnSharedGpus) {
   const auto& [arch, dtype, graphs] = GetParam();
   if (graphs) GTEST_SKIP() << "the shared placement runs without graphs: see graphs=0";
+  // The child runs this body again from the start: only the parent asks for
+  // the GPUs (starting CUDA), and marks the environment the child inherits.
+  constexpr const char* kChild = "TANDEM_TEST_SHARED_GPU_CHILD";
+  if (std::getenv(kChild) == nullptr) {
+    const int gpus = device_count();
+    if (gpus < 2 || gpus >= 4) GTEST_SKIP() << "runs on two or three GPUs (" << gpus << " here)";
+    const char* only = std::getenv("TANDEM_TEST_PLANS");
+    if (only != nullptr && std::string(only).find("2x2") == std::string::npos) GTEST_SKIP() << "TANDEM_TEST_PLANS";
+    setenv(kChild, "1", 1);
+  }
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";  // the child starts afresh, before CUDA
   EXPECT_EXIT(check_shared_gpu_plan(arch, dtype), ::testing::ExitedWithCode(0), "");
+  unsetenv(kChild);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParallelGeneration,
