@@ -117,6 +117,22 @@ TestMatrix make_int8_rows(int64_t rows, int64_t cols, uint32_t seed) {
   return m;
 }
 
+// x quantized on the GPU as the 8-bit GEMV takes it (q, d), and those
+// values dequantized on the host (for cpu::matmul_ref).
+struct QuantizedInput {
+  DeviceBuffer q, d;
+  std::vector<float> dequantized;
+};
+QuantizedInput quantize_on_gpu(const std::vector<float>& x, int64_t n_tokens, int64_t cols) {
+  QuantizedInput in{DeviceBuffer(x.size()), DeviceBuffer(x.size() / 32 * 4), std::vector<float>(x.size())};
+  DeviceBuffer dx = to_device(x);
+  quantize_activations(dx.get<float>(), n_tokens, cols, in.q.get<int8_t>(), in.d.get<float>(), nullptr);
+  const std::vector<int8_t> hq = to_host<int8_t>(in.q, x.size());
+  const std::vector<float> hd = to_host<float>(in.d, x.size() / 32);
+  for (size_t i = 0; i < x.size(); ++i) in.dequantized[i] = static_cast<float>(hq[i]) * hd[i / 32];
+  return in;
+}
+
 class GemvTest : public ::testing::TestWithParam<DType> {};
 
 TEST_P(GemvTest, MatchesCpuReferenceForEveryTokenCount) {
@@ -460,13 +476,9 @@ TEST(CudaKernels, Gemv8BitOneTokenOverManyBlocksMatchesCpu) {
     SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
     TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 61);
     TestMatrix i8 = make_int8_rows(rows, cols, 62);
-    const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 63);
-    DeviceBuffer dx = to_device(x), dq(x.size()), dd(x.size() / 32 * 4);
-    quantize_activations(dx.get<float>(), n, cols, dq.get<int8_t>(), dd.get<float>(), nullptr);
-    const std::vector<int8_t> hq = to_host<int8_t>(dq, x.size());
-    const std::vector<float> hd = to_host<float>(dd, x.size() / 32);
-    std::vector<float> xdq(x.size());
-    for (size_t i = 0; i < x.size(); ++i) xdq[i] = static_cast<float>(hq[i]) * hd[i / 32];
+    const QuantizedInput in = quantize_on_gpu(random_vector(static_cast<size_t>(n * cols), 63), n, cols);
+    const std::vector<float>& xdq = in.dequantized;
+    const DeviceBuffer &dq = in.q, &dd = in.d;
     for (const auto& [w, ref] : {std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&q8.device, &q8.host},
                                  std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8.device, &i8.host}}) {
       SCOPED_TRACE(weight_format_name(w->format));
@@ -527,12 +539,9 @@ TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
 
     const int64_t n_max = 70;
     const std::vector<float> x = random_vector(static_cast<size_t>(n_max * cols), 43);
-    DeviceBuffer dx = to_device(x), dq(x.size()), dd(x.size() / 32 * 4);
-    quantize_activations(dx.get<float>(), n_max, cols, dq.get<int8_t>(), dd.get<float>(), nullptr);
-    const std::vector<int8_t> hq = to_host<int8_t>(dq, x.size());
-    const std::vector<float> hd = to_host<float>(dd, x.size() / 32);
-    std::vector<float> xdq(x.size());
-    for (size_t i = 0; i < x.size(); ++i) xdq[i] = static_cast<float>(hq[i]) * hd[i / 32];
+    const QuantizedInput in = quantize_on_gpu(x, n_max, cols);
+    const std::vector<float>& xdq = in.dequantized;
+    const DeviceBuffer &dq = in.q, &dd = in.d;
 
     for (const auto& [w, ref] : {std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&q8.device, &q8.host},
                                  std::pair<const DeviceMatrix*, const cpu::WeightMatrix*>{&i8.device, &i8.host}}) {
