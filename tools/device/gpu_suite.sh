@@ -22,7 +22,7 @@ cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON
 targets="tandem-server tandem cuda_kernels_test cuda_runner_test"
 [ "$what" = parallel ] || [ "$what" = nodes ] || [ "$what" = profile ] && targets="$targets nccl_communicator_test parallel_runner_test"
 [ "$what" = gemv ] && targets="$targets cuda_gemv_bench"
-[ "$what" = tp_speed ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
+[ "$what" = tp_speed ] && targets="tandem-server nccl_communicator_test nccl_tensor_reduce_test parallel_runner_test"
 [ "$what" = fused ] && targets="tandem-server nccl_communicator_test nccl_tensor_reduce_test parallel_runner_test nccl_reduce_bench"
 [ "$what" = parallel_build ] && targets="parallel_runner_test"
 [ "$what" = tp_speed_build ] && targets="tandem-server nccl_communicator_test parallel_runner_test"
@@ -292,15 +292,17 @@ if [ "$what" = parallel ]; then
   fi
 fi
 if [ "$what" = tp_speed ]; then
-  # Tensor-parallel batch-1 decode on every GPU of the host: the NCCL and
-  # parallel-runner tests, then one GPU against TP over all of them, with
+  # Tensor-parallel batch-1 decode on every GPU of the host: the NCCL,
+  # fused-reduction and parallel-runner tests (the last watched for stalls:
+  # stacks*.txt), then one GPU against TP over all of them, with
   # the all-reduces in NCCL's symmetric window and (NCCL_WIN_ENABLE=0)
   # without it; the 8B shape, and the 70B where there are four GPUs.
   n=$(nvidia-smi -L | wc -l); peak=${PEAK_GB_S:-3350}
   nvidia-smi topo -m 2>&1 | head -$((n + 1))
   timeout 120 "$build/tests/nccl_communicator_test" > "$out/nccl_communicator_test.log" 2>&1; echo "nccl rc=$?"
-  timeout 400 "$build/tests/parallel_runner_test" > "$out/parallel_runner_test.log" 2>&1; echo "parallel rc=$?"
-  grep -E "FAILED|PASSED|SKIPPED|symmetric" "$out/nccl_communicator_test.log" "$out/parallel_runner_test.log" | head -20
+  timeout 200 "$build/tests/nccl_tensor_reduce_test" > "$out/nccl_tensor_reduce_test.log" 2>&1; echo "reduce rc=$?"
+  run_watched "$out/parallel_runner_test.log" 400 "$build/tests/parallel_runner_test"; echo "parallel rc=$?"
+  grep -E "FAILED|PASSED|SKIPPED|symmetric" "$out"/nccl_*_test.log "$out/parallel_runner_test.log" | head -20
   for run in "1" "2" "2 NCCL_WIN_ENABLE=0"; do
     set -- $run
     echo "8B f16, TP $1 ${2:-}:"
