@@ -208,7 +208,8 @@ int perf(const PerfOptions& o) {
       char buf[256];
       std::snprintf(buf, sizeof buf,
                     "decode per %s: GPU part %.2f ms (%lld layers), CPU part %.2f ms (%lld layers, LM head)",
-                    mixed ? "step (its prompt chunk included)" : o.batch > 1 ? "step" : "token", tm.gpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.gpu_layers),
+                    mixed ? "step (its prompt chunk included)" : o.batch > 1 ? "step" : "token",
+                    tm.gpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.gpu_layers),
                     tm.cpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.n_layers - p.gpu_layers));
       offload_split = buf;
     }

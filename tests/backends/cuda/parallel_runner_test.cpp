@@ -140,6 +140,16 @@ std::vector<Plan> plans_for(int gpus, bool unfused = false) {
   return out;
 }
 
+// The fixture `arch` as `dtype` runs it: its bf16 directory, or an f32 GGUF
+// written to the temporary directory under `prefix` (the caller removes it).
+fs::path fixture_as(const std::string& arch, const std::string& dtype, const std::string& prefix) {
+  const fs::path source = kFixtures / arch;
+  if (dtype == "bf16") return source;
+  const fs::path path = fs::temp_directory_path() / (prefix + arch + "_" + dtype + ".gguf");
+  convert_to_gguf(*ModelFile::open(source.string()), DType::F32, path.string());
+  return path;
+}
+
 // One plan's greedy generation against one GPU's (`want`).
 void check_plan(const Plan& plan, const std::string& arch, const std::string& dtype, bool graphs,
                 const ModelFile& model, const std::vector<std::vector<int32_t>>& prompts, const Generation& want) {
@@ -229,12 +239,7 @@ void check_plan(const Plan& plan, const std::string& arch, const std::string& dt
 [[noreturn]] void check_shared_gpu_plan(const std::string& arch, const std::string& dtype) {
   setenv("CUDA_MODULE_LOADING", "EAGER", /*overwrite=*/1);
   const Reference ref = load_reference(arch);
-  const fs::path source = kFixtures / arch;
-  fs::path path = source;
-  if (dtype != "bf16") {
-    path = fs::temp_directory_path() / ("tandem_parallel_shared_" + arch + "_" + dtype + ".gguf");
-    convert_to_gguf(*ModelFile::open(source.string()), DType::F32, path.string());
-  }
+  const fs::path path = fixture_as(arch, dtype, "tandem_parallel_shared_");
   {
     auto model = ModelFile::open(path.string());
     const auto prompts = prompts_of(ref, 5);
@@ -266,12 +271,7 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
   const auto& [arch, dtype, graphs] = GetParam();
   if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
   const Reference ref = load_reference(arch);
-  const fs::path source = kFixtures / arch;
-  fs::path path = source;
-  if (dtype != "bf16") {
-    path = fs::temp_directory_path() / ("tandem_parallel_" + arch + "_" + dtype + ".gguf");
-    convert_to_gguf(*ModelFile::open(source.string()), DType::F32, path.string());
-  }
+  const fs::path path = fixture_as(arch, dtype, "tandem_parallel_");
   auto model = ModelFile::open(path.string());
   const auto prompts = prompts_of(ref, 5);
   CudaModelRunner single(*model, small_options(graphs));
