@@ -331,6 +331,9 @@ struct CudaModelRunner::Impl {
   void load(const std::string& path, const std::vector<TensorRef>& tensors);
   // cuda::Gemm::tune for every 16-bit matrix shape a step multiplies by.
   void tune_gemms();
+  // cuda::Gemm::warm for every matrix shape a step multiplies by (a
+  // parallel rank, at load, before its first collective).
+  void warm_gemms();
   // Grows the step buffers for T tokens, n_rows logits rows and meta_ints
   // int32 of metadata. Frees and allocates (which waits for the GPU): a
   // parallel rank does it before a step's first collective (reserve_shard).
@@ -715,6 +718,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
 
   // Before the cache takes the memory that tuning borrows for a moment.
   if (options.tune_gemm && !options.batch_invariant) m.tune_gemms();
+  if (m.tp_comm != nullptr || m.pipe_comm != nullptr) m.warm_gemms();
 
   const size_t cache_bytes = m.plan.kv_bytes_per_block * static_cast<uint64_t>(m.plan.kv_blocks) / 2;
   m.k_cache.resize(cache_bytes);
@@ -845,6 +849,23 @@ void CudaModelRunner::Impl::tune_gemms() {
     }
     gemm_tuning.emplace_back(line);
   }
+}
+
+void CudaModelRunner::Impl::warm_gemms() {
+  // One matrix of each shape and format, and the most tokens it takes.
+  std::map<std::tuple<int64_t, int64_t, int>, std::pair<const DeviceMatrix*, int64_t>> shapes;
+  auto add = [&](const DeviceMatrix& w, int64_t tokens) {
+    if (w.data == nullptr) return;
+    auto& s = shapes[{w.rows, w.cols, static_cast<int>(w.format)}];
+    s.first = &w;
+    s.second = std::max(s.second, tokens);
+  };
+  for (const Layer& L : layers) {
+    for (const DeviceMatrix* w : {&L.qkv, &L.wq, &L.wk, &L.wv, &L.wo, &L.gate_up, &L.gate, &L.up, &L.down})
+      add(*w, plan.step_tokens);
+  }
+  if (has_head) add(output, plan.logit_rows);
+  for (const auto& [key, shape] : shapes) gemm->warm(*shape.first, shape.second);
 }
 
 const std::vector<std::string>& CudaModelRunner::gemm_tuning() const { return impl_->gemm_tuning; }

@@ -257,6 +257,31 @@ bool Gemm::run_lt(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, fl
   return true;
 }
 
+std::vector<int64_t> Gemm::warm_counts(int64_t max_tokens) {
+  std::vector<int64_t> counts;
+  for (int64_t n = 1; n <= max_tokens; n += n < 64 ? 1 : 16) counts.push_back(n);
+  if (!counts.empty() && counts.back() != max_tokens) counts.push_back(max_tokens);
+  return counts;
+}
+
+int64_t Gemm::warm(const DeviceMatrix& w, int64_t max_tokens) {
+  if (w.data == nullptr || max_tokens <= 0) return 0;
+  DeviceBuffer x(static_cast<size_t>(max_tokens * w.cols) * sizeof(float));
+  DeviceBuffer y(static_cast<size_t>(max_tokens * w.rows) * sizeof(float));
+  TANDEM_CUDA_CHECK(cudaMemsetAsync(x.get(), 0, x.bytes(), stream_));
+  TANDEM_CUDA_CHECK(cudaMemsetAsync(y.get(), 0, y.bytes(), stream_));
+  int64_t runs = 0;
+  for (int64_t n : warm_counts(max_tokens)) {
+    for (bool accumulate : {false, true}) {
+      run(w, x.get<float>(), n, y.get<float>(), w.rows, accumulate);
+      ++runs;
+    }
+  }
+  // The buffers are freed on return (which waits for the GPU anyway).
+  TANDEM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return runs;
+}
+
 std::vector<int64_t> Gemm::tuned_buckets() { return {std::begin(kTunedBuckets), std::end(kTunedBuckets)}; }
 
 std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>& all_weights, int64_t max_tokens,

@@ -78,6 +78,18 @@ class Gemm {
   // default was faster, so that the tuned path runs.
   std::vector<TunedBucket> tune(const std::vector<const DeviceMatrix*>& weights, int64_t max_tokens,
                                 bool prefer_lt = false);
+  // Runs run() over `w` once for every token count a step may give it (each
+  // count up to 64, then every 16th, and max_tokens), with and without
+  // accumulation, so that each cuBLAS/cuBLASLt kernel those products take
+  // is loaded now. A parallel rank calls it at load: cuBLAS loads a kernel
+  // on its first use, which may wait for the whole CUDA context (and so for
+  // a collective that waits for a peer) while it holds cuBLASLt's lock, the
+  // one the peer's thread then needs to queue its part (docs/PARALLEL.md).
+  // Borrows max_tokens rows of x and y on the GPU; call outside graph capture.
+  // Returns the number of products run.
+  int64_t warm(const DeviceMatrix& w, int64_t max_tokens);
+  // The token counts warm() runs, ascending.
+  static std::vector<int64_t> warm_counts(int64_t max_tokens);
   // The token-count buckets tune() times (their largest counts).
   static std::vector<int64_t> tuned_buckets();
   // Products of fewer tokens take cuBLAS's default (tests may lower it).

@@ -515,6 +515,36 @@ TEST(CudaKernels, Gemv8BitOneTokenOverManyBlocksMatchesCpu) {
 // chunk partial (146 or 2 blocks of 32), an output stride wider than the
 // rows, and accumulation. A token's result has the same bits whatever the
 // batch around it.
+// Gemm::warm runs every token count a step may give a matrix (each up to
+// 64, then every 16th, and the largest), with and without accumulation, and
+// leaves the products as they were.
+TEST(CudaKernels, GemmWarmRunsEveryStepCount) {
+  std::vector<int64_t> want;
+  for (int64_t n = 1; n <= 64; ++n) want.push_back(n);
+  for (int64_t n : {80, 96, 100}) want.push_back(n);
+  EXPECT_EQ(Gemm::warm_counts(100), want);
+  EXPECT_EQ(Gemm::warm_counts(64).back(), 64);
+  EXPECT_EQ(Gemm::warm_counts(80).size(), 65u);
+  EXPECT_TRUE(Gemm::warm_counts(0).empty());
+
+  const int64_t rows = 256, cols = 512, n = 37;
+  TestMatrix w = make_matrix(DType::F16, rows, cols, 31);
+  const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 32);
+  cudaStream_t stream;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
+  {
+    Gemm gemm(stream);
+    DeviceBuffer dx = to_device(x), before(static_cast<size_t>(n * rows) * 4), after(before.bytes());
+    gemm.run(w.device, dx.get<float>(), n, before.get<float>(), rows, false);
+    EXPECT_EQ(gemm.warm(w.device, 100), 2 * static_cast<int64_t>(want.size()));
+    gemm.run(w.device, dx.get<float>(), n, after.get<float>(), rows, false);
+    const std::vector<float> a = to_host<float>(before, static_cast<size_t>(n * rows));
+    const std::vector<float> b = to_host<float>(after, static_cast<size_t>(n * rows));
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4));
+  }
+  cudaStreamDestroy(stream);
+}
+
 TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
   int device = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);

@@ -289,10 +289,17 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
 }
 
 // TP 2 x PP 2 on two or three GPUs, ranks sharing them (check_shared_gpu_plan,
-// in a child process; without graphs, so once a fixture and dtype).
+// in a child process; without graphs, so once a fixture and dtype). Only
+// with TANDEM_TEST_SHARED_GPUS=1: two NCCL communicators used at once on one
+// GPU may wait on each other's kernels forever, and on two H200s this plan
+// stopped in 2 of the 5 fixture runs it began (docs/PARALLEL.md). Users cannot place two
+// ranks on one GPU; MatchesOneGpu runs TP 2 x PP 2 where there are four.
 TEST_P(ParallelGeneration, MatchesOneGpuOnSharedGpus) {
   const auto& [arch, dtype, graphs] = GetParam();
   if (graphs) GTEST_SKIP() << "the shared placement runs without graphs: see graphs=0";
+  const char* shared = std::getenv("TANDEM_TEST_SHARED_GPUS");
+  if (shared == nullptr || std::string(shared) != "1")
+    GTEST_SKIP() << "ranks sharing a GPU may deadlock in NCCL; TANDEM_TEST_SHARED_GPUS=1 runs it";
   // The child runs this body again from the start: only the parent asks for
   // the GPUs (starting CUDA), and marks the environment the child inherits.
   constexpr const char* kChild = "TANDEM_TEST_SHARED_GPU_CHILD";
