@@ -6,8 +6,7 @@
 // enough distinct copies (>= 512 MB in all) that every call reads its weights
 // from HBM. Prints µs per call, the share of --peak-gb-s that the weight
 // bytes alone would need, and TFLOP/s; then the fastest cuBLASLt algorithm
-// (tile, stages, split-K) and how much it saves; at up to 64 tokens, our
-// small_gemm (16 and 32 rows a warp, its default column slices) last.
+// (tile, stages, split-K) and how much it saves.
 //
 //   build/bin/cuda_gemm_bench [--tokens 8,16,32,64,128,160,256,512] [--peak-gb-s 3350]
 //                             [--calls 100] [--algos 16]
@@ -24,7 +23,6 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_buffer.h"
-#include "backends/cuda/gemm_small.h"
 
 using namespace tandem;
 using namespace tandem::cuda;
@@ -81,9 +79,8 @@ int main(int argc, char** argv) {
   TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s, %d SMs, L2 %d MB; peak %.0f GB/s\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20,
               peak);
-  std::printf("%-8s %4s | %9s %6s %7s | %9s %6s %7s | %5s %-28s %5s | %s\n", "matrix", "n", "cublas us", "%bw",
-              "TFLOP/s", "best us", "%bw", "TFLOP/s", "gain", "best algo (tile stages splitK)", "algos",
-              "small_gemm 16 / 32 rows a warp: us %bw (slices)");
+  std::printf("%-8s %4s | %9s %6s %7s | %9s %6s %7s | %5s %-28s %s\n", "matrix", "n", "cublas us", "%bw", "TFLOP/s",
+              "best us", "%bw", "TFLOP/s", "gain", "best algo (tile stages splitK)", "algos");
 
   cudaStream_t s;
   TANDEM_CUDA_CHECK(cudaStreamCreate(&s));
@@ -105,9 +102,6 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < hx.size(); ++i) hx[i] = __float2half(static_cast<float>((i * 2654435761u) % 2001) / 1000.0f - 1.0f);
     TANDEM_CUDA_CHECK(cudaMemcpy(x.get(), hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
   }
-  // small_gemm's split sums and row-tile counters, for the largest product.
-  DeviceBuffer partials(static_cast<size_t>(64) * 128256 * 4 * 4), counters(size_t{1} << 20);
-  TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
   const float alpha = 1.0f, beta = 0.0f;
   for (const Shape& sh : kShapes) {
     const int64_t wbytes = sh.rows * sh.cols * 2;
@@ -174,26 +168,9 @@ int main(int argc, char** argv) {
       }
       const double flop = 2.0 * static_cast<double>(m) * k * n;
       auto bw = [&](double us) { return 100.0 * static_cast<double>(wbytes) / (us * 1e-6) / (peak * 1e9); };
-      std::string small_text;
-      for (int rpw : {16, 32}) {
-        DeviceMatrix dm{WeightFormat::F16, sh.rows, sh.cols, nullptr, nullptr};
-        dm.data = w[0].get();
-        if (!small_gemm_takes(dm, n)) break;
-        const SmallGemmPlan plan = small_gemm_plan(sh.rows, sh.cols, n, rpw, prop.multiProcessorCount);
-        if (static_cast<size_t>(plan.partial_floats) * 4 > partials.bytes()) continue;
-        const double us = time([&](int64_t c) {
-          dm.data = w[c].get();
-          small_gemm(dm, x.get(), n, y.get<float>(), sh.rows, false, plan, partials.get<float>(),
-                     counters.get<int>(), s);
-        });
-        char t[64];
-        std::snprintf(t, sizeof t, "%s%.1f %.1f%% (%d)", small_text.empty() ? "" : " / ", us, bw(us), plan.splits);
-        small_text += t;
-      }
-      std::printf("%-8s %4d | %9.1f %5.1f%% %7.0f | %9.1f %5.1f%% %7.0f | %4.0f%% %-28s %5d | %s\n", sh.name, n,
-                  cublas_us, bw(cublas_us), flop / (cublas_us * 1e-6) / 1e12, best_us, bw(best_us),
-                  flop / (best_us * 1e-6) / 1e12, 100.0 * (cublas_us - best_us) / cublas_us, algo_text, n_found,
-                  small_text.empty() ? "-" : small_text.c_str());
+      std::printf("%-8s %4d | %9.1f %5.1f%% %7.0f | %9.1f %5.1f%% %7.0f | %4.0f%% %-28s %d\n", sh.name, n, cublas_us,
+                  bw(cublas_us), flop / (cublas_us * 1e-6) / 1e12, best_us, bw(best_us),
+                  flop / (best_us * 1e-6) / 1e12, 100.0 * (cublas_us - best_us) / cublas_us, algo_text, n_found);
       std::fflush(stdout);
       cublasLtMatmulPreferenceDestroy(pref);
       cublasLtMatrixLayoutDestroy(lc);

@@ -50,7 +50,6 @@ struct PerfOptions {
   bool fused_all_reduce = true;  // --fused-all-reduce / --no-fused-all-reduce
   bool cuda_graphs = true;       // --cuda-graphs / --no-cuda-graphs
   bool tune_gemm = true;         // --tune-gemm / --no-tune-gemm
-  bool small_gemm = true;        // --small-gemm / --no-small-gemm
   bool host_sampling = false;  // sample on the host even where the backend can
 };
 
@@ -82,7 +81,6 @@ int perf(const PerfOptions& o) {
   rq.fused_all_reduce = o.fused_all_reduce;
   rq.cuda_graphs = o.cuda_graphs;
   rq.tune_gemm = o.tune_gemm;
-  rq.small_gemm = o.small_gemm;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
   const bool mixed = o.step_prompt_tokens > 0;
   if (o.batch > 1 || mixed)
@@ -244,7 +242,6 @@ int perf(const PerfOptions& o) {
                         {"fused_all_reduce", o.fused_all_reduce},
                         {"cuda_graphs", o.cuda_graphs},
                         {"tune_gemm", o.tune_gemm},
-                        {"small_gemm", o.small_gemm},
                         {"mixed_prompt_tokens", mixed_prompt_tokens},
                         {"prefill_tok_s", prefill_runs},
                         {"decode_tok_s", decode_runs},
@@ -329,9 +326,6 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_flag("--tune-gemm,!--no-tune-gemm", o->tune_gemm,
                 "GPU: time cuBLAS's and cuBLASLt's GEMM algorithms at load and keep the fastest (the default), or "
                 "(--no-tune-gemm) take cuBLAS's choice (a faster start, and fewer kernels under a profiler)");
-  cmd->add_flag("--small-gemm,!--no-small-gemm", o->small_gemm,
-                "GPU: the GEMM tuning also times Tandem's own GEMM for decode batches of up to 64 tokens and takes it "
-                "where it wins (the default), or (--no-small-gemm) times cuBLAS's algorithms only");
   cmd->add_option("--peak-gb-s", o->peak_gb_s, "Memory bandwidth to compare decode against, GB/s (e.g. 3350 for an H100 SXM)");
   cmd->add_option("--temperature", o->temperature, "Decode with this sampling temperature (0 = greedy)");
   cmd->add_option("--top-k", o->top_k, "Decode sampling: top-k (0 = off)");

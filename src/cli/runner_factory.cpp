@@ -85,7 +85,6 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   o.fused_all_reduce = request.fused_all_reduce;
   o.cuda_graphs = request.cuda_graphs;
   o.tune_gemm = request.tune_gemm;
-  o.small_gemm = request.small_gemm;
   o.max_step_tokens = request.max_step_tokens;
   o.max_logit_rows = request.max_logit_rows;
   o.quantize = request.quantize == "int8" ? GpuQuantization::Int8

@@ -34,7 +34,6 @@ struct RunnerRequest {
   bool fused_all_reduce = true;  // tensor parallel: CudaRunnerOptions::fused_all_reduce
   bool cuda_graphs = true;        // GPU: replay decode steps as CUDA graphs (CudaRunnerOptions::cuda_graphs)
   bool tune_gemm = true;          // GPU: time GEMM algorithms at load (CudaRunnerOptions::tune_gemm)
-  bool small_gemm = true;         // GPU: the tuning also times our small-batch GEMM (CudaRunnerOptions::small_gemm)
   // Several GPUs of one host: a step not done in this long is given up
   // (ParallelRunnerOptions::step_limit; 0: none). Several hosts take
   // nodes.node0_silence instead.

@@ -239,8 +239,7 @@ TEST_F(Cli, PerfDecodesABatchOfSequences) {
 // perf --step-prompt-tokens mixes a prompt chunk of one more sequence into
 // every decode step (here 5 steps of 3 tokens from an 8-token prompt, so the
 // chunked sequence starts over twice); a chunk longer than -p is refused.
-// --no-cuda-graphs (for measuring what graphs save), --no-tune-gemm and
-// --no-small-gemm are reported.
+// --no-cuda-graphs (for measuring what graphs save) is reported.
 TEST_F(Cli, PerfMixesPromptChunksIntoDecodeSteps) {
   const std::string model = quote((kFixtures / "qwen2").string());
   const Output out = run("perf --model " + model + " -p 8 -n 5 -b 2 --step-prompt-tokens 3 -r 1 --device cpu --json");
@@ -249,7 +248,6 @@ TEST_F(Cli, PerfMixesPromptChunksIntoDecodeSteps) {
   EXPECT_EQ(j.at("step_prompt_tokens"), 3);
   EXPECT_TRUE(j.at("cuda_graphs").get<bool>());
   EXPECT_TRUE(j.at("tune_gemm").get<bool>());
-  EXPECT_TRUE(j.at("small_gemm").get<bool>());
   EXPECT_EQ(j.at("mixed_prompt_tokens"), 15);  // 5 decode steps, 3 prompt tokens each
   ASSERT_EQ(j.at("decode_tok_s").size(), 1u);
   EXPECT_GT(j.at("decode_tok_s")[0].get<double>(), 0.0);
@@ -259,12 +257,11 @@ TEST_F(Cli, PerfMixesPromptChunksIntoDecodeSteps) {
   EXPECT_NE(text.out.find("also computed 3 prompt tokens of another sequence (15 in all a run)"), std::string::npos)
       << text.out;
   const Output eager =
-      run("perf --model " + model + " -p 8 -n 2 -r 1 --device cpu --json --no-cuda-graphs --no-tune-gemm --no-small-gemm");
+      run("perf --model " + model + " -p 8 -n 2 -r 1 --device cpu --json --no-cuda-graphs --no-tune-gemm");
   ASSERT_EQ(eager.exit_code, 0) << eager.err;
   const nlohmann::json je = nlohmann::json::parse(eager.out);
   EXPECT_FALSE(je.at("cuda_graphs").get<bool>());
   EXPECT_FALSE(je.at("tune_gemm").get<bool>());
-  EXPECT_FALSE(je.at("small_gemm").get<bool>());
   EXPECT_EQ(je.at("mixed_prompt_tokens"), 0);
   expect_one_line_error(run("perf --model " + model + " -p 8 -n 4 --step-prompt-tokens 9"),
                         "--step-prompt-tokens must be between 0 and -p");

@@ -640,7 +640,6 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   if (m.owns_stream) TANDEM_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   TANDEM_CUDA_CHECK(cudaEventCreateWithFlags(&m.meta_copied, cudaEventDisableTiming));
   m.gemm = std::make_unique<cuda::Gemm>(m.stream);
-  m.gemm->set_small_gemm(options.small_gemm);
 
   // Progress counts the bytes copied from the file: matrices in their file's
   // format (quantization happens on the GPU afterwards), 1-D tensors as f32.
@@ -832,19 +831,18 @@ void CudaModelRunner::Impl::tune_gemms() {
       continue;
     }
     if (buckets.empty()) continue;
-    int won = 0, ours = 0;
+    int won = 0;
     const cuda::Gemm::TunedBucket* best = nullptr;
     for (const auto& b : buckets) {
-      if (b.algo < 0 && b.small_rows_per_warp == 0) continue;
-      ++(b.algo >= 0 ? won : ours);
+      if (b.algo < 0) continue;
+      ++won;
       if (!best || b.default_us / b.best_us > best->default_us / best->best_us) best = &b;
     }
-    char line[240];
+    char line[200];
     if (best) {
-      std::snprintf(line, sizeof line, "GEMM %lld x %lld: cuBLASLt won %d and small_gemm %d of %zu token buckets, "
-                    "most at %lld tokens (%.1f -> %.1f us)", static_cast<long long>(std::get<0>(key)),
-                    static_cast<long long>(std::get<1>(key)), won, ours, buckets.size(),
-                    static_cast<long long>(best->tokens), best->default_us, best->best_us);
+      std::snprintf(line, sizeof line, "GEMM %lld x %lld: cuBLASLt won %d of %zu token buckets, most at %lld tokens "
+                    "(%.1f -> %.1f us)", static_cast<long long>(std::get<0>(key)), static_cast<long long>(std::get<1>(key)),
+                    won, buckets.size(), static_cast<long long>(best->tokens), best->default_us, best->best_us);
     } else {
       std::snprintf(line, sizeof line, "GEMM %lld x %lld: cuBLAS's default in all %zu token buckets",
                     static_cast<long long>(std::get<0>(key)), static_cast<long long>(std::get<1>(key)), buckets.size());

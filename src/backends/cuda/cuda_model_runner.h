@@ -60,9 +60,6 @@ struct CudaRunnerOptions {
   // each token-count bucket (cuda::Gemm::tune). Not with batch_invariant,
   // whose answers must not depend on a timing.
   bool tune_gemm = true;
-  // With tune_gemm: also time our own small-batch GEMM (cuda::small_gemm,
-  // up to 64 tokens) and take it where it wins.
-  bool small_gemm = true;
   // The largest step the caller will run (tokens, and rows that want
   // logits): the memory plan reserves their scratch (activations, logits,
   // GEMM inputs) before it gives the rest to the KV cache. 0: 1024 tokens,

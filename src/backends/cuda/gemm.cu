@@ -36,8 +36,6 @@ Gemm::Gemm(cudaStream_t stream, bool fp8_tensor_cores) : stream_(stream) {
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   fp8_ = fp8_tensor_cores && (major > 8 || (major == 8 && minor >= 9));
-  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
-  small_ = major >= 8;  // mma.sync on 16-bit inputs
   TANDEM_CUBLAS_CHECK(cublasSetStream(handle_, stream_));
   workspace_.resize(kWorkspaceBytes);
   TANDEM_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_.get(), kWorkspaceBytes));
@@ -202,9 +200,6 @@ void Gemm::run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tok
       const auto bucket = std::lower_bound(t.bucket_tokens.begin(), t.bucket_tokens.end(), n_tokens);
       if (bucket != t.bucket_tokens.end()) {
         const size_t i = static_cast<size_t>(bucket - t.bucket_tokens.begin());
-        if (t.small_rows_per_warp[i] > 0 &&
-            run_small(w, x_low, n_tokens, y, ldy, accumulate, t.small_rows_per_warp[i]))
-          return;
         if (t.use_lt[i] && run_lt(w, x_low, n_tokens, y, ldy, accumulate, low_type, t.algos[i])) return;
       }
     }
@@ -222,18 +217,6 @@ void Gemm::run_converted(const DeviceMatrix& w, const void* x_low, int64_t n_tok
                                      w_f16_.get(), CUDA_R_16F, k, x_low, CUDA_R_16F, k, &beta, y + r0, CUDA_R_32F, ldc,
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-}
-
-bool Gemm::run_small(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy,
-                     bool accumulate, int rows_per_warp) {
-  if (!small_gemm_takes(w, n_tokens) || !aligned(x_low)) return false;
-  const SmallGemmPlan plan = small_gemm_plan(w.rows, w.cols, n_tokens, rows_per_warp, sm_count_);
-  if (plan.splits > 1 && (static_cast<size_t>(plan.partial_floats) * sizeof(float) > small_partials_.bytes() ||
-                          static_cast<size_t>(plan.row_tiles) * sizeof(int) > small_counters_.bytes()))
-    return false;
-  small_gemm(w, x_low, n_tokens, y, ldy, accumulate, plan, small_partials_.get<float>(), small_counters_.get<int>(),
-             stream_);
-  return true;
 }
 
 bool Gemm::run_lt(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
@@ -302,8 +285,7 @@ int64_t Gemm::warm(const DeviceMatrix& w, int64_t max_tokens) {
 std::vector<int64_t> Gemm::tuned_buckets() { return {std::begin(kTunedBuckets), std::end(kTunedBuckets)}; }
 
 std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>& all_weights, int64_t max_tokens,
-                                          Prefer prefer) {
-  const bool prefer_lt = prefer == Prefer::CublasLt;
+                                          bool prefer_lt) {
   std::vector<TunedBucket> out;
   // Unaligned weights never take a tuned algorithm (run_lt): not timed.
   std::vector<const DeviceMatrix*> weights;
@@ -395,35 +377,9 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
           best = found[a].algo;
         }
       }
-      // Our small GEMM, 16 and 32 rows a warp, where it takes the product;
-      // its split sums' workspace grows to fit (before any graph is captured).
-      if ((small_ || prefer == Prefer::Small16 || prefer == Prefer::Small32) && small_gemm_takes(w0, n)) {
-        for (int rpw : {16, 32}) {
-          const SmallGemmPlan plan = small_gemm_plan(w0.rows, w0.cols, n, rpw, sm_count_);
-          const size_t partial_bytes = static_cast<size_t>(plan.partial_floats) * sizeof(float);
-          const size_t counter_bytes = static_cast<size_t>(plan.row_tiles) * sizeof(int);
-          if (plan.splits > 1 && partial_bytes > small_partials_.bytes()) small_partials_.resize(partial_bytes);
-          if (plan.splits > 1 && counter_bytes > small_counters_.bytes()) {
-            small_counters_.resize(counter_bytes);
-            TANDEM_CUDA_CHECK(cudaMemsetAsync(small_counters_.get(), 0, counter_bytes, stream_));
-          }
-          const double us = time([&](const DeviceMatrix& w) {
-            small_gemm(w, x.get(), n, y.get<float>(), w.rows, false, plan, small_partials_.get<float>(),
-                       small_counters_.get<int>(), stream_);
-            return true;
-          });
-          const bool preferred = (prefer == Prefer::Small16 && rpw == 16) || (prefer == Prefer::Small32 && rpw == 32);
-          if (us > 0 && (preferred || (us < b.best_us && prefer == Prefer::Fastest))) {
-            b.best_us = us;
-            b.algo = -1;
-            b.small_rows_per_warp = rpw;
-          }
-        }
-      }
       shape.bucket_tokens.push_back(n);
       shape.use_lt.push_back(b.algo >= 0);
       shape.algos.push_back(best);
-      shape.small_rows_per_warp.push_back(b.small_rows_per_warp);
       out.push_back(b);
     }
   } catch (...) {

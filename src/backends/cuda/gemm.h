@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "backends/cuda/device_buffer.h"
-#include "backends/cuda/gemm_small.h"
 #include "backends/cuda/kernels.h"
 
 namespace tandem::cuda {
@@ -60,9 +59,8 @@ class Gemm {
   // 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048): cuBLAS's
   // default and each algorithm cuBLASLt's heuristic offers, timed over
   // `weights` in turn (a model's layers, so that the weights come from HBM as
-  // in a step), and, for buckets of up to kSmallGemmMaxTokens tokens, our
-  // own small_gemm (16 and 32 rows a warp). cuBLAS's own choice is up to 15%
-  // slower than the best at some of the 8B shape's products on an H100. Later products of that shape
+  // in a step). cuBLAS's own choice is up to 15% slower than the best at
+  // some of the 8B shape's products on an H100. Later products of that shape
   // and format with kTunedFrom or more tokens take their bucket's winner
   // when cuBLASLt accepts it for the operands (16-byte aligned pointers and
   // rows of y, cublasLtMatmulAlgoCheck); the rest take cuBLAS's default. The
@@ -74,17 +72,12 @@ class Gemm {
     int64_t tokens = 0;          // the bucket's largest token count, which was timed
     double default_us = 0;       // cuBLAS's default
     double best_us = 0;          // the winner
-    int algo = -1;               // the winner's rank in cuBLASLt's heuristic; -1: cuBLAS's default or ours
-    int small_rows_per_warp = 0;  // the winner is small_gemm with 16 or 32 rows a warp; 0: it is not
+    int algo = -1;               // the winner's rank in cuBLASLt's heuristic; -1: cuBLAS's default
   };
-  // prefer (tests): take cuBLASLt's fastest algorithm, or small_gemm with
-  // 16 or 32 rows a warp where it applies, even where another was faster,
-  // so that that path runs.
-  enum class Prefer { Fastest, CublasLt, Small16, Small32 };
+  // prefer_lt (tests): take cuBLASLt's fastest algorithm even where cuBLAS's
+  // default was faster, so that the tuned path runs.
   std::vector<TunedBucket> tune(const std::vector<const DeviceMatrix*>& weights, int64_t max_tokens,
-                                Prefer prefer = Prefer::Fastest);
-  // Whether tune() times small_gemm (on by default).
-  void set_small_gemm(bool on) { small_ = on; }
+                                bool prefer_lt = false);
   // Runs run() over `w` once for every token count a step may give it (each
   // count up to 64, then every 16th, and max_tokens), with and without
   // accumulation, so that each cuBLAS/cuBLASLt kernel those products take
@@ -109,17 +102,12 @@ class Gemm {
     std::vector<int64_t> bucket_tokens;               // ascending
     std::vector<bool> use_lt;                         // per bucket: false = cuBLAS's default won
     std::vector<cublasLtMatmulAlgo_t> algos;          // per bucket
-    std::vector<int> small_rows_per_warp;             // per bucket: small_gemm's, 0 = not small_gemm
   };
   using ShapeKey = std::tuple<int64_t, int64_t, int>;  // rows, cols, input type (CUDA_R_16F / 16BF)
   // Enqueues y^T = W^T x through cuBLASLt with `algo`; false (nothing
   // enqueued) when the algorithm does not take these operands.
   bool run_lt(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
               cudaDataType_t type, const cublasLtMatmulAlgo_t& algo);
-  // Enqueues small_gemm; false (nothing enqueued) when it does not take the
-  // operands or its workspace is too small.
-  bool run_small(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
-                 int rows_per_warp);
   // False (nothing enqueued) when cuBLASLt has no FP8 kernel for the shape.
   bool run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
 
@@ -131,10 +119,6 @@ class Gemm {
   std::set<std::tuple<int64_t, int64_t, int64_t>> fp8_unsupported_;                  // shapes without one
   std::map<ShapeKey, TunedShape> tuned_;
   int64_t tuned_from_ = kTunedFrom;
-  bool small_ = true;
-  int sm_count_ = 0;
-  DeviceBuffer small_partials_;  // small_gemm's split sums, for the largest product tune() chose it for
-  DeviceBuffer small_counters_;  // small_gemm's row-tile counters (zero between launches)
   cublasLtMatmulDesc_t op16_ = nullptr;  // y^T = W^T x, f32 accumulation and output (16-bit inputs)
   // One tuned product's operand layouts, made once: (rows, cols, n, ldy, type).
   struct LtLayouts {

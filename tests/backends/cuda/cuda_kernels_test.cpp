@@ -16,7 +16,6 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_buffer.h"
 #include "backends/cuda/gemm.h"
-#include "backends/cuda/gemm_small.h"
 #include "backends/cuda/kernels.h"
 #include "common/half.h"
 #include "engine/row_sampling.h"
@@ -246,7 +245,7 @@ TEST_P(GemvTest, TunedGemmMatchesCpuReference) {
   TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
   {
     Gemm tuned(stream), plain(stream);
-    const auto buckets = tuned.tune(weights, most, Gemm::Prefer::CublasLt);
+    const auto buckets = tuned.tune(weights, most, /*prefer_lt=*/true);
     ASSERT_FALSE(buckets.empty());
     EXPECT_GE(buckets.back().tokens, most);
     int lt_buckets = 0;
@@ -516,136 +515,6 @@ TEST(CudaKernels, Gemv8BitOneTokenOverManyBlocksMatchesCpu) {
 // chunk partial (146 or 2 blocks of 32), an output stride wider than the
 // rows, and accumulation. A token's result has the same bits whatever the
 // batch around it.
-// small_gemm against the CPU on x rounded to the weights' type (so only the
-// order of the f32 sums differs), for both row tilings, one and several
-// column slices, token counts around the 8-token tiles, rows that fill no
-// tile, accumulation and a y wider than the matrix. A token's sums do not
-// depend on how many tokens come with it (same bits), nor on the run.
-TEST(CudaKernels, SmallGemmMatchesCpu) {
-  const int64_t rows = 200, cols = 1024, ldy = rows + 8;  // 200: no multiple of a warp's 16 or 32 rows
-  int sm_count = 0;
-  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, 0));
-  for (DType dtype : {DType::F16, DType::BF16}) {
-    TestMatrix w = make_matrix(dtype, rows, cols, 41);
-    const int64_t most = kSmallGemmMaxTokens;
-    // x rounded to the weights' type, as Gemm hands it over.
-    const std::vector<float> xf = random_vector(static_cast<size_t>(most * cols), 42);
-    std::vector<uint16_t> x_low(xf.size());
-    std::vector<float> x_rounded(xf.size());
-    for (size_t i = 0; i < xf.size(); ++i) {
-      x_low[i] = dtype == DType::F16 ? f32_to_f16(xf[i]) : f32_to_bf16(xf[i]);
-      x_rounded[i] = dtype == DType::F16 ? f16_to_f32(x_low[i]) : bf16_to_f32(x_low[i]);
-    }
-    std::vector<float> want(static_cast<size_t>(most * rows));
-    cpu::matmul_ref(w.host, x_rounded.data(), most, want.data());
-    const std::vector<float> y0 = random_vector(static_cast<size_t>(most * ldy), 43);
-    DeviceBuffer dx = to_device(x_low);
-    for (int rpw : {16, 32}) {
-      for (int splits : {1, 3, 0}) {  // 0: the plan's own choice
-        const SmallGemmPlan plan = small_gemm_plan(rows, cols, most, rpw, sm_count, splits);
-        ASSERT_GE(plan.splits, 1);
-        if (splits > 0) {
-          ASSERT_EQ(plan.splits, splits);
-        }
-        DeviceBuffer partials(static_cast<size_t>(std::max<int64_t>(plan.partial_floats, 1)) * 4);
-        DeviceBuffer counters(static_cast<size_t>(plan.row_tiles) * 4);
-        TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
-        std::vector<float> first_token;
-        for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{9}, int64_t{31}, int64_t{33}, most}) {
-          ASSERT_TRUE(small_gemm_takes(w.device, n));
-          const SmallGemmPlan p = small_gemm_plan(rows, cols, n, rpw, sm_count, plan.splits);
-          ASSERT_LE(p.partial_floats, std::max<int64_t>(plan.partial_floats, 1));
-          for (bool accumulate : {false, true}) {
-            DeviceBuffer dy = to_device(y0);
-            small_gemm(w.device, dx.get(), n, dy.get<float>(), ldy, accumulate, p, partials.get<float>(),
-                       counters.get<int>(), nullptr);
-            const std::vector<float> got = to_host<float>(dy, y0.size());
-            double max_err = 0;
-            for (int64_t t = 0; t < most; ++t) {
-              for (int64_t r = 0; r < ldy; ++r) {
-                const size_t i = static_cast<size_t>(t * ldy + r);
-                if (t >= n || r >= rows) {  // outside the product: untouched
-                  ASSERT_EQ(got[i], y0[i]) << "n " << n << " token " << t << " row " << r;
-                  continue;
-                }
-                const double expect = want[static_cast<size_t>(t * rows + r)] + (accumulate ? y0[i] : 0.0f);
-                max_err = std::max(max_err, std::fabs(double(got[i]) - expect));
-              }
-            }
-            EXPECT_LT(max_err, 2e-4) << weight_format_name(w.device.format) << " rows/warp " << rpw << " splits "
-                                     << p.splits << " n " << n << " accumulate " << accumulate;
-            if (!accumulate) {
-              const std::vector<float> token0(got.begin(), got.begin() + rows);
-              if (first_token.empty()) first_token = token0;
-              EXPECT_EQ(0, std::memcmp(token0.data(), first_token.data(), rows * 4))
-                  << "token 0's sums changed with " << n << " tokens";
-            }
-          }
-        }
-        // The same product twice: the same bits (the slices add in order).
-        DeviceBuffer a = to_device(y0), b = to_device(y0);
-        small_gemm(w.device, dx.get(), most, a.get<float>(), ldy, false, plan, partials.get<float>(),
-                   counters.get<int>(), nullptr);
-        small_gemm(w.device, dx.get(), most, b.get<float>(), ldy, false, plan, partials.get<float>(),
-                   counters.get<int>(), nullptr);
-        const std::vector<float> ha = to_host<float>(a, y0.size()), hb = to_host<float>(b, y0.size());
-        EXPECT_EQ(0, std::memcmp(ha.data(), hb.data(), ha.size() * 4));
-      }
-    }
-  }
-  // What it does not take.
-  TestMatrix q8 = make_matrix(DType::Q8_0, 64, 1024, 44);
-  EXPECT_FALSE(small_gemm_takes(q8.device, 8));
-  TestMatrix odd = make_matrix(DType::F16, 64, 1040, 45);  // 1040 columns: not a multiple of 32
-  EXPECT_FALSE(small_gemm_takes(odd.device, 8));
-  TestMatrix f16 = make_matrix(DType::F16, 64, 1024, 46);
-  EXPECT_FALSE(small_gemm_takes(f16.device, 0));
-  EXPECT_FALSE(small_gemm_takes(f16.device, kSmallGemmMaxTokens + 1));
-}
-
-// Gemm::tune may take small_gemm: forced to it for every bucket it applies
-// to, Gemm's products match the CPU.
-TEST(CudaKernels, TunedGemmTakesSmallGemm) {
-  const int64_t rows = 384, cols = 512;
-  for (DType dtype : {DType::F16, DType::BF16}) {
-    std::vector<TestMatrix> layers;
-    for (uint32_t i = 0; i < 2; ++i) layers.push_back(make_matrix(dtype, rows, cols, 50 + i));
-    std::vector<const DeviceMatrix*> weights;
-    for (const TestMatrix& m : layers) weights.push_back(&m.device);
-    const std::vector<float> x = random_vector(static_cast<size_t>(kSmallGemmMaxTokens * cols), 52);
-    cudaStream_t stream;
-    TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
-    for (Gemm::Prefer prefer : {Gemm::Prefer::Small16, Gemm::Prefer::Small32}) {
-      Gemm gemm(stream);
-      const auto buckets = gemm.tune(weights, 100, prefer);
-      int small = 0;
-      for (const auto& b : buckets) {
-        if (b.tokens <= kSmallGemmMaxTokens) {
-          EXPECT_EQ(b.small_rows_per_warp, prefer == Gemm::Prefer::Small16 ? 16 : 32) << b.tokens << " tokens";
-          EXPECT_GT(b.best_us, 0.0);
-          ++small;
-        } else {
-          EXPECT_EQ(b.small_rows_per_warp, 0) << b.tokens << " tokens";
-        }
-      }
-      EXPECT_EQ(small, 5);  // buckets 8, 16, 32, 48, 64
-      DeviceBuffer dx = to_device(x);
-      for (int64_t n : {5, 12, 40, 64}) {
-        const TestMatrix& w = layers[static_cast<size_t>(n % 2)];
-        std::vector<float> want(static_cast<size_t>(n * rows));
-        cpu::matmul_ref(w.host, x.data(), n, want.data());
-        DeviceBuffer dy(want.size() * 4);
-        gemm.run(w.device, dx.get<float>(), n, dy.get<float>(), rows, false);
-        const std::vector<float> got = to_host<float>(dy, want.size());
-        double max_err = 0;
-        for (size_t i = 0; i < want.size(); ++i) max_err = std::max(max_err, std::fabs(double(got[i]) - want[i]));
-        EXPECT_LT(max_err, dtype == DType::BF16 ? 3e-2 : 4e-3) << n << " tokens";
-      }
-    }
-    cudaStreamDestroy(stream);
-  }
-}
-
 // Gemm::warm runs every token count a step may give a matrix (each up to
 // 64, then every 16th, and the largest), with and without accumulation, and
 // leaves the products as they were.
