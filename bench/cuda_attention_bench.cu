@@ -5,9 +5,8 @@
 // and values from HBM, as a decode step does. Prints µs per call (calls back
 // to back in one stream, as in a step), the K/V bytes read per second and
 // their share of --peak-gb-s, for the engine's choice of splits and heads per
-// block (and, where its splits merge in a thread block cluster, the same
-// merged through the workspace, marked "memory") and, with --sweep, for
-// every split count with one or all query heads of a KV head per block.
+// block and, with --sweep, for every split count with one or all query heads
+// of a KV head per block.
 //
 //   build/bin/cuda_attention_bench [--tokens 1,8,32] [--context 128,512,2048]
 //                                  [--peak-gb-s 3350] [--calls 320] [--sweep]
@@ -25,7 +24,6 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_buffer.h"
 #include "backends/cuda/kernels.h"
-#include "backends/cuda/launch.h"
 
 using namespace tandem;
 using namespace tandem::cuda;
@@ -134,20 +132,14 @@ int main(int argc, char** argv) {
       TANDEM_CUDA_CHECK(cudaMemcpy(d_positions.get(), positions.data(), 4 * positions.size(), cudaMemcpyHostToDevice));
       const int engine_hpb = attention_heads_per_block(shape, n_tokens, prop.multiProcessorCount);
       const int engine_splits = attention_splits(shape, n_tokens, prop.multiProcessorCount, engine_hpb);
-      struct Config {
-        int splits, hpb;
-        bool through_memory;
-      };
-      std::vector<Config> configs{{engine_splits, engine_hpb, false}};
-      if (engine_splits > 1 && engine_splits <= kMaxClusterSplits && clusters_supported())
-        configs.push_back({engine_splits, engine_hpb, true});
+      std::vector<std::pair<int, int>> configs{{engine_splits, engine_hpb}};  // (splits, heads per block)
       if (sweep)
         for (int hpb : {1, shape.n_heads / shape.n_kv_heads})
           for (int sp = 1; sp <= kMaxAttentionSplits; sp *= 2)
             if ((sp != engine_splits || hpb != engine_hpb) && n_tokens * shape.n_heads * sp <= kAttentionSplitSlots)
-              configs.push_back({sp, hpb, false});
+              configs.emplace_back(sp, hpb);
       for (const auto& config : configs) {
-        const int splits = config.splits, hpb = config.hpb;
+        const int splits = config.first, hpb = config.second;
         auto run = [&](int i) {
           AttentionArgs a;
           a.q = q.get<float>();
@@ -162,7 +154,6 @@ int main(int argc, char** argv) {
           a.split_partials = partials.get<float>();
           a.split_counters = counters.get<int32_t>();
           a.decode_only = true;
-          a.merge_through_memory = config.through_memory;
           paged_attention(a, shape, n_tokens, splits, s, hpb);
         };
         for (int i = 0; i < kLayers; ++i) run(i);  // warm up
@@ -175,9 +166,8 @@ int main(int argc, char** argv) {
         const double us = 1e3 * ms / calls;
         const double bytes = 2.0 * 2 * double(n_tokens) * context * kv_dim;
         const double gbs = bytes / (us * 1e3);
-        const bool engine = splits == engine_splits && hpb == engine_hpb && !config.through_memory;
-        std::printf("%8d %8d %7d %4d %10.2f %10.1f %7.1f%%%s%s\n", n_tokens, context, splits, hpb, us, gbs,
-                    100 * gbs / peak, engine ? "  (engine)" : "", config.through_memory ? "  (memory)" : "");
+        std::printf("%8d %8d %7d %4d %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, splits, hpb, us, gbs,
+                    100 * gbs / peak, splits == engine_splits && hpb == engine_hpb ? "  (engine)" : "");
       }
     }
   }

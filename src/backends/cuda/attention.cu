@@ -6,12 +6,7 @@
 // The warps' partial results merge in shared memory. With several splits
 // (small decode batches, where one block per head would leave most SMs idle)
 // each split writes its partial result to the workspace and the last split
-// of a (token, head) to finish merges them all, in split order. On sm_90 and
-// later, up to kMaxClusterSplits splits run as one thread block cluster
-// instead: each keeps its partial result in its own shared memory and the
-// cluster's first block merges them from there (distributed shared memory),
-// with the same arithmetic in the same order, so the same bits.
-#include <cooperative_groups.h>
+// of a (token, head) to finish merges them all, in split order.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -268,73 +263,9 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
     return;
   }
 
-  // The merge of the splits: every split's (m, l) of each head, then each
-  // output element's partials; sums run in split order. split_m/l(g, k) and
-  // split_acc(g, d, k) fetch split k's values.
-  __shared__ float split_m[GP][kMaxAttentionSplits], split_l[GP][kMaxAttentionSplits];
-  __shared__ float split_weight[GP][kMaxAttentionSplits], inv_l[GP];
-  auto merge_splits = [&](auto&& fetch_m, auto&& fetch_l, auto&& fetch_acc) {
-    for (int i = threadIdx.x; i < nh * n_splits; i += blockDim.x) {
-      const int g = i / n_splits, k = i % n_splits;
-      split_m[g][k] = fetch_m(g, k);
-      split_l[g][k] = fetch_l(g, k);
-    }
-    __syncthreads();
-    if (threadIdx.x < nh) {
-      const int g = threadIdx.x;
-      float m_max = -FLT_MAX;
-      for (int k = 0; k < n_splits; ++k) m_max = fmaxf(m_max, split_m[g][k]);
-      float l_sum = 0.0f;
-      for (int k = 0; k < n_splits; ++k) {
-        const float lk = split_l[g][k];
-        const float w = lk > 0.0f ? __expf(split_m[g][k] - m_max) : 0.0f;
-        split_weight[g][k] = w;
-        if (lk > 0.0f) l_sum += lk * w;
-      }
-      inv_l[g] = 1.0f / l_sum;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < nh * hd; i += blockDim.x) {
-      const int g = i / hd, d = i % hd;
-      float acc_k[kMaxAttentionSplits];
-#pragma unroll
-      for (int k = 0; k < kMaxAttentionSplits; ++k)
-        acc_k[k] = k < n_splits && split_l[g][k] > 0.0f ? fetch_acc(g, d, k) : 0.0f;
-      float o = 0.0f;
-#pragma unroll
-      for (int k = 0; k < kMaxAttentionSplits; ++k)
-        if (k < n_splits && split_l[g][k] > 0.0f) o += acc_k[k] * split_weight[g][k];
-      write_output(a, t * q_dim + static_cast<int64_t>(h0 + g) * hd + d, o * inv_l[g]);
-    }
-  };
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (a.cluster_merge) {
-    // The splits are one cluster (launched so): this split's merged acc of
-    // each head replaces warp 0's in shared memory, beside part_m[0] (its
-    // m_all) and merged_l; the cluster's first block reads them all.
-    for (int i = threadIdx.x; i < nh * hd; i += blockDim.x) {
-      const int g = i / hd, d = i % hd;
-      float o = 0.0f;
-      for (int w = 0; w < kWarps; ++w) o += part_acc[w][g][d] * merge_weight[g][w];
-      part_acc[0][g][d] = o;  // only this thread reads part_acc[.][g][d]
-    }
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();  // every split's results are in place
-    if (cluster.block_rank() == 0) {
-      merge_splits([&](int g, int k) { return *cluster.map_shared_rank(&part_m[0][g], k); },
-                   [&](int g, int k) { return *cluster.map_shared_rank(&merged_l[g], k); },
-                   [&](int g, int d, int k) { return *cluster.map_shared_rank(&part_acc[0][g][d], k); });
-    }
-    cluster.sync();  // the others' shared memory lives until the merge has read it
-    return;
-  }
-#endif
-
-  // Several splits without a cluster: this one's (m, l, acc[hd]) of each
-  // head, relative to its m_all, goes to the workspace; the last split of the
-  // block's heads to finish merges them all.
+  // Several splits: this one's (m, l, acc[hd]) of each head, relative to its
+  // m_all, goes to the workspace; the last split of the block's heads to
+  // finish merges them all.
   for (int i = threadIdx.x; i < nh * (hd + 2); i += blockDim.x) {
     const int g = i / (hd + 2), d = i % (hd + 2);
     const int64_t pair = t * s.n_heads + h0 + g;
@@ -364,26 +295,53 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   if (!last) return;
   // Every split's (m, l) of each head in one round of loads, then each
   // output element's partials in one more: the loads of a round are issued
-  // together.
-  auto partial = [&](int g, int k) {
-    return a.split_partials + ((t * s.n_heads + h0 + g) * n_splits + k) * (kMaxHeadDim + 2);
-  };
-  merge_splits([&](int g, int k) { return __ldcg(partial(g, k)); },
-               [&](int g, int k) { return __ldcg(partial(g, k) + 1); },
-               [&](int g, int d, int k) { return __ldcg(partial(g, k) + 2 + d); });
+  // together. Sums run in split order.
+  __shared__ float split_m[GP][kMaxAttentionSplits], split_l[GP][kMaxAttentionSplits];
+  __shared__ float split_weight[GP][kMaxAttentionSplits], inv_l[GP];
+  for (int i = threadIdx.x; i < nh * n_splits; i += blockDim.x) {
+    const int g = i / n_splits, k = i % n_splits;
+    const float* pk = a.split_partials + ((t * s.n_heads + h0 + g) * n_splits + k) * (kMaxHeadDim + 2);
+    split_m[g][k] = __ldcg(pk);
+    split_l[g][k] = __ldcg(pk + 1);
+  }
+  __syncthreads();
+  if (threadIdx.x < nh) {
+    const int g = threadIdx.x;
+    float m_max = -FLT_MAX;
+    for (int k = 0; k < n_splits; ++k) m_max = fmaxf(m_max, split_m[g][k]);
+    float l_sum = 0.0f;
+    for (int k = 0; k < n_splits; ++k) {
+      const float lk = split_l[g][k];
+      const float w = lk > 0.0f ? __expf(split_m[g][k] - m_max) : 0.0f;
+      split_weight[g][k] = w;
+      if (lk > 0.0f) l_sum += lk * w;
+    }
+    inv_l[g] = 1.0f / l_sum;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < nh * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd;
+    const float* parts = a.split_partials + (t * s.n_heads + h0 + g) * n_splits * (kMaxHeadDim + 2) + 2 + d;
+    float acc_k[kMaxAttentionSplits];
+#pragma unroll
+    for (int k = 0; k < kMaxAttentionSplits; ++k)
+      acc_k[k] = k < n_splits && split_l[g][k] > 0.0f ? __ldcg(parts + k * (kMaxHeadDim + 2)) : 0.0f;
+    float o = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kMaxAttentionSplits; ++k)
+      if (k < n_splits && split_l[g][k] > 0.0f) o += acc_k[k] * split_weight[g][k];
+    write_output(a, t * q_dim + static_cast<int64_t>(h0 + g) * hd + d, o * inv_l[g]);
+  }
 }
 
 template <int DPL>
 void launch_paged_attention(dim3 grid, int heads_per_block, cudaStream_t stream, const AttentionArgs& args,
                             const AttentionShape& shape) {
-  // args.cluster_merge: the splits (grid.z) are one cluster.
-  const unsigned cluster_z = args.cluster_merge ? grid.z : 1;
-  auto go = [&](auto kernel) { launch_clustered(kernel, grid, kWarps * 32, cluster_z, stream, args, shape); };
   switch (heads_per_block) {
-    case 1: go(paged_attention_kernel<DPL, 1>); break;
-    case 2: go(paged_attention_kernel<DPL, 2>); break;
-    case 4: go(paged_attention_kernel<DPL, 4>); break;
-    default: go(paged_attention_kernel<DPL, 8>); break;
+    case 1: launch(paged_attention_kernel<DPL, 1>, grid, kWarps * 32, stream, args, shape); break;
+    case 2: launch(paged_attention_kernel<DPL, 2>, grid, kWarps * 32, stream, args, shape); break;
+    case 4: launch(paged_attention_kernel<DPL, 4>, grid, kWarps * 32, stream, args, shape); break;
+    default: launch(paged_attention_kernel<DPL, 8>, grid, kWarps * 32, stream, args, shape); break;
   }
 }
 
@@ -403,11 +361,9 @@ int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count
   const int group = shape.n_heads / std::max(shape.n_kv_heads, 1);
   const int64_t blocks = n_tokens * shape.n_kv_heads * ((group + heads_per_block - 1) / heads_per_block);
   if (blocks <= 0 || blocks >= sm_count) return 1;
-  // At most a cluster's worth (kMaxClusterSplits), merged in shared memory
-  // where clusters exist.
   const int64_t want = (2 * sm_count + blocks - 1) / blocks;
   const int64_t fit = kAttentionSplitSlots / (n_tokens * shape.n_heads);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, kMaxClusterSplits, fit})));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, kMaxAttentionSplits, fit})));
 }
 
 void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
@@ -423,22 +379,19 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
                           n_tokens * shape.n_heads * n_splits <= kAttentionSplitSlots && n_splits <= kMaxAttentionSplits),
         "internal: attention splits without room in the workspace");
   if (n_tokens == 0) return;
-  AttentionArgs a = args;
-  a.cluster_merge = n_splits > 1 && n_splits <= kMaxClusterSplits && !args.merge_through_memory &&
-                    clusters_supported();
   const int group = shape.n_heads / shape.n_kv_heads;
   const int blocks_per_kv = (group + heads_per_block - 1) / heads_per_block;
   const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_kv_heads * blocks_per_kv),
                   static_cast<unsigned>(n_splits));
   const int dpl = (shape.head_dim + 31) / 32;
   if (dpl <= 1) {
-    launch_paged_attention<1>(grid, heads_per_block, stream, a, shape);
+    launch_paged_attention<1>(grid, heads_per_block, stream, args, shape);
   } else if (dpl <= 2) {
-    launch_paged_attention<2>(grid, heads_per_block, stream, a, shape);
+    launch_paged_attention<2>(grid, heads_per_block, stream, args, shape);
   } else if (dpl <= 4) {
-    launch_paged_attention<4>(grid, heads_per_block, stream, a, shape);
+    launch_paged_attention<4>(grid, heads_per_block, stream, args, shape);
   } else {
-    launch_paged_attention<8>(grid, heads_per_block, stream, a, shape);
+    launch_paged_attention<8>(grid, heads_per_block, stream, args, shape);
   }
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }

@@ -220,12 +220,8 @@ void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t 
 // only (not on heads_per_block): with a fixed n_splits results are
 // batch-invariant.
 // CPU twin: CpuModelRunner::attention (tests: reference_attention).
-// On sm_90 and later, n_splits of up to kMaxClusterSplits run as one thread
-// block cluster and merge in distributed shared memory (no workspace
-// traffic); the merge's arithmetic and order are the same either way.
 constexpr int64_t kAttentionSplitSlots = 2048;  // n_tokens * n_heads * n_splits, at most
 constexpr int64_t kMaxAttentionSplits = 16;
-constexpr int64_t kMaxClusterSplits = 8;  // the portable cluster size
 struct AttentionArgs {
   const float* q = nullptr;
   int64_t q_stride = 0;
@@ -247,11 +243,6 @@ struct AttentionArgs {
   // (out_q: [n_tokens, n_heads * head_dim] int8, out_d: [.., / 32] f32).
   int8_t* out_q = nullptr;
   float* out_d = nullptr;
-  // Tests: merge split results through the workspace even where a cluster
-  // could (the two must give the same bits).
-  bool merge_through_memory = false;
-  // Set by paged_attention: the splits run as one cluster.
-  bool cluster_merge = false;
 };
 // Query heads per block: those of one KV head (up to
 // kMaxAttentionHeadsPerBlock, a power of two) read each cached key and value
@@ -260,8 +251,7 @@ struct AttentionArgs {
 constexpr int kMaxAttentionHeadsPerBlock = 8;
 int attention_heads_per_block(const AttentionShape& shape, int64_t n_tokens, int sm_count);
 // Splits that keep about two blocks per SM busy for n_tokens tokens (1 when
-// the blocks alone fill the GPU), within the workspace, at most
-// kMaxClusterSplits.
+// the blocks alone fill the GPU), within the workspace.
 int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count, int heads_per_block = 1);
 void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
                      cudaStream_t stream, int heads_per_block = 1);

@@ -65,35 +65,4 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t strea
   launch_with_shared(kernel, grid, block, 0, stream, std::forward<Args>(args)...);
 }
 
-// True when the current device runs thread block clusters (sm_90 and later).
-inline bool clusters_supported() { return overlapped_launch_supported(); }
-
-// launch(), with each cluster_z consecutive blocks along z one thread block
-// cluster (cluster_z > 1 needs clusters_supported(), and grid.z a multiple).
-template <typename... Params, typename... Args>
-void launch_clustered(void (*kernel)(Params...), dim3 grid, dim3 block, unsigned cluster_z, cudaStream_t stream,
-                      Args&&... args) {
-  cudaLaunchAttribute attributes[2] = {};
-  unsigned n = 0;
-  if (overlapped_launch_supported()) {
-    attributes[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attributes[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  if (cluster_z > 1) {
-    attributes[n].id = cudaLaunchAttributeClusterDimension;
-    attributes[n].val.clusterDim.x = 1;
-    attributes[n].val.clusterDim.y = 1;
-    attributes[n].val.clusterDim.z = cluster_z;
-    ++n;
-  }
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.stream = stream;
-  config.attrs = attributes;
-  config.numAttrs = n;
-  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
-}
-
 }  // namespace tandem::cuda

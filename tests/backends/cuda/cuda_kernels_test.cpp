@@ -879,9 +879,8 @@ std::vector<float> reference_paged_attention(const AttentionShape& s, const std:
 // Decode-like attention: three tokens of three sequences at positions 700,
 // 5 and 300 over a cache filled with random K and V, each sequence's blocks
 // scattered. Every split count matches the CPU, a token's result does not
-// depend on the batch for a given split count, nor on whether the splits
-// merge in a cluster or through memory, and the split counters are left at
-// zero (a second run gives the same bits).
+// depend on the batch for a given split count, and the split counters are
+// left at zero (a second run gives the same bits).
 TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
   AttentionShape s;
   s.n_heads = 8;
@@ -923,7 +922,6 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
   aa.split_partials = partials.get<float>();
   aa.split_counters = counters.get<int32_t>();
   EXPECT_GT(attention_splits(s, 1, 132), 1);
-  EXPECT_LE(attention_splits(s, 1, 132), kMaxClusterSplits);
   EXPECT_EQ(attention_splits(s, 64, 132), 1);
   // A few tokens keep a block per head; many take the 4 heads of a KV head together.
   EXPECT_EQ(attention_heads_per_block(s, 3, 132), 1);
@@ -945,17 +943,6 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
     paged_attention(aa, s, n, splits, nullptr);
     const std::vector<float> again = to_host<float>(dout, want.size());
     ASSERT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * 4)) << splits << " splits, second run";
-    // Splits of up to kMaxClusterSplits merge inside their cluster (sm_90
-    // on); through the workspace instead, the same bits.
-    for (int heads_per_block : {1, 4}) {
-      AttentionArgs through_memory = aa;
-      through_memory.merge_through_memory = true;
-      through_memory.out = done.get<float>();
-      paged_attention(through_memory, s, n, splits, nullptr, heads_per_block);
-      const std::vector<float> m = to_host<float>(done, want.size());
-      ASSERT_EQ(0, std::memcmp(m.data(), got.data(), got.size() * 4))
-          << splits << " splits merged through memory, " << heads_per_block << " heads a block";
-    }
     // Decode steps load their first tile before waiting for the kernel
     // before them (and reload the token's own position after): the same bits.
     AttentionArgs early = aa;
