@@ -6,7 +6,10 @@
 # candidate's gpu tests run first.
 # Usage (from the repo root, through the device tool):
 #   git archive main | (mkdir -p .deps/ab-base && tar -x -C .deps/ab-base)
-#   [FORMATS="f16 int8 q8_0"] [MIXED="0 32 128"] [ROUNDS=2] [TESTS=1] bash tools/device/ab_decode.sh
+#   [FORMATS="f16 int8 q8_0"] [MIXED="0 32 128"] [ROUNDS=2] [TESTS=1] [GEMV_ARGS=...] [ATTENTION_ARGS=...] \
+#     bash tools/device/ab_decode.sh
+# GEMV_ARGS / ATTENTION_ARGS: run the candidate's cuda_gemv_bench /
+# cuda_attention_bench with them first.
 # FORMATS: f16, bf16 and q8_0 are synth dtypes; int8 and fp8 are f16 with
 # --quantize; FORMATS="" (set but empty) runs no batch-1 decode at all.
 # MIXED: f16 decode steps of 32 sequences that also carry that many prompt
@@ -35,7 +38,8 @@ build_tree() {  # build_tree SRC BUILD TARGETS...
     || { grep -E "error|Error" -A3 "$out/build.log" | head -60; return 1; }
   echo "build $(basename "$dir"): $(( $(date +%s) - t0 )) s"
 }
-build_tree "$src" /tmp/ab-new tandem-server tandem cuda_kernels_test cuda_runner_test cuda_gemv_bench || exit 1
+build_tree "$src" /tmp/ab-new tandem-server tandem cuda_kernels_test cuda_runner_test cuda_gemv_bench \
+  cuda_attention_bench || exit 1
 build_tree "$base" /tmp/ab-base tandem-server || exit 1
 
 if [ "${TESTS:-1}" = 1 ]; then
@@ -44,6 +48,8 @@ if [ "${TESTS:-1}" = 1 ]; then
   grep -E "FAILED|PASSED" "$out"/cuda_*_test.log | head -40
 fi
 [ -n "${GEMV_ARGS:-}" ] && /tmp/ab-new/bin/cuda_gemv_bench --peak-gb-s 3350 $GEMV_ARGS | tee "$out/gemv_bench.txt"
+[ -n "${ATTENTION_ARGS:-}" ] && /tmp/ab-new/bin/cuda_attention_bench --peak-gb-s 3350 $ATTENTION_ARGS \
+  | tee "$out/attention_bench.txt"
 
 # result LOG PATTERN KEEP: the run's result line from LOG, or FAILED naming
 # KEEP, the $OUT file that LOG is then appended to under a round header (the
