@@ -506,15 +506,6 @@ TEST(CudaKernels, Gemv8BitOneTokenOverManyBlocksMatchesCpu) {
   }
 }
 
-// The int8 tensor-core GEMM for decode batches: the GEMV's product on the
-// same quantized x (against matmul_ref on the dequantized x and against
-// gemv_q8), for rows and token counts that fill no tile evenly (odd token
-// tiles on two sets of warps included), passes of 64 tokens, columns split
-// among many blocks (filling this GPU's SMs), among two with many chunks
-// each (filling one SM), or not at all, with many chunks or one, the last
-// chunk partial (146 or 2 blocks of 32), an output stride wider than the
-// rows, and accumulation. A token's result has the same bits whatever the
-// batch around it.
 // Gemm::warm runs every token count a step may give a matrix (each up to
 // 64, then every 16th, and the largest), with and without accumulation, and
 // leaves the products as they were.
@@ -545,6 +536,15 @@ TEST(CudaKernels, GemmWarmRunsEveryStepCount) {
   cudaStreamDestroy(stream);
 }
 
+// The int8 tensor-core GEMM for decode batches: the GEMV's product on the
+// same quantized x (against matmul_ref on the dequantized x and against
+// gemv_q8), for rows and token counts that fill no tile evenly (odd token
+// tiles on two sets of warps included), passes of 64 tokens, columns split
+// among many blocks (filling this GPU's SMs), among two with many chunks
+// each (filling one SM), or not at all, with many chunks or one, the last
+// chunk partial (146 or 2 blocks of 32), an output stride wider than the
+// rows, and accumulation. A token's result has the same bits whatever the
+// batch around it.
 TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
   int device = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);

@@ -292,8 +292,9 @@ TEST_P(ParallelGeneration, MatchesOneGpu) {
 // in a child process; without graphs, so once a fixture and dtype). Only
 // with TANDEM_TEST_SHARED_GPUS=1: two NCCL communicators used at once on one
 // GPU may wait on each other's kernels forever, and on two H200s this plan
-// stopped in 2 of the 5 fixture runs it began (docs/PARALLEL.md). Users cannot place two
-// ranks on one GPU; MatchesOneGpu runs TP 2 x PP 2 where there are four.
+// stopped in 2 of the 5 fixture runs it began (docs/PARALLEL.md). Users
+// cannot place two ranks on one GPU; MatchesOneGpu runs TP 2 x PP 2 where
+// there are four.
 TEST_P(ParallelGeneration, MatchesOneGpuOnSharedGpus) {
   const auto& [arch, dtype, graphs] = GetParam();
   if (graphs) GTEST_SKIP() << "the shared placement runs without graphs: see graphs=0";
