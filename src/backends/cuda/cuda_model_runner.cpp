@@ -865,7 +865,17 @@ void CudaModelRunner::Impl::warm_gemms() {
       add(*w, plan.step_tokens);
   }
   if (has_head) add(output, plan.logit_rows);
-  for (const auto& [key, shape] : shapes) gemm->warm(*shape.first, shape.second);
+  for (const auto& [key, shape] : shapes) {
+    try {
+      gemm->warm(*shape.first, shape.second);
+    } catch (const Error& e) {
+      // No room for its buffers, say: the load goes on, and the start-up
+      // log says which shape's kernels will load at first use.
+      cudaGetLastError();
+      gemm_tuning.push_back("GEMM " + std::to_string(std::get<0>(key)) + " x " + std::to_string(std::get<1>(key)) +
+                            ": kernels not loaded ahead (" + e.what() + ")");
+    }
+  }
 }
 
 const std::vector<std::string>& CudaModelRunner::gemm_tuning() const { return impl_->gemm_tuning; }

@@ -184,7 +184,9 @@ class CudaModelRunner : public ModelRunner {
   uint64_t weight_bytes_per_step() const override;
   const CudaMemoryPlan& plan() const;
   // What the GEMM tuning chose, a line per matrix shape (empty when none
-  // was tuned): the buckets won by a cuBLASLt algorithm, and the largest gain.
+  // was tuned): the buckets won by a cuBLASLt algorithm, and the largest gain;
+  // on a parallel rank also any shape whose GEMMs could not run ahead at
+  // load (cuda::Gemm::warm).
   const std::vector<std::string>& gemm_tuning() const;
 
  private:
