@@ -150,6 +150,22 @@ fs::path fixture_as(const std::string& arch, const std::string& dtype, const std
   return path;
 }
 
+// The fixture as `dtype` runs it, five of its reference prompts, and one
+// GPU's greedy generation of them: what every plan is checked against.
+struct OneGpuBaseline {
+  std::unique_ptr<ModelFile> model;
+  std::vector<std::vector<int32_t>> prompts;
+  Generation want;
+};
+OneGpuBaseline one_gpu_baseline(const fs::path& path, const std::string& arch, bool graphs) {
+  OneGpuBaseline b;
+  b.model = ModelFile::open(path.string());
+  b.prompts = prompts_of(load_reference(arch), 5);
+  CudaModelRunner single(*b.model, small_options(graphs));
+  b.want = generate(single, b.prompts, kSteps);
+  return b;
+}
+
 // One plan's greedy generation against one GPU's (`want`).
 void check_plan(const Plan& plan, const std::string& arch, const std::string& dtype, bool graphs,
                 const ModelFile& model, const std::vector<std::vector<int32_t>>& prompts, const Generation& want) {
@@ -238,14 +254,10 @@ void check_plan(const Plan& plan, const std::string& arch, const std::string& dt
 // 0 when the plan matched one GPU.
 [[noreturn]] void check_shared_gpu_plan(const std::string& arch, const std::string& dtype) {
   setenv("CUDA_MODULE_LOADING", "EAGER", /*overwrite=*/1);
-  const Reference ref = load_reference(arch);
   const fs::path path = fixture_as(arch, dtype, "tandem_parallel_shared_");
   {
-    auto model = ModelFile::open(path.string());
-    const auto prompts = prompts_of(ref, 5);
-    CudaModelRunner single(*model, small_options(false));
-    const Generation want = generate(single, prompts, kSteps);
-    check_plan(Plan{2, 2, {0, 1, 1, 0}}, arch, dtype, /*graphs=*/false, *model, prompts, want);
+    const OneGpuBaseline b = one_gpu_baseline(path, arch, /*graphs=*/false);
+    check_plan(Plan{2, 2, {0, 1, 1, 0}}, arch, dtype, /*graphs=*/false, *b.model, b.prompts, b.want);
   }
   if (dtype != "bf16") fs::remove(path);
   // A death test's child prints no failures of its own: each goes to
@@ -270,18 +282,14 @@ class ParallelGeneration : public ::testing::TestWithParam<std::tuple<std::strin
 TEST_P(ParallelGeneration, MatchesOneGpu) {
   const auto& [arch, dtype, graphs] = GetParam();
   if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
-  const Reference ref = load_reference(arch);
   const fs::path path = fixture_as(arch, dtype, "tandem_parallel_");
-  auto model = ModelFile::open(path.string());
-  const auto prompts = prompts_of(ref, 5);
-  CudaModelRunner single(*model, small_options(graphs));
-  const Generation want = generate(single, prompts, kSteps);
+  const OneGpuBaseline b = one_gpu_baseline(path, arch, graphs);
 
   int ran = 0;
   // The unfused TP 2 run for one fixture: NCCL's all-reduce in the
   // symmetric window, then the norm kernel.
   for (const Plan& plan : plans_for(device_count(), arch == "llama3")) {
-    check_plan(plan, arch, dtype, graphs, *model, prompts, want);
+    check_plan(plan, arch, dtype, graphs, *b.model, b.prompts, b.want);
     ++ran;
   }
   if (dtype != "bf16") fs::remove(path);
