@@ -8,8 +8,18 @@
 // bytes alone would need, and TFLOP/s; then the fastest cuBLASLt algorithm
 // (tile, stages, split-K) and how much it saves.
 //
+// --fp8: the same shapes with E4M3 weights (a f32 scale per row) and x
+// quantized per token, as `--quantize fp8` runs them: the engine's call
+// (`Gemm::run`: x quantized, cuBLASLt's FP8 product into f32, then the
+// scales applied in a kernel of our own) before and after `Gemm::tune`, and
+// the quantization of x alone. Then cuBLASLt's product alone, every
+// algorithm its heuristic offers: with unit scales (the engine's), and with
+// the scales given to cuBLASLt as per-row and per-token vectors
+// (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F) writing y in f32 or bf16
+// directly.
+//
 //   build/bin/cuda_gemm_bench [--tokens 8,16,32,64,128,160,256,512] [--peak-gb-s 3350]
-//                             [--calls 100] [--algos 16]
+//                             [--calls 100] [--algos 16] [--fp8]
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -23,6 +33,8 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_buffer.h"
+#include "backends/cuda/gemm.h"
+#include "backends/cuda/kernels.h"
 
 using namespace tandem;
 using namespace tandem::cuda;
@@ -59,14 +71,194 @@ T algo_attr(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes
   return v;
 }
 
+// Times `call(copy)` over `calls` calls on stream s, after a warm-up; µs a call.
+template <typename Call>
+double time_calls(cudaStream_t s, cudaEvent_t e0, cudaEvent_t e1, int calls, int64_t copies, Call&& call) {
+  for (int i = 0; i < 3; ++i) call(i % copies);
+  TANDEM_CUDA_CHECK(cudaEventRecord(e0, s));
+  for (int i = 0; i < calls; ++i) call(i % copies);
+  TANDEM_CUDA_CHECK(cudaEventRecord(e1, s));
+  TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  return 1000.0 * ms / calls;
+}
+
+// --fp8 (see the top of the file).
+int run_fp8(const std::vector<int>& counts, double peak, int calls, int n_algos) {
+  const int max_tokens = *std::max_element(counts.begin(), counts.end());
+  cudaStream_t s;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&s));
+  cublasLtHandle_t lt;
+  TANDEM_CUBLAS_CHECK(cublasLtCreate(&lt));
+  const size_t workspace_bytes = size_t{32} << 20;
+  DeviceBuffer workspace(workspace_bytes);
+  cudaEvent_t e0, e1;
+  TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
+  TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
+  Gemm gemm(s);
+  if (!gemm.fp8_tensor_cores()) {
+    std::printf("this GPU has no FP8 tensor cores\n");
+    return 0;
+  }
+  // x: f32 in [-1, 1); x8: E4M3 bytes of moderate magnitude, either sign.
+  DeviceBuffer x(static_cast<size_t>(max_tokens) * 14336 * 4), x8(static_cast<size_t>(max_tokens) * 14336);
+  DeviceBuffer x8_scale(static_cast<size_t>(max_tokens) * 4), y(static_cast<size_t>(max_tokens) * 128256 * 4);
+  {
+    std::vector<float> hx(static_cast<size_t>(max_tokens) * 14336);
+    std::vector<uint8_t> hx8(hx.size());
+    for (size_t i = 0; i < hx.size(); ++i) {
+      const uint32_t h = static_cast<uint32_t>(i) * 2654435761u;
+      hx[i] = static_cast<float>(h % 2001) / 1000.0f - 1.0f;
+      hx8[i] = static_cast<uint8_t>(0x20 + (h >> 8) % 0x30) | static_cast<uint8_t>((h >> 20) & 0x80);
+    }
+    TANDEM_CUDA_CHECK(cudaMemcpy(x.get(), hx.data(), hx.size() * 4, cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemcpy(x8.get(), hx8.data(), hx8.size(), cudaMemcpyHostToDevice));
+    const std::vector<float> ones(static_cast<size_t>(max_tokens), 1.0f);
+    TANDEM_CUDA_CHECK(cudaMemcpy(x8_scale.get(), ones.data(), ones.size() * 4, cudaMemcpyHostToDevice));
+  }
+  std::printf("%-8s %4s | %9s %6s | %9s %6s | %8s | cuBLASLt's product alone, µs: the first algorithm and the best\n",
+              "matrix", "n", "engine us", "%bw", "tuned us", "%bw", "quant us");
+  for (const Shape& sh : kShapes) {
+    const int64_t wbytes = sh.rows * sh.cols;
+    const int64_t copies = std::max<int64_t>(2, (512ll << 20) / wbytes + 1);
+    std::vector<DeviceBuffer> w, w_scale;
+    {
+      const std::vector<float> scales(static_cast<size_t>(sh.rows), 1.0f / 64);
+      for (int64_t c = 0; c < copies; ++c) {
+        w.emplace_back(static_cast<size_t>(wbytes));
+        TANDEM_CUDA_CHECK(cudaMemset(w.back().get(), 0x38, static_cast<size_t>(wbytes)));  // E4M3 1.0
+        w_scale.emplace_back(scales.size() * 4);
+        TANDEM_CUDA_CHECK(cudaMemcpy(w_scale.back().get(), scales.data(), scales.size() * 4, cudaMemcpyHostToDevice));
+      }
+    }
+    const uint64_t m = static_cast<uint64_t>(sh.rows), k = static_cast<uint64_t>(sh.cols);
+    for (int n : counts) {
+      auto matrix = [&](int64_t c) {
+        return DeviceMatrix{WeightFormat::F8Row, sh.rows, sh.cols, w[static_cast<size_t>(c)].get(),
+                            w_scale[static_cast<size_t>(c)].get()};
+      };
+      const double engine_us = time_calls(s, e0, e1, calls, copies, [&](int64_t c) {
+        gemm.run(matrix(c), x.get<float>(), n, y.get<float>(), sh.rows, false);
+      });
+      // The engine's call again after Gemm::tune over the copies.
+      std::vector<DeviceMatrix> all;
+      for (int64_t c = 0; c < copies; ++c) all.push_back(matrix(c));
+      std::vector<const DeviceMatrix*> ptrs;
+      for (const DeviceMatrix& a : all) ptrs.push_back(&a);
+      gemm.tune(ptrs, n);
+      const double tuned_us = time_calls(s, e0, e1, calls, copies, [&](int64_t c) {
+        gemm.run(matrix(c), x.get<float>(), n, y.get<float>(), sh.rows, false);
+      });
+      DeviceBuffer q(static_cast<size_t>(n) * k), q_scale(static_cast<size_t>(n) * 4);
+      const double quant_us = time_calls(s, e0, e1, calls, copies, [&](int64_t) {
+        quantize_tokens_fp8(x.get<float>(), n, sh.cols, q.get<uint8_t>(), q_scale.get<float>(), s);
+      });
+      const double flop = 2.0 * static_cast<double>(m) * static_cast<double>(k) * n;
+      auto bw = [&](double us) { return 100.0 * static_cast<double>(wbytes) / (us * 1e-6) / (peak * 1e9); };
+      std::printf("%-8s %4d | %9.1f %5.1f%% | %9.1f %5.1f%% | %8.1f", sh.name, n, engine_us, bw(engine_us), tuned_us,
+                  bw(tuned_us), quant_us);
+      // The product alone through cuBLASLt, every algorithm the heuristic
+      // offers: the engine's scalar scales into f32 (then scaled by a kernel
+      // of our own), and the scales as per-row and per-token vectors, y in f32
+      // or bf16 directly.
+      struct Variant {
+        const char* name;
+        bool outer;
+        cudaDataType_t out;
+      };
+      for (const Variant v : {Variant{"scalar", false, CUDA_R_32F}, Variant{"outer f32", true, CUDA_R_32F},
+                              Variant{"outer bf16", true, CUDA_R_16BF}}) {
+        cublasLtMatmulDesc_t op;
+        TANDEM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+        const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+        TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+        TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+        if (v.outer) {
+          const int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+          TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec, sizeof vec));
+          TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec));
+          // The heuristic wants the scale pointers set.
+          const void* a_scale = w_scale[0].get();
+          const void* b_scale = x8_scale.get();
+          TANDEM_CUBLAS_CHECK(
+              cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof a_scale));
+          TANDEM_CUBLAS_CHECK(
+              cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof b_scale));
+        }
+        cublasLtMatrixLayout_t la, lb, lc;
+        TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, m, static_cast<int64_t>(k)));
+        TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, k, static_cast<uint64_t>(n),
+                                                       static_cast<int64_t>(k)));
+        TANDEM_CUBLAS_CHECK(
+            cublasLtMatrixLayoutCreate(&lc, v.out, m, static_cast<uint64_t>(n), static_cast<int64_t>(m)));
+        cublasLtMatmulPreference_t pref;
+        TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+        TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                                 &workspace_bytes, sizeof workspace_bytes));
+        std::vector<cublasLtMatmulHeuristicResult_t> found(static_cast<size_t>(n_algos));
+        int n_found = 0;
+        const cublasStatus_t heuristic =
+            cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, n_algos, found.data(), &n_found);
+        if (heuristic != CUBLAS_STATUS_SUCCESS) n_found = 0;
+        double best_us = 1e30, first_us = 0;
+        int best = -1, usable = 0;
+        const float alpha = 1.0f, beta = 0.0f;
+        for (int a = 0; a < n_found; ++a) {
+          if (found[static_cast<size_t>(a)].state != CUBLAS_STATUS_SUCCESS) continue;
+          bool ok = true;
+          const double us = time_calls(s, e0, e1, calls, copies, [&](int64_t c) {
+            if (v.outer) {
+              const void* a_scale = w_scale[static_cast<size_t>(c)].get();
+              cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof a_scale);
+            }
+            ok = ok && cublasLtMatmul(lt, op, &alpha, w[static_cast<size_t>(c)].get(), la, x8.get(), lb, &beta,
+                                      y.get(), lc, y.get(), lc, &found[static_cast<size_t>(a)].algo, workspace.get(),
+                                      workspace_bytes, s) == CUBLAS_STATUS_SUCCESS;
+          });
+          if (!ok) continue;
+          if (usable++ == 0) first_us = us;
+          if (us < best_us) best_us = us, best = a;
+        }
+        if (best >= 0) {
+          const cublasLtMatmulAlgo_t& al = found[static_cast<size_t>(best)].algo;
+          std::printf(" | %s: first %.1f, best %.1f (%.1f%%, %.0f TFLOP/s; #%d of %d/%d, tile %u stages %u splitK %d)",
+                      v.name, first_us, best_us, bw(best_us), flop / (best_us * 1e-6) / 1e12, best, usable, n_found,
+                      algo_attr<uint32_t>(al, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                      algo_attr<uint32_t>(al, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                      algo_attr<int32_t>(al, CUBLASLT_ALGO_CONFIG_SPLITK_NUM));
+        } else {
+          std::printf(" | %s: none (heuristic status %d, %d offered)", v.name, static_cast<int>(heuristic), n_found);
+        }
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(lc);
+        cublasLtMatrixLayoutDestroy(lb);
+        cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatmulDescDestroy(op);
+      }
+      std::printf("\n");
+      std::fflush(stdout);
+    }
+  }
+  cublasLtDestroy(lt);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string tokens = "8,16,32,64,128,160,256,512";
   double peak = 3350;
   int calls = 100, n_algos = 16;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool fp8 = false;
+  for (int i = 1; i < argc; i += 2) {
     const std::string a = argv[i];
+    if (a == "--fp8") {
+      fp8 = true;
+      --i;
+      continue;
+    }
+    if (i + 1 >= argc) { std::fprintf(stderr, "%s takes a value\n", a.c_str()); return 2; }
     if (a == "--tokens") tokens = argv[i + 1];
     else if (a == "--peak-gb-s") peak = std::atof(argv[i + 1]);
     else if (a == "--calls") calls = std::atoi(argv[i + 1]);
@@ -79,6 +271,7 @@ int main(int argc, char** argv) {
   TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s, %d SMs, L2 %d MB; peak %.0f GB/s\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20,
               peak);
+  if (fp8) return run_fp8(counts, peak, calls, n_algos);
   std::printf("%-8s %4s | %9s %6s %7s | %9s %6s %7s | %5s %-28s %s\n", "matrix", "n", "cublas us", "%bw", "TFLOP/s",
               "best us", "%bw", "TFLOP/s", "gain", "best algo (tile stages splitK)", "algos");
 

@@ -87,14 +87,17 @@ if [ "$what" = mixed ]; then
   # every kernel of steps of 5 decodes + MIXED_PROFILE_N prompt tokens, and of
   # 5 decodes alone, under ncu (GEMM tuning off, so that few kernels run
   # before them; ncu-mixed-N.csv, the last step's kernels are the last rows).
-  # MIXED_N="" (set but empty) times no steps.
+  # MIXED_N="" (set but empty) times no steps. MIXED_GEMM_ARGS go to
+  # cuda_gemm_bench (--fp8: the FP8 products), MIXED_PERF_ARGS to perf
+  # (--quantize fp8), MIXED_PROFILE=0 skips ncu.
   [ "${MIXED_GEMM:-1}" = 1 ] && "$build/bin/cuda_gemm_bench" --tokens ${MIXED_GEMM_TOKENS:-32,64,96,160,288} \
-    --peak-gb-s 3350 --algos 4 > "$out/gemm_bench.txt" 2>&1
+    --peak-gb-s 3350 --algos ${MIXED_GEMM_ALGOS:-4} ${MIXED_GEMM_ARGS:-} > "$out/gemm_bench.txt" 2>&1
   for n in ${MIXED_N-0 64 128 256 512}; do
     echo "step prompt tokens $n: $("$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda \
-      -b 32 -p 512 -n 128 -r 2 --step-prompt-tokens $n 2>&1 | tee "$out/perf-mixed-$n.txt" | grep -E "ms a step|error")"
+      -b 32 -p 512 -n 128 -r 2 --step-prompt-tokens $n ${MIXED_PERF_ARGS:-} 2>&1 | tee "$out/perf-mixed-$n.txt" \
+      | grep -E "ms a step|error")"
   done
-  if command -v ncu > /dev/null; then
+  if [ "${MIXED_PROFILE:-1}" = 1 ] && command -v ncu > /dev/null; then
     for n in 0 ${MIXED_PROFILE_N:-59}; do
       timeout 250 ncu --cache-control none --clock-control none --csv --metrics gpu__time_duration.sum \
         "$build/bin/tandem-server" perf --synthetic "${presets[0]}" --dtype f16 --device cuda -b 5 -p 64 -n 2 -r 1 \

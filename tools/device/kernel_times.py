@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sums an Nsight Compute CSV (--csv --page raw, metric gpu__time_duration.sum)
+"""Sums an Nsight Compute CSV (--csv, --page raw or details; metric gpu__time_duration.sum)
 by kernel name: total microseconds, launches and share, largest first.
 Usage: kernel_times.py FILE.csv [--after NAME]
   --after NAME  count only the launches after the last one whose kernel name
@@ -17,10 +17,19 @@ def main(path, after=None):
         print(f"{path}: no kernel rows")
         return
     header = rows[0]
-    name_col, time_col = header.index("Kernel Name"), header.index("gpu__time_duration.sum")
-    unit = rows[1][time_col]
-    scale = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "msecond": 1e3, "ms": 1e3}.get(unit, 1e-3)
-    body = rows[2:]
+    name_col = header.index("Kernel Name")
+    units = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "msecond": 1e3, "ms": 1e3}
+    if "gpu__time_duration.sum" in header:
+        # --page raw: a column per metric, the units in the second row.
+        time_col = header.index("gpu__time_duration.sum")
+        scale = units.get(rows[1][time_col], 1e-3)
+        body = rows[2:]
+    else:
+        # --page details (the default): a row per metric, its unit beside it.
+        metric_col, unit_col = header.index("Metric Name"), header.index("Metric Unit")
+        time_col = header.index("Metric Value")
+        body = [row for row in rows[1:] if row[metric_col] == "gpu__time_duration.sum"]
+        scale = units.get(body[0][unit_col], 1e-3) if body else 1e-3
     if after:
         last = max((i for i, row in enumerate(body) if after in row[name_col]), default=-1)
         body = body[last + 1:]

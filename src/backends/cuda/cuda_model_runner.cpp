@@ -329,7 +329,7 @@ struct CudaModelRunner::Impl {
   }
 
   void load(const std::string& path, const std::vector<TensorRef>& tensors);
-  // cuda::Gemm::tune for every 16-bit matrix shape a step multiplies by.
+  // cuda::Gemm::tune for every 16-bit and FP8 matrix shape a step multiplies by.
   void tune_gemms();
   // cuda::Gemm::warm for every matrix shape a step multiplies by (a
   // parallel rank, at load, before its first collective).
@@ -552,6 +552,13 @@ struct CudaModelRunner::Impl {
     const bool wide = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16 ||
                       w.format == WeightFormat::F32 || (w.format == WeightFormat::F8Row && gemm->fp8_tensor_cores());
     return !options.batch_invariant && n_gemv > kMaxGemvDecode && wide ? 0 : n_gemv;
+  }
+
+  // Whether all of the step's tokens take w's FP8 tensor-core GEMM, so
+  // that the kernel before it may quantize its input (gemm->fp8_input).
+  bool fp8_gemm_all(const DeviceMatrix& w, int64_t n_tokens, int64_t n_generated) {
+    return w.format == WeightFormat::F8Row && gemv_tokens(w, n_tokens, n_generated) == 0 &&
+           gemm->fp8_takes(w, n_tokens);
   }
 
   // Rows of a matmul input that the 8-bit GEMV takes quantized: the rmsnorm
@@ -793,7 +800,9 @@ void CudaModelRunner::Impl::tune_gemms() {
   // and the most tokens they take at once.
   std::map<std::tuple<int64_t, int64_t, int>, std::pair<std::vector<const DeviceMatrix*>, int64_t>> groups;
   auto add = [&](const DeviceMatrix& w, int64_t tokens) {
-    if (w.data == nullptr || (w.format != WeightFormat::F16 && w.format != WeightFormat::BF16)) return;
+    const bool tensor_cores = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16 ||
+                              (w.format == WeightFormat::F8Row && gemm->fp8_tensor_cores());
+    if (w.data == nullptr || !tensor_cores) return;
     auto& g = groups[{w.rows, w.cols, static_cast<int>(w.format)}];
     g.first.push_back(&w);
     g.second = std::max(g.second, tokens);
@@ -839,13 +848,16 @@ void CudaModelRunner::Impl::tune_gemms() {
       if (!best || b.default_us / b.best_us > best->default_us / best->best_us) best = &b;
     }
     char line[200];
+    const bool fp8 = std::get<2>(key) == static_cast<int>(WeightFormat::F8Row);
     if (best) {
-      std::snprintf(line, sizeof line, "GEMM %lld x %lld: cuBLASLt won %d of %zu token buckets, most at %lld tokens "
+      std::snprintf(line, sizeof line, "GEMM %lld x %lld%s: %s won %d of %zu token buckets, most at %lld tokens "
                     "(%.1f -> %.1f us)", static_cast<long long>(std::get<0>(key)), static_cast<long long>(std::get<1>(key)),
-                    won, buckets.size(), static_cast<long long>(best->tokens), best->default_us, best->best_us);
+                    fp8 ? " fp8" : "", fp8 ? "another FP8 algorithm than the heuristic's first" : "cuBLASLt", won,
+                    buckets.size(), static_cast<long long>(best->tokens), best->default_us, best->best_us);
     } else {
-      std::snprintf(line, sizeof line, "GEMM %lld x %lld: cuBLAS's default in all %zu token buckets",
-                    static_cast<long long>(std::get<0>(key)), static_cast<long long>(std::get<1>(key)), buckets.size());
+      std::snprintf(line, sizeof line, "GEMM %lld x %lld%s: %s in all %zu token buckets",
+                    static_cast<long long>(std::get<0>(key)), static_cast<long long>(std::get<1>(key)), fp8 ? " fp8" : "",
+                    fp8 ? "the heuristic's first FP8 algorithm" : "cuBLAS's default", buckets.size());
     }
     gemm_tuning.emplace_back(line);
   }
@@ -1236,10 +1248,18 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     int64_t head_in = 0;  // the same for the LM head
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
-      // 8-bit weights: the norm also quantizes the GEMV's input.
-      if (!fused || l == 0)
+      // 8-bit weights: the norm also quantizes the GEMV's input, or for
+      // FP8 tensor cores the GEMM's (every token then takes the GEMM).
+      const bool fp8_qkv = !fused && L.fused_qkv && m.fp8_gemm_all(L.qkv, T, n_generated);
+      if (fp8_qkv) {
+        const cuda::Gemm::Fp8Input in = m.gemm->fp8_input(T, m.widest_input());
+        cuda::rmsnorm_fp8(x, nullptr, L.attn_norm, eps, T, hidden, xn, in.q, in.scale, s);
+      } else if (!fused || l == 0) {
         qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated, hidden, xn);
-      if (L.fused_qkv) {
+      }
+      if (fp8_qkv) {
+        m.gemm->run_fp8_input(L.qkv, T, q, qkv_dim, false);
+      } else if (L.fused_qkv) {
         m.matmul(L.qkv, xn, T, n_generated, q, qkv_dim, false, qkv_in);
       } else {
         m.matmul(L.wq, xn, T, n_generated, q, qkv_dim, false, qkv_in);
@@ -1291,39 +1311,58 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       m.matmul(L.wo, attn, T, n_generated, attn_update, hidden, accumulate_residual,
                attention_quantizes ? wo_quantized : 0);
       const DeviceMatrix& ffn_first = L.fused_gate_up ? L.gate_up : L.gate;
+      // FP8 on tensor cores with every token on the GEMM: the norm quantizes
+      // gate·up's input, the gate·up product stays unscaled, and one kernel
+      // applies its scales, silu·mul and the quantization of the down
+      // projection's input (the bits of run() for each matrix, with four
+      // kernels and a buffer's round trips fewer).
+      const bool fp8_ffn = L.fused_gate_up && cuda::silu_mul_fp8_supports(inter) &&
+                           m.fp8_gemm_all(L.gate_up, T, n_generated) && m.fp8_gemm_all(L.down, T, n_generated);
+      const cuda::Gemm::Fp8Input ffn8 = fp8_ffn ? m.gemm->fp8_input(T, m.widest_input()) : cuda::Gemm::Fp8Input{};
       int64_t ffn_in = 0;
       if (fused) {
         ffn_in = reduce_norm(0, ffn_first, L.ffn_norm, nullptr, T, n_generated, xn);
+        if (fp8_ffn) cuda::quantize_tokens_fp8(xn, T, hidden, ffn8.q, ffn8.scale, s);
       } else {
         if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
-        ffn_in = m.norm_for(ffn_first, x, nullptr, L.ffn_norm, eps, T, n_generated, hidden, xn);
+        if (fp8_ffn)
+          cuda::rmsnorm_fp8(x, nullptr, L.ffn_norm, eps, T, hidden, xn, ffn8.q, ffn8.scale, s);
+        else
+          ffn_in = m.norm_for(ffn_first, x, nullptr, L.ffn_norm, eps, T, n_generated, hidden, xn);
       }
-      if (L.fused_gate_up) {
+      if (fp8_ffn) {
+        const cuda::Gemm::Fp8Input& in = ffn8;
+        m.gemm->fp8_product(L.gate_up, T, gate_up);
+        cuda::silu_mul_fp8(gate_up, static_cast<const float*>(L.gate_up.scales), in.scale, T, inter, in.q, in.scale, s);
+        m.gemm->run_fp8_input(L.down, T, ffn_update, hidden, accumulate_residual);
+      } else if (L.fused_gate_up) {
         m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
       } else {
         m.matmul(L.gate, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
         m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false, ffn_in);
       }
-      // silu(gate) * up is computed by the kernel that reads it: the 8-bit
-      // GEMV's input quantization, the GEMV itself, or the rounding to the
-      // GEMM's input type.
-      const int64_t n_gemv = m.gemv_tokens(L.down, T, n_generated);
-      if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
-        cuda::quantize_silu_mul(gate_up, n_gemv, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
-        m.quantized_product(L.down, n_gemv, ffn_update, hidden, accumulate_residual);
-      } else if (n_gemv > 0) {
-        cuda::gemv_silu_mul(L.down, gate_up, n_gemv, ffn_update, hidden, accumulate_residual, s);
-      }
-      if (T > n_gemv) {
-        const float* gate_up_rest = gate_up + n_gemv * 2 * inter;
-        float* x_rest = ffn_update + n_gemv * hidden;
-        if (L.down.format == WeightFormat::F32 ||
-            (L.down.format == WeightFormat::F8Row && m.gemm->fp8_tensor_cores())) {  // f32 input
-          cuda::silu_mul(gate_up_rest, T - n_gemv, inter, act, s);
-          m.gemm->run(L.down, act, T - n_gemv, x_rest, hidden, accumulate_residual);
-        } else {
-          cuda::silu_mul_convert(gate_up_rest, T - n_gemv, inter, cuda::Gemm::input_type(L.down.format), act, s);
-          m.gemm->run_converted(L.down, act, T - n_gemv, x_rest, hidden, accumulate_residual);
+      if (!fp8_ffn) {
+        // silu(gate) * up is computed by the kernel that reads it: the 8-bit
+        // GEMV's input quantization, the GEMV itself, or the rounding to the
+        // GEMM's input type.
+        const int64_t n_gemv = m.gemv_tokens(L.down, T, n_generated);
+        if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
+          cuda::quantize_silu_mul(gate_up, n_gemv, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
+          m.quantized_product(L.down, n_gemv, ffn_update, hidden, accumulate_residual);
+        } else if (n_gemv > 0) {
+          cuda::gemv_silu_mul(L.down, gate_up, n_gemv, ffn_update, hidden, accumulate_residual, s);
+        }
+        if (T > n_gemv) {
+          const float* gate_up_rest = gate_up + n_gemv * 2 * inter;
+          float* x_rest = ffn_update + n_gemv * hidden;
+          if (L.down.format == WeightFormat::F32 ||
+              (L.down.format == WeightFormat::F8Row && m.gemm->fp8_tensor_cores())) {  // f32 input
+            cuda::silu_mul(gate_up_rest, T - n_gemv, inter, act, s);
+            m.gemm->run(L.down, act, T - n_gemv, x_rest, hidden, accumulate_residual);
+          } else {
+            cuda::silu_mul_convert(gate_up_rest, T - n_gemv, inter, cuda::Gemm::input_type(L.down.format), act, s);
+            m.gemm->run_converted(L.down, act, T - n_gemv, x_rest, hidden, accumulate_residual);
+          }
         }
       }
       if (fused && l + 1 < c.n_layers) {

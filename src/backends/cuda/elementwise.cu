@@ -238,6 +238,145 @@ __global__ void quantize_rows_kernel(DeviceMatrix src, DeviceMatrix dst) {
   }
 }
 
+// The end of quantize_tokens_fp8 for a row held by a block of 256 threads
+// (v[k]: the thread's float4 pieces c = threadIdx.x + 256 k < n4; m: the
+// largest |value| among them): the row's scale, max / 448 as quantize_rows
+// sets it, then each piece as four E4M3 bytes. scale_out is written after
+// a barrier that every thread passes after its last read of the row's inputs.
+template <int C>
+__device__ __forceinline__ void quantize_row_fp8(const float4 (&v)[C], int n4, float m, uint32_t* __restrict__ q_row,
+                                                 float* __restrict__ scale_out) {
+  __shared__ float partial[8];
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = m;
+  __syncthreads();
+  float row_max = 0.0f;
+#pragma unroll
+  for (int w = 0; w < 8; ++w) row_max = fmaxf(row_max, partial[w]);
+  const float s = row_max > 0.0f ? row_max / 448.0f : 1.0f;
+  const float inv = 1.0f / s;
+  if (threadIdx.x == 0) *scale_out = s;
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) {
+      const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(v[k].x * inv, v[k].y * inv), __NV_SATFINITE, __NV_E4M3);
+      const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(v[k].z * inv, v[k].w * inv), __NV_SATFINITE, __NV_E4M3);
+      q_row[c] = lo | (hi << 16);
+    }
+  }
+}
+
+__device__ __forceinline__ float abs_max4(float4 a) {
+  return fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(a.z), fabsf(a.w)));
+}
+
+// quantize_tokens_fp8 for rows of cols = 4 * 256 * C' floats (C' <= C): each
+// thread holds its float4 pieces of the row, so that the row is read once.
+template <int C>
+__global__ void __launch_bounds__(256) quantize_tokens_fp8_kernel(const float* __restrict__ x, int64_t cols,
+                                                                  uint32_t* __restrict__ q, float* __restrict__ scale) {
+  let_successor_start();
+  const int64_t t = blockIdx.x;
+  const int n4 = static_cast<int>(cols / 4);
+  const float4* row = reinterpret_cast<const float4*>(x + t * cols);
+  wait_for_predecessor();
+  float4 v[C];
+  float m = 0.0f;
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) {
+      v[k] = row[c];
+      m = fmaxf(m, abs_max4(v[k]));
+    }
+  }
+  quantize_row_fp8<C>(v, n4, m, q + t * n4, scale + t);
+}
+
+// rmsnorm_fp8 for rows of n = 4 * 256 * C' floats (C' <= C): rmsnorm_vec_kernel's
+// arithmetic (rmsnorm_row::normalize's, the same bits), then quantize_row_fp8
+// on the result.
+template <int C>
+__global__ void __launch_bounds__(256) rmsnorm_fp8_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+                                                          const float* __restrict__ weight, float eps, int64_t n,
+                                                          float* __restrict__ out, uint32_t* __restrict__ q,
+                                                          float* __restrict__ q_scale) {
+  let_successor_start();
+  const int64_t i = blockIdx.x;
+  const float4* w4 = reinterpret_cast<const float4*>(weight);
+  const int n4 = static_cast<int>(n / 4);
+  float4 v[C], g[C];
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) g[k] = __ldg(w4 + c);
+  }
+  const float4* row = reinterpret_cast<const float4*>(x + (rows ? rows[i] : i) * n);
+  wait_for_predecessor();
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) v[k] = row[c];
+  }
+  // rmsnorm_row::normalize's arithmetic, in its order, kept in registers.
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < C; ++k)
+    if (threadIdx.x + 256 * k < n4)
+      ss = fmaf(v[k].x, v[k].x, fmaf(v[k].y, v[k].y, fmaf(v[k].z, v[k].z, fmaf(v[k].w, v[k].w, ss))));
+  const float inv = rsqrtf(rmsnorm_row::block_sum(ss) / static_cast<float>(4 * n4) + eps);
+  float4* out_row = reinterpret_cast<float4*>(out + i * n);
+  float m = 0.0f;
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) {
+      v[k] = make_float4(v[k].x * inv * g[k].x, v[k].y * inv * g[k].y, v[k].z * inv * g[k].z, v[k].w * inv * g[k].w);
+      out_row[c] = v[k];
+      m = fmaxf(m, abs_max4(v[k]));
+    }
+  }
+  quantize_row_fp8<C>(v, n4, m, q + i * n4, q_scale + i);
+}
+
+// silu_mul_fp8: one block per token, rows of n = 4 * 256 * C' (C' <= C).
+// The token's input scale is read before quantize_row_fp8's barrier, so
+// that q_scale may be token_scale.
+template <int C>
+__global__ void __launch_bounds__(256) silu_mul_fp8_kernel(const float* __restrict__ d, const float* row_scale,
+                                                           const float* token_scale, int64_t n, uint32_t* q,
+                                                           float* q_scale) {
+  let_successor_start();
+  const int64_t t = blockIdx.x;
+  const int n4 = static_cast<int>(n / 4);
+  const float4* gate = reinterpret_cast<const float4*>(d + t * 2 * n);
+  const float4* up = gate + n4;
+  const float4* gate_scale = reinterpret_cast<const float4*>(row_scale);
+  const float4* up_scale = gate_scale + n4;
+  wait_for_predecessor();
+  const float ts = token_scale[t];
+  float4 v[C];
+  float m = 0.0f;
+  // scale_product's product ((d * row) * token), then silu_mul's formula.
+  auto act = [ts](float g, float gs, float u, float us) {
+    const float gv = g * gs * ts, uv = u * us * ts;
+    return gv / (1.0f + __expf(-gv)) * uv;
+  };
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = threadIdx.x + 256 * k;
+    if (c < n4) {
+      const float4 g = gate[c], u = up[c], gs = gate_scale[c], us = up_scale[c];
+      v[k] = make_float4(act(g.x, gs.x, u.x, us.x), act(g.y, gs.y, u.y, us.y), act(g.z, gs.z, u.z, us.z),
+                         act(g.w, gs.w, u.w, us.w));
+      m = fmaxf(m, abs_max4(v[k]));
+    }
+  }
+  quantize_row_fp8<C>(v, n4, m, q + t * n4, q_scale + t);
+}
+
 // y[t, r] = (accumulate ? y[t, r] : 0) + d[t, r] * row_scale[r] * token_scale[t]; tokens strided over grid y.
 __global__ void scale_product_kernel(const float* __restrict__ d, int64_t n_tokens, int64_t rows, const float* __restrict__ row_scale,
                                      const float* __restrict__ token_scale, float* __restrict__ y, int64_t ldy,
@@ -247,6 +386,25 @@ __global__ void scale_product_kernel(const float* __restrict__ d, int64_t n_toke
   for (int64_t t = blockIdx.y; t < n_tokens; t += gridDim.y) {
     const float v = d[t * rows + r] * row_scale[r] * token_scale[t];
     y[t * ldy + r] = accumulate ? y[t * ldy + r] + v : v;
+  }
+}
+
+// The same, four rows a thread (rows, ldy multiples of 4; 16-byte aligned d, y).
+__global__ void scale_product4_kernel(const float4* __restrict__ d, int64_t n_tokens, int64_t rows4,
+                                      const float4* __restrict__ row_scale, const float* __restrict__ token_scale,
+                                      float4* __restrict__ y, int64_t ldy4, bool accumulate) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= rows4) return;
+  const float4 rs = row_scale[r];
+  for (int64_t t = blockIdx.y; t < n_tokens; t += gridDim.y) {
+    const float ts = token_scale[t];
+    const float4 p = d[t * rows4 + r];
+    float4 v = make_float4(p.x * rs.x * ts, p.y * rs.y * ts, p.z * rs.z * ts, p.w * rs.w * ts);
+    if (accumulate) {
+      const float4 o = y[t * ldy4 + r];
+      v = make_float4(o.x + v.x, o.y + v.y, o.z + v.z, o.w + v.w);
+    }
+    y[t * ldy4 + r] = v;
   }
 }
 
@@ -377,6 +535,28 @@ void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps
   if (n_quantized > 0 && !quantized) quantize_activations(out, n_quantized, n, q, d, stream);
 }
 
+void rmsnorm_fp8(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
+                 float* out, uint8_t* q, float* q_scale, cudaStream_t stream) {
+  if (n_rows == 0) return;
+  const int64_t chunks = (n / 4 + 255) / 256;  // float4 pieces per thread of 256
+  auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool aligned = n % 4 == 0 && aligned16(x) && aligned16(weight) && aligned16(out) &&
+                       reinterpret_cast<uintptr_t>(q) % 4 == 0;
+  const unsigned grid = static_cast<unsigned>(n_rows);
+  uint32_t* q4 = reinterpret_cast<uint32_t*>(q);
+  if (aligned && chunks <= 2) {
+    launch(rmsnorm_fp8_kernel<2>, grid, 256, stream, x, rows, weight, eps, n, out, q4, q_scale);
+  } else if (aligned && chunks <= 4) {
+    launch(rmsnorm_fp8_kernel<4>, grid, 256, stream, x, rows, weight, eps, n, out, q4, q_scale);
+  } else if (aligned && chunks <= 8) {
+    launch(rmsnorm_fp8_kernel<8>, grid, 256, stream, x, rows, weight, eps, n, out, q4, q_scale);
+  } else {
+    rmsnorm(x, rows, weight, eps, n_rows, n, out, stream, nullptr, nullptr, 0);
+    quantize_tokens_fp8(out, n_rows, n, q, q_scale, stream);
+  }
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
 void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream) {
   if (n_tokens * n == 0) return;
   launch(silu_mul_kernel, grid_for(n_tokens * n, 256), 256, stream, gate_up, n_tokens, n, out);
@@ -443,10 +623,56 @@ void quantize_rows(const DeviceMatrix& src, const DeviceMatrix& dst, cudaStream_
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
+void quantize_tokens_fp8(const float* x, int64_t n_tokens, int64_t cols, uint8_t* q, float* scale,
+                         cudaStream_t stream) {
+  if (n_tokens == 0) return;
+  const int64_t n4 = cols / 4;
+  const bool vec = cols % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 4 == 0;
+  const unsigned grid = static_cast<unsigned>(n_tokens);
+  uint32_t* q4 = reinterpret_cast<uint32_t*>(q);
+  if (vec && n4 <= 256) launch(quantize_tokens_fp8_kernel<1>, grid, 256, stream, x, cols, q4, scale);
+  else if (vec && n4 <= 512) launch(quantize_tokens_fp8_kernel<2>, grid, 256, stream, x, cols, q4, scale);
+  else if (vec && n4 <= 1024) launch(quantize_tokens_fp8_kernel<4>, grid, 256, stream, x, cols, q4, scale);
+  else if (vec && n4 <= 2048) launch(quantize_tokens_fp8_kernel<8>, grid, 256, stream, x, cols, q4, scale);
+  else if (vec && n4 <= 4096) launch(quantize_tokens_fp8_kernel<16>, grid, 256, stream, x, cols, q4, scale);
+  else quantize_rows(DeviceMatrix{WeightFormat::F32, n_tokens, cols, x, nullptr},
+                     DeviceMatrix{WeightFormat::F8Row, n_tokens, cols, q, scale}, stream);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+bool silu_mul_fp8_supports(int64_t n) { return n > 0 && n % 4 == 0 && n / 4 <= 4096; }
+
+void silu_mul_fp8(const float* d, const float* row_scale, const float* token_scale, int64_t n_tokens, int64_t n,
+                  uint8_t* q, float* q_scale, cudaStream_t stream) {
+  check(silu_mul_fp8_supports(n), "internal: silu_mul_fp8 takes widths that are multiples of 4 up to 16384");
+  auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  check(aligned16(d) && aligned16(row_scale) && reinterpret_cast<uintptr_t>(q) % 4 == 0,
+        "internal: silu_mul_fp8 takes 16-byte aligned rows");
+  if (n_tokens == 0) return;
+  const int64_t n4 = n / 4;
+  const unsigned grid = static_cast<unsigned>(n_tokens);
+  uint32_t* q4 = reinterpret_cast<uint32_t*>(q);
+  if (n4 <= 1024) launch(silu_mul_fp8_kernel<4>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
+  else if (n4 <= 2048) launch(silu_mul_fp8_kernel<8>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
+  else launch(silu_mul_fp8_kernel<16>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
 void scale_product(const float* d, int64_t n_tokens, int64_t rows, const float* row_scale, const float* token_scale,
                    float* y, int64_t ldy, bool accumulate, cudaStream_t stream) {
   if (n_tokens * rows == 0) return;
   constexpr int kThreads = 256;
+  auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (rows % 4 == 0 && ldy % 4 == 0 && aligned16(d) && aligned16(row_scale) && aligned16(y)) {
+    const int64_t rows4 = rows / 4;
+    const dim3 grid4(static_cast<unsigned>((rows4 + kThreads - 1) / kThreads),
+                     static_cast<unsigned>(std::min<int64_t>(n_tokens, 65535)));
+    scale_product4_kernel<<<grid4, kThreads, 0, stream>>>(
+        reinterpret_cast<const float4*>(d), n_tokens, rows4, reinterpret_cast<const float4*>(row_scale), token_scale,
+        reinterpret_cast<float4*>(y), ldy / 4, accumulate);
+    TANDEM_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
   const dim3 grid(static_cast<unsigned>((rows + kThreads - 1) / kThreads),
                   static_cast<unsigned>(std::min<int64_t>(n_tokens, 65535)));
   scale_product_kernel<<<grid, kThreads, 0, stream>>>(d, n_tokens, rows, row_scale, token_scale, y, ldy, accumulate);

@@ -19,9 +19,39 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 // the smallest bucket >= n.
 constexpr int64_t kTunedBuckets[] = {8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048};
 constexpr int kTuneCandidates = 8;  // cuBLASLt heuristic results timed per bucket
+constexpr int64_t kFp8TunedUpTo = 64;  // FP8 products of more tokens take the heuristic's first algorithm
 constexpr size_t kLtAlignment = 16;  // bytes: the alignment tuned algorithms may assume
 
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kLtAlignment == 0; }
+
+// µs a call of `call(weight)` on `stream`: one pass over the weights to
+// warm up, then passes (4 calls at least) timed; -1 when a call fails.
+template <typename Call>
+double time_over(const std::vector<const DeviceMatrix*>& weights, cudaStream_t stream, cudaEvent_t e0, cudaEvent_t e1,
+                 Call&& call) {
+  const size_t n = weights.size();
+  for (size_t i = 0; i < n; ++i)
+    if (!call(*weights[i])) return -1.0;
+  const size_t calls = n * ((4 + n - 1) / n);
+  TANDEM_CUDA_CHECK(cudaEventRecord(e0, stream));
+  for (size_t i = 0; i < calls; ++i) call(*weights[i % n]);
+  TANDEM_CUDA_CHECK(cudaEventRecord(e1, stream));
+  TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  return 1000.0 * ms / static_cast<double>(calls);
+}
+
+// The buckets tune() times for products of up to max_tokens: those up to
+// the first that covers it.
+std::vector<int64_t> buckets_up_to(int64_t max_tokens) {
+  std::vector<int64_t> buckets;
+  for (int64_t b : kTunedBuckets) {
+    buckets.push_back(b);
+    if (b >= max_tokens) break;
+  }
+  return buckets;
+}
 
 }  // namespace
 
@@ -51,6 +81,19 @@ Gemm::Gemm(cudaStream_t stream, bool fp8_tensor_cores) : stream_(stream) {
     cublasDestroy(handle_);
     throw Error("cuBLASLt could not describe the 16-bit matmul");
   }
+  // The FP8 product: the same view, E4M3 operands, unit scales (the row and
+  // token scales are applied after, by scale_product).
+  if (fp8_ && (cublasLtMatmulDescCreate(&op8_, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
+               cublasLtMatmulDescSetAttribute(op8_, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a) !=
+                   CUBLAS_STATUS_SUCCESS ||
+               cublasLtMatmulDescSetAttribute(op8_, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b) !=
+                   CUBLAS_STATUS_SUCCESS)) {
+    if (op8_) cublasLtMatmulDescDestroy(op8_);
+    cublasLtMatmulDescDestroy(op16_);
+    cublasLtDestroy(lt_);
+    cublasDestroy(handle_);
+    throw Error("cuBLASLt could not describe the FP8 matmul");
+  }
 }
 
 void Gemm::destroy_layouts(LtLayouts& l) {
@@ -60,8 +103,17 @@ void Gemm::destroy_layouts(LtLayouts& l) {
   l.a = l.b = l.c = nullptr;
 }
 
+void Gemm::destroy_layouts(Fp8Plan& p) {
+  if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+  if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+  if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+  p.a = p.b = p.c = nullptr;
+}
+
 Gemm::~Gemm() {
   for (auto& [key, l] : lt_layouts_) destroy_layouts(l);
+  for (auto& [key, p] : fp8_plans_) destroy_layouts(p);
+  if (op8_) cublasLtMatmulDescDestroy(op8_);
   if (op16_) cublasLtMatmulDescDestroy(op16_);
   if (lt_) cublasLtDestroy(lt_);
   if (handle_) cublasDestroy(handle_);
@@ -105,76 +157,80 @@ bool Gemm::reserve_fp8(int64_t n_tokens, int64_t cols, int64_t rows) {
   return moved;
 }
 
-namespace {
-
-// cuBLASLt descriptors of one FP8 matmul, released however the call ends.
-struct Fp8MatmulDescs {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
-  Fp8MatmulDescs(uint64_t m, uint64_t n, uint64_t k) {
-    try {
-      TANDEM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-      TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
-      TANDEM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
-      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, m, static_cast<int64_t>(k)));
-      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, n, static_cast<int64_t>(k)));
-      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, m, n, static_cast<int64_t>(m)));
-    } catch (...) {
-      release();
-      throw;
+const Gemm::Fp8Plan& Gemm::fp8_plan(int64_t rows, int64_t cols, int64_t n_tokens) {
+  const auto key = std::make_tuple(rows, cols, n_tokens);
+  auto found = fp8_plans_.find(key);
+  if (found != fp8_plans_.end()) return found->second;
+  // Owned by the map from here, so that the destructor releases the layouts.
+  Fp8Plan& p = fp8_plans_.emplace(key, Fp8Plan{}).first->second;
+  const uint64_t m = static_cast<uint64_t>(rows), n = static_cast<uint64_t>(n_tokens), k = static_cast<uint64_t>(cols);
+  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, m, cols));
+  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, n, cols));
+  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, m, n, rows));
+  // The tuned bucket's algorithm, where cuBLASLt takes it for this count.
+  const auto tuned = tuned_.find(ShapeKey{rows, cols, static_cast<int>(CUDA_R_8F_E4M3)});
+  if (tuned != tuned_.end() && n_tokens >= tuned_from_) {
+    const TunedShape& t = tuned->second;
+    const auto bucket = std::lower_bound(t.bucket_tokens.begin(), t.bucket_tokens.end(), n_tokens);
+    const size_t i = static_cast<size_t>(bucket - t.bucket_tokens.begin());
+    if (bucket != t.bucket_tokens.end() && t.use_lt[i]) {
+      const cublasLtMatmulAlgo_t& algo = t.algos[i];
+      cublasLtMatmulHeuristicResult_t check{};
+      if (cublasLtMatmulAlgoCheck(lt_, op8_, p.a, p.b, p.c, p.c, &algo, &check) == CUBLAS_STATUS_SUCCESS &&
+          check.workspaceSize <= kWorkspaceBytes) {
+        p.algo = algo;
+        p.usable = true;
+        return p;
+      }
     }
   }
-  ~Fp8MatmulDescs() { release(); }
-  void release() {
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (op) cublasLtMatmulDescDestroy(op);
-    pref = nullptr;
-    a = b = c = nullptr;
-    op = nullptr;
-  }
-  Fp8MatmulDescs(const Fp8MatmulDescs&) = delete;
-  Fp8MatmulDescs& operator=(const Fp8MatmulDescs&) = delete;
-};
+  cublasLtMatmulPreference_t pref = nullptr;
+  TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const size_t workspace = kWorkspaceBytes;
+  cublasLtMatmulHeuristicResult_t result{};
+  int n_results = 0;
+  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                                           sizeof workspace);
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulAlgoGetHeuristic(lt_, op8_, p.a, p.b, p.c, p.c, pref, 1, &result, &n_results);
+  cublasLtMatmulPreferenceDestroy(pref);
+  p.usable = st == CUBLAS_STATUS_SUCCESS && n_results > 0;  // else this count dequantizes from now on
+  if (p.usable) p.algo = result.algo;
+  return p;
+}
 
-}  // namespace
+Gemm::Fp8Input Gemm::fp8_input(int64_t n_tokens, int64_t cols) {
+  reserve_fp8(n_tokens, cols, 0);
+  return Fp8Input{x8_.get<uint8_t>(), x8_scale_.get<float>()};
+}
 
-bool Gemm::run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
+bool Gemm::fp8_takes(const DeviceMatrix& w, int64_t n_tokens) {
+  return fp8_ && w.format == WeightFormat::F8Row && n_tokens > 0 && fp8_plan(w.rows, w.cols, n_tokens).usable;
+}
+
+void Gemm::fp8_product(const DeviceMatrix& w, int64_t n_tokens, float* product) {
   // product^T [rows, n] (column-major) = W [rows, cols] . x8^T: FP8 tensor
   // cores take A transposed (W row-major is A^T column-major) and B as is.
-  const auto key = std::make_tuple(w.rows, n_tokens, w.cols);
-  if (fp8_unsupported_.count(key)) return false;
-  Fp8MatmulDescs d(static_cast<uint64_t>(w.rows), static_cast<uint64_t>(n_tokens), static_cast<uint64_t>(w.cols));
-  auto found = fp8_algos_.find(key);
-  if (found == fp8_algos_.end()) {
-    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
-    const size_t workspace = kWorkspaceBytes;
-    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                             &workspace, sizeof workspace));
-    cublasLtMatmulHeuristicResult_t result{};
-    int n_results = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result,
-                                                             &n_results);
-    if (st != CUBLAS_STATUS_SUCCESS || n_results == 0) {
-      fp8_unsupported_.insert(key);  // this shape dequantizes from now on
-      return false;
-    }
-    found = fp8_algos_.emplace(key, result.algo).first;
-  }
-  reserve_fp8(n_tokens, w.cols, w.rows);
-  // x per token to E4M3: the weight-row quantizer, over rows of x.
-  const DeviceMatrix x_f32{WeightFormat::F32, n_tokens, w.cols, x, nullptr};
-  const DeviceMatrix x_fp8{WeightFormat::F8Row, n_tokens, w.cols, x8_.get(), x8_scale_.get()};
-  quantize_rows(x_f32, x_fp8, stream_);
+  const Fp8Plan& p = fp8_plan(w.rows, w.cols, n_tokens);
+  check(p.usable, "internal: no FP8 kernel for this product");
   const float one = 1.0f, zero = 0.0f;
-  TANDEM_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &one, w.data, d.a, x8_.get(), d.b, &zero, product_.get(), d.c,
-                                     product_.get(), d.c, &found->second, workspace_.get(), kWorkspaceBytes, stream_));
+  TANDEM_CUBLAS_CHECK(cublasLtMatmul(lt_, op8_, &one, w.data, p.a, x8_.get(), p.b, &zero, product, p.c, product,
+                                     p.c, &p.algo, workspace_.get(), kWorkspaceBytes, stream_));
+}
+
+void Gemm::run_fp8_input(const DeviceMatrix& w, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
+  reserve_fp8(n_tokens, w.cols, w.rows);
+  fp8_product(w, n_tokens, product_.get<float>());
   scale_product(product_.get<float>(), n_tokens, w.rows, static_cast<const float*>(w.scales), x8_scale_.get<float>(),
                 y, ldy, accumulate, stream_);
+}
+
+bool Gemm::run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
+  if (!fp8_plan(w.rows, w.cols, n_tokens).usable) return false;  // dequantized instead
+  const Fp8Input in = fp8_input(n_tokens, w.cols);
+  // x per token to E4M3, scale max|x| / 448 (quantize_rows' rule).
+  quantize_tokens_fp8(x, n_tokens, w.cols, in.q, in.scale, stream_);
+  run_fp8_input(w, n_tokens, y, ldy, accumulate);
   return true;
 }
 
@@ -293,17 +349,13 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
     if (aligned(w->data)) weights.push_back(w);
   if (weights.empty() || max_tokens <= 0) return out;
   const DeviceMatrix& w0 = *weights[0];
+  if (w0.format == WeightFormat::F8Row && fp8_) return tune_fp8(weights, max_tokens, prefer_lt);
   if (w0.format != WeightFormat::F16 && w0.format != WeightFormat::BF16) return out;
   for (const DeviceMatrix* w : weights)
     check(w->format == w0.format && w->rows == w0.rows && w->cols == w0.cols,
           "internal: Gemm::tune takes weights of one shape and format");
   const cudaDataType_t type = w0.format == WeightFormat::BF16 ? CUDA_R_16BF : CUDA_R_16F;
-  // Buckets up to the first that covers max_tokens.
-  std::vector<int64_t> buckets;
-  for (int64_t b : kTunedBuckets) {
-    buckets.push_back(b);
-    if (b >= max_tokens) break;
-  }
+  const std::vector<int64_t> buckets = buckets_up_to(max_tokens);
   const int64_t most = buckets.back();
   DeviceBuffer x(static_cast<size_t>(most * w0.cols) * 2), y(static_cast<size_t>(most * w0.rows) * sizeof(float));
   TANDEM_CUDA_CHECK(cudaMemsetAsync(x.get(), 0x2A, x.bytes(), stream_));  // small finite values in f16 and bf16
@@ -322,37 +374,35 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
                       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &alignment, sizeof alignment));
     const float alpha = 1.0f, beta = 0.0f;
-    // µs a call of `call(weight)`: one pass over the weights to warm up,
-    // then passes (4 calls at least) timed.
-    auto time = [&](auto&& call) {
-      const size_t n = weights.size();
-      for (size_t i = 0; i < n; ++i)
-        if (!call(*weights[i])) return -1.0;
-      const size_t calls = n * ((4 + n - 1) / n);
-      TANDEM_CUDA_CHECK(cudaEventRecord(e0, stream_));
-      for (size_t i = 0; i < calls; ++i) call(*weights[i % n]);
-      TANDEM_CUDA_CHECK(cudaEventRecord(e1, stream_));
-      TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
-      float ms = 0;
-      TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      return 1000.0 * ms / static_cast<double>(calls);
-    };
+    auto time = [&](auto&& call) { return time_over(weights, stream_, e0, e1, call); };
+    int64_t below = 0;  // the previous bucket's largest count
     for (int64_t n : buckets) {
       const int m = static_cast<int>(w0.rows), k = static_cast<int>(w0.cols);
+      // Each candidate is timed at the bucket's largest count and at its
+      // smallest, and the least sum of the two wins.
+      const int64_t lo = std::max(below + 1, std::min(n, tuned_from_));
+      below = n;
       TunedBucket b;
       b.tokens = n;
-      b.default_us = time([&](const DeviceMatrix& w) {
-        TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, static_cast<int>(n), k, &alpha, w.data,
-                                         type, k, x.get(), type, k, &beta, y.get(), CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
-                                         CUBLAS_GEMM_DEFAULT));
-        return true;
-      });
-      b.best_us = b.default_us;
+      auto time_default = [&](int64_t count) {
+        return time([&](const DeviceMatrix& w) {
+          TANDEM_CUBLAS_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, static_cast<int>(count), k, &alpha,
+                                           w.data, type, k, x.get(), type, k, &beta, y.get(), CUDA_R_32F, m,
+                                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          return true;
+        });
+      };
+      b.default_us = b.best_us = time_default(n);
+      double best_sum = b.default_us + (lo < n ? time_default(lo) : 0.0);
       cublasLtMatmulAlgo_t best{};
-      // This bucket's operand layouts, released however the timing ends.
+      // This bucket's operand layouts (at n and at lo tokens), released
+      // however the timing ends.
       struct Layouts {
-        LtLayouts l;
-        ~Layouts() { destroy_layouts(l); }
+        LtLayouts l, low;
+        ~Layouts() {
+          destroy_layouts(l);
+          destroy_layouts(low);
+        }
       } made;
       cublasLtMatrixLayout_t& la = made.l.a;
       cublasLtMatrixLayout_t& lb = made.l.b;
@@ -360,6 +410,10 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
       TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
       TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
       TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, static_cast<uint64_t>(m), static_cast<uint64_t>(n), m));
+      TANDEM_CUBLAS_CHECK(
+          cublasLtMatrixLayoutCreate(&made.low.b, type, static_cast<uint64_t>(k), static_cast<uint64_t>(lo), k));
+      TANDEM_CUBLAS_CHECK(
+          cublasLtMatrixLayoutCreate(&made.low.c, CUDA_R_32F, static_cast<uint64_t>(m), static_cast<uint64_t>(lo), m));
       cublasLtMatmulHeuristicResult_t found[kTuneCandidates];
       int n_found = 0;
       if (cublasLtMatmulAlgoGetHeuristic(lt_, op16_, la, lb, lc, lc, pref, kTuneCandidates, found, &n_found) !=
@@ -367,11 +421,18 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
         n_found = 0;
       for (int a = 0; a < n_found; ++a) {
         if (found[a].state != CUBLAS_STATUS_SUCCESS || found[a].workspaceSize > kWorkspaceBytes) continue;
-        const double us = time([&](const DeviceMatrix& w) {
-          return cublasLtMatmul(lt_, op16_, &alpha, w.data, la, x.get(), lb, &beta, y.get(), lc, y.get(), lc,
-                                &found[a].algo, workspace_.get(), kWorkspaceBytes, stream_) == CUBLAS_STATUS_SUCCESS;
-        });
-        if (us > 0 && (us < b.best_us || (prefer_lt && b.algo < 0))) {
+        auto time_lt = [&](cublasLtMatrixLayout_t lx, cublasLtMatrixLayout_t ly) {
+          return time([&](const DeviceMatrix& w) {
+            return cublasLtMatmul(lt_, op16_, &alpha, w.data, la, x.get(), lx, &beta, y.get(), ly, y.get(), ly,
+                                  &found[a].algo, workspace_.get(), kWorkspaceBytes, stream_) == CUBLAS_STATUS_SUCCESS;
+          });
+        };
+        const double us = time_lt(lb, lc);
+        if (us <= 0) continue;
+        const double us_lo = lo < n ? time_lt(made.low.b, made.low.c) : 0.0;
+        if (us_lo < 0) continue;
+        if (us + us_lo < best_sum || (prefer_lt && b.algo < 0)) {
+          best_sum = us + us_lo;
           b.best_us = us;
           b.algo = a;
           best = found[a].algo;
@@ -402,6 +463,114 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
     }
   }
   tuned_[ShapeKey{w0.rows, w0.cols, static_cast<int>(type)}] = std::move(shape);
+  return out;
+}
+
+std::vector<Gemm::TunedBucket> Gemm::tune_fp8(const std::vector<const DeviceMatrix*>& weights, int64_t max_tokens,
+                                              bool prefer_lt) {
+  std::vector<TunedBucket> out;
+  const DeviceMatrix& w0 = *weights[0];
+  for (const DeviceMatrix* w : weights)
+    check(w->format == w0.format && w->rows == w0.rows && w->cols == w0.cols,
+          "internal: Gemm::tune takes weights of one shape and format");
+  // Decode batches only: past 64 tokens the timed choice made steps slower
+  // than the heuristic's own (H100, docs/PERFORMANCE.md).
+  const std::vector<int64_t> buckets = buckets_up_to(std::min(max_tokens, kFp8TunedUpTo));
+  const int64_t most = buckets.back();
+  DeviceBuffer x8(static_cast<size_t>(most * w0.cols)), product(static_cast<size_t>(most * w0.rows) * sizeof(float));
+  TANDEM_CUDA_CHECK(cudaMemsetAsync(x8.get(), 0x2A, x8.bytes(), stream_));  // E4M3 0.3125
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  TunedShape shape;
+  try {
+    TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
+    TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const size_t workspace = kWorkspaceBytes;
+    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                                             sizeof workspace));
+    const float alpha = 1.0f, beta = 0.0f;
+    int64_t below = 0;  // the previous bucket's largest count
+    for (int64_t n : buckets) {
+      // As tune() does: timed at the bucket's largest and smallest counts.
+      const int64_t lo = std::max(below + 1, std::min(n, tuned_from_));
+      below = n;
+      // This bucket's operand layouts (at n and at lo tokens), released
+      // however the timing ends.
+      struct Layouts {
+        Fp8Plan p, low;
+        ~Layouts() {
+          destroy_layouts(p);
+          destroy_layouts(low);
+        }
+      } made;
+      const uint64_t m = static_cast<uint64_t>(w0.rows), k = static_cast<uint64_t>(w0.cols);
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.p.a, CUDA_R_8F_E4M3, k, m, w0.cols));
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.p.b, CUDA_R_8F_E4M3, k, static_cast<uint64_t>(n), w0.cols));
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.p.c, CUDA_R_32F, m, static_cast<uint64_t>(n), w0.rows));
+      TANDEM_CUBLAS_CHECK(
+          cublasLtMatrixLayoutCreate(&made.low.b, CUDA_R_8F_E4M3, k, static_cast<uint64_t>(lo), w0.cols));
+      TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.low.c, CUDA_R_32F, m, static_cast<uint64_t>(lo), w0.rows));
+      cublasLtMatmulHeuristicResult_t found[kTuneCandidates];
+      int n_found = 0;
+      if (cublasLtMatmulAlgoGetHeuristic(lt_, op8_, made.p.a, made.p.b, made.p.c, made.p.c, pref, kTuneCandidates,
+                                         found, &n_found) != CUBLAS_STATUS_SUCCESS)
+        n_found = 0;
+      TunedBucket b;
+      b.tokens = n;
+      bool timed_any = false;
+      double best_sum = 0;
+      cublasLtMatmulAlgo_t best{};
+      for (int a = 0; a < n_found; ++a) {
+        if (found[a].state != CUBLAS_STATUS_SUCCESS || found[a].workspaceSize > kWorkspaceBytes) continue;
+        auto time_at = [&](cublasLtMatrixLayout_t lx, cublasLtMatrixLayout_t ly) {
+          return time_over(weights, stream_, e0, e1, [&](const DeviceMatrix& w) {
+            return cublasLtMatmul(lt_, op8_, &alpha, w.data, made.p.a, x8.get(), lx, &beta, product.get(), ly,
+                                  product.get(), ly, &found[a].algo, workspace_.get(), kWorkspaceBytes,
+                                  stream_) == CUBLAS_STATUS_SUCCESS;
+          });
+        };
+        const double us = time_at(made.p.b, made.p.c);
+        if (us <= 0) continue;
+        const double us_lo = lo < n ? time_at(made.low.b, made.low.c) : 0.0;
+        if (us_lo < 0) continue;
+        if (!timed_any) {
+          // The first that runs is the default: what an untuned product takes.
+          timed_any = true;
+          b.default_us = b.best_us = us;
+          best_sum = us + us_lo;
+          best = found[a].algo;
+        } else if (us + us_lo < best_sum || (prefer_lt && b.algo < 0)) {
+          best_sum = us + us_lo;
+          b.best_us = us;
+          b.algo = a;
+          best = found[a].algo;
+        }
+      }
+      shape.bucket_tokens.push_back(n);
+      shape.use_lt.push_back(timed_any);
+      shape.algos.push_back(best);
+      if (timed_any) out.push_back(b);
+    }
+  } catch (...) {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    throw;
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  // Plans made before for this shape take the new choice at their next use.
+  for (auto it = fp8_plans_.begin(); it != fp8_plans_.end();) {
+    if (std::get<0>(it->first) == w0.rows && std::get<1>(it->first) == w0.cols) {
+      destroy_layouts(it->second);
+      it = fp8_plans_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  tuned_[ShapeKey{w0.rows, w0.cols, static_cast<int>(CUDA_R_8F_E4M3)}] = std::move(shape);
   return out;
 }
 

@@ -46,6 +46,25 @@ class Gemm {
   // The same for the FP8 path's scratch: n_tokens of up to `cols` inputs and
   // `rows` outputs.
   bool reserve_fp8(int64_t n_tokens, int64_t cols, int64_t rows);
+  // The FP8 path in parts, for a caller that quantizes x or applies the
+  // scales in kernels of its own (the runner's FFN). run() on FP8 rows is
+  // quantize_tokens_fp8 into fp8_input(), fp8_product, then scale_product.
+  struct Fp8Input {
+    uint8_t* q = nullptr;   // [n_tokens, cols] E4M3
+    float* scale = nullptr;  // [n_tokens]
+  };
+  // Where run_fp8_input() reads x: room for n_tokens x cols (reserve_fp8
+  // first where the buffers must not move).
+  Fp8Input fp8_input(int64_t n_tokens, int64_t cols);
+  // Whether products of F8Row w over n_tokens run on FP8 tensor cores
+  // (fp8_tensor_cores() and a cuBLASLt kernel for the shape).
+  bool fp8_takes(const DeviceMatrix& w, int64_t n_tokens);
+  // product[t, r] = sum_c W8[r, c] q[t, c], q from fp8_input(), before the
+  // scales (w.scales[r] and the token's). product: [n_tokens, w.rows] f32.
+  // Needs fp8_takes(w, n_tokens).
+  void fp8_product(const DeviceMatrix& w, int64_t n_tokens, float* product);
+  // run() with x already in fp8_input(). Needs fp8_takes(w, n_tokens).
+  void run_fp8_input(const DeviceMatrix& w, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
   // Allocates the f16 slice that 8-bit weights are dequantized into, at its
   // largest, so that it never moves (decode graphs may capture it).
   void reserve_dequant();
@@ -68,14 +87,21 @@ class Gemm {
   // rounding with it). Needs room for max_tokens rows of x and y on the GPU
   // for a moment; call outside graph capture. Returns the bucket choices,
   // for the start-up log.
+  // Each candidate is timed at the bucket's smallest and largest counts, and
+  // the least sum wins. FP8 rows (where fp8_tensor_cores()) are tuned the
+  // same way up to 64 tokens, their product alone: the heuristic's first
+  // FP8 algorithm (the "default") against the others it offers (on an H100
+  // up to 6% faster at the 8B shapes; at 160 tokens the timed choices made
+  // a step slower, so larger products keep the heuristic's).
   struct TunedBucket {
     int64_t tokens = 0;          // the bucket's largest token count, which was timed
-    double default_us = 0;       // cuBLAS's default
+    double default_us = 0;       // cuBLAS's default (FP8: the heuristic's first algorithm)
     double best_us = 0;          // the winner
-    int algo = -1;               // the winner's rank in cuBLASLt's heuristic; -1: cuBLAS's default
+    int algo = -1;               // the winner's rank in cuBLASLt's heuristic; -1: the default
   };
   // prefer_lt (tests): take cuBLASLt's fastest algorithm even where cuBLAS's
-  // default was faster, so that the tuned path runs.
+  // default was faster (FP8: the fastest but the first), so that the tuned
+  // path runs.
   std::vector<TunedBucket> tune(const std::vector<const DeviceMatrix*>& weights, int64_t max_tokens,
                                 bool prefer_lt = false);
   // Runs run() over `w` once for every token count a step may give it (each
@@ -103,20 +129,31 @@ class Gemm {
     std::vector<bool> use_lt;                         // per bucket: false = cuBLAS's default won
     std::vector<cublasLtMatmulAlgo_t> algos;          // per bucket
   };
-  using ShapeKey = std::tuple<int64_t, int64_t, int>;  // rows, cols, input type (CUDA_R_16F / 16BF)
+  using ShapeKey = std::tuple<int64_t, int64_t, int>;  // rows, cols, input type (CUDA_R_16F / 16BF / 8F_E4M3)
   // Enqueues y^T = W^T x through cuBLASLt with `algo`; false (nothing
   // enqueued) when the algorithm does not take these operands.
   bool run_lt(const DeviceMatrix& w, const void* x_low, int64_t n_tokens, float* y, int64_t ldy, bool accumulate,
               cudaDataType_t type, const cublasLtMatmulAlgo_t& algo);
   // False (nothing enqueued) when cuBLASLt has no FP8 kernel for the shape.
   bool run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
+  // One FP8 product's operand layouts and algorithm, made at its first use
+  // (the tuned bucket's algorithm where cuBLASLt takes it, else the
+  // heuristic's first) and kept: (rows, cols, n_tokens).
+  struct Fp8Plan {
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool usable = false;  // false: cuBLASLt has no FP8 kernel for it (dequantized instead)
+  };
+  const Fp8Plan& fp8_plan(int64_t rows, int64_t cols, int64_t n_tokens);
+  std::vector<TunedBucket> tune_fp8(const std::vector<const DeviceMatrix*>& weights, int64_t max_tokens,
+                                    bool prefer_lt);
 
   cudaStream_t stream_;
   cublasHandle_t handle_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   bool fp8_ = false;
-  std::map<std::tuple<int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> fp8_algos_;  // (rows, tokens, cols)
-  std::set<std::tuple<int64_t, int64_t, int64_t>> fp8_unsupported_;                  // shapes without one
+  cublasLtMatmulDesc_t op8_ = nullptr;  // product^T = W^T x8, E4M3 inputs, f32 accumulation and output
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Fp8Plan> fp8_plans_;
   std::map<ShapeKey, TunedShape> tuned_;
   int64_t tuned_from_ = kTunedFrom;
   cublasLtMatmulDesc_t op16_ = nullptr;  // y^T = W^T x, f32 accumulation and output (16-bit inputs)
@@ -127,6 +164,7 @@ class Gemm {
   };
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, LtLayouts> lt_layouts_;
   static void destroy_layouts(LtLayouts& l);
+  static void destroy_layouts(Fp8Plan& p);
   DeviceBuffer x8_;         // [n_tokens, cols] E4M3: x quantized per token
   DeviceBuffer x8_scale_;   // [n_tokens] f32
   DeviceBuffer product_;    // [n_tokens, rows] f32: the FP8 product before scaling

@@ -107,6 +107,13 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float*
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n, float* out,
              cudaStream_t stream, int8_t* q = nullptr, float* d = nullptr, int64_t n_quantized = 0);
 
+// rmsnorm into out, and out quantized per row to E4M3 for the FP8 GEMM (the
+// bits of rmsnorm then quantize_tokens_fp8), in one kernel where the row
+// fits it (n a multiple of 4 up to 8192, 16-byte aligned rows).
+//   q: [n_rows, n] E4M3 bytes; q_scale: [n_rows].
+void rmsnorm_fp8(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
+                 float* out, uint8_t* q, float* q_scale, cudaStream_t stream);
+
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, n + i], i < n, t < n_tokens.
 //   gate_up: [n_tokens, 2n] (gate then up); out: [n_tokens, n].  CPU twin: cpu::silu_mul.
 void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream);
@@ -122,6 +129,29 @@ void convert_f32(const float* x, int64_t n, DType to, void* out, cudaStream_t st
 // d[t, r] * row_scale[r] * token_scale[t].  d: [n_tokens, rows]; y: [n_tokens, ldy].
 void scale_product(const float* d, int64_t n_tokens, int64_t rows, const float* row_scale, const float* token_scale,
                    float* y, int64_t ldy, bool accumulate, cudaStream_t stream);
+
+// x per token to E4M3 for the FP8 GEMM, as quantize_rows does it (the same
+// bits): scale[t] = max|x[t, :]| / 448 (1 for a row of zeros), q[t, c] =
+// E4M3(x[t, c] / scale[t]), saturating. One block a token with the row held
+// in registers where cols is a multiple of 4 up to 16384 (quantize_rows
+// otherwise).
+//   x: [n_tokens, cols] f32; q: [n_tokens, cols] E4M3 bytes; scale: [n_tokens].
+void quantize_tokens_fp8(const float* x, int64_t n_tokens, int64_t cols, uint8_t* q, float* scale,
+                         cudaStream_t stream);
+
+// The FP8 FFN's middle, in one kernel: from the gate·up product of FP8
+// tensor cores before its scales, act = silu(g) * u with g = d[t, i] *
+// row_scale[i] * token_scale[t] and u the same at column n + i (the bits of
+// scale_product then silu_mul), quantized per token to E4M3 as
+// quantize_tokens_fp8 does it (the same bits as the three kernels).
+// q_scale may be token_scale (each token's scale is read before it is
+// written); q must not overlap d.
+//   d: [n_tokens, 2n] f32; row_scale: [2n]; token_scale: [n_tokens];
+//   q: [n_tokens, n] E4M3 bytes; q_scale: [n_tokens].
+// n: silu_mul_fp8_supports(n) (a multiple of 4 up to 16384).
+bool silu_mul_fp8_supports(int64_t n);
+void silu_mul_fp8(const float* d, const float* row_scale, const float* token_scale, int64_t n_tokens, int64_t n,
+                  uint8_t* q, float* q_scale, cudaStream_t stream);
 
 // out[r - row0, :] = W[r, :] as f16, for r in [row0, row0 + n_rows); any format.
 void dequantize_to_f16(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream);

@@ -1340,6 +1340,14 @@ TEST(CudaKernels, Fp8GemmMatchesCpuOnQuantizedActivations) {
     const std::vector<float> s_host = to_host<float>(scales, static_cast<size_t>(rows));
     std::vector<float> wdq(q_host.size());
     for (size_t i = 0; i < wdq.size(); ++i) wdq[i] = e4m3_to_float(q_host[i]) * s_host[i / static_cast<size_t>(cols)];
+    // Untuned (the heuristic's first algorithm), then tuned, preferring
+    // another algorithm where cuBLASLt offers one.
+    for (const bool tuned : {false, true}) {
+    if (tuned) {
+      const std::vector<Gemm::TunedBucket> buckets = gemm.tune({&w}, 64, /*prefer_lt=*/true);
+      ASSERT_FALSE(buckets.empty()) << "FP8 tuning timed no bucket";
+      for (const auto& b : buckets) EXPECT_GT(b.best_us, 0.0) << b.tokens << " tokens";
+    }
     for (const int64_t n : {int64_t{5}, int64_t{37}}) {
       std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 82);
       std::vector<float> xq(x.size());
@@ -1368,13 +1376,115 @@ TEST(CudaKernels, Fp8GemmMatchesCpuOnQuantizedActivations) {
           }
           for (int64_t r = rows; r < ldy; ++r) ASSERT_EQ(got[static_cast<size_t>(t * ldy + r)], 0.5f) << "past the rows";
         }
-        std::printf("fp8 gemm, %lld tokens%s: max |diff| %.2e\n", static_cast<long long>(n),
+        std::printf("fp8 gemm%s, %lld tokens%s: max |diff| %.2e\n", tuned ? " (tuned)" : "", static_cast<long long>(n),
                     accumulate ? ", accumulating" : "", max_err);
         EXPECT_LT(max_err, 2e-2);
       }
     }
+    }
   }
   cudaStreamDestroy(stream);
+}
+
+// The norm that quantizes for the FP8 GEMM gives the bits of rmsnorm then
+// quantize_tokens_fp8, for its output and its quantized rows, at each of
+// its widths, from gathered rows, and where it falls back (past 8192).
+TEST(CudaKernels, RmsnormFp8MatchesRmsnormThenQuantize) {
+  for (const int64_t n : {int64_t{512}, int64_t{2048}, int64_t{4096}, int64_t{5000}, int64_t{8192}, int64_t{10000}}) {
+    const int64_t rows = 5;
+    const std::vector<float> x = random_vector(static_cast<size_t>(rows * n), 140 + static_cast<uint32_t>(n), 3.0f);
+    const std::vector<float> weight = random_vector(static_cast<size_t>(n), 141);
+    const std::vector<int32_t> pick = {4, 0, 2};
+    DeviceBuffer dx = to_device(x), dw = to_device(weight), dpick = to_device(pick);
+    for (const bool gathered : {false, true}) {
+      const int32_t* idx = gathered ? dpick.get<int32_t>() : nullptr;
+      const int64_t n_out = gathered ? static_cast<int64_t>(pick.size()) : rows;
+      DeviceBuffer want(static_cast<size_t>(n_out * n) * 4), got(static_cast<size_t>(n_out * n) * 4);
+      DeviceBuffer q_want(static_cast<size_t>(n_out * n)), s_want(static_cast<size_t>(n_out) * 4);
+      DeviceBuffer q_got(static_cast<size_t>(n_out * n)), s_got(static_cast<size_t>(n_out) * 4);
+      rmsnorm(dx.get<float>(), idx, dw.get<float>(), 1e-5f, n_out, n, want.get<float>(), nullptr);
+      quantize_tokens_fp8(want.get<float>(), n_out, n, q_want.get<uint8_t>(), s_want.get<float>(), nullptr);
+      rmsnorm_fp8(dx.get<float>(), idx, dw.get<float>(), 1e-5f, n_out, n, got.get<float>(), q_got.get<uint8_t>(),
+                  s_got.get<float>(), nullptr);
+      const std::string what = std::to_string(n) + " columns" + (gathered ? ", gathered" : "");
+      const auto ow = to_host<float>(want, static_cast<size_t>(n_out * n));
+      const auto og = to_host<float>(got, ow.size());
+      ASSERT_EQ(0, std::memcmp(ow.data(), og.data(), ow.size() * 4)) << what << ": the norm";
+      const auto sw = to_host<float>(s_want, static_cast<size_t>(n_out));
+      const auto sg = to_host<float>(s_got, sw.size());
+      ASSERT_EQ(0, std::memcmp(sw.data(), sg.data(), sw.size() * 4)) << what << ": scales";
+      const auto qw = to_host<uint8_t>(q_want, static_cast<size_t>(n_out * n));
+      const auto qg = to_host<uint8_t>(q_got, qw.size());
+      for (size_t i = 0; i < qw.size(); ++i) ASSERT_EQ(qw[i], qg[i]) << what << ", element " << i;
+    }
+  }
+}
+
+// The FP8 FFN's fused middle gives the bits of the three kernels it
+// replaces: scale_product, silu_mul, quantize_tokens_fp8; also with its
+// output scales written over its input scales.
+TEST(CudaKernels, SiluMulFp8MatchesItsThreeKernels) {
+  for (const int64_t n : {int64_t{1024}, int64_t{4100}, int64_t{14336}}) {
+    const int64_t tokens = 6;
+    std::vector<float> d = random_vector(static_cast<size_t>(tokens * 2 * n), 120 + static_cast<uint32_t>(n), 40.0f);
+    std::vector<float> row_scale = random_vector(static_cast<size_t>(2 * n), 121);
+    for (float& r : row_scale) r = 0.001f + std::fabs(r) * 0.01f;
+    std::vector<float> token_scale = {0.01f, 0.5f, 1.0f, 0.0f, 3.0f, 0.02f};  // token 3: a row of zeros
+    DeviceBuffer dd = to_device(d), drs = to_device(row_scale), dts = to_device(token_scale);
+    // The three kernels.
+    DeviceBuffer scaled(d.size() * 4), act(static_cast<size_t>(tokens * n) * 4);
+    DeviceBuffer q_want(static_cast<size_t>(tokens * n)), s_want(static_cast<size_t>(tokens) * 4);
+    scale_product(dd.get<float>(), tokens, 2 * n, drs.get<float>(), dts.get<float>(), scaled.get<float>(), 2 * n, false,
+                  nullptr);
+    silu_mul(scaled.get<float>(), tokens, n, act.get<float>(), nullptr);
+    quantize_tokens_fp8(act.get<float>(), tokens, n, q_want.get<uint8_t>(), s_want.get<float>(), nullptr);
+    // Fused, into separate scales, then over the input scales.
+    DeviceBuffer q_got(static_cast<size_t>(tokens * n)), s_got(static_cast<size_t>(tokens) * 4);
+    ASSERT_TRUE(silu_mul_fp8_supports(n));
+    silu_mul_fp8(dd.get<float>(), drs.get<float>(), dts.get<float>(), tokens, n, q_got.get<uint8_t>(),
+                 s_got.get<float>(), nullptr);
+    const auto qw = to_host<uint8_t>(q_want, static_cast<size_t>(tokens * n));
+    const auto sw = to_host<float>(s_want, static_cast<size_t>(tokens));
+    auto expect_same = [&](const char* what, const DeviceBuffer& q, const DeviceBuffer& sc) {
+      const auto qg = to_host<uint8_t>(q, qw.size());
+      const auto sg = to_host<float>(sc, sw.size());
+      ASSERT_EQ(0, std::memcmp(sw.data(), sg.data(), sw.size() * 4)) << what << ", width " << n << ": scales";
+      for (size_t i = 0; i < qw.size(); ++i) ASSERT_EQ(qw[i], qg[i]) << what << ", width " << n << ", element " << i;
+    };
+    expect_same("separate scales", q_got, s_got);
+    EXPECT_EQ(sw[3], 1.0f);
+    silu_mul_fp8(dd.get<float>(), drs.get<float>(), dts.get<float>(), tokens, n, q_got.get<uint8_t>(),
+                 dts.get<float>(), nullptr);
+    expect_same("scales in place", q_got, dts);
+  }
+  EXPECT_FALSE(silu_mul_fp8_supports(1001));
+  EXPECT_FALSE(silu_mul_fp8_supports(20000));
+}
+
+// The GEMM's own quantizer of x gives quantize_rows' bits: the vectorized
+// kernel at each of its widths, and the fallback (cols not a multiple of 4,
+// or wider than 16384).
+TEST(CudaKernels, QuantizeTokensFp8MatchesQuantizeRows) {
+  for (const int64_t cols : {int64_t{512}, int64_t{1000}, int64_t{2048}, int64_t{4096}, int64_t{6144},
+                             int64_t{14336}, int64_t{1001}, int64_t{20000}}) {
+    const int64_t n = 7;
+    std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 90 + static_cast<uint32_t>(cols));
+    for (int64_t c = 0; c < cols; ++c) x[static_cast<size_t>(3 * cols + c)] = 0.0f;  // a row of zeros: scale 1
+    x[static_cast<size_t>(cols + 5)] = 1e3f;                                          // an outlier sets its row's scale
+    DeviceBuffer dx = to_device(x);
+    DeviceBuffer q_want(static_cast<size_t>(n * cols)), s_want(static_cast<size_t>(n) * 4);
+    DeviceBuffer q_got(static_cast<size_t>(n * cols)), s_got(static_cast<size_t>(n) * 4);
+    quantize_rows(DeviceMatrix{WeightFormat::F32, n, cols, dx.get(), nullptr},
+                  DeviceMatrix{WeightFormat::F8Row, n, cols, q_want.get(), s_want.get()}, nullptr);
+    quantize_tokens_fp8(dx.get<float>(), n, cols, q_got.get<uint8_t>(), s_got.get<float>(), nullptr);
+    const auto qw = to_host<uint8_t>(q_want, static_cast<size_t>(n * cols));
+    const auto qg = to_host<uint8_t>(q_got, static_cast<size_t>(n * cols));
+    const auto sw = to_host<float>(s_want, static_cast<size_t>(n));
+    const auto sg = to_host<float>(s_got, static_cast<size_t>(n));
+    ASSERT_EQ(0, std::memcmp(sw.data(), sg.data(), sw.size() * 4)) << cols << " columns: scales";
+    EXPECT_EQ(sg[3], 1.0f);
+    for (size_t i = 0; i < qw.size(); ++i) ASSERT_EQ(qw[i], qg[i]) << cols << " columns, element " << i;
+  }
 }
 
 }  // namespace
