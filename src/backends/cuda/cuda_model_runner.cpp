@@ -1258,7 +1258,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated, hidden, xn);
       }
       if (fp8_qkv) {
-        m.gemm->run_fp8_input(L.qkv, T, q, qkv_dim, false);
+        m.gemm->fp8_product(L.qkv, T, q);  // qkv_finish applies the scales
       } else if (L.fused_qkv) {
         m.matmul(L.qkv, xn, T, n_generated, q, qkv_dim, false, qkv_in);
       } else {
@@ -1284,6 +1284,10 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       qa.slots = d_slots;
       qa.k_cache = m.k_cache.get<__half>() + l * layer_cache_elems;
       qa.v_cache = m.v_cache.get<__half>() + l * layer_cache_elems;
+      if (fp8_qkv) {
+        qa.row_scale = static_cast<const float*>(L.qkv.scales);
+        qa.token_scale = m.gemm->fp8_input(T, m.widest_input()).scale;
+      }
       cuda::qkv_finish(qa, shape, T, s);
       cuda::AttentionArgs aa;
       aa.q = q;
@@ -1308,8 +1312,6 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       }
       if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
       if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s);
-      m.matmul(L.wo, attn, T, n_generated, attn_update, hidden, accumulate_residual,
-               attention_quantizes ? wo_quantized : 0);
       const DeviceMatrix& ffn_first = L.fused_gate_up ? L.gate_up : L.gate;
       // FP8 on tensor cores with every token on the GEMM: the norm quantizes
       // gate·up's input, the gate·up product stays unscaled, and one kernel
@@ -1319,13 +1321,29 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       const bool fp8_ffn = L.fused_gate_up && cuda::silu_mul_fp8_supports(inter) &&
                            m.fp8_gemm_all(L.gate_up, T, n_generated) && m.fp8_gemm_all(L.down, T, n_generated);
       const cuda::Gemm::Fp8Input ffn8 = fp8_ffn ? m.gemm->fp8_input(T, m.widest_input()) : cuda::Gemm::Fp8Input{};
+      // One GPU, o on the FP8 GEMM too: o's product waits in the gate·up
+      // buffer (free until gate·up's product) and the FFN's norm adds it to
+      // the residual with its scales (scale_product's bits).
+      const bool fp8_o = fp8_ffn && !tensor_parallel && attn_update == x && accumulate_residual &&
+                         m.fp8_gemm_all(L.wo, T, n_generated);
+      float* o_product = gate_up;
+      if (fp8_o) {
+        cuda::quantize_tokens_fp8(attn, T, q_dim, ffn8.q, ffn8.scale, s);
+        m.gemm->fp8_product(L.wo, T, o_product);
+      } else {
+        m.matmul(L.wo, attn, T, n_generated, attn_update, hidden, accumulate_residual,
+                 attention_quantizes ? wo_quantized : 0);
+      }
       int64_t ffn_in = 0;
       if (fused) {
         ffn_in = reduce_norm(0, ffn_first, L.ffn_norm, nullptr, T, n_generated, xn);
         if (fp8_ffn) cuda::quantize_tokens_fp8(xn, T, hidden, ffn8.q, ffn8.scale, s);
       } else {
         if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
-        if (fp8_ffn)
+        if (fp8_o)
+          cuda::add_rmsnorm_fp8(x, o_product, static_cast<const float*>(L.wo.scales), ffn8.scale, L.ffn_norm, eps, T,
+                                hidden, xn, ffn8.q, ffn8.scale, s);
+        else if (fp8_ffn)
           cuda::rmsnorm_fp8(x, nullptr, L.ffn_norm, eps, T, hidden, xn, ffn8.q, ffn8.scale, s);
         else
           ffn_in = m.norm_for(ffn_first, x, nullptr, L.ffn_norm, eps, T, n_generated, hidden, xn);

@@ -298,11 +298,16 @@ __global__ void __launch_bounds__(256) quantize_tokens_fp8_kernel(const float* _
 // rmsnorm_fp8 for rows of n = 4 * 256 * C' floats (C' <= C): rmsnorm_vec_kernel's
 // arithmetic (rmsnorm_row::normalize's, the same bits), then quantize_row_fp8
 // on the result.
+// With update (add_rmsnorm_fp8; rows is then null), x's row first takes
+// x + update * update_row_scale * update_token_scale (scale_product's
+// accumulation, in its order) and is written back.
 template <int C>
-__global__ void __launch_bounds__(256) rmsnorm_fp8_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+__global__ void __launch_bounds__(256) rmsnorm_fp8_kernel(float* x, const int32_t* __restrict__ rows,
                                                           const float* __restrict__ weight, float eps, int64_t n,
                                                           float* __restrict__ out, uint32_t* __restrict__ q,
-                                                          float* __restrict__ q_scale) {
+                                                          float* q_scale, const float* __restrict__ update,
+                                                          const float* __restrict__ update_row_scale,
+                                                          const float* update_token_scale) {
   let_successor_start();
   const int64_t i = blockIdx.x;
   const float4* w4 = reinterpret_cast<const float4*>(weight);
@@ -313,12 +318,27 @@ __global__ void __launch_bounds__(256) rmsnorm_fp8_kernel(const float* __restric
     const int c = threadIdx.x + 256 * k;
     if (c < n4) g[k] = __ldg(w4 + c);
   }
-  const float4* row = reinterpret_cast<const float4*>(x + (rows ? rows[i] : i) * n);
+  float4* row = reinterpret_cast<float4*>(x + (rows ? rows[i] : i) * n);
   wait_for_predecessor();
 #pragma unroll
   for (int k = 0; k < C; ++k) {
     const int c = threadIdx.x + 256 * k;
     if (c < n4) v[k] = row[c];
+  }
+  if (update != nullptr) {
+    const float4* u = reinterpret_cast<const float4*>(update + i * n);
+    const float4* us = reinterpret_cast<const float4*>(update_row_scale);
+    const float ts = update_token_scale[i];
+#pragma unroll
+    for (int k = 0; k < C; ++k) {
+      const int c = threadIdx.x + 256 * k;
+      if (c < n4) {
+        const float4 p = u[c], rs = us[c];
+        v[k] = make_float4(v[k].x + p.x * rs.x * ts, v[k].y + p.y * rs.y * ts, v[k].z + p.z * rs.z * ts,
+                           v[k].w + p.w * rs.w * ts);
+        row[c] = v[k];
+      }
+    }
   }
   // rmsnorm_row::normalize's arithmetic, in its order, kept in registers.
   float ss = 0.0f;
@@ -418,9 +438,11 @@ unsigned grid_for(int64_t n, int threads) {
 constexpr int kMaxPairsPerLane = 4;
 
 // cos_p, sin_p: the rotation of the lane's pairs p = lane + 32 k.
-__device__ void finish_head(float* head, const float* bias, const float* norm, float eps, int head_dim,
-                            const float (&cos_p)[kMaxPairsPerLane], const float (&sin_p)[kMaxPairsPerLane],
-                            RopeLayout layout) {
+// scale (FP8 products before their scales): the head's row scales, and
+// token_scale the token's.
+__device__ void finish_head(float* head, const float* bias, const float* scale, float token_scale, const float* norm,
+                            float eps, int head_dim, const float (&cos_p)[kMaxPairsPerLane],
+                            const float (&sin_p)[kMaxPairsPerLane], RopeLayout layout) {
   const int lane = threadIdx.x % 32;
   const int half = head_dim / 2;
   float a[kMaxPairsPerLane], b[kMaxPairsPerLane];
@@ -432,8 +454,10 @@ __device__ void finish_head(float* head, const float* bias, const float* norm, f
     if (p >= half) break;
     ia[k] = layout == RopeLayout::HalfSplit ? p : 2 * p;
     ib[k] = layout == RopeLayout::HalfSplit ? p + half : 2 * p + 1;
-    a[k] = head[ia[k]] + (bias ? bias[ia[k]] : 0.0f);
-    b[k] = head[ib[k]] + (bias ? bias[ib[k]] : 0.0f);
+    const float ha = scale ? head[ia[k]] * scale[ia[k]] * token_scale : head[ia[k]];
+    const float hb = scale ? head[ib[k]] * scale[ib[k]] * token_scale : head[ib[k]];
+    a[k] = ha + (bias ? bias[ia[k]] : 0.0f);
+    b[k] = hb + (bias ? bias[ib[k]] : 0.0f);
     ss = fmaf(a[k], a[k], fmaf(b[k], b[k], ss));
   }
   float inv = 1.0f;
@@ -475,16 +499,19 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
     sin_p[k] = p < hd / 2 ? sin_row[p] : 0.0f;
   }
   wait_for_predecessor();
+  const float* rs = args.row_scale;
+  const float ts = rs ? args.token_scale[t] : 1.0f;
+  const int q_dim = shape.n_heads * hd;
   const int h = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32;
   if (h < shape.n_heads + 2 * shape.n_kv_heads) {
     if (h < shape.n_heads) {
-      finish_head(args.q + t * stride + h * hd, args.q_bias ? args.q_bias + h * hd : nullptr, args.q_norm,
-                  args.norm_eps, hd, cos_p, sin_p, args.rope_layout);
+      finish_head(args.q + t * stride + h * hd, args.q_bias ? args.q_bias + h * hd : nullptr,
+                  rs ? rs + h * hd : nullptr, ts, args.q_norm, args.norm_eps, hd, cos_p, sin_p, args.rope_layout);
     } else if (h < shape.n_heads + shape.n_kv_heads) {
       const int kh = h - shape.n_heads;
       float* head = args.k + t * stride + kh * hd;
-      finish_head(head, args.k_bias ? args.k_bias + kh * hd : nullptr, args.k_norm, args.norm_eps, hd, cos_p,
-                  sin_p, args.rope_layout);
+      finish_head(head, args.k_bias ? args.k_bias + kh * hd : nullptr, rs ? rs + q_dim + kh * hd : nullptr, ts,
+                  args.k_norm, args.norm_eps, hd, cos_p, sin_p, args.rope_layout);
       __syncwarp();
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
@@ -492,10 +519,11 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
     } else {
       const int vh = h - shape.n_heads - shape.n_kv_heads;
       const float* head = args.v + t * stride + vh * hd;
+      const float* vs = rs ? rs + q_dim + kv_dim + vh * hd : nullptr;
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
-          args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] =
-              __float2half_rn(head[d] + (args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
+          args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] = __float2half_rn(
+              (vs ? head[d] * vs[d] * ts : head[d]) + (args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
     }
   }
 }
@@ -535,26 +563,47 @@ void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps
   if (n_quantized > 0 && !quantized) quantize_activations(out, n_quantized, n, q, d, stream);
 }
 
-void rmsnorm_fp8(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
-                 float* out, uint8_t* q, float* q_scale, cudaStream_t stream) {
+namespace {
+
+// rmsnorm_fp8, after add_rmsnorm_fp8's update where `update` is set.
+void norm_fp8(float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n, float* out,
+              uint8_t* q, float* q_scale, const float* update, const float* update_row_scale,
+              const float* update_token_scale, cudaStream_t stream) {
   if (n_rows == 0) return;
   const int64_t chunks = (n / 4 + 255) / 256;  // float4 pieces per thread of 256
   auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool aligned = n % 4 == 0 && aligned16(x) && aligned16(weight) && aligned16(out) &&
-                       reinterpret_cast<uintptr_t>(q) % 4 == 0;
+                       reinterpret_cast<uintptr_t>(q) % 4 == 0 &&
+                       (update == nullptr || (aligned16(update) && aligned16(update_row_scale)));
   const unsigned grid = static_cast<unsigned>(n_rows);
   uint32_t* q4 = reinterpret_cast<uint32_t*>(q);
-  if (aligned && chunks <= 2) {
-    launch(rmsnorm_fp8_kernel<2>, grid, 256, stream, x, rows, weight, eps, n, out, q4, q_scale);
-  } else if (aligned && chunks <= 4) {
-    launch(rmsnorm_fp8_kernel<4>, grid, 256, stream, x, rows, weight, eps, n, out, q4, q_scale);
-  } else if (aligned && chunks <= 8) {
-    launch(rmsnorm_fp8_kernel<8>, grid, 256, stream, x, rows, weight, eps, n, out, q4, q_scale);
+  if (aligned && chunks <= 8) {
+    auto kernel = chunks <= 2 ? rmsnorm_fp8_kernel<2> : chunks <= 4 ? rmsnorm_fp8_kernel<4> : rmsnorm_fp8_kernel<8>;
+    launch(kernel, grid, 256, stream, x, rows, weight, eps, n, out, q4, q_scale, update, update_row_scale,
+           update_token_scale);
   } else {
+    if (update != nullptr)
+      scale_product(update, n_rows, n, update_row_scale, update_token_scale, x, n, true, stream);
     rmsnorm(x, rows, weight, eps, n_rows, n, out, stream, nullptr, nullptr, 0);
     quantize_tokens_fp8(out, n_rows, n, q, q_scale, stream);
   }
   TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void rmsnorm_fp8(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
+                 float* out, uint8_t* q, float* q_scale, cudaStream_t stream) {
+  // x is only read without an update.
+  norm_fp8(const_cast<float*>(x), rows, weight, eps, n_rows, n, out, q, q_scale, nullptr, nullptr, nullptr, stream);
+}
+
+void add_rmsnorm_fp8(float* x, const float* update, const float* update_row_scale, const float* update_token_scale,
+                     const float* weight, float eps, int64_t n_rows, int64_t n, float* out, uint8_t* q,
+                     float* q_scale, cudaStream_t stream) {
+  check(update != nullptr && update_row_scale != nullptr && update_token_scale != nullptr,
+        "internal: add_rmsnorm_fp8 takes an update and its scales");
+  norm_fp8(x, nullptr, weight, eps, n_rows, n, out, q, q_scale, update, update_row_scale, update_token_scale, stream);
 }
 
 void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream) {

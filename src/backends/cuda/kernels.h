@@ -113,6 +113,15 @@ void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps
 //   q: [n_rows, n] E4M3 bytes; q_scale: [n_rows].
 void rmsnorm_fp8(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
                  float* out, uint8_t* q, float* q_scale, cudaStream_t stream);
+// The same after a residual update from an FP8 GEMM's product before its
+// scales: x[i, :] += update[i, :] * update_row_scale * update_token_scale[i]
+// (x written back), then rmsnorm_fp8 of x: the bits of scale_product
+// accumulating into x, then rmsnorm_fp8. q_scale may be update_token_scale
+// (each row's is read before it is written).
+//   x, update: [n_rows, n]; update_row_scale: [n]; update_token_scale: [n_rows].
+void add_rmsnorm_fp8(float* x, const float* update, const float* update_row_scale, const float* update_token_scale,
+                     const float* weight, float eps, int64_t n_rows, int64_t n, float* out, uint8_t* q,
+                     float* q_scale, cudaStream_t stream);
 
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, n + i], i < n, t < n_tokens.
 //   gate_up: [n_tokens, 2n] (gate then up); out: [n_tokens, n].  CPU twin: cpu::silu_mul.
@@ -233,6 +242,11 @@ struct QkvFinishArgs {
   const int32_t* slots = nullptr;
   __half* k_cache = nullptr;
   __half* v_cache = nullptr;
+  // With FP8 weights, q, k and v may hold the GEMM's product before its
+  // scales: each value is then taken as value * row_scale[c] *
+  // token_scale[t] (c: its column of the q·k·v row; scale_product's bits).
+  const float* row_scale = nullptr;    // [q_dim + 2 kv_dim]
+  const float* token_scale = nullptr;  // [n_tokens]
 };
 void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t n_tokens, cudaStream_t stream);
 

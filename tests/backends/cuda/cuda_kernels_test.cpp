@@ -9,6 +9,9 @@
 #include <limits>
 #include <random>
 #include <set>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -810,6 +813,52 @@ TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
       const float want = q_ref[static_cast<size_t>(t * q_dim + i)];
       ASSERT_NEAR(qkv_got[static_cast<size_t>(t * qkv_dim + i)], want, 1e-4 * (1 + std::fabs(want))) << t << " " << i;
     }
+  // An FP8 product before its scales, with biases: qkv_finish applying the
+  // scales gives the bits of scale_product and then qkv_finish.
+  {
+    std::vector<float> row_scale = random_vector(static_cast<size_t>(qkv_dim), 150);
+    for (float& r : row_scale) r = 0.5f + std::fabs(r);
+    std::vector<float> token_scale(static_cast<size_t>(n));
+    for (int t = 0; t < n; ++t) token_scale[static_cast<size_t>(t)] = 0.25f + 0.1f * static_cast<float>(t);
+    const std::vector<float> qb = random_vector(static_cast<size_t>(q_dim), 151),
+                             kb = random_vector(static_cast<size_t>(kv_dim), 152),
+                             vb = random_vector(static_cast<size_t>(kv_dim), 153);
+    DeviceBuffer drs = to_device(row_scale), dts = to_device(token_scale), dqb = to_device(qb), dkb = to_device(kb),
+                 dvb = to_device(vb);
+    DeviceBuffer raw = to_device(qkv), scaled(qkv.size() * 4);
+    scale_product(raw.get<float>(), n, qkv_dim, drs.get<float>(), dts.get<float>(), scaled.get<float>(), qkv_dim,
+                  false, nullptr);
+    DeviceBuffer kc2(cache_elems * 2), vc2(cache_elems * 2), kc3(cache_elems * 2), vc3(cache_elems * 2);
+    for (DeviceBuffer* b : {&kc2, &vc2, &kc3, &vc3}) TANDEM_CUDA_CHECK(cudaMemset(b->get(), 0, b->bytes()));
+    QkvFinishArgs two = qa;
+    two.q_bias = dqb.get<float>();
+    two.k_bias = dkb.get<float>();
+    two.v_bias = dvb.get<float>();
+    two.q = scaled.get<float>();
+    two.k = scaled.get<float>() + q_dim;
+    two.v = scaled.get<float>() + q_dim + kv_dim;
+    two.k_cache = kc2.get<__half>();
+    two.v_cache = vc2.get<__half>();
+    qkv_finish(two, s, n, nullptr);
+    QkvFinishArgs one = two;
+    one.q = raw.get<float>();
+    one.k = raw.get<float>() + q_dim;
+    one.v = raw.get<float>() + q_dim + kv_dim;
+    one.k_cache = kc3.get<__half>();
+    one.v_cache = vc3.get<__half>();
+    one.row_scale = drs.get<float>();
+    one.token_scale = dts.get<float>();
+    qkv_finish(one, s, n, nullptr);
+    const auto want = to_host<float>(scaled, qkv.size()), got = to_host<float>(raw, qkv.size());
+    for (int t = 0; t < n; ++t)
+      for (int i = 0; i < q_dim + kv_dim; ++i)  // q and k are written back; v goes to the cache only
+        ASSERT_EQ(want[static_cast<size_t>(t * qkv_dim + i)], got[static_cast<size_t>(t * qkv_dim + i)])
+            << "scaled in qkv_finish: token " << t << ", column " << i;
+    for (auto [a, b] : {std::pair{&kc2, &kc3}, std::pair{&vc2, &vc3}}) {
+      const auto ca = to_host<uint16_t>(*a, cache_elems), cb = to_host<uint16_t>(*b, cache_elems);
+      ASSERT_EQ(0, std::memcmp(ca.data(), cb.data(), cache_elems * 2)) << "scaled in qkv_finish: the cache";
+    }
+  }
   AttentionArgs aa;
   aa.q = dqkv.get<float>();
   aa.q_stride = qkv_dim;
@@ -1417,6 +1466,45 @@ TEST(CudaKernels, RmsnormFp8MatchesRmsnormThenQuantize) {
       const auto qg = to_host<uint8_t>(q_got, qw.size());
       for (size_t i = 0; i < qw.size(); ++i) ASSERT_EQ(qw[i], qg[i]) << what << ", element " << i;
     }
+  }
+}
+
+// The norm after an FP8 residual update gives the bits of scale_product
+// accumulating into x and then rmsnorm_fp8, x written back included; also
+// with its output scales written over the update's token scales, and where
+// it falls back (past 8192).
+TEST(CudaKernels, AddRmsnormFp8MatchesScaleProductThenNorm) {
+  for (const int64_t n : {int64_t{4096}, int64_t{10000}}) {
+    const int64_t rows = 6;
+    const std::vector<float> x = random_vector(static_cast<size_t>(rows * n), 160, 2.0f);
+    const std::vector<float> update = random_vector(static_cast<size_t>(rows * n), 161, 50.0f);
+    std::vector<float> row_scale = random_vector(static_cast<size_t>(n), 162);
+    for (float& r : row_scale) r = 0.001f + 0.01f * std::fabs(r);
+    const std::vector<float> token_scale = {0.5f, 1.0f, 0.01f, 2.0f, 0.3f, 1.5f};
+    const std::vector<float> weight = random_vector(static_cast<size_t>(n), 163);
+    DeviceBuffer du = to_device(update), drs = to_device(row_scale), dw = to_device(weight);
+    // Two kernels.
+    DeviceBuffer x_want = to_device(x), dts = to_device(token_scale);
+    DeviceBuffer out_want(static_cast<size_t>(rows * n) * 4), q_want(static_cast<size_t>(rows * n)),
+        s_want(static_cast<size_t>(rows) * 4);
+    scale_product(du.get<float>(), rows, n, drs.get<float>(), dts.get<float>(), x_want.get<float>(), n, true, nullptr);
+    rmsnorm_fp8(x_want.get<float>(), nullptr, dw.get<float>(), 1e-5f, rows, n, out_want.get<float>(),
+                q_want.get<uint8_t>(), s_want.get<float>(), nullptr);
+    // One, its scales over the update's.
+    DeviceBuffer x_got = to_device(x), ts_got = to_device(token_scale);
+    DeviceBuffer out_got(static_cast<size_t>(rows * n) * 4), q_got(static_cast<size_t>(rows * n));
+    add_rmsnorm_fp8(x_got.get<float>(), du.get<float>(), drs.get<float>(), ts_got.get<float>(), dw.get<float>(), 1e-5f,
+                    rows, n, out_got.get<float>(), q_got.get<uint8_t>(), ts_got.get<float>(), nullptr);
+    const size_t elems = static_cast<size_t>(rows * n);
+    const std::string what = std::to_string(n) + " columns";
+    for (auto [a, b, name] : {std::tuple{&x_want, &x_got, "x"}, std::tuple{&out_want, &out_got, "the norm"}}) {
+      const auto wa = to_host<float>(*a, elems), wb = to_host<float>(*b, elems);
+      ASSERT_EQ(0, std::memcmp(wa.data(), wb.data(), elems * 4)) << what << ": " << name;
+    }
+    const auto sw = to_host<float>(s_want, static_cast<size_t>(rows)), sg = to_host<float>(ts_got, sw.size());
+    ASSERT_EQ(0, std::memcmp(sw.data(), sg.data(), sw.size() * 4)) << what << ": scales";
+    const auto qw = to_host<uint8_t>(q_want, elems), qg = to_host<uint8_t>(q_got, elems);
+    ASSERT_EQ(0, std::memcmp(qw.data(), qg.data(), elems)) << what << ": quantized rows";
   }
 }
 
