@@ -144,17 +144,36 @@ test('an unreachable backend is reported in plain words', async () => {
 test('a backend that goes away is reported, and the chat keeps its history', async () => {
   const other = await startServer();
   const saved = path.join(dir, 'lost.json');
-  const t = spawnTandem(['chat', '--backend', String(other.port), '--api-key', API_KEY, '--connect-wait', '1']);
-  t.proc.stdin.write('/params max_tokens=4 temperature=0\nHello\n');
-  await waitFor(() => statsLines(t.out.stderr).length > 0, 30000, 'the first answer');
-  await other.stop();
-  await waitFor(() => /lost the backend: .*closed the connection/.test(t.out.stderr), 20000, 'the lost-backend notice');
-  t.proc.stdin.write(`Are you there?\n/save ${saved}\n`);
-  t.proc.stdin.end();
-  const { code } = await t.exited;
-  assert.equal(code, 1, 'a message could not be sent');
-  assert.match(t.out.stderr, /your message was not sent/);
-  assert.deepEqual(JSON.parse(fs.readFileSync(saved, 'utf8')).messages.map((m) => m.role), ['user', 'assistant']);
+  // 5 s for the first connection (1 s was not always enough on a loaded
+  // 2-core CI machine: "Hello" was given up before the link was up); the
+  // message after the server stops then gives up after 5 s too.
+  const t = spawnTandem(['chat', '--backend', String(other.port), '--api-key', API_KEY, '--connect-wait', '5']);
+  // A wait that fails says what the chat and the server printed, and the
+  // chat and the server never outlive the test (the file would hang until
+  // ctest's timeout).
+  const explained = async (f, ms, what) => {
+    try {
+      await waitFor(f, ms, what);
+    } catch (e) {
+      throw new Error(`${e.message} (the chat ${t.proc.exitCode === null ? 'still runs' : `exited ${t.proc.exitCode}`}); ` +
+        `the chat printed:\n${t.out.stderr}\nthe server printed:\n${other.stderr()}`);
+    }
+  };
+  try {
+    t.proc.stdin.write('/params max_tokens=4 temperature=0\nHello\n');
+    await explained(() => statsLines(t.out.stderr).length > 0, 30000, 'the first answer');
+    await other.stop();
+    await explained(() => /lost the backend: .*closed the connection/.test(t.out.stderr), 20000, 'the lost-backend notice');
+    t.proc.stdin.write(`Are you there?\n/save ${saved}\n`);
+    t.proc.stdin.end();
+    const { code } = await t.exited;
+    assert.equal(code, 1, 'a message could not be sent');
+    assert.match(t.out.stderr, /your message was not sent/);
+    assert.deepEqual(JSON.parse(fs.readFileSync(saved, 'utf8')).messages.map((m) => m.role), ['user', 'assistant']);
+  } finally {
+    if (t.proc.exitCode === null && t.proc.signalCode === null) t.proc.kill('SIGKILL');
+    await other.stop();
+  }
 });
 
 // A server on a fixed port, so that it can come back where it was.
