@@ -241,6 +241,9 @@ int run_fp8(const std::vector<int>& counts, double peak, int calls, int n_algos)
     }
   }
   cublasLtDestroy(lt);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(s);
   return 0;
 }
 

@@ -1325,7 +1325,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       // buffer (free until gate·up's product) and the FFN's norm adds it to
       // the residual with its scales (scale_product's bits).
       const bool fp8_o = fp8_ffn && !tensor_parallel && attn_update == x && accumulate_residual &&
-                         m.fp8_gemm_all(L.wo, T, n_generated);
+                         hidden <= 2 * inter && m.fp8_gemm_all(L.wo, T, n_generated);
       float* o_product = gate_up;
       if (fp8_o) {
         cuda::quantize_tokens_fp8(attn, T, q_dim, ffn8.q, ffn8.scale, s);

@@ -20,6 +20,14 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// An FP8 GEMM's product with its row and token scales, (d * row) * token,
+// each product rounded on its own: the kernels that apply the scales
+// (scale_product and those fused with it) give the same bits whatever the
+// compiler would contract.
+__device__ __forceinline__ float scaled_product(float d, float row, float token) {
+  return __fmul_rn(__fmul_rn(d, row), token);
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024), in a fixed order.
 __device__ float block_sum(float v) {
   __shared__ float partial[32];
@@ -334,8 +342,10 @@ __global__ void __launch_bounds__(256) rmsnorm_fp8_kernel(float* x, const int32_
       const int c = threadIdx.x + 256 * k;
       if (c < n4) {
         const float4 p = u[c], rs = us[c];
-        v[k] = make_float4(v[k].x + p.x * rs.x * ts, v[k].y + p.y * rs.y * ts, v[k].z + p.z * rs.z * ts,
-                           v[k].w + p.w * rs.w * ts);
+        v[k] = make_float4(__fadd_rn(v[k].x, scaled_product(p.x, rs.x, ts)),
+                           __fadd_rn(v[k].y, scaled_product(p.y, rs.y, ts)),
+                           __fadd_rn(v[k].z, scaled_product(p.z, rs.z, ts)),
+                           __fadd_rn(v[k].w, scaled_product(p.w, rs.w, ts)));
         row[c] = v[k];
       }
     }
@@ -381,7 +391,7 @@ __global__ void __launch_bounds__(256) silu_mul_fp8_kernel(const float* __restri
   float m = 0.0f;
   // scale_product's product ((d * row) * token), then silu_mul's formula.
   auto act = [ts](float g, float gs, float u, float us) {
-    const float gv = g * gs * ts, uv = u * us * ts;
+    const float gv = scaled_product(g, gs, ts), uv = scaled_product(u, us, ts);
     return gv / (1.0f + __expf(-gv)) * uv;
   };
 #pragma unroll
@@ -404,8 +414,8 @@ __global__ void scale_product_kernel(const float* __restrict__ d, int64_t n_toke
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   for (int64_t t = blockIdx.y; t < n_tokens; t += gridDim.y) {
-    const float v = d[t * rows + r] * row_scale[r] * token_scale[t];
-    y[t * ldy + r] = accumulate ? y[t * ldy + r] + v : v;
+    const float v = scaled_product(d[t * rows + r], row_scale[r], token_scale[t]);
+    y[t * ldy + r] = accumulate ? __fadd_rn(y[t * ldy + r], v) : v;
   }
 }
 
@@ -419,10 +429,11 @@ __global__ void scale_product4_kernel(const float4* __restrict__ d, int64_t n_to
   for (int64_t t = blockIdx.y; t < n_tokens; t += gridDim.y) {
     const float ts = token_scale[t];
     const float4 p = d[t * rows4 + r];
-    float4 v = make_float4(p.x * rs.x * ts, p.y * rs.y * ts, p.z * rs.z * ts, p.w * rs.w * ts);
+    float4 v = make_float4(scaled_product(p.x, rs.x, ts), scaled_product(p.y, rs.y, ts),
+                           scaled_product(p.z, rs.z, ts), scaled_product(p.w, rs.w, ts));
     if (accumulate) {
       const float4 o = y[t * ldy4 + r];
-      v = make_float4(o.x + v.x, o.y + v.y, o.z + v.z, o.w + v.w);
+      v = make_float4(__fadd_rn(o.x, v.x), __fadd_rn(o.y, v.y), __fadd_rn(o.z, v.z), __fadd_rn(o.w, v.w));
     }
     y[t * ldy4 + r] = v;
   }
@@ -454,8 +465,9 @@ __device__ void finish_head(float* head, const float* bias, const float* scale, 
     if (p >= half) break;
     ia[k] = layout == RopeLayout::HalfSplit ? p : 2 * p;
     ib[k] = layout == RopeLayout::HalfSplit ? p + half : 2 * p + 1;
-    const float ha = scale ? head[ia[k]] * scale[ia[k]] * token_scale : head[ia[k]];
-    const float hb = scale ? head[ib[k]] * scale[ib[k]] * token_scale : head[ib[k]];
+    // scale_product's bits (never fused with the bias add).
+    const float ha = scale ? scaled_product(head[ia[k]], scale[ia[k]], token_scale) : head[ia[k]];
+    const float hb = scale ? scaled_product(head[ib[k]], scale[ib[k]], token_scale) : head[ib[k]];
     a[k] = ha + (bias ? bias[ia[k]] : 0.0f);
     b[k] = hb + (bias ? bias[ib[k]] : 0.0f);
     ss = fmaf(a[k], a[k], fmaf(b[k], b[k], ss));
@@ -523,7 +535,7 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
           args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] = __float2half_rn(
-              (vs ? head[d] * vs[d] * ts : head[d]) + (args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
+              (vs ? scaled_product(head[d], vs[d], ts) : head[d]) + (args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
     }
   }
 }

@@ -161,12 +161,20 @@ const Gemm::Fp8Plan& Gemm::fp8_plan(int64_t rows, int64_t cols, int64_t n_tokens
   const auto key = std::make_tuple(rows, cols, n_tokens);
   auto found = fp8_plans_.find(key);
   if (found != fp8_plans_.end()) return found->second;
-  // Owned by the map from here, so that the destructor releases the layouts.
-  Fp8Plan& p = fp8_plans_.emplace(key, Fp8Plan{}).first->second;
+  // Made aside and kept only once its layouts exist (a failure here throws
+  // and leaves no plan behind).
+  Fp8Plan made;
   const uint64_t m = static_cast<uint64_t>(rows), n = static_cast<uint64_t>(n_tokens), k = static_cast<uint64_t>(cols);
-  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, m, cols));
-  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, n, cols));
-  TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, m, n, rows));
+  try {
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.a, CUDA_R_8F_E4M3, k, m, cols));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.b, CUDA_R_8F_E4M3, k, n, cols));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.c, CUDA_R_32F, m, n, rows));
+  } catch (...) {
+    destroy_layouts(made);
+    throw;
+  }
+  // Owned by the map from here, so that the destructor releases the layouts.
+  Fp8Plan& p = fp8_plans_.emplace(key, made).first->second;
   // The tuned bucket's algorithm, where cuBLASLt takes it for this count.
   const auto tuned = tuned_.find(ShapeKey{rows, cols, static_cast<int>(CUDA_R_8F_E4M3)});
   if (tuned != tuned_.end() && n_tokens >= tuned_from_) {
@@ -213,13 +221,19 @@ void Gemm::fp8_product(const DeviceMatrix& w, int64_t n_tokens, float* product) 
   // cores take A transposed (W row-major is A^T column-major) and B as is.
   const Fp8Plan& p = fp8_plan(w.rows, w.cols, n_tokens);
   check(p.usable, "internal: no FP8 kernel for this product");
+  check(x8_.bytes() >= static_cast<size_t>(n_tokens * w.cols), "internal: the FP8 GEMM's input is not in fp8_input()");
   const float one = 1.0f, zero = 0.0f;
   TANDEM_CUBLAS_CHECK(cublasLtMatmul(lt_, op8_, &one, w.data, p.a, x8_.get(), p.b, &zero, product, p.c, product,
                                      p.c, &p.algo, workspace_.get(), kWorkspaceBytes, stream_));
 }
 
 void Gemm::run_fp8_input(const DeviceMatrix& w, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
-  reserve_fp8(n_tokens, w.cols, w.rows);
+  // x is already in x8_ (which must not move now); only the product's
+  // buffer may grow.
+  check(x8_.bytes() >= static_cast<size_t>(n_tokens * w.cols) && x8_scale_.bytes() >= static_cast<size_t>(n_tokens) * 4,
+        "internal: the FP8 GEMM's input was not quantized into fp8_input()");
+  if (product_.bytes() < static_cast<size_t>(n_tokens * w.rows) * sizeof(float))
+    product_.resize(static_cast<size_t>(n_tokens * w.rows) * sizeof(float));
   fp8_product(w, n_tokens, product_.get<float>());
   scale_product(product_.get<float>(), n_tokens, w.rows, static_cast<const float*>(w.scales), x8_scale_.get<float>(),
                 y, ldy, accumulate, stream_);

@@ -1395,7 +1395,11 @@ TEST(CudaKernels, Fp8GemmMatchesCpuOnQuantizedActivations) {
     if (tuned) {
       const std::vector<Gemm::TunedBucket> buckets = gemm.tune({&w}, 64, /*prefer_lt=*/true);
       ASSERT_FALSE(buckets.empty()) << "FP8 tuning timed no bucket";
-      for (const auto& b : buckets) EXPECT_GT(b.best_us, 0.0) << b.tokens << " tokens";
+      int other = 0;
+      for (const auto& b : buckets) other += b.algo >= 0;
+      // Buckets where cuBLASLt offered a second algorithm now take it.
+      std::printf("fp8 tuning: %d of %zu buckets take another algorithm than the heuristic's first\n", other,
+                  buckets.size());
     }
     for (const int64_t n : {int64_t{5}, int64_t{37}}) {
       std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 82);
@@ -1474,7 +1478,7 @@ TEST(CudaKernels, RmsnormFp8MatchesRmsnormThenQuantize) {
 // with its output scales written over the update's token scales, and where
 // it falls back (past 8192).
 TEST(CudaKernels, AddRmsnormFp8MatchesScaleProductThenNorm) {
-  for (const int64_t n : {int64_t{4096}, int64_t{10000}}) {
+  for (const int64_t n : {int64_t{2048}, int64_t{4096}, int64_t{8192}, int64_t{10000}}) {
     const int64_t rows = 6;
     const std::vector<float> x = random_vector(static_cast<size_t>(rows * n), 160, 2.0f);
     const std::vector<float> update = random_vector(static_cast<size_t>(rows * n), 161, 50.0f);
@@ -1541,6 +1545,7 @@ TEST(CudaKernels, SiluMulFp8MatchesItsThreeKernels) {
     };
     expect_same("separate scales", q_got, s_got);
     EXPECT_EQ(sw[3], 1.0f);
+    TANDEM_CUDA_CHECK(cudaMemset(q_got.get(), 0x7f, q_got.bytes()));  // E4M3 NaN: what the call must overwrite
     silu_mul_fp8(dd.get<float>(), drs.get<float>(), dts.get<float>(), tokens, n, q_got.get<uint8_t>(),
                  dts.get<float>(), nullptr);
     expect_same("scales in place", q_got, dts);
