@@ -309,17 +309,7 @@ int main(int argc, char** argv) {
     }
     const int m = static_cast<int>(sh.rows), k = static_cast<int>(sh.cols);
     for (int n : counts) {
-      // Times `call(copy)` over `calls` calls, after a warm-up; µs a call.
-      auto time = [&](auto&& call) {
-        for (int i = 0; i < 3; ++i) call(i % copies);
-        TANDEM_CUDA_CHECK(cudaEventRecord(e0, s));
-        for (int i = 0; i < calls; ++i) call(i % copies);
-        TANDEM_CUDA_CHECK(cudaEventRecord(e1, s));
-        TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
-        float ms = 0;
-        TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        return 1000.0 * ms / calls;
-      };
+      auto time = [&](auto&& call) { return time_calls(s, e0, e1, calls, copies, call); };
       // The engine's call: W^T [k, m] (lda k) times x^T [k, n] into y^T [m, n].
       const double cublas_us = time([&](int64_t c) {
         TANDEM_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w[c].get(), CUDA_R_16F, k,
