@@ -10,6 +10,13 @@
 //
 //   build/bin/cuda_attention_bench [--tokens 1,8,32] [--context 128,512,2048]
 //                                  [--peak-gb-s 3350] [--calls 320] [--sweep]
+//
+// With --prefill L[:C],... it times prompt attention instead (prefill_attention,
+// the same shape): a chunk of C prompt tokens (all L when C is not given) at
+// positions [L - C, L) of one sequence, over its whole cached context, and
+// prints µs per call with the causal product's TFLOP/s (4 · head_dim · heads
+// per (query, key) pair a query attends to) and their share of
+// --peak-tflops (989, the H100's dense f16 figure).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -45,6 +52,109 @@ std::vector<int> parse_list(const std::string& s) {
   return out;
 }
 
+// Prompt attention: each "L" or "L:C" of `spec` as the header says.
+int run_prefill(const std::string& spec, double peak_tflops, int calls) {
+  std::vector<std::pair<int, int>> cases;  // (L, C)
+  for (size_t p = 0; p <= spec.size();) {
+    const size_t q = spec.find(',', p);
+    const std::string item = spec.substr(p, q == std::string::npos ? std::string::npos : q - p);
+    const size_t colon = item.find(':');
+    const int len = std::atoi(item.substr(0, colon).c_str());
+    const int chunk = colon == std::string::npos ? len : std::atoi(item.substr(colon + 1).c_str());
+    if (len <= 0 || chunk <= 0 || chunk > len) {
+      std::fprintf(stderr, "--prefill: bad case '%s' (L or L:C with 0 < C <= L)\n", item.c_str());
+      return 2;
+    }
+    cases.emplace_back(len, chunk);
+    if (q == std::string::npos) break;
+    p = q + 1;
+  }
+  AttentionShape shape;
+  shape.n_heads = 32;
+  shape.n_kv_heads = 8;
+  shape.head_dim = 128;
+  shape.block_size = kBlockSize;
+  int device = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
+  if (!prefill_attention_init(shape, device)) {
+    std::fprintf(stderr, "prefill attention does not run on this GPU\n");
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  const int64_t q_dim = int64_t{shape.n_heads} * shape.head_dim, kv_dim = int64_t{shape.n_kv_heads} * shape.head_dim;
+  int max_len = 1;
+  for (const auto& c : cases) max_len = std::max(max_len, c.first);
+  const int64_t n_blocks = (max_len + kBlockSize - 1) / kBlockSize;
+  const int64_t layer_elems = n_blocks * kBlockSize * kv_dim;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<__half> kv_host(static_cast<size_t>(layer_elems));
+  for (auto& h : kv_host) h = __float2half(dist(rng));
+  DeviceBuffer k_cache(2 * kLayers * layer_elems), v_cache(2 * kLayers * layer_elems);
+  for (int l = 0; l < kLayers; ++l) {
+    TANDEM_CUDA_CHECK(cudaMemcpy(k_cache.get<__half>() + l * layer_elems, kv_host.data(), 2 * layer_elems,
+                                 cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemcpy(v_cache.get<__half>() + l * layer_elems, kv_host.data(), 2 * layer_elems,
+                                 cudaMemcpyHostToDevice));
+  }
+  std::vector<int32_t> table(static_cast<size_t>(n_blocks));
+  for (int64_t b = 0; b < n_blocks; ++b) table[static_cast<size_t>(b)] = static_cast<int32_t>(b);
+  std::shuffle(table.begin(), table.end(), rng);
+  std::vector<float> q_host(static_cast<size_t>(max_len * q_dim));
+  for (auto& v : q_host) v = dist(rng);
+  DeviceBuffer q(4 * q_host.size()), out(4 * q_host.size()), d_table(4 * table.size());
+  TANDEM_CUDA_CHECK(cudaMemcpy(q.get(), q_host.data(), 4 * q_host.size(), cudaMemcpyHostToDevice));
+  TANDEM_CUDA_CHECK(cudaMemcpy(d_table.get(), table.data(), 4 * table.size(), cudaMemcpyHostToDevice));
+  cudaStream_t s;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&s));
+  cudaEvent_t e0, e1;
+  TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
+  TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
+  std::printf("%s, %d SMs; prompt attention, 32 query heads, 8 KV heads of 128, %d layers' caches in turn\n", prop.name,
+              prop.multiProcessorCount, kLayers);
+  std::printf("%8s %8s %7s %10s %10s %8s\n", "context", "chunk", "tiles", "us/call", "TFLOP/s", "% peak");
+  for (const auto& [len, chunk] : cases) {
+    std::vector<int32_t> positions(static_cast<size_t>(chunk)), offsets(static_cast<size_t>(chunk), 0);
+    for (int i = 0; i < chunk; ++i) positions[static_cast<size_t>(i)] = len - chunk + i;
+    std::vector<int32_t> tiles(static_cast<size_t>(3 * chunk));
+    const int64_t n_tiles = plan_prefill_tiles(positions.data(), offsets.data(), 0, chunk, tiles.data());
+    DeviceBuffer d_positions(4 * positions.size()), d_offsets(4 * offsets.size()),
+                 d_tiles(4 * tiles.size());
+    TANDEM_CUDA_CHECK(cudaMemcpy(d_positions.get(), positions.data(), 4 * positions.size(), cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemcpy(d_offsets.get(), offsets.data(), 4 * offsets.size(), cudaMemcpyHostToDevice));
+    TANDEM_CUDA_CHECK(cudaMemcpy(d_tiles.get(), tiles.data(), 4 * tiles.size(), cudaMemcpyHostToDevice));
+    auto run = [&](int i) {
+      AttentionArgs a;
+      a.q = q.get<float>();
+      a.q_stride = q_dim;
+      a.k_cache = k_cache.get<__half>() + (i % kLayers) * layer_elems;
+      a.v_cache = v_cache.get<__half>() + (i % kLayers) * layer_elems;
+      a.positions = d_positions.get<int32_t>();
+      a.table_offsets = d_offsets.get<int32_t>();
+      a.block_tables = d_table.get<int32_t>();
+      a.scale = 0.088f;
+      a.out = out.get<float>();
+      prefill_attention(a, shape, d_tiles.get<int32_t>(), n_tiles, s);
+    };
+    for (int i = 0; i < kLayers; ++i) run(i);  // warm up
+    TANDEM_CUDA_CHECK(cudaEventRecord(e0, s));
+    for (int i = 0; i < calls; ++i) run(i);
+    TANDEM_CUDA_CHECK(cudaEventRecord(e1, s));
+    TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    const double us = 1e3 * ms / calls;
+    double pairs = 0;  // (query, key) pairs attended
+    for (int32_t p : positions) pairs += p + 1;
+    const double tflops = 4.0 * shape.head_dim * shape.n_heads * pairs / (us * 1e6);
+    std::printf("%8d %8d %7lld %10.2f %10.1f %7.1f%%\n", len, chunk, static_cast<long long>(n_tiles), us, tflops,
+                100 * tflops / peak_tflops);
+  }
+  TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -52,6 +162,8 @@ int main(int argc, char** argv) {
   double peak = 3350;
   int calls = 320;
   bool sweep = false;
+  std::string prefill_arg;
+  double peak_tflops = 989;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--sweep") {
@@ -66,11 +178,14 @@ int main(int argc, char** argv) {
     else if (a == "--context") context_arg = argv[++i];
     else if (a == "--peak-gb-s") peak = std::atof(argv[++i]);
     else if (a == "--calls") calls = std::atoi(argv[++i]);
+    else if (a == "--prefill") prefill_arg = argv[++i];
+    else if (a == "--peak-tflops") peak_tflops = std::atof(argv[++i]);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
     }
   }
+  if (!prefill_arg.empty()) return run_prefill(prefill_arg, peak_tflops, calls);
   const std::vector<int> token_counts = parse_list(tokens_arg), contexts = parse_list(context_arg);
   int max_tokens = 1, max_context = 1;
   for (int t : token_counts) max_tokens = std::max(max_tokens, t);

@@ -18,6 +18,7 @@
 #include "models/model_file.h"
 #include "server/server_config.h"
 #if TANDEM_HAVE_CUDA
+#include "backends/cuda/cuda_model_runner.h"
 #include "backends/cuda/offload_runner.h"
 #endif
 
@@ -90,6 +91,8 @@ int perf(const PerfOptions& o) {
   std::string offload_split;  // where an offloaded model's decode time goes
 #if TANDEM_HAVE_CUDA
   auto* offload = dynamic_cast<OffloadRunner*>(&runner);
+  auto* cuda_runner = dynamic_cast<CudaModelRunner*>(&runner);
+  std::string host_split;  // where the host's time in a decode step went
 #endif
 
   std::mt19937 rng(1234);
@@ -135,6 +138,7 @@ int perf(const PerfOptions& o) {
     }
 #if TANDEM_HAVE_CUDA
     if (offload) offload->reset_timing();
+    if (cuda_runner) cuda_runner->reset_host_timing();
 #endif
     std::vector<std::unique_ptr<Sampler>> samplers(n_seq);
     std::vector<RowSampling> row_sampling(n_seq);
@@ -213,6 +217,17 @@ int perf(const PerfOptions& o) {
                     tm.cpu_ms / static_cast<double>(tm.steps), static_cast<long long>(p.n_layers - p.gpu_layers));
       offload_split = buf;
     }
+    if (cuda_runner && o.gen_tokens > 0) {
+      const CudaModelRunner::HostTiming& h = cuda_runner->host_timing();
+      const double n = static_cast<double>(std::max<int64_t>(h.steps, 1));
+      char buf[256];
+      std::snprintf(buf, sizeof buf,
+                    "host time a decode step: %.3f ms building it, %.3f ms queueing its kernels (%lld of %lld steps "
+                    "from a CUDA graph), %.3f ms waiting for the GPU",
+                    h.prepare_ms / n, h.enqueue_ms / n, static_cast<long long>(h.graph_steps),
+                    static_cast<long long>(h.steps), h.finish_ms / n);
+      host_split = buf;
+    }
 #endif
     for (SequenceKv& s : kv) s.release(runner.block_allocator());
     filler.release(runner.block_allocator());
@@ -277,6 +292,9 @@ int perf(const PerfOptions& o) {
                 static_cast<long long>(o.step_prompt_tokens), static_cast<long long>(mixed_prompt_tokens));
   }
   if (!offload_split.empty()) std::printf("%s (last run)\n", offload_split.c_str());
+#if TANDEM_HAVE_CUDA
+  if (!host_split.empty()) std::printf("%s (last run)\n", host_split.c_str());
+#endif
   if (o.peak_gb_s > 0) {
     std::printf("decode weight reads: %.1f MB/step, %.2f GB/s (%.1f%% of %.0f GB/s)\n", bytes / 1e6, gbps,
                 100.0 * gbps / o.peak_gb_s, o.peak_gb_s);

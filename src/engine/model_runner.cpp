@@ -11,13 +11,15 @@ void check_step(std::span<const SequenceChunk> chunks, int64_t max_context, int6
   for (const SequenceChunk& ch : chunks) {
     check(ch.kv != nullptr && !ch.tokens.empty(), "internal: empty chunk in a forward step");
     const int64_t end = ch.kv->n_tokens + static_cast<int64_t>(ch.tokens.size());
-    check(end <= max_context, "sequence of " + std::to_string(end) + " tokens exceeds the context window of " +
-                                  std::to_string(max_context));
+    // Messages are built only on failure: these run for every chunk and token of every step.
+    if (end > max_context)
+      throw Error("sequence of " + std::to_string(end) + " tokens exceeds the context window of " +
+                  std::to_string(max_context));
     check(ch.kv->capacity(block_size) >= end, "internal: KV blocks not reserved for a forward step");
     if (vocab_size > 0)
       for (const int32_t id : ch.tokens)
-        check(id >= 0 && id < vocab_size,
-              "token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(vocab_size));
+        if (id < 0 || id >= vocab_size)
+          throw Error("token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(vocab_size));
   }
 }
 

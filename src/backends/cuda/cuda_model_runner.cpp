@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -218,6 +219,7 @@ struct CudaModelRunner::Impl {
       TANDEM_CUDA_CHECK(cudaStreamSynchronize(stream));
     }
   }
+  HostTiming host_timing;
   bool has_embedding = true, has_head = true;
   int64_t vocab_stride = 0;                   // logits row width on the GPU: the most LM head rows of any tensor rank
   std::vector<std::pair<int64_t, int64_t>> vocab_ranges;  // [begin, end) of each tensor rank's LM head rows
@@ -770,7 +772,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     shape.n_kv_heads = static_cast<int>(c.n_kv_heads);
     shape.head_dim = static_cast<int>(c.head_dim);
     shape.block_size = static_cast<int>(m.plan.block_size);
-    m.tensor_core_prefill = cuda::prefill_attention_supports(shape, m.options.device);
+    m.tensor_core_prefill = cuda::prefill_attention_init(shape, m.options.device);
   }
   m.int8_tensor_cores = cuda::gemm_q8_init(m.options.device);
   if (m.int8_tensor_cores) {
@@ -965,6 +967,8 @@ const std::vector<float>& CudaModelRunner::forward_shard(std::span<const Sequenc
 }
 
 void CudaModelRunner::synchronize() { impl_->wait_stream(); }
+const CudaModelRunner::HostTiming& CudaModelRunner::host_timing() const { return impl_->host_timing; }
+void CudaModelRunner::reset_host_timing() { impl_->host_timing = HostTiming{}; }
 bool CudaModelRunner::residual_in_shared_memory() const { return impl_->residual_shared(); }
 bool CudaModelRunner::fused_reductions() const { return impl_->reduce != nullptr; }
 
@@ -1056,6 +1060,22 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int64_t hidden = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim(), inter = c.intermediate_size;
   const int64_t bs = m.plan.block_size;
 
+  // Host time of this step, by phase (HostTiming); the rest after the
+  // kernels are queued is `finish`, summed whichever way run() returns.
+  struct StepClock {
+    HostTiming& sum;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), queue_begin = start,
+                                          queue_end = start;
+    bool queued = false;
+    ~StepClock() {
+      if (!queued) return;  // a step that threw before its kernels went out
+      const auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+      ++sum.steps;
+      sum.prepare_ms += ms(start, queue_begin);
+      sum.enqueue_ms += ms(queue_begin, queue_end);
+      sum.finish_ms += ms(queue_end, std::chrono::steady_clock::now());
+    }
+  } clock{m.host_timing};
   check_step(chunks, m.plan.max_context, bs);
   // The calling thread (the engine's, a rank's) may not have this GPU current.
   TANDEM_CUDA_CHECK(cudaSetDevice(m.options.device));
@@ -1098,8 +1118,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
           const bool generated = pos >= ch.prompt_len;
           if (generated != (pass == 0)) continue;
           const int32_t id = ch.tokens[i];
-          check(id >= 0 && id < c.vocab_size, "token id " + std::to_string(id) +
-                                                  " is outside the vocabulary of " + std::to_string(c.vocab_size));
+          if (id < 0 || id >= c.vocab_size)  // the message is built only on failure: this runs for every token
+            throw Error("token id " + std::to_string(id) + " is outside the vocabulary of " +
+                        std::to_string(c.vocab_size));
           compute_index[flat] = next;
           ids[next] = id;
           positions[next] = static_cast<int32_t>(pos);
@@ -1406,12 +1427,16 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   // one launch.
   const bool graph_step =
       m.options.cuda_graphs && n_generated == T && n_rows == T && T <= kMaxGraphTokens && paged_decode_only;
+  clock.queue_begin = std::chrono::steady_clock::now();
   if (graph_step) {
     cudaGraphExec_t exec = m.decode_graph(T, enqueue_step);
     TANDEM_CUDA_CHECK(cudaGraphLaunch(exec, s));
+    ++m.host_timing.graph_steps;
   } else {
     enqueue_step();
   }
+  clock.queue_end = std::chrono::steady_clock::now();
+  clock.queued = true;
   m.tokens.clear();
   if (!m.holds_logits()) {
     m.logits.clear();

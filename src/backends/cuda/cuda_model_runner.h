@@ -189,6 +189,18 @@ class CudaModelRunner : public ModelRunner {
   // load (cuda::Gemm::warm).
   const std::vector<std::string>& gemm_tuning() const;
 
+  // Where the host's time in forward() went, summed over the steps since
+  // the last reset: building the step's metadata, queueing its kernels
+  // (launches, or a graph's replay), and waiting for the GPU to finish.
+  // Queueing close to the whole step with little waiting means the GPU
+  // idles between launches: the step is bound by the host's launches.
+  struct HostTiming {
+    int64_t steps = 0, graph_steps = 0;
+    double prepare_ms = 0, enqueue_ms = 0, finish_ms = 0;
+  };
+  const HostTiming& host_timing() const;
+  void reset_host_timing();
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

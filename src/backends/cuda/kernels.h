@@ -310,10 +310,13 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
 //   tiles: [n_tiles, 3] int32 (device): first token, token count, kv_len;
 //   the tokens index args' arrays (positions, table_offsets, q, out).
 // Head sizes 32, 48, 64, 96 and 128 on sm_80 and later
-// (prefill_attention_supports); paged_attention serves the others.
+// (prefill_attention_init); paged_attention serves the others.
 // CPU twin: CpuModelRunner::attention (tests: reference_attention).
 constexpr int64_t kPrefillTileTokens = 64;
-bool prefill_attention_supports(const AttentionShape& shape, int device);
+// True when `device` runs prefill_attention for this shape; then also lets
+// its kernels take the shared memory they need there (call once a device,
+// before the first prefill_attention on it).
+bool prefill_attention_init(const AttentionShape& shape, int device);
 // Host side: groups tokens [first, first + n_tokens) into tiles of
 // consecutive positions of one sequence (`sequence[t]` equal), at most
 // kPrefillTileTokens each; writes them to `tiles` (room for 3 * n_tokens)

@@ -3,11 +3,20 @@
 // One block of 4 warps takes a query tile (up to 64 consecutive prompt
 // tokens of one sequence) and one query head. Each warp owns 16 query rows
 // and keeps them as mma A fragments; the block walks the sequence's cached
-// positions [0, kv_len) in tiles of 64, staging K (row-major) and V
-// (transposed) in shared memory from the paged cache. Per key tile a warp
-// computes S = q k^T with mma.sync m16n8k16 (f16 in, f32 out), keeps an
-// online softmax in registers (each row's four lanes share its max and
-// sum), and adds P V with P rounded to f16, straight from the S fragments.
+// positions [0, kv_len) in tiles of 64. K and V tiles are copied from the
+// paged cache into shared memory with cp.async, two stages deep, so that
+// the next tile's copy runs under this tile's arithmetic, from cache slots
+// that the block looks up a tile further ahead. Per key tile a warp computes
+// S = q k^T with mma.sync m16n8k16 (f16 in, f32 out), keeps an online
+// softmax in registers (each row's four lanes share its max and sum), and
+// adds P V with P rounded to f16, straight from the S fragments. The B
+// fragments come from ldmatrix: K as stored ([position][dim] is the "col"
+// layout of k^T), V transposed on the way (ldmatrix.trans).
+//
+// Blocks run the tiles of a step last first (within a sequence the longest
+// key ranges first, so that the causal triangle's short tiles fill the tail),
+// and the query heads of one KV head side by side, so that their K and V
+// reads meet in L2.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4):
 //   A (16 x 16, row-major): reg0 = row g, cols 2t..2t+1; reg1 = row g+8,
@@ -27,13 +36,59 @@ namespace tandem::cuda {
 namespace {
 
 constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
 constexpr int kQueryTile = kPrefillTileTokens;  // 16 rows per warp
 constexpr int kKeyTile = 64;
+constexpr int kStages = 2;
 static_assert(kQueryTile == 16 * kWarps, "each warp owns 16 query rows");
+
+// Halves per K or V row in shared memory: 16 bytes of padding make the 8
+// rows of an ldmatrix fall in distinct banks (the row's byte stride is an
+// odd multiple of 16 for every supported head size).
+template <int HD>
+constexpr int kRowHalves = HD + 8;
+
+template <int HD>
+constexpr size_t shared_bytes() {
+  return static_cast<size_t>(kStages) * 2 * kKeyTile * kRowHalves<HD> * sizeof(__half);
+}
 
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);  // lo in the low 16 bits
   return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes from global to shared memory, asynchronously; zeros where
+// `valid` is false (src is then not read).
+__device__ __forceinline__ void copy_16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void copy_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void copy_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8 x 8 f16 matrices from shared memory; lane l gives the address of
+// row l % 8 of matrix l / 8, and r[i] is this lane's fragment of matrix i
+// (row g, cols 2t..2t+1; with .trans the transpose's).
+__device__ __forceinline__ void load_matrix_x4(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+__device__ __forceinline__ void load_matrix_x2(uint32_t (&r)[2], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(address));
+}
+__device__ __forceinline__ void load_matrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
 }
 
 // d += a b for one m16n8k16 tile (f16 inputs, f32 accumulators).
@@ -45,31 +100,59 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #else
-  __trap();  // prefill_attention_supports() refuses GPUs before sm_80
+  __trap();  // prefill_attention_init() refuses GPUs before sm_80
 #endif
 }
 
 template <int HD>
-__global__ void __launch_bounds__(kWarps * 32) prefill_attention_kernel(AttentionArgs a, AttentionShape s,
+__global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(AttentionArgs a, AttentionShape s,
                                                                           const int32_t* __restrict__ tiles) {
-  constexpr int KS = HD / 16;           // k-steps of q k^T over head_dim
-  constexpr int NT = HD / 8;            // n-tiles of the output over head_dim
-  constexpr int LDK = HD + 8;           // halves per K row in shared memory (conflict-free B loads)
-  constexpr int LDV = kKeyTile + 8;     // halves per V^T row (one head dim)
-  constexpr int kPieces = HD / 8;       // 16-byte pieces of a cache row
-  constexpr int kLoads = kKeyTile * kPieces / (kWarps * 32);  // pieces per thread per key tile
-  static_assert(HD % 16 == 0 && kKeyTile * kPieces % (kWarps * 32) == 0, "head_dim must be a multiple of 16");
-  __shared__ __align__(16) __half k_s[kKeyTile * LDK];  // [position][dim]
-  __shared__ __align__(16) __half vt_s[HD * LDV];       // [dim][position]
+  constexpr int KS = HD / 16;        // k-steps of q k^T over head_dim
+  constexpr int NT = HD / 8;         // n-tiles of the output over head_dim
+  constexpr int LD = kRowHalves<HD>;
+  constexpr int kPieces = HD / 8;    // 16-byte pieces of a cache row
+  constexpr int kLoads = kKeyTile * kPieces / kThreads;  // pieces a thread copies per tile, of K and of V
+  static_assert(HD % 16 == 0 && kKeyTile * kPieces % kThreads == 0, "head_dim must be a multiple of 16");
+  extern __shared__ __align__(16) __half shared[];  // [stage][K, V][position][LD]
+  __shared__ int32_t slots[kStages][kKeyTile];      // cache slot of each position of a staged tile, -1 past kv_len
 
   let_successor_start();
   wait_for_predecessor();
-  const int tile = blockIdx.x, h = blockIdx.y;
+  const int h = blockIdx.x, tile = gridDim.y - 1 - blockIdx.y;
   const int first = tiles[3 * tile], count = tiles[3 * tile + 1], kv_len = tiles[3 * tile + 2];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
   const int kvh = h / (s.n_heads / s.n_kv_heads);
   const int64_t q_dim = static_cast<int64_t>(s.n_heads) * HD, kv_dim = static_cast<int64_t>(s.n_kv_heads) * HD;
   const int32_t* table = a.block_tables + a.table_offsets[first];
+  const int n_key_tiles = (kv_len + kKeyTile - 1) / kKeyTile;
+
+  // Slot of position kv0 + threadIdx.x (threads below kKeyTile), -1 past kv_len.
+  auto slot_of = [&](int kv0) {
+    const int p = kv0 + static_cast<int>(threadIdx.x);
+    return p < kv_len ? table[p / s.block_size] * s.block_size + p % s.block_size : -1;
+  };
+  // Queue the copy of key tile `kt` into its stage (slots[stage] filled):
+  // piece c of the tile is piece c % kPieces of position c / kPieces, so a
+  // warp reads whole rows.
+  auto copy_tile = [&](int kt) {
+    const int stage = kt % kStages;
+    __half* k_s = shared + stage * 2 * kKeyTile * LD;
+    __half* v_s = k_s + kKeyTile * LD;
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const int c = static_cast<int>(threadIdx.x) + u * kThreads, j = c / kPieces, piece = c % kPieces;
+      const int slot = slots[stage][j];
+      const int64_t off = static_cast<int64_t>(slot < 0 ? 0 : slot) * kv_dim + static_cast<int64_t>(kvh) * HD + piece * 8;
+      copy_16(shared_address(k_s + j * LD + piece * 8), a.k_cache + off, slot >= 0);
+      copy_16(shared_address(v_s + j * LD + piece * 8), a.v_cache + off, slot >= 0);
+    }
+    copy_commit();
+  };
+
+  if (threadIdx.x < kKeyTile) slots[0][threadIdx.x] = slot_of(0);
+  __syncthreads();
+  copy_tile(0);
+  if (threadIdx.x < kKeyTile && n_key_tiles > 1) slots[1][threadIdx.x] = slot_of(kKeyTile);
 
   // This lane's two rows, g and g + 8 of the warp's 16; rows past `count`
   // repeat the tile's first (finite work, never stored).
@@ -91,100 +174,120 @@ __global__ void __launch_bounds__(kWarps * 32) prefill_attention_kernel(Attentio
       qa[ks][2 + r] = pack_half2(hi.x * q_scale, hi.y * q_scale);
     }
   }
-  // The last position any row of this warp attends to (warp-uniform).
-  int warp_last = max(row_pos[0], row_pos[1]);
+  // The last position any row of this warp attends to, and the last one
+  // every row attends to (warp-uniform): key tiles up to that one need no mask.
+  int warp_last = max(row_pos[0], row_pos[1]), warp_unmasked = min(row_pos[0], row_pos[1]);
 #pragma unroll
-  for (int off = 16; off > 0; off /= 2) warp_last = max(warp_last, __shfl_xor_sync(0xffffffffu, warp_last, off));
+  for (int off = 16; off > 0; off /= 2) {
+    warp_last = max(warp_last, __shfl_xor_sync(0xffffffffu, warp_last, off));
+    warp_unmasked = min(warp_unmasked, __shfl_xor_sync(0xffffffffu, warp_unmasked, off));
+  }
 
   float o[NT][4];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
 
-  for (int kv0 = 0; kv0 < kv_len; kv0 += kKeyTile) {
-    // Stage the key tile: thread c takes position c % 64 of piece c / 64, so
-    // that a warp's V^T stores fall in distinct banks. Positions past
-    // kv_len read as zeros (never NaN: they meet p = 0).
-    uint4 kv[kLoads], vv[kLoads];
-#pragma unroll
-    for (int u = 0; u < kLoads; ++u) {
-      const int c = threadIdx.x + u * kWarps * 32;
-      const int j = c % kKeyTile, piece = c / kKeyTile, p = kv0 + j;
-      kv[u] = vv[u] = make_uint4(0, 0, 0, 0);
-      if (p < kv_len) {
-        const int64_t slot = static_cast<int64_t>(table[p / s.block_size]) * s.block_size + p % s.block_size;
-        const int64_t off = slot * kv_dim + static_cast<int64_t>(kvh) * HD + piece * 8;
-        kv[u] = *reinterpret_cast<const uint4*>(a.k_cache + off);
-        vv[u] = *reinterpret_cast<const uint4*>(a.v_cache + off);
-      }
-    }
-    __syncthreads();  // the previous tile's reads of k_s / vt_s are done
-#pragma unroll
-    for (int u = 0; u < kLoads; ++u) {
-      const int c = threadIdx.x + u * kWarps * 32;
-      const int j = c % kKeyTile, piece = c / kKeyTile;
-      *reinterpret_cast<uint4*>(k_s + j * LDK + piece * 8) = kv[u];
-      const __half* v = reinterpret_cast<const __half*>(&vv[u]);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) vt_s[(piece * 8 + e) * LDV + j] = v[e];
-    }
-    __syncthreads();
-    if (kv0 > warp_last) continue;  // every row of this warp ends before this tile
+  // ldmatrix addresses (bytes, relative to a stage's K or V): for K, lane l
+  // points at position l % 8 of an 8-position group and dims 8 * (l / 8) of
+  // a 32-dim group (two k-steps); for V, at position l % 8 + 8 * (l / 8 % 2)
+  // of a 16-position k-step and dims 8 * (l / 16) of a 16-dim pair of n-tiles.
+  const uint32_t k_lane = static_cast<uint32_t>(((lane % 8) * LD + (lane / 8) * 8) * sizeof(__half));
+  const uint32_t v_lane = static_cast<uint32_t>(((lane % 8 + 8 * (lane / 8 % 2)) * LD + (lane / 16) * 8) * sizeof(__half));
+  const uint32_t shared_base = shared_address(shared);
 
-    // S = q k^T: 16 rows x 64 positions, 8 tiles of 8 positions.
-    float sc[kKeyTile / 8][4];
+  for (int kt = 0; kt < n_key_tiles; ++kt) {
+    const int kv0 = kt * kKeyTile, stage = kt % kStages;
+    // The next tile's slots are in place, and every warp is done with the
+    // stage it is copied into (it held tile kt - 1).
+    __syncthreads();
+    if (kt + 1 < n_key_tiles) {
+      copy_tile(kt + 1);
+      copy_wait<1>();
+    } else {
+      copy_wait<0>();
+    }
+    // Look up the slots of tile kt + 2 (stored after this tile's arithmetic,
+    // so that the table read does not hold the warp up).
+    const int next_slot = (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) ? slot_of(kv0 + 2 * kKeyTile) : -1;
+    __syncthreads();  // tile kt is in shared memory for every warp
+    if (kv0 <= warp_last) {  // else every row of this warp ends before this tile
+      const uint32_t k_base = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
+      const uint32_t v_base = k_base + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
+
+      // S = q k^T: 16 rows x 64 positions, 8 tiles of 8 positions.
+      float sc[kKeyTile / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < kKeyTile / 8; ++nt) {
-      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+      for (int nt = 0; nt < kKeyTile / 8; ++nt) {
+        sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+        const uint32_t row = k_base + k_lane + static_cast<uint32_t>(nt * 8 * LD * sizeof(__half));
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        const __half* kr = k_s + (nt * 8 + g) * LDK + ks * 16 + 2 * tq;
-        mma_16816(sc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8));
+        for (int ks = 0; ks + 1 < KS; ks += 2) {
+          uint32_t b[4];
+          load_matrix_x4(b, row + static_cast<uint32_t>(ks * 16 * sizeof(__half)));
+          mma_16816(sc[nt], qa[ks], b[0], b[1]);
+          mma_16816(sc[nt], qa[ks + 1], b[2], b[3]);
+        }
+        if constexpr (KS % 2 == 1) {
+          uint32_t b[2];  // lanes 0-15 address the last k-step's two halves
+          load_matrix_x2(b, row + static_cast<uint32_t>((KS - 1) * 16 * sizeof(__half)));
+          mma_16816(sc[nt], qa[KS - 1], b[0], b[1]);
+        }
       }
-    }
-    // Causal mask and the new row maxima (a row's four lanes agree).
-    float mx[2] = {m[0], m[1]};
+      // Causal mask (positions past kv_len are past every row too), then the
+      // new row maxima (a row's four lanes agree).
+      if (kv0 + kKeyTile - 1 > warp_unmasked) {
 #pragma unroll
-    for (int nt = 0; nt < kKeyTile / 8; ++nt)
+        for (int nt = 0; nt < kKeyTile / 8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int p = kv0 + nt * 8 + 2 * tq + (e & 1), r = e >> 1;
-        if (p > row_pos[r]) sc[nt][e] = -INFINITY;
-        mx[r] = fmaxf(mx[r], sc[nt][e]);
+          for (int e = 0; e < 4; ++e)
+            if (kv0 + nt * 8 + 2 * tq + (e & 1) > row_pos[e >> 1]) sc[nt][e] = -INFINITY;
       }
-    float corr[2], rowsum[2] = {0.0f, 0.0f};
+      float mx[2] = {m[0], m[1]};
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      corr[r] = exp2f(m[r] - mx[r]);  // m = -inf on the first tile: 0
-      m[r] = mx[r];
-    }
-    // P = exp2(S - m), as the A fragments of 4 k-steps of 16 positions.
-    uint32_t pa[kKeyTile / 16][4];
+      for (int nt = 0; nt < kKeyTile / 8; ++nt)
 #pragma unroll
-    for (int nt = 0; nt < kKeyTile / 8; ++nt) {
-      const float p0 = exp2f(sc[nt][0] - m[0]), p1 = exp2f(sc[nt][1] - m[0]);
-      const float p2 = exp2f(sc[nt][2] - m[1]), p3 = exp2f(sc[nt][3] - m[1]);
-      rowsum[0] += p0 + p1;
-      rowsum[1] += p2 + p3;
-      pa[nt / 2][2 * (nt % 2)] = pack_half2(p0, p1);
-      pa[nt / 2][2 * (nt % 2) + 1] = pack_half2(p2, p3);
-    }
+        for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], sc[nt][e]);
+      float corr[2], rowsum[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int r = 0; r < 2; ++r) l[r] = l[r] * corr[r] + rowsum[r];
-    // O = O * corr + P V, V^T rows giving the B fragments.
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        corr[r] = exp2f(m[r] - mx[r]);  // m = -inf on the first tile: 0
+        m[r] = mx[r];
+      }
+      // P = exp2(S - m), as the A fragments of 4 k-steps of 16 positions.
+      uint32_t pa[kKeyTile / 16][4];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      o[nt][0] *= corr[0];
-      o[nt][1] *= corr[0];
-      o[nt][2] *= corr[1];
-      o[nt][3] *= corr[1];
+      for (int nt = 0; nt < kKeyTile / 8; ++nt) {
+        const float p0 = exp2f(sc[nt][0] - m[0]), p1 = exp2f(sc[nt][1] - m[0]);
+        const float p2 = exp2f(sc[nt][2] - m[1]), p3 = exp2f(sc[nt][3] - m[1]);
+        rowsum[0] += p0 + p1;
+        rowsum[1] += p2 + p3;
+        pa[nt / 2][2 * (nt % 2)] = pack_half2(p0, p1);
+        pa[nt / 2][2 * (nt % 2) + 1] = pack_half2(p2, p3);
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) l[r] = l[r] * corr[r] + rowsum[r];
+      // O = O * corr + P V.
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][0] *= corr[0];
+        o[nt][1] *= corr[0];
+        o[nt][2] *= corr[1];
+        o[nt][3] *= corr[1];
+      }
 #pragma unroll
       for (int kk = 0; kk < kKeyTile / 16; ++kk) {
-        const __half* vr = vt_s + (nt * 8 + g) * LDV + kk * 16 + 2 * tq;
-        mma_16816(o[nt], pa[kk], *reinterpret_cast<const uint32_t*>(vr), *reinterpret_cast<const uint32_t*>(vr + 8));
+#pragma unroll
+        for (int nt = 0; nt < NT; nt += 2) {
+          uint32_t b[4];
+          load_matrix_x4_trans(b, v_base + v_lane + static_cast<uint32_t>((kk * 16 * LD + nt * 8) * sizeof(__half)));
+          mma_16816(o[nt], pa[kk], b[0], b[1]);
+          mma_16816(o[nt + 1], pa[kk], b[2], b[3]);
+        }
       }
     }
+    if (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) slots[stage][threadIdx.x] = next_slot;
   }
 
 #pragma unroll
@@ -203,11 +306,24 @@ __global__ void __launch_bounds__(kWarps * 32) prefill_attention_kernel(Attentio
 
 }  // namespace
 
-bool prefill_attention_supports(const AttentionShape& shape, int device) {
+bool prefill_attention_init(const AttentionShape& shape, int device) {
   int major = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   const int hd = shape.head_dim;
-  return major >= 8 && (hd == 32 || hd == 48 || hd == 64 || hd == 96 || hd == 128);
+  if (major < 8 || !(hd == 32 || hd == 48 || hd == 64 || hd == 96 || hd == 128)) return false;
+  int current = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&current));
+  TANDEM_CUDA_CHECK(cudaSetDevice(device));
+  auto allow = [](auto kernel, size_t bytes) {
+    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  };
+  allow(prefill_attention_kernel<32>, shared_bytes<32>());
+  allow(prefill_attention_kernel<48>, shared_bytes<48>());
+  allow(prefill_attention_kernel<64>, shared_bytes<64>());
+  allow(prefill_attention_kernel<96>, shared_bytes<96>());
+  allow(prefill_attention_kernel<128>, shared_bytes<128>());
+  TANDEM_CUDA_CHECK(cudaSetDevice(current));
+  return true;
 }
 
 int64_t plan_prefill_tiles(const int32_t* positions, const int32_t* sequence, int64_t first, int64_t n_tokens,
@@ -231,13 +347,14 @@ void prefill_attention(const AttentionArgs& args, const AttentionShape& shape, c
                        cudaStream_t stream) {
   check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0, "internal: heads not a multiple of KV heads");
   if (n_tiles == 0) return;
-  const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(shape.n_heads));
+  check(n_tiles <= 65535, "internal: more prefill tiles in a step than a grid's y dimension holds");
+  const dim3 grid(static_cast<unsigned>(shape.n_heads), static_cast<unsigned>(n_tiles));
   switch (shape.head_dim) {
-    case 32: launch(prefill_attention_kernel<32>, grid, kWarps * 32, stream, args, shape, tiles); break;
-    case 48: launch(prefill_attention_kernel<48>, grid, kWarps * 32, stream, args, shape, tiles); break;
-    case 64: launch(prefill_attention_kernel<64>, grid, kWarps * 32, stream, args, shape, tiles); break;
-    case 96: launch(prefill_attention_kernel<96>, grid, kWarps * 32, stream, args, shape, tiles); break;
-    case 128: launch(prefill_attention_kernel<128>, grid, kWarps * 32, stream, args, shape, tiles); break;
+    case 32: launch_with_shared(prefill_attention_kernel<32>, grid, kThreads, shared_bytes<32>(), stream, args, shape, tiles); break;
+    case 48: launch_with_shared(prefill_attention_kernel<48>, grid, kThreads, shared_bytes<48>(), stream, args, shape, tiles); break;
+    case 64: launch_with_shared(prefill_attention_kernel<64>, grid, kThreads, shared_bytes<64>(), stream, args, shape, tiles); break;
+    case 96: launch_with_shared(prefill_attention_kernel<96>, grid, kThreads, shared_bytes<96>(), stream, args, shape, tiles); break;
+    case 128: launch_with_shared(prefill_attention_kernel<128>, grid, kThreads, shared_bytes<128>(), stream, args, shape, tiles); break;
     default: throw Error("internal: prefill attention for head size " + std::to_string(shape.head_dim));
   }
   TANDEM_CUDA_CHECK(cudaGetLastError());

@@ -1046,7 +1046,7 @@ TEST(CudaKernels, PrefillAttentionMatchesCpu) {
     s.n_kv_heads = cs.n_kv_heads;
     s.head_dim = cs.head_dim;
     s.block_size = 16;
-    ASSERT_TRUE(prefill_attention_supports(s, device));
+    ASSERT_TRUE(prefill_attention_init(s, device));
     const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
     // (first position, tokens) of each sequence's chunk.
     const std::vector<std::pair<int, int>> chunks = {{100, 150}, {0, 70}, {5, 1}};
