@@ -115,10 +115,12 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
               prop.multiProcessorCount, kLayers);
   std::printf("%8s %8s %7s %10s %10s %8s\n", "context", "chunk", "tiles", "us/call", "TFLOP/s", "% peak");
   for (const auto& [len, chunk] : cases) {
-    std::vector<int32_t> positions(static_cast<size_t>(chunk)), offsets(static_cast<size_t>(chunk), 0);
+    // One sequence: its table at offset 0, sequence id 0 for every token.
+    std::vector<int32_t> positions(static_cast<size_t>(chunk)), offsets(static_cast<size_t>(chunk), 0),
+        sequence(static_cast<size_t>(chunk), 0);
     for (int i = 0; i < chunk; ++i) positions[static_cast<size_t>(i)] = len - chunk + i;
     std::vector<int32_t> tiles(static_cast<size_t>(3 * chunk));
-    const int64_t n_tiles = plan_prefill_tiles(positions.data(), offsets.data(), 0, chunk, tiles.data());
+    const int64_t n_tiles = plan_prefill_tiles(positions.data(), sequence.data(), 0, chunk, tiles.data());
     DeviceBuffer d_positions(4 * positions.size()), d_offsets(4 * offsets.size()),
                  d_tiles(4 * tiles.size());
     TANDEM_CUDA_CHECK(cudaMemcpy(d_positions.get(), positions.data(), 4 * positions.size(), cudaMemcpyHostToDevice));
@@ -152,6 +154,9 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
                 100 * tflops / peak_tflops);
   }
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(s);
   return 0;
 }
 

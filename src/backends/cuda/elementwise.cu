@@ -371,18 +371,28 @@ __global__ void __launch_bounds__(256) rmsnorm_fp8_kernel(float* x, const int32_
   quantize_row_fp8<C>(v, n4, m, q + i * n4, q_scale + i);
 }
 
-// silu_mul_fp8: one block per token, rows of n = 4 * 256 * C' (C' <= C).
-// The token's input scale is read before quantize_row_fp8's barrier, so
-// that q_scale may be token_scale.
-template <int C>
-__global__ void __launch_bounds__(256) silu_mul_fp8_kernel(const float* __restrict__ d, const float* row_scale,
+// Four consecutive values of a product row as floats: f32 (one 16-byte
+// load) or bf16 (one 8-byte load, widened exactly).
+__device__ __forceinline__ float4 load4(const float* p, int c) { return reinterpret_cast<const float4*>(p)[c]; }
+__device__ __forceinline__ float4 load4(const __nv_bfloat16* p, int c) {
+  const uint2 v = reinterpret_cast<const uint2*>(p)[c];
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+
+// silu_mul_fp8: one block per token, rows of n = 4 * 256 * C' (C' <= C),
+// the product in f32 or bf16 (In). The token's input scale is read before
+// quantize_row_fp8's barrier, so that q_scale may be token_scale.
+template <int C, typename In>
+__global__ void __launch_bounds__(256) silu_mul_fp8_kernel(const In* __restrict__ d, const float* row_scale,
                                                            const float* token_scale, int64_t n, uint32_t* q,
                                                            float* q_scale) {
   let_successor_start();
   const int64_t t = blockIdx.x;
   const int n4 = static_cast<int>(n / 4);
-  const float4* gate = reinterpret_cast<const float4*>(d + t * 2 * n);
-  const float4* up = gate + n4;
+  const In* gate = d + t * 2 * n;
+  const In* up = gate + n;
   const float4* gate_scale = reinterpret_cast<const float4*>(row_scale);
   const float4* up_scale = gate_scale + n4;
   wait_for_predecessor();
@@ -398,7 +408,7 @@ __global__ void __launch_bounds__(256) silu_mul_fp8_kernel(const float* __restri
   for (int k = 0; k < C; ++k) {
     const int c = threadIdx.x + 256 * k;
     if (c < n4) {
-      const float4 g = gate[c], u = up[c], gs = gate_scale[c], us = up_scale[c];
+      const float4 g = load4(gate, c), u = load4(up, c), gs = gate_scale[c], us = up_scale[c];
       v[k] = make_float4(act(g.x, gs.x, u.x, us.x), act(g.y, gs.y, u.y, us.y), act(g.z, gs.z, u.z, us.z),
                          act(g.w, gs.w, u.w, us.w));
       m = fmaxf(m, abs_max4(v[k]));
@@ -703,8 +713,9 @@ void quantize_tokens_fp8(const float* x, int64_t n_tokens, int64_t cols, uint8_t
 
 bool silu_mul_fp8_supports(int64_t n) { return n > 0 && n % 4 == 0 && n / 4 <= 4096; }
 
-void silu_mul_fp8(const float* d, const float* row_scale, const float* token_scale, int64_t n_tokens, int64_t n,
-                  uint8_t* q, float* q_scale, cudaStream_t stream) {
+template <typename In>
+void launch_silu_mul_fp8(const In* d, const float* row_scale, const float* token_scale, int64_t n_tokens, int64_t n,
+                         uint8_t* q, float* q_scale, cudaStream_t stream) {
   check(silu_mul_fp8_supports(n), "internal: silu_mul_fp8 takes widths that are multiples of 4 up to 16384");
   auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   check(aligned16(d) && aligned16(row_scale) && reinterpret_cast<uintptr_t>(q) % 4 == 0,
@@ -713,10 +724,20 @@ void silu_mul_fp8(const float* d, const float* row_scale, const float* token_sca
   const int64_t n4 = n / 4;
   const unsigned grid = static_cast<unsigned>(n_tokens);
   uint32_t* q4 = reinterpret_cast<uint32_t*>(q);
-  if (n4 <= 1024) launch(silu_mul_fp8_kernel<4>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
-  else if (n4 <= 2048) launch(silu_mul_fp8_kernel<8>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
-  else launch(silu_mul_fp8_kernel<16>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
+  if (n4 <= 1024) launch(silu_mul_fp8_kernel<4, In>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
+  else if (n4 <= 2048) launch(silu_mul_fp8_kernel<8, In>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
+  else launch(silu_mul_fp8_kernel<16, In>, grid, 256, stream, d, row_scale, token_scale, n, q4, q_scale);
   TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+void silu_mul_fp8(const float* d, const float* row_scale, const float* token_scale, int64_t n_tokens, int64_t n,
+                  uint8_t* q, float* q_scale, cudaStream_t stream) {
+  launch_silu_mul_fp8(d, row_scale, token_scale, n_tokens, n, q, q_scale, stream);
+}
+
+void silu_mul_fp8(const __nv_bfloat16* d, const float* row_scale, const float* token_scale, int64_t n_tokens,
+                  int64_t n, uint8_t* q, float* q_scale, cudaStream_t stream) {
+  launch_silu_mul_fp8(d, row_scale, token_scale, n_tokens, n, q, q_scale, stream);
 }
 
 void scale_product(const float* d, int64_t n_tokens, int64_t rows, const float* row_scale, const float* token_scale,

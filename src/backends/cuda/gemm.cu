@@ -157,8 +157,8 @@ bool Gemm::reserve_fp8(int64_t n_tokens, int64_t cols, int64_t rows) {
   return moved;
 }
 
-const Gemm::Fp8Plan& Gemm::fp8_plan(int64_t rows, int64_t cols, int64_t n_tokens) {
-  const auto key = std::make_tuple(rows, cols, n_tokens);
+const Gemm::Fp8Plan& Gemm::fp8_plan(int64_t rows, int64_t cols, int64_t n_tokens, cudaDataType_t out) {
+  const auto key = std::make_tuple(rows, cols, n_tokens, static_cast<int>(out));
   auto found = fp8_plans_.find(key);
   if (found != fp8_plans_.end()) return found->second;
   // Made aside and kept only once its layouts exist (a failure here throws
@@ -168,16 +168,17 @@ const Gemm::Fp8Plan& Gemm::fp8_plan(int64_t rows, int64_t cols, int64_t n_tokens
   try {
     TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.a, CUDA_R_8F_E4M3, k, m, cols));
     TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.b, CUDA_R_8F_E4M3, k, n, cols));
-    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.c, CUDA_R_32F, m, n, rows));
+    TANDEM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&made.c, out, m, n, rows));
   } catch (...) {
     destroy_layouts(made);
     throw;
   }
   // Owned by the map from here, so that the destructor releases the layouts.
   Fp8Plan& p = fp8_plans_.emplace(key, made).first->second;
-  // The tuned bucket's algorithm, where cuBLASLt takes it for this count.
+  // The tuned bucket's algorithm (timed with f32 output), where cuBLASLt
+  // takes it for this count.
   const auto tuned = tuned_.find(ShapeKey{rows, cols, static_cast<int>(CUDA_R_8F_E4M3)});
-  if (tuned != tuned_.end() && n_tokens >= tuned_from_) {
+  if (tuned != tuned_.end() && n_tokens >= tuned_from_ && out == CUDA_R_32F) {
     const TunedShape& t = tuned->second;
     const auto bucket = std::lower_bound(t.bucket_tokens.begin(), t.bucket_tokens.end(), n_tokens);
     const size_t i = static_cast<size_t>(bucket - t.bucket_tokens.begin());
@@ -216,10 +217,22 @@ bool Gemm::fp8_takes(const DeviceMatrix& w, int64_t n_tokens) {
   return fp8_ && w.format == WeightFormat::F8Row && n_tokens > 0 && fp8_plan(w.rows, w.cols, n_tokens).usable;
 }
 
+bool Gemm::fp8_takes_bf16(const DeviceMatrix& w, int64_t n_tokens) {
+  return fp8_takes(w, n_tokens) && fp8_plan(w.rows, w.cols, n_tokens, CUDA_R_16BF).usable;
+}
+
 void Gemm::fp8_product(const DeviceMatrix& w, int64_t n_tokens, float* product) {
+  fp8_product_as(w, n_tokens, product, CUDA_R_32F);
+}
+
+void Gemm::fp8_product(const DeviceMatrix& w, int64_t n_tokens, __nv_bfloat16* product) {
+  fp8_product_as(w, n_tokens, product, CUDA_R_16BF);
+}
+
+void Gemm::fp8_product_as(const DeviceMatrix& w, int64_t n_tokens, void* product, cudaDataType_t out) {
   // product^T [rows, n] (column-major) = W [rows, cols] . x8^T: FP8 tensor
   // cores take A transposed (W row-major is A^T column-major) and B as is.
-  const Fp8Plan& p = fp8_plan(w.rows, w.cols, n_tokens);
+  const Fp8Plan& p = fp8_plan(w.rows, w.cols, n_tokens, out);
   check(p.usable, "internal: no FP8 kernel for this product");
   check(x8_.bytes() >= static_cast<size_t>(n_tokens * w.cols), "internal: the FP8 GEMM's input is not in fp8_input()");
   const float one = 1.0f, zero = 0.0f;
@@ -344,6 +357,12 @@ int64_t Gemm::warm(const DeviceMatrix& w, int64_t max_tokens) {
   for (int64_t n : warm_counts(max_tokens)) {
     for (bool accumulate : {false, true}) {
       run(w, x.get<float>(), n, y.get<float>(), w.rows, accumulate);
+      ++runs;
+    }
+    // The BF16-output FP8 product (the runner's prompt-sized gate·up), on
+    // the input run() just quantized.
+    if (w.format == WeightFormat::F8Row && n >= kBf16ProductFrom && fp8_takes_bf16(w, n)) {
+      fp8_product(w, n, y.get<__nv_bfloat16>());
       ++runs;
     }
   }

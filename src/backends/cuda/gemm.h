@@ -3,6 +3,7 @@
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <map>
@@ -63,6 +64,14 @@ class Gemm {
   // scales (w.scales[r] and the token's). product: [n_tokens, w.rows] f32.
   // Needs fp8_takes(w, n_tokens).
   void fp8_product(const DeviceMatrix& w, int64_t n_tokens, float* product);
+  // The same product rounded to BF16 (8 significant bits: the runner's
+  // gate·up, whose next stop is E4M3's 4), where fp8_takes_bf16(w,
+  // n_tokens): half the bytes to write and read back at prompt sizes. Its
+  // cuBLASLt algorithm is the heuristic's first (tune() times f32 output).
+  // The runner takes it for gate·up at kBf16ProductFrom tokens and more.
+  bool fp8_takes_bf16(const DeviceMatrix& w, int64_t n_tokens);
+  void fp8_product(const DeviceMatrix& w, int64_t n_tokens, __nv_bfloat16* product);
+  static constexpr int64_t kBf16ProductFrom = 128;
   // run() with x already in fp8_input(). Needs fp8_takes(w, n_tokens).
   void run_fp8_input(const DeviceMatrix& w, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
   // Allocates the f16 slice that 8-bit weights are dequantized into, at its
@@ -106,8 +115,9 @@ class Gemm {
                                 bool prefer_lt = false);
   // Runs run() over `w` once for every token count a step may give it (each
   // count up to 64, then every 16th, and max_tokens), with and without
-  // accumulation, so that each cuBLAS/cuBLASLt kernel those products take
-  // is loaded now. A parallel rank calls it at load: cuBLAS loads a kernel
+  // accumulation (and FP8 rows' BF16-output product from kBf16ProductFrom
+  // tokens), so that each cuBLAS/cuBLASLt kernel those products take is
+  // loaded now. A parallel rank calls it at load: cuBLAS loads a kernel
   // on its first use, which may wait for the whole CUDA context (and so for
   // a collective that waits for a peer) while it holds cuBLASLt's lock, the
   // one the peer's thread then needs to queue its part (docs/PARALLEL.md).
@@ -138,13 +148,14 @@ class Gemm {
   bool run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
   // One FP8 product's operand layouts and algorithm, made at its first use
   // (the tuned bucket's algorithm where cuBLASLt takes it, else the
-  // heuristic's first) and kept: (rows, cols, n_tokens).
+  // heuristic's first) and kept: (rows, cols, n_tokens, output type).
   struct Fp8Plan {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool usable = false;  // false: cuBLASLt has no FP8 kernel for it (dequantized instead)
   };
-  const Fp8Plan& fp8_plan(int64_t rows, int64_t cols, int64_t n_tokens);
+  const Fp8Plan& fp8_plan(int64_t rows, int64_t cols, int64_t n_tokens, cudaDataType_t out = CUDA_R_32F);
+  void fp8_product_as(const DeviceMatrix& w, int64_t n_tokens, void* product, cudaDataType_t out);
   std::vector<TunedBucket> tune_fp8(const std::vector<const DeviceMatrix*>& weights, int64_t max_tokens,
                                     bool prefer_lt);
 
@@ -152,8 +163,8 @@ class Gemm {
   cublasHandle_t handle_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   bool fp8_ = false;
-  cublasLtMatmulDesc_t op8_ = nullptr;  // product^T = W^T x8, E4M3 inputs, f32 accumulation and output
-  std::map<std::tuple<int64_t, int64_t, int64_t>, Fp8Plan> fp8_plans_;
+  cublasLtMatmulDesc_t op8_ = nullptr;  // product^T = W^T x8, E4M3 inputs, f32 accumulation (output: the plan's)
+  std::map<std::tuple<int64_t, int64_t, int64_t, int>, Fp8Plan> fp8_plans_;
   std::map<ShapeKey, TunedShape> tuned_;
   int64_t tuned_from_ = kTunedFrom;
   cublasLtMatmulDesc_t op16_ = nullptr;  // y^T = W^T x, f32 accumulation and output (16-bit inputs)

@@ -5,6 +5,7 @@
 // two (tests/backends/cuda).
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -161,6 +162,10 @@ void quantize_tokens_fp8(const float* x, int64_t n_tokens, int64_t cols, uint8_t
 bool silu_mul_fp8_supports(int64_t n);
 void silu_mul_fp8(const float* d, const float* row_scale, const float* token_scale, int64_t n_tokens, int64_t n,
                   uint8_t* q, float* q_scale, cudaStream_t stream);
+// The same from the product rounded to BF16 (Gemm::fp8_product's BF16
+// output): the bits of the f32 version on the widened values.
+void silu_mul_fp8(const __nv_bfloat16* d, const float* row_scale, const float* token_scale, int64_t n_tokens,
+                  int64_t n, uint8_t* q, float* q_scale, cudaStream_t stream);
 
 // out[r - row0, :] = W[r, :] as f16, for r in [row0, row0 + n_rows); any format.
 void dequantize_to_f16(const DeviceMatrix& w, int64_t row0, int64_t n_rows, __half* out, cudaStream_t stream);

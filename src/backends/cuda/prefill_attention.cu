@@ -5,7 +5,7 @@
 // and keeps them as mma A fragments; the block walks the sequence's cached
 // positions [0, kv_len) in tiles of 64. K and V tiles are copied from the
 // paged cache into shared memory with cp.async, two stages deep, so that
-// the next tile's copy runs under this tile's arithmetic, from cache slots
+// the next tile's copy runs under this tile's arithmetic, from cache rows
 // that the block looks up a tile further ahead. Per key tile a warp computes
 // S = q k^T with mma.sync m16n8k16 (f16 in, f32 out), keeps an online
 // softmax in registers (each row's four lanes share its max and sum), and
@@ -104,8 +104,11 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 #endif
 }
 
+// Two blocks an SM: at head size 128 the kernel takes 248 registers a
+// thread. Capped for three (168) it spilled and ran 9-42% slower on an H100
+// (cuda_attention_bench --prefill), latency-bound as it is.
 template <int HD>
-__global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(AttentionArgs a, AttentionShape s,
+__global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(AttentionArgs a, AttentionShape s,
                                                                           const int32_t* __restrict__ tiles) {
   constexpr int KS = HD / 16;        // k-steps of q k^T over head_dim
   constexpr int NT = HD / 8;         // n-tiles of the output over head_dim
@@ -114,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(Attentio
   constexpr int kLoads = kKeyTile * kPieces / kThreads;  // pieces a thread copies per tile, of K and of V
   static_assert(HD % 16 == 0 && kKeyTile * kPieces % kThreads == 0, "head_dim must be a multiple of 16");
   extern __shared__ __align__(16) __half shared[];  // [stage][K, V][position][LD]
-  __shared__ int32_t slots[kStages][kKeyTile];      // cache slot of each position of a staged tile, -1 past kv_len
+  __shared__ int64_t rows[kStages][kKeyTile];       // row_of each position of a staged tile
 
   let_successor_start();
   wait_for_predecessor();
@@ -122,37 +125,43 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(Attentio
   const int first = tiles[3 * tile], count = tiles[3 * tile + 1], kv_len = tiles[3 * tile + 2];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
   const int kvh = h / (s.n_heads / s.n_kv_heads);
-  const int64_t q_dim = static_cast<int64_t>(s.n_heads) * HD, kv_dim = static_cast<int64_t>(s.n_kv_heads) * HD;
+  const int64_t q_dim = static_cast<int64_t>(s.n_heads) * HD;
   const int32_t* table = a.block_tables + a.table_offsets[first];
   const int n_key_tiles = (kv_len + kKeyTile - 1) / kKeyTile;
 
-  // Slot of position kv0 + threadIdx.x (threads below kKeyTile), -1 past kv_len.
-  auto slot_of = [&](int kv0) {
+  // Where position kv0 + threadIdx.x (threads below kKeyTile) keeps this KV
+  // head's key and value: the row's offset in elements, -1 past kv_len.
+  const int kv_dim = s.n_kv_heads * HD;
+  auto row_of = [&](int kv0) -> int64_t {
     const int p = kv0 + static_cast<int>(threadIdx.x);
-    return p < kv_len ? table[p / s.block_size] * s.block_size + p % s.block_size : -1;
+    if (p >= kv_len) return -1;
+    const int64_t slot = static_cast<int64_t>(table[p / s.block_size]) * s.block_size + p % s.block_size;
+    return slot * kv_dim + kvh * HD;
   };
-  // Queue the copy of key tile `kt` into its stage (slots[stage] filled):
+  // Queue the copy of key tile `kt` into its stage (rows[stage] filled):
   // piece c of the tile is piece c % kPieces of position c / kPieces, so a
   // warp reads whole rows.
+  const uint32_t shared_base = shared_address(shared);
   auto copy_tile = [&](int kt) {
     const int stage = kt % kStages;
-    __half* k_s = shared + stage * 2 * kKeyTile * LD;
-    __half* v_s = k_s + kKeyTile * LD;
+    const uint32_t k_dst = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
+    const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
 #pragma unroll
     for (int u = 0; u < kLoads; ++u) {
       const int c = static_cast<int>(threadIdx.x) + u * kThreads, j = c / kPieces, piece = c % kPieces;
-      const int slot = slots[stage][j];
-      const int64_t off = static_cast<int64_t>(slot < 0 ? 0 : slot) * kv_dim + static_cast<int64_t>(kvh) * HD + piece * 8;
-      copy_16(shared_address(k_s + j * LD + piece * 8), a.k_cache + off, slot >= 0);
-      copy_16(shared_address(v_s + j * LD + piece * 8), a.v_cache + off, slot >= 0);
+      const int64_t row = rows[stage][j];
+      const int64_t off = (row < 0 ? 0 : row) + piece * 8;
+      const uint32_t d = static_cast<uint32_t>((j * LD + piece * 8) * sizeof(__half));
+      copy_16(k_dst + d, a.k_cache + off, row >= 0);
+      copy_16(v_dst + d, a.v_cache + off, row >= 0);
     }
     copy_commit();
   };
 
-  if (threadIdx.x < kKeyTile) slots[0][threadIdx.x] = slot_of(0);
+  if (threadIdx.x < kKeyTile) rows[0][threadIdx.x] = row_of(0);
   __syncthreads();
   copy_tile(0);
-  if (threadIdx.x < kKeyTile && n_key_tiles > 1) slots[1][threadIdx.x] = slot_of(kKeyTile);
+  if (threadIdx.x < kKeyTile && n_key_tiles > 1) rows[1][threadIdx.x] = row_of(kKeyTile);
 
   // This lane's two rows, g and g + 8 of the warp's 16; rows past `count`
   // repeat the tile's first (finite work, never stored).
@@ -193,11 +202,10 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(Attentio
   // of a 16-position k-step and dims 8 * (l / 16) of a 16-dim pair of n-tiles.
   const uint32_t k_lane = static_cast<uint32_t>(((lane % 8) * LD + (lane / 8) * 8) * sizeof(__half));
   const uint32_t v_lane = static_cast<uint32_t>(((lane % 8 + 8 * (lane / 8 % 2)) * LD + (lane / 16) * 8) * sizeof(__half));
-  const uint32_t shared_base = shared_address(shared);
 
   for (int kt = 0; kt < n_key_tiles; ++kt) {
     const int kv0 = kt * kKeyTile, stage = kt % kStages;
-    // The next tile's slots are in place, and every warp is done with the
+    // The next tile's rows are in place, and every warp is done with the
     // stage it is copied into (it held tile kt - 1).
     __syncthreads();
     if (kt + 1 < n_key_tiles) {
@@ -206,9 +214,9 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(Attentio
     } else {
       copy_wait<0>();
     }
-    // Look up the slots of tile kt + 2 (stored after this tile's arithmetic,
+    // Look up the rows of tile kt + 2 (stored after this tile's arithmetic,
     // so that the table read does not hold the warp up).
-    const int next_slot = (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) ? slot_of(kv0 + 2 * kKeyTile) : -1;
+    const int64_t next_row = (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) ? row_of(kv0 + 2 * kKeyTile) : -1;
     __syncthreads();  // tile kt is in shared memory for every warp
     if (kv0 <= warp_last) {  // else every row of this warp ends before this tile
       const uint32_t k_base = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
@@ -287,7 +295,7 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(Attentio
         }
       }
     }
-    if (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) slots[stage][threadIdx.x] = next_slot;
+    if (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) rows[stage][threadIdx.x] = next_row;
   }
 
 #pragma unroll

@@ -1030,17 +1030,17 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
 
 // Prompt attention on tensor cores: three sequences in one call, one with
 // cached context from an earlier chunk (100 positions), one whole prompt and
-// a single-token chunk, each sequence's blocks scattered. Every row matches
-// the CPU within the f16 rounding of q and of the softmax weights, the tiles
-// are planned as documented, and a sequence's rows have the same bits
-// whatever its tiling.
+// a single-token chunk, each sequence's blocks scattered, at every head size
+// the kernel takes. Every row matches the CPU within the f16 rounding of q
+// and of the softmax weights, the tiles are planned as documented, and a
+// sequence's rows have the same bits whatever its tiling.
 TEST(CudaKernels, PrefillAttentionMatchesCpu) {
   int device = 0;
   TANDEM_CUDA_CHECK(cudaGetDevice(&device));
   struct Case {
     int n_heads, n_kv_heads, head_dim;
   };
-  for (const Case cs : {Case{8, 2, 128}, Case{6, 3, 48}, Case{4, 4, 64}}) {
+  for (const Case cs : {Case{8, 2, 128}, Case{6, 3, 48}, Case{4, 4, 64}, Case{4, 2, 96}, Case{2, 1, 32}}) {
     AttentionShape s;
     s.n_heads = cs.n_heads;
     s.n_kv_heads = cs.n_kv_heads;
@@ -1552,6 +1552,99 @@ TEST(CudaKernels, SiluMulFp8MatchesItsThreeKernels) {
   }
   EXPECT_FALSE(silu_mul_fp8_supports(1001));
   EXPECT_FALSE(silu_mul_fp8_supports(20000));
+}
+
+// The FP8 product with BF16 output (prompt-sized gate·up) is the exact
+// product of the E4M3 operands rounded to BF16, give or take the rounding
+// of the tensor cores' sums (the f32 product's too); and silu_mul_fp8 on it
+// gives the bits of the f32 version on the widened values.
+TEST(CudaKernels, Fp8ProductInBf16IsTheProductRounded) {
+  cudaStream_t stream;
+  TANDEM_CUDA_CHECK(cudaStreamCreate(&stream));
+  int with_kernel = 0;
+  {
+    Gemm gemm(stream);
+    if (gemm.fp8_tensor_cores()) {
+      const int64_t n = 1024, rows = 2 * n, cols = 512;  // a gate·up of 2n rows
+      TestMatrix src = make_matrix(DType::BF16, rows, cols, 91);
+      DeviceBuffer wq(static_cast<size_t>(rows * cols)), scales(static_cast<size_t>(rows) * 4);
+      const DeviceMatrix w{WeightFormat::F8Row, rows, cols, wq.get(), scales.get()};
+      quantize_rows(src.device, w, stream);
+      std::vector<float> w_values(static_cast<size_t>(rows * cols));  // the E4M3 weights, unscaled
+      {
+        const std::vector<uint8_t> bytes = to_host<uint8_t>(wq, w_values.size());
+        for (size_t i = 0; i < bytes.size(); ++i) w_values[i] = e4m3_to_float(bytes[i]);
+      }
+      for (const int64_t tokens : {int64_t{5}, Gemm::kBf16ProductFrom + 32}) {
+        const std::vector<float> x = random_vector(static_cast<size_t>(tokens * cols), 92);
+        DeviceBuffer dx = to_device(x);
+        const Gemm::Fp8Input in = gemm.fp8_input(tokens, cols);
+        quantize_tokens_fp8(dx.get<float>(), tokens, cols, in.q, in.scale, stream);
+        ASSERT_TRUE(gemm.fp8_takes(w, tokens));
+        if (!gemm.fp8_takes_bf16(w, tokens)) {
+          std::printf("no BF16-output FP8 kernel for %lld tokens here: the runner keeps f32\n",
+                      static_cast<long long>(tokens));
+          continue;
+        }
+        ++with_kernel;
+        const size_t elems = static_cast<size_t>(tokens * rows);
+        DeviceBuffer p32(elems * 4), p16(elems * 2);
+        gemm.fp8_product(w, tokens, p32.get<float>());
+        gemm.fp8_product(w, tokens, p16.get<__nv_bfloat16>());
+        TANDEM_CUDA_CHECK(cudaStreamSynchronize(stream));
+        const std::vector<float> f = to_host<float>(p32, elems);
+        const std::vector<uint16_t> b = to_host<uint16_t>(p16, elems);
+        std::vector<uint8_t> x_bytes(static_cast<size_t>(tokens * cols));
+        TANDEM_CUDA_CHECK(cudaMemcpy(x_bytes.data(), in.q, x_bytes.size(), cudaMemcpyDeviceToHost));
+        std::vector<float> x_values(x_bytes.size());
+        for (size_t i = 0; i < x_bytes.size(); ++i) x_values[i] = e4m3_to_float(x_bytes[i]);
+        // Exact sums in double (products of E4M3 values are exact), and the
+        // sum of the terms' magnitudes, which bounds the sums' rounding.
+        double worst16 = 0, worst32 = 0;  // errors over what they may be
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double exact = 0, magnitude = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              const double term = double(w_values[static_cast<size_t>(r * cols + c)]) *
+                                   x_values[static_cast<size_t>(t * cols + c)];
+              exact += term;
+              magnitude += std::fabs(term);
+            }
+            const size_t i = static_cast<size_t>(t * rows + r);
+            const double sums = std::ldexp(magnitude, -12);  // the tensor cores' rounding, with room to spare
+            // Half a BF16 step where the rounded sum may lie.
+            const double half_step = std::ldexp(1.0, std::ilogb(std::max(std::fabs(exact) + sums, 1e-30)) - 8);
+            worst16 = std::max(worst16, std::fabs(bf16_to_f32(b[i]) - exact) / (half_step + sums));
+            worst32 = std::max(worst32, std::fabs(f[i] - exact) / sums);
+          }
+        }
+        std::printf("fp8 product, %lld tokens: bf16 error at most %.3f of its bound, f32 %.3f\n",
+                    static_cast<long long>(tokens), worst16, worst32);
+        EXPECT_LE(worst16, 1.0);
+        EXPECT_LE(worst32, 1.0);
+
+        // silu_mul_fp8 from bf16 against the f32 kernel on the widened product.
+        std::vector<float> widened(elems);
+        for (size_t i = 0; i < elems; ++i) widened[i] = bf16_to_f32(b[i]);
+        std::vector<float> token_scale(static_cast<size_t>(tokens));
+        for (size_t t = 0; t < token_scale.size(); ++t) token_scale[t] = 0.01f + 0.003f * static_cast<float>(t);
+        DeviceBuffer dw = to_device(widened), dts = to_device(token_scale);
+        DeviceBuffer q_want(elems / 2), s_want(static_cast<size_t>(tokens) * 4), q_got(elems / 2),
+            s_got(static_cast<size_t>(tokens) * 4);
+        const float* row_scale = static_cast<const float*>(w.scales);
+        silu_mul_fp8(dw.get<float>(), row_scale, dts.get<float>(), tokens, n, q_want.get<uint8_t>(),
+                     s_want.get<float>(), stream);
+        silu_mul_fp8(p16.get<__nv_bfloat16>(), row_scale, dts.get<float>(), tokens, n, q_got.get<uint8_t>(),
+                     s_got.get<float>(), stream);
+        const auto qw = to_host<uint8_t>(q_want, elems / 2), qg = to_host<uint8_t>(q_got, elems / 2);
+        const auto sw = to_host<float>(s_want, static_cast<size_t>(tokens)), sg = to_host<float>(s_got, sw.size());
+        ASSERT_EQ(0, std::memcmp(sw.data(), sg.data(), sw.size() * 4)) << tokens << " tokens: scales";
+        ASSERT_EQ(0, std::memcmp(qw.data(), qg.data(), qw.size())) << tokens << " tokens: quantized rows";
+      }
+    }
+  }
+  cudaStreamDestroy(stream);
+  if (with_kernel == 0) GTEST_SKIP() << "no FP8 tensor cores or no BF16-output FP8 kernel on this GPU";
 }
 
 // The GEMM's own quantizer of x gives quantize_rows' bits: the vectorized
