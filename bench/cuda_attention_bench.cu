@@ -52,6 +52,50 @@ std::vector<int> parse_list(const std::string& s) {
   return out;
 }
 
+// The Llama-3-8B attention shape.
+AttentionShape llama3_8b_shape() {
+  AttentionShape shape;
+  shape.n_heads = 32;
+  shape.n_kv_heads = 8;
+  shape.head_dim = 128;
+  shape.block_size = kBlockSize;
+  return shape;
+}
+
+// kLayers copies of one layer's cache ([layer_elems] f16 keys and as many
+// values, random in [-1, 1)), so that calls visiting them in turn read from
+// HBM as a step does.
+struct LayerCaches {
+  DeviceBuffer k, v;
+  int64_t layer_elems = 0;
+  LayerCaches(int64_t elems, uint32_t seed) : k(2 * kLayers * elems), v(2 * kLayers * elems), layer_elems(elems) {
+    std::vector<__half> host(static_cast<size_t>(elems));
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    for (auto& h : host) h = __float2half(dist(rng));
+    for (int l = 0; l < kLayers; ++l) {
+      TANDEM_CUDA_CHECK(cudaMemcpy(k.get<__half>() + l * elems, host.data(), 2 * elems, cudaMemcpyHostToDevice));
+      TANDEM_CUDA_CHECK(cudaMemcpy(v.get<__half>() + l * elems, host.data(), 2 * elems, cudaMemcpyHostToDevice));
+    }
+  }
+  const __half* k_layer(int i) const { return k.get<__half>() + (i % kLayers) * layer_elems; }
+  const __half* v_layer(int i) const { return v.get<__half>() + (i % kLayers) * layer_elems; }
+};
+
+// µs a call of run(i): one pass over the layers to warm up, then `calls`
+// calls back to back in `stream`, as in a step.
+template <typename Run>
+double time_calls(Run&& run, int calls, cudaStream_t stream, cudaEvent_t e0, cudaEvent_t e1) {
+  for (int i = 0; i < kLayers; ++i) run(i);
+  TANDEM_CUDA_CHECK(cudaEventRecord(e0, stream));
+  for (int i = 0; i < calls; ++i) run(i);
+  TANDEM_CUDA_CHECK(cudaEventRecord(e1, stream));
+  TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  return 1e3 * ms / calls;
+}
+
 // Prompt attention: each "L" or "L:C" of `spec` as the header says.
 int run_prefill(const std::string& spec, double peak_tflops, int calls) {
   std::vector<std::pair<int, int>> cases;  // (L, C)
@@ -69,11 +113,7 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
     if (q == std::string::npos) break;
     p = q + 1;
   }
-  AttentionShape shape;
-  shape.n_heads = 32;
-  shape.n_kv_heads = 8;
-  shape.head_dim = 128;
-  shape.block_size = kBlockSize;
+  const AttentionShape shape = llama3_8b_shape();
   int device = 0;
   TANDEM_CUDA_CHECK(cudaGetDevice(&device));
   if (!prefill_attention_init(shape, device)) {
@@ -86,18 +126,9 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
   int max_len = 1;
   for (const auto& c : cases) max_len = std::max(max_len, c.first);
   const int64_t n_blocks = (max_len + kBlockSize - 1) / kBlockSize;
-  const int64_t layer_elems = n_blocks * kBlockSize * kv_dim;
-  std::mt19937 rng(11);
+  const LayerCaches caches(n_blocks * kBlockSize * kv_dim, 11);
+  std::mt19937 rng(12);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<__half> kv_host(static_cast<size_t>(layer_elems));
-  for (auto& h : kv_host) h = __float2half(dist(rng));
-  DeviceBuffer k_cache(2 * kLayers * layer_elems), v_cache(2 * kLayers * layer_elems);
-  for (int l = 0; l < kLayers; ++l) {
-    TANDEM_CUDA_CHECK(cudaMemcpy(k_cache.get<__half>() + l * layer_elems, kv_host.data(), 2 * layer_elems,
-                                 cudaMemcpyHostToDevice));
-    TANDEM_CUDA_CHECK(cudaMemcpy(v_cache.get<__half>() + l * layer_elems, kv_host.data(), 2 * layer_elems,
-                                 cudaMemcpyHostToDevice));
-  }
   std::vector<int32_t> table(static_cast<size_t>(n_blocks));
   for (int64_t b = 0; b < n_blocks; ++b) table[static_cast<size_t>(b)] = static_cast<int32_t>(b);
   std::shuffle(table.begin(), table.end(), rng);
@@ -130,8 +161,8 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
       AttentionArgs a;
       a.q = q.get<float>();
       a.q_stride = q_dim;
-      a.k_cache = k_cache.get<__half>() + (i % kLayers) * layer_elems;
-      a.v_cache = v_cache.get<__half>() + (i % kLayers) * layer_elems;
+      a.k_cache = caches.k_layer(i);
+      a.v_cache = caches.v_layer(i);
       a.positions = d_positions.get<int32_t>();
       a.table_offsets = d_offsets.get<int32_t>();
       a.block_tables = d_table.get<int32_t>();
@@ -139,14 +170,7 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
       a.out = out.get<float>();
       prefill_attention(a, shape, d_tiles.get<int32_t>(), n_tiles, s);
     };
-    for (int i = 0; i < kLayers; ++i) run(i);  // warm up
-    TANDEM_CUDA_CHECK(cudaEventRecord(e0, s));
-    for (int i = 0; i < calls; ++i) run(i);
-    TANDEM_CUDA_CHECK(cudaEventRecord(e1, s));
-    TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    const double us = 1e3 * ms / calls;
+    const double us = time_calls(run, calls, s, e0, e1);
     double pairs = 0;  // (query, key) pairs attended
     for (int32_t p : positions) pairs += p + 1;
     const double tflops = 4.0 * shape.head_dim * shape.n_heads * pairs / (us * 1e6);
@@ -196,11 +220,7 @@ int main(int argc, char** argv) {
   for (int t : token_counts) max_tokens = std::max(max_tokens, t);
   for (int c : contexts) max_context = std::max(max_context, c);
 
-  AttentionShape shape;
-  shape.n_heads = 32;
-  shape.n_kv_heads = 8;
-  shape.head_dim = 128;
-  shape.block_size = kBlockSize;
+  const AttentionShape shape = llama3_8b_shape();
   const int64_t q_dim = int64_t{shape.n_heads} * shape.head_dim, kv_dim = int64_t{shape.n_kv_heads} * shape.head_dim;
   const int64_t blocks_per_seq = (max_context + kBlockSize - 1) / kBlockSize;
   const int64_t layer_blocks = blocks_per_seq * max_tokens;
@@ -211,18 +231,9 @@ int main(int argc, char** argv) {
   std::printf("%s, %d SMs; cache %.2f GiB (%d layers, %d sequences x %d positions)\n", prop.name,
               prop.multiProcessorCount, 2.0 * 2 * kLayers * layer_elems / (1 << 30), kLayers, max_tokens, max_context);
 
-  // Random f16 keys and values in [-1, 1), the same for every layer's copy.
-  std::vector<__half> host(static_cast<size_t>(layer_elems));
-  std::mt19937 rng(7);
+  const LayerCaches caches(layer_elems, 7);
+  std::mt19937 rng(8);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (auto& h : host) h = __float2half(dist(rng));
-  DeviceBuffer k_cache(2 * kLayers * layer_elems), v_cache(2 * kLayers * layer_elems);
-  for (int l = 0; l < kLayers; ++l) {
-    TANDEM_CUDA_CHECK(cudaMemcpy(k_cache.get<__half>() + l * layer_elems, host.data(), 2 * layer_elems,
-                                 cudaMemcpyHostToDevice));
-    TANDEM_CUDA_CHECK(cudaMemcpy(v_cache.get<__half>() + l * layer_elems, host.data(), 2 * layer_elems,
-                                 cudaMemcpyHostToDevice));
-  }
   std::vector<float> q_host(static_cast<size_t>(max_tokens * q_dim));
   for (auto& v : q_host) v = dist(rng);
   DeviceBuffer q(4 * q_host.size()), out(4 * q_host.size());
@@ -264,8 +275,8 @@ int main(int argc, char** argv) {
           AttentionArgs a;
           a.q = q.get<float>();
           a.q_stride = q_dim;
-          a.k_cache = k_cache.get<__half>() + (i % kLayers) * layer_elems;
-          a.v_cache = v_cache.get<__half>() + (i % kLayers) * layer_elems;
+          a.k_cache = caches.k_layer(i);
+          a.v_cache = caches.v_layer(i);
           a.positions = d_positions.get<int32_t>();
           a.table_offsets = d_offsets.get<int32_t>();
           a.block_tables = d_tables.get<int32_t>();
@@ -276,14 +287,7 @@ int main(int argc, char** argv) {
           a.decode_only = true;
           paged_attention(a, shape, n_tokens, splits, s, hpb);
         };
-        for (int i = 0; i < kLayers; ++i) run(i);  // warm up
-        TANDEM_CUDA_CHECK(cudaEventRecord(e0, s));
-        for (int i = 0; i < calls; ++i) run(i);
-        TANDEM_CUDA_CHECK(cudaEventRecord(e1, s));
-        TANDEM_CUDA_CHECK(cudaEventSynchronize(e1));
-        float ms = 0;
-        TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        const double us = 1e3 * ms / calls;
+        const double us = time_calls(run, calls, s, e0, e1);
         const double bytes = 2.0 * 2 * double(n_tokens) * context * kv_dim;
         const double gbs = bytes / (us * 1e3);
         std::printf("%8d %8d %7d %4d %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, splits, hpb, us, gbs,
@@ -292,5 +296,8 @@ int main(int argc, char** argv) {
     }
   }
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(s);
   return 0;
 }
