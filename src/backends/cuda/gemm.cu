@@ -24,6 +24,36 @@ constexpr size_t kLtAlignment = 16;  // bytes: the alignment tuned algorithms ma
 
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kLtAlignment == 0; }
 
+// What tune() and tune_fp8() time with: two events, and a heuristic
+// preference with room for the workspace; released however they end.
+struct TuneScratch {
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  TuneScratch() {
+    try {
+      TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
+      TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
+      TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+      const size_t workspace = kWorkspaceBytes;
+      TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                               &workspace, sizeof workspace));
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~TuneScratch() { release(); }
+  TuneScratch(const TuneScratch&) = delete;
+  TuneScratch& operator=(const TuneScratch&) = delete;
+  void release() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    pref = nullptr;
+    e0 = e1 = nullptr;
+  }
+};
+
 // µs a call of `call(weight)` on `stream`: one pass over the weights to
 // warm up, then passes (4 calls at least) timed; -1 when a call fails.
 template <typename Call>
@@ -392,17 +422,12 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
   const int64_t most = buckets.back();
   DeviceBuffer x(static_cast<size_t>(most * w0.cols) * 2), y(static_cast<size_t>(most * w0.rows) * sizeof(float));
   TANDEM_CUDA_CHECK(cudaMemsetAsync(x.get(), 0x2A, x.bytes(), stream_));  // small finite values in f16 and bf16
-  cudaEvent_t e0 = nullptr, e1 = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
   TunedShape shape;
-  try {
-    TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
-    TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
-    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const size_t workspace = kWorkspaceBytes;
+  {
+    const TuneScratch scratch;
+    cudaEvent_t e0 = scratch.e0, e1 = scratch.e1;
+    cublasLtMatmulPreference_t pref = scratch.pref;
     const uint32_t alignment = kLtAlignment;
-    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
-                                                             sizeof workspace));
     for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &alignment, sizeof alignment));
@@ -476,15 +501,7 @@ std::vector<Gemm::TunedBucket> Gemm::tune(const std::vector<const DeviceMatrix*>
       shape.algos.push_back(best);
       out.push_back(b);
     }
-  } catch (...) {
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (e0) cudaEventDestroy(e0);
-    if (e1) cudaEventDestroy(e1);
-    throw;
   }
-  cublasLtMatmulPreferenceDestroy(pref);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
   // Layouts checked against an earlier choice for this shape are checked again.
   for (auto it = lt_layouts_.begin(); it != lt_layouts_.end();) {
     if (std::get<0>(it->first) == w0.rows && std::get<1>(it->first) == w0.cols &&
@@ -512,16 +529,11 @@ std::vector<Gemm::TunedBucket> Gemm::tune_fp8(const std::vector<const DeviceMatr
   const int64_t most = buckets.back();
   DeviceBuffer x8(static_cast<size_t>(most * w0.cols)), product(static_cast<size_t>(most * w0.rows) * sizeof(float));
   TANDEM_CUDA_CHECK(cudaMemsetAsync(x8.get(), 0x2A, x8.bytes(), stream_));  // E4M3 0.3125
-  cudaEvent_t e0 = nullptr, e1 = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
   TunedShape shape;
-  try {
-    TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
-    TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
-    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const size_t workspace = kWorkspaceBytes;
-    TANDEM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
-                                                             sizeof workspace));
+  {
+    const TuneScratch scratch;
+    cudaEvent_t e0 = scratch.e0, e1 = scratch.e1;
+    cublasLtMatmulPreference_t pref = scratch.pref;
     const float alpha = 1.0f, beta = 0.0f;
     int64_t below = 0;  // the previous bucket's largest count
     for (int64_t n : buckets) {
@@ -585,15 +597,7 @@ std::vector<Gemm::TunedBucket> Gemm::tune_fp8(const std::vector<const DeviceMatr
       shape.algos.push_back(best);
       if (timed_any) out.push_back(b);
     }
-  } catch (...) {
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (e0) cudaEventDestroy(e0);
-    if (e1) cudaEventDestroy(e1);
-    throw;
   }
-  cublasLtMatmulPreferenceDestroy(pref);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
   // Plans made before for this shape take the new choice at their next use.
   for (auto it = fp8_plans_.begin(); it != fp8_plans_.end();) {
     if (std::get<0>(it->first) == w0.rows && std::get<1>(it->first) == w0.cols) {
