@@ -9,6 +9,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "scheduler/event_delivery.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tandem {
@@ -39,7 +40,7 @@ std::vector<double> latency_bounds() {
 struct Sequence {
   RequestId id = 0;
   GenerationRequest request;
-  EventCallback on_event;
+  std::shared_ptr<EventCallback> on_event;  // shared with the events queued for delivery
   std::vector<int32_t> tokens;
   int64_t n_prompt = 0;
   SequenceKv kv;
@@ -108,6 +109,9 @@ struct EngineService::Impl {
 
   // Engine thread only.
   const Clock::time_point started = Clock::now();  // the step trace's zero
+  // Events are queued here and handed over at the end of each pass of the
+  // loop; their callbacks run on the delivery's thread.
+  EventDelivery delivery;
   std::deque<std::unique_ptr<Sequence>> waiting;
   std::vector<std::unique_ptr<Sequence>> running;  // in admission order
   std::thread thread;
@@ -125,7 +129,7 @@ void EngineService::Impl::finish(std::unique_ptr<Sequence> seq, const std::strin
     if (!tail.empty()) {
       StreamEvent e;
       e.text = std::move(tail);
-      seq->on_event(std::move(e));
+      delivery.queue(seq->on_event, std::move(e));
     }
   }
   seq->kv.release(runner.block_allocator());
@@ -148,7 +152,7 @@ void EngineService::Impl::finish(std::unique_ptr<Sequence> seq, const std::strin
     else ++stats.requests_error;
     stats.e2e_seconds.observe(done.total_ms / 1000.0);
   }
-  seq->on_event(std::move(done));
+  delivery.queue(seq->on_event, std::move(done));
 }
 
 void EngineService::Impl::emit_token(Sequence& seq, int32_t id, std::string text) {
@@ -180,7 +184,7 @@ void EngineService::Impl::emit_token(Sequence& seq, int32_t id, std::string text
   if (!seq.has_token) seq.first_token = now;
   seq.has_token = true;
   seq.last_token = now;
-  seq.on_event(std::move(e));
+  delivery.queue(seq.on_event, std::move(e));
 }
 
 void EngineService::Impl::preempt(std::unique_ptr<Sequence> seq) {
@@ -245,6 +249,9 @@ void EngineService::Impl::loop() {
     // A pass that ran no step (cancels, refusals) is idle time too: the
     // runner's idle() keeps its own pace.
     if ((waiting.empty() && running.empty()) || !step()) tick_idle();
+    // Before the gauges: idle() must not see an empty engine whose last
+    // events are still to be handed over.
+    delivery.hand_over();
     std::lock_guard<std::mutex> lock(mutex);
     n_waiting = static_cast<int64_t>(waiting.size());
     n_running = static_cast<int64_t>(running.size());
@@ -255,6 +262,7 @@ void EngineService::Impl::loop() {
   running.clear();
   for (auto& s : waiting) finish(std::move(s), "cancelled");
   waiting.clear();
+  delivery.hand_over();
 }
 
 bool EngineService::Impl::step() {
@@ -383,10 +391,16 @@ bool EngineService::Impl::step() {
   // are (the same token Sampler::sample would pick, and no RNG draw), and
   // rows the backend sampled take its token.
   const std::span<const int32_t> backend_tokens = runner.row_tokens();
+  const bool backend_has_token = backend_tokens.size() == scheduled.size();
+  // Rows the host samples from their logits (the rest take the backend's
+  // token, or sample nothing): only those are worth the pool's wake-up.
+  int64_t host_rows = 0;
+  for (size_t i = 0; i < scheduled.size(); ++i)
+    host_rows += scheduled[i]->pending() == 0 &&
+                 !((chunks[i].argmax_only || chunks[i].sampling != nullptr) && backend_has_token);
   auto sample_row = [&](size_t i) {
     Sequence& s = *scheduled[i];
     if (s.pending() > 0) return;  // a prefill chunk with more to come
-    const bool backend_has_token = backend_tokens.size() == scheduled.size();
     if (chunks[i].sampling != nullptr && !backend_has_token) {
       // Its draw is spent and its row may be overwritten: not sampled twice.
       sample_errors[i] = "internal: the backend sampled no token for a row it was asked to sample";
@@ -411,7 +425,7 @@ bool EngineService::Impl::step() {
       sample_errors[i] = "sampling failed";
     }
   };
-  if (options.sampling_pool != nullptr && scheduled.size() > 1) {
+  if (options.sampling_pool != nullptr && host_rows > 1) {
     options.sampling_pool->parallel_for(static_cast<int64_t>(scheduled.size()), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) sample_row(static_cast<size_t>(i));
     });
@@ -524,7 +538,7 @@ RequestId EngineService::submit(GenerationRequest request, EventCallback on_even
                                           " tokens (lower max_tokens, or leave it out to use the room left)");
   auto seq = std::make_unique<Sequence>();
   seq->request = std::move(request);
-  seq->on_event = std::move(on_event);
+  seq->on_event = std::make_shared<EventCallback>(std::move(on_event));
   seq->tokens = seq->request.prompt;
   seq->n_prompt = n;
   seq->sampler = std::make_unique<Sampler>(seq->request.sampling);
@@ -577,7 +591,7 @@ void EngineService::begin_drain() {
 
 bool EngineService::idle() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  return impl_->incoming.empty() && impl_->n_waiting == 0 && impl_->n_running == 0;
+  return impl_->incoming.empty() && impl_->n_waiting == 0 && impl_->n_running == 0 && impl_->delivery.delivered();
 }
 
 }  // namespace tandem

@@ -1,7 +1,8 @@
 // The engine thread and its continuous-batching scheduler, behind a
 // thread-safe front door for the server. Server threads submit requests and
-// receive events through callbacks; they never block the engine, and the
-// engine never blocks on them.
+// receive events through callbacks, which a delivery thread runs
+// (event_delivery.h) while the engine runs its next step; they never block
+// the engine, and the engine never blocks on them.
 //
 // Each engine step plans {sequence -> n tokens}: running sequences decode one
 // token each, and waiting prompts are prefilled in chunks with the tokens left
@@ -138,8 +139,10 @@ class EngineService {
   EngineService& operator=(const EngineService&) = delete;
 
   // Thread-safe. Validates and queues the request; throws RequestError when
-  // it is refused. `on_event` runs on the engine thread and must not block
-  // (post the event to your own executor).
+  // it is refused. `on_event` runs on the service's delivery thread (never
+  // the engine's, which hands each step's events over at once and goes on),
+  // one event at a time and in order; it must not block (post the event to
+  // your own executor).
   RequestId submit(GenerationRequest request, EventCallback on_event);
   // Thread-safe; unknown or finished ids are ignored. The request's stream
   // ends with finish_reason "cancelled" within one engine step, and its KV
@@ -153,7 +156,7 @@ class EngineService {
 
   // Refuses new requests ("shutting_down"); running and queued ones finish.
   void begin_drain();
-  // True when nothing is queued or running.
+  // True when nothing is queued or running and every event has been delivered.
   bool idle() const;
 
  private:

@@ -28,7 +28,7 @@ namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using HttpRequest = http::request<http::string_body>;
 
-// Engine events for one connection. The engine thread's callback posts each
+// Engine events for one connection. The engine's delivery thread (EventDelivery) posts each
 // event onto the connection's strand; the session coroutine (on the same
 // strand) waits on `wait()`. Because the check for events and the start of
 // the wait run in one strand handler, a wake-up is never lost.

@@ -133,7 +133,7 @@ class EngineServiceTest : public ::testing::Test {
     auto runner = make_runner(256);
     EngineOptions o = opts();
     o.batch_size = 1;
-    Collector c;  // outlives the service, whose engine thread calls into it
+    Collector c;  // outlives the service, whose delivery thread calls into it
     EngineService service(*runner, *tokenizer_, o);
     std::vector<std::vector<int32_t>> out;
     for (int i = 0; i < 16; ++i) {
@@ -160,7 +160,7 @@ TEST_F(EngineServiceTest, BatchingIsInvisibleToAnswers) {
   EngineOptions o = opts();
   o.batch_size = 8;
   o.step_tokens = 24;  // forces chunked prefill beside running decodes
-  Collector c;  // outlives the service, whose engine thread calls into it
+  Collector c;  // outlives the service, whose delivery thread calls into it
   EngineService service(*runner, *tokenizer_, o);
   for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 12), c.callback(i));
   for (int i = 0; i < 16; ++i) {
@@ -195,7 +195,7 @@ TEST_F(EngineServiceQ8Test, BatchingIsInvisibleToAnswers) {
   EngineOptions o = opts();
   o.batch_size = 16;
   o.step_tokens = 40;
-  Collector c;  // outlives the service, whose engine thread calls into it
+  Collector c;  // outlives the service, whose delivery thread calls into it
   EngineService service(*runner, *tokenizer_, o);
   for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 24), c.callback(i));
   for (int i = 0; i < 16; ++i) EXPECT_EQ(c.wait(i).ids, want[static_cast<size_t>(i)]) << "request " << i;
@@ -637,7 +637,7 @@ TEST_F(EngineServiceTest, PreemptionByRecomputeIsInvisibleToAnswers) {
   EngineOptions o = opts();
   o.batch_size = 8;
   o.step_tokens = 64;
-  Collector c;  // outlives the service, whose engine thread calls into it
+  Collector c;  // outlives the service, whose delivery thread calls into it
   EngineService service(*runner, *tokenizer_, o);
   for (int i = 0; i < 16; ++i) service.submit(greedy(prompts()[static_cast<size_t>(i)], 12), c.callback(i));
   for (int i = 0; i < 16; ++i) EXPECT_EQ(c.wait(i).ids, want[static_cast<size_t>(i)]) << "request " << i;
@@ -661,7 +661,7 @@ TEST_F(EngineServiceTest, LongPromptDoesNotStallRunningStreams) {
   GenerationRequest big = greedy(long_text, 4);
   const size_t prefill_steps = (big.prompt.size() + 31) / 32;
   ASSERT_GE(prefill_steps, 8u);
-  Collector c;  // outlives the service, whose engine thread calls into it
+  Collector c;  // outlives the service, whose delivery thread calls into it
   EngineService service(runner, *tokenizer_, o);
   const RequestId short_id = service.submit(greedy("Now is better than never.", 800), c.callback(0));
   // Wait until the short stream decodes, then send the prompt of ~300 tokens.
@@ -735,7 +735,7 @@ TEST_F(EngineServiceTest, CancelEndsTheStreamAndFreesItsBlocks) {
   auto inner = make_runner(128);
   // Steps of at least 1 ms: the 400 tokens outlast the test's reaction.
   PacedRunner runner(*inner, std::chrono::milliseconds(1));
-  Collector c;  // outlives the service, whose engine thread calls into it
+  Collector c;  // outlives the service, whose delivery thread calls into it
   EngineService service(runner, *tokenizer_, opts());
   const RequestId id = service.submit(greedy("Simple is better than complex.", 400), c.callback(0));
   while (c.order().size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -755,7 +755,7 @@ TEST_F(EngineServiceTest, TimeoutEndsTheStream) {
   auto runner = make_runner(4096 / 4, 4, 4096);
   EngineOptions o = opts();
   o.context_window = 4096;
-  Collector c;  // outlives the service, whose engine thread calls into it
+  Collector c;  // outlives the service, whose delivery thread calls into it
   EngineService service(*runner, *tokenizer_, o);
   GenerationRequest r = greedy("Flat is better than nested.", 4000);
   r.timeout = std::chrono::milliseconds(20);
@@ -808,7 +808,7 @@ TEST_F(EngineServiceTest, RefusesWhatCannotBeServed) {
 
 TEST_F(EngineServiceTest, DrainRefusesNewWorkAndFinishesRunning) {
   auto runner = make_runner(128);
-  Collector c;  // outlives the service, whose engine thread calls into it
+  Collector c;  // outlives the service, whose delivery thread calls into it
   EngineService service(*runner, *tokenizer_, opts());
   service.submit(greedy("Readability counts.", 20), c.callback(0));
   service.begin_drain();
@@ -820,7 +820,7 @@ TEST_F(EngineServiceTest, DrainRefusesNewWorkAndFinishesRunning) {
 
 TEST_F(EngineServiceTest, StopStringsAndLogprobs) {
   auto runner = make_runner(128);
-  Collector c;  // outlives the service, whose engine thread calls into it
+  Collector c;  // outlives the service, whose delivery thread calls into it
   EngineService service(*runner, *tokenizer_, opts());
   GenerationRequest r = greedy("Beautiful is better than ugly.", 16);
   r.top_logprobs = 3;
