@@ -16,7 +16,8 @@
 // positions [L - C, L) of one sequence, over its whole cached context, and
 // prints µs per call with the causal product's TFLOP/s (4 · head_dim · heads
 // per (query, key) pair a query attends to) and their share of
-// --peak-tflops (989, the H100's dense f16 figure).
+// --peak-tflops (989, the H100's dense f16 figure), for one key split, the
+// split count the runner would choose (marked *) and each of --splits 2,4.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -97,7 +98,7 @@ double time_calls(Run&& run, int calls, cudaStream_t stream, cudaEvent_t e0, cud
 }
 
 // Prompt attention: each "L" or "L:C" of `spec` as the header says.
-int run_prefill(const std::string& spec, double peak_tflops, int calls) {
+int run_prefill(const std::string& spec, double peak_tflops, int calls, const std::vector<int>& split_counts) {
   std::vector<std::pair<int, int>> cases;  // (L, C)
   for (size_t p = 0; p <= spec.size();) {
     const size_t q = spec.find(',', p);
@@ -134,7 +135,8 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
   std::shuffle(table.begin(), table.end(), rng);
   std::vector<float> q_host(static_cast<size_t>(max_len * q_dim));
   for (auto& v : q_host) v = dist(rng);
-  DeviceBuffer q(4 * q_host.size()), out(4 * q_host.size()), d_table(4 * table.size());
+  DeviceBuffer q(4 * q_host.size()), out(4 * q_host.size()), d_table(4 * table.size()),
+      partials(4 * static_cast<size_t>(prefill_attention_workspace_floats(shape)));
   TANDEM_CUDA_CHECK(cudaMemcpy(q.get(), q_host.data(), 4 * q_host.size(), cudaMemcpyHostToDevice));
   TANDEM_CUDA_CHECK(cudaMemcpy(d_table.get(), table.data(), 4 * table.size(), cudaMemcpyHostToDevice));
   cudaStream_t s;
@@ -144,7 +146,8 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
   TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
   std::printf("%s, %d SMs; prompt attention, 32 query heads, 8 KV heads of 128, %d layers' caches in turn\n", prop.name,
               prop.multiProcessorCount, kLayers);
-  std::printf("%8s %8s %7s %10s %10s %8s\n", "context", "chunk", "tiles", "us/call", "TFLOP/s", "% peak");
+  std::printf("%8s %8s %7s %7s %10s %10s %8s\n", "context", "chunk", "tiles", "splits", "us/call", "TFLOP/s",
+              "% peak");
   for (const auto& [len, chunk] : cases) {
     // One sequence: its table at offset 0, sequence id 0 for every token.
     std::vector<int32_t> positions(static_cast<size_t>(chunk)), offsets(static_cast<size_t>(chunk), 0),
@@ -157,6 +160,15 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
     TANDEM_CUDA_CHECK(cudaMemcpy(d_positions.get(), positions.data(), 4 * positions.size(), cudaMemcpyHostToDevice));
     TANDEM_CUDA_CHECK(cudaMemcpy(d_offsets.get(), offsets.data(), 4 * offsets.size(), cudaMemcpyHostToDevice));
     TANDEM_CUDA_CHECK(cudaMemcpy(d_tiles.get(), tiles.data(), 4 * tiles.size(), cudaMemcpyHostToDevice));
+    // 1 split, the runner's choice (marked *), and any --splits asked for.
+    const int chosen = prefill_attention_splits(shape, n_tiles, chunk, len, prop.multiProcessorCount);
+    std::vector<int> counts = {1};
+    if (chosen > 1) counts.push_back(chosen);
+    for (int n : split_counts)
+      if (std::find(counts.begin(), counts.end(), n) == counts.end() && n >= 1 && n <= kMaxPrefillSplits &&
+          n * chunk <= kPrefillSplitRows)
+        counts.push_back(n);
+    for (const int n_splits : counts) {
     auto run = [&](int i) {
       AttentionArgs a;
       a.q = q.get<float>();
@@ -168,14 +180,16 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls) {
       a.block_tables = d_table.get<int32_t>();
       a.scale = 0.088f;
       a.out = out.get<float>();
-      prefill_attention(a, shape, d_tiles.get<int32_t>(), n_tiles, s);
+      a.split_partials = partials.get<float>();
+      prefill_attention(a, shape, d_tiles.get<int32_t>(), n_tiles, s, n_splits, chunk);
     };
     const double us = time_calls(run, calls, s, e0, e1);
     double pairs = 0;  // (query, key) pairs attended
     for (int32_t p : positions) pairs += p + 1;
     const double tflops = 4.0 * shape.head_dim * shape.n_heads * pairs / (us * 1e6);
-    std::printf("%8d %8d %7lld %10.2f %10.1f %7.1f%%\n", len, chunk, static_cast<long long>(n_tiles), us, tflops,
-                100 * tflops / peak_tflops);
+    std::printf("%8d %8d %7lld %6d%s %10.2f %10.1f %7.1f%%\n", len, chunk, static_cast<long long>(n_tiles), n_splits,
+                n_splits == chosen ? "*" : " ", us, tflops, 100 * tflops / peak_tflops);
+    }
   }
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
   cudaEventDestroy(e0);
@@ -191,7 +205,7 @@ int main(int argc, char** argv) {
   double peak = 3350;
   int calls = 320;
   bool sweep = false;
-  std::string prefill_arg;
+  std::string prefill_arg, splits_arg;
   double peak_tflops = 989;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -208,13 +222,15 @@ int main(int argc, char** argv) {
     else if (a == "--peak-gb-s") peak = std::atof(argv[++i]);
     else if (a == "--calls") calls = std::atoi(argv[++i]);
     else if (a == "--prefill") prefill_arg = argv[++i];
+    else if (a == "--splits") splits_arg = argv[++i];
     else if (a == "--peak-tflops") peak_tflops = std::atof(argv[++i]);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
     }
   }
-  if (!prefill_arg.empty()) return run_prefill(prefill_arg, peak_tflops, calls);
+  if (!prefill_arg.empty())
+    return run_prefill(prefill_arg, peak_tflops, calls, splits_arg.empty() ? std::vector<int>{} : parse_list(splits_arg));
   const std::vector<int> token_counts = parse_list(tokens_arg), contexts = parse_list(context_arg);
   int max_tokens = 1, max_context = 1;
   for (int t : token_counts) max_tokens = std::max(max_tokens, t);

@@ -761,7 +761,6 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   m.act_d.resize(n * m.widest_input() / 32 * f);
   m.logits_dev.resize(n * std::max<int64_t>(m.vocab_stride, 1) * f);
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
-  m.attn_partials.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * 258 * f);
   m.attn_counters.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * sizeof(int32_t));
   TANDEM_CUDA_CHECK(cudaMemsetAsync(m.attn_counters.get(), 0, m.attn_counters.bytes(), m.stream));
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(m.stream));
@@ -773,6 +772,12 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     shape.head_dim = static_cast<int>(c.head_dim);
     shape.block_size = static_cast<int>(m.plan.block_size);
     m.tensor_core_prefill = cuda::prefill_attention_init(shape, m.options.device);
+    // One workspace for the splits of decode and of prompt attention, which
+    // a layer runs one after the other.
+    int64_t split_floats = cuda::kAttentionSplitSlots * 258;
+    if (m.tensor_core_prefill)
+      split_floats = std::max(split_floats, cuda::prefill_attention_workspace_floats(shape));
+    m.attn_partials.resize(static_cast<size_t>(split_floats) * f);
   }
   m.int8_tensor_cores = cuda::gemm_q8_init(m.options.device);
   if (m.int8_tensor_cores) {
@@ -1161,6 +1166,18 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
                                        m.meta.data() + tiles_offset);
     m.meta.resize(static_cast<size_t>(tiles_offset + 3 * n_tiles));
   }
+  // Few prompt tiles split their key ranges over more blocks; the split
+  // count is part of a token's arithmetic, so batch_invariant keeps one.
+  int prefill_splits = 1;
+  if (n_tiles > 0 && !m.options.batch_invariant) {
+    int max_kv_len = 0;
+    for (int64_t i = 0; i < n_tiles; ++i)
+      max_kv_len = std::max(max_kv_len, m.meta[static_cast<size_t>(tiles_offset + 3 * i + 2)]);
+    cuda::AttentionShape shape;
+    shape.n_heads = static_cast<int>(c.n_heads);
+    shape.head_dim = static_cast<int>(c.head_dim);
+    prefill_splits = cuda::prefill_attention_splits(shape, n_tiles, T - n_generated, max_kv_len, m.sm_count);
+  }
 
   // Tokens through paged_attention that are their sequence's only token in
   // the step: the cache below their positions was written by earlier steps,
@@ -1332,7 +1349,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         aa.out_d = m.act_d.get<float>();
       }
       if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
-      if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s);
+      if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s, prefill_splits, T - n_generated);
       const DeviceMatrix& ffn_first = L.fused_gate_up ? L.gate_up : L.gate;
       // FP8 on tensor cores with every token on the GEMM: the norm quantizes
       // gate·up's input, the gate·up product stays unscaled, and one kernel

@@ -328,7 +328,23 @@ bool prefill_attention_init(const AttentionShape& shape, int device);
 // and returns how many.
 int64_t plan_prefill_tiles(const int32_t* positions, const int32_t* sequence, int64_t first, int64_t n_tokens,
                            int32_t* tiles);
+// Key splits (n_splits > 1): each tile's key range in n_splits parts, one
+// block each, weighed together by a second kernel; the result differs from
+// one split's in rounding only (not batch-invariant: the runner keeps one
+// split under batch_invariant). Needs args.split_partials with
+// prefill_attention_workspace_floats(shape) floats, the prompt tokens the
+// tiles cover (n_tokens, from tiles[0]'s first token on, consecutive) and
+// n_splits * n_tokens <= kPrefillSplitRows.
+constexpr int64_t kMaxPrefillSplits = 8;
+constexpr int64_t kPrefillSplitRows = 1024;
+int64_t prefill_attention_workspace_floats(const AttentionShape& shape);
+// The splits for n_tiles tiles of n_tokens tokens whose longest key range
+// is max_kv_len: about a block an SM (two splits where the tiles nearly
+// fill the SMs), at least four key tiles of 64 a split, within the
+// workspace; 1 when the tiles alone fill the GPU.
+int prefill_attention_splits(const AttentionShape& shape, int64_t n_tiles, int64_t n_tokens, int max_kv_len,
+                             int sm_count);
 void prefill_attention(const AttentionArgs& args, const AttentionShape& shape, const int32_t* tiles, int64_t n_tiles,
-                       cudaStream_t stream);
+                       cudaStream_t stream, int n_splits = 1, int64_t n_tokens = 0);
 
 }  // namespace tandem::cuda

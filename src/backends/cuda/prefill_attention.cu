@@ -18,6 +18,12 @@
 // and the query heads of one KV head side by side, so that their K and V
 // reads meet in L2.
 //
+// Few tiles (a short prompt chunk) leave most SMs idle while each block walks
+// its key tiles one after another. Such steps split every tile's key tiles
+// into n_splits contiguous ranges, one block each (grid z): a block keeps its
+// range's unnormalised output with its row maximum and sum in the workspace,
+// and prefill_attention_merge_kernel weighs the splits together.
+//
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4):
 //   A (16 x 16, row-major): reg0 = row g, cols 2t..2t+1; reg1 = row g+8,
 //     cols 2t..2t+1; reg2 = row g, cols 2t+8..; reg3 = row g+8, cols 2t+8..
@@ -26,6 +32,7 @@
 // Two adjacent C tiles of S are exactly the A fragment of P for one k-step.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backends/cuda/cuda_check.h"
@@ -40,6 +47,7 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kQueryTile = kPrefillTileTokens;  // 16 rows per warp
 constexpr int kKeyTile = 64;
 constexpr int kStages = 2;
+constexpr int kMinKeyTilesPerSplit = 4;  // prefill_attention_splits
 static_assert(kQueryTile == 16 * kWarps, "each warp owns 16 query rows");
 
 // Halves per K or V row in shared memory: 16 bytes of padding make the 8
@@ -107,9 +115,17 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 // Two blocks an SM: at head size 128 the kernel takes 248 registers a
 // thread. Capped for three (168) it spilled and ran 9-42% slower on an H100
 // (cuda_attention_bench --prefill), latency-bound as it is.
+//
+// Split (gridDim.z > 1): block z takes key tiles [z n / Z, (z + 1) n / Z) of
+// its tile's n and writes, for token t (row r = t - tiles[0]) and head h,
+//   partials[((z * split_rows + r) * n_heads + h) * HD ..]: the output before
+//     division by the sum, and after all Z * split_rows * n_heads * HD of
+//     those, at the same slot * 2: the row's maximum (base 2, m) and sum (l);
+// m = -inf (nothing attended in the range) marks a slot the merge skips.
 template <int HD>
 __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(AttentionArgs a, AttentionShape s,
-                                                                          const int32_t* __restrict__ tiles) {
+                                                                          const int32_t* __restrict__ tiles,
+                                                                          int split_rows) {
   constexpr int KS = HD / 16;        // k-steps of q k^T over head_dim
   constexpr int NT = HD / 8;         // n-tiles of the output over head_dim
   constexpr int LD = kRowHalves<HD>;
@@ -127,7 +143,19 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
   const int kvh = h / (s.n_heads / s.n_kv_heads);
   const int64_t q_dim = static_cast<int64_t>(s.n_heads) * HD;
   const int32_t* table = a.block_tables + a.table_offsets[first];
-  const int n_key_tiles = (kv_len + kKeyTile - 1) / kKeyTile;
+  const int n_splits = static_cast<int>(gridDim.z), split = static_cast<int>(blockIdx.z);
+  const int all_key_tiles = (kv_len + kKeyTile - 1) / kKeyTile;
+  const int kt_begin = split * all_key_tiles / n_splits, kt_end = (split + 1) * all_key_tiles / n_splits;
+  // A split's slots in the workspace (split mode): output rows, then (m, l).
+  const int64_t split_slots = static_cast<int64_t>(n_splits) * split_rows * s.n_heads;
+  auto slot_of = [&](int i) {  // token first + i's slot of this split and head
+    return (static_cast<int64_t>(split) * split_rows + first + i - tiles[0]) * s.n_heads + h;
+  };
+  if (kt_begin == kt_end) {  // a tile shorter than the splits: this one holds nothing
+    for (int i = static_cast<int>(threadIdx.x); i < count; i += kThreads)
+      reinterpret_cast<float2*>(a.split_partials + split_slots * HD)[slot_of(i)] = make_float2(-INFINITY, 0.0f);
+    return;
+  }
 
   // Where position kv0 + threadIdx.x (threads below kKeyTile) keeps this KV
   // head's key and value: the row's offset in elements, -1 past kv_len.
@@ -143,7 +171,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
   // warp reads whole rows.
   const uint32_t shared_base = shared_address(shared);
   auto copy_tile = [&](int kt) {
-    const int stage = kt % kStages;
+    const int stage = (kt - kt_begin) % kStages;
     const uint32_t k_dst = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
     const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
 #pragma unroll
@@ -158,10 +186,10 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
     copy_commit();
   };
 
-  if (threadIdx.x < kKeyTile) rows[0][threadIdx.x] = row_of(0);
+  if (threadIdx.x < kKeyTile) rows[0][threadIdx.x] = row_of(kt_begin * kKeyTile);
   __syncthreads();
-  copy_tile(0);
-  if (threadIdx.x < kKeyTile && n_key_tiles > 1) rows[1][threadIdx.x] = row_of(kKeyTile);
+  copy_tile(kt_begin);
+  if (threadIdx.x < kKeyTile && kt_begin + 1 < kt_end) rows[1][threadIdx.x] = row_of((kt_begin + 1) * kKeyTile);
 
   // This lane's two rows, g and g + 8 of the warp's 16; rows past `count`
   // repeat the tile's first (finite work, never stored).
@@ -203,12 +231,12 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
   const uint32_t k_lane = static_cast<uint32_t>(((lane % 8) * LD + (lane / 8) * 8) * sizeof(__half));
   const uint32_t v_lane = static_cast<uint32_t>(((lane % 8 + 8 * (lane / 8 % 2)) * LD + (lane / 16) * 8) * sizeof(__half));
 
-  for (int kt = 0; kt < n_key_tiles; ++kt) {
-    const int kv0 = kt * kKeyTile, stage = kt % kStages;
+  for (int kt = kt_begin; kt < kt_end; ++kt) {
+    const int kv0 = kt * kKeyTile, stage = (kt - kt_begin) % kStages;
     // The next tile's rows are in place, and every warp is done with the
     // stage it is copied into (it held tile kt - 1).
     __syncthreads();
-    if (kt + 1 < n_key_tiles) {
+    if (kt + 1 < kt_end) {
       copy_tile(kt + 1);
       copy_wait<1>();
     } else {
@@ -216,7 +244,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
     }
     // Look up the rows of tile kt + 2 (stored after this tile's arithmetic,
     // so that the table read does not hold the warp up).
-    const int64_t next_row = (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) ? row_of(kv0 + 2 * kKeyTile) : -1;
+    const int64_t next_row = (threadIdx.x < kKeyTile && kt + 2 < kt_end) ? row_of(kv0 + 2 * kKeyTile) : -1;
     __syncthreads();  // tile kt is in shared memory for every warp
     if (kv0 <= warp_last) {  // else every row of this warp ends before this tile
       const uint32_t k_base = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
@@ -255,20 +283,24 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
       for (int nt = 0; nt < kKeyTile / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], sc[nt][e]);
-      float corr[2], rowsum[2] = {0.0f, 0.0f};
+      float corr[2], rowsum[2] = {0.0f, 0.0f}, base[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        corr[r] = exp2f(m[r] - mx[r]);  // m = -inf on the first tile: 0
+        // A row with nothing attended yet (its positions all before a
+        // split's range) keeps m = -inf; exponents are then taken from 0,
+        // so that its weights are 0 rather than exp2(-inf + inf).
+        base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];
+        corr[r] = exp2f(m[r] - base[r]);  // m = -inf on the first tile: 0
         m[r] = mx[r];
       }
       // P = exp2(S - m), as the A fragments of 4 k-steps of 16 positions.
       uint32_t pa[kKeyTile / 16][4];
 #pragma unroll
       for (int nt = 0; nt < kKeyTile / 8; ++nt) {
-        const float p0 = exp2f(sc[nt][0] - m[0]), p1 = exp2f(sc[nt][1] - m[0]);
-        const float p2 = exp2f(sc[nt][2] - m[1]), p3 = exp2f(sc[nt][3] - m[1]);
+        const float p0 = exp2f(sc[nt][0] - base[0]), p1 = exp2f(sc[nt][1] - base[0]);
+        const float p2 = exp2f(sc[nt][2] - base[1]), p3 = exp2f(sc[nt][3] - base[1]);
         rowsum[0] += p0 + p1;
         rowsum[1] += p2 + p3;
         pa[nt / 2][2 * (nt % 2)] = pack_half2(p0, p1);
@@ -295,7 +327,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
         }
       }
     }
-    if (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) rows[stage][threadIdx.x] = next_row;
+    if (threadIdx.x < kKeyTile && kt + 2 < kt_end) rows[stage][threadIdx.x] = next_row;
   }
 
 #pragma unroll
@@ -304,6 +336,15 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     const int i = warp * 16 + g + 8 * r;
     if (i >= count) continue;
+    if (n_splits > 1) {
+      const int64_t slot = slot_of(i);
+      float* part = a.split_partials + slot * HD + 2 * tq;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+        *reinterpret_cast<float2*>(part + nt * 8) = make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
+      if (tq == 0) reinterpret_cast<float2*>(a.split_partials + split_slots * HD)[slot] = make_float2(m[r], l[r]);
+      continue;
+    }
     const float inv = 1.0f / l[r];
     float* out = a.out + (first + i) * q_dim + static_cast<int64_t>(h) * HD + 2 * tq;
 #pragma unroll
@@ -312,7 +353,67 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
   }
 }
 
+// The splits of each (token, head) weighed together: out = sum_z w_z o_z /
+// sum_z w_z l_z with w_z = exp2(m_z - max m), splits with m = -inf skipped
+// (split 0 holds position 0, which every token attends to). One thread a
+// float4 of out; the tokens are first..first + rows of out's [T, q_dim].
+__global__ void prefill_attention_merge_kernel(const float* __restrict__ partials, int n_splits, int rows,
+                                               int n_heads, int head_dim, const int32_t* __restrict__ tiles,
+                                               float* __restrict__ out) {
+  let_successor_start();
+  wait_for_predecessor();
+  const int q_dim = n_heads * head_dim;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // a float4 of [rows, q_dim]
+  if (index >= static_cast<int64_t>(rows) * q_dim / 4) return;
+  const int64_t r = index / (q_dim / 4);
+  const int col = static_cast<int>(index % (q_dim / 4)) * 4, h = col / head_dim;
+  const int64_t split_slots = static_cast<int64_t>(n_splits) * rows * n_heads;
+  const float2* ml = reinterpret_cast<const float2*>(partials + split_slots * head_dim);
+  float mx = -INFINITY;
+  for (int z = 0; z < n_splits; ++z) mx = fmaxf(mx, ml[(z * static_cast<int64_t>(rows) + r) * n_heads + h].x);
+  float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float l = 0.0f;
+  for (int z = 0; z < n_splits; ++z) {
+    const int64_t slot = (z * static_cast<int64_t>(rows) + r) * n_heads + h;
+    const float2 part_ml = ml[slot];
+    if (part_ml.x == -INFINITY) continue;
+    const float w = exp2f(part_ml.x - mx);
+    const float4 o = *reinterpret_cast<const float4*>(partials + slot * head_dim + col % head_dim);
+    sum.x += w * o.x;
+    sum.y += w * o.y;
+    sum.z += w * o.z;
+    sum.w += w * o.w;
+    l += w * part_ml.y;
+  }
+  const float inv = 1.0f / l;
+  *reinterpret_cast<float4*>(out + (tiles[0] + r) * q_dim + col) =
+      make_float4(sum.x * inv, sum.y * inv, sum.z * inv, sum.w * inv);
+}
+
 }  // namespace
+
+int prefill_attention_splits(const AttentionShape& shape, int64_t n_tiles, int64_t n_tokens, int max_kv_len,
+                             int sm_count) {
+  const int64_t blocks = n_tiles * shape.n_heads, sms = sm_count;
+  const int64_t key_tiles = (max_kv_len + kKeyTile - 1) / kKeyTile;
+  if (blocks <= 0 || n_tokens <= 0) return 1;
+  // A block an SM, or two splits where the tiles alone nearly fill the SMs
+  // once (two blocks an SM still run at once: the launch bounds), and at
+  // least four key tiles a split: past that, a block's fixed costs (its
+  // queries, the first copy, the partial result) and the merge outweigh the
+  // keys it takes. H100, cuda_attention_bench --prefill L:C --splits 2,3,4,8,
+  // us a call in 1 / 2 / 3 / 4 / 8 splits: 512:128 22.5 / 15.7 / - / 18.6 /
+  // 26.4; 768:128 31.7 / 19.1 / 21.9 / 20.8 / 29.5; 1024:256 41.4 / 30.4 /
+  // - / 36.1 / -; 512:512 25.5 / 29.3.
+  const int64_t n = std::min<int64_t>({std::max<int64_t>(2, sms / blocks), 2 * sms / blocks,
+                                       key_tiles / kMinKeyTilesPerSplit, kMaxPrefillSplits,
+                                       kPrefillSplitRows / n_tokens});
+  return static_cast<int>(std::max<int64_t>(n, 1));
+}
+
+int64_t prefill_attention_workspace_floats(const AttentionShape& shape) {
+  return kPrefillSplitRows * shape.n_heads * (shape.head_dim + 2);
+}
 
 bool prefill_attention_init(const AttentionShape& shape, int device) {
   int major = 0;
@@ -352,20 +453,32 @@ int64_t plan_prefill_tiles(const int32_t* positions, const int32_t* sequence, in
 }
 
 void prefill_attention(const AttentionArgs& args, const AttentionShape& shape, const int32_t* tiles, int64_t n_tiles,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, int n_splits, int64_t n_tokens) {
   check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0, "internal: heads not a multiple of KV heads");
   if (n_tiles == 0) return;
   check(n_tiles <= 65535, "internal: more prefill tiles in a step than a grid's y dimension holds");
-  const dim3 grid(static_cast<unsigned>(shape.n_heads), static_cast<unsigned>(n_tiles));
+  check(n_splits >= 1 && n_splits <= kMaxPrefillSplits, "internal: prefill attention splits out of range");
+  check(n_splits == 1 || (args.split_partials != nullptr && n_tokens > 0 && n_splits * n_tokens <= kPrefillSplitRows),
+        "internal: prefill attention splits without room in the workspace");
+  const int rows = n_splits > 1 ? static_cast<int>(n_tokens) : 0;
+  const dim3 grid(static_cast<unsigned>(shape.n_heads), static_cast<unsigned>(n_tiles), static_cast<unsigned>(n_splits));
   switch (shape.head_dim) {
-    case 32: launch_with_shared(prefill_attention_kernel<32>, grid, kThreads, shared_bytes<32>(), stream, args, shape, tiles); break;
-    case 48: launch_with_shared(prefill_attention_kernel<48>, grid, kThreads, shared_bytes<48>(), stream, args, shape, tiles); break;
-    case 64: launch_with_shared(prefill_attention_kernel<64>, grid, kThreads, shared_bytes<64>(), stream, args, shape, tiles); break;
-    case 96: launch_with_shared(prefill_attention_kernel<96>, grid, kThreads, shared_bytes<96>(), stream, args, shape, tiles); break;
-    case 128: launch_with_shared(prefill_attention_kernel<128>, grid, kThreads, shared_bytes<128>(), stream, args, shape, tiles); break;
+    case 32: launch_with_shared(prefill_attention_kernel<32>, grid, kThreads, shared_bytes<32>(), stream, args, shape, tiles, rows); break;
+    case 48: launch_with_shared(prefill_attention_kernel<48>, grid, kThreads, shared_bytes<48>(), stream, args, shape, tiles, rows); break;
+    case 64: launch_with_shared(prefill_attention_kernel<64>, grid, kThreads, shared_bytes<64>(), stream, args, shape, tiles, rows); break;
+    case 96: launch_with_shared(prefill_attention_kernel<96>, grid, kThreads, shared_bytes<96>(), stream, args, shape, tiles, rows); break;
+    case 128: launch_with_shared(prefill_attention_kernel<128>, grid, kThreads, shared_bytes<128>(), stream, args, shape, tiles, rows); break;
     default: throw Error("internal: prefill attention for head size " + std::to_string(shape.head_dim));
   }
   TANDEM_CUDA_CHECK(cudaGetLastError());
+  if (n_splits > 1) {
+    const int64_t vectors = n_tokens * shape.n_heads * shape.head_dim / 4;
+    constexpr int kMergeThreads = 256;
+    launch(prefill_attention_merge_kernel, dim3(static_cast<unsigned>((vectors + kMergeThreads - 1) / kMergeThreads)),
+           dim3(kMergeThreads), stream, static_cast<const float*>(args.split_partials), n_splits, rows, shape.n_heads,
+           shape.head_dim, tiles, args.out);
+    TANDEM_CUDA_CHECK(cudaGetLastError());
+  }
 }
 
 }  // namespace tandem::cuda

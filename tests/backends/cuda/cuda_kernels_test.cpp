@@ -1117,7 +1117,62 @@ TEST(CudaKernels, PrefillAttentionMatchesCpu) {
     const std::vector<float> alone = to_host<float>(dalone, want.size());
     ASSERT_EQ(0, std::memcmp(alone.data() + 150 * q_dim, got.data() + 150 * q_dim, static_cast<size_t>(70 * q_dim) * 4))
         << "head_dim " << hd;
+
+    // Key ranges split over blocks: within the same bound of the CPU and
+    // near the unsplit result, for every split count. 2-4 take all 221
+    // tokens (the workspace holds 1024 rows of splits); 5 and 8 take the
+    // last two tiles (7 tokens), whose one or two key tiles leave most
+    // splits empty. The workspace starts as NaN, so a slot the merge reads
+    // but no block wrote shows.
+    DeviceBuffer partials(static_cast<size_t>(prefill_attention_workspace_floats(s)) * 4), dsplit(want.size() * 4);
+    aa.split_partials = partials.get<float>();
+    aa.out = dsplit.get<float>();
+    for (const int n_splits : {2, 3, 4, 5, 8}) {
+      const bool whole = n_splits <= 4;
+      const int64_t first_tile = whole ? 0 : 4, split_tiles = n_tiles - first_tile;
+      const int first_token = whole ? 0 : 214, split_tokens = n - first_token;
+      TANDEM_CUDA_CHECK(cudaMemset(partials.get(), 0xff, partials.bytes()));
+      TANDEM_CUDA_CHECK(cudaMemset(dsplit.get(), 0xff, dsplit.bytes()));
+      const int32_t* split_tile_list = dtiles.get<int32_t>() + 3 * first_tile;
+      prefill_attention(aa, s, split_tile_list, split_tiles, nullptr, n_splits, split_tokens);
+      const std::vector<float> split = to_host<float>(dsplit, want.size());
+      double split_err = 0, from_unsplit = 0;
+      for (size_t i = static_cast<size_t>(first_token) * q_dim; i < split.size(); ++i) {
+        ASSERT_NEAR(split[i], want[i], 3e-3)
+            << "head_dim " << hd << ", " << n_splits << " splits, token " << i / q_dim << ", column " << i % q_dim;
+        split_err = std::max(split_err, std::fabs(double(split[i]) - want[i]));
+        from_unsplit = std::max(from_unsplit, std::fabs(double(split[i]) - got[i]));
+      }
+      EXPECT_LT(from_unsplit, 2e-3) << n_splits << " splits";
+      std::printf("  %d splits: max |diff| %.2e from the CPU, %.2e from one split\n", n_splits, split_err,
+                  from_unsplit);
+      // Deterministic: the same call again gives the same bits (memcmp: the
+      // rows before first_token are the NaN the buffer started as).
+      prefill_attention(aa, s, split_tile_list, split_tiles, nullptr, n_splits, split_tokens);
+      const std::vector<float> again = to_host<float>(dsplit, want.size());
+      ASSERT_EQ(0, std::memcmp(again.data(), split.data(), split.size() * 4)) << n_splits << " splits";
+    }
   }
+}
+
+// The split count a step takes: about a block an SM where the tiles leave
+// SMs idle, four key tiles a split at least, within the workspace.
+TEST(CudaKernels, PrefillAttentionSplitsFillTheGpu) {
+  AttentionShape s;
+  s.n_heads = 32;
+  s.n_kv_heads = 8;
+  s.head_dim = 128;
+  s.block_size = 16;
+  // 128 tokens at the end of 512 positions: 2 tiles x 32 heads = 64 blocks
+  // on 132 SMs, 8 key tiles -> 2 splits of 4.
+  EXPECT_EQ(prefill_attention_splits(s, 2, 128, 512, 132), 2);
+  EXPECT_EQ(prefill_attention_splits(s, 2, 128, 2048, 132), 2);  // a block an SM bounds it
+  EXPECT_EQ(prefill_attention_splits(s, 2, 128, 448, 132), 1);   // 7 key tiles: one split
+  EXPECT_EQ(prefill_attention_splits(s, 4, 220, 640, 132), 2);   // 128 blocks: still two
+  EXPECT_EQ(prefill_attention_splits(s, 8, 512, 512, 132), 1);   // 256 blocks fill the GPU
+  EXPECT_EQ(prefill_attention_splits(s, 1, 64, 2048, 132), 4);   // 32 blocks
+  EXPECT_EQ(prefill_attention_splits(s, 1, 1, 8192, 528), kMaxPrefillSplits);
+  EXPECT_EQ(prefill_attention_splits(s, 1, 600, 8192, 1000), 1);  // the workspace: 2 x 600 > 1024 rows
 }
 
 // 8-bit weights to f16 for the prefill GEMM: the bits of scale * q rounded,
