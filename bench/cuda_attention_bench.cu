@@ -6,7 +6,8 @@
 // to back in one stream, as in a step), the K/V bytes read per second and
 // their share of --peak-gb-s, for the engine's choice of splits and heads per
 // block and, with --sweep, for every split count with one or all query heads
-// of a KV head per block.
+// of a KV head per block; then the tensor-core kernel (grouped_decode_attention,
+// "tc"). "(engine)" marks the runner's choice.
 //
 //   build/bin/cuda_attention_bench [--tokens 1,8,32] [--context 128,512,2048]
 //                                  [--peak-gb-s 3350] [--calls 320] [--sweep]
@@ -244,6 +245,7 @@ int main(int argc, char** argv) {
 
   cudaDeviceProp prop{};
   TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const bool grouped = grouped_decode_attention_init(shape, 0);
   std::printf("%s, %d SMs; cache %.2f GiB (%d layers, %d sequences x %d positions)\n", prop.name,
               prop.multiProcessorCount, 2.0 * 2 * kLayers * layer_elems / (1 << 30), kLayers, max_tokens, max_context);
 
@@ -306,8 +308,28 @@ int main(int argc, char** argv) {
         const double us = time_calls(run, calls, s, e0, e1);
         const double bytes = 2.0 * 2 * double(n_tokens) * context * kv_dim;
         const double gbs = bytes / (us * 1e3);
+        const bool engine_takes = !(grouped && grouped_decode_attention_takes(shape, n_tokens, prop.multiProcessorCount));
         std::printf("%8d %8d %7d %4d %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, splits, hpb, us, gbs,
-                    100 * gbs / peak, splits == engine_splits && hpb == engine_hpb ? "  (engine)" : "");
+                    100 * gbs / peak, engine_takes && splits == engine_splits && hpb == engine_hpb ? "  (engine)" : "");
+      }
+      if (grouped) {  // the tensor-core kernel, "tc" in the heads-a-block column
+        auto run = [&](int i) {
+          AttentionArgs a;
+          a.q = q.get<float>();
+          a.q_stride = q_dim;
+          a.k_cache = caches.k_layer(i);
+          a.v_cache = caches.v_layer(i);
+          a.positions = d_positions.get<int32_t>();
+          a.table_offsets = d_offsets.get<int32_t>();
+          a.block_tables = d_tables.get<int32_t>();
+          a.scale = 0.088f;
+          a.out = out.get<float>();
+          grouped_decode_attention(a, shape, n_tokens, s);
+        };
+        const double us = time_calls(run, calls, s, e0, e1);
+        const double gbs = 2.0 * 2 * double(n_tokens) * context * kv_dim / (us * 1e3);
+        std::printf("%8d %8d %7d %4s %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, 1, "tc", us, gbs, 100 * gbs / peak,
+                    grouped_decode_attention_takes(shape, n_tokens, prop.multiProcessorCount) ? "  (engine)" : "");
       }
     }
   }

@@ -264,6 +264,7 @@ struct CudaModelRunner::Impl {
   int sm_count = 1;
   std::vector<std::string> gemm_tuning;  // CudaModelRunner::gemm_tuning()
   bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
+  bool grouped_decode = false;       // large decode batches may take cuda::grouped_decode_attention
   bool int8_tensor_cores = false;    // 8-bit decode batches may take cuda::gemm_q8
   DeviceBuffer q8_workspace;         // cuda::gemm_q8's split sums, for the largest need of any matrix
   cuda::PinnedBuffer meta_host, logits_host;
@@ -772,6 +773,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     shape.head_dim = static_cast<int>(c.head_dim);
     shape.block_size = static_cast<int>(m.plan.block_size);
     m.tensor_core_prefill = cuda::prefill_attention_init(shape, m.options.device);
+    m.grouped_decode = cuda::grouped_decode_attention_init(shape, m.options.device);
     // One workspace for the splits of decode and of prompt attention, which
     // a layer runs one after the other.
     int64_t split_floats = cuda::kAttentionSplitSlots * 258;
@@ -1348,7 +1350,16 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         aa.out_q = m.act_q.get<int8_t>();
         aa.out_d = m.act_d.get<float>();
       }
-      if (n_paged > 0) cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
+      // Batches whose (token, KV head) blocks fill the GPU take the
+      // tensor-core kernel (its rounding differs from paged_attention's, and
+      // the choice depends on the batch: not under batch_invariant).
+      const bool grouped = m.grouped_decode && !m.options.batch_invariant && !attention_quantizes &&
+                           cuda::grouped_decode_attention_takes(shape, n_paged, m.sm_count);
+      if (n_paged > 0 && grouped) {
+        cuda::grouped_decode_attention(aa, shape, n_paged, s);
+      } else if (n_paged > 0) {
+        cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
+      }
       if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s, prefill_splits, T - n_generated);
       const DeviceMatrix& ffn_first = L.fused_gate_up ? L.gate_up : L.gate;
       // FP8 on tensor cores with every token on the GEMM: the norm quantizes

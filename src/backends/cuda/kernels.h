@@ -305,6 +305,25 @@ int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count
 void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
                      cudaStream_t stream, int heads_per_block = 1);
 
+// Decode attention on tensor cores (grouped_decode_attention.cu): one block
+// per (token, KV head), the KV head's query heads (up to 16) as the rows of
+// the mma tiles, the token's cached positions [0, positions[t]] in tiles of
+// 64 staged in shared memory. For batches whose blocks fill the GPU
+// (grouped_decode_attention_takes); paged_attention serves the others, and
+// out_q (it does not quantize its output). q and the softmax weights are
+// rounded to f16; a token's result depends on its own q and cache only
+// (batch-invariant in itself, but the runner's choice between the two
+// kernels depends on the batch, so batch_invariant keeps paged_attention).
+// Head sizes 64, 96 and 128 on sm_80 and later.
+// CPU twin: CpuModelRunner::attention (tests: reference_paged_attention).
+// True when `device` runs it for this shape; also lets its kernels take the
+// shared memory they need (call once a device, before the first use).
+bool grouped_decode_attention_init(const AttentionShape& shape, int device);
+// True when n_tokens tokens give a block for every third SM or more.
+bool grouped_decode_attention_takes(const AttentionShape& shape, int64_t n_tokens, int sm_count);
+void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens,
+                              cudaStream_t stream);
+
 // Causal attention of prompt tokens on tensor cores (flash-attention style):
 // each query tile, up to kPrefillTileTokens consecutive tokens of one
 // sequence, meets that sequence's cached positions [0, kv_len) in tiles of

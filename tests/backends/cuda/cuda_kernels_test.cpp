@@ -1028,6 +1028,84 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
 }
 
 
+// Decode attention on tensor cores: tokens at positions on both sides of
+// the 16-position warp slices and the 64-position tiles (0, 5, 15, 16, 63,
+// 64, 300, 700), each sequence's blocks scattered, group sizes 4, 8 and 1
+// and head sizes 128, 64 and 96: every row near the CPU (q and the softmax
+// weights rounded to f16), and a token alone gives the bits it gives in the
+// batch.
+TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
+  int device = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
+  struct Case {
+    int n_heads, n_kv_heads, head_dim;
+  };
+  for (const Case cs : {Case{8, 2, 128}, Case{16, 2, 64}, Case{4, 4, 96}, Case{32, 2, 128}}) {
+    AttentionShape s;
+    s.n_heads = cs.n_heads;
+    s.n_kv_heads = cs.n_kv_heads;
+    s.head_dim = cs.head_dim;
+    s.block_size = 16;
+    ASSERT_TRUE(grouped_decode_attention_init(s, device)) << cs.n_heads << "/" << cs.n_kv_heads;
+    const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
+    const std::vector<int32_t> positions = {700, 0, 5, 15, 16, 63, 64, 300};
+    const int n = static_cast<int>(positions.size());
+    std::vector<int32_t> tables, offsets;
+    for (int i = 0; i < n; ++i) {
+      offsets.push_back(static_cast<int32_t>(tables.size()));
+      for (int b = 0; b * s.block_size <= positions[static_cast<size_t>(i)]; ++b) tables.push_back(i + n * b);
+    }
+    const int n_blocks = *std::max_element(tables.begin(), tables.end()) + 1;
+    const size_t cache_elems = static_cast<size_t>(n_blocks * s.block_size * kv_dim);
+    const std::vector<uint16_t> kh = random_f16(cache_elems, 71), vh = random_f16(cache_elems, 72);
+    const std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 73);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const std::vector<float> want = reference_paged_attention(s, q, kh, vh, tables, offsets, positions, scale);
+
+    DeviceBuffer dq = to_device(q), dk = to_device(kh), dv = to_device(vh), dpos = to_device(positions),
+                 doff = to_device(offsets), dtab = to_device(tables), dout(want.size() * 4), done(want.size() * 4);
+    TANDEM_CUDA_CHECK(cudaMemset(dout.get(), 0xff, dout.bytes()));  // NaN: every row must be written
+    AttentionArgs aa;
+    aa.q = dq.get<float>();
+    aa.q_stride = q_dim;
+    aa.k_cache = dk.get<__half>();
+    aa.v_cache = dv.get<__half>();
+    aa.positions = dpos.get<int32_t>();
+    aa.table_offsets = doff.get<int32_t>();
+    aa.block_tables = dtab.get<int32_t>();
+    aa.scale = scale;
+    aa.out = dout.get<float>();
+    grouped_decode_attention(aa, s, n, nullptr);
+    const std::vector<float> got = to_host<float>(dout, want.size());
+    double max_err = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 3e-3) << cs.n_heads << "/" << cs.n_kv_heads << " heads of " << hd << ", token "
+                                         << i / q_dim << " (position " << positions[i / q_dim] << "), column "
+                                         << i % q_dim;
+      max_err = std::max(max_err, std::fabs(double(got[i]) - want[i]));
+    }
+    std::printf("grouped decode attention, %d/%d heads of %d: max |diff| %.2e\n", cs.n_heads, cs.n_kv_heads, hd,
+                max_err);
+    // The last token alone (its own arrays' tail): the bits of the batch.
+    AttentionArgs one = aa;
+    one.positions = dpos.get<int32_t>() + (n - 1);
+    one.table_offsets = doff.get<int32_t>() + (n - 1);
+    one.q = dq.get<float>() + static_cast<size_t>(n - 1) * q_dim;
+    one.out = done.get<float>();
+    grouped_decode_attention(one, s, 1, nullptr);
+    const std::vector<float> alone = to_host<float>(done, static_cast<size_t>(q_dim));
+    ASSERT_EQ(0, std::memcmp(alone.data(), got.data() + static_cast<size_t>(n - 1) * q_dim,
+                             static_cast<size_t>(q_dim) * 4));
+  }
+  AttentionShape llama;
+  llama.n_heads = 32;
+  llama.n_kv_heads = 8;
+  llama.head_dim = 128;
+  EXPECT_TRUE(grouped_decode_attention_takes(llama, 32, 132));  // 256 blocks
+  EXPECT_TRUE(grouped_decode_attention_takes(llama, 8, 132));   // 64 blocks: a block for every third SM
+  EXPECT_FALSE(grouped_decode_attention_takes(llama, 4, 132));  // 32 blocks: paged_attention splits instead
+}
+
 // Prompt attention on tensor cores: three sequences in one call, one with
 // cached context from an earlier chunk (100 positions), one whole prompt and
 // a single-token chunk, each sequence's blocks scattered, at every head size

@@ -1,0 +1,302 @@
+// Decode attention on tensor cores, for batches whose (token, KV head) pairs
+// alone fill the GPU.
+//
+// One block of 4 warps takes one token and one KV head; the KV head's query
+// heads (up to 16: the group of grouped-query attention) are the rows of the
+// mma tiles, rows past the group zero. The block walks the token's cached
+// positions [0, pos] in tiles of 64, copied from the paged cache into shared
+// memory with cp.async two stages deep from cache rows looked up a tile
+// ahead (as prefill_attention does), so that the next tile's copy runs under
+// this tile's arithmetic. Warp w takes positions [16 w, 16 w + 16) of every
+// tile: S = q k^T (16 rows x 16 positions) and an online softmax in
+// registers, then O += P V with P rounded to f16. At the end the four
+// warps' (max, sum, output) merge through shared memory, in warp order.
+//
+// Against paged_attention (CUDA cores, a lane a position): K and V are read
+// with whole-row 16-byte copies that need no registers, the arithmetic is a
+// few mma's a tile, and a thread holds ~100 registers instead of 255, so
+// more blocks share an SM. q and the softmax weights are rounded to f16 for
+// the tensor cores (the cache is f16), sums are f32.
+#include <cuda_fp16.h>
+
+#include <cmath>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.h"
+#include "backends/cuda/mma_tile.cuh"
+
+namespace tandem::cuda {
+namespace {
+
+using namespace mma_tile;
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kKeyTile = 16 * kWarps;  // 16 positions a warp
+constexpr int kStages = 2;
+constexpr int kMaxGroup = 16;  // query heads a KV head: the rows of an mma tile
+
+template <int HD>
+constexpr int kRowHalves = HD + 8;  // padded as in prefill_attention: ldmatrix rows in distinct banks
+
+template <int HD>
+constexpr size_t stage_bytes() {
+  return static_cast<size_t>(kStages) * 2 * kKeyTile * kRowHalves<HD> * sizeof(__half);
+}
+template <int HD>
+constexpr size_t merge_bytes() {  // the warps' outputs [warp][row][HD], then max and sum [warp][row]
+  return static_cast<size_t>(kWarps) * kMaxGroup * (HD + 2) * sizeof(float);
+}
+template <int HD>
+constexpr size_t shared_bytes() {
+  return stage_bytes<HD>() > merge_bytes<HD>() ? stage_bytes<HD>() : merge_bytes<HD>();
+}
+
+template <int HD>
+__global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(AttentionArgs a, AttentionShape s) {
+  constexpr int KS = HD / 16;  // k-steps of q k^T over head_dim
+  constexpr int NT = HD / 8;   // n-tiles of the output over head_dim
+  constexpr int LD = kRowHalves<HD>;
+  constexpr int kPieces = HD / 8;  // 16-byte pieces of a cache row
+  constexpr int kLoads = kKeyTile * kPieces / kThreads;
+  static_assert(HD % 32 == 0 && kKeyTile * kPieces % kThreads == 0, "head_dim must be a multiple of 32");
+  extern __shared__ __align__(16) __half shared[];  // [stage][K, V][position][LD]; then the merge
+  __shared__ int64_t rows[kStages][kKeyTile];
+
+  let_successor_start();
+  wait_for_predecessor();
+  const int64_t t = blockIdx.x;
+  const int kvh = blockIdx.y;
+  const int group = s.n_heads / s.n_kv_heads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+  const int pos = a.positions[t];
+  const int kv_len = pos + 1;
+  const int32_t* table = a.block_tables + a.table_offsets[t];
+  const int n_key_tiles = (kv_len + kKeyTile - 1) / kKeyTile;
+  const int kv_dim = s.n_kv_heads * HD;
+
+  // Where position kv0 + threadIdx.x (threads below kKeyTile) keeps this KV
+  // head's key and value: the row's offset in elements, -1 past kv_len.
+  auto row_of = [&](int kv0) -> int64_t {
+    const int p = kv0 + static_cast<int>(threadIdx.x);
+    if (p >= kv_len) return -1;
+    const int64_t slot = static_cast<int64_t>(table[p / s.block_size]) * s.block_size + p % s.block_size;
+    return slot * kv_dim + kvh * HD;
+  };
+  const uint32_t shared_base = shared_address(shared);
+  auto copy_tile = [&](int kt) {
+    const int stage = kt % kStages;
+    const uint32_t k_dst = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
+    const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const int c = static_cast<int>(threadIdx.x) + u * kThreads, j = c / kPieces, piece = c % kPieces;
+      const int64_t row = rows[stage][j];
+      const int64_t off = (row < 0 ? 0 : row) + piece * 8;
+      const uint32_t d = static_cast<uint32_t>((j * LD + piece * 8) * sizeof(__half));
+      copy_16(k_dst + d, a.k_cache + off, row >= 0);
+      copy_16(v_dst + d, a.v_cache + off, row >= 0);
+    }
+    copy_commit();
+  };
+
+  if (threadIdx.x < kKeyTile) rows[0][threadIdx.x] = row_of(0);
+  __syncthreads();
+  copy_tile(0);
+  if (threadIdx.x < kKeyTile && n_key_tiles > 1) rows[1][threadIdx.x] = row_of(kKeyTile);
+
+  // This lane's rows g and g + 8: query heads kvh * group + row, zero past
+  // the group (finite scores, never stored).
+  uint32_t qa[KS][4];
+  const float q_scale = a.scale * 1.4426950408889634f;  // softmax in base 2
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = g + 8 * r;
+    const bool valid = row < group;
+    const float* q = a.q + t * a.q_stride + static_cast<int64_t>(kvh * group + (valid ? row : 0)) * HD + 2 * tq;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const float2 lo = valid ? *reinterpret_cast<const float2*>(q + 16 * ks) : make_float2(0.0f, 0.0f);
+      const float2 hi = valid ? *reinterpret_cast<const float2*>(q + 16 * ks + 8) : make_float2(0.0f, 0.0f);
+      qa[ks][r] = pack_half2(lo.x * q_scale, lo.y * q_scale);
+      qa[ks][2 + r] = pack_half2(hi.x * q_scale, hi.y * q_scale);
+    }
+  }
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  // ldmatrix addresses as in prefill_attention, offset to this warp's 16 positions.
+  const uint32_t k_lane = static_cast<uint32_t>(((warp * 16 + lane % 8) * LD + (lane / 8) * 8) * sizeof(__half));
+  const uint32_t v_lane =
+      static_cast<uint32_t>(((warp * 16 + lane % 8 + 8 * (lane / 8 % 2)) * LD + (lane / 16) * 8) * sizeof(__half));
+
+  for (int kt = 0; kt < n_key_tiles; ++kt) {
+    const int kv0 = kt * kKeyTile, stage = kt % kStages;
+    __syncthreads();  // every warp is done with the stage the next copy overwrites
+    if (kt + 1 < n_key_tiles) {
+      copy_tile(kt + 1);
+      copy_wait<1>();
+    } else {
+      copy_wait<0>();
+    }
+    const int64_t next_row = (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) ? row_of(kv0 + 2 * kKeyTile) : -1;
+    __syncthreads();  // tile kt is in shared memory for every warp
+    const int p0 = kv0 + warp * 16;  // this warp's first position
+    if (p0 <= pos) {  // position p0 is attended: every row's maximum is finite from here on
+      const uint32_t k_base = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
+      const uint32_t v_base = k_base + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
+      float sc[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+        const uint32_t row = k_base + k_lane + static_cast<uint32_t>(nt * 8 * LD * sizeof(__half));
+#pragma unroll
+        for (int ks = 0; ks < KS; ks += 2) {
+          uint32_t b[4];
+          load_matrix_x4(b, row + static_cast<uint32_t>(ks * 16 * sizeof(__half)));
+          mma_16816(sc[nt], qa[ks], b[0], b[1]);
+          mma_16816(sc[nt], qa[ks + 1], b[2], b[3]);
+        }
+      }
+      if (p0 + 15 > pos) {  // positions past the token's own
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (p0 + nt * 8 + 2 * tq + (e & 1) > pos) sc[nt][e] = -INFINITY;
+      }
+      float mx[2] = {m[0], m[1]}, corr[2], rowsum[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], sc[nt][e]);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        corr[r] = exp2f(m[r] - mx[r]);  // m = -inf on the warp's first tile: 0
+        m[r] = mx[r];
+      }
+      // P as the A fragment of one k-step of 16 positions.
+      uint32_t pa[4];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const float p0v = exp2f(sc[nt][0] - m[0]), p1v = exp2f(sc[nt][1] - m[0]);
+        const float p2v = exp2f(sc[nt][2] - m[1]), p3v = exp2f(sc[nt][3] - m[1]);
+        rowsum[0] += p0v + p1v;
+        rowsum[1] += p2v + p3v;
+        pa[2 * nt] = pack_half2(p0v, p1v);
+        pa[2 * nt + 1] = pack_half2(p2v, p3v);
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) l[r] = l[r] * corr[r] + rowsum[r];
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][0] *= corr[0];
+        o[nt][1] *= corr[0];
+        o[nt][2] *= corr[1];
+        o[nt][3] *= corr[1];
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; nt += 2) {
+        uint32_t b[4];
+        load_matrix_x4_trans(b, v_base + v_lane + static_cast<uint32_t>(nt * 8 * sizeof(__half)));
+        mma_16816(o[nt], pa, b[0], b[1]);
+        mma_16816(o[nt + 1], pa, b[2], b[3]);
+      }
+    }
+    if (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) rows[stage][threadIdx.x] = next_row;
+  }
+
+  // The warps' results into shared memory (the stages are free once every
+  // warp is past the loop), then each output merged over the warps in order.
+  float* merge_o = reinterpret_cast<float*>(shared);       // [warp][row][HD]
+  float* merge_ml = merge_o + kWarps * kMaxGroup * HD;     // [warp][row][max, sum]
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    const int row = g + 8 * r;
+    if (row >= group) continue;
+    const int slot = warp * kMaxGroup + row;
+    if (tq == 0) {
+      merge_ml[2 * slot] = m[r];
+      merge_ml[2 * slot + 1] = l[r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+      *reinterpret_cast<float2*>(merge_o + slot * HD + nt * 8 + 2 * tq) = make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
+  }
+  __syncthreads();
+  const int64_t q_dim = static_cast<int64_t>(s.n_heads) * HD;
+  for (int i = static_cast<int>(threadIdx.x); i < group * HD; i += kThreads) {
+    const int row = i / HD, d = i % HD;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, merge_ml[2 * (w * kMaxGroup + row)]);
+    float sum = 0.0f, total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float mw = merge_ml[2 * (w * kMaxGroup + row)];
+      if (mw == -INFINITY) continue;  // a warp whose positions all lie past the token's
+      const float weight = exp2f(mw - mx);
+      sum += weight * merge_o[(w * kMaxGroup + row) * HD + d];
+      total += weight * merge_ml[2 * (w * kMaxGroup + row) + 1];
+    }
+    a.out[t * q_dim + static_cast<int64_t>(kvh * group + row) * HD + d] = sum / total;
+  }
+}
+
+}  // namespace
+
+bool grouped_decode_attention_init(const AttentionShape& shape, int device) {
+  int major = 0;
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  const int hd = shape.head_dim;
+  if (major < 8 || !(hd == 64 || hd == 96 || hd == 128) || shape.n_kv_heads <= 0 ||
+      shape.n_heads % shape.n_kv_heads != 0 || shape.n_heads / shape.n_kv_heads > kMaxGroup)
+    return false;
+  int current = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&current));
+  TANDEM_CUDA_CHECK(cudaSetDevice(device));
+  auto allow = [](auto kernel, size_t bytes) {
+    TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  };
+  allow(grouped_decode_attention_kernel<64>, shared_bytes<64>());
+  allow(grouped_decode_attention_kernel<96>, shared_bytes<96>());
+  allow(grouped_decode_attention_kernel<128>, shared_bytes<128>());
+  TANDEM_CUDA_CHECK(cudaSetDevice(current));
+  return true;
+}
+
+bool grouped_decode_attention_takes(const AttentionShape& shape, int64_t n_tokens, int sm_count) {
+  // From a block for every third SM. H100, 8 KV heads, us a call against
+  // paged_attention's choice (cuda_attention_bench): 8 tokens x 640
+  // positions (64 blocks) 21.9 against 24.8, 16 x 640 25.2 against 47.7,
+  // 32 x 640 39.6 against 40.4, 128 x 640 123.9 against 151.5. Fewer
+  // tokens keep paged_attention, which splits their positions over blocks.
+  return 3 * n_tokens * shape.n_kv_heads >= sm_count;
+}
+
+void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens,
+                              cudaStream_t stream) {
+  check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0 &&
+            shape.n_heads / shape.n_kv_heads <= kMaxGroup,
+        "internal: grouped decode attention takes up to 16 query heads a KV head");
+  check(args.out_q == nullptr, "internal: grouped decode attention does not quantize its output");
+  if (n_tokens == 0) return;
+  check(n_tokens <= 2147483647, "internal: too many tokens for one grid");
+  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_kv_heads));
+  switch (shape.head_dim) {
+    case 64: launch_with_shared(grouped_decode_attention_kernel<64>, grid, kThreads, shared_bytes<64>(), stream, args, shape); break;
+    case 96: launch_with_shared(grouped_decode_attention_kernel<96>, grid, kThreads, shared_bytes<96>(), stream, args, shape); break;
+    case 128: launch_with_shared(grouped_decode_attention_kernel<128>, grid, kThreads, shared_bytes<128>(), stream, args, shape); break;
+    default: throw Error("internal: grouped decode attention for head size " + std::to_string(shape.head_dim));
+  }
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace tandem::cuda
