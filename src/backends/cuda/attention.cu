@@ -111,26 +111,18 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   using ValueVector = typename HalfVector<DPL>::type;
   ValueVector values[kTile];  // contiguous: this lane's dims of the tile's 32 value rows
   uint4 keys[DPL * 4];        // this lane's key (position base + lane), hd / 8 vectors
-  int64_t slot = 0;  // the cache slot of this lane's position in the tile being read
-  // The slot of this lane's position in the tile at `base` (lanes past the
-  // end take position `base`'s). Looked up a tile ahead, so that the block
-  // table read does not stand between a tile and its K and V loads.
-  auto slot_at = [&](int base) -> int64_t {
+  int64_t slot = 0;
+  // Loads the tile at `base`: slots, the lane's key and (contiguous) the
+  // values. Lanes past the end read position `base` (their scores are masked
+  // and they get weight 0). `only` >= 0 reloads whatever was read from
+  // position `only` (a lane's key, value rows; the padding's too when `base`
+  // is `only`), for the reload after the wait: in an early load the token's
+  // own position holds whatever bits were there (NaN in reused memory), and
+  // those must never meet p = 0.
+  auto load_tile = [&](int base, int only) {
     const int j = base + lane;
     const int jc = j < end ? j : base;
-    return static_cast<int64_t>(table[jc / s.block_size]) * s.block_size + jc % s.block_size;
-  };
-  // Loads the tile at `base`, whose slots are `tile_slot`: the lane's key
-  // and (contiguous) the values. Lanes past the end read position `base`
-  // (their scores are masked and they get weight 0). `only` >= 0 reloads
-  // whatever was read from position `only` (a lane's key, value rows; the
-  // padding's too when `base` is `only`), for the reload after the wait: in
-  // an early load the token's own position holds whatever bits were there
-  // (NaN in reused memory), and those must never meet p = 0.
-  auto load_tile = [&](int base, int only, int64_t tile_slot) {
-    const int j = base + lane;
-    const int jc = j < end ? j : base;
-    slot = tile_slot;
+    slot = static_cast<int64_t>(table[jc / s.block_size]) * s.block_size + jc % s.block_size;
     if (contiguous) {
 #pragma unroll
       for (int jj = 0; jj < kTile; ++jj) {
@@ -152,11 +144,9 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   // one; position pos (written by this step's qkv_finish) is reloaded after.
   const int first = begin + warp * kTile;
   const bool early = a.decode_only && first < end;
-  // The tables are written before the step's kernels: readable before the wait.
-  int64_t upcoming = first < end ? slot_at(first) : 0;  // the slots of the warp's next tile
-  if (early) load_tile(first, -1, upcoming);
+  if (early) load_tile(first, -1);
   wait_for_predecessor();
-  if (early && pos >= first && pos < first + kTile) load_tile(first, pos, upcoming);
+  if (early && pos >= first && pos < first + kTile) load_tile(first, pos);
 
   for (int i = threadIdx.x; i < GP * hd; i += blockDim.x) {
     const int g = i / hd, d = i % hd;
@@ -167,8 +157,7 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   for (int base = first; base < end; base += kRound) {
     const int j = base + lane;
     const bool valid = j < end;
-    if (!(early && base == first)) load_tile(base, -1, upcoming);
-    if (base + kRound < end) upcoming = slot_at(base + kRound);
+    if (!(early && base == first)) load_tile(base, -1);
     float dot[GP];
 #pragma unroll
     for (int g = 0; g < GP; ++g) dot[g] = 0.0f;
