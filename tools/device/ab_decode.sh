@@ -7,6 +7,7 @@
 # Usage (from the repo root, through the device tool):
 #   git archive main | (mkdir -p .deps/ab-base && tar -x -C .deps/ab-base)
 #   [FORMATS="f16 int8 q8_0"] [MIXED="0 32 128"] [ROUNDS=2] [TESTS=1] [GEMV_ARGS=...] [ATTENTION_ARGS=...] \
+#   [LOAD=32 [REQUESTS=96] [SERVE_ARGS="--quantize fp8"]] \
 #     bash tools/device/ab_decode.sh
 # GEMV_ARGS / ATTENTION_ARGS: run the candidate's cuda_gemv_bench /
 # cuda_attention_bench with them first.
@@ -87,7 +88,7 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
     else perf_line new /tmp/ab-new "$f"; perf_line base /tmp/ab-base "$f"; fi
   done
 done
-# LOAD=32: `tandem bench` against serve at that many streams (512-token
+# LOAD=32: `tandem bench` against serve (with SERVE_ARGS) at that many streams (512-token
 # prompts, 128 out, REQUESTS requests), each tree in turn.
 if [ -n "${LOAD:-}" ]; then
   m=/tmp/synth-llama3-8b-f16.gguf
@@ -96,7 +97,7 @@ if [ -n "${LOAD:-}" ]; then
   load_line() {  # load_line LABEL BUILD (uses $round)
     echo "=== round $round" >> "$out/serve-$1.log"
     "$2/bin/tandem-server" serve -m "$m" --device cuda --port 18766 --ctx 1024 --batch-size 128 \
-      --max-queued-requests 512 --log-level warn >> "$out/serve-$1.log" 2>&1 &
+      --max-queued-requests 512 --log-level warn ${SERVE_ARGS:-} >> "$out/serve-$1.log" 2>&1 &
     local spid=$! healthy=0 i
     for i in $(seq 1 240); do
       kill -0 $spid 2> /dev/null || break  # serve exited
