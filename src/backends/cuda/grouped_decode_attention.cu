@@ -256,7 +256,7 @@ bool grouped_decode_attention_init(const AttentionShape& shape, int device) {
   int major = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   const int hd = shape.head_dim;
-  if (major < 8 || !(hd == 64 || hd == 96 || hd == 128) || shape.n_kv_heads <= 0 ||
+  if (major < 8 || !(hd == 32 || hd == 64 || hd == 96 || hd == 128) || shape.n_kv_heads <= 0 ||
       shape.n_heads % shape.n_kv_heads != 0 || shape.n_heads / shape.n_kv_heads > kMaxGroup)
     return false;
   int current = 0;
@@ -265,6 +265,7 @@ bool grouped_decode_attention_init(const AttentionShape& shape, int device) {
   auto allow = [](auto kernel, size_t bytes) {
     TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   };
+  allow(grouped_decode_attention_kernel<32>, shared_bytes<32>());
   allow(grouped_decode_attention_kernel<64>, shared_bytes<64>());
   allow(grouped_decode_attention_kernel<96>, shared_bytes<96>());
   allow(grouped_decode_attention_kernel<128>, shared_bytes<128>());
@@ -291,6 +292,7 @@ void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& s
   check(n_tokens <= 2147483647, "internal: too many tokens for one grid");
   const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_kv_heads));
   switch (shape.head_dim) {
+    case 32: launch_with_shared(grouped_decode_attention_kernel<32>, grid, kThreads, shared_bytes<32>(), stream, args, shape); break;
     case 64: launch_with_shared(grouped_decode_attention_kernel<64>, grid, kThreads, shared_bytes<64>(), stream, args, shape); break;
     case 96: launch_with_shared(grouped_decode_attention_kernel<96>, grid, kThreads, shared_bytes<96>(), stream, args, shape); break;
     case 128: launch_with_shared(grouped_decode_attention_kernel<128>, grid, kThreads, shared_bytes<128>(), stream, args, shape); break;

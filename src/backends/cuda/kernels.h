@@ -314,7 +314,7 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
 // rounded to f16; a token's result depends on its own q and cache only
 // (batch-invariant in itself, but the runner's choice between the two
 // kernels depends on the batch, so batch_invariant keeps paged_attention).
-// Head sizes 64, 96 and 128 on sm_80 and later.
+// Head sizes 32, 64, 96 and 128 on sm_80 and later.
 // CPU twin: CpuModelRunner::attention (tests: reference_paged_attention).
 // True when `device` runs it for this shape; also lets its kernels take the
 // shared memory they need (call once a device, before the first use).

@@ -1031,7 +1031,7 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
 // Decode attention on tensor cores: tokens at positions on both sides of
 // the 16-position warp slices and the 64-position tiles (0, 5, 15, 16, 63,
 // 64, 300, 700), each sequence's blocks scattered, group sizes 4, 8 and 1
-// and head sizes 128, 64 and 96: every row near the CPU (q and the softmax
+// and head sizes 128, 64, 96 and 32: every row near the CPU (q and the softmax
 // weights rounded to f16), and a token alone gives the bits it gives in the
 // batch.
 TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
@@ -1040,7 +1040,7 @@ TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
   struct Case {
     int n_heads, n_kv_heads, head_dim;
   };
-  for (const Case cs : {Case{8, 2, 128}, Case{16, 2, 64}, Case{4, 4, 96}, Case{32, 2, 128}}) {
+  for (const Case cs : {Case{8, 2, 128}, Case{16, 2, 64}, Case{4, 4, 96}, Case{32, 2, 128}, Case{4, 2, 32}}) {
     AttentionShape s;
     s.n_heads = cs.n_heads;
     s.n_kv_heads = cs.n_kv_heads;
