@@ -82,6 +82,22 @@ struct LayerCaches {
   }
   const __half* k_layer(int i) const { return k.get<__half>() + (i % kLayers) * layer_elems; }
   const __half* v_layer(int i) const { return v.get<__half>() + (i % kLayers) * layer_elems; }
+  // The arguments every mode shares for call i: q [tokens, q_dim], layer
+  // i's caches, the step's positions and tables, out.
+  AttentionArgs args(int i, const float* q, int64_t q_dim, const int32_t* positions, const int32_t* table_offsets,
+                     const int32_t* block_tables, float* out) const {
+    AttentionArgs a;
+    a.q = q;
+    a.q_stride = q_dim;
+    a.k_cache = k_layer(i);
+    a.v_cache = v_layer(i);
+    a.positions = positions;
+    a.table_offsets = table_offsets;
+    a.block_tables = block_tables;
+    a.scale = 0.088f;
+    a.out = out;
+    return a;
+  }
 };
 
 // µs a call of run(i): one pass over the layers to warm up, then `calls`
@@ -170,26 +186,18 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls, const st
           n * chunk <= kPrefillSplitRows)
         counts.push_back(n);
     for (const int n_splits : counts) {
-    auto run = [&](int i) {
-      AttentionArgs a;
-      a.q = q.get<float>();
-      a.q_stride = q_dim;
-      a.k_cache = caches.k_layer(i);
-      a.v_cache = caches.v_layer(i);
-      a.positions = d_positions.get<int32_t>();
-      a.table_offsets = d_offsets.get<int32_t>();
-      a.block_tables = d_table.get<int32_t>();
-      a.scale = 0.088f;
-      a.out = out.get<float>();
-      a.split_partials = partials.get<float>();
-      prefill_attention(a, shape, d_tiles.get<int32_t>(), n_tiles, s, n_splits, chunk);
-    };
-    const double us = time_calls(run, calls, s, e0, e1);
-    double pairs = 0;  // (query, key) pairs attended
-    for (int32_t p : positions) pairs += p + 1;
-    const double tflops = 4.0 * shape.head_dim * shape.n_heads * pairs / (us * 1e6);
-    std::printf("%8d %8d %7lld %6d%s %10.2f %10.1f %7.1f%%\n", len, chunk, static_cast<long long>(n_tiles), n_splits,
-                n_splits == chosen ? "*" : " ", us, tflops, 100 * tflops / peak_tflops);
+      auto run = [&](int i) {
+        AttentionArgs a = caches.args(i, q.get<float>(), q_dim, d_positions.get<int32_t>(), d_offsets.get<int32_t>(),
+                                      d_table.get<int32_t>(), out.get<float>());
+        a.split_partials = partials.get<float>();
+        prefill_attention(a, shape, d_tiles.get<int32_t>(), n_tiles, s, n_splits, chunk);
+      };
+      const double us = time_calls(run, calls, s, e0, e1);
+      double pairs = 0;  // (query, key) pairs attended
+      for (int32_t p : positions) pairs += p + 1;
+      const double tflops = 4.0 * shape.head_dim * shape.n_heads * pairs / (us * 1e6);
+      std::printf("%8d %8d %7lld %6d%s %10.2f %10.1f %7.1f%%\n", len, chunk, static_cast<long long>(n_tiles), n_splits,
+                  n_splits == chosen ? "*" : " ", us, tflops, 100 * tflops / peak_tflops);
     }
   }
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -290,16 +298,8 @@ int main(int argc, char** argv) {
       for (const auto& config : configs) {
         const int splits = config.first, hpb = config.second;
         auto run = [&](int i) {
-          AttentionArgs a;
-          a.q = q.get<float>();
-          a.q_stride = q_dim;
-          a.k_cache = caches.k_layer(i);
-          a.v_cache = caches.v_layer(i);
-          a.positions = d_positions.get<int32_t>();
-          a.table_offsets = d_offsets.get<int32_t>();
-          a.block_tables = d_tables.get<int32_t>();
-          a.scale = 0.088f;
-          a.out = out.get<float>();
+          AttentionArgs a = caches.args(i, q.get<float>(), q_dim, d_positions.get<int32_t>(), d_offsets.get<int32_t>(),
+                                        d_tables.get<int32_t>(), out.get<float>());
           a.split_partials = partials.get<float>();
           a.split_counters = counters.get<int32_t>();
           a.decode_only = true;
@@ -314,17 +314,9 @@ int main(int argc, char** argv) {
       }
       if (grouped) {  // the tensor-core kernel, "tc" in the heads-a-block column
         auto run = [&](int i) {
-          AttentionArgs a;
-          a.q = q.get<float>();
-          a.q_stride = q_dim;
-          a.k_cache = caches.k_layer(i);
-          a.v_cache = caches.v_layer(i);
-          a.positions = d_positions.get<int32_t>();
-          a.table_offsets = d_offsets.get<int32_t>();
-          a.block_tables = d_tables.get<int32_t>();
-          a.scale = 0.088f;
-          a.out = out.get<float>();
-          grouped_decode_attention(a, shape, n_tokens, s);
+          grouped_decode_attention(caches.args(i, q.get<float>(), q_dim, d_positions.get<int32_t>(),
+                                               d_offsets.get<int32_t>(), d_tables.get<int32_t>(), out.get<float>()),
+                                   shape, n_tokens, s);
         };
         const double us = time_calls(run, calls, s, e0, e1);
         const double gbs = 2.0 * 2 * double(n_tokens) * context * kv_dim / (us * 1e3);
