@@ -182,10 +182,11 @@ async function serveOn(port) {
     const proc = spawn(process.env.TANDEM_SERVER_BIN, ['serve', '--model', process.env.TANDEM_DEMO_MODEL, '--port', String(port),
       '--threads', process.env.TANDEM_TEST_THREADS ?? '2', '--ctx', '256', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-    let out = '';
+    let out = '', err = '';
     proc.stdout.on('data', (d) => { out += d; });
+    proc.stderr.on('data', (d) => { err += d; });
     const up = await Promise.race([waitFor(() => out.includes('listening on'), 60000, 'the server').then(() => true), exited.then(() => false)]);
-    if (up) return { proc, exited };
+    if (up) return { proc, exited, stderr: () => err };
     if (attempt >= 20) throw new Error(`no server on port ${port}`);
     await new Promise((r) => setTimeout(r, 250));  // the port may still be held for a moment
   }
@@ -198,18 +199,33 @@ test('a backend that restarts: the chat reconnects and goes on with its history'
   let s = await serveOn(port);
   const saved = path.join(dir, 'restart.json');
   const t = spawnTandem(['chat', '--backend', String(port), '--connect-wait', '60']);
-  t.proc.stdin.write('/params max_tokens=4 temperature=0\nHello\n');
-  await waitFor(() => statsLines(t.out.stderr).length === 1, 30000, 'the first answer');
-  s.proc.kill('SIGKILL');
-  await s.exited;
-  await waitFor(() => /lost the backend/.test(t.out.stderr), 20000, 'the lost-backend notice');
-  s = await serveOn(port);
-  await waitFor(() => /reconnected to/.test(t.out.stderr), 30000, 'the reconnect');
-  t.proc.stdin.write(`Again\n/save ${saved}\n`);
-  t.proc.stdin.end();
-  const { code } = await t.exited;
-  s.proc.kill('SIGTERM');
-  await s.exited;
+  // As in the lost-backend test: a wait that fails says what the chat and
+  // the server printed, and neither outlives the test.
+  const explained = async (f, ms, what) => {
+    try {
+      await waitFor(f, ms, what);
+    } catch (e) {
+      throw new Error(`${e.message} (the chat ${t.proc.exitCode === null ? 'still runs' : `exited ${t.proc.exitCode}`}); ` +
+        `the chat printed:\n${t.out.stderr}\nthe server printed:\n${s.stderr()}`);
+    }
+  };
+  let code;
+  try {
+    t.proc.stdin.write('/params max_tokens=4 temperature=0\nHello\n');
+    await explained(() => statsLines(t.out.stderr).length === 1, 30000, 'the first answer');
+    s.proc.kill('SIGKILL');
+    await s.exited;
+    await explained(() => /lost the backend/.test(t.out.stderr), 20000, 'the lost-backend notice');
+    s = await serveOn(port);
+    await explained(() => /reconnected to/.test(t.out.stderr), 30000, 'the reconnect');
+    t.proc.stdin.write(`Again\n/save ${saved}\n`);
+    t.proc.stdin.end();
+    ({ code } = await t.exited);
+  } finally {
+    if (t.proc.exitCode === null && t.proc.signalCode === null) t.proc.kill('SIGKILL');
+    if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGTERM');
+    await s.exited;
+  }
   assert.equal(code, 0, t.out.stderr);
   assert.equal(statsLines(t.out.stderr).length, 2);
   const file = JSON.parse(fs.readFileSync(saved, 'utf8'));
