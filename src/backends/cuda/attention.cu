@@ -14,7 +14,6 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
-#include "backends/cuda/l2_prefetch.cuh"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/quantize_block.cuh"
 
@@ -77,7 +76,6 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   __shared__ float merge_weight[GP][kWarps], merged_l[GP];
 
   let_successor_start();
-  prefetch_l2_share(a.prefetch);
   const int64_t t = blockIdx.x;
   const int split = blockIdx.z, n_splits = gridDim.z;
   const int hd = s.head_dim;
@@ -380,10 +378,6 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
   check(n_splits == 1 || (args.split_partials && args.split_counters &&
                           n_tokens * shape.n_heads * n_splits <= kAttentionSplitSlots && n_splits <= kMaxAttentionSplits),
         "internal: attention splits without room in the workspace");
-  for (int r = 0; r < L2Prefetch::kMaxRanges; ++r)
-    check(args.prefetch.data[r] == nullptr ||
-              (reinterpret_cast<uintptr_t>(args.prefetch.data[r]) % 16 == 0 && args.prefetch.bytes[r] >= 0),
-          "internal: an L2 prefetch range starts 16-byte aligned");
   if (n_tokens == 0) return;
   const int group = shape.n_heads / shape.n_kv_heads;
   const int blocks_per_kv = (group + heads_per_block - 1) / heads_per_block;

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -267,7 +266,6 @@ struct CudaModelRunner::Impl {
   bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
   bool grouped_decode = false;       // large decode batches may take cuda::grouped_decode_attention
   bool int8_tensor_cores = false;    // 8-bit decode batches may take cuda::gemm_q8
-  int64_t l2_prefetch_budget = -1;   // experiment (TANDEM_L2_PREFETCH_MB): -1 o only, 0 none, else o + gate·up to this
   DeviceBuffer q8_workspace;         // cuda::gemm_q8's split sums, for the largest need of any matrix
   cuda::PinnedBuffer meta_host, logits_host;
   cudaEvent_t meta_copied = nullptr;  // meta_host may be rewritten once this fires
@@ -549,23 +547,6 @@ struct CudaModelRunner::Impl {
     return std::max({config.hidden_size, config.q_dim(), config.intermediate_size});
   }
 
-  // Weights that decode attention of up to kMaxGemvDecode tokens has the L2
-  // cache fetch for the GEMV after it: the o projection's.
-  cuda::L2Prefetch attention_prefetch(const Layer& L, int64_t n_tokens, int64_t n_generated) const {
-    cuda::L2Prefetch p;
-    if (l2_prefetch_budget == 0 || n_tokens > kMaxGemvDecode || gemv_tokens(L.wo, n_tokens, n_generated) != n_tokens)
-      return p;
-    auto bytes = [](const DeviceMatrix& w) { return w.rows * w.cols * cuda::weight_format_bytes(w.format); };
-    p.data[0] = L.wo.data;
-    p.bytes[0] = bytes(L.wo);
-    const DeviceMatrix& next = L.fused_gate_up ? L.gate_up : L.gate;
-    if (l2_prefetch_budget > p.bytes[0] && next.data != nullptr) {
-      p.data[1] = next.data;
-      p.bytes[1] = std::min(bytes(next), l2_prefetch_budget - p.bytes[0]);
-    }
-    return p;
-  }
-
   // How many of the step's tokens (the generated ones, first) take the GEMV.
   int64_t gemv_tokens(const DeviceMatrix& w, int64_t n_tokens, int64_t n_generated) const {
     const int64_t n_gemv = std::min(n_tokens, n_generated);
@@ -801,8 +782,6 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     m.attn_partials.resize(static_cast<size_t>(split_floats) * f);
   }
   m.int8_tensor_cores = cuda::gemm_q8_init(m.options.device);
-  if (const char* mb = std::getenv("TANDEM_L2_PREFETCH_MB"))
-    m.l2_prefetch_budget = std::atoll(mb) < 0 ? -1 : std::atoll(mb) << 20;
   if (m.int8_tensor_cores) {
     int64_t floats = 0;
     auto need = [&](const DeviceMatrix& w) {
@@ -1379,7 +1358,6 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       if (n_paged > 0 && grouped) {
         cuda::grouped_decode_attention(aa, shape, n_paged, s);
       } else if (n_paged > 0) {
-        if (paged_decode_only && n_paged == T) aa.prefetch = m.attention_prefetch(L, T, n_generated);
         cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
       }
       if (n_tiles > 0) cuda::prefill_attention(aa, shape, d_tiles, n_tiles, s, prefill_splits, T - n_generated);

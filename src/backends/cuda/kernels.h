@@ -44,16 +44,6 @@ struct DeviceMatrix {
   const void* scales = nullptr;
 };
 
-// Byte ranges that a kernel asks the L2 cache to fetch while its own work
-// leaves HBM idle: the weights of a GEMV that follows it (a hint; results
-// never depend on it). Each range starts 16-byte aligned; its bytes are
-// rounded down to a multiple of 16.
-struct L2Prefetch {
-  static constexpr int kMaxRanges = 2;
-  const void* data[kMaxRanges] = {nullptr, nullptr};
-  int64_t bytes[kMaxRanges] = {0, 0};
-};
-
 // Elements per 16-byte load of a weight row; cols must be a multiple.
 int64_t gemv_vector_elems(WeightFormat format);
 
@@ -302,9 +292,6 @@ struct AttentionArgs {
   // (out_q: [n_tokens, n_heads * head_dim] int8, out_d: [.., / 32] f32).
   int8_t* out_q = nullptr;
   float* out_d = nullptr;
-  // paged_attention: weights for the L2 cache to fetch meanwhile (at a few
-  // tokens its reads of the cache leave HBM mostly idle).
-  L2Prefetch prefetch;
 };
 // Query heads per block: those of one KV head (up to
 // kMaxAttentionHeadsPerBlock, a power of two) read each cached key and value
