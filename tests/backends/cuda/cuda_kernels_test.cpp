@@ -1028,6 +1028,145 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
 }
 
 
+// Decode steps: paged_attention finishing the raw q·k·v product itself
+// gives the bits of qkv_finish then paged_attention, in its output and in
+// both caches: head sizes 128, 64 and 32, both RoPE layouts, plain or with
+// biases, q/k norms and FP8 scales, one and several splits, one head a
+// block and four. The token's own cache slot holds NaN before the fused
+// launch (the kernel must use the key and value it computed), and with one
+// split of 701 positions that slot is in a warp's sixth tile.
+TEST(CudaKernels, PagedAttentionFinishesQkvAsQkvFinishDoes) {
+  for (const int hd : {128, 64, 32})
+    for (const RopeLayout layout : {RopeLayout::HalfSplit, RopeLayout::Interleaved})
+      for (const bool extras : {false, true}) {
+        AttentionShape s;
+        s.n_heads = 8;
+        s.n_kv_heads = 2;
+        s.head_dim = hd;
+        s.block_size = 16;
+        ASSERT_TRUE(attention_finishes_qkv(s));
+        const int q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd, qkv_dim = q_dim + 2 * kv_dim, half = hd / 2;
+        const std::vector<int32_t> positions = {700, 5, 300};
+        const int n = static_cast<int>(positions.size());
+        std::vector<int32_t> tables, offsets, slots;
+        for (int i = 0; i < n; ++i) {
+          offsets.push_back(static_cast<int32_t>(tables.size()));
+          for (int b = 0; b * s.block_size <= positions[static_cast<size_t>(i)]; ++b) tables.push_back(i + 3 * b);
+          const int pos = positions[static_cast<size_t>(i)];
+          slots.push_back(tables[static_cast<size_t>(offsets.back() + pos / s.block_size)] * s.block_size +
+                          pos % s.block_size);
+        }
+        const int n_blocks = *std::max_element(tables.begin(), tables.end()) + 1;
+        const size_t cache_elems = static_cast<size_t>(n_blocks * s.block_size * kv_dim);
+        std::vector<uint16_t> kh = random_f16(cache_elems, 31), vh = random_f16(cache_elems, 32);
+        for (int32_t slot : slots)
+          for (int d = 0; d < kv_dim; ++d) {
+            kh[static_cast<size_t>(slot) * kv_dim + d] = 0x7e00;  // NaN
+            vh[static_cast<size_t>(slot) * kv_dim + d] = 0x7e00;
+          }
+        const std::vector<float> qkv = random_vector(static_cast<size_t>(n * qkv_dim), 33);
+        const int max_ctx = 704;
+        std::vector<float> cosv(static_cast<size_t>(max_ctx * half)), sinv(cosv.size());
+        for (int p = 0; p < max_ctx; ++p)
+          for (int i = 0; i < half; ++i) {
+            const double a = p * std::pow(10000.0, -2.0 * i / hd);
+            cosv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(a));
+            sinv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(a));
+          }
+        std::vector<float> row_scale = random_vector(static_cast<size_t>(qkv_dim), 34);
+        for (float& r : row_scale) r = 0.5f + std::fabs(r);
+        const std::vector<float> token_scale = {0.25f, 0.5f, 1.5f};
+        DeviceBuffer raw = to_device(qkv), work(qkv.size() * 4), k0 = to_device(kh), v0 = to_device(vh),
+                     kc(cache_elems * 2), vc(cache_elems * 2), dpos = to_device(positions), dslots = to_device(slots),
+                     doff = to_device(offsets), dtab = to_device(tables), dcos = to_device(cosv),
+                     dsin = to_device(sinv), drs = to_device(row_scale), dts = to_device(token_scale),
+                     dqn = to_device(random_vector(static_cast<size_t>(hd), 35)),
+                     dkn = to_device(random_vector(static_cast<size_t>(hd), 36)),
+                     dqb = to_device(random_vector(static_cast<size_t>(q_dim), 37)),
+                     dkb = to_device(random_vector(static_cast<size_t>(kv_dim), 38)),
+                     dvb = to_device(random_vector(static_cast<size_t>(kv_dim), 39)),
+                     dout(static_cast<size_t>(n * q_dim) * 4);
+        DeviceBuffer partials(static_cast<size_t>(kAttentionSplitSlots) * 258 * 4),
+            counters(static_cast<size_t>(kAttentionSplitSlots) * 4);
+        TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+        QkvFinishArgs qa;
+        qa.q = work.get<float>();
+        qa.k = work.get<float>() + q_dim;
+        qa.v = work.get<float>() + q_dim + kv_dim;
+        qa.stride = qkv_dim;
+        qa.norm_eps = 1e-6f;
+        qa.rope_cos = dcos.get<float>();
+        qa.rope_sin = dsin.get<float>();
+        qa.rope_layout = layout;
+        qa.positions = dpos.get<int32_t>();
+        qa.slots = dslots.get<int32_t>();
+        qa.k_cache = kc.get<__half>();
+        qa.v_cache = vc.get<__half>();
+        if (extras) {
+          qa.q_bias = dqb.get<float>();
+          qa.k_bias = dkb.get<float>();
+          qa.v_bias = dvb.get<float>();
+          qa.q_norm = dqn.get<float>();
+          qa.k_norm = dkn.get<float>();
+          qa.row_scale = drs.get<float>();
+          qa.token_scale = dts.get<float>();
+        }
+        AttentionArgs aa;
+        aa.q = work.get<float>();
+        aa.q_stride = qkv_dim;
+        aa.k_cache = kc.get<__half>();
+        aa.v_cache = vc.get<__half>();
+        aa.positions = dpos.get<int32_t>();
+        aa.table_offsets = doff.get<int32_t>();
+        aa.block_tables = dtab.get<int32_t>();
+        aa.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        aa.out = dout.get<float>();
+        aa.split_partials = partials.get<float>();
+        aa.split_counters = counters.get<int32_t>();
+        aa.decode_only = true;
+        auto reset = [&] {
+          TANDEM_CUDA_CHECK(cudaMemcpy(work.get(), raw.get(), raw.bytes(), cudaMemcpyDeviceToDevice));
+          TANDEM_CUDA_CHECK(cudaMemcpy(kc.get(), k0.get(), k0.bytes(), cudaMemcpyDeviceToDevice));
+          TANDEM_CUDA_CHECK(cudaMemcpy(vc.get(), v0.get(), v0.bytes(), cudaMemcpyDeviceToDevice));
+          TANDEM_CUDA_CHECK(cudaMemset(dout.get(), 0, dout.bytes()));
+        };
+        const std::string what = "head_dim " + std::to_string(hd) +
+                                 (layout == RopeLayout::HalfSplit ? ", half split" : ", interleaved") +
+                                 (extras ? ", biases, norms and scales" : "");
+        for (int splits : {1, 3, 8, 16})
+          for (int heads_per_block : {1, 4}) {
+            reset();
+            qkv_finish(qa, s, n, nullptr);
+            paged_attention(aa, s, n, splits, nullptr, heads_per_block);
+            const std::vector<float> want = to_host<float>(dout, static_cast<size_t>(n * q_dim));
+            const std::vector<uint16_t> want_k = to_host<uint16_t>(kc, cache_elems),
+                                        want_v = to_host<uint16_t>(vc, cache_elems);
+            for (float x : want) ASSERT_TRUE(std::isfinite(x)) << what;
+            reset();
+            AttentionArgs fused = aa;
+            fused.finish_qkv = true;
+            fused.finish = qa;
+            paged_attention(fused, s, n, splits, nullptr, heads_per_block);
+            const std::vector<float> got = to_host<float>(dout, want.size());
+            ASSERT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * 4))
+                << what << ", " << splits << " splits, " << heads_per_block << " heads a block";
+            ASSERT_EQ(to_host<uint16_t>(kc, cache_elems), want_k) << what << ", " << splits << " splits: keys";
+            ASSERT_EQ(to_host<uint16_t>(vc, cache_elems), want_v) << what << ", " << splits << " splits: values";
+          }
+        AttentionArgs prompt = aa;
+        prompt.decode_only = false;
+        prompt.finish_qkv = true;
+        prompt.finish = qa;
+        EXPECT_ANY_THROW(paged_attention(prompt, s, n, 3, nullptr)) << "finishing outside a decode step";
+      }
+  AttentionShape odd;
+  odd.n_heads = 8;
+  odd.n_kv_heads = 2;
+  odd.head_dim = 48;
+  odd.block_size = 16;
+  EXPECT_FALSE(attention_finishes_qkv(odd));
+}
+
 // Decode attention on tensor cores: tokens at positions on both sides of
 // the 16-position warp slices and the 64-position tiles (0, 5, 15, 16, 63,
 // 64, 300, 700), each sequence's blocks scattered, group sizes 4, 8 and 1
