@@ -15,7 +15,6 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
-#include "backends/cuda/qkv_heads.cuh"
 #include "backends/cuda/quantize_block.cuh"
 
 namespace tandem::cuda {
@@ -92,15 +91,6 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const bool contiguous = DPL <= 4 && hd == 32 * DPL;
   auto dim_of = [&](int i) { return contiguous ? lane * DPL + i : lane + 32 * i; };
-  // a.finish_qkv (decode steps, contiguous): the step's metadata and RoPE
-  // row before the wait (launch.h).
-  const bool finishing = a.finish_qkv;
-  qkv_heads::Rotation rot{};
-  int new_slot = -1;
-  if (finishing) {
-    rot = qkv_heads::rotation_at(a.finish.rope_cos, a.finish.rope_sin, pos, hd);
-    new_slot = a.finish.slots[t];
-  }
 
 
   float m[GP], l[GP], acc[GP][DPL];
@@ -156,78 +146,18 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   const bool early = a.decode_only && first < end;
   if (early) load_tile(first, -1);
   wait_for_predecessor();
-  // The token's own key and value, f16 as the cache holds them (finishing:
-  // computed here; the cache's slot is written by this kernel, not read).
-  __shared__ __align__(16) __half k_new[HD], v_new[HD];
-  const bool own_split = begin <= pos && pos < end;
-  // After a load of the tile at `base`: whatever was read from position pos
-  // (a lane's key, value rows; the padding's too when base is pos) takes
-  // the new key and value.
-  auto patch_own = [&](int base) {
-    if (pos < base || pos >= base + kTile) return;
-    const int j = base + lane;
-    if ((j < end ? j : base) == pos) {
-#pragma unroll
-      for (int v = 0; v < DPL * 4; ++v)
-        if (v < hd / 8) keys[v] = reinterpret_cast<const uint4*>(k_new)[v];
-    }
-#pragma unroll
-    for (int jj = 0; jj < kTile; ++jj)
-      if ((base + jj < end ? base + jj : base) == pos) values[jj] = reinterpret_cast<const ValueVector*>(v_new)[lane];
-  };
-  if (finishing) {
-    // qkv_finish's work for this block's heads: q into q_s, and in the
-    // split that holds pos the KV head's new key (through part_acc, free
-    // until the warps merge) and value.
-    const QkvFinishArgs& f = a.finish;
-    const float* rs = f.row_scale;
-    const float ts = rs ? f.token_scale[t] : 1.0f;
-    for (int g = warp; g < nh; g += kWarps) {
-      const int h = h0 + g;
-      qkv_heads::finish_head(f.q + t * f.stride + h * hd, q_s[g], f.q_bias ? f.q_bias + h * hd : nullptr,
-                              rs ? rs + h * hd : nullptr, ts, f.q_norm, f.norm_eps, hd, rot, f.rope_layout);
-    }
-    float* k_f = part_acc[0][0];
-    if (own_split && warp == kWarps - 1) {
-      qkv_heads::finish_head(f.k + t * f.stride + kvh * hd, k_f, f.k_bias ? f.k_bias + kvh * hd : nullptr,
-                              rs ? rs + q_dim + kvh * hd : nullptr, ts, f.k_norm, f.norm_eps, hd, rot, f.rope_layout);
-      __syncwarp();
-      for (int d = lane; d < hd; d += 32) k_new[d] = __float2half_rn(k_f[d]);
-    } else if (own_split && warp == kWarps - 2) {
-      const float* vs = rs ? rs + q_dim + kv_dim + kvh * hd : nullptr;
-      for (int d = lane; d < hd; d += 32)
-        v_new[d] = qkv_heads::finish_value(f.v + t * f.stride + kvh * hd, f.v_bias ? f.v_bias + kvh * hd : nullptr,
-                                            vs, ts, d);
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < GP * hd; i += blockDim.x) {
-      const int g = i / hd, d = i % hd;
-      q_s[g][d] = g < nh ? q_s[g][d] * a.scale : 0.0f;
-    }
-    if (own_split && early) patch_own(first);
-    // The KV head's first block writes them to the cache for later steps.
-    if (own_split && new_slot >= 0 && blockIdx.y % blocks_per_kv == 0) {
-      for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        f.k_cache[static_cast<int64_t>(new_slot) * kv_dim + kvh * hd + d] = k_new[d];
-        f.v_cache[static_cast<int64_t>(new_slot) * kv_dim + kvh * hd + d] = v_new[d];
-      }
-    }
-  } else {
-    if (early && pos >= first && pos < first + kTile) load_tile(first, pos);
-    for (int i = threadIdx.x; i < GP * hd; i += blockDim.x) {
-      const int g = i / hd, d = i % hd;
-      q_s[g][d] = g < nh ? a.q[t * a.q_stride + static_cast<int64_t>(h0 + g) * hd + d] * a.scale : 0.0f;
-    }
+  if (early && pos >= first && pos < first + kTile) load_tile(first, pos);
+
+  for (int i = threadIdx.x; i < GP * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd;
+    q_s[g][d] = g < nh ? a.q[t * a.q_stride + static_cast<int64_t>(h0 + g) * hd + d] * a.scale : 0.0f;
   }
   __syncthreads();
 
   for (int base = first; base < end; base += kRound) {
     const int j = base + lane;
     const bool valid = j < end;
-    if (!(early && base == first)) {
-      load_tile(base, -1);
-      if (finishing && own_split) patch_own(base);
-    }
+    if (!(early && base == first)) load_tile(base, -1);
     float dot[GP];
 #pragma unroll
     for (int g = 0; g < GP; ++g) dot[g] = 0.0f;
@@ -417,10 +347,6 @@ void launch_paged_attention(dim3 grid, int heads_per_block, cudaStream_t stream,
 
 }  // namespace
 
-bool attention_finishes_qkv(const AttentionShape& shape) {
-  return shape.head_dim == 32 || shape.head_dim == 64 || shape.head_dim == 128;
-}
-
 int attention_heads_per_block(const AttentionShape& shape, int64_t n_tokens, int sm_count) {
   const int group = shape.n_heads / std::max(shape.n_kv_heads, 1);
   int hpb = 1;
@@ -449,10 +375,6 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
         "internal: attention heads per block must be 1, 2, 4 or 8");
   check(args.out_q == nullptr || (args.out_d != nullptr && shape.head_dim % 32 == 0),
         "internal: attention quantizes its output in blocks of 32 values of a head");
-  check(!args.finish_qkv || (args.decode_only && attention_finishes_qkv(shape) && args.finish.q == args.q &&
-                             args.finish.stride == args.q_stride && args.finish.k_cache == args.k_cache &&
-                             args.finish.v_cache == args.v_cache && args.finish.positions == args.positions),
-        "internal: attention finishes q, k and v in decode steps only, on its own q and caches");
   check(n_splits == 1 || (args.split_partials && args.split_counters &&
                           n_tokens * shape.n_heads * n_splits <= kAttentionSplitSlots && n_splits <= kMaxAttentionSplits),
         "internal: attention splits without room in the workspace");

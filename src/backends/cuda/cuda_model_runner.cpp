@@ -1328,20 +1328,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         qa.row_scale = static_cast<const float*>(L.qkv.scales);
         qa.token_scale = m.gemm->fp8_input(T, m.widest_input()).scale;
       }
-      // 8-bit o projection: attention quantizes the GEMV's rows (the paged
-      // tokens come first) as it writes them.
-      const int64_t wo_quantized = m.quantized_rows(L.wo, T, n_generated);
-      const bool attention_quantizes = wo_quantized > 0 && wo_quantized <= n_paged && c.head_dim % 32 == 0;
-      // Batches whose (token, KV head) blocks fill the GPU take the
-      // tensor-core kernel (its rounding differs from paged_attention's, and
-      // the choice depends on the batch: not under batch_invariant).
-      const bool grouped = m.grouped_decode && !m.options.batch_invariant && !attention_quantizes &&
-                           cuda::grouped_decode_attention_takes(shape, n_paged, m.sm_count);
-      // Decode steps through paged_attention: it finishes q, k and v itself
-      // (the same bits, one launch a layer fewer).
-      const bool attention_finishes =
-          paged_decode_only && n_tiles == 0 && n_paged > 0 && !grouped && cuda::attention_finishes_qkv(shape);
-      if (!attention_finishes) cuda::qkv_finish(qa, shape, T, s);
+      cuda::qkv_finish(qa, shape, T, s);
       cuda::AttentionArgs aa;
       aa.q = q;
       aa.q_stride = qkv_dim;
@@ -1355,14 +1342,19 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       aa.split_partials = m.attn_partials.get<float>();
       aa.split_counters = m.attn_counters.get<int32_t>();
       aa.decode_only = paged_decode_only;
-      if (attention_finishes) {
-        aa.finish_qkv = true;
-        aa.finish = qa;
-      }
+      // 8-bit o projection: attention quantizes the GEMV's rows (the paged
+      // tokens come first) as it writes them.
+      const int64_t wo_quantized = m.quantized_rows(L.wo, T, n_generated);
+      const bool attention_quantizes = wo_quantized > 0 && wo_quantized <= n_paged && c.head_dim % 32 == 0;
       if (attention_quantizes) {
         aa.out_q = m.act_q.get<int8_t>();
         aa.out_d = m.act_d.get<float>();
       }
+      // Batches whose (token, KV head) blocks fill the GPU take the
+      // tensor-core kernel (its rounding differs from paged_attention's, and
+      // the choice depends on the batch: not under batch_invariant).
+      const bool grouped = m.grouped_decode && !m.options.batch_invariant && !attention_quantizes &&
+                           cuda::grouped_decode_attention_takes(shape, n_paged, m.sm_count);
       if (n_paged > 0 && grouped) {
         cuda::grouped_decode_attention(aa, shape, n_paged, s);
       } else if (n_paged > 0) {

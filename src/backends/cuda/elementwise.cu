@@ -8,7 +8,6 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
-#include "backends/cuda/qkv_heads.cuh"
 #include "backends/cuda/quantize_block.cuh"
 #include "backends/cuda/rmsnorm_row.cuh"
 
@@ -19,6 +18,14 @@ __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
+}
+
+// An FP8 GEMM's product with its row and token scales, (d * row) * token,
+// each product rounded on its own: the kernels that apply the scales
+// (scale_product and those fused with it) give the same bits whatever the
+// compiler would contract.
+__device__ __forceinline__ float scaled_product(float d, float row, float token) {
+  return __fmul_rn(__fmul_rn(d, row), token);
 }
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024), in a fixed order.
@@ -446,6 +453,52 @@ unsigned grid_for(int64_t n, int threads) {
   return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65535));
 }
 
+// One warp per head. Lane j holds rotation pairs p = j, j + 32, ... of the
+// head (at most 4 for head_dim <= 256): (p, p + half) for HalfSplit, (2p, 2p + 1)
+// for Interleaved.
+constexpr int kMaxPairsPerLane = 4;
+
+// cos_p, sin_p: the rotation of the lane's pairs p = lane + 32 k.
+// scale (FP8 products before their scales): the head's row scales, and
+// token_scale the token's.
+__device__ void finish_head(float* head, const float* bias, const float* scale, float token_scale, const float* norm,
+                            float eps, int head_dim, const float (&cos_p)[kMaxPairsPerLane],
+                            const float (&sin_p)[kMaxPairsPerLane], RopeLayout layout) {
+  const int lane = threadIdx.x % 32;
+  const int half = head_dim / 2;
+  float a[kMaxPairsPerLane], b[kMaxPairsPerLane];
+  int ia[kMaxPairsPerLane], ib[kMaxPairsPerLane];
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kMaxPairsPerLane; ++k) {
+    const int p = lane + 32 * k;
+    if (p >= half) break;
+    ia[k] = layout == RopeLayout::HalfSplit ? p : 2 * p;
+    ib[k] = layout == RopeLayout::HalfSplit ? p + half : 2 * p + 1;
+    // scale_product's bits (never fused with the bias add).
+    const float ha = scale ? scaled_product(head[ia[k]], scale[ia[k]], token_scale) : head[ia[k]];
+    const float hb = scale ? scaled_product(head[ib[k]], scale[ib[k]], token_scale) : head[ib[k]];
+    a[k] = ha + (bias ? bias[ia[k]] : 0.0f);
+    b[k] = hb + (bias ? bias[ib[k]] : 0.0f);
+    ss = fmaf(a[k], a[k], fmaf(b[k], b[k], ss));
+  }
+  float inv = 1.0f;
+  if (norm) inv = rsqrtf(warp_sum(ss) / static_cast<float>(head_dim) + eps);
+#pragma unroll
+  for (int k = 0; k < kMaxPairsPerLane; ++k) {
+    const int p = lane + 32 * k;
+    if (p >= half) break;
+    float x0 = a[k], x1 = b[k];
+    if (norm) {
+      x0 = x0 * inv * norm[ia[k]];
+      x1 = x1 * inv * norm[ib[k]];
+    }
+    const float c = cos_p[k], s = sin_p[k];
+    head[ia[k]] = x0 * c - x1 * s;
+    head[ib[k]] = x0 * s + x1 * c;
+  }
+}
+
 // grid: (n_tokens, head groups); one warp per head: the token's q heads, then
 // k heads, then v heads.
 __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
@@ -457,8 +510,16 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
   // Step metadata and the RoPE tables before the wait (launch.h).
   const int pos = args.positions[t];
   const int slot = args.slots[t];
-  const qkv_heads::Rotation rot = qkv_heads::rotation_at(args.rope_cos, args.rope_sin, pos, hd);
+  const float* cos_row = args.rope_cos + static_cast<int64_t>(pos) * (hd / 2);
+  const float* sin_row = args.rope_sin + static_cast<int64_t>(pos) * (hd / 2);
   const int lane = threadIdx.x % 32;
+  float cos_p[kMaxPairsPerLane], sin_p[kMaxPairsPerLane];
+#pragma unroll
+  for (int k = 0; k < kMaxPairsPerLane; ++k) {
+    const int p = lane + 32 * k;
+    cos_p[k] = p < hd / 2 ? cos_row[p] : 0.0f;
+    sin_p[k] = p < hd / 2 ? sin_row[p] : 0.0f;
+  }
   wait_for_predecessor();
   const float* rs = args.row_scale;
   const float ts = rs ? args.token_scale[t] : 1.0f;
@@ -466,15 +527,13 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
   const int h = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32;
   if (h < shape.n_heads + 2 * shape.n_kv_heads) {
     if (h < shape.n_heads) {
-      float* head = args.q + t * stride + h * hd;
-      qkv_heads::finish_head(head, head, args.q_bias ? args.q_bias + h * hd : nullptr, rs ? rs + h * hd : nullptr, ts,
-                              args.q_norm, args.norm_eps, hd, rot, args.rope_layout);
+      finish_head(args.q + t * stride + h * hd, args.q_bias ? args.q_bias + h * hd : nullptr,
+                  rs ? rs + h * hd : nullptr, ts, args.q_norm, args.norm_eps, hd, cos_p, sin_p, args.rope_layout);
     } else if (h < shape.n_heads + shape.n_kv_heads) {
       const int kh = h - shape.n_heads;
       float* head = args.k + t * stride + kh * hd;
-      qkv_heads::finish_head(head, head, args.k_bias ? args.k_bias + kh * hd : nullptr,
-                              rs ? rs + q_dim + kh * hd : nullptr, ts, args.k_norm, args.norm_eps, hd, rot,
-                              args.rope_layout);
+      finish_head(head, args.k_bias ? args.k_bias + kh * hd : nullptr, rs ? rs + q_dim + kh * hd : nullptr, ts,
+                  args.k_norm, args.norm_eps, hd, cos_p, sin_p, args.rope_layout);
       __syncwarp();
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
@@ -483,10 +542,10 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
       const int vh = h - shape.n_heads - shape.n_kv_heads;
       const float* head = args.v + t * stride + vh * hd;
       const float* vs = rs ? rs + q_dim + kv_dim + vh * hd : nullptr;
-      const float* vb = args.v_bias ? args.v_bias + vh * hd : nullptr;
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
-          args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] = qkv_heads::finish_value(head, vb, vs, ts, d);
+          args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] = __float2half_rn(
+              (vs ? scaled_product(head[d], vs[d], ts) : head[d]) + (args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
     }
   }
 }
@@ -703,7 +762,7 @@ void scale_product(const float* d, int64_t n_tokens, int64_t rows, const float* 
 }
 
 void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t n_tokens, cudaStream_t stream) {
-  check(shape.head_dim % 2 == 0 && shape.head_dim <= 2 * 32 * qkv_heads::kMaxPairsPerLane,
+  check(shape.head_dim % 2 == 0 && shape.head_dim <= 2 * 32 * kMaxPairsPerLane,
         "the CUDA engine supports even head sizes up to 256");
   if (n_tokens == 0) return;
   const int heads = shape.n_heads + 2 * shape.n_kv_heads;

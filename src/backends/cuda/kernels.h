@@ -292,24 +292,12 @@ struct AttentionArgs {
   // (out_q: [n_tokens, n_heads * head_dim] int8, out_d: [.., / 32] f32).
   int8_t* out_q = nullptr;
   float* out_d = nullptr;
-  // paged_attention in decode steps (decode_only) with head sizes that
-  // attention_finishes_qkv: with finish_qkv the kernel does qkv_finish's
-  // work itself instead of a launch before it. q is then the raw q·k·v
-  // product (finish.q == q, the same stride, caches and positions); each
-  // block finishes its query heads, the blocks that hold the token's own
-  // position finish its key and value and use them, and one block a KV head
-  // writes them to the cache. The same bits as qkv_finish then
-  // paged_attention (qkv_heads.cuh); q and k stay unfinished in memory.
-  bool finish_qkv = false;
-  QkvFinishArgs finish;
 };
 // Query heads per block: those of one KV head (up to
 // kMaxAttentionHeadsPerBlock, a power of two) read each cached key and value
 // once for all of them, where such blocks alone fill the GPU (sm_count); 1
 // otherwise. A head's result does not depend on it.
 constexpr int kMaxAttentionHeadsPerBlock = 8;
-// Whether paged_attention can finish q, k and v itself (AttentionArgs::finish_qkv).
-bool attention_finishes_qkv(const AttentionShape& shape);
 int attention_heads_per_block(const AttentionShape& shape, int64_t n_tokens, int sm_count);
 // Splits that keep about two blocks per SM busy for n_tokens tokens (1 when
 // the blocks alone fill the GPU), within the workspace.
