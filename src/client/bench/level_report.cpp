@@ -46,6 +46,7 @@ LevelReport make_level_report(int concurrency, double duration_s, std::vector<Re
   }
   if (duration_s > 0) {
     r.output_tokens_per_s = static_cast<double>(r.output_tokens) / duration_s;
+    r.total_tokens_per_s = static_cast<double>(r.prompt_tokens + r.output_tokens) / duration_s;
     r.requests_per_s = static_cast<double>(r.succeeded) / duration_s;
   }
   r.ttft_ms = summarize(std::move(ttft));

@@ -24,6 +24,7 @@ struct LevelReport {
   bool interrupted = false;               // stopped early by a signal: `requests` ran, fewer than asked
   size_t short_outputs = 0;              // succeeded with fewer tokens than max_tokens (EOS, stop, or the context)
   double output_tokens_per_s = 0;        // all streams together
+  double total_tokens_per_s = 0;         // prompt and output tokens together, all streams
   double requests_per_s = 0;
   Summary ttft_ms;
   Summary itl_ms;        // gaps between token arrivals, shared evenly by the tokens an arrival carries

@@ -57,6 +57,7 @@ json level_json(const LevelReport& l) {
             {"requests_without_usage", l.requests_without_usage},
             {"short_outputs", l.short_outputs},
             {"output_tokens_per_s", round3(l.output_tokens_per_s)},
+            {"total_tokens_per_s", round3(l.total_tokens_per_s)},
             {"requests_per_s", round3(l.requests_per_s)},
             {"ttft_ms", summary_json(l.ttft_ms)},
             {"itl_ms", summary_json(l.itl_ms)},

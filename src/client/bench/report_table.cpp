@@ -46,20 +46,22 @@ std::string format_run_header(const BenchRun& run) {
 
 std::string format_level_table(const BenchRun& run) {
   std::string s;
-  s += format("%6s %9s %10s %10s %7s ", "", "", "", "", "") + group_label("stream tok/s", 17) + " " +
+  s += format("%6s %9s %10s %10s %10s %7s ", "", "", "", "", "", "") + group_label("stream tok/s", 17) + " " +
        group_label("TTFT ms", 35) + " " + group_label("ITL ms", 26) + "\n";
-  s += format("%6s %9s %10s %10s %7s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "conc", "ok/req", "in tok", "out tok/s",
-              "req/s", "mean", "p50", "mean", "p50", "p90", "p99", "mean", "p50", "p99");
+  s += format("%6s %9s %10s %10s %10s %7s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "conc", "ok/req", "in tok",
+              "out tok/s", "all tok/s", "req/s", "mean", "p50", "mean", "p50", "p90", "p99", "mean", "p50", "p99");
   for (const LevelReport& l : run.levels) {
     const std::string ok = std::to_string(l.succeeded) + "/" + std::to_string(l.requests);
     const double mean_prompt = l.succeeded ? static_cast<double>(l.prompt_tokens) / static_cast<double>(l.succeeded) : 0;
-    s += format("%6d %9s %10.1f %10.1f %7.2f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f\n", l.concurrency,
-                ok.c_str(), mean_prompt, l.output_tokens_per_s, l.requests_per_s, l.stream_tokens_per_s.mean,
+    s += format("%6d %9s %10.1f %10.1f %10.1f %7.2f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f\n",
+                l.concurrency, ok.c_str(), mean_prompt, l.output_tokens_per_s, l.total_tokens_per_s, l.requests_per_s,
+                l.stream_tokens_per_s.mean,
                 l.stream_tokens_per_s.p50, l.ttft_ms.mean, l.ttft_ms.p50, l.ttft_ms.p90, l.ttft_ms.p99, l.itl_ms.mean,
                 l.itl_ms.p50, l.itl_ms.p99);
   }
-  s += "(in tok: mean prompt tokens the server counted; out tok/s: all streams together; stream tok/s: each\n"
-       " stream's rate after its first token; ITL: time between token arrivals)\n";
+  s += "(in tok: mean prompt tokens the server counted; out tok/s: generated tokens of all streams together;\n"
+       " all tok/s: prompt and generated tokens together; stream tok/s: each stream's rate after its first\n"
+       " token; ITL: time between token arrivals)\n";
   for (const LevelReport& l : run.levels) {
     if (l.failed == 0) continue;
     std::string codes;

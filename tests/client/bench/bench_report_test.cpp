@@ -158,6 +158,7 @@ TEST(BenchJson, HoldsConfigLevelsAndRawTimings) {
   EXPECT_EQ(l1.at("interrupted"), false);
   EXPECT_EQ(l1.at("output_tokens"), 6);
   EXPECT_DOUBLE_EQ(l1.at("output_tokens_per_s").get<double>(), 60.0);
+  EXPECT_DOUBLE_EQ(l1.at("total_tokens_per_s").get<double>(), 2620.0);  // (2 x 128 + 6) / 0.1 s
   EXPECT_DOUBLE_EQ(l1.at("ttft_ms").at("p50").get<double>(), 10.0);
   EXPECT_DOUBLE_EQ(l1.at("itl_ms").at("mean").get<double>(), 2.0);
   ASSERT_EQ(l1.at("raw").size(), 2u);
@@ -176,6 +177,8 @@ TEST(BenchTable, NamesLevelsAndFailures) {
   const BenchRun run = sample_run();
   const std::string t = format_level_table(run);
   EXPECT_NE(t.find("TTFT ms"), std::string::npos);
+  // Level 1: 6 output tokens and 256 prompt tokens in 0.1 s.
+  EXPECT_NE(t.find("     60.0     2620.0"), std::string::npos) << t;
   EXPECT_NE(t.find("    2/2"), std::string::npos);
   EXPECT_NE(t.find("    2/3"), std::string::npos);
   EXPECT_NE(t.find("concurrency 4: 1 of 3 requests failed: overloaded x1 (e.g. \"queue full\")"), std::string::npos);

@@ -191,6 +191,7 @@ TEST(BenchLevelReport, ComputesLatenciesAndThroughput) {
   EXPECT_EQ(r.output_tokens, 8);
   EXPECT_EQ(r.prompt_tokens, 20);
   EXPECT_DOUBLE_EQ(r.output_tokens_per_s, 16.0);
+  EXPECT_DOUBLE_EQ(r.total_tokens_per_s, 56.0);  // (20 prompt + 8 output) / 0.5 s
   EXPECT_DOUBLE_EQ(r.requests_per_s, 4.0);
   EXPECT_EQ(r.ttft_ms.count, 2u);
   EXPECT_DOUBLE_EQ(r.ttft_ms.mean, 20.0);
