@@ -609,12 +609,16 @@ TEST(CudaKernels, Gemm8BitOnTensorCoresMatchesCpu) {
       {
         const int64_t ldy = rows + 5;
         DeviceBuffer wide(static_cast<size_t>(n_max * ldy) * 4);
+        TANDEM_CUDA_CHECK(cudaMemset(wide.get(), 0xff, wide.bytes()));  // the columns past rows must keep these bits
         gemm_q8(*w, dq.get<int8_t>(), dd.get<float>(), n_max, wide.get<float>(), ldy, false, sm_count, ws.get<float>(),
                 nullptr);
-        const std::vector<float> got = to_host<float>(wide, static_cast<size_t>(n_max * ldy));
-        for (int64_t t = 0; t < n_max; ++t)
+        const std::vector<uint32_t> got = to_host<uint32_t>(wide, static_cast<size_t>(n_max * ldy));
+        for (int64_t t = 0; t < n_max; ++t) {
           ASSERT_EQ(0, std::memcmp(got.data() + t * ldy, all.data() + t * rows, static_cast<size_t>(rows) * 4))
               << what << " token " << t << " with a stride of " << ldy;
+          for (int64_t c = rows; c < ldy; ++c)
+            ASSERT_EQ(got[static_cast<size_t>(t * ldy + c)], 0xffffffffu) << what << " token " << t << ": past the rows";
+        }
       }
       // Accumulating.
       ASSERT_EQ(cudaMemcpy(dy.get(), all.data(), all.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
@@ -1190,6 +1194,7 @@ TEST(CudaKernels, PrefillAttentionMatchesCpu) {
       single.push_back(positions[static_cast<size_t>(t)] + 1);
     }
     DeviceBuffer dsingle = to_device(single);
+    TANDEM_CUDA_CHECK(cudaMemset(dalone.get(), 0xff, dalone.bytes()));  // rows outside the second sequence stay NaN
     aa.out = dalone.get<float>();
     prefill_attention(aa, s, dsingle.get<int32_t>(), 70, nullptr);
     const std::vector<float> alone = to_host<float>(dalone, want.size());
