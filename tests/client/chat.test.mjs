@@ -141,6 +141,20 @@ test('an unreachable backend is reported in plain words', async () => {
   assert.equal(r.stdout, '');
 });
 
+// waitFor for a chat `t` beside a server: a wait that fails also says
+// whether the chat still runs, and what the chat and the server
+// (serverStderr()) printed.
+function explainedWait(t, serverStderr) {
+  return async (f, ms, what) => {
+    try {
+      await waitFor(f, ms, what);
+    } catch (e) {
+      throw new Error(`${e.message} (the chat ${t.proc.exitCode === null ? 'still runs' : `exited ${t.proc.exitCode}`}); ` +
+        `the chat printed:\n${t.out.stderr}\nthe server printed:\n${serverStderr()}`);
+    }
+  };
+}
+
 test('a backend that goes away is reported, and the chat keeps its history', async () => {
   const other = await startServer();
   const saved = path.join(dir, 'lost.json');
@@ -151,14 +165,7 @@ test('a backend that goes away is reported, and the chat keeps its history', asy
   // A wait that fails says what the chat and the server printed, and the
   // chat and the server never outlive the test (the file would hang until
   // ctest's timeout).
-  const explained = async (f, ms, what) => {
-    try {
-      await waitFor(f, ms, what);
-    } catch (e) {
-      throw new Error(`${e.message} (the chat ${t.proc.exitCode === null ? 'still runs' : `exited ${t.proc.exitCode}`}); ` +
-        `the chat printed:\n${t.out.stderr}\nthe server printed:\n${other.stderr()}`);
-    }
-  };
+  const explained = explainedWait(t, () => other.stderr());
   try {
     t.proc.stdin.write('/params max_tokens=4 temperature=0\nHello\n');
     await explained(() => statsLines(t.out.stderr).length > 0, 30000, 'the first answer');
@@ -201,14 +208,7 @@ test('a backend that restarts: the chat reconnects and goes on with its history'
   const t = spawnTandem(['chat', '--backend', String(port), '--connect-wait', '60']);
   // As in the lost-backend test: a wait that fails says what the chat and
   // the server printed, and neither outlives the test.
-  const explained = async (f, ms, what) => {
-    try {
-      await waitFor(f, ms, what);
-    } catch (e) {
-      throw new Error(`${e.message} (the chat ${t.proc.exitCode === null ? 'still runs' : `exited ${t.proc.exitCode}`}); ` +
-        `the chat printed:\n${t.out.stderr}\nthe server printed:\n${s.stderr()}`);
-    }
-  };
+  const explained = explainedWait(t, () => s.stderr());
   let code;
   try {
     t.proc.stdin.write('/params max_tokens=4 temperature=0\nHello\n');
