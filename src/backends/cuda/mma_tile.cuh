@@ -1,6 +1,7 @@
 // Device helpers of the tensor-core attention kernels (prefill_attention.cu,
 // grouped_decode_attention.cu): f16 packing, cp.async copies into shared
-// memory, ldmatrix fragment loads and the m16n8k16 mma.
+// memory, the paged cache's rows and their staging in tiles, ldmatrix
+// fragment loads and the m16n8k16 mma.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4):
 //   A (16 x 16, row-major): reg0 = row g, cols 2t..2t+1; reg1 = row g+8,
@@ -34,6 +35,39 @@ __device__ __forceinline__ void copy_commit() { asm volatile("cp.async.commit_gr
 template <int N>
 __device__ __forceinline__ void copy_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Offset in elements of position p's key (or value) row for one KV head in
+// a paged cache of rows of kv_dim values, the head's values starting at
+// head_offset; -1 at or past kv_len. table: the sequence's block table.
+__device__ __forceinline__ int64_t cache_row(const int32_t* table, int block_size, int kv_dim, int head_offset, int p,
+                                             int kv_len) {
+  if (p >= kv_len) return -1;
+  const int64_t slot = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+  return slot * kv_dim + head_offset;
+}
+
+// Queues the copy of one tile of kTile cache rows (rows[j]: cache_row of
+// its position j) into shared memory: keys to k_dst, values to v_dst
+// (shared addresses, rows of LD halves); a row of -1 becomes zeros. Piece c
+// of the tile is 16-byte piece c % (HD / 8) of row c / (HD / 8), so a warp
+// reads whole rows. Commits the copies as one group.
+template <int HD, int LD, int kTile, int kThreads>
+__device__ __forceinline__ void copy_cache_tile(uint32_t k_dst, uint32_t v_dst, const int64_t* rows,
+                                                const __half* k_cache, const __half* v_cache) {
+  constexpr int kPieces = HD / 8;
+  constexpr int kLoads = kTile * kPieces / kThreads;  // pieces a thread copies, of K and of V
+  static_assert(kTile * kPieces % kThreads == 0, "a tile's pieces must divide among the threads");
+#pragma unroll
+  for (int u = 0; u < kLoads; ++u) {
+    const int c = static_cast<int>(threadIdx.x) + u * kThreads, j = c / kPieces, piece = c % kPieces;
+    const int64_t row = rows[j];
+    const int64_t off = (row < 0 ? 0 : row) + piece * 8;
+    const uint32_t d = static_cast<uint32_t>((j * LD + piece * 8) * sizeof(__half));
+    copy_16(k_dst + d, k_cache + off, row >= 0);
+    copy_16(v_dst + d, v_cache + off, row >= 0);
+  }
+  copy_commit();
 }
 
 // Four 8 x 8 f16 matrices from shared memory; lane l gives the address of

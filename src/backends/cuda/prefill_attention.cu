@@ -81,9 +81,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
   constexpr int KS = HD / 16;        // k-steps of q k^T over head_dim
   constexpr int NT = HD / 8;         // n-tiles of the output over head_dim
   constexpr int LD = kRowHalves<HD>;
-  constexpr int kPieces = HD / 8;    // 16-byte pieces of a cache row
-  constexpr int kLoads = kKeyTile * kPieces / kThreads;  // pieces a thread copies per tile, of K and of V
-  static_assert(HD % 16 == 0 && kKeyTile * kPieces % kThreads == 0, "head_dim must be a multiple of 16");
+  static_assert(HD % 16 == 0 && kKeyTile * (HD / 8) % kThreads == 0, "head_dim must be a multiple of 16");
   extern __shared__ __align__(16) __half shared[];  // [stage][K, V][position][LD]
   __shared__ int64_t rows[kStages][kKeyTile];       // row_of each position of a staged tile
 
@@ -112,30 +110,16 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
   // Where position kv0 + threadIdx.x (threads below kKeyTile) keeps this KV
   // head's key and value: the row's offset in elements, -1 past kv_len.
   const int kv_dim = s.n_kv_heads * HD;
-  auto row_of = [&](int kv0) -> int64_t {
-    const int p = kv0 + static_cast<int>(threadIdx.x);
-    if (p >= kv_len) return -1;
-    const int64_t slot = static_cast<int64_t>(table[p / s.block_size]) * s.block_size + p % s.block_size;
-    return slot * kv_dim + kvh * HD;
+  auto row_of = [&](int kv0) {
+    return cache_row(table, s.block_size, kv_dim, kvh * HD, kv0 + static_cast<int>(threadIdx.x), kv_len);
   };
-  // Queue the copy of key tile `kt` into its stage (rows[stage] filled):
-  // piece c of the tile is piece c % kPieces of position c / kPieces, so a
-  // warp reads whole rows.
+  // Queue the copy of key tile `kt` into its stage (rows[stage] filled).
   const uint32_t shared_base = shared_address(shared);
   auto copy_tile = [&](int kt) {
     const int stage = (kt - kt_begin) % kStages;
     const uint32_t k_dst = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
     const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
-#pragma unroll
-    for (int u = 0; u < kLoads; ++u) {
-      const int c = static_cast<int>(threadIdx.x) + u * kThreads, j = c / kPieces, piece = c % kPieces;
-      const int64_t row = rows[stage][j];
-      const int64_t off = (row < 0 ? 0 : row) + piece * 8;
-      const uint32_t d = static_cast<uint32_t>((j * LD + piece * 8) * sizeof(__half));
-      copy_16(k_dst + d, a.k_cache + off, row >= 0);
-      copy_16(v_dst + d, a.v_cache + off, row >= 0);
-    }
-    copy_commit();
+    copy_cache_tile<HD, LD, kKeyTile, kThreads>(k_dst, v_dst, rows[stage], a.k_cache, a.v_cache);
   };
 
   if (threadIdx.x < kKeyTile) rows[0][threadIdx.x] = row_of(kt_begin * kKeyTile);
