@@ -18,6 +18,12 @@ if(TANDEM_CUDA)
   target_link_libraries(cuda_attention_bench PRIVATE tandem_cuda)
   add_executable(cuda_gemm_bench ${CMAKE_CURRENT_LIST_DIR}/cuda_gemm_bench.cu)
   target_link_libraries(cuda_gemm_bench PRIVATE tandem_cuda)
+  # A kernel timeline of any CUDA program (CUPTI), loaded through
+  # CUDA_INJECTION64_PATH: build/bench/libtandem_kernel_timeline.so
+  if(TARGET CUDA::cupti)
+    add_library(tandem_kernel_timeline SHARED ${CMAKE_CURRENT_LIST_DIR}/kernel_timeline.cpp)
+    target_link_libraries(tandem_kernel_timeline PRIVATE CUDA::cupti)
+  endif()
   if(TARGET tandem_nccl)
     add_executable(nccl_reduce_bench ${CMAKE_CURRENT_LIST_DIR}/nccl_reduce_bench.cu)
     target_link_libraries(nccl_reduce_bench PRIVATE tandem_nccl)

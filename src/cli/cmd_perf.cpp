@@ -52,6 +52,7 @@ struct PerfOptions {
   bool cuda_graphs = true;       // --cuda-graphs / --no-cuda-graphs
   bool tune_gemm = true;         // --tune-gemm / --no-tune-gemm
   bool host_sampling = false;  // sample on the host even where the backend can
+  bool gpu_gaps = false;       // time each decode step's GPU side with events
 };
 
 double now_ms() {
@@ -93,6 +94,14 @@ int perf(const PerfOptions& o) {
   auto* offload = dynamic_cast<OffloadRunner*>(&runner);
   auto* cuda_runner = dynamic_cast<CudaModelRunner*>(&runner);
   std::string host_split;  // where the host's time in a decode step went
+  std::string gpu_split;   // --gpu-gaps: the GPU's side of a decode step
+  if (o.gpu_gaps) {
+    check(cuda_runner != nullptr && o.parallel.tensor_parallel * o.parallel.pipeline_stages == 1,
+          "--gpu-gaps times the steps of one GPU (--device cuda, no parallel plan)");
+    cuda_runner->time_gpu_steps(true);
+  }
+#else
+  check(!o.gpu_gaps, "--gpu-gaps needs a build with CUDA");
 #endif
 
   std::mt19937 rng(1234);
@@ -227,6 +236,14 @@ int perf(const PerfOptions& o) {
                     h.prepare_ms / n, h.enqueue_ms / n, static_cast<long long>(h.graph_steps),
                     static_cast<long long>(h.steps), h.finish_ms / n);
       host_split = buf;
+      if (h.timed_steps > 0) {
+        const double t = static_cast<double>(h.timed_steps);
+        std::snprintf(buf, sizeof buf,
+                      "GPU time a decode step: %.3f ms idle before it, %.3f ms copying its metadata in, %.3f ms from "
+                      "then to its results on the host (%lld steps)",
+                      h.gpu_idle_ms / t, h.gpu_upload_ms / t, h.gpu_run_ms / t, static_cast<long long>(h.timed_steps));
+        gpu_split = buf;
+      }
     }
 #endif
     for (SequenceKv& s : kv) s.release(runner.block_allocator());
@@ -294,6 +311,7 @@ int perf(const PerfOptions& o) {
   if (!offload_split.empty()) std::printf("%s (last run)\n", offload_split.c_str());
 #if TANDEM_HAVE_CUDA
   if (!host_split.empty()) std::printf("%s (last run)\n", host_split.c_str());
+  if (!gpu_split.empty()) std::printf("%s (last run)\n", gpu_split.c_str());
 #endif
   if (o.peak_gb_s > 0) {
     std::printf("decode weight reads: %.1f MB/step, %.2f GB/s (%.1f%% of %.0f GB/s)\n", bytes / 1e6, gbps,
@@ -350,6 +368,8 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("--top-p", o->top_p, "Decode sampling: top-p (1 = off)");
   cmd->add_flag("--host-sampling", o->host_sampling,
                 "Copy logits back and sample on the host even where the backend samples (for comparison)");
+  cmd->add_flag("--gpu-gaps", o->gpu_gaps,
+                "Time each decode step's GPU side with events (one GPU): idle before it, metadata copy, the rest");
   cmd->add_flag("--json", o->json, "Print JSON");
   return [o] { return perf(*o); };
 }

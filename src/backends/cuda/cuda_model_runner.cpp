@@ -220,6 +220,28 @@ struct CudaModelRunner::Impl {
     }
   }
   HostTiming host_timing;
+  // time_gpu_steps: begin, metadata uploaded, end; the step before's end.
+  bool time_steps = false, have_previous_end = false;
+  cudaEvent_t step_begin = nullptr, step_uploaded = nullptr, step_end = nullptr, previous_end = nullptr;
+  // Waits for the step's work and, when timing steps, adds its GPU times.
+  void finish_step() {
+    const bool timed = time_steps && tp_size == 1 && n_stages == 1;
+    if (timed) TANDEM_CUDA_CHECK(cudaEventRecord(step_end, stream));
+    wait_stream();
+    if (!timed) return;
+    float idle = 0, upload = 0, run = 0;
+    TANDEM_CUDA_CHECK(cudaEventElapsedTime(&upload, step_begin, step_uploaded));
+    TANDEM_CUDA_CHECK(cudaEventElapsedTime(&run, step_uploaded, step_end));
+    if (have_previous_end) {
+      TANDEM_CUDA_CHECK(cudaEventElapsedTime(&idle, previous_end, step_begin));
+      ++host_timing.timed_steps;
+      host_timing.gpu_idle_ms += idle;
+      host_timing.gpu_upload_ms += upload;
+      host_timing.gpu_run_ms += run;
+    }
+    std::swap(step_end, previous_end);
+    have_previous_end = true;
+  }
   bool has_embedding = true, has_head = true;
   int64_t vocab_stride = 0;                   // logits row width on the GPU: the most LM head rows of any tensor rank
   std::vector<std::pair<int64_t, int64_t>> vocab_ranges;  // [begin, end) of each tensor rank's LM head rows
@@ -953,6 +975,8 @@ CudaModelRunner::~CudaModelRunner() {
     impl_->gemm.reset();
     if (impl_->logits_pinned) cudaHostUnregister(impl_->logits_pinned);
     if (impl_->meta_copied) cudaEventDestroy(impl_->meta_copied);
+    for (cudaEvent_t e : {impl_->step_begin, impl_->step_uploaded, impl_->step_end, impl_->previous_end})
+      if (e) cudaEventDestroy(e);
     if (impl_->owns_stream) cudaStreamDestroy(impl_->stream);
   }
 }
@@ -975,7 +999,17 @@ const std::vector<float>& CudaModelRunner::forward_shard(std::span<const Sequenc
 
 void CudaModelRunner::synchronize() { impl_->wait_stream(); }
 const CudaModelRunner::HostTiming& CudaModelRunner::host_timing() const { return impl_->host_timing; }
-void CudaModelRunner::reset_host_timing() { impl_->host_timing = HostTiming{}; }
+void CudaModelRunner::reset_host_timing() {
+  impl_->host_timing = HostTiming{};
+  impl_->have_previous_end = false;
+}
+void CudaModelRunner::time_gpu_steps(bool on) {
+  TANDEM_CUDA_CHECK(cudaSetDevice(impl_->options.device));
+  for (cudaEvent_t* e : {&impl_->step_begin, &impl_->step_uploaded, &impl_->step_end, &impl_->previous_end})
+    if (*e == nullptr) TANDEM_CUDA_CHECK(cudaEventCreate(e));
+  impl_->time_steps = on;
+  impl_->have_previous_end = false;
+}
 bool CudaModelRunner::residual_in_shared_memory() const { return impl_->residual_shared(); }
 bool CudaModelRunner::fused_reductions() const { return impl_->reduce != nullptr; }
 
@@ -1201,9 +1235,11 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     // the logits), but wait for it anyway before reusing the pinned buffer.
     TANDEM_CUDA_CHECK(cudaEventSynchronize(m.meta_copied));
     std::memcpy(m.meta_host.get(), m.meta.data(), m.meta.size() * sizeof(int32_t));
+    if (m.time_steps) TANDEM_CUDA_CHECK(cudaEventRecord(m.step_begin, s));
     TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.meta_dev.get(), m.meta_host.get(), m.meta.size() * sizeof(int32_t),
                                       cudaMemcpyHostToDevice, s));
     TANDEM_CUDA_CHECK(cudaEventRecord(m.meta_copied, s));
+    if (m.time_steps) TANDEM_CUDA_CHECK(cudaEventRecord(m.step_uploaded, s));
   } else {
     // A parallel rank queues micro-batches without waiting for the earlier
     // ones, whose collectives may wait on other GPUs: copy from pageable
@@ -1536,7 +1572,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     for (int64_t r = 0; r < n_rows; ++r) m.tokens[static_cast<size_t>(r)] = host[logits_row[static_cast<size_t>(r)]];
   };
   if (want_tokens && all_tokens) {
-    m.wait_stream();
+    m.finish_step();
     if (advance)
       for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
     collect_tokens();
@@ -1555,7 +1591,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     m.logits.resize(static_cast<size_t>(n_rows * vocab));
     TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.logits.data(), logits_dev, static_cast<size_t>(n_rows * vocab) * f,
                                       cudaMemcpyDeviceToHost, s));
-    m.wait_stream();
+    m.finish_step();
     if (advance)
       for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());
     collect_tokens();
@@ -1566,7 +1602,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const float* src_dev = tensor_parallel ? m.gathered.get<float>() : logits_dev;
   TANDEM_CUDA_CHECK(cudaMemcpyAsync(m.logits_host.get(), src_dev, m.tp_size * n_rows * vstride * f,
                                     cudaMemcpyDeviceToHost, s));
-  m.wait_stream();
+  m.finish_step();
 
   if (advance)
     for (const SequenceChunk& ch : chunks) ch.kv->n_tokens += static_cast<int64_t>(ch.tokens.size());

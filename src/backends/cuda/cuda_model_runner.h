@@ -194,12 +194,23 @@ class CudaModelRunner : public ModelRunner {
   // (launches, or a graph's replay), and waiting for the GPU to finish.
   // Queueing close to the whole step with little waiting means the GPU
   // idles between launches: the step is bound by the host's launches.
+  //
+  // With time_gpu_steps(true) on one GPU and one stage, events on the
+  // stream also give the GPU's side of each step after the first: `idle`
+  // from the step before's results reaching the host to this step's start
+  // on the stream, `upload` its metadata's copy, `run` from then to its
+  // results reaching the host (kernels, token or logits copy). A step of
+  // the host's time that is not the GPU's shows up as idle.
   struct HostTiming {
     int64_t steps = 0, graph_steps = 0;
     double prepare_ms = 0, enqueue_ms = 0, finish_ms = 0;
+    int64_t timed_steps = 0;
+    double gpu_idle_ms = 0, gpu_upload_ms = 0, gpu_run_ms = 0;
   };
   const HostTiming& host_timing() const;
   void reset_host_timing();
+  // Records the events above (three a step; off by default).
+  void time_gpu_steps(bool on);
 
  private:
   struct Impl;
