@@ -277,10 +277,6 @@ struct CudaModelRunner::Impl {
   DeviceBuffer joined;                           // [n_rows, vocab] f32: the gathered slices side by side (tensor parallel)
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
   DeviceBuffer attn_partials, attn_counters;     // attention split workspace (kernels.h)
-  // One token's silu(gate) * up, quantized by the gate·up GEMV for the down
-  // projection (gemv_q8_silu_quantize): [inter] int8, [inter / 32] f32 and
-  // the GEMV's counts, [inter / 32] int32 kept zero between kernels.
-  DeviceBuffer ffn_q, ffn_d, ffn_counters;
   DeviceBuffer tokens_dev;                       // [n_rows] int32: each logits row's argmax or sample (compute order)
   cuda::PinnedBuffer tokens_host;                // [n_rows] int32, its copy
   std::vector<int32_t> tokens;                   // row_tokens(): chunk order, empty when not computed
@@ -790,13 +786,6 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
   m.attn_counters.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * sizeof(int32_t));
   TANDEM_CUDA_CHECK(cudaMemsetAsync(m.attn_counters.get(), 0, m.attn_counters.bytes(), m.stream));
-  if (c.intermediate_size % 32 == 0) {
-    const size_t groups = static_cast<size_t>(c.intermediate_size / 32);
-    m.ffn_q.resize(static_cast<size_t>(c.intermediate_size));
-    m.ffn_d.resize(groups * f);
-    m.ffn_counters.resize(groups * sizeof(int32_t));
-    TANDEM_CUDA_CHECK(cudaMemsetAsync(m.ffn_counters.get(), 0, m.ffn_counters.bytes(), m.stream));
-  }
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, m.options.device));
   {
@@ -1445,12 +1434,6 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         else
           ffn_in = m.norm_for(ffn_first, x, nullptr, L.ffn_norm, eps, T, n_generated, hidden, xn);
       }
-      // One token on 8-bit gate·up and down weights (batch-1 decode), its
-      // input quantized by the norm: the gate·up GEMV also quantizes
-      // silu(gate) * up for the down projection, one launch fewer a layer.
-      const bool silu_quantized_by_gate_up = !fp8_ffn && L.fused_gate_up && T == 1 && ffn_in == 1 &&
-                                             m.ffn_counters.bytes() > 0 &&
-                                             m.quantized_rows(L.down, T, n_generated) == 1;
       if (fp8_ffn) {
         const cuda::Gemm::Fp8Input& in = ffn8;
         const float* gate_up_scales = static_cast<const float*>(L.gate_up.scales);
@@ -1468,9 +1451,6 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
           cuda::silu_mul_fp8(gate_up, gate_up_scales, in.scale, T, inter, in.q, in.scale, s);
         }
         m.gemm->run_fp8_input(L.down, T, ffn_update, hidden, accumulate_residual);
-      } else if (silu_quantized_by_gate_up) {
-        cuda::gemv_q8_silu_quantize(L.gate_up, m.act_q.get<int8_t>(), m.act_d.get<float>(), gate_up,
-                                    m.ffn_q.get<int8_t>(), m.ffn_d.get<float>(), m.ffn_counters.get<int>(), s);
       } else if (L.fused_gate_up) {
         m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
       } else {
@@ -1482,10 +1462,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         // GEMV's input quantization, the GEMV itself, or the rounding to the
         // GEMM's input type.
         const int64_t n_gemv = m.gemv_tokens(L.down, T, n_generated);
-        if (silu_quantized_by_gate_up) {
-          cuda::gemv_q8(L.down, m.ffn_q.get<int8_t>(), m.ffn_d.get<float>(), 1, ffn_update, hidden,
-                        accumulate_residual, s);
-        } else if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
+        if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
           cuda::quantize_silu_mul(gate_up, n_gemv, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
           m.quantized_product(L.down, n_gemv, ffn_update, hidden, accumulate_residual);
         } else if (n_gemv > 0) {

@@ -46,42 +46,6 @@ __global__ void quantize_kernel(const float* __restrict__ x, int64_t n_tokens, i
   if (threadIdx.x % 32 == 0) d[b] = s.d;
 }
 
-// The one-token gate·up product's epilogue (gemv_q8_silu_quantize): where
-// silu(gate) * up goes, quantized, and a count per 32 of its columns of the
-// blocks that have stored their rows there.
-struct SiluQuantOut {
-  int8_t* q = nullptr;      // [inter]
-  float* d = nullptr;       // [inter / 32]
-  int* counters = nullptr;  // [inter / 32], zero between kernels
-  int64_t inter = 0;        // gate's rows; up's follow
-};
-
-// After a block of one token's gate·up product has stored its R rows (and
-// fenced them): the block that completes a group of 32 columns, gate's
-// and up's, quantizes silu(gate) * up over them, with quantize_kernel<true>'s
-// expression and bits, and clears the group's count for the next product.
-template <int R>
-__device__ __forceinline__ void silu_quantize_completed_group(const float* y, int64_t r0, const SiluQuantOut& out) {
-  static_assert(kBlock % R == 0, "a block's rows must lie in one group of 32 columns");
-  constexpr int kArrivals = 2 * kBlock / R;  // blocks of gate's and of up's rows in a group
-  __shared__ bool completes;
-  const int64_t group = (r0 % out.inter) / kBlock;
-  __syncthreads();  // this block's rows are stored and fenced
-  if (threadIdx.x == 0) {
-    completes = atomicAdd(out.counters + group, 1) == kArrivals - 1;
-    if (completes) out.counters[group] = 0;  // every block of the group has counted
-  }
-  __syncthreads();
-  if (!completes || threadIdx.x >= 32) return;
-  __threadfence();
-  const int64_t c = group * kBlock + threadIdx.x;
-  const float g = __ldcg(y + c);
-  const float v = g / (1.0f + __expf(-g)) * __ldcg(y + out.inter + c);  // quantize_kernel<true>'s expression
-  const quantize_block::Scale sc = quantize_block::block_scale<32>(fabsf(v), 0xffffffffu);
-  out.q[c] = quantize_block::quantize(v, sc);
-  if (threadIdx.x == 0) out.d[group] = sc.d;
-}
-
 // Adds one 16-byte vector of each row (and, for Q8_0, the f16 scale of its
 // 32-value block, loaded with it) times x into acc[row][token].
 template <WeightFormat D, int NT, int R>
@@ -106,13 +70,12 @@ __device__ __forceinline__ void accumulate(const uint4 (&raw)[R], const __half (
 }
 
 // y[t, r] (+)= W[r, :] . x[t, :] for t < NT, x given as (xq, xd); U load
-// slots a row (gemv_block::visit_vectors). kSiluQuant (one token, gate·up):
-// then silu_quantize_completed_group.
-template <WeightFormat D, int NT, int R, int U, bool kSiluQuant>
+// slots a row (gemv_block::visit_vectors).
+template <WeightFormat D, int NT, int R, int U>
 __device__ __forceinline__ void gemv_q8_body(const void* __restrict__ weights, const void* __restrict__ scales,
                                              int64_t rows, int64_t cols, const int8_t* __restrict__ xq,
                                              const float* __restrict__ xd, float* __restrict__ y, int64_t ldy,
-                                             bool accumulate_into, const SiluQuantOut& silu_quant) {
+                                             bool accumulate_into) {
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
   const int64_t n_vec = cols / 16;
   const uint4* row[R];
@@ -147,26 +110,20 @@ __device__ __forceinline__ void gemv_q8_body(const void* __restrict__ weights, c
     if (r < rows) {
       float* out = y + t * ldy + r;
       *out = accumulate_into ? *out + s : s;
-      if constexpr (kSiluQuant) __threadfence();  // before the block's count (silu_quantize_completed_group)
     }
   });
-  if constexpr (kSiluQuant) {
-    static_assert(NT == 1, "the fused quantization takes one token");
-    silu_quantize_completed_group<R>(y, r0, silu_quant);
-  }
 }
 
 // Rows of more than kThreads vectors (the FFN's down projection): two load
 // slots a row, at most 128 registers a thread (ptxas's own choice; asking
 // for "at least one block an SM" made it take 157 and run one block an SM,
 // 20-25% slower end to end on an H100).
-template <WeightFormat D, int NT, int R, bool kSiluQuant = false>
+template <WeightFormat D, int NT, int R>
 __global__ void __launch_bounds__(kThreads)
     gemv_q8_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
                    const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y, int64_t ldy,
-                   bool accumulate_into, SiluQuantOut silu_quant) {
-  gemv_q8_body<D, NT, R, kUnroll, kSiluQuant>(weights, scales, rows, cols, xq, xd, y, ldy, accumulate_into,
-                                              silu_quant);
+                   bool accumulate_into) {
+  gemv_q8_body<D, NT, R, kUnroll>(weights, scales, rows, cols, xq, xd, y, ldy, accumulate_into);
 }
 
 // One token over rows of at most kThreads vectors (4096 columns: q·k·v, o,
@@ -175,39 +132,34 @@ __global__ void __launch_bounds__(kThreads)
 // decode of the 8B shape on an H100 (docs/PERFORMANCE.md): int8 306.7 ->
 // 313.4 tok/s, Q8_0 288.5 (273.8 before, an earlier session). The sums are
 // the same: each thread adds the same vectors in the same order either way.
-template <WeightFormat D, int NT, int R, bool kSiluQuant = false>
+template <WeightFormat D, int NT, int R>
 __global__ void __launch_bounds__(kThreads, 3)
     gemv_q8_one_vector_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows,
                               int64_t cols, const int8_t* __restrict__ xq, const float* __restrict__ xd,
-                              float* __restrict__ y, int64_t ldy, bool accumulate_into, SiluQuantOut silu_quant) {
-  gemv_q8_body<D, NT, R, 1, kSiluQuant>(weights, scales, rows, cols, xq, xd, y, ldy, accumulate_into, silu_quant);
+                              float* __restrict__ y, int64_t ldy, bool accumulate_into) {
+  gemv_q8_body<D, NT, R, 1>(weights, scales, rows, cols, xq, xd, y, ldy, accumulate_into);
 }
 
-// Rows per block: 8 for int8 rows at 1-2 tokens (measured on an H100: 16%
-// faster for gate_up at 2 tokens, within 3% elsewhere), else 4 (Q8_0, with
-// its scales, slows down with 8). A row's sum does not depend on it.
-template <WeightFormat D, int NT>
-constexpr int kRowsPerGemvBlock = D == WeightFormat::I8Row && NT <= 2 ? 8 : gemv_block::kRowsPerBlock;
-
-// kSiluQuant: one token's gate·up product, with silu_quant's epilogue.
-template <WeightFormat D, bool kSiluQuant = false>
+template <WeightFormat D>
 void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int nt, float* y, int64_t ldy,
-                  bool accumulate, cudaStream_t stream, const SiluQuantOut& silu_quant = {}) {
+                  bool accumulate, cudaStream_t stream) {
   gemv_block::with_token_count(nt, [&](auto n) {
     constexpr int NT = decltype(n)::value;
-    if constexpr (!kSiluQuant || NT == 1) {
-      constexpr int R = kRowsPerGemvBlock<D, NT>;
-      const dim3 grid(static_cast<unsigned>((w.rows + R - 1) / R));
-      // One token (measured; with more, three blocks an SM make ptxas spill
-      // for int8 at 2 and 7-8 tokens).
-      if (NT == 1 && w.cols / 16 <= kThreads) {
-        launch(gemv_q8_one_vector_kernel<D, NT, R, kSiluQuant>, grid, kThreads, stream, w.data, w.scales, w.rows,
-               w.cols, xq, xd, y, ldy, accumulate, silu_quant);
-        return;
-      }
-      launch(gemv_q8_kernel<D, NT, R, kSiluQuant>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd,
-             y, ldy, accumulate, silu_quant);
+    // Rows per block: 8 for int8 rows at 1-2 tokens (measured on an H100:
+    // 16% faster for gate_up at 2 tokens, within 3% elsewhere), else 4
+    // (Q8_0, with its scales, slows down with 8). A row's sum does not
+    // depend on it.
+    constexpr int R = D == WeightFormat::I8Row && NT <= 2 ? 8 : gemv_block::kRowsPerBlock;
+    const dim3 grid(static_cast<unsigned>((w.rows + R - 1) / R));
+    // One token (measured; with more, three blocks an SM make ptxas spill
+    // for int8 at 2 and 7-8 tokens).
+    if (NT == 1 && w.cols / 16 <= kThreads) {
+      launch(gemv_q8_one_vector_kernel<D, NT, R>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd,
+             y, ldy, accumulate);
+      return;
     }
+    launch(gemv_q8_kernel<D, NT, R>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y, ldy,
+           accumulate);
   });
 }
 
@@ -247,19 +199,6 @@ void gemv_q8(const DeviceMatrix& w, const int8_t* xq, const float* xd, int64_t n
     if (w.format == WeightFormat::Q8_0) launch_group<WeightFormat::Q8_0>(w, q, d, nt, yg, ldy, accumulate, stream);
     else launch_group<WeightFormat::I8Row>(w, q, d, nt, yg, ldy, accumulate, stream);
   }
-  TANDEM_CUDA_CHECK(cudaGetLastError());
-}
-
-void gemv_q8_silu_quantize(const DeviceMatrix& gate_up, const int8_t* xq, const float* xd, float* y, int8_t* q,
-                           float* d, int* counters, cudaStream_t stream) {
-  check(gemv_takes_quantized_input(gate_up.format), "internal: gemv_q8_silu_quantize takes Q8_0 or int8-row weights");
-  check(gate_up.cols % kBlock == 0 && gate_up.rows % (2 * kBlock) == 0,
-        "internal: the fused silu quantization needs gate and up rows in whole blocks of 32");
-  const SiluQuantOut out{q, d, counters, gate_up.rows / 2};
-  if (gate_up.format == WeightFormat::Q8_0)
-    launch_group<WeightFormat::Q8_0, true>(gate_up, xq, xd, 1, y, gate_up.rows, false, stream, out);
-  else
-    launch_group<WeightFormat::I8Row, true>(gate_up, xq, xd, 1, y, gate_up.rows, false, stream, out);
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -77,15 +77,6 @@ void quantize_silu_mul(const float* gate_up, int64_t n_tokens, int64_t cols, int
 void gemv_q8(const DeviceMatrix& w, const int8_t* q, const float* d, int64_t n_tokens, float* y, int64_t ldy,
              bool accumulate, cudaStream_t stream);
 
-// One token's gate·up product (gemv_q8 of gate_up: [2 * inter, cols], gate's
-// rows then up's, into y: [2 * inter]) that also leaves silu(gate) * up
-// quantized in q: [inter] and d: [inter / 32], the bits of quantize_silu_mul:
-// the last block to store a group of 32 columns (gate's and up's) quantizes
-// it. counters: [inter / 32] ints, zero before the call and left zero. q and
-// d must not be xq and xd, which the product still reads.
-void gemv_q8_silu_quantize(const DeviceMatrix& gate_up, const int8_t* xq, const float* xd, float* y, int8_t* q,
-                           float* d, int* counters, cudaStream_t stream);
-
 // The same product for decode batches on int8 tensor cores: the weights
 // are read once per 64 tokens instead of once per 8. gemm_q8_init prepares
 // the kernels on `device` and says whether it has int8 tensor cores (sm_80

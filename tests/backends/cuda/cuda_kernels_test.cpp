@@ -509,44 +509,6 @@ TEST(CudaKernels, Gemv8BitOneTokenOverManyBlocksMatchesCpu) {
   }
 }
 
-// One token's gate·up product that quantizes silu(gate) * up itself (the
-// last block of each 32 columns does it): the product's bits and the
-// quantized values' bits are gemv_q8's and quantize_silu_mul's, over shapes
-// of many waves of blocks (the 8B FFN's 14336) and a small one, and three
-// products in a row leave the counters ready for the next.
-TEST(CudaKernels, GemvSiluQuantizeEqualsGemvThenQuantizeSiluMul) {
-  for (const auto& [inter, cols] : {std::pair<int64_t, int64_t>{14336, 4096}, std::pair<int64_t, int64_t>{96, 256}}) {
-    SCOPED_TRACE(std::to_string(inter) + " x " + std::to_string(cols));
-    const int64_t rows = 2 * inter, groups = inter / 32;
-    TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 71);
-    TestMatrix i8 = make_int8_rows(rows, cols, 72);
-    DeviceBuffer counters(static_cast<size_t>(groups) * 4);
-    ASSERT_EQ(cudaMemset(counters.get(), 0, counters.bytes()), cudaSuccess);
-    for (const DeviceMatrix* w : {&q8.device, &i8.device}) {
-      SCOPED_TRACE(weight_format_name(w->format));
-      for (uint32_t round = 0; round < 3; ++round) {
-        const QuantizedInput in = quantize_on_gpu(random_vector(static_cast<size_t>(cols), 73 + round), 1, cols);
-        DeviceBuffer y1(static_cast<size_t>(rows) * 4), q1(static_cast<size_t>(inter)), d1(static_cast<size_t>(groups) * 4);
-        DeviceBuffer y2(static_cast<size_t>(rows) * 4), q2(static_cast<size_t>(inter)), d2(static_cast<size_t>(groups) * 4);
-        gemv_q8(*w, in.q.get<int8_t>(), in.d.get<float>(), 1, y1.get<float>(), rows, false, nullptr);
-        quantize_silu_mul(y1.get<float>(), 1, inter, q1.get<int8_t>(), d1.get<float>(), nullptr);
-        gemv_q8_silu_quantize(*w, in.q.get<int8_t>(), in.d.get<float>(), y2.get<float>(), q2.get<int8_t>(),
-                              d2.get<float>(), counters.get<int>(), nullptr);
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        const std::vector<float> p1 = to_host<float>(y1, static_cast<size_t>(rows));
-        const std::vector<float> p2 = to_host<float>(y2, static_cast<size_t>(rows));
-        ASSERT_EQ(0, std::memcmp(p1.data(), p2.data(), p1.size() * 4)) << "round " << round;
-        ASSERT_EQ(to_host<int8_t>(q1, static_cast<size_t>(inter)), to_host<int8_t>(q2, static_cast<size_t>(inter)))
-            << "round " << round;
-        ASSERT_EQ(to_host<float>(d1, static_cast<size_t>(groups)), to_host<float>(d2, static_cast<size_t>(groups)))
-            << "round " << round;
-        ASSERT_EQ(to_host<int>(counters, static_cast<size_t>(groups)), std::vector<int>(static_cast<size_t>(groups), 0))
-            << "round " << round;
-      }
-    }
-  }
-}
-
 // Gemm::warm runs every token count a step may give a matrix (each up to
 // 64, then every 16th, and the largest), with and without accumulation, and
 // leaves the products as they were.
