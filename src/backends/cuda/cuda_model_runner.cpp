@@ -278,6 +278,7 @@ struct CudaModelRunner::Impl {
   DeviceBuffer meta_dev;                         // int32 step metadata (see forward)
   DeviceBuffer attn_partials, attn_counters;     // attention split workspace (kernels.h)
   DeviceBuffer tokens_dev;                       // [n_rows] int32: each logits row's argmax or sample (compute order)
+  DeviceBuffer argmax_keys, argmax_counters;     // [n_rows] u64 and int32: argmax_rows's workspace, kept zero
   cuda::PinnedBuffer tokens_host;                // [n_rows] int32, its copy
   std::vector<int32_t> tokens;                   // row_tokens(): chunk order, empty when not computed
   DeviceBuffer sampling_dev;                     // cuda::sample_rows' arguments, then its penalty entries
@@ -388,6 +389,12 @@ struct CudaModelRunner::Impl {
       if (gemm->reserve_fp8(tokens, widest_input(), layer_rows)) ++epoch;
     }
     ensure(tokens_dev, static_cast<size_t>(n_rows) * sizeof(int32_t));
+    if (argmax_counters.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t)) {
+      argmax_keys.resize(static_cast<size_t>(n_rows) * sizeof(unsigned long long));
+      argmax_counters.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
+      TANDEM_CUDA_CHECK(cudaMemsetAsync(argmax_keys.get(), 0, argmax_keys.bytes(), stream));
+      TANDEM_CUDA_CHECK(cudaMemsetAsync(argmax_counters.get(), 0, argmax_counters.bytes(), stream));
+    }
     if (tokens_host.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t))
       tokens_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
     if (tp_size == 1 && n_stages == 1) meta_host.resize(static_cast<size_t>(meta_ints) * sizeof(int32_t));
@@ -1549,7 +1556,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   std::vector<int64_t> logits_row(want.size());
   for (size_t r = 0; r < want.size(); ++r)
     logits_row[r] = std::lower_bound(compute_rows.begin(), compute_rows.end(), want[r]) - compute_rows.begin();
-  if (any_argmax) cuda::argmax_rows(rows_dev, n_rows, vocab, rows_ld, m.tokens_dev.get<int32_t>(), s);
+  if (any_argmax)
+    cuda::argmax_rows(rows_dev, n_rows, vocab, rows_ld, m.tokens_dev.get<int32_t>(),
+                      {m.argmax_keys.get<unsigned long long>(), m.argmax_counters.get<int32_t>()}, s);
   if (any_sampled) {
     // Sampled chunks have one row each, so chunk i's row is found by
     // counting rows.

@@ -177,9 +177,17 @@ void quantize_rows(const DeviceMatrix& src, const DeviceMatrix& dst, cudaStream_
 
 // out[r] = the column of row r's largest logit: NaN counts as -inf, ties go
 // to the lowest column, -1 when nothing is above -inf (Sampler's greedy rule).
+// Each row is split over blocks of 4096 columns, which meet in the
+// workspace: keys and counters [n_rows] each, zero before the call and
+// left zero.
 //   logits: [n_rows, ld] f32, first n_cols columns; out: [n_rows] int32.
 // CPU twin: Sampler::sample with temperature 0.
-void argmax_rows(const float* logits, int64_t n_rows, int64_t n_cols, int64_t ld, int32_t* out, cudaStream_t stream);
+struct ArgmaxWorkspace {
+  unsigned long long* keys = nullptr;
+  int32_t* counters = nullptr;
+};
+void argmax_rows(const float* logits, int64_t n_rows, int64_t n_cols, int64_t ld, int32_t* out,
+                 const ArgmaxWorkspace& work, cudaStream_t stream);
 
 // One row for sample_rows: a RowSampling, its penalties flattened into one
 // array shared by the step's rows.

@@ -1351,11 +1351,28 @@ TEST(CudaKernels, ArgmaxRowsFollowsTheSamplersGreedyRule) {
   rows[3][200] = inf;  // the first +inf: 100
   rows.emplace_back(static_cast<size_t>(n_cols), -inf);
   rows.back()[7] = nan;
+  // Rows meet across the GPU's blocks of 4096 columns: a tie across blocks
+  // (100), the best only in the second block (4998, +inf).
+  rows.push_back(random_vector(static_cast<size_t>(n_cols), 80));
+  rows.back()[4500] = rows.back()[4096] = rows.back()[100] = 8.0f;
+  rows.emplace_back(static_cast<size_t>(n_cols), -inf);
+  rows.back()[4998] = inf;
   std::vector<float> host(rows.size() * static_cast<size_t>(ld), 1e30f);  // padding past n_cols never counts
   for (size_t r = 0; r < rows.size(); ++r) std::copy(rows[r].begin(), rows[r].end(), host.begin() + r * ld);
   DeviceBuffer d = to_device(host), out(rows.size() * 4);
-  argmax_rows(d.get<float>(), static_cast<int64_t>(rows.size()), n_cols, ld, out.get<int32_t>(), nullptr);
+  DeviceBuffer keys(rows.size() * 8), counters(rows.size() * 4);
+  ASSERT_EQ(cudaMemset(keys.get(), 0, keys.bytes()), cudaSuccess);
+  ASSERT_EQ(cudaMemset(counters.get(), 0, counters.bytes()), cudaSuccess);
+  const ArgmaxWorkspace work{keys.get<unsigned long long>(), counters.get<int32_t>()};
+  argmax_rows(d.get<float>(), static_cast<int64_t>(rows.size()), n_cols, ld, out.get<int32_t>(), work, nullptr);
   const std::vector<int32_t> got = to_host<int32_t>(out, rows.size());
+  // Again with the same workspace: the same ids.
+  ASSERT_EQ(cudaMemset(out.get(), 0xff, out.bytes()), cudaSuccess);
+  argmax_rows(d.get<float>(), static_cast<int64_t>(rows.size()), n_cols, ld, out.get<int32_t>(), work, nullptr);
+  EXPECT_EQ(to_host<int32_t>(out, rows.size()), got);
+  // The workspace is left zero, ready for the next call.
+  EXPECT_EQ(to_host<unsigned long long>(keys, rows.size()), std::vector<unsigned long long>(rows.size(), 0));
+  EXPECT_EQ(to_host<int32_t>(counters, rows.size()), std::vector<int32_t>(rows.size(), 0));
   SamplingParams greedy;
   greedy.temperature = 0;
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -1372,6 +1389,17 @@ TEST(CudaKernels, ArgmaxRowsFollowsTheSamplersGreedyRule) {
   EXPECT_EQ(got[1], 17);
   EXPECT_EQ(got[3], 100);
   EXPECT_EQ(got[4], -1);
+  EXPECT_EQ(got[5], 100);
+  EXPECT_EQ(got[6], 4998);
+
+  // A vocabulary-wide row (32 blocks): the same value at both ends and in
+  // between goes to the first.
+  const int64_t vocab = 128256;
+  std::vector<float> wide = random_vector(static_cast<size_t>(vocab), 81);
+  wide[128000] = wide[60000] = wide[5] = 9.0f;
+  DeviceBuffer dw = to_device(wide), one(4);
+  argmax_rows(dw.get<float>(), 1, vocab, vocab, one.get<int32_t>(), work, nullptr);
+  EXPECT_EQ(to_host<int32_t>(one, 1)[0], 5);
 }
 
 
