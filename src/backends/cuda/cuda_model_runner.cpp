@@ -109,16 +109,18 @@ uint64_t step_scratch_bytes(const ModelConfig& c, GpuQuantization quantize, int6
   const uint64_t layer_rows = u(std::max({2 * c.intermediate_size, c.q_dim() + 2 * c.kv_dim(), c.hidden_size}));
   // Per token: the residual and its norm, q·k·v, attention out, gate·up and
   // silu·up in f32; the 8-bit GEMV's quantized input (int8 and a scale per
-  // 32); the GEMM's input rounded to 16 bits; FP8's quantized input and
-  // f32 product.
+  // 32); the GEMM's input rounded to 16 bits, and a norm's rows rounded so
+  // (xn_low); FP8's quantized input and f32 product.
   // The runner allocates kPreallocTokens tokens and rows at load whatever
   // the step: the plan counts at least those.
   const uint64_t n_tokens = u(std::max(tokens, kPreallocTokens)), n_rows = u(std::max(logit_rows, kPreallocTokens));
   const uint64_t per_token =
       4 * u(2 * c.hidden_size + c.q_dim() + 2 * c.kv_dim() + c.q_dim() + 3 * c.intermediate_size) + widest +
-      widest / 8 + 2 * widest;
-  // Per row of logits: its selected hidden state, the logits (the host's
-  // copy is pinned host memory), its token; with tensor parallelism this
+      widest / 8 + 2 * widest + 2 * u(c.hidden_size);
+  // Per row of logits: its selected hidden state (and its rounding in
+  // xn_low, counted per token: the runner sizes it for the larger of the
+  // two), the logits (the host's copy is pinned host memory), its token;
+  // with tensor parallelism this
   // rank's vocabulary slice, every rank's slices gathered, and those laid
   // side by side on the logits rank.
   const uint64_t vocab = u(c.vocab_size);
@@ -284,6 +286,7 @@ struct CudaModelRunner::Impl {
   DeviceBuffer sampling_dev;                     // cuda::sample_rows' arguments, then its penalty entries
   cuda::PinnedBuffer sampling_host;              // their staging copy
   DeviceBuffer act_q, act_d;  // [T, widest input] int8 and [T, widest / 32] f32: a GEMV input quantized (8-bit weights)
+  DeviceBuffer xn_low;        // [T, hidden] f16 or bf16: a norm's rows rounded for the 16-bit GEMM (norm_for)
   int sm_count = 1;
   std::vector<std::string> gemm_tuning;  // CudaModelRunner::gemm_tuning()
   bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
@@ -375,6 +378,7 @@ struct CudaModelRunner::Impl {
     ensure(sel, n_rows * c.hidden_size * f);
     ensure(act_q, T * widest_input());
     ensure(act_d, T * widest_input() / 32 * f);
+    ensure(xn_low, std::max(T, n_rows) * c.hidden_size * 2);
     if (has_head) {
       ensure(logits_dev, n_rows * vocab_stride * f);
       if (tp_size > 1) ensure(gathered, tp_size * n_rows * vocab_stride * f);
@@ -598,12 +602,33 @@ struct CudaModelRunner::Impl {
   int64_t quantized_rows(const DeviceMatrix& w, int64_t n_tokens, int64_t n_generated) const {
     return cuda::gemv_takes_quantized_input(w.format) ? gemv_tokens(w, n_tokens, n_generated) : 0;
   }
-  // rmsnorm of x into out, quantizing the rows that w's GEMV takes (act_q, act_d).
-  int64_t norm_for(const DeviceMatrix& w, const float* x, const int32_t* rows, const float* weight, float eps,
-                   int64_t n_tokens, int64_t n_generated, int64_t n, float* out) {
-    const int64_t n_quantized = quantized_rows(w, n_tokens, n_generated);
-    cuda::rmsnorm(x, rows, weight, eps, n_tokens, n, out, stream, act_q.get<int8_t>(), act_d.get<float>(), n_quantized);
-    return n_quantized;
+  // What a norm prepared for the matmuls that read its output, besides the
+  // f32 rows: `quantized` rows in act_q / act_d for the 8-bit GEMV, and with
+  // 16-bit weights the GEMM's rows (those after the GEMV's) already rounded
+  // to its input type in xn_low (`rounded`, else null).
+  struct NormedInput {
+    int64_t quantized = 0;
+    const void* rounded = nullptr;
+    int64_t rounded_from = 0;  // the first row rounded (the GEMV's rows come before)
+    DType rounded_type = DType::F16;
+    NormedInput(int64_t quantized_rows = 0) : quantized(quantized_rows) {}  // NOLINT: rows quantized elsewhere
+  };
+  // rmsnorm of x into out, quantizing the rows that w's GEMV takes (act_q,
+  // act_d) and rounding those that w's 16-bit GEMM takes (xn_low): a
+  // conversion kernel fewer for each.
+  NormedInput norm_for(const DeviceMatrix& w, const float* x, const int32_t* rows, const float* weight, float eps,
+                       int64_t n_tokens, int64_t n_generated, int64_t n, float* out) {
+    NormedInput in(quantized_rows(w, n_tokens, n_generated));
+    const int64_t n_gemv = gemv_tokens(w, n_tokens, n_generated);
+    const bool round = (w.format == WeightFormat::F16 || w.format == WeightFormat::BF16) && n_tokens > n_gemv;
+    if (round) {
+      in.rounded = xn_low.get();
+      in.rounded_from = n_gemv;
+      in.rounded_type = cuda::Gemm::input_type(w.format);
+    }
+    cuda::rmsnorm(x, rows, weight, eps, n_tokens, n, out, stream, act_q.get<int8_t>(), act_d.get<float>(), in.quantized,
+                  round ? xn_low.get() : nullptr, cuda::Gemm::input_type(w.format), n_gemv);
+    return in;
   }
 
   // out[t, :w.rows] (+)= W x[t] for the n quantized rows in act_q / act_d
@@ -618,18 +643,21 @@ struct CudaModelRunner::Impl {
       cuda::gemv_q8(w, act_q.get<int8_t>(), act_d.get<float>(), n, out, ldy, accumulate, stream);
   }
 
-  // in_quantized: rows of `in` already quantized in act_q / act_d (norm_for).
+  // prepared: what norm_for left beside `in` for w.
   void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out, int64_t ldy,
-              bool accumulate, int64_t in_quantized = 0) {
+              bool accumulate, const NormedInput& prepared = {}) {
     const int64_t n_gemv = gemv_tokens(w, n_tokens, n_generated);
     if (n_gemv > 0 && cuda::gemv_takes_quantized_input(w.format)) {
-      if (n_gemv > in_quantized)
+      if (n_gemv > prepared.quantized)
         cuda::quantize_activations(in, n_gemv, w.cols, act_q.get<int8_t>(), act_d.get<float>(), stream);
       quantized_product(w, n_gemv, out, ldy, accumulate);
     } else if (n_gemv > 0) {
       cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
     }
-    if (n_tokens > n_gemv)
+    if (n_tokens > n_gemv && prepared.rounded != nullptr && prepared.rounded_from == n_gemv &&
+        prepared.rounded_type == cuda::Gemm::input_type(w.format) && w.format != WeightFormat::F32)
+      gemm->run_converted(w, prepared.rounded, n_tokens - n_gemv, out + n_gemv * ldy, ldy, accumulate);
+    else if (n_tokens > n_gemv)
       gemm->run(w, in + n_gemv * w.cols, n_tokens - n_gemv, out + n_gemv * ldy, ldy, accumulate);
   }
 };
@@ -789,6 +817,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   m.sel.resize(n * c.hidden_size * f);
   m.act_q.resize(n * m.widest_input());
   m.act_d.resize(n * m.widest_input() / 32 * f);
+  m.xn_low.resize(n * c.hidden_size * 2);
   m.logits_dev.resize(n * std::max<int64_t>(m.vocab_stride, 1) * f);
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
   m.attn_counters.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * sizeof(int32_t));
@@ -1327,8 +1356,8 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     } else {
       m.pipe_comm->recv(x, T * hidden, m.stage - 1);
     }
-    int64_t qkv_in = 0;   // rows of xn quantized for q·k·v (fused: by the last layer's reduction)
-    int64_t head_in = 0;  // the same for the LM head
+    Impl::NormedInput qkv_in;   // xn's rows prepared for q·k·v (fused: by the last layer's reduction)
+    Impl::NormedInput head_in;  // the same for the LM head
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
       // 8-bit weights: the norm also quantizes the GEMV's input, or for
@@ -1427,7 +1456,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         m.matmul(L.wo, attn, T, n_generated, attn_update, hidden, accumulate_residual,
                  attention_quantizes ? wo_quantized : 0);
       }
-      int64_t ffn_in = 0;
+      Impl::NormedInput ffn_in;
       if (fused) {
         ffn_in = reduce_norm(0, ffn_first, L.ffn_norm, nullptr, T, n_generated, xn);
         if (fp8_ffn) cuda::quantize_tokens_fp8(xn, T, hidden, ffn8.q, ffn8.scale, s);

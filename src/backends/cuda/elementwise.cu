@@ -190,11 +190,14 @@ __global__ void dequantize_8bit_kernel(DeviceMatrix w, int64_t row0, __half* __r
 // for memory once.
 // With q, rows i < n_quantized are also quantized in blocks of 32 values
 // (8 consecutive threads' float4 pieces), as quantize_kernel does it.
-template <int C>
+// With Low (not float), rows i >= low_from are also rounded to Low into
+// low[i - low_from] (rmsnorm's `low`).
+template <int C, typename Low = float>
 __global__ void __launch_bounds__(256) rmsnorm_vec_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
                                                           const float* __restrict__ weight, float eps, int64_t n,
                                                           float* __restrict__ out, int8_t* __restrict__ q,
-                                                          float* __restrict__ d, int64_t n_quantized) {
+                                                          float* __restrict__ d, int64_t n_quantized,
+                                                          Low* __restrict__ low, int64_t low_from) {
   let_successor_start();
   const int64_t i = blockIdx.x;
   const float4* w4 = reinterpret_cast<const float4*>(weight);
@@ -214,9 +217,10 @@ __global__ void __launch_bounds__(256) rmsnorm_vec_kernel(const float* __restric
     if (c < n4) v[k] = row[c];
   }
   const bool quantize = q != nullptr && i < n_quantized;
-  rmsnorm_row::normalize<C>(v, g, n4, eps, reinterpret_cast<float4*>(out + i * n),
-                            quantize ? reinterpret_cast<char4*>(q + i * n) : nullptr,
-                            quantize ? d + i * (n / 32) : nullptr);
+  rmsnorm_row::normalize<C, Low>(v, g, n4, eps, reinterpret_cast<float4*>(out + i * n),
+                                 quantize ? reinterpret_cast<char4*>(q + i * n) : nullptr,
+                                 quantize ? d + i * (n / 32) : nullptr,
+                                 low != nullptr && i >= low_from ? low + (i - low_from) * n : nullptr);
 }
 
 // One block per row: the row's max |w| sets the scale, then each weight is
@@ -564,31 +568,55 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float*
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
+namespace {
+
+template <int C>
+void launch_rmsnorm_vec(unsigned grid, cudaStream_t stream, const float* x, const int32_t* rows, const float* weight,
+                        float eps, int64_t n, float* out, int8_t* q, float* d, int64_t n_quantized, void* low,
+                        DType low_type, int64_t low_from) {
+  if (low == nullptr) {
+    launch(rmsnorm_vec_kernel<C>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized,
+           static_cast<float*>(nullptr), int64_t{0});
+  } else if (low_type == DType::F16) {
+    launch(rmsnorm_vec_kernel<C, __half>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized,
+           static_cast<__half*>(low), low_from);
+  } else {
+    launch(rmsnorm_vec_kernel<C, __nv_bfloat16>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized,
+           static_cast<__nv_bfloat16*>(low), low_from);
+  }
+}
+
+}  // namespace
+
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
-             float* out, cudaStream_t stream, int8_t* q, float* d, int64_t n_quantized) {
+             float* out, cudaStream_t stream, int8_t* q, float* d, int64_t n_quantized, void* low, DType low_type,
+             int64_t low_from) {
   if (n_rows == 0) return;
   check(q == nullptr || (d != nullptr && n % 32 == 0 && n_quantized <= n_rows),
         "internal: rmsnorm quantizes whole blocks of 32 of its own rows");
+  check(low == nullptr || ((low_type == DType::F16 || low_type == DType::BF16) && low_from <= n_rows),
+        "internal: rmsnorm rounds its rows to F16 or BF16 only");
   if (q == nullptr) n_quantized = 0;
   const int64_t chunks = (n / 4 + 255) / 256;  // float4 pieces per thread of 256
   const bool aligned = n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(q) % 4 == 0;
+                       reinterpret_cast<uintptr_t>(q) % 4 == 0 && reinterpret_cast<uintptr_t>(low) % 8 == 0;
   const unsigned grid = static_cast<unsigned>(n_rows);
-  bool quantized = n_quantized > 0;
+  bool quantized = n_quantized > 0, rounded = low != nullptr;
   if (aligned && chunks <= 2) {
-    launch(rmsnorm_vec_kernel<2>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized);
+    launch_rmsnorm_vec<2>(grid, stream, x, rows, weight, eps, n, out, q, d, n_quantized, low, low_type, low_from);
   } else if (aligned && chunks <= 4) {
-    launch(rmsnorm_vec_kernel<4>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized);
+    launch_rmsnorm_vec<4>(grid, stream, x, rows, weight, eps, n, out, q, d, n_quantized, low, low_type, low_from);
   } else if (aligned && chunks <= 8) {
-    launch(rmsnorm_vec_kernel<8>, grid, 256, stream, x, rows, weight, eps, n, out, q, d, n_quantized);
+    launch_rmsnorm_vec<8>(grid, stream, x, rows, weight, eps, n, out, q, d, n_quantized, low, low_type, low_from);
   } else {
     const int threads = n >= 4096 ? 1024 : n >= 1024 ? 256 : 128;
     launch(rmsnorm_kernel, grid, threads, stream, x, rows, weight, eps, n, out);
-    quantized = false;
+    quantized = rounded = false;
   }
   TANDEM_CUDA_CHECK(cudaGetLastError());
   if (n_quantized > 0 && !quantized) quantize_activations(out, n_quantized, n, q, d, stream);
+  if (low != nullptr && !rounded) convert_f32(out + low_from * n, (n_rows - low_from) * n, low_type, low, stream);
 }
 
 namespace {

@@ -103,10 +103,13 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float*
 // With q and d, rows i < n_quantized of out are also quantized for gemv_q8
 // (q: [n_quantized, n] int8, d: [n_quantized, n / 32] f32; n a multiple of
 // 32), the bits of quantize_activations on out, in the same kernel where
-// the row fits it.
+// the row fits it. With low, rows i >= low_from of out are also rounded to
+// low_type (F16 or BF16; the bits of convert_f32) into low: [n_rows -
+// low_from, n], the 16-bit GEMM's input.
 // CPU twin: cpu::rmsnorm.
 void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n, float* out,
-             cudaStream_t stream, int8_t* q = nullptr, float* d = nullptr, int64_t n_quantized = 0);
+             cudaStream_t stream, int8_t* q = nullptr, float* d = nullptr, int64_t n_quantized = 0,
+             void* low = nullptr, DType low_type = DType::F16, int64_t low_from = 0);
 
 // rmsnorm into out, and out quantized per row to E4M3 for the FP8 GEMM (the
 // bits of rmsnorm then quantize_tokens_fp8), in one kernel where the row

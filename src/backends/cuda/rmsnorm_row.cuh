@@ -5,7 +5,11 @@
 // bits for the same row.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/quantize_block.cuh"
 
@@ -38,10 +42,13 @@ __device__ __forceinline__ float block_sum(float v) {
 // out[c] = v * rsqrt(mean(v^2) + eps) * g, and with q the row quantized in
 // blocks of 32 values (8 consecutive threads' pieces; n a multiple of 32):
 // q[4c..4c+3] and d[c / 8], quantize_kernel's rule (quantize_block.cuh).
+// With Low (__half or __nv_bfloat16) and low, out also rounded to Low (the
+// bits of convert_kernel): the 16-bit GEMM's input.
 // Every thread of the block calls it.
-template <int C>
+template <int C, typename Low = float>
 __device__ __forceinline__ void normalize(const float4 (&v)[C], const float4 (&g)[C], int n4, float eps,
-                                          float4* __restrict__ out, char4* __restrict__ q, float* __restrict__ d) {
+                                          float4* __restrict__ out, char4* __restrict__ q, float* __restrict__ d,
+                                          Low* __restrict__ low = nullptr) {
   float ss = 0.0f;
 #pragma unroll
   for (int k = 0; k < C; ++k)
@@ -56,6 +63,19 @@ __device__ __forceinline__ void normalize(const float4 (&v)[C], const float4 (&g
       const float4 r = make_float4(v[k].x * inv * g[k].x, v[k].y * inv * g[k].y, v[k].z * inv * g[k].z,
                                    v[k].w * inv * g[k].w);
       out[c] = r;
+      if constexpr (!std::is_same_v<Low, float>) {
+        if (low != nullptr) {
+          uint2 packed;
+          if constexpr (std::is_same_v<Low, __half>) {
+            const __half2 a = __floats2half2_rn(r.x, r.y), b = __floats2half2_rn(r.z, r.w);
+            packed = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+          } else {
+            const __nv_bfloat162 a = __floats2bfloat162_rn(r.x, r.y), b = __floats2bfloat162_rn(r.z, r.w);
+            packed = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+          }
+          reinterpret_cast<uint2*>(low)[c] = packed;
+        }
+      }
       if (q != nullptr) {
         using quantize_block::nan_max;
         const float lane_amax = nan_max(nan_max(fabsf(r.x), fabsf(r.y)), nan_max(fabsf(r.z), fabsf(r.w)));

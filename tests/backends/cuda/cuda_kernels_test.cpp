@@ -687,6 +687,30 @@ TEST(CudaKernels, RmsnormSiluAndEmbedMatchCpu) {
     }
   }
 
+  // The norm that also rounds its last rows for the 16-bit GEMM (and
+  // quantizes its first for the 8-bit GEMV): the same f32 rows, and the bits
+  // of convert_f32 on those rows, F16 and BF16, in the fused kernel (896,
+  // 4096, 8192) and in the fallback (9024: the scalar norm, then
+  // convert_f32). Rows 0-1 quantized, rows 1-3 rounded.
+  for (const DType low_type : {DType::F16, DType::BF16}) {
+    for (int64_t width : {896, 4096, 8192, 9024}) {
+      SCOPED_TRACE(std::string(low_type == DType::F16 ? "f16 " : "bf16 ") + std::to_string(width));
+      const int64_t n_rows = 4, low_from = 1;
+      const std::vector<float> xw = random_vector(static_cast<size_t>(n_rows * width), 14);
+      const std::vector<float> ww = random_vector(static_cast<size_t>(width), 15);
+      const size_t n_low = static_cast<size_t>((n_rows - low_from) * width);
+      DeviceBuffer dxw = to_device(xw), dww = to_device(ww), plain(xw.size() * 4), fused(xw.size() * 4);
+      DeviceBuffer low1(n_low * 2), low2(n_low * 2), q(xw.size()), d(xw.size() / 32 * 4);
+      rmsnorm(dxw.get<float>(), nullptr, dww.get<float>(), 1e-6f, n_rows, width, plain.get<float>(), nullptr);
+      convert_f32(plain.get<float>() + low_from * width, static_cast<int64_t>(n_low), low_type, low1.get(), nullptr);
+      rmsnorm(dxw.get<float>(), nullptr, dww.get<float>(), 1e-6f, n_rows, width, fused.get<float>(), nullptr,
+              q.get<int8_t>(), d.get<float>(), 2, low2.get(), low_type, low_from);
+      const std::vector<float> a = to_host<float>(plain, xw.size()), b = to_host<float>(fused, xw.size());
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4));
+      ASSERT_EQ(to_host<uint16_t>(low1, n_low), to_host<uint16_t>(low2, n_low));
+    }
+  }
+
   // silu_mul over [3 tokens, gate | up] rows of 500.
   const std::vector<float> gu = random_vector(3000, 9);
   std::vector<float> ref(1500);
