@@ -31,6 +31,7 @@ struct Timeline {
   std::mutex mutex;
   std::vector<std::string> lines;
   std::string path;
+  size_t dropped = 0;  // records CUPTI had no room for
 };
 
 Timeline& timeline() {
@@ -55,8 +56,10 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
   *max_records = 0;
 }
 
-void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid_bytes) {
+void CUPTIAPI buffer_completed(CUcontext context, uint32_t stream_id, uint8_t* buffer, size_t, size_t valid_bytes) {
   Timeline& t = timeline();
+  size_t dropped = 0;
+  cuptiActivityGetNumDroppedRecords(context, stream_id, &dropped);
   CUpti_Activity* record = nullptr;
   std::vector<std::string> lines;
   while (cuptiActivityGetNextRecord(buffer, valid_bytes, &record) == CUPTI_SUCCESS) {
@@ -71,8 +74,11 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
   std::free(buffer);
   std::lock_guard<std::mutex> lock(t.mutex);
   t.lines.insert(t.lines.end(), lines.begin(), lines.end());
+  t.dropped += dropped;
 }
 
+// At exit, after a forced flush; kernels that end later (none, for a
+// program that waits for its GPU work before it returns) are not written.
 void write_timeline() {
   cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   Timeline& t = timeline();
@@ -86,6 +92,7 @@ void write_timeline() {
   for (const std::string& line : t.lines) std::fprintf(f, "%s\n", line.c_str());
   std::fclose(f);
   std::fprintf(stderr, "kernel_timeline: %zu kernels written to %s\n", t.lines.size(), t.path.c_str());
+  if (t.dropped > 0) std::fprintf(stderr, "kernel_timeline: CUPTI dropped %zu records (not written)\n", t.dropped);
 }
 
 bool ok(CUptiResult r, const char* what) {

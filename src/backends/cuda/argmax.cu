@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "backends/cuda/argmax_key.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 
@@ -19,15 +20,6 @@ __device__ __forceinline__ bool beats(float av, int ai, float bv, int bi) {
   return av > bv || (av == bv && ai < bi);
 }
 
-// (value, index) as one key that orders as `beats` does: the float's bits
-// made monotonic in the high word, the index reversed in the low one. 0 is
-// below every key of a value above -inf.
-__device__ __forceinline__ unsigned long long key_of(float v, int i) {
-  const uint32_t b = __float_as_uint(v);
-  const uint32_t ordered = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-  return (static_cast<unsigned long long>(ordered) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
-}
-
 // Blocks (row, slice of kBlockColumns columns). Each finds its slice's best
 // (NaN never wins: it counts as -inf) and folds it into the row's key with
 // atomicMax; the row's last block to finish turns the key into the column,
@@ -37,7 +29,6 @@ __global__ void __launch_bounds__(kThreads) argmax_rows_kernel(const float* __re
                                                                 ArgmaxWorkspace work) {
   __shared__ float warp_value[kThreads / 32];
   __shared__ int warp_index[kThreads / 32];
-  __shared__ bool last;
   const int64_t row_index = blockIdx.x;
   const float* row = logits + row_index * ld;
   const int64_t begin = static_cast<int64_t>(blockIdx.y) * kBlockColumns;
@@ -77,21 +68,22 @@ __global__ void __launch_bounds__(kThreads) argmax_rows_kernel(const float* __re
       best = warp_value[w];
       best_i = warp_index[w];
     }
-  if (best > -INFINITY) atomicMax(work.keys + row_index, key_of(best, best_i));
+  if (best > -INFINITY) atomicMax(work.keys + row_index, argmax_key::key_of(best, best_i));
   __threadfence();  // the key before the count
-  last = atomicAdd(work.counters + row_index, 1) == static_cast<int>(gridDim.y) - 1;
+  const bool last = atomicAdd(work.counters + row_index, 1) == static_cast<int>(gridDim.y) - 1;
   if (!last) return;
   __threadfence();
   const unsigned long long key = atomicExch(work.keys + row_index, 0ull);
   work.counters[row_index] = 0;
-  out[row_index] = key == 0 ? -1 : static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key & 0xffffffffu));
+  out[row_index] = argmax_key::column_of(key);
 }
 
 }  // namespace
 
 void argmax_rows(const float* logits, int64_t n_rows, int64_t n_cols, int64_t ld, int32_t* out,
                  const ArgmaxWorkspace& work, cudaStream_t stream) {
-  check(n_cols > 0 && n_cols < INT_MAX && ld >= n_cols, "internal: argmax_rows over an empty or too wide row");
+  check(n_cols > 0 && n_cols <= 65535 * kBlockColumns && ld >= n_cols,
+        "internal: argmax_rows over an empty or too wide row");
   if (n_rows == 0) return;
   check(work.keys != nullptr && work.counters != nullptr, "internal: argmax_rows without its workspace");
   const dim3 grid(static_cast<unsigned>(n_rows), static_cast<unsigned>((n_cols + kBlockColumns - 1) / kBlockColumns));

@@ -117,16 +117,16 @@ uint64_t step_scratch_bytes(const ModelConfig& c, GpuQuantization quantize, int6
   const uint64_t per_token =
       4 * u(2 * c.hidden_size + c.q_dim() + 2 * c.kv_dim() + c.q_dim() + 3 * c.intermediate_size) + widest +
       widest / 8 + 2 * widest + 2 * u(c.hidden_size);
-  // Per row of logits: its selected hidden state (and its rounding in
-  // xn_low, counted per token: the runner sizes it for the larger of the
-  // two), the logits (the host's copy is pinned host memory), its token;
-  // with tensor parallelism this
+  // Per row of logits: its selected hidden state (its rounding in xn_low is
+  // counted per token: the runner sizes that for the larger of the two),
+  // the logits (the host's copy is pinned host memory), its token and
+  // argmax_rows's workspace (12 bytes); with tensor parallelism this
   // rank's vocabulary slice, every rank's slices gathered, and those laid
   // side by side on the logits rank.
   const uint64_t vocab = u(c.vocab_size);
   const uint64_t vocab_stride = tp_size > 1 ? (vocab + u(tp_size) - 1) / u(tp_size) : vocab;
   const uint64_t logits = tp_size > 1 ? vocab_stride + 2 * vocab : vocab;
-  const uint64_t per_row = 4 * (u(c.hidden_size) + logits) + 4;
+  const uint64_t per_row = 4 * (u(c.hidden_size) + logits) + 4 + 12;
   uint64_t bytes = kScratchFixed + per_token * n_tokens + per_row * n_rows;
   if (quantize == GpuQuantization::Fp8) {
     // Gemm::reserve_fp8: x as E4M3 with a scale per token, and the f32
@@ -654,8 +654,9 @@ struct CudaModelRunner::Impl {
     } else if (n_gemv > 0) {
       cuda::gemv(w, in, n_gemv, out, ldy, accumulate, stream);
     }
-    if (n_tokens > n_gemv && prepared.rounded != nullptr && prepared.rounded_from == n_gemv &&
-        prepared.rounded_type == cuda::Gemm::input_type(w.format) && w.format != WeightFormat::F32)
+    const bool sixteen_bit = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16;
+    if (n_tokens > n_gemv && prepared.rounded != nullptr && sixteen_bit && prepared.rounded_from == n_gemv &&
+        prepared.rounded_type == cuda::Gemm::input_type(w.format))
       gemm->run_converted(w, prepared.rounded, n_tokens - n_gemv, out + n_gemv * ldy, ldy, accumulate);
     else if (n_tokens > n_gemv)
       gemm->run(w, in + n_gemv * w.cols, n_tokens - n_gemv, out + n_gemv * ldy, ldy, accumulate);
@@ -822,6 +823,10 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
   m.meta_dev.resize(n * (5 + m.plan.max_context / m.plan.block_size + 1) * sizeof(int32_t));
   m.attn_counters.resize(static_cast<size_t>(cuda::kAttentionSplitSlots) * sizeof(int32_t));
   TANDEM_CUDA_CHECK(cudaMemsetAsync(m.attn_counters.get(), 0, m.attn_counters.bytes(), m.stream));
+  m.argmax_keys.resize(n * sizeof(unsigned long long));
+  m.argmax_counters.resize(n * sizeof(int32_t));
+  TANDEM_CUDA_CHECK(cudaMemsetAsync(m.argmax_keys.get(), 0, m.argmax_keys.bytes(), m.stream));
+  TANDEM_CUDA_CHECK(cudaMemsetAsync(m.argmax_counters.get(), 0, m.argmax_counters.bytes(), m.stream));
   TANDEM_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&m.sm_count, cudaDevAttrMultiProcessorCount, m.options.device));
   {

@@ -1381,6 +1381,10 @@ TEST(CudaKernels, ArgmaxRowsFollowsTheSamplersGreedyRule) {
   rows.back()[4500] = rows.back()[4096] = rows.back()[100] = 8.0f;
   rows.emplace_back(static_cast<size_t>(n_cols), -inf);
   rows.back()[4998] = inf;
+  // The best is zero: -0 in the first block, +0 later in the second (100).
+  rows.emplace_back(static_cast<size_t>(n_cols), -1.0f);
+  rows.back()[100] = -0.0f;
+  rows.back()[4500] = 0.0f;
   std::vector<float> host(rows.size() * static_cast<size_t>(ld), 1e30f);  // padding past n_cols never counts
   for (size_t r = 0; r < rows.size(); ++r) std::copy(rows[r].begin(), rows[r].end(), host.begin() + r * ld);
   DeviceBuffer d = to_device(host), out(rows.size() * 4);
@@ -1415,6 +1419,7 @@ TEST(CudaKernels, ArgmaxRowsFollowsTheSamplersGreedyRule) {
   EXPECT_EQ(got[4], -1);
   EXPECT_EQ(got[5], 100);
   EXPECT_EQ(got[6], 4998);
+  EXPECT_EQ(got[7], 100);
 
   // A vocabulary-wide row (32 blocks): the same value at both ends and in
   // between goes to the first.
