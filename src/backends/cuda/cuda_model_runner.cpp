@@ -643,6 +643,19 @@ struct CudaModelRunner::Impl {
       cuda::gemv_q8(w, act_q.get<int8_t>(), act_d.get<float>(), n, out, ldy, accumulate, stream);
   }
 
+  // One token's q·k·v product q = W x with qkv_finish fused in
+  // (cuda::gemv_finishes_qkv must hold).
+  void finished_qkv_product(const DeviceMatrix& w, const float* x, float* q, const cuda::QkvFinishArgs& qa,
+                            const cuda::AttentionShape& shape, const NormedInput& prepared) {
+    if (cuda::gemv_takes_quantized_input(w.format)) {
+      if (prepared.quantized < 1)
+        cuda::quantize_activations(x, 1, w.cols, act_q.get<int8_t>(), act_d.get<float>(), stream);
+      cuda::gemv_q8_qkv(w, act_q.get<int8_t>(), act_d.get<float>(), q, qa, shape, stream);
+    } else {
+      cuda::gemv_qkv(w, x, q, qa, shape, stream);
+    }
+  }
+
   // prepared: what norm_for left beside `in` for w.
   void matmul(const DeviceMatrix& w, const float* in, int64_t n_tokens, int64_t n_generated, float* out, int64_t ldy,
               bool accumulate, const NormedInput& prepared = {}) {
@@ -1374,15 +1387,6 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       } else if (!fused || l == 0) {
         qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated, hidden, xn);
       }
-      if (fp8_qkv) {
-        m.gemm->fp8_product(L.qkv, T, q);  // qkv_finish applies the scales
-      } else if (L.fused_qkv) {
-        m.matmul(L.qkv, xn, T, n_generated, q, qkv_dim, false, qkv_in);
-      } else {
-        m.matmul(L.wq, xn, T, n_generated, q, qkv_dim, false, qkv_in);
-        m.matmul(L.wk, xn, T, n_generated, k, qkv_dim, false, qkv_in);
-        m.matmul(L.wv, xn, T, n_generated, v, qkv_dim, false, qkv_in);
-      }
       cuda::QkvFinishArgs qa;
       qa.q = q;
       qa.k = k;
@@ -1405,7 +1409,23 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         qa.row_scale = static_cast<const float*>(L.qkv.scales);
         qa.token_scale = m.gemm->fp8_input(T, m.widest_input()).scale;
       }
-      cuda::qkv_finish(qa, shape, T, s);
+      // One generated token: the q·k·v GEMV finishes q, k and v itself.
+      const bool gemv_finishes = !fp8_qkv && L.fused_qkv && T == 1 && m.gemv_tokens(L.qkv, T, n_generated) == 1 &&
+                                 cuda::gemv_finishes_qkv(L.qkv, q, qa, shape);
+      if (gemv_finishes) {
+        m.finished_qkv_product(L.qkv, xn, q, qa, shape, qkv_in);
+      } else {
+        if (fp8_qkv) {
+          m.gemm->fp8_product(L.qkv, T, q);  // qkv_finish applies the scales
+        } else if (L.fused_qkv) {
+          m.matmul(L.qkv, xn, T, n_generated, q, qkv_dim, false, qkv_in);
+        } else {
+          m.matmul(L.wq, xn, T, n_generated, q, qkv_dim, false, qkv_in);
+          m.matmul(L.wk, xn, T, n_generated, k, qkv_dim, false, qkv_in);
+          m.matmul(L.wv, xn, T, n_generated, v, qkv_dim, false, qkv_in);
+        }
+        cuda::qkv_finish(qa, shape, T, s);
+      }
       cuda::AttentionArgs aa;
       aa.q = q;
       aa.q_stride = qkv_dim;

@@ -8,6 +8,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
+#include "backends/cuda/qkv_epilogue.cuh"
 #include "backends/cuda/quantize_block.cuh"
 #include "backends/cuda/rmsnorm_row.cuh"
 
@@ -486,8 +487,8 @@ __device__ void finish_head(float* head, const float* bias, const float* scale, 
     // scale_product's bits (never fused with the bias add).
     const float ha = scale ? scaled_product(head[ia[k]], scale[ia[k]], token_scale) : head[ia[k]];
     const float hb = scale ? scaled_product(head[ib[k]], scale[ib[k]], token_scale) : head[ib[k]];
-    a[k] = ha + (bias ? bias[ia[k]] : 0.0f);
-    b[k] = hb + (bias ? bias[ib[k]] : 0.0f);
+    a[k] = __fadd_rn(ha, bias ? bias[ia[k]] : 0.0f);
+    b[k] = __fadd_rn(hb, bias ? bias[ib[k]] : 0.0f);
     ss = fmaf(a[k], a[k], fmaf(b[k], b[k], ss));
   }
   float inv = 1.0f;
@@ -502,8 +503,8 @@ __device__ void finish_head(float* head, const float* bias, const float* scale, 
       x1 = x1 * inv * norm[ib[k]];
     }
     const float c = cos_p[k], s = sin_p[k];
-    head[ia[k]] = x0 * c - x1 * s;
-    head[ib[k]] = x0 * s + x1 * c;
+    head[ia[k]] = qkv_epilogue::rotate_first(x0, x1, c, s);
+    head[ib[k]] = qkv_epilogue::rotate_second(x0, x1, c, s);
   }
 }
 
@@ -553,7 +554,7 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
           args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] = __float2half_rn(
-              (vs ? scaled_product(head[d], vs[d], ts) : head[d]) + (args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
+              __fadd_rn(vs ? scaled_product(head[d], vs[d], ts) : head[d], args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
     }
   }
 }

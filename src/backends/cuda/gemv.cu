@@ -7,11 +7,13 @@
 #include <cuda_fp8.h>
 
 #include <string>
+#include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/gemv_block.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
+#include "backends/cuda/qkv_epilogue.cuh"
 
 namespace tandem::cuda {
 namespace {
@@ -155,22 +157,24 @@ __device__ __forceinline__ void accumulate_vectors(const uint4 (&raw)[R], int64_
   }
 }
 
-// y[t, r] (+)= W[r, :] . x[t, :] for t < NT.  y: [NT, ldy].
-// Block b takes rows [4b, 4b + 4); thread j takes the row vectors j, j + 256,
-// ... of each. A token's sum depends only on the thread layout, not on NT,
-// so results are batch-invariant.
-template <WeightFormat D, Input In, int NT, int R>
-__global__ void __launch_bounds__(kThreads)
-    gemv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
-                const float* __restrict__ x, float* __restrict__ y, int64_t ldy, bool accumulate) {
+// W[r, :] . x[t, :] for t < NT, for the block's R rows r = row_of(i) (a row
+// past `rows` is read as the last one); after_loop() once the weights are
+// read, then store(i, t, sum) once for each (int8 and FP8 rows: the sum
+// before the row's scale, row_scaled). Thread j takes the row
+// vectors j, j + 256, ... of each. A token's sum depends only on the thread
+// layout, not on NT or R, so results are batch-invariant.
+template <WeightFormat D, Input In, int NT, int R, typename RowOf, typename AfterLoop,
+          typename Store>
+__device__ __forceinline__ void gemv_rows(const void* __restrict__ weights, const void* __restrict__ scales,
+                                          int64_t rows, int64_t cols, const float* __restrict__ x, RowOf&& row_of,
+                                          AfterLoop&& after_loop, Store&& store) {
   using WV = WeightVector<D>;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
   const int64_t n_vec = cols / WV::kElems;
   const uint4* row[R];
   const __half* row_scales[R];
 #pragma unroll
   for (int i = 0; i < R; ++i) {
-    const int64_t r = min(r0 + i, rows - 1);  // missing last rows repeat the one before, unwritten
+    const int64_t r = min(row_of(i), rows - 1);
     row[i] = reinterpret_cast<const uint4*>(weights) + r * n_vec;
     row_scales[i] = D == WeightFormat::Q8_0 ? static_cast<const __half*>(scales) + r * (cols / 32) : nullptr;
   }
@@ -189,15 +193,58 @@ __global__ void __launch_bounds__(kThreads)
         for (int i = 0; i < R; ++i) w[u][i] = __ldcs(row[i] + vec);
       },
       [&](int u, int64_t vec) { accumulate_vectors<D, In, NT, R>(w[u], vec, x, cols, row_scales, acc); });
-  gemv_block::reduce_rows<R, NT>(acc, [&](int i, int t, float s) {
-    const int64_t r = r0 + i;
-    if constexpr (D == WeightFormat::I8Row || D == WeightFormat::F8Row)
-      s *= static_cast<const float*>(scales)[min(r, rows - 1)];
-    if (r < rows) {
-      float* out = y + t * ldy + r;
-      *out = accumulate ? *out + s : s;
-    }
-  });
+  after_loop();
+  gemv_block::reduce_rows<R, NT>(acc, store);
+}
+
+// A row's sum times its scale, for formats with one (int8 and FP8 rows).
+template <WeightFormat D>
+__device__ __forceinline__ float row_scaled(float s, const void* scales, int64_t r) {
+  if constexpr (D == WeightFormat::I8Row || D == WeightFormat::F8Row) return s * static_cast<const float*>(scales)[r];
+  return s;
+}
+
+// y[t, r] (+)= W[r, :] . x[t, :] for t < NT.  y: [NT, ldy].
+// Block b takes rows [b R, b R + R).
+template <WeightFormat D, Input In, int NT, int R>
+__global__ void __launch_bounds__(kThreads)
+    gemv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
+                const float* __restrict__ x, float* __restrict__ y, int64_t ldy, bool accumulate) {
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
+  gemv_rows<D, In, NT, R>(
+      weights, scales, rows, cols, x, [&](int i) { return r0 + i; }, [] {},
+      [&](int i, int t, float s) {
+        const int64_t r = r0 + i;
+        s = row_scaled<D>(s, scales, min(r, rows - 1));
+        if (r < rows) {  // missing last rows repeat the one before, unwritten
+          float* out = y + t * ldy + r;
+          *out = accumulate ? *out + s : s;
+        }
+      });
+}
+
+// Rows per block: 8 for 16-bit weights at one token (twice the loads in
+// flight a thread; batch-1 decode of the 8B shape +0.7% on an H100, +2.6%
+// on an H200), else 4. A row's sum does not depend on it.
+template <WeightFormat D, int NT>
+constexpr int rows_per_block() {
+  return (D == WeightFormat::F16 || D == WeightFormat::BF16) && NT == 1 ? 8 : gemv_block::kRowsPerBlock;
+}
+
+// The one-token q·k·v GEMV with qkv_finish at its end (qkv_epilogue.cuh):
+// gemv_kernel's sums, the block's rows placed as RoPE pairs.
+template <WeightFormat D, int R, RopeLayout L>
+__global__ void __launch_bounds__(kThreads)
+    gemv_qkv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
+                    const float* __restrict__ x, float* __restrict__ y, QkvFinishArgs args, AttentionShape shape) {
+  qkv_epilogue::Row<R, L> row;
+  gemv_rows<D, Input::Plain, 1, R>(
+      weights, scales, rows, cols, x,
+      [&](int i) { return qkv_epilogue::block_row<R, L>(blockIdx.x, i, shape.head_dim); },
+      [&] {
+        if (threadIdx.x < R) row.load(args, shape, blockIdx.x, static_cast<int>(threadIdx.x), nullptr);
+      },
+      [&](int, int, float s) { row.finish(args, shape, s, y); });
 }
 
 template <WeightFormat D, Input In>
@@ -205,10 +252,7 @@ void launch_group(const DeviceMatrix& w, const float* x, int nt, float* y, int64
                   cudaStream_t stream) {
   gemv_block::with_token_count(nt, [&](auto n) {
     constexpr int NT = decltype(n)::value;
-    // Rows per block: 8 for 16-bit weights at one token (twice the loads in
-    // flight a thread; batch-1 decode of the 8B shape +0.7% on an H100,
-    // +2.6% on an H200), else 4. A row's sum does not depend on it.
-    constexpr int R = (D == WeightFormat::F16 || D == WeightFormat::BF16) && NT == 1 ? 8 : gemv_block::kRowsPerBlock;
+    constexpr int R = rows_per_block<D, NT>();
     const dim3 grid(static_cast<unsigned>((w.rows + R - 1) / R));
     launch(gemv_kernel<D, In, NT, R>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, x, y, ldy, accumulate);
   });
@@ -236,6 +280,37 @@ void gemv_groups(const DeviceMatrix& w, const float* x, int64_t x_stride, int64_
 }
 
 }  // namespace
+
+bool gemv_finishes_qkv(const DeviceMatrix& w, const float* y, const QkvFinishArgs& args, const AttentionShape& shape) {
+  const int64_t q_dim = int64_t{shape.n_heads} * shape.head_dim, kv_dim = int64_t{shape.n_kv_heads} * shape.head_dim;
+  const bool rows_fit = w.format == WeightFormat::Q8_0 ? qkv_epilogue::fits<4>(args, shape)
+                        : w.format == WeightFormat::I8Row || w.format == WeightFormat::F16 ||
+                                w.format == WeightFormat::BF16
+                            ? qkv_epilogue::fits<8>(args, shape)
+                            : false;
+  return rows_fit && w.rows == q_dim + 2 * kv_dim && args.q == y && args.k == y + q_dim &&
+         args.v == y + q_dim + kv_dim && w.cols % gemv_vector_elems(w.format) == 0;
+}
+
+void gemv_qkv(const DeviceMatrix& w, const float* x, float* y, const QkvFinishArgs& args, const AttentionShape& shape,
+              cudaStream_t stream) {
+  check((w.format == WeightFormat::F16 || w.format == WeightFormat::BF16) && gemv_finishes_qkv(w, y, args, shape),
+        "internal: gemv_qkv takes one 16-bit q·k·v product that gemv_finishes_qkv accepts");
+  auto run = [&](auto format) {
+    constexpr WeightFormat D = decltype(format)::value;
+    constexpr int R = rows_per_block<D, 1>();
+    const dim3 grid(static_cast<unsigned>(w.rows / R));
+    if (args.rope_layout == RopeLayout::Interleaved)
+      launch(gemv_qkv_kernel<D, R, RopeLayout::Interleaved>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols,
+             x, y, args, shape);
+    else
+      launch(gemv_qkv_kernel<D, R, RopeLayout::HalfSplit>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols,
+             x, y, args, shape);
+  };
+  if (w.format == WeightFormat::F16) run(std::integral_constant<WeightFormat, WeightFormat::F16>{});
+  else run(std::integral_constant<WeightFormat, WeightFormat::BF16>{});
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
 
 int64_t gemv_vector_elems(WeightFormat format) {
   switch (format) {

@@ -9,11 +9,13 @@
 #include <cuda_fp16.h>
 
 #include <string>
+#include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/gemv_block.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
+#include "backends/cuda/qkv_epilogue.cuh"
 #include "backends/cuda/quantize_block.cuh"
 
 namespace tandem::cuda {
@@ -69,20 +71,23 @@ __device__ __forceinline__ void accumulate(const uint4 (&raw)[R], const __half (
   }
 }
 
-// y[t, r] (+)= W[r, :] . x[t, :] for t < NT, x given as (xq, xd); U load
-// slots a row (gemv_block::visit_vectors).
-template <WeightFormat D, int NT, int R, int U>
-__device__ __forceinline__ void gemv_q8_body(const void* __restrict__ weights, const void* __restrict__ scales,
+// W[r, :] . x[t, :] for t < NT, x given as (xq, xd), for the block's R rows
+// r = row_of(i) (a row past `rows` is read as the last one); after_loop()
+// once the weights are read, then store(i, t, sum) once for each (int8
+// rows: the sum before the row's scale). U load slots a row
+// (gemv_block::visit_vectors).
+template <WeightFormat D, int NT, int R, int U, typename RowOf, typename AfterLoop,
+          typename Store>
+__device__ __forceinline__ void gemv_q8_rows(const void* __restrict__ weights, const void* __restrict__ scales,
                                              int64_t rows, int64_t cols, const int8_t* __restrict__ xq,
-                                             const float* __restrict__ xd, float* __restrict__ y, int64_t ldy,
-                                             bool accumulate_into) {
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
+                                             const float* __restrict__ xd, RowOf&& row_of, AfterLoop&& after_loop,
+                                             Store&& store) {
   const int64_t n_vec = cols / 16;
   const uint4* row[R];
   const __half* row_scales[R];
 #pragma unroll
   for (int i = 0; i < R; ++i) {
-    const int64_t r = min(r0 + i, rows - 1);
+    const int64_t r = min(row_of(i), rows - 1);
     row[i] = reinterpret_cast<const uint4*>(weights) + r * n_vec;
     row_scales[i] = D == WeightFormat::Q8_0 ? static_cast<const __half*>(scales) + r * (cols / kBlock) : nullptr;
   }
@@ -104,14 +109,27 @@ __device__ __forceinline__ void gemv_q8_body(const void* __restrict__ weights, c
         }
       },
       [&](int u, int64_t vec) { accumulate<D, NT, R>(w[u], wd[u], vec, xq, xd, cols, acc); });
-  gemv_block::reduce_rows<R, NT>(acc, [&](int i, int t, float s) {
-    const int64_t r = r0 + i;
-    if constexpr (D == WeightFormat::I8Row) s *= static_cast<const float*>(scales)[min(r, rows - 1)];
-    if (r < rows) {
-      float* out = y + t * ldy + r;
-      *out = accumulate_into ? *out + s : s;
-    }
-  });
+  after_loop();
+  gemv_block::reduce_rows<R, NT>(acc, store);
+}
+
+// y[t, r] (+)= W[r, :] . x[t, :] for t < NT; block b takes rows [b R, b R + R).
+template <WeightFormat D, int NT, int R, int U>
+__device__ __forceinline__ void gemv_q8_body(const void* __restrict__ weights, const void* __restrict__ scales,
+                                             int64_t rows, int64_t cols, const int8_t* __restrict__ xq,
+                                             const float* __restrict__ xd, float* __restrict__ y, int64_t ldy,
+                                             bool accumulate_into) {
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
+  gemv_q8_rows<D, NT, R, U>(
+      weights, scales, rows, cols, xq, xd, [&](int i) { return r0 + i; }, [] {},
+      [&](int i, int t, float s) {
+        const int64_t r = r0 + i;
+        if constexpr (D == WeightFormat::I8Row) s *= static_cast<const float*>(scales)[min(r, rows - 1)];
+        if (r < rows) {
+          float* out = y + t * ldy + r;
+          *out = accumulate_into ? *out + s : s;
+        }
+      });
 }
 
 // Rows of more than kThreads vectors (the FFN's down projection): two load
@@ -140,6 +158,29 @@ __global__ void __launch_bounds__(kThreads, 3)
   gemv_q8_body<D, NT, R, 1>(weights, scales, rows, cols, xq, xd, y, ldy, accumulate_into);
 }
 
+// The one-token q·k·v GEMV with qkv_finish at its end (qkv_epilogue.cuh):
+// the one-vector kernel's sums, the block's rows placed as RoPE pairs.
+template <WeightFormat D, int R, RopeLayout L>
+__global__ void __launch_bounds__(kThreads, 3)
+    gemv_q8_qkv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
+                       const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y,
+                       QkvFinishArgs args, AttentionShape shape) {
+  qkv_epilogue::Row<R, L> row;
+  gemv_q8_rows<D, 1, R, 1>(
+      weights, scales, rows, cols, xq, xd,
+      [&](int i) { return qkv_epilogue::block_row<R, L>(blockIdx.x, i, shape.head_dim); },
+      [&] {
+        if (threadIdx.x < R) row.load(args, shape, blockIdx.x, static_cast<int>(threadIdx.x), D == WeightFormat::I8Row ? static_cast<const float*>(scales) : nullptr);
+      },
+      [&](int, int, float s) { row.finish(args, shape, s, y); });
+}
+
+// Rows per block of the one-token GEMV (launch_group).
+template <WeightFormat D>
+constexpr int one_token_rows() {
+  return D == WeightFormat::I8Row ? 8 : gemv_block::kRowsPerBlock;
+}
+
 template <WeightFormat D>
 void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int nt, float* y, int64_t ldy,
                   bool accumulate, cudaStream_t stream) {
@@ -149,7 +190,7 @@ void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int 
     // 16% faster for gate_up at 2 tokens, within 3% elsewhere), else 4
     // (Q8_0, with its scales, slows down with 8). A row's sum does not
     // depend on it.
-    constexpr int R = D == WeightFormat::I8Row && NT <= 2 ? 8 : gemv_block::kRowsPerBlock;
+    constexpr int R = NT == 1 ? one_token_rows<D>() : D == WeightFormat::I8Row && NT <= 2 ? 8 : gemv_block::kRowsPerBlock;
     const dim3 grid(static_cast<unsigned>((w.rows + R - 1) / R));
     // One token (measured; with more, three blocks an SM make ptxas spill
     // for int8 at 2 and 7-8 tokens).
@@ -174,6 +215,26 @@ void quantize(const float* x, int64_t n_tokens, int64_t cols, int8_t* q, float* 
 }
 
 }  // namespace
+
+void gemv_q8_qkv(const DeviceMatrix& w, const int8_t* xq, const float* xd, float* y, const QkvFinishArgs& args,
+                 const AttentionShape& shape, cudaStream_t stream) {
+  check(gemv_takes_quantized_input(w.format) && gemv_finishes_qkv(w, y, args, shape),
+        "internal: gemv_q8_qkv takes one 8-bit q·k·v product that gemv_finishes_qkv accepts");
+  auto run = [&](auto format) {
+    constexpr WeightFormat D = decltype(format)::value;
+    constexpr int R = one_token_rows<D>();
+    const dim3 grid(static_cast<unsigned>(w.rows / R));
+    if (args.rope_layout == RopeLayout::Interleaved)
+      launch(gemv_q8_qkv_kernel<D, R, RopeLayout::Interleaved>, grid, kThreads, stream, w.data, w.scales, w.rows,
+             w.cols, xq, xd, y, args, shape);
+    else
+      launch(gemv_q8_qkv_kernel<D, R, RopeLayout::HalfSplit>, grid, kThreads, stream, w.data, w.scales, w.rows,
+             w.cols, xq, xd, y, args, shape);
+  };
+  if (w.format == WeightFormat::Q8_0) run(std::integral_constant<WeightFormat, WeightFormat::Q8_0>{});
+  else run(std::integral_constant<WeightFormat, WeightFormat::I8Row>{});
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
 
 bool gemv_takes_quantized_input(WeightFormat format) {
   return format == WeightFormat::Q8_0 || format == WeightFormat::I8Row;

@@ -266,6 +266,21 @@ struct QkvFinishArgs {
 };
 void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t n_tokens, cudaStream_t stream);
 
+// One token's q·k·v product with qkv_finish fused into its end, a launch
+// fewer: the same bits as gemv (16-bit weights) or gemv_q8 (Q8_0, int8
+// rows) of the token followed by qkv_finish of it. The GEMV's blocks take
+// whole RoPE pairs and finish them (qkv_epilogue.cuh).
+//   y: [q_dim + 2 kv_dim] f32, the product; args.q, args.k and args.v point
+//   into it at 0, q_dim and q_dim + kv_dim (args.stride is not read).
+// gemv_finishes_qkv: whether w, y, args and shape allow it (F16, BF16, Q8_0
+// or int8 rows of q·k·v, heads a multiple of the block's rows, no q/k norm
+// and no FP8 scales).
+bool gemv_finishes_qkv(const DeviceMatrix& w, const float* y, const QkvFinishArgs& args, const AttentionShape& shape);
+void gemv_qkv(const DeviceMatrix& w, const float* x, float* y, const QkvFinishArgs& args, const AttentionShape& shape,
+              cudaStream_t stream);
+void gemv_q8_qkv(const DeviceMatrix& w, const int8_t* q, const float* d, float* y, const QkvFinishArgs& args,
+                 const AttentionShape& shape, cudaStream_t stream);
+
 // Causal attention over the paged cache: token t (at position positions[t])
 // attends to positions [0, positions[t]] of its sequence, whose blocks are
 // block_tables[table_offsets[t] + p / block_size].

@@ -1,0 +1,109 @@
+// qkv_finish fused into the end of a one-token q·k·v GEMV (gemv.cu,
+// gemv_q8.cu): a block's rows are whole RoPE pairs, so the lanes that hold
+// the block's sums rotate them with one shuffle and write q, k and the KV
+// cache themselves, and the step loses a launch per layer. The rotation
+// and bias add are qkv_finish's (rotate_pair below, shared), so both paths
+// give the same bits.
+//
+// Which rows a block takes: with RopeLayout::Interleaved a pair is two
+// adjacent rows, and block b takes rows [b R, b R + R). With HalfSplit a
+// pair is (p, p + head_dim / 2) of a head, and block b takes R / 2 pairs of
+// one head: rows p0 .. p0 + R/2 - 1 and their partners half a head on.
+// v's rows are placed the same way (no rotation; any order would do).
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "backends/cuda/kernels.h"
+
+namespace tandem::cuda::qkv_epilogue {
+
+// RoPE of the pair (x0, x1) by the angle with cosine c and sine s, each
+// product and sum rounded on its own (no contraction): qkv_finish and the
+// fused epilogue give the same bits.
+__device__ __forceinline__ float rotate_first(float x0, float x1, float c, float s) {
+  return __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+}
+__device__ __forceinline__ float rotate_second(float x0, float x1, float c, float s) {
+  return __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
+// Whether a GEMV block of R rows can finish q·k·v for `shape`: every head
+// holds whole blocks, and no step needs a whole head (the q/k norm).
+template <int R>
+__host__ __device__ inline bool fits(const QkvFinishArgs& a, const AttentionShape& shape) {
+  return shape.head_dim % R == 0 && shape.head_dim % 2 == 0 && a.q_norm == nullptr && a.k_norm == nullptr &&
+         a.row_scale == nullptr;
+}
+
+// Row slot i of block `block` (see above).
+template <int R, RopeLayout L>
+__device__ __forceinline__ int64_t block_row(int64_t block, int i, int head_dim) {
+  if constexpr (L == RopeLayout::Interleaved) return block * R + i;
+  const int64_t blocks_per_head = head_dim / R;
+  const int64_t head = block / blocks_per_head;
+  const int p0 = static_cast<int>(block % blocks_per_head) * (R / 2);
+  return head * head_dim + (i >= R / 2 ? head_dim / 2 : 0) + p0 + i % (R / 2);
+}
+
+// What lane i (< R) of the block's first warp needs to finish its row,
+// loaded once the GEMV has read its weights, so that the loads overlap the
+// block's reduction (loaded before the main loop, they would hold registers
+// through it). L: args.rope_layout (a template argument: with it known,
+// the compiler keeps the rows' pointers as two bases and a stride).
+template <int R, RopeLayout L>
+struct Row {
+  int64_t r = 0;        // the row: [0, q_dim) q, then k, then v
+  float scale = 1.0f;   // the row's weight scale (int8 and FP8 rows)
+  float bias = 0.0f;    // 0 where there is none (qkv_finish adds 0 too)
+  float cos = 1.0f, sin = 0.0f;
+  int slot = -1;
+
+  // row_scales: the weights' row scales, or null.
+  __device__ __forceinline__ void load(const QkvFinishArgs& a, const AttentionShape& shape, int64_t block, int i,
+                                       const float* row_scales) {
+    const int hd = shape.head_dim;
+    const int64_t q_dim = int64_t{shape.n_heads} * hd, kv_dim = int64_t{shape.n_kv_heads} * hd;
+    r = block_row<R, L>(block, i, hd);
+    if (row_scales) scale = row_scales[r];
+    const float* b = r < q_dim ? a.q_bias : r < q_dim + kv_dim ? a.k_bias : a.v_bias;
+    const int64_t j = r < q_dim ? r : r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
+    bias = b ? b[j] : 0.0f;
+    slot = a.slots[0];
+    if (r < q_dim + kv_dim) {
+      const int d = static_cast<int>(r % hd);
+      const int p = L == RopeLayout::Interleaved ? d / 2 : d % (hd / 2);
+      const int64_t at = static_cast<int64_t>(a.positions[0]) * (hd / 2) + p;
+      cos = a.rope_cos[at];
+      sin = a.rope_sin[at];
+    }
+  }
+
+  // s: the row's sum (before its scale and the bias); y: the GEMV's
+  // output row, [q_dim + 2 kv_dim] (a.q, a.k and a.v point into it). Called
+  // by lanes 0 .. R-1 of warp 0 together, lane i for slot i.
+  __device__ __forceinline__ void finish(const QkvFinishArgs& a, const AttentionShape& shape, float s,
+                                         float* __restrict__ y) const {
+    s = __fmul_rn(s, scale);  // the GEMV's product (x 1 where there is no scale: the same bits)
+    const int hd = shape.head_dim;
+    const int64_t q_dim = int64_t{shape.n_heads} * hd, kv_dim = int64_t{shape.n_kv_heads} * hd;
+    const unsigned mask = (1u << R) - 1u;
+    constexpr bool interleaved = L == RopeLayout::Interleaved;
+    const float x = __fadd_rn(s, bias);
+    const float partner = __shfl_xor_sync(mask, x, interleaved ? 1 : R / 2);
+    if (r >= q_dim + kv_dim) {  // v (the whole block): raw in the buffer, biased in the cache
+      y[r] = s;
+      if (slot >= 0) a.v_cache[static_cast<int64_t>(slot) * kv_dim + (r - q_dim - kv_dim)] = __float2half_rn(x);
+      return;
+    }
+    const int d = static_cast<int>(r % hd);
+    const bool first = interleaved ? d % 2 == 0 : d < hd / 2;
+    const float out = first ? rotate_first(x, partner, cos, sin) : rotate_second(partner, x, cos, sin);
+    y[r] = out;
+    if (r >= q_dim && slot >= 0) a.k_cache[static_cast<int64_t>(slot) * kv_dim + (r - q_dim)] = __float2half_rn(out);
+  }
+};
+
+}  // namespace tandem::cuda::qkv_epilogue
