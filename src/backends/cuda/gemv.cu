@@ -158,16 +158,17 @@ __device__ __forceinline__ void accumulate_vectors(const uint4 (&raw)[R], int64_
 }
 
 // W[r, :] . x[t, :] for t < NT, for the block's R rows r = row_of(i) (a row
-// past `rows` is read as the last one); after_loop() once the weights are
-// read, then store(i, t, sum) once for each (int8 and FP8 rows: the sum
-// before the row's scale, row_scaled). Thread j takes the row
+// past `rows` is read as the last one); before_wait() once the first
+// weights are requested (gemv_block::visit_vectors), then store(i, t, sum)
+// once for each (int8 and FP8 rows: the sum before the row's scale,
+// row_scaled). Thread j takes the row
 // vectors j, j + 256, ... of each. A token's sum depends only on the thread
 // layout, not on NT or R, so results are batch-invariant.
-template <WeightFormat D, Input In, int NT, int R, typename RowOf, typename AfterLoop,
+template <WeightFormat D, Input In, int NT, int R, typename RowOf, typename BeforeWait,
           typename Store>
 __device__ __forceinline__ void gemv_rows(const void* __restrict__ weights, const void* __restrict__ scales,
                                           int64_t rows, int64_t cols, const float* __restrict__ x, RowOf&& row_of,
-                                          AfterLoop&& after_loop, Store&& store) {
+                                          BeforeWait&& before_wait, Store&& store) {
   using WV = WeightVector<D>;
   const int64_t n_vec = cols / WV::kElems;
   const uint4* row[R];
@@ -192,8 +193,8 @@ __device__ __forceinline__ void gemv_rows(const void* __restrict__ weights, cons
 #pragma unroll
         for (int i = 0; i < R; ++i) w[u][i] = __ldcs(row[i] + vec);
       },
-      [&](int u, int64_t vec) { accumulate_vectors<D, In, NT, R>(w[u], vec, x, cols, row_scales, acc); });
-  after_loop();
+      [&](int u, int64_t vec) { accumulate_vectors<D, In, NT, R>(w[u], vec, x, cols, row_scales, acc); },
+      before_wait);
   gemv_block::reduce_rows<R, NT>(acc, store);
 }
 
@@ -237,14 +238,14 @@ template <WeightFormat D, int R, RopeLayout L>
 __global__ void __launch_bounds__(kThreads)
     gemv_qkv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
                     const float* __restrict__ x, float* __restrict__ y, QkvFinishArgs args, AttentionShape shape) {
-  qkv_epilogue::Row<R, L> row;
+  __shared__ qkv_epilogue::Row<R, L> lane_row[R];
   gemv_rows<D, Input::Plain, 1, R>(
       weights, scales, rows, cols, x,
-      [&](int i) { return qkv_epilogue::block_row<R, L>(blockIdx.x, i, shape.head_dim); },
+      [&](int i) { return qkv_epilogue::block_row<R, L>(static_cast<int>(blockIdx.x), i, shape.head_dim); },
       [&] {
-        if (threadIdx.x < R) row.load(args, shape, blockIdx.x, static_cast<int>(threadIdx.x), nullptr);
+        if (threadIdx.x < R) lane_row[threadIdx.x].load(args, shape, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x), nullptr);
       },
-      [&](int, int, float s) { row.finish(args, shape, s, y); });
+      [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); });
 }
 
 template <WeightFormat D, Input In>

@@ -29,8 +29,10 @@ constexpr int kMaxTokens = 8;  // tokens per pass over the weights
 // it (launch.h), so `load` must read only weights.
 // U (kUnroll by default): vectors a round. 1 suits rows of at most
 // kThreads vectors (one each), for which a second slot is never used.
-template <int U = kUnroll, typename Load, typename Use>
-__device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& use) {
+// before_wait() runs once the first round's loads are issued, before the
+// wait, under the same contract as `load`.
+template <int U = kUnroll, typename Load, typename Use, typename BeforeWait>
+__device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& use, BeforeWait&& before_wait) {
   constexpr int kUnroll = U;
   int64_t v = threadIdx.x;
   const bool full_round = v + (kUnroll - 1) * kThreads < n_vec;
@@ -38,6 +40,7 @@ __device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& 
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u)
     if (u == 0 ? preloaded : full_round) load(u, v + u * kThreads);
+  before_wait();
   let_successor_start();
   wait_for_predecessor();
   if (full_round) {
@@ -56,6 +59,11 @@ __device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& 
     preloaded = false;
     use(0, v);
   }
+}
+
+template <int U = kUnroll, typename Load, typename Use>
+__device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& use) {
+  visit_vectors<U>(n_vec, load, use, [] {});
 }
 
 // Sums acc[row][token] over the block, over each warp's lanes and then over

@@ -72,15 +72,15 @@ __device__ __forceinline__ void accumulate(const uint4 (&raw)[R], const __half (
 }
 
 // W[r, :] . x[t, :] for t < NT, x given as (xq, xd), for the block's R rows
-// r = row_of(i) (a row past `rows` is read as the last one); after_loop()
-// once the weights are read, then store(i, t, sum) once for each (int8
-// rows: the sum before the row's scale). U load slots a row
-// (gemv_block::visit_vectors).
-template <WeightFormat D, int NT, int R, int U, typename RowOf, typename AfterLoop,
+// r = row_of(i) (a row past `rows` is read as the last one); before_wait()
+// once the first weights are requested (gemv_block::visit_vectors), then
+// store(i, t, sum) once for each (int8 rows: the sum before the row's
+// scale). U load slots a row.
+template <WeightFormat D, int NT, int R, int U, typename RowOf, typename BeforeWait,
           typename Store>
 __device__ __forceinline__ void gemv_q8_rows(const void* __restrict__ weights, const void* __restrict__ scales,
                                              int64_t rows, int64_t cols, const int8_t* __restrict__ xq,
-                                             const float* __restrict__ xd, RowOf&& row_of, AfterLoop&& after_loop,
+                                             const float* __restrict__ xd, RowOf&& row_of, BeforeWait&& before_wait,
                                              Store&& store) {
   const int64_t n_vec = cols / 16;
   const uint4* row[R];
@@ -108,8 +108,7 @@ __device__ __forceinline__ void gemv_q8_rows(const void* __restrict__ weights, c
           if constexpr (D == WeightFormat::Q8_0) wd[u][i] = row_scales[i][vec / 2];
         }
       },
-      [&](int u, int64_t vec) { accumulate<D, NT, R>(w[u], wd[u], vec, xq, xd, cols, acc); });
-  after_loop();
+      [&](int u, int64_t vec) { accumulate<D, NT, R>(w[u], wd[u], vec, xq, xd, cols, acc); }, before_wait);
   gemv_block::reduce_rows<R, NT>(acc, store);
 }
 
@@ -150,8 +149,10 @@ __global__ void __launch_bounds__(kThreads)
 // decode of the 8B shape on an H100 (docs/PERFORMANCE.md): int8 306.7 ->
 // 313.4 tok/s, Q8_0 288.5 (273.8 before, an earlier session). The sums are
 // the same: each thread adds the same vectors in the same order either way.
-template <WeightFormat D, int NT, int R>
-__global__ void __launch_bounds__(kThreads, 3)
+// kBlocksPerSm: the occupancy asked of the compiler (3, or 2 for 16-row
+// blocks, launch_one_token_int8).
+template <WeightFormat D, int NT, int R, int kBlocksPerSm = 3>
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     gemv_q8_one_vector_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows,
                               int64_t cols, const int8_t* __restrict__ xq, const float* __restrict__ xd,
                               float* __restrict__ y, int64_t ldy, bool accumulate_into) {
@@ -165,14 +166,16 @@ __global__ void __launch_bounds__(kThreads, 3)
     gemv_q8_qkv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
                        const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y,
                        QkvFinishArgs args, AttentionShape shape) {
-  qkv_epilogue::Row<R, L> row;
+  __shared__ qkv_epilogue::Row<R, L> lane_row[R];
   gemv_q8_rows<D, 1, R, 1>(
       weights, scales, rows, cols, xq, xd,
-      [&](int i) { return qkv_epilogue::block_row<R, L>(blockIdx.x, i, shape.head_dim); },
+      [&](int i) { return qkv_epilogue::block_row<R, L>(static_cast<int>(blockIdx.x), i, shape.head_dim); },
       [&] {
-        if (threadIdx.x < R) row.load(args, shape, blockIdx.x, static_cast<int>(threadIdx.x), D == WeightFormat::I8Row ? static_cast<const float*>(scales) : nullptr);
+        if (threadIdx.x < R)
+          lane_row[threadIdx.x].load(args, shape, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x),
+                                     D == WeightFormat::I8Row ? static_cast<const float*>(scales) : nullptr);
       },
-      [&](int, int, float s) { row.finish(args, shape, s, y); });
+      [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); });
 }
 
 // Rows per block of the one-token GEMV (launch_group).
@@ -181,9 +184,48 @@ constexpr int one_token_rows() {
   return D == WeightFormat::I8Row ? 8 : gemv_block::kRowsPerBlock;
 }
 
+// Resident blocks of `kernel` (256 threads) the current GPU holds at once.
+template <typename Kernel>
+int64_t resident_blocks(Kernel kernel) {
+  int device = 0, sms = 0, per_sm = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  return int64_t{sms} * per_sm;
+}
+
+// The share of `waves` whole waves of `slots` blocks that `blocks` blocks use.
+double wave_fill(int64_t blocks, int64_t slots) {
+  const int64_t waves = (blocks + slots - 1) / slots;
+  return static_cast<double>(blocks) / static_cast<double>(waves * slots);
+}
+
+// One token of int8 rows over at most 4096 columns: 8 rows a block at three
+// blocks an SM, or 16 at two where the grid of 8-row blocks spans less
+// than two waves of the GPU's resident blocks and 16-row blocks fill their
+// waves better (the 4096 x 4096 o projection on an H100: 512 blocks over
+// 396 slots, against 256 over 264). A row's sum does not depend on it.
+void launch_one_token_int8(const DeviceMatrix& w, const int8_t* xq, const float* xd, float* y, int64_t ldy,
+                           bool accumulate, cudaStream_t stream) {
+  constexpr auto k8 = gemv_q8_one_vector_kernel<WeightFormat::I8Row, 1, 8>;
+  constexpr auto k16 = gemv_q8_one_vector_kernel<WeightFormat::I8Row, 1, 16, 2>;
+  const int64_t blocks8 = (w.rows + 7) / 8, blocks16 = (w.rows + 15) / 16;
+  const int64_t slots8 = resident_blocks(k8), slots16 = resident_blocks(k16);
+  if (blocks8 < 2 * slots8 && wave_fill(blocks16, slots16) > wave_fill(blocks8, slots8) + 0.1) {
+    launch(k16, dim3(static_cast<unsigned>(blocks16)), kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y,
+           ldy, accumulate);
+  } else {
+    launch(k8, dim3(static_cast<unsigned>(blocks8)), kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y,
+           ldy, accumulate);
+  }
+}
+
 template <WeightFormat D>
 void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int nt, float* y, int64_t ldy,
                   bool accumulate, cudaStream_t stream) {
+  if constexpr (D == WeightFormat::I8Row) {
+    if (nt == 1 && w.cols / 16 <= kThreads) return launch_one_token_int8(w, xq, xd, y, ldy, accumulate, stream);
+  }
   gemv_block::with_token_count(nt, [&](auto n) {
     constexpr int NT = decltype(n)::value;
     // Rows per block: 8 for int8 rows at 1-2 tokens (measured on an H100:

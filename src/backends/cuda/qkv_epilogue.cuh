@@ -39,39 +39,44 @@ __host__ __device__ inline bool fits(const QkvFinishArgs& a, const AttentionShap
 }
 
 // Row slot i of block `block` (see above).
+// (32-bit arithmetic: a q·k·v matrix has far fewer than 2^31 rows.)
 template <int R, RopeLayout L>
-__device__ __forceinline__ int64_t block_row(int64_t block, int i, int head_dim) {
+__device__ __forceinline__ int64_t block_row(int block, int i, int head_dim) {
   if constexpr (L == RopeLayout::Interleaved) return block * R + i;
-  const int64_t blocks_per_head = head_dim / R;
-  const int64_t head = block / blocks_per_head;
-  const int p0 = static_cast<int>(block % blocks_per_head) * (R / 2);
-  return head * head_dim + (i >= R / 2 ? head_dim / 2 : 0) + p0 + i % (R / 2);
+  const int blocks_per_head = head_dim / R;
+  const int first = block / blocks_per_head * head_dim + block % blocks_per_head * (R / 2);
+  return first + (i >= R / 2 ? head_dim / 2 : 0) + i % (R / 2);
 }
 
-// What lane i (< R) of the block's first warp needs to finish its row,
-// loaded once the GEMV has read its weights, so that the loads overlap the
-// block's reduction (loaded before the main loop, they would hold registers
-// through it). L: args.rope_layout (a template argument: with it known,
-// the compiler keeps the rows' pointers as two bases and a stride).
+// What lane i (< R) of the block's first warp needs to finish its row.
+// The GEMV loads it into shared memory once its first weights are
+// requested, before its wait (step metadata, tables, biases and scales: no
+// kernel of the step writes them, launch.h), so that the loads overlap the
+// weights' and hold no registers through the main loop. L: args.rope_layout
+// (a template argument: with it known, the compiler keeps the rows'
+// pointers as two bases and a stride).
 template <int R, RopeLayout L>
 struct Row {
-  int64_t r = 0;        // the row: [0, q_dim) q, then k, then v
-  float scale = 1.0f;   // the row's weight scale (int8 and FP8 rows)
-  float bias = 0.0f;    // 0 where there is none (qkv_finish adds 0 too)
-  float cos = 1.0f, sin = 0.0f;
-  int slot = -1;
+  // No initializers: a Row lives in shared memory, and load sets every field.
+  int64_t r;    // the row: [0, q_dim) q, then k, then v
+  float scale;  // the row's weight scale (int8 rows; 1 for other formats)
+  float bias;   // 0 where there is none (qkv_finish adds 0 too)
+  float cos, sin;  // the pair's rotation (q and k rows)
+  int slot;
 
   // row_scales: the weights' row scales, or null.
-  __device__ __forceinline__ void load(const QkvFinishArgs& a, const AttentionShape& shape, int64_t block, int i,
+  __device__ __forceinline__ void load(const QkvFinishArgs& a, const AttentionShape& shape, int block, int i,
                                        const float* row_scales) {
     const int hd = shape.head_dim;
     const int64_t q_dim = int64_t{shape.n_heads} * hd, kv_dim = int64_t{shape.n_kv_heads} * hd;
     r = block_row<R, L>(block, i, hd);
-    if (row_scales) scale = row_scales[r];
+    scale = row_scales ? row_scales[r] : 1.0f;
     const float* b = r < q_dim ? a.q_bias : r < q_dim + kv_dim ? a.k_bias : a.v_bias;
     const int64_t j = r < q_dim ? r : r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
     bias = b ? b[j] : 0.0f;
     slot = a.slots[0];
+    cos = 1.0f;
+    sin = 0.0f;
     if (r < q_dim + kv_dim) {
       const int d = static_cast<int>(r % hd);
       const int p = L == RopeLayout::Interleaved ? d / 2 : d % (hd / 2);

@@ -474,8 +474,12 @@ TEST(CudaKernels, Gemv8BitOneTokenOverManyBlocksMatchesCpu) {
   // Rows for three waves of int8's 8-row blocks at three blocks an SM (about
   // six of Q8_0's 4-row blocks), the last block partial.
   const int64_t rows_many = 8 * 3 * int64_t{sms} * 3 - 5;
+  // And 1.3 waves of 8-row blocks, which int8 takes in 16-row blocks at two
+  // blocks an SM (one wave), the last block partial.
+  const int64_t rows_short = 8 * 3 * int64_t{sms} * 13 / 10 - 3;
   for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{rows_many, 256},
-                                   std::pair<int64_t, int64_t>{rows_many, 4096}}) {
+                                   std::pair<int64_t, int64_t>{rows_many, 4096},
+                                   std::pair<int64_t, int64_t>{rows_short, 4096}}) {
     SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
     TestMatrix q8 = make_matrix(DType::Q8_0, rows, cols, 61);
     TestMatrix i8 = make_int8_rows(rows, cols, 62);
