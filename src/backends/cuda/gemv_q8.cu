@@ -184,13 +184,13 @@ constexpr int one_token_rows() {
   return D == WeightFormat::I8Row ? 8 : gemv_block::kRowsPerBlock;
 }
 
-// Resident blocks of `kernel` (256 threads) the current GPU holds at once.
-template <typename Kernel>
-int64_t resident_blocks(Kernel kernel) {
-  int device = 0, sms = 0, per_sm = 0;
+// Blocks the current GPU holds at once at `per_sm` blocks an SM (the
+// one-vector kernels reach their launch bounds' occupancy: their registers
+// fit and they use little shared memory).
+int64_t resident_blocks(int per_sm) {
+  int device = 0, sms = 0;
   TANDEM_CUDA_CHECK(cudaGetDevice(&device));
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  TANDEM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
   return int64_t{sms} * per_sm;
 }
 
@@ -207,10 +207,11 @@ double wave_fill(int64_t blocks, int64_t slots) {
 // 396 slots, against 256 over 264). A row's sum does not depend on it.
 void launch_one_token_int8(const DeviceMatrix& w, const int8_t* xq, const float* xd, float* y, int64_t ldy,
                            bool accumulate, cudaStream_t stream) {
-  constexpr auto k8 = gemv_q8_one_vector_kernel<WeightFormat::I8Row, 1, 8>;
-  constexpr auto k16 = gemv_q8_one_vector_kernel<WeightFormat::I8Row, 1, 16, 2>;
+  constexpr int kPerSm8 = 3, kPerSm16 = 2;
+  constexpr auto k8 = gemv_q8_one_vector_kernel<WeightFormat::I8Row, 1, 8, kPerSm8>;
+  constexpr auto k16 = gemv_q8_one_vector_kernel<WeightFormat::I8Row, 1, 16, kPerSm16>;
   const int64_t blocks8 = (w.rows + 7) / 8, blocks16 = (w.rows + 15) / 16;
-  const int64_t slots8 = resident_blocks(k8), slots16 = resident_blocks(k16);
+  const int64_t slots8 = resident_blocks(kPerSm8), slots16 = resident_blocks(kPerSm16);
   if (blocks8 < 2 * slots8 && wave_fill(blocks16, slots16) > wave_fill(blocks8, slots8) + 0.1) {
     launch(k16, dim3(static_cast<unsigned>(blocks16)), kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y,
            ldy, accumulate);
