@@ -141,7 +141,8 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   };
   // Decode steps: positions before pos were cached by earlier steps, so the
   // first tile loads before the wait, overlapping the kernels before this
-  // one; position pos (written by this step's qkv_finish) is reloaded after.
+  // one; position pos (written by this step's qkv_finish, or the q·k·v GEMV
+  // that finishes q, k and v) is reloaded after.
   const int first = begin + warp * kTile;
   const bool early = a.decode_only && first < end;
   if (early) load_tile(first, -1);

@@ -238,7 +238,8 @@ template <WeightFormat D, int R, RopeLayout L>
 __global__ void __launch_bounds__(kThreads)
     gemv_qkv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
                     const float* __restrict__ x, float* __restrict__ y, QkvFinishArgs args, AttentionShape shape) {
-  __shared__ qkv_epilogue::Row<R, L> lane_row[R];
+  static_assert(R == qkv_epilogue::block_rows(D), "gemv_finishes_qkv checks heads against block_rows");
+  __shared__ qkv_epilogue::Row<R, L, false> lane_row[R];
   gemv_rows<D, Input::Plain, 1, R>(
       weights, scales, rows, cols, x,
       [&](int i) { return qkv_epilogue::block_row<R, L>(static_cast<int>(blockIdx.x), i, shape.head_dim); },
@@ -284,13 +285,14 @@ void gemv_groups(const DeviceMatrix& w, const float* x, int64_t x_stride, int64_
 
 bool gemv_finishes_qkv(const DeviceMatrix& w, const float* y, const QkvFinishArgs& args, const AttentionShape& shape) {
   const int64_t q_dim = int64_t{shape.n_heads} * shape.head_dim, kv_dim = int64_t{shape.n_kv_heads} * shape.head_dim;
-  const bool rows_fit = w.format == WeightFormat::Q8_0 ? qkv_epilogue::fits<4>(args, shape)
-                        : w.format == WeightFormat::I8Row || w.format == WeightFormat::F16 ||
-                                w.format == WeightFormat::BF16
-                            ? qkv_epilogue::fits<8>(args, shape)
-                            : false;
+  const int rows = qkv_epilogue::block_rows(w.format);
+  const bool rows_fit = rows == 8 ? qkv_epilogue::fits<8>(args, shape) : rows == 4 && qkv_epilogue::fits<4>(args, shape);
+  // The 8-bit kernel is the one-vector kernel's layout: rows of at most
+  // kThreads vectors (wider ones keep gemv_q8's two load slots).
+  const bool eight_bit = w.format == WeightFormat::Q8_0 || w.format == WeightFormat::I8Row;
   return rows_fit && w.rows == q_dim + 2 * kv_dim && args.q == y && args.k == y + q_dim &&
-         args.v == y + q_dim + kv_dim && w.cols % gemv_vector_elems(w.format) == 0;
+         args.v == y + q_dim + kv_dim && w.cols % gemv_vector_elems(w.format) == 0 &&
+         (!eight_bit || w.cols / 16 <= kThreads);
 }
 
 void gemv_qkv(const DeviceMatrix& w, const float* x, float* y, const QkvFinishArgs& args, const AttentionShape& shape,

@@ -1,9 +1,10 @@
 // The block layout both decode GEMVs share (gemv.cu: float math on any
 // weight format; gemv_q8.cu: dp4a on quantized activations). A block of 8
-// warps takes a few rows (kRowsPerBlock, or 8 where the launcher says so)
-// and splits their 16-byte column vectors among its 256 threads: thread j
-// visits vectors j, j + 256, ... of every row, so a token's sum depends on
-// this layout only, never on the number of tokens or rows a block
+// warps takes a few rows (kRowsPerBlock, or 8 or 16 where the launcher says
+// so; consecutive rows, or RoPE pairs for the fused q·k·v GEMV) and splits
+// their 16-byte column vectors among its 256 threads: thread j visits
+// vectors j, j + 256, ... of every row, so a token's sum depends on this
+// layout only, never on the number of tokens or rows a block, or which
 // (batch invariance).
 #pragma once
 

@@ -166,14 +166,15 @@ __global__ void __launch_bounds__(kThreads, 3)
     gemv_q8_qkv_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
                        const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y,
                        QkvFinishArgs args, AttentionShape shape) {
-  __shared__ qkv_epilogue::Row<R, L> lane_row[R];
+  static_assert(R == qkv_epilogue::block_rows(D), "gemv_finishes_qkv checks heads against block_rows");
+  __shared__ qkv_epilogue::Row<R, L, D == WeightFormat::I8Row> lane_row[R];
   gemv_q8_rows<D, 1, R, 1>(
       weights, scales, rows, cols, xq, xd,
       [&](int i) { return qkv_epilogue::block_row<R, L>(static_cast<int>(blockIdx.x), i, shape.head_dim); },
       [&] {
         if (threadIdx.x < R)
           lane_row[threadIdx.x].load(args, shape, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x),
-                                     D == WeightFormat::I8Row ? static_cast<const float*>(scales) : nullptr);
+                                     static_cast<const float*>(scales));
       },
       [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); });
 }
@@ -230,7 +231,8 @@ void launch_group(const DeviceMatrix& w, const int8_t* xq, const float* xd, int 
   gemv_block::with_token_count(nt, [&](auto n) {
     constexpr int NT = decltype(n)::value;
     // Rows per block: 8 for int8 rows at 1-2 tokens (measured on an H100:
-    // 16% faster for gate_up at 2 tokens, within 3% elsewhere), else 4
+    // 16% faster for gate_up at 2 tokens, within 3% elsewhere; one token
+    // over at most 4096 columns took launch_one_token_int8 above), else 4
     // (Q8_0, with its scales, slows down with 8). A row's sum does not
     // depend on it.
     constexpr int R = NT == 1 ? one_token_rows<D>() : D == WeightFormat::I8Row && NT <= 2 ? 8 : gemv_block::kRowsPerBlock;

@@ -272,9 +272,9 @@ void qkv_finish(const QkvFinishArgs& args, const AttentionShape& shape, int64_t 
 // whole RoPE pairs and finish them (qkv_epilogue.cuh).
 //   y: [q_dim + 2 kv_dim] f32, the product; args.q, args.k and args.v point
 //   into it at 0, q_dim and q_dim + kv_dim (args.stride is not read).
-// gemv_finishes_qkv: whether w, y, args and shape allow it (F16, BF16, Q8_0
-// or int8 rows of q·k·v, heads a multiple of the block's rows, no q/k norm
-// and no FP8 scales).
+// gemv_finishes_qkv: whether w, y, args and shape allow it: F16, BF16, Q8_0
+// or int8 rows of q·k·v (8-bit: at most 4096 columns), heads of at most 256
+// that hold whole blocks of rows (8, Q8_0: 4), no q/k norm, no FP8 scales.
 bool gemv_finishes_qkv(const DeviceMatrix& w, const float* y, const QkvFinishArgs& args, const AttentionShape& shape);
 void gemv_qkv(const DeviceMatrix& w, const float* x, float* y, const QkvFinishArgs& args, const AttentionShape& shape,
               cudaStream_t stream);

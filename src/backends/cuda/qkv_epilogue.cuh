@@ -2,8 +2,8 @@
 // gemv_q8.cu): a block's rows are whole RoPE pairs, so the lanes that hold
 // the block's sums rotate them with one shuffle and write q, k and the KV
 // cache themselves, and the step loses a launch per layer. The rotation
-// and bias add are qkv_finish's (rotate_pair below, shared), so both paths
-// give the same bits.
+// and bias add are qkv_finish's (rotate_first / rotate_second below,
+// shared), so both paths give the same bits.
 //
 // Which rows a block takes: with RopeLayout::Interleaved a pair is two
 // adjacent rows, and block b takes rows [b R, b R + R). With HalfSplit a
@@ -30,12 +30,26 @@ __device__ __forceinline__ float rotate_second(float x0, float x1, float c, floa
   return __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
 }
 
-// Whether a GEMV block of R rows can finish q·k·v for `shape`: every head
-// holds whole blocks, and no step needs a whole head (the q/k norm).
+// Rows a block of the one-token GEMV takes for weights of `format`
+// (gemv.cu: 16-bit rows; gemv_q8.cu: Q8_0 and int8 rows; their launchers
+// assert it), or 0 where no fused kernel exists.
+__host__ __device__ constexpr int block_rows(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F16:
+    case WeightFormat::BF16:
+    case WeightFormat::I8Row: return 8;
+    case WeightFormat::Q8_0: return 4;
+    default: return 0;
+  }
+}
+
+// Whether blocks of R rows can finish q·k·v for `shape`: every head holds
+// whole blocks, heads are of qkv_finish's sizes, and no step needs a whole
+// head (the q/k norm) or FP8 scales.
 template <int R>
 __host__ __device__ inline bool fits(const QkvFinishArgs& a, const AttentionShape& shape) {
-  return shape.head_dim % R == 0 && shape.head_dim % 2 == 0 && a.q_norm == nullptr && a.k_norm == nullptr &&
-         a.row_scale == nullptr;
+  return shape.head_dim % R == 0 && shape.head_dim % 2 == 0 && shape.head_dim <= 256 && a.q_norm == nullptr &&
+         a.k_norm == nullptr && a.row_scale == nullptr;
 }
 
 // Row slot i of block `block` (see above).
@@ -55,22 +69,24 @@ __device__ __forceinline__ int64_t block_row(int block, int i, int head_dim) {
 // weights' and hold no registers through the main loop. L: args.rope_layout
 // (a template argument: with it known, the compiler keeps the rows'
 // pointers as two bases and a stride).
-template <int R, RopeLayout L>
+// kScaled: the weights have row scales (int8 rows), which multiply the sum.
+template <int R, RopeLayout L, bool kScaled>
 struct Row {
+  static_assert(R >= 2 && R <= 16 && (R & (R - 1)) == 0, "a block's rows: a power of two, at most 16");
   // No initializers: a Row lives in shared memory, and load sets every field.
   int64_t r;    // the row: [0, q_dim) q, then k, then v
-  float scale;  // the row's weight scale (int8 rows; 1 for other formats)
+  float scale;  // the row's weight scale (kScaled)
   float bias;   // 0 where there is none (qkv_finish adds 0 too)
   float cos, sin;  // the pair's rotation (q and k rows)
   int slot;
 
-  // row_scales: the weights' row scales, or null.
+  // row_scales: the weights' row scales (kScaled; else not read).
   __device__ __forceinline__ void load(const QkvFinishArgs& a, const AttentionShape& shape, int block, int i,
                                        const float* row_scales) {
     const int hd = shape.head_dim;
     const int64_t q_dim = int64_t{shape.n_heads} * hd, kv_dim = int64_t{shape.n_kv_heads} * hd;
     r = block_row<R, L>(block, i, hd);
-    scale = row_scales ? row_scales[r] : 1.0f;
+    scale = kScaled ? row_scales[r] : 1.0f;
     const float* b = r < q_dim ? a.q_bias : r < q_dim + kv_dim ? a.k_bias : a.v_bias;
     const int64_t j = r < q_dim ? r : r < q_dim + kv_dim ? r - q_dim : r - q_dim - kv_dim;
     bias = b ? b[j] : 0.0f;
@@ -91,7 +107,7 @@ struct Row {
   // by lanes 0 .. R-1 of warp 0 together, lane i for slot i.
   __device__ __forceinline__ void finish(const QkvFinishArgs& a, const AttentionShape& shape, float s,
                                          float* __restrict__ y) const {
-    s = __fmul_rn(s, scale);  // the GEMV's product (x 1 where there is no scale: the same bits)
+    if constexpr (kScaled) s = __fmul_rn(s, scale);  // the GEMV's product with its row scale
     const int hd = shape.head_dim;
     const int64_t q_dim = int64_t{shape.n_heads} * hd, kv_dim = int64_t{shape.n_kv_heads} * hd;
     const unsigned mask = (1u << R) - 1u;

@@ -923,9 +923,12 @@ TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
 // The one-token q·k·v GEMV that finishes q, k and v itself gives the bits
 // of the GEMV followed by qkv_finish: q and k rotated, v raw, and the
 // cache's k and v rows (biased), for 16-bit and 8-bit weights, both RoPE
-// layouts, with and without biases, and with no cache slot. Where a step
-// needs a whole head (a q/k norm), FP8 scales, or heads that do not hold
-// whole blocks, gemv_finishes_qkv refuses it.
+// layouts, with and without biases, and with no cache slot; over 512
+// columns (most threads without a vector), 4096 (one vector each) and, for
+// 16-bit weights, 5120 (full rounds of loads and a tail; 8-bit rows that
+// wide are refused). Where a step needs a whole head (a q/k norm), FP8
+// scales, or heads that do not hold whole blocks, gemv_finishes_qkv
+// refuses it.
 TEST(CudaKernels, GemvFinishingQkvMatchesGemvThenQkvFinish) {
   AttentionShape s;
   s.n_heads = 4;
@@ -933,7 +936,7 @@ TEST(CudaKernels, GemvFinishingQkvMatchesGemvThenQkvFinish) {
   s.head_dim = 64;
   s.block_size = 4;
   const int hd = s.head_dim, half = hd / 2, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
-  const int64_t rows = q_dim + 2 * kv_dim, cols = 512;
+  const int64_t rows = q_dim + 2 * kv_dim;
   const int max_pos = 16, pos = 11;
   std::vector<float> cosv(static_cast<size_t>(max_pos * half)), sinv(cosv.size());
   for (int p = 0; p < max_pos; ++p)
@@ -942,91 +945,105 @@ TEST(CudaKernels, GemvFinishingQkvMatchesGemvThenQkvFinish) {
       cosv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(a));
       sinv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(a));
     }
-  const std::vector<float> x = random_vector(static_cast<size_t>(cols), 170);
   const std::vector<float> qb = random_vector(static_cast<size_t>(q_dim), 171),
                            kb = random_vector(static_cast<size_t>(kv_dim), 172),
                            vb = random_vector(static_cast<size_t>(kv_dim), 173);
-  DeviceBuffer dx = to_device(x), dcos = to_device(cosv), dsin = to_device(sinv), dqb = to_device(qb),
-               dkb = to_device(kb), dvb = to_device(vb), dpos = to_device(std::vector<int32_t>{pos});
-  const QuantizedInput xq = quantize_on_gpu(x, 1, cols);
+  DeviceBuffer dcos = to_device(cosv), dsin = to_device(sinv), dqb = to_device(qb), dkb = to_device(kb),
+               dvb = to_device(vb), dpos = to_device(std::vector<int32_t>{pos});
   const size_t cache_elems = static_cast<size_t>(4 * s.block_size * kv_dim);
 
-  TestMatrix f16 = make_matrix(DType::F16, rows, cols, 174), bf16 = make_matrix(DType::BF16, rows, cols, 175),
-             q8 = make_matrix(DType::Q8_0, rows, cols, 176), i8 = make_int8_rows(rows, cols, 177);
-  for (const TestMatrix* m : {&f16, &bf16, &q8, &i8}) {
-    const DeviceMatrix& w = m->device;
-    const bool eight_bit = gemv_takes_quantized_input(w.format);
-    for (const RopeLayout layout : {RopeLayout::HalfSplit, RopeLayout::Interleaved})
-      for (const bool biases : {false, true})
-        for (const int32_t slot : {6, -1}) {
-          SCOPED_TRACE(std::string(weight_format_name(w.format)) +
-                       (layout == RopeLayout::HalfSplit ? ", half-split" : ", interleaved") +
-                       (biases ? ", biases" : "") + ", slot " + std::to_string(slot));
-          DeviceBuffer dslot = to_device(std::vector<int32_t>{slot});
-          // Both outputs start as the same NaN pattern: a value either path
-          // leaves unwritten compares equal only if both leave it.
-          struct Out {
-            DeviceBuffer y, kc, vc;
-          } ref{DeviceBuffer(static_cast<size_t>(rows) * 4), DeviceBuffer(cache_elems * 2), DeviceBuffer(cache_elems * 2)},
-              fused{DeviceBuffer(static_cast<size_t>(rows) * 4), DeviceBuffer(cache_elems * 2),
-                    DeviceBuffer(cache_elems * 2)};
-          for (Out* o : {&ref, &fused})
-            for (DeviceBuffer* b : {&o->y, &o->kc, &o->vc}) TANDEM_CUDA_CHECK(cudaMemset(b->get(), 0xff, b->bytes()));
-          auto args_for = [&](Out& o) {
-            QkvFinishArgs a;
-            a.q = o.y.get<float>();
-            a.k = o.y.get<float>() + q_dim;
-            a.v = o.y.get<float>() + q_dim + kv_dim;
-            a.stride = rows;
-            if (biases) {
-              a.q_bias = dqb.get<float>();
-              a.k_bias = dkb.get<float>();
-              a.v_bias = dvb.get<float>();
+  for (const int64_t cols : {int64_t{512}, int64_t{4096}, int64_t{5120}}) {
+    const std::vector<float> x = random_vector(static_cast<size_t>(cols), 170);
+    DeviceBuffer dx = to_device(x);
+    const QuantizedInput xq = quantize_on_gpu(x, 1, cols);
+    TestMatrix f16 = make_matrix(DType::F16, rows, cols, 174), bf16 = make_matrix(DType::BF16, rows, cols, 175),
+               q8 = make_matrix(DType::Q8_0, rows, cols, 176), i8 = make_int8_rows(rows, cols, 177);
+    for (const TestMatrix* m : {&f16, &bf16, &q8, &i8}) {
+      const DeviceMatrix& w = m->device;
+      const bool eight_bit = gemv_takes_quantized_input(w.format);
+      for (const RopeLayout layout : {RopeLayout::HalfSplit, RopeLayout::Interleaved})
+        for (const bool biases : {false, true})
+          for (const int32_t slot : {6, -1}) {
+            SCOPED_TRACE(std::string(weight_format_name(w.format)) + ", " + std::to_string(cols) + " columns" +
+                         (layout == RopeLayout::HalfSplit ? ", half-split" : ", interleaved") +
+                         (biases ? ", biases" : "") + ", slot " + std::to_string(slot));
+            DeviceBuffer dslot = to_device(std::vector<int32_t>{slot});
+            // Both outputs start as the same NaN pattern: a value either path
+            // leaves unwritten compares equal only if both leave it.
+            struct Out {
+              DeviceBuffer y, kc, vc;
+            } ref{DeviceBuffer(static_cast<size_t>(rows) * 4), DeviceBuffer(cache_elems * 2),
+                  DeviceBuffer(cache_elems * 2)},
+                fused{DeviceBuffer(static_cast<size_t>(rows) * 4), DeviceBuffer(cache_elems * 2),
+                      DeviceBuffer(cache_elems * 2)};
+            for (Out* o : {&ref, &fused})
+              for (DeviceBuffer* b : {&o->y, &o->kc, &o->vc}) TANDEM_CUDA_CHECK(cudaMemset(b->get(), 0xff, b->bytes()));
+            auto args_for = [&](Out& o) {
+              QkvFinishArgs a;
+              a.q = o.y.get<float>();
+              a.k = o.y.get<float>() + q_dim;
+              a.v = o.y.get<float>() + q_dim + kv_dim;
+              a.stride = rows;
+              if (biases) {
+                a.q_bias = dqb.get<float>();
+                a.k_bias = dkb.get<float>();
+                a.v_bias = dvb.get<float>();
+              }
+              a.rope_cos = dcos.get<float>();
+              a.rope_sin = dsin.get<float>();
+              a.rope_layout = layout;
+              a.positions = dpos.get<int32_t>();
+              a.slots = dslot.get<int32_t>();
+              a.k_cache = o.kc.get<__half>();
+              a.v_cache = o.vc.get<__half>();
+              return a;
+            };
+            const QkvFinishArgs ra = args_for(ref), fa = args_for(fused);
+            if (eight_bit && cols > 4096) {
+              ASSERT_FALSE(gemv_finishes_qkv(w, fused.y.get<float>(), fa, s)) << "8-bit rows over 4096 columns";
+              continue;
             }
-            a.rope_cos = dcos.get<float>();
-            a.rope_sin = dsin.get<float>();
-            a.rope_layout = layout;
-            a.positions = dpos.get<int32_t>();
-            a.slots = dslot.get<int32_t>();
-            a.k_cache = o.kc.get<__half>();
-            a.v_cache = o.vc.get<__half>();
-            return a;
-          };
-          const QkvFinishArgs ra = args_for(ref), fa = args_for(fused);
-          if (eight_bit) gemv_q8(w, xq.q.get<int8_t>(), xq.d.get<float>(), 1, ref.y.get<float>(), rows, false, nullptr);
-          else gemv(w, dx.get<float>(), 1, ref.y.get<float>(), rows, false, nullptr);
-          qkv_finish(ra, s, 1, nullptr);
-          ASSERT_TRUE(gemv_finishes_qkv(w, fused.y.get<float>(), fa, s));
-          if (eight_bit) gemv_q8_qkv(w, xq.q.get<int8_t>(), xq.d.get<float>(), fused.y.get<float>(), fa, s, nullptr);
-          else gemv_qkv(w, dx.get<float>(), fused.y.get<float>(), fa, s, nullptr);
-          const std::vector<float> want = to_host<float>(ref.y, static_cast<size_t>(rows)),
-                                   got = to_host<float>(fused.y, static_cast<size_t>(rows));
-          for (int64_t r = 0; r < rows; ++r) {
-            ASSERT_FALSE(std::isnan(want[static_cast<size_t>(r)])) << "row " << r << " unwritten";
-            uint32_t a = 0, b = 0;
-            std::memcpy(&a, &want[static_cast<size_t>(r)], 4);
-            std::memcpy(&b, &got[static_cast<size_t>(r)], 4);
-            ASSERT_EQ(a, b) << "row " << r << ": " << want[static_cast<size_t>(r)] << " against "
-                            << got[static_cast<size_t>(r)];
-          }
-          for (auto [a, b, name] : {std::tuple{&ref.kc, &fused.kc, "k"}, std::tuple{&ref.vc, &fused.vc, "v"}}) {
-            const auto ca = to_host<uint16_t>(*a, cache_elems), cb = to_host<uint16_t>(*b, cache_elems);
-            ASSERT_EQ(0, std::memcmp(ca.data(), cb.data(), cache_elems * 2)) << "the " << name << " cache";
-            if (slot >= 0) {  // the slot's row was written (not the 0xffff fill)
-              const uint16_t* row = ca.data() + static_cast<size_t>(slot) * kv_dim;
-              EXPECT_TRUE(std::any_of(row, row + kv_dim, [](uint16_t h) { return h != 0xffffu; })) << name;
+            if (eight_bit) gemv_q8(w, xq.q.get<int8_t>(), xq.d.get<float>(), 1, ref.y.get<float>(), rows, false, nullptr);
+            else gemv(w, dx.get<float>(), 1, ref.y.get<float>(), rows, false, nullptr);
+            qkv_finish(ra, s, 1, nullptr);
+            ASSERT_TRUE(gemv_finishes_qkv(w, fused.y.get<float>(), fa, s));
+            if (eight_bit) gemv_q8_qkv(w, xq.q.get<int8_t>(), xq.d.get<float>(), fused.y.get<float>(), fa, s, nullptr);
+            else gemv_qkv(w, dx.get<float>(), fused.y.get<float>(), fa, s, nullptr);
+            const std::vector<float> want = to_host<float>(ref.y, static_cast<size_t>(rows)),
+                                     got = to_host<float>(fused.y, static_cast<size_t>(rows));
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_FALSE(std::isnan(want[static_cast<size_t>(r)])) << "row " << r << " unwritten";
+              uint32_t a = 0, b = 0;
+              std::memcpy(&a, &want[static_cast<size_t>(r)], 4);
+              std::memcpy(&b, &got[static_cast<size_t>(r)], 4);
+              ASSERT_EQ(a, b) << "row " << r << ": " << want[static_cast<size_t>(r)] << " against "
+                              << got[static_cast<size_t>(r)];
+            }
+            for (auto [a, b, name] : {std::tuple{&ref.kc, &fused.kc, "k"}, std::tuple{&ref.vc, &fused.vc, "v"}}) {
+              const auto ca = to_host<uint16_t>(*a, cache_elems), cb = to_host<uint16_t>(*b, cache_elems);
+              ASSERT_EQ(0, std::memcmp(ca.data(), cb.data(), cache_elems * 2)) << "the " << name << " cache";
+              if (slot >= 0) {  // the slot's whole row was written (none of the 0xffff fill left)
+                const uint16_t* row = ca.data() + static_cast<size_t>(slot) * kv_dim;
+                EXPECT_TRUE(std::all_of(row, row + kv_dim, [](uint16_t h) { return h != 0xffffu; })) << name;
+              }
             }
           }
-        }
+    }
   }
 
   // What it refuses.
+  TestMatrix f16 = make_matrix(DType::F16, rows, 512, 180), q8 = make_matrix(DType::Q8_0, rows, 512, 181),
+             i8 = make_int8_rows(rows, 512, 182), f32 = make_matrix(DType::F32, rows, 512, 183);
   DeviceBuffer y(static_cast<size_t>(rows) * 4);
   QkvFinishArgs a;
   a.q = y.get<float>();
   a.k = y.get<float>() + q_dim;
   a.v = y.get<float>() + q_dim + kv_dim;
   EXPECT_TRUE(gemv_finishes_qkv(f16.device, y.get<float>(), a, s));
+  EXPECT_FALSE(gemv_finishes_qkv(f32.device, y.get<float>(), a, s)) << "f32 weights";
+  DeviceMatrix fp8 = i8.device;
+  fp8.format = WeightFormat::F8Row;
+  EXPECT_FALSE(gemv_finishes_qkv(fp8, y.get<float>(), a, s)) << "FP8 rows";
   QkvFinishArgs normed = a;
   normed.k_norm = dqb.get<float>();
   EXPECT_FALSE(gemv_finishes_qkv(f16.device, y.get<float>(), normed, s)) << "q/k norm";
@@ -1036,6 +1053,11 @@ TEST(CudaKernels, GemvFinishingQkvMatchesGemvThenQkvFinish) {
   QkvFinishArgs apart = a;
   apart.v = nullptr;
   EXPECT_FALSE(gemv_finishes_qkv(q8.device, y.get<float>(), apart, s)) << "v not in y";
+  AttentionShape fewer = s;
+  fewer.n_kv_heads = 1;  // q_dim + 2 kv_dim = 384 rows, not the matrix's 512
+  QkvFinishArgs fewer_args = a;
+  fewer_args.v = y.get<float>() + q_dim + hd;
+  EXPECT_FALSE(gemv_finishes_qkv(f16.device, y.get<float>(), fewer_args, fewer)) << "rows of another shape";
   // Heads of 4 rows (the same 512 rows): Q8_0's blocks of 4 rows take
   // them, the 16-bit GEMV's blocks of 8 do not.
   AttentionShape small = s;
