@@ -5,11 +5,7 @@
 // and bias add are qkv_finish's (rotate_first / rotate_second below,
 // shared), so both paths give the same bits.
 //
-// Which rows a block takes: with RopeLayout::Interleaved a pair is two
-// adjacent rows, and block b takes rows [b R, b R + R). With HalfSplit a
-// pair is (p, p + head_dim / 2) of a head, and block b takes R / 2 pairs of
-// one head: rows p0 .. p0 + R/2 - 1 and their partners half a head on.
-// v's rows are placed the same way (no rotation; any order would do).
+// Which rows a block takes, and where a row's RoPE partner is: qkv_rows.h.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -17,6 +13,7 @@
 #include <cstdint>
 
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/qkv_rows.h"
 
 namespace tandem::cuda::qkv_epilogue {
 
@@ -52,14 +49,10 @@ __host__ __device__ inline bool fits(const QkvFinishArgs& a, const AttentionShap
          a.k_norm == nullptr && a.row_scale == nullptr;
 }
 
-// Row slot i of block `block` (see above).
-// (32-bit arithmetic: a q·k·v matrix has far fewer than 2^31 rows.)
+// Row slot i of block `block` (qkv_rows.h).
 template <int R, RopeLayout L>
 __device__ __forceinline__ int64_t block_row(int block, int i, int head_dim) {
-  if constexpr (L == RopeLayout::Interleaved) return block * R + i;
-  const int blocks_per_head = head_dim / R;
-  const int first = block / blocks_per_head * head_dim + block % blocks_per_head * (R / 2);
-  return first + (i >= R / 2 ? head_dim / 2 : 0) + i % (R / 2);
+  return qkv_rows::block_row<R, L == RopeLayout::Interleaved>(block, i, head_dim);
 }
 
 // What lane i (< R) of the block's first warp needs to finish its row.
@@ -72,7 +65,7 @@ __device__ __forceinline__ int64_t block_row(int block, int i, int head_dim) {
 // kScaled: the weights have row scales (int8 rows), which multiply the sum.
 template <int R, RopeLayout L, bool kScaled>
 struct Row {
-  static_assert(R >= 2 && R <= 16 && (R & (R - 1)) == 0, "a block's rows: a power of two, at most 16");
+  static constexpr bool kInterleaved = L == RopeLayout::Interleaved;
   // No initializers: a Row lives in shared memory, and load sets every field.
   int64_t r;    // the row: [0, q_dim) q, then k, then v
   float scale;  // the row's weight scale (kScaled)
@@ -95,7 +88,7 @@ struct Row {
     sin = 0.0f;
     if (r < q_dim + kv_dim) {
       const int d = static_cast<int>(r % hd);
-      const int p = L == RopeLayout::Interleaved ? d / 2 : d % (hd / 2);
+      const int p = qkv_rows::pair_index<kInterleaved>(d, hd);
       const int64_t at = static_cast<int64_t>(a.positions[0]) * (hd / 2) + p;
       cos = a.rope_cos[at];
       sin = a.rope_sin[at];
@@ -110,17 +103,16 @@ struct Row {
     if constexpr (kScaled) s = __fmul_rn(s, scale);  // the GEMV's product with its row scale
     const int hd = shape.head_dim;
     const int64_t q_dim = int64_t{shape.n_heads} * hd, kv_dim = int64_t{shape.n_kv_heads} * hd;
-    const unsigned mask = (1u << R) - 1u;
-    constexpr bool interleaved = L == RopeLayout::Interleaved;
+    const unsigned mask = (1u << R) - 1u;  // R <= 16 (qkv_rows::block_row)
     const float x = __fadd_rn(s, bias);
-    const float partner = __shfl_xor_sync(mask, x, interleaved ? 1 : R / 2);
+    const float partner = __shfl_xor_sync(mask, x, qkv_rows::partner_offset<R, kInterleaved>());
     if (r >= q_dim + kv_dim) {  // v (the whole block): raw in the buffer, biased in the cache
       y[r] = s;
       if (slot >= 0) a.v_cache[static_cast<int64_t>(slot) * kv_dim + (r - q_dim - kv_dim)] = __float2half_rn(x);
       return;
     }
     const int d = static_cast<int>(r % hd);
-    const bool first = interleaved ? d % 2 == 0 : d < hd / 2;
+    const bool first = qkv_rows::first_of_pair<kInterleaved>(d, hd);
     const float out = first ? rotate_first(x, partner, cos, sin) : rotate_second(partner, x, cos, sin);
     y[r] = out;
     if (r >= q_dim && slot >= 0) a.k_cache[static_cast<int64_t>(slot) * kv_dim + (r - q_dim)] = __float2half_rn(out);
