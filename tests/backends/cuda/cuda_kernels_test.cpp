@@ -739,6 +739,24 @@ TEST(CudaKernels, RmsnormSiluAndEmbedMatchCpu) {
   }
 }
 
+// RoPE tables as the engine builds them: [max_pos, head_dim / 2] cosines
+// and sines of p * 10000^(-2i / head_dim).
+struct RopeTables {
+  std::vector<float> cos, sin;
+};
+RopeTables rope_tables(int max_pos, int head_dim) {
+  const int half = head_dim / 2;
+  const size_t n = static_cast<size_t>(max_pos * half);
+  RopeTables t{std::vector<float>(n), std::vector<float>(n)};
+  for (int p = 0; p < max_pos; ++p)
+    for (int i = 0; i < half; ++i) {
+      const double a = p * std::pow(10000.0, -2.0 * i / head_dim);
+      t.cos[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(a));
+      t.sin[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(a));
+    }
+  return t;
+}
+
 // CPU reference of qkv_finish + paged_attention for one sequence whose
 // positions [0, n) are all new: q/k per-head norm, RoPE (HalfSplit), causal
 // softmax attention. K and V are rounded to f16 as the cache stores them.
@@ -756,13 +774,8 @@ TEST(CudaKernels, QkvFinishAndPagedAttentionMatchCpu) {
   const std::vector<float> q_norm = random_vector(static_cast<size_t>(hd), 15);
   const std::vector<float> k_norm = random_vector(static_cast<size_t>(hd), 16);
   const int max_ctx = 32;
-  std::vector<float> cosv(static_cast<size_t>(max_ctx * half)), sinv(cosv.size());
-  for (int p = 0; p < max_ctx; ++p)
-    for (int i = 0; i < half; ++i) {
-      const double a = p * std::pow(10000.0, -2.0 * i / hd);
-      cosv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(a));
-      sinv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(a));
-    }
+  const RopeTables rope = rope_tables(max_ctx, hd);
+  const std::vector<float>&cosv = rope.cos, &sinv = rope.sin;
   // Blocks out of order, to exercise the table.
   const std::vector<int32_t> table = {5, 2, 7, 0, 3};
   std::vector<int32_t> positions(n), slots(n), offsets(n, 0);
@@ -935,20 +948,14 @@ TEST(CudaKernels, GemvFinishingQkvMatchesGemvThenQkvFinish) {
   s.n_kv_heads = 2;
   s.head_dim = 64;
   s.block_size = 4;
-  const int hd = s.head_dim, half = hd / 2, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
+  const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
   const int64_t rows = q_dim + 2 * kv_dim;
   const int max_pos = 16, pos = 11;
-  std::vector<float> cosv(static_cast<size_t>(max_pos * half)), sinv(cosv.size());
-  for (int p = 0; p < max_pos; ++p)
-    for (int i = 0; i < half; ++i) {
-      const double a = p * std::pow(10000.0, -2.0 * i / hd);
-      cosv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(a));
-      sinv[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(a));
-    }
+  const RopeTables rope = rope_tables(max_pos, hd);
   const std::vector<float> qb = random_vector(static_cast<size_t>(q_dim), 171),
                            kb = random_vector(static_cast<size_t>(kv_dim), 172),
                            vb = random_vector(static_cast<size_t>(kv_dim), 173);
-  DeviceBuffer dcos = to_device(cosv), dsin = to_device(sinv), dqb = to_device(qb), dkb = to_device(kb),
+  DeviceBuffer dcos = to_device(rope.cos), dsin = to_device(rope.sin), dqb = to_device(qb), dkb = to_device(kb),
                dvb = to_device(vb), dpos = to_device(std::vector<int32_t>{pos});
   const size_t cache_elems = static_cast<size_t>(4 * s.block_size * kv_dim);
 
