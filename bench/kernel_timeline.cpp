@@ -8,7 +8,7 @@
 //   export TANDEM_TIMELINE_OUT=kernels.csv
 //   CUDA_INJECTION64_PATH=build/bench/libtandem_kernel_timeline.so tandem-server perf ...
 // and at exit it writes one line a kernel, in the order CUPTI delivers them:
-//   start_ns,end_ns,stream,graph_id,grid,block,registers,name
+//   start_ns,end_ns,device,stream,graph_id,grid,block,registers,name
 // (name demangled, commas replaced). tools/device/timeline.py sums the
 // lines into a step's kernels and what each one adds to the step's span.
 #include <cupti.h>
@@ -66,8 +66,8 @@ void CUPTIAPI buffer_completed(CUcontext context, uint32_t stream_id, uint8_t* b
     if (record->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && record->kind != CUPTI_ACTIVITY_KIND_KERNEL) continue;
     const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(record);
     char head[256];
-    std::snprintf(head, sizeof head, "%llu,%llu,%u,%u,%dx%dx%d,%d,%u,", static_cast<unsigned long long>(k->start),
-                  static_cast<unsigned long long>(k->end), k->streamId, k->graphId, k->gridX, k->gridY, k->gridZ,
+    std::snprintf(head, sizeof head, "%llu,%llu,%u,%u,%u,%dx%dx%d,%d,%u,", static_cast<unsigned long long>(k->start),
+                  static_cast<unsigned long long>(k->end), k->deviceId, k->streamId, k->graphId, k->gridX, k->gridY, k->gridZ,
                   k->blockX * k->blockY * k->blockZ, static_cast<unsigned>(k->registersPerThread));
     lines.push_back(head + demangled(k->name));
   }
@@ -88,7 +88,7 @@ void write_timeline() {
     std::fprintf(stderr, "kernel_timeline: cannot write %s\n", t.path.c_str());
     return;
   }
-  std::fprintf(f, "start_ns,end_ns,stream,graph_id,grid,block,registers,name\n");
+  std::fprintf(f, "start_ns,end_ns,device,stream,graph_id,grid,block,registers,name\n");
   for (const std::string& line : t.lines) std::fprintf(f, "%s\n", line.c_str());
   std::fclose(f);
   std::fprintf(stderr, "kernel_timeline: %zu kernels written to %s\n", t.lines.size(), t.path.c_str());

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a step's GPU time goes, from a kernel timeline (bench/kernel_timeline.cpp).
 
-    python3 tools/device/timeline.py kernels.csv [--step-kernel embed_kernel] [--last N]
+    python3 tools/device/timeline.py kernels.csv [--step-kernel embed_kernel] [--last N] [--device D]
 
 A step runs from one launch of --step-kernel (the first kernel of every
 forward step: the embedding lookup) to the next. Over the last N steps,
@@ -9,7 +9,9 @@ for each kernel (name and grid) it prints how often it runs a step, its
 mean duration, and what it adds to the step's span: the time by which its
 end passes the latest end before it. Kernels that overlap their
 predecessor (programmatic dependent launch) add less than they last; the
-added times and the gaps in which no kernel runs sum to the span.
+added times and the gaps in which no kernel runs sum to the span. With
+several GPUs (tensor parallelism), --device picks one GPU's kernels (CUPTI's
+device id; the default 0).
 """
 import argparse
 import csv
@@ -43,10 +45,11 @@ def main():
     ap.add_argument("--step-kernel", default="embed_kernel", help="name (substring) of a step's first kernel")
     ap.add_argument("--last", type=int, default=32, help="steps summed, the last ones of the run")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--device", type=int, default=0, help="the GPU whose kernels are summed")
     args = ap.parse_args()
 
     with open(args.csv) as f:
-        rows = [dict(r) for r in csv.DictReader(f)]
+        rows = [dict(r) for r in csv.DictReader(f) if int(r.get("device", 0)) == args.device]
     for r in rows:
         r["start"], r["end"] = int(r["start_ns"]), int(r["end_ns"])
         r["label"] = f"{short_name(r['name'])} [{r['grid']}]"

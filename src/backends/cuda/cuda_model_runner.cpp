@@ -1349,10 +1349,12 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   float* attn_update = fused ? m.reduce->part(0) : x;  // [T, hidden]: where attn_output writes
   float* ffn_update = fused ? m.reduce->part(1) : x;   // [T, hidden]: where ffn_down writes
   // The fused reduction of `slot` into x and the norm (`norm`, the rows
-  // `rows` or all T) into out, quantizing the rows that w's GEMV takes.
+  // `rows` or all T) into out, quantizing the rows that w's GEMV takes;
+  // from_peers: the product before it stored its row as peer rows.
   auto reduce_norm = [&](int slot, const DeviceMatrix& w, const float* norm, const int32_t* rows, int64_t n,
-                         int64_t n_gen, float* out) {
+                         int64_t n_gen, float* out, bool from_peers) {
     cuda::ReduceNormArgs ra;
+    ra.from_peer_rows = from_peers;
     ra.x = x;
     ra.rows = rows;
     ra.n_rows = n;
@@ -1367,6 +1369,15 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     }
     m.reduce->reduce_norm(slot, ra, s);
     return n_quantized;
+  };
+  // One generated token with the fused reduction: a 16-bit o or down GEMV
+  // stores its row straight into the other ranks' memory (peer rows,
+  // tensor_reduce.h), and the reduction after it waits for those words in
+  // its own memory instead of meeting the other ranks and reading their
+  // parts. Every rank decides alike (the same weights and step).
+  auto peer_rows_for = [&](int slot, const DeviceMatrix& w) {
+    const bool one_token = fused && T == 1 && n_generated == 1 && m.gemv_tokens(w, T, n_generated) == 1;
+    return one_token && cuda::gemv_to_peers_takes(w) ? m.reduce->peer_rows(slot) : cuda::PeerRows{};
   };
   auto enqueue_step = [&] {
     if (m.has_embedding) {
@@ -1474,16 +1485,19 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       const bool fp8_o = fp8_ffn && !tensor_parallel && attn_update == x && accumulate_residual &&
                          hidden <= 2 * inter && m.fp8_gemm_all(L.wo, T, n_generated);
       float* o_product = gate_up;
+      const cuda::PeerRows o_peers = fp8_o ? cuda::PeerRows{} : peer_rows_for(0, L.wo);
       if (fp8_o) {
         cuda::quantize_tokens_fp8(attn, T, q_dim, ffn8.q, ffn8.scale, s);
         m.gemm->fp8_product(L.wo, T, o_product);
+      } else if (o_peers.n_peers > 0) {
+        cuda::gemv_to_peers(L.wo, attn, false, attn_update, o_peers, s);
       } else {
         m.matmul(L.wo, attn, T, n_generated, attn_update, hidden, accumulate_residual,
                  attention_quantizes ? wo_quantized : 0);
       }
       Impl::NormedInput ffn_in;
       if (fused) {
-        ffn_in = reduce_norm(0, ffn_first, L.ffn_norm, nullptr, T, n_generated, xn);
+        ffn_in = reduce_norm(0, ffn_first, L.ffn_norm, nullptr, T, n_generated, xn, o_peers.n_peers > 0);
         if (fp8_ffn) cuda::quantize_tokens_fp8(xn, T, hidden, ffn8.q, ffn8.scale, s);
       } else {
         if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
@@ -1518,12 +1532,18 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         m.matmul(L.gate, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
         m.matmul(L.up, xn, T, n_generated, gate_up + inter, 2 * inter, false, ffn_in);
       }
+      // The reduction after down takes peer rows only where it has one row
+      // (the LM head's reduction may list none or several).
+      const cuda::PeerRows down_peers =
+          !fp8_ffn && (l + 1 < c.n_layers || n_rows == 1) ? peer_rows_for(1, L.down) : cuda::PeerRows{};
       if (!fp8_ffn) {
         // silu(gate) * up is computed by the kernel that reads it: the 8-bit
         // GEMV's input quantization, the GEMV itself, or the rounding to the
         // GEMM's input type.
         const int64_t n_gemv = m.gemv_tokens(L.down, T, n_generated);
-        if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
+        if (down_peers.n_peers > 0) {
+          cuda::gemv_to_peers(L.down, gate_up, true, ffn_update, down_peers, s);
+        } else if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
           cuda::quantize_silu_mul(gate_up, n_gemv, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
           m.quantized_product(L.down, n_gemv, ffn_update, hidden, accumulate_residual);
         } else if (n_gemv > 0) {
@@ -1544,9 +1564,11 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       }
       if (fused && l + 1 < c.n_layers) {
         const Impl::Layer& next = m.layers[static_cast<size_t>(l + 1)];
-        qkv_in = reduce_norm(1, next.fused_qkv ? next.qkv : next.wq, next.attn_norm, nullptr, T, n_generated, xn);
+        qkv_in = reduce_norm(1, next.fused_qkv ? next.qkv : next.wq, next.attn_norm, nullptr, T, n_generated, xn,
+                             down_peers.n_peers > 0);
       } else if (fused) {  // one stage: this rank holds the head
-        head_in = reduce_norm(1, m.output, m.output_norm, d_out_rows, n_rows, n_generated_rows, sel);
+        head_in = reduce_norm(1, m.output, m.output_norm, d_out_rows, n_rows, n_generated_rows, sel,
+                              down_peers.n_peers > 0);
       } else if (tensor_parallel) {
         m.tp_comm->all_reduce_sum(x, T * hidden);
       }

@@ -13,6 +13,7 @@
 #include "backends/cuda/gemv_block.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
+#include "backends/cuda/peer_rows.cuh"
 #include "backends/cuda/qkv_epilogue.cuh"
 
 namespace tandem::cuda {
@@ -224,6 +225,24 @@ __global__ void __launch_bounds__(kThreads)
       });
 }
 
+// gemv_kernel at one token without accumulation, each sum also stored into
+// the other ranks' peer rows (peer_rows.cuh) with the slot's next epoch.
+template <WeightFormat D, Input In, int R>
+__global__ void __launch_bounds__(kThreads)
+    gemv_peer_kernel(const void* __restrict__ weights, int64_t rows, int64_t cols, const float* __restrict__ x,
+                     float* __restrict__ y, PeerRows peers) {
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
+  gemv_rows<D, In, 1, R>(
+      weights, nullptr, rows, cols, x, [&](int i) { return r0 + i; }, [] {},
+      [&](int i, int, float s) {
+        const int64_t r = r0 + i;
+        if (r < rows) {
+          y[r] = s;
+          peer_rows::store(peers, *peers.epoch + 1, r, s);
+        }
+      });
+}
+
 // Rows per block: 8 for 16-bit weights at one token (twice the loads in
 // flight a thread; batch-1 decode of the 8B shape +0.7% on an H100, +2.6%
 // on an H200), else 4. A row's sum does not depend on it.
@@ -309,6 +328,28 @@ void gemv_qkv(const DeviceMatrix& w, const float* x, float* y, const QkvFinishAr
     else
       launch(gemv_qkv_kernel<D, R, RopeLayout::HalfSplit>, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols,
              x, y, args, shape);
+  };
+  if (w.format == WeightFormat::F16) run(std::integral_constant<WeightFormat, WeightFormat::F16>{});
+  else run(std::integral_constant<WeightFormat, WeightFormat::BF16>{});
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+bool gemv_to_peers_takes(const DeviceMatrix& w) {
+  return (w.format == WeightFormat::F16 || w.format == WeightFormat::BF16) && w.cols % gemv_vector_elems(w.format) == 0;
+}
+
+void gemv_to_peers(const DeviceMatrix& w, const float* x, bool silu_mul, float* y, const PeerRows& peers,
+                   cudaStream_t stream) {
+  check(gemv_to_peers_takes(w) && peers.n_peers > 0 && peers.n_peers <= PeerRows::kMaxPeers,
+        "internal: gemv_to_peers takes 16-bit weights and at least one peer");
+  auto run = [&](auto format) {
+    constexpr WeightFormat D = decltype(format)::value;
+    constexpr int R = rows_per_block<D, 1>();
+    const dim3 grid(static_cast<unsigned>((w.rows + R - 1) / R));
+    if (silu_mul)
+      launch(gemv_peer_kernel<D, Input::SiluMul, R>, grid, kThreads, stream, w.data, w.rows, w.cols, x, y, peers);
+    else
+      launch(gemv_peer_kernel<D, Input::Plain, R>, grid, kThreads, stream, w.data, w.rows, w.cols, x, y, peers);
   };
   if (w.format == WeightFormat::F16) run(std::integral_constant<WeightFormat, WeightFormat::F16>{});
   else run(std::integral_constant<WeightFormat, WeightFormat::BF16>{});

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "backends/cuda/tensor_reduce.h"
 #include "common/dtype.h"
 #include "engine/sampling_math.h"
 
@@ -61,6 +62,15 @@ void gemv(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int
 // CPU twin: cpu::silu_mul then cpu::matmul_ref.
 void gemv_silu_mul(const DeviceMatrix& w, const float* gate_up, int64_t n_tokens, float* y, int64_t ldy,
                    bool accumulate, cudaStream_t stream);
+
+// One token of 16-bit weights (f16, bf16), the product that ends a
+// tensor-parallel block: y = W x as gemv (or as gemv_silu_mul, x being
+// gate_up, with silu_mul), each value also stored into the other ranks'
+// memory for the reduction that follows (PeerRows, tensor_reduce.h). y's
+// values have gemv's bits. CPU twin: cpu::matmul_ref.
+bool gemv_to_peers_takes(const DeviceMatrix& w);
+void gemv_to_peers(const DeviceMatrix& w, const float* x, bool silu_mul, float* y, const PeerRows& peers,
+                   cudaStream_t stream);
 
 // The 8-bit GEMV on quantized activations (Q8_0 and I8Row weights): x
 // quantized per 32 values of a row, d = max|x| / 127 and q = round(x / d)

@@ -23,6 +23,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/nccl_communicator.h"
+#include "backends/cuda/peer_rows.cuh"
 #include "backends/cuda/rmsnorm_row.cuh"
 #include "common/error.h"
 
@@ -37,12 +38,22 @@ constexpr int kMaxChunks = 8;  // float4 pieces a thread: rows of up to 8 * 256 
 // Byte offset of flag (block b, sender s) in a rank's window.
 __host__ __device__ constexpr size_t flag_offset(int b, int s) { return sizeof(uint32_t) * (b * kMaxRanks + s); }
 
+// Byte offset of sender s's peer row for `slot` in a rank's window, after
+// the flags and both parts: [slot][sender][width] 8-byte words.
+size_t peer_row_offset(size_t part_bytes, int64_t width, int slot, int s) {
+  return kFlagBytes + 2 * part_bytes + static_cast<size_t>((slot * kMaxRanks + s) * width) * sizeof(uint64_t);
+}
+
 struct KernelArgs {
   char* base[kMaxRanks] = {};  // every rank's window, as this rank addresses it (rank order)
   int n_ranks = 1;
   int rank = 0;
   size_t part_offset = 0;         // the slot's part, bytes into every window
   uint32_t* epochs = nullptr;     // [kMaxBlocks]: this rank's barrier epochs
+  // A reduction of peer rows (ReduceNormArgs::from_peer_rows): the slot's
+  // epoch (advanced by the kernel) and sender 0's row in this rank's window.
+  uint32_t* peer_epoch = nullptr;
+  size_t peer_offset = 0;
   const volatile int* abort = nullptr;  // host-mapped: nonzero once abort() was called
   int64_t width = 0;
   cuda::ReduceNormArgs a;
@@ -83,6 +94,84 @@ __device__ bool meet_peers(const KernelArgs& k) {
   return !given_up;
 }
 
+// The one-row reduction of peer rows (one block), after the wait: x's row
+// plus every rank's part in rank order, this rank's from its part, the
+// others' from the words they stored in this rank's window (peer_rows.cuh),
+// waited for here; then the norm. A wait given up (abort()) goes on with
+// whatever the words hold: they are in this rank's own memory.
+template <int C>
+__device__ void reduce_peer_row(const KernelArgs& k, const float4 (&g)[C]) {
+  const int n4 = static_cast<int>(k.width / 4);
+  const uint32_t epoch = *k.peer_epoch + 1;
+  const int64_t src = k.a.rows != nullptr ? k.a.rows[0] : 0;
+  float4* x = reinterpret_cast<float4*>(k.a.x + src * k.width);
+  float4 v[C];
+#pragma unroll
+  for (int j = 0; j < C; ++j) {
+    const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+    if (c < n4) v[j] = x[c];
+  }
+  bool given_up = false;
+  for (int r = 0; r < k.n_ranks; ++r) {
+    float4 pv[C];
+    if (r == k.rank) {
+      const float4* p = reinterpret_cast<const float4*>(k.base[r] + k.part_offset + static_cast<size_t>(src * k.width) * sizeof(float));
+#pragma unroll
+      for (int j = 0; j < C; ++j) {
+        const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+        if (c < n4) pv[j] = p[c];
+      }
+    } else {
+      const uint64_t* words = reinterpret_cast<const uint64_t*>(k.base[k.rank] + k.peer_offset) + r * k.width;
+      // Every word of the thread's pieces is asked for at once, then checked:
+      // one round trip a try, not one a piece.
+      uint64_t w[C][4] = {};
+      for (uint32_t spins = 1;; ++spins) {
+#pragma unroll
+        for (int j = 0; j < C; ++j) {
+          const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+          if (c < n4) {
+            cuda::peer_rows::load_pair(words + 4 * c, w[j][0], w[j][1]);
+            cuda::peer_rows::load_pair(words + 4 * c + 2, w[j][2], w[j][3]);
+          }
+        }
+        bool arrived = true;
+#pragma unroll
+        for (int j = 0; j < C; ++j) {
+          const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) arrived = arrived && (c >= n4 || cuda::peer_rows::epoch_of(w[j][e]) == epoch);
+        }
+        if (arrived || given_up) break;
+        if (spins % 1024 == 0 && *k.abort != 0) given_up = true;
+      }
+#pragma unroll
+      for (int j = 0; j < C; ++j)
+        pv[j] = make_float4(cuda::peer_rows::value(w[j][0]), cuda::peer_rows::value(w[j][1]),
+                            cuda::peer_rows::value(w[j][2]), cuda::peer_rows::value(w[j][3]));
+    }
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      v[j].x += pv[j].x;
+      v[j].y += pv[j].y;
+      v[j].z += pv[j].z;
+      v[j].w += pv[j].w;
+    }
+  }
+  if (k.a.rows == nullptr) {
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+      if (c < n4) x[c] = v[j];
+    }
+  }
+  const bool quantize = k.a.q != nullptr && k.a.n_quantized > 0;
+  cuda::rmsnorm_row::normalize<C>(v, g, n4, k.a.eps, reinterpret_cast<float4*>(k.a.out),
+                                  quantize ? reinterpret_cast<char4*>(k.a.q) : nullptr, quantize ? k.a.d : nullptr);
+  __syncthreads();  // every thread has read the epoch
+  if (threadIdx.x == 0) *k.peer_epoch = epoch;
+}
+
 template <int C>
 __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kernel(KernelArgs k) {
   cuda::let_successor_start();
@@ -96,6 +185,7 @@ __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kerne
     if (c < n4) g[j] = __ldg(w4 + c);
   }
   cuda::wait_for_predecessor();
+  if (k.peer_epoch != nullptr) return reduce_peer_row<C>(k, g);
   if (!meet_peers(k)) return;
   for (int64_t i = blockIdx.x; i < k.a.n_rows; i += gridDim.x) {
     const int64_t src = k.a.rows != nullptr ? k.a.rows[i] : i;
@@ -158,6 +248,8 @@ __global__ void read_probes_kernel(char* const* bases, int n_ranks, size_t offse
 struct NcclTensorReduce::State {
   KernelArgs args;
   int64_t max_tokens = 0;
+  size_t part_bytes = 0;
+  uint32_t* peer_epochs = nullptr;  // [2]: each slot's last peer-row epoch (in args.epochs' allocation)
   float* parts[2] = {nullptr, nullptr};
   int* abort_host = nullptr;  // cudaHostAlloc'd, mapped: args.abort is its device address
   // create()'s device scratch, freed with the reduction: freeing GPU memory
@@ -197,19 +289,22 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
   if (ncclGetVersion(&version) != ncclSuccess || version < NCCL_VERSION(2, 28, 0))
     return refuse("NCCL " + std::to_string(version) + " has no device API (2.28 and later)");
   const size_t part_bytes = static_cast<size_t>(max_tokens * width) * sizeof(float);
-  char* base = reinterpret_cast<char*>(comm.shared_buffer(kFlagBytes + 2 * part_bytes, wait));
+  const size_t peer_bytes = peer_row_offset(part_bytes, width, 2, 0) - peer_row_offset(part_bytes, width, 0, 0);
+  char* base = reinterpret_cast<char*>(comm.shared_buffer(kFlagBytes + 2 * part_bytes + peer_bytes, wait));
   if (base == nullptr) return refuse(comm.shared_buffer_error());
   const auto window = static_cast<ncclWindow_t>(comm.shared_window());
   std::unique_ptr<NcclTensorReduce> out(new NcclTensorReduce());
   State& s = *out->state_;
   s.max_tokens = max_tokens;
+  s.part_bytes = part_bytes;
   s.parts[0] = reinterpret_cast<float*>(base + kFlagBytes);
   s.parts[1] = reinterpret_cast<float*>(base + kFlagBytes + part_bytes);
   s.args.n_ranks = n_ranks;
   s.args.rank = comm.rank();
   s.args.width = width;
   const auto stream = static_cast<cudaStream_t>(comm.stream());
-  TANDEM_CUDA_CHECK(cudaMalloc(&s.args.epochs, sizeof(uint32_t) * kMaxBlocks));
+  TANDEM_CUDA_CHECK(cudaMalloc(&s.args.epochs, sizeof(uint32_t) * (kMaxBlocks + 2)));
+  s.peer_epochs = s.args.epochs + kMaxBlocks;
   // [bases: kMaxRanks pointers][lsa rank: int, padded][probes: kMaxRanks floats]
   const size_t probes_at = sizeof(char*) * kMaxRanks + sizeof(char*);
   TANDEM_CUDA_CHECK(cudaMalloc(&s.scratch, probes_at + sizeof(float) * kMaxRanks));
@@ -221,12 +316,14 @@ std::unique_ptr<NcclTensorReduce> NcclTensorReduce::create(NcclCommunicator& com
   int* abort_device = nullptr;
   TANDEM_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abort_device), s.abort_host, 0));
   s.args.abort = abort_device;
-  // Zeroed flags and epochs, and a probe in part 0: this rank's number + 1.
+  // Zeroed flags, peer rows and epochs, and a probe in part 0: this rank's
+  // number + 1.
   // NCCL sets up the window's device description on its own streams: the
   // whole device is waited for before it is read.
   const float probe = static_cast<float>(comm.rank() + 1);
   cudaError_t e = cudaMemsetAsync(base, 0, kFlagBytes, stream);
-  if (e == cudaSuccess) e = cudaMemsetAsync(s.args.epochs, 0, sizeof(uint32_t) * kMaxBlocks, stream);
+  if (e == cudaSuccess) e = cudaMemsetAsync(base + peer_row_offset(part_bytes, width, 0, 0), 0, peer_bytes, stream);
+  if (e == cudaSuccess) e = cudaMemsetAsync(s.args.epochs, 0, sizeof(uint32_t) * (kMaxBlocks + 2), stream);
   if (e == cudaSuccess) e = cudaMemcpyAsync(s.parts[0], &probe, sizeof probe, cudaMemcpyHostToDevice, stream);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
   TANDEM_CUDA_CHECK(e);
@@ -280,6 +377,18 @@ int64_t NcclTensorReduce::max_tokens() const { return state_->max_tokens; }
 int64_t NcclTensorReduce::width() const { return state_->args.width; }
 float* NcclTensorReduce::part(int slot) const { return state_->parts[slot & 1]; }
 
+cuda::PeerRows NcclTensorReduce::peer_rows(int slot) const {
+  const State& s = *state_;
+  cuda::PeerRows p;
+  for (int r = 0; r < s.args.n_ranks; ++r) {
+    if (r == s.args.rank) continue;
+    p.row[p.n_peers++] =
+        reinterpret_cast<uint64_t*>(s.args.base[r] + peer_row_offset(s.part_bytes, s.args.width, slot & 1, s.args.rank));
+  }
+  p.epoch = s.peer_epochs + (slot & 1);
+  return p;
+}
+
 void NcclTensorReduce::abort() {
   if (state_->abort_host != nullptr) *reinterpret_cast<volatile int*>(state_->abort_host) = 1;
 }
@@ -295,10 +404,15 @@ void NcclTensorReduce::reduce_norm(int slot, const cuda::ReduceNormArgs& a, cuda
   const auto aligned = [](const void* p, uintptr_t to) { return reinterpret_cast<uintptr_t>(p) % to == 0; };
   check(aligned(a.x, 16) && aligned(a.out, 16) && aligned(a.weight, 16) && aligned(a.q, 4),
         "internal: a tensor reduction's x, out and weight are 16-byte aligned, q 4-byte");
+  check(!a.from_peer_rows || a.n_rows == 1, "internal: a reduction of peer rows takes one row");
   KernelArgs k = s.args;
   k.a = a;
   if (k.a.q == nullptr) k.a.n_quantized = 0;
-  k.part_offset = kFlagBytes + static_cast<size_t>(slot & 1) * static_cast<size_t>(s.max_tokens * s.args.width) * sizeof(float);
+  k.part_offset = kFlagBytes + static_cast<size_t>(slot & 1) * s.part_bytes;
+  if (a.from_peer_rows) {
+    k.peer_epoch = s.peer_epochs + (slot & 1);
+    k.peer_offset = peer_row_offset(s.part_bytes, s.args.width, slot & 1, 0);
+  }
   // Every rank launches the same grid: block b meets block b.
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(a.n_rows, kMaxBlocks));
   const int64_t chunks = (s.args.width / 4 + cuda::rmsnorm_row::kThreads - 1) / cuda::rmsnorm_row::kThreads;

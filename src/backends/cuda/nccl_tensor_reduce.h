@@ -8,11 +8,17 @@
 // every rank; the kernel finds each peer's copy through NCCL's device API
 // (ncclGetLsaPointer) and reads it directly. Layout of each rank's window:
 //   [flags: kMaxBlocks x kMaxRanks u32] [part 0: max_tokens x width f32] [part 1: the same]
+//   [peer rows: 2 slots x kMaxRanks senders x width u64]
 // A reduction's blocks meet their peers' blocks of the same index at a
 // flag barrier: block b of rank s stores its epoch into flag (b, s) of
 // every other rank's window (release, system scope) and waits until its own
 // flags (b, r) reach that epoch (acquire). The epochs live in each rank's
 // ordinary memory and advance alike on every rank, graph replays included.
+// A reduction of peer rows (tensor_reduce.h) skips the barrier: each rank's
+// product stores its row, word by word with the slot's epoch, into sender
+// slot `rank` of every other rank's peer rows, and the reduction waits in
+// its own window for the words of the epoch after the slot's last one
+// (kept per slot in ordinary memory, advanced by the reduction).
 #pragma once
 
 #include <cstdint>
@@ -50,6 +56,7 @@ class NcclTensorReduce : public cuda::TensorReduce {
   int64_t width() const override;
   float* part(int slot) const override;
   void reduce_norm(int slot, const cuda::ReduceNormArgs& args, cudaStream_t stream) override;
+  cuda::PeerRows peer_rows(int slot) const override;
 
   // Lets this rank's queued and running reductions stop waiting for the
   // others (a rank failed and will never arrive): they go on with whatever

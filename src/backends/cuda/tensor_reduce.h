@@ -12,6 +12,14 @@
 // result. Reductions alternate the two slots (attention 0, FFN 1): a
 // rank's next write into a slot comes after a later reduction that every
 // rank has reached, so no rank still reads it.
+//
+// Peer rows (one token): the product that ends the block may instead store
+// its row straight into every other rank's memory as its blocks finish
+// (peer_rows(slot): each value with the reduction's epoch in one 8-byte
+// word), besides its own part(slot); the reduction, told so
+// (ReduceNormArgs::from_peer_rows), then waits for those words in its own
+// memory rather than meeting the others at a barrier and reading their
+// parts across the link. The sums are the same: x + part 0 + part 1 + ...
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,6 +45,20 @@ struct ReduceNormArgs {
   int8_t* q = nullptr;  // [n_quantized, width]
   float* d = nullptr;   // [n_quantized, width / 32]
   int64_t n_quantized = 0;
+  // One row (n_rows 1, row 0 of the parts), whose product also stored it
+  // with peer_rows(slot) on every rank.
+  bool from_peer_rows = false;
+};
+
+// Where a one-token product stores its row into the other ranks' memory
+// (TensorReduce::peer_rows). Word c of row[p] takes column c as
+// (f32 bits) | (epoch << 32), one 8-byte store, with epoch = *epoch + 1
+// read after the product's wait for its predecessor.
+struct PeerRows {
+  static constexpr int kMaxPeers = 7;
+  uint64_t* row[kMaxPeers] = {};  // for each other rank: this rank's row in that rank's memory, [width] words
+  int n_peers = 0;                // 0: the reduction takes no peer rows
+  const uint32_t* epoch = nullptr;  // the slot's last epoch, on this GPU
 };
 
 class TensorReduce {
@@ -52,6 +74,12 @@ class TensorReduce {
   // group calls it with the same slot and row count (at least one). x's rows beyond the
   // listed ones are not read; `rows` may index up to max_tokens.
   virtual void reduce_norm(int slot, const ReduceNormArgs& args, cudaStream_t stream) = 0;
+  // Where a one-token product stores its row for a reduction on `slot` with
+  // from_peer_rows (see above); n_peers 0 where this reduction takes none.
+  virtual PeerRows peer_rows(int slot) const {
+    (void)slot;
+    return {};
+  }
 };
 
 }  // namespace tandem::cuda

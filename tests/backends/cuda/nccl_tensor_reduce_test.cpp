@@ -4,9 +4,12 @@
 // of the CPU twin (cpu::rmsnorm). Where two GPUs are visible: two ranks on
 // two threads, several reductions on alternating slots, rows of 8192 and
 // 2560, reductions queued back to back, and a wait for a rank that never
-// comes, ended by abort().
+// comes, ended by abort(); and reductions of peer rows against the barrier's
+// bits.
 #include "backends/cuda/nccl_tensor_reduce.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -387,6 +390,141 @@ TEST(NcclTensorReduce, TwoRanksBackToBack) {
     for (int64_t j = 0; j < kWidth; ++j)
       ASSERT_NEAR(final_out[0][static_cast<size_t>(t * kWidth + j)], ref[static_cast<size_t>(j)],
                   1e-4 * (1 + std::fabs(ref[static_cast<size_t>(j)])));
+  }
+}
+
+// Peer rows: one-token 16-bit products that store their rows into the
+// other rank's memory (cuda::gemv_to_peers), each reduced without the
+// barrier, give the bits of the plain GEMV into part(slot) and the barrier
+// reduction: x, the norm and the quants, after every reduction of a run
+// that alternates the slots, plain and silu·mul inputs, f16 and bf16, mixes
+// in barrier reductions on the same slots, and ends with a listed row (the
+// LM head's reduction, which leaves x alone).
+TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
+  if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
+  const NcclUniqueId id = make_nccl_unique_id();
+  constexpr int kIterations = 12;
+  constexpr int64_t kCols = 1024, kSiluCols = 512;  // the products' inputs
+  const size_t w = static_cast<size_t>(kWidth);
+  const std::vector<float> x0 = random_vector(w, 900);
+  const std::vector<float> norm = random_vector(w, 901);
+  // What each run leaves after every reduction: [kIterations, width].
+  struct Run {
+    std::vector<float> x, out, d;
+    std::vector<int8_t> q;
+  };
+  std::vector<Run> peer_runs(2), barrier_runs(2);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      NcclCommunicator comm(id, rank, 2, rank);
+      auto reduce = make_reduce(comm, 4);
+      if (reduce == nullptr) return;
+      const auto stream = static_cast<cudaStream_t>(comm.stream());
+      // This rank's weights: f16 for even iterations, bf16 for odd ones.
+      const uint32_t seed = 910 + 10 * static_cast<uint32_t>(rank);
+      const std::vector<float> wp = random_vector(w * kCols, seed), ws = random_vector(w * kSiluCols, seed + 1);
+      std::vector<__half> wp16(wp.size()), ws16(ws.size());
+      std::vector<__nv_bfloat16> wpb(wp.size()), wsb(ws.size());
+      for (size_t i = 0; i < wp.size(); ++i) wp16[i] = __float2half(wp[i] * 0.05f), wpb[i] = __float2bfloat16(wp[i] * 0.05f);
+      for (size_t i = 0; i < ws.size(); ++i) ws16[i] = __float2half(ws[i] * 0.05f), wsb[i] = __float2bfloat16(ws[i] * 0.05f);
+      __half* d_wp16 = to_device(wp16);
+      __half* d_ws16 = to_device(ws16);
+      __nv_bfloat16* d_wpb = to_device(wpb);
+      __nv_bfloat16* d_wsb = to_device(wsb);
+      const std::vector<float> inputs = random_vector(kIterations * kCols, seed + 2);
+      float* d_inputs = to_device(inputs);
+      float* d_norm = to_device(norm);
+      const std::vector<int32_t> head_row{0};
+      int32_t* d_head_row = to_device(head_row);
+      auto run = [&](bool peers, int i, int slot, float* x, float* out, int8_t* q, float* d) {
+        const bool silu = i % 3 == 2, bf16 = i % 2 == 1;
+        const cuda::DeviceMatrix m{bf16 ? cuda::WeightFormat::BF16 : cuda::WeightFormat::F16, kWidth,
+                                   silu ? kSiluCols : kCols,
+                                   silu ? (bf16 ? static_cast<const void*>(d_wsb) : d_ws16)
+                                        : (bf16 ? static_cast<const void*>(d_wpb) : d_wp16),
+                                   nullptr};
+        const float* in = d_inputs + static_cast<size_t>(i) * kCols;  // silu: gate then up, kSiluCols each
+        // Every fourth reduction of the peer run takes the barrier too.
+        const bool from_peers = peers && i % 4 != 3;
+        if (from_peers) {
+          const cuda::PeerRows p = reduce->peer_rows(slot);
+          ASSERT_EQ(p.n_peers, 1);
+          cuda::gemv_to_peers(m, in, silu, reduce->part(slot), p, stream);
+        } else if (silu) {
+          cuda::gemv_silu_mul(m, in, 1, reduce->part(slot), kWidth, false, stream);
+        } else {
+          cuda::gemv(m, in, 1, reduce->part(slot), kWidth, false, stream);
+        }
+        cuda::ReduceNormArgs a;
+        a.x = x;
+        a.rows = i + 1 == kIterations ? d_head_row : nullptr;
+        a.n_rows = 1;
+        a.weight = d_norm;
+        a.eps = kEps;
+        a.out = out + static_cast<size_t>(i) * w;
+        a.q = q + static_cast<size_t>(i) * w;
+        a.d = d + static_cast<size_t>(i) * (w / 32);
+        a.n_quantized = 1;
+        a.from_peer_rows = from_peers;
+        reduce->reduce_norm(slot, a, stream);
+        ASSERT_EQ(cudaMemcpyAsync(x + static_cast<size_t>(i + 1) * w, x, w * sizeof(float), cudaMemcpyDeviceToDevice,
+                                  stream),
+                  cudaSuccess);
+      };
+      // x's row then its copy after each reduction; out, q, d one row each.
+      std::vector<float*> xs(2), outs(2), ds(2);
+      std::vector<int8_t*> qs(2);
+      for (int k = 0; k < 2; ++k) {
+        xs[k] = to_device(std::vector<float>((kIterations + 1) * w, 0.0f));
+        ASSERT_EQ(cudaMemcpy(xs[k], x0.data(), w * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&outs[k], kIterations * w * sizeof(float)), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&qs[k], kIterations * w), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&ds[k], kIterations * (w / 32) * sizeof(float)), cudaSuccess);
+      }
+      // Consecutive reductions alternate the slots: peer 0, barrier 1,
+      // barrier 0, peer 1, ...
+      for (int i = 0; i < kIterations; ++i) {
+        const int first = i % 2 == 0 ? 0 : 1;  // 0: the peer run first
+        for (int k = 0; k < 2; ++k) {
+          const int which = k == 0 ? first : 1 - first;
+          run(which == 0, i, (2 * i + k) % 2 == 0 ? 0 : 1, xs[which], outs[which], qs[which], ds[which]);
+        }
+      }
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      for (int k = 0; k < 2; ++k) {
+        Run& r = (k == 0 ? peer_runs : barrier_runs)[static_cast<size_t>(rank)];
+        r.x = to_host(xs[k] + w, kIterations * w);
+        r.out = to_host(outs[k], kIterations * w);
+        r.q = to_host(qs[k], kIterations * w);
+        r.d = to_host(ds[k], kIterations * (w / 32));
+        for (void* p : {static_cast<void*>(xs[k]), static_cast<void*>(outs[k]), static_cast<void*>(qs[k]),
+                        static_cast<void*>(ds[k])})
+          cudaFree(p);
+      }
+      for (void* p : {static_cast<void*>(d_wp16), static_cast<void*>(d_ws16), static_cast<void*>(d_wpb),
+                      static_cast<void*>(d_wsb), static_cast<void*>(d_inputs), static_cast<void*>(d_norm),
+                      static_cast<void*>(d_head_row)})
+        cudaFree(p);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    const Run& p = peer_runs[static_cast<size_t>(r)];
+    const Run& b = barrier_runs[static_cast<size_t>(r)];
+    ASSERT_EQ(p.x.size(), kIterations * w) << "rank " << r << " did not run";
+    ASSERT_EQ(b.x.size(), kIterations * w) << "rank " << r << " did not run";
+    for (int i = 0; i < kIterations; ++i) {
+      const size_t at = static_cast<size_t>(i) * w;
+      EXPECT_EQ(0, std::memcmp(p.x.data() + at, b.x.data() + at, w * sizeof(float))) << "rank " << r << " x after " << i;
+      EXPECT_EQ(0, std::memcmp(p.out.data() + at, b.out.data() + at, w * sizeof(float))) << "rank " << r << " norm " << i;
+      EXPECT_EQ(0, std::memcmp(p.q.data() + at, b.q.data() + at, w)) << "rank " << r << " quants " << i;
+      EXPECT_EQ(0, std::memcmp(p.d.data() + at / 32, b.d.data() + at / 32, w / 32 * sizeof(float)))
+          << "rank " << r << " scales " << i;
+    }
+    // The sums moved x (the products are not zero), and both ranks agree.
+    EXPECT_NE(0, std::memcmp(p.x.data(), x0.data(), w * sizeof(float))) << "rank " << r;
+    EXPECT_EQ(0, std::memcmp(p.out.data(), peer_runs[0].out.data(), p.out.size() * sizeof(float))) << "rank " << r;
   }
 }
 
