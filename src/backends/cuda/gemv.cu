@@ -160,16 +160,16 @@ __device__ __forceinline__ void accumulate_vectors(const uint4 (&raw)[R], int64_
 
 // W[r, :] . x[t, :] for t < NT, for the block's R rows r = row_of(i) (a row
 // past `rows` is read as the last one); before_wait() once the first
-// weights are requested (gemv_block::visit_vectors), then store(i, t, sum)
-// once for each (int8 and FP8 rows: the sum before the row's scale,
-// row_scaled). Thread j takes the row
+// weights are requested and after_wait() after the wait
+// (gemv_block::visit_vectors), then store(i, t, sum) once for each (int8
+// and FP8 rows: the sum before the row's scale, row_scaled). Thread j takes the row
 // vectors j, j + 256, ... of each. A token's sum depends only on the thread
 // layout, not on NT or R, so results are batch-invariant.
 template <WeightFormat D, Input In, int NT, int R, typename RowOf, typename BeforeWait,
-          typename Store>
+          typename Store, typename AfterWait>
 __device__ __forceinline__ void gemv_rows(const void* __restrict__ weights, const void* __restrict__ scales,
                                           int64_t rows, int64_t cols, const float* __restrict__ x, RowOf&& row_of,
-                                          BeforeWait&& before_wait, Store&& store) {
+                                          BeforeWait&& before_wait, Store&& store, AfterWait&& after_wait) {
   using WV = WeightVector<D>;
   const int64_t n_vec = cols / WV::kElems;
   const uint4* row[R];
@@ -195,7 +195,7 @@ __device__ __forceinline__ void gemv_rows(const void* __restrict__ weights, cons
         for (int i = 0; i < R; ++i) w[u][i] = __ldcs(row[i] + vec);
       },
       [&](int u, int64_t vec) { accumulate_vectors<D, In, NT, R>(w[u], vec, x, cols, row_scales, acc); },
-      before_wait);
+      before_wait, after_wait);
   gemv_block::reduce_rows<R, NT>(acc, store);
 }
 
@@ -222,7 +222,8 @@ __global__ void __launch_bounds__(kThreads)
           float* out = y + t * ldy + r;
           *out = accumulate ? *out + s : s;
         }
-      });
+      },
+      [] {});
 }
 
 // gemv_kernel at one token without accumulation, each sum also stored into
@@ -232,14 +233,18 @@ __global__ void __launch_bounds__(kThreads)
     gemv_peer_kernel(const void* __restrict__ weights, int64_t rows, int64_t cols, const float* __restrict__ x,
                      float* __restrict__ y, PeerRows peers) {
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
+  uint32_t epoch = 0;  // read by the lanes that store, as the loop starts
   gemv_rows<D, In, 1, R>(
       weights, nullptr, rows, cols, x, [&](int i) { return r0 + i; }, [] {},
       [&](int i, int, float s) {
         const int64_t r = r0 + i;
         if (r < rows) {
           y[r] = s;
-          peer_rows::store(peers, *peers.epoch + 1, r, s);
+          peer_rows::store(peers, epoch, r, s);
         }
+      },
+      [&] {
+        if (threadIdx.x < R) epoch = *peers.epoch + 1;
       });
 }
 
@@ -265,7 +270,7 @@ __global__ void __launch_bounds__(kThreads)
       [&] {
         if (threadIdx.x < R) lane_row[threadIdx.x].load(args, shape, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x), nullptr);
       },
-      [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); });
+      [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); }, [] {});
 }
 
 template <WeightFormat D, Input In>

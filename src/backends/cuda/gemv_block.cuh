@@ -31,9 +31,11 @@ constexpr int kMaxTokens = 8;  // tokens per pass over the weights
 // U (kUnroll by default): vectors a round. 1 suits rows of at most
 // kThreads vectors (one each), for which a second slot is never used.
 // before_wait() runs once the first round's loads are issued, before the
-// wait, under the same contract as `load`.
-template <int U = kUnroll, typename Load, typename Use, typename BeforeWait>
-__device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& use, BeforeWait&& before_wait) {
+// wait, under the same contract as `load`; after_wait() right after the
+// wait (a load issued there overlaps the loop).
+template <int U = kUnroll, typename Load, typename Use, typename BeforeWait, typename AfterWait>
+__device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& use, BeforeWait&& before_wait,
+                                              AfterWait&& after_wait) {
   constexpr int kUnroll = U;
   int64_t v = threadIdx.x;
   const bool full_round = v + (kUnroll - 1) * kThreads < n_vec;
@@ -44,6 +46,7 @@ __device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& 
   before_wait();
   let_successor_start();
   wait_for_predecessor();
+  after_wait();
   if (full_round) {
     preloaded = false;
     for (;;) {
@@ -62,9 +65,14 @@ __device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& 
   }
 }
 
+template <int U = kUnroll, typename Load, typename Use, typename BeforeWait>
+__device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& use, BeforeWait&& before_wait) {
+  visit_vectors<U>(n_vec, load, use, before_wait, [] {});
+}
+
 template <int U = kUnroll, typename Load, typename Use>
 __device__ __forceinline__ void visit_vectors(int64_t n_vec, Load&& load, Use&& use) {
-  visit_vectors<U>(n_vec, load, use, [] {});
+  visit_vectors<U>(n_vec, load, use, [] {}, [] {});
 }
 
 // Sums acc[row][token] over the block, over each warp's lanes and then over

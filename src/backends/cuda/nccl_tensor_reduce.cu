@@ -111,16 +111,24 @@ __device__ void reduce_peer_row(const KernelArgs& k, const float4 (&g)[C]) {
     const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
     if (c < n4) v[j] = x[c];
   }
+  // This rank's part (the product's row 0, as the words are) is asked for
+  // before any wait for the others' words, whatever the rank's place in
+  // the sum.
+  float4 own[C];
+  {
+    const float4* p = reinterpret_cast<const float4*>(k.base[k.rank] + k.part_offset);
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+      if (c < n4) own[j] = p[c];
+    }
+  }
   bool given_up = false;
   for (int r = 0; r < k.n_ranks; ++r) {
     float4 pv[C];
     if (r == k.rank) {
-      const float4* p = reinterpret_cast<const float4*>(k.base[r] + k.part_offset + static_cast<size_t>(src * k.width) * sizeof(float));
 #pragma unroll
-      for (int j = 0; j < C; ++j) {
-        const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-        if (c < n4) pv[j] = p[c];
-      }
+      for (int j = 0; j < C; ++j) pv[j] = own[j];
     } else {
       const uint64_t* words = reinterpret_cast<const uint64_t*>(k.base[k.rank] + k.peer_offset) + r * k.width;
       // Every word of the thread's pieces is asked for at once, then checked:

@@ -445,8 +445,9 @@ TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
                                         : (bf16 ? static_cast<const void*>(d_wpb) : d_wp16),
                                    nullptr};
         const float* in = d_inputs + static_cast<size_t>(i) * kCols;  // silu: gate then up, kSiluCols each
-        // Every fourth reduction of the peer run takes the barrier too.
-        const bool from_peers = peers && i % 4 != 3;
+        // Every fourth reduction of the peer run takes the barrier too (the
+        // last one, with its listed row, takes peer rows).
+        const bool from_peers = peers && i % 4 != 1;
         if (from_peers) {
           const cuda::PeerRows p = reduce->peer_rows(slot);
           ASSERT_EQ(p.n_peers, 1);
