@@ -94,6 +94,47 @@ __device__ bool meet_peers(const KernelArgs& k) {
   return !given_up;
 }
 
+// This thread's float4 pieces c = threadIdx.x + kThreads j of a row (those
+// past n4 left alone).
+template <int C>
+__device__ __forceinline__ void load_pieces(const float4* row, int n4, float4 (&out)[C]) {
+#pragma unroll
+  for (int j = 0; j < C; ++j) {
+    const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+    if (c < n4) out[j] = row[c];
+  }
+}
+
+template <int C>
+__device__ __forceinline__ void add_pieces(float4 (&v)[C], const float4 (&p)[C]) {
+#pragma unroll
+  for (int j = 0; j < C; ++j) {
+    v[j].x += p[j].x;
+    v[j].y += p[j].y;
+    v[j].z += p[j].z;
+    v[j].w += p[j].w;
+  }
+}
+
+// Output row i of a reduction, its sum v in hand: x's row written back
+// where no rows are listed, then the norm (and the quants of the first
+// n_quantized rows) into out row i.
+template <int C>
+__device__ __forceinline__ void finish_row(const KernelArgs& k, int64_t i, float4* x, float4 (&v)[C],
+                                           const float4 (&g)[C], int n4) {
+  if (k.a.rows == nullptr) {
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
+      if (c < n4) x[c] = v[j];
+    }
+  }
+  const bool quantize = k.a.q != nullptr && i < k.a.n_quantized;
+  cuda::rmsnorm_row::normalize<C>(v, g, n4, k.a.eps, reinterpret_cast<float4*>(k.a.out + i * k.width),
+                                  quantize ? reinterpret_cast<char4*>(k.a.q + i * k.width) : nullptr,
+                                  quantize ? k.a.d + i * (k.width / 32) : nullptr);
+}
+
 // The one-row reduction of peer rows (one block), after the wait: x's row
 // plus every rank's part in rank order, this rank's from its part, the
 // others' from the words they stored in this rank's window (peer_rows.cuh),
@@ -106,23 +147,12 @@ __device__ void reduce_peer_row(const KernelArgs& k, const float4 (&g)[C]) {
   const int64_t src = k.a.rows != nullptr ? k.a.rows[0] : 0;
   float4* x = reinterpret_cast<float4*>(k.a.x + src * k.width);
   float4 v[C];
-#pragma unroll
-  for (int j = 0; j < C; ++j) {
-    const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-    if (c < n4) v[j] = x[c];
-  }
+  load_pieces<C>(x, n4, v);
   // This rank's part (the product's row 0, as the words are) is asked for
   // before any wait for the others' words, whatever the rank's place in
   // the sum.
   float4 own[C];
-  {
-    const float4* p = reinterpret_cast<const float4*>(k.base[k.rank] + k.part_offset);
-#pragma unroll
-    for (int j = 0; j < C; ++j) {
-      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-      if (c < n4) own[j] = p[c];
-    }
-  }
+  load_pieces<C>(reinterpret_cast<const float4*>(k.base[k.rank] + k.part_offset), n4, own);
   bool given_up = false;
   for (int r = 0; r < k.n_ranks; ++r) {
     float4 pv[C];
@@ -158,24 +188,9 @@ __device__ void reduce_peer_row(const KernelArgs& k, const float4 (&g)[C]) {
         pv[j] = make_float4(cuda::peer_rows::value(w[j][0]), cuda::peer_rows::value(w[j][1]),
                             cuda::peer_rows::value(w[j][2]), cuda::peer_rows::value(w[j][3]));
     }
-#pragma unroll
-    for (int j = 0; j < C; ++j) {
-      v[j].x += pv[j].x;
-      v[j].y += pv[j].y;
-      v[j].z += pv[j].z;
-      v[j].w += pv[j].w;
-    }
+    add_pieces<C>(v, pv);
   }
-  if (k.a.rows == nullptr) {
-#pragma unroll
-    for (int j = 0; j < C; ++j) {
-      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-      if (c < n4) x[c] = v[j];
-    }
-  }
-  const bool quantize = k.a.q != nullptr && k.a.n_quantized > 0;
-  cuda::rmsnorm_row::normalize<C>(v, g, n4, k.a.eps, reinterpret_cast<float4*>(k.a.out),
-                                  quantize ? reinterpret_cast<char4*>(k.a.q) : nullptr, quantize ? k.a.d : nullptr);
+  finish_row<C>(k, 0, x, v, g, n4);
   __syncthreads();  // every thread has read the epoch
   if (threadIdx.x == 0) *k.peer_epoch = epoch;
 }
@@ -199,41 +214,16 @@ __global__ void __launch_bounds__(cuda::rmsnorm_row::kThreads) reduce_norm_kerne
     const int64_t src = k.a.rows != nullptr ? k.a.rows[i] : i;
     float4* x = reinterpret_cast<float4*>(k.a.x + src * k.width);
     float4 v[C];
-#pragma unroll
-    for (int j = 0; j < C; ++j) {
-      const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-      if (c < n4) v[j] = x[c];
-    }
+    load_pieces<C>(x, n4, v);
     // x + part of rank 0 + part of rank 1 + ...: the same order, so the same
     // bits, on every rank.
     const size_t row_offset = k.part_offset + static_cast<size_t>(src * k.width) * sizeof(float);
     for (int r = 0; r < k.n_ranks; ++r) {
-      const float4* p = reinterpret_cast<const float4*>(k.base[r] + row_offset);
       float4 pv[C];
-#pragma unroll
-      for (int j = 0; j < C; ++j) {
-        const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-        if (c < n4) pv[j] = p[c];
-      }
-#pragma unroll
-      for (int j = 0; j < C; ++j) {
-        v[j].x += pv[j].x;
-        v[j].y += pv[j].y;
-        v[j].z += pv[j].z;
-        v[j].w += pv[j].w;
-      }
+      load_pieces<C>(reinterpret_cast<const float4*>(k.base[r] + row_offset), n4, pv);
+      add_pieces<C>(v, pv);
     }
-    if (k.a.rows == nullptr) {
-#pragma unroll
-      for (int j = 0; j < C; ++j) {
-        const int c = threadIdx.x + cuda::rmsnorm_row::kThreads * j;
-        if (c < n4) x[c] = v[j];
-      }
-    }
-    const bool quantize = k.a.q != nullptr && i < k.a.n_quantized;
-    cuda::rmsnorm_row::normalize<C>(v, g, n4, k.a.eps, reinterpret_cast<float4*>(k.a.out + i * k.width),
-                              quantize ? reinterpret_cast<char4*>(k.a.q + i * k.width) : nullptr,
-                              quantize ? k.a.d + i * (k.width / 32) : nullptr);
+    finish_row<C>(k, i, x, v, g, n4);
   }
 }
 
