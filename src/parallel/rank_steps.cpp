@@ -1,12 +1,15 @@
 #include "parallel/rank_steps.h"
 
+#include <thread>
 #include <utility>
 
 namespace tandem::parallel {
 
-RankSteps::RankSteps(std::vector<Rank> ranks, std::chrono::milliseconds watch_period)
+RankSteps::RankSteps(std::vector<Rank> ranks, std::chrono::milliseconds watch_period,
+                     std::chrono::microseconds spin)
     : ranks_(std::move(ranks)),
       watch_period_(watch_period),
+      spin_(spin),
       give_up_(std::make_unique<std::atomic<bool>[]>(ranks_.size())) {
   for (size_t i = 0; i < ranks_.size(); ++i) give_up_[i].store(false);
 }
@@ -59,6 +62,8 @@ void RankSteps::run(const std::function<void(size_t)>& job, const std::function<
       finished_.notify_all();
     });
   }
+  const auto spin_until = std::chrono::steady_clock::now() + spin_;
+  while (pending_.load() != 0 && std::chrono::steady_clock::now() < spin_until) std::this_thread::yield();
   std::unique_lock<std::mutex> lock(mu_);
   std::string gave_up;        // why `watch` gave the step up
   bool failed_first = false;  // a rank failed before that (its error is the cause)

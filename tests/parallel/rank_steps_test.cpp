@@ -76,6 +76,36 @@ TEST(RankSteps, EveryRankRunsItsJobOnItsOwnThread) {
   EXPECT_EQ(g.aborts.load(), 0);
 }
 
+// Workers poll for their next job for a while, then park; run() polls for
+// the ranks' end, then parks. Steps posted back to back (found while
+// polling), after a pause past every poll (found parked), and with jobs
+// outlasting run()'s poll all run each rank's job once, in order.
+TEST(RankSteps, StepsRunWhetherTheThreadsPollOrHaveParked) {
+  std::vector<RankWorker> workers(2);  // default poll: 2 ms
+  std::vector<RankSteps::Rank> ranks(2);
+  for (size_t i = 0; i < 2; ++i) {
+    ranks[i].worker = &workers[i];
+    ranks[i].name = "rank " + std::to_string(i);
+  }
+  RankSteps steps(std::move(ranks), 10ms, 1ms);  // run() polls 1 ms
+  std::vector<int> counts(2, 0);
+  auto step = [&](std::chrono::milliseconds job_time) {
+    steps.run([&](size_t i) {
+      std::this_thread::sleep_for(job_time);
+      ++counts[i];
+    });
+  };
+  for (int n = 0; n < 50; ++n) step(0ms);  // back to back: the workers still poll
+  EXPECT_EQ(counts, std::vector<int>(2, 50));
+  for (int n = 0; n < 3; ++n) {
+    std::this_thread::sleep_for(20ms);  // the workers have parked
+    step(0ms);
+  }
+  EXPECT_EQ(counts, std::vector<int>(2, 53));
+  for (int n = 0; n < 3; ++n) step(5ms);  // run() parks before the jobs end
+  EXPECT_EQ(counts, std::vector<int>(2, 56));
+}
+
 TEST(RankSteps, AFailureIsReportedAsItselfAndBreaksTheGroup) {
   Group g(3);
   std::thread::id failing_thread;
