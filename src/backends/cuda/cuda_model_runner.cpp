@@ -1370,14 +1370,26 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     m.reduce->reduce_norm(slot, ra, s);
     return n_quantized;
   };
-  // One generated token with the fused reduction: a 16-bit o or down GEMV
-  // stores its row straight into the other ranks' memory (peer rows,
-  // tensor_reduce.h), and the reduction after it waits for those words in
-  // its own memory instead of meeting the other ranks and reading their
-  // parts. Every rank decides alike (the same weights and step).
+  // One generated token with the fused reduction: a 16-bit or 8-bit (Q8_0,
+  // int8) o or down GEMV stores its row straight into the other ranks'
+  // memory (peer rows, tensor_reduce.h), and the reduction after it waits
+  // for those words in its own memory instead of meeting the other ranks
+  // and reading their parts. Every rank decides alike (the same weights and
+  // step).
   auto peer_rows_for = [&](int slot, const DeviceMatrix& w) {
     const bool one_token = fused && T == 1 && n_generated == 1 && m.gemv_tokens(w, T, n_generated) == 1;
-    return one_token && cuda::gemv_to_peers_takes(w) ? m.reduce->peer_rows(slot) : cuda::PeerRows{};
+    const bool takes = cuda::gemv_to_peers_takes(w) || cuda::gemv_q8_to_peers_takes(w);
+    return one_token && takes ? m.reduce->peer_rows(slot) : cuda::PeerRows{};
+  };
+  // w x into `out` and the peers' rows (one token): 8-bit weights on x's
+  // quantized row in act_q / act_d, which `quantized` says is there (else
+  // it is quantized here; silu_mul: x is gate_up).
+  auto product_to_peers = [&](const DeviceMatrix& w, const float* in, bool silu_mul, bool quantized, float* out,
+                              const cuda::PeerRows& peers) {
+    if (!cuda::gemv_takes_quantized_input(w.format)) return cuda::gemv_to_peers(w, in, silu_mul, out, peers, s);
+    if (silu_mul) cuda::quantize_silu_mul(in, 1, w.cols, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
+    else if (!quantized) cuda::quantize_activations(in, 1, w.cols, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
+    cuda::gemv_q8_to_peers(w, m.act_q.get<int8_t>(), m.act_d.get<float>(), out, peers, s);
   };
   auto enqueue_step = [&] {
     if (m.has_embedding) {
@@ -1490,7 +1502,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         cuda::quantize_tokens_fp8(attn, T, q_dim, ffn8.q, ffn8.scale, s);
         m.gemm->fp8_product(L.wo, T, o_product);
       } else if (o_peers.n_peers > 0) {
-        cuda::gemv_to_peers(L.wo, attn, false, attn_update, o_peers, s);
+        product_to_peers(L.wo, attn, false, attention_quantizes, attn_update, o_peers);
       } else {
         m.matmul(L.wo, attn, T, n_generated, attn_update, hidden, accumulate_residual,
                  attention_quantizes ? wo_quantized : 0);
@@ -1542,7 +1554,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         // GEMM's input type.
         const int64_t n_gemv = m.gemv_tokens(L.down, T, n_generated);
         if (down_peers.n_peers > 0) {
-          cuda::gemv_to_peers(L.down, gate_up, true, ffn_update, down_peers, s);
+          product_to_peers(L.down, gate_up, true, false, ffn_update, down_peers);
         } else if (n_gemv > 0 && cuda::gemv_takes_quantized_input(L.down.format)) {
           cuda::quantize_silu_mul(gate_up, n_gemv, inter, m.act_q.get<int8_t>(), m.act_d.get<float>(), s);
           m.quantized_product(L.down, n_gemv, ffn_update, hidden, accumulate_residual);

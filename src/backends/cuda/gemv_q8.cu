@@ -15,6 +15,7 @@
 #include "backends/cuda/gemv_block.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
+#include "backends/cuda/peer_rows.cuh"
 #include "backends/cuda/qkv_epilogue.cuh"
 #include "backends/cuda/quantize_block.cuh"
 
@@ -73,15 +74,15 @@ __device__ __forceinline__ void accumulate(const uint4 (&raw)[R], const __half (
 
 // W[r, :] . x[t, :] for t < NT, x given as (xq, xd), for the block's R rows
 // r = row_of(i) (a row past `rows` is read as the last one); before_wait()
-// once the first weights are requested (gemv_block::visit_vectors), then
-// store(i, t, sum) once for each (int8 rows: the sum before the row's
-// scale). U load slots a row.
+// once the first weights are requested and after_wait() right after the
+// wait (gemv_block::visit_vectors), then store(i, t, sum) once for each
+// (int8 rows: the sum before the row's scale). U load slots a row.
 template <WeightFormat D, int NT, int R, int U, typename RowOf, typename BeforeWait,
-          typename Store>
+          typename Store, typename AfterWait>
 __device__ __forceinline__ void gemv_q8_rows(const void* __restrict__ weights, const void* __restrict__ scales,
                                              int64_t rows, int64_t cols, const int8_t* __restrict__ xq,
                                              const float* __restrict__ xd, RowOf&& row_of, BeforeWait&& before_wait,
-                                             Store&& store) {
+                                             Store&& store, AfterWait&& after_wait) {
   const int64_t n_vec = cols / 16;
   const uint4* row[R];
   const __half* row_scales[R];
@@ -108,7 +109,8 @@ __device__ __forceinline__ void gemv_q8_rows(const void* __restrict__ weights, c
           if constexpr (D == WeightFormat::Q8_0) wd[u][i] = row_scales[i][vec / 2];
         }
       },
-      [&](int u, int64_t vec) { accumulate<D, NT, R>(w[u], wd[u], vec, xq, xd, cols, acc); }, before_wait);
+      [&](int u, int64_t vec) { accumulate<D, NT, R>(w[u], wd[u], vec, xq, xd, cols, acc); }, before_wait,
+      after_wait);
   gemv_block::reduce_rows<R, NT>(acc, store);
 }
 
@@ -128,7 +130,8 @@ __device__ __forceinline__ void gemv_q8_body(const void* __restrict__ weights, c
           float* out = y + t * ldy + r;
           *out = accumulate_into ? *out + s : s;
         }
-      });
+      },
+      [] {});
 }
 
 // Rows of more than kThreads vectors (the FFN's down projection): two load
@@ -176,7 +179,50 @@ __global__ void __launch_bounds__(kThreads, 3)
           lane_row[threadIdx.x].load(args, shape, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x),
                                      static_cast<const float*>(scales));
       },
-      [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); });
+      [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); }, [] {});
+}
+
+// gemv_q8_body at one token without accumulation, each row's value also
+// stored into the other ranks' peer rows (peer_rows.cuh) with the slot's
+// next epoch. U: load slots a row.
+template <WeightFormat D, int R, int U>
+__device__ __forceinline__ void gemv_q8_peer_body(const void* __restrict__ weights, const void* __restrict__ scales,
+                                                  int64_t rows, int64_t cols, const int8_t* __restrict__ xq,
+                                                  const float* __restrict__ xd, float* __restrict__ y,
+                                                  const PeerRows& peers) {
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
+  uint32_t epoch = 0;  // read by the lanes that store, right after the wait
+  gemv_q8_rows<D, 1, R, U>(
+      weights, scales, rows, cols, xq, xd, [&](int i) { return r0 + i; }, [] {},
+      [&](int i, int, float s) {
+        const int64_t r = r0 + i;
+        if constexpr (D == WeightFormat::I8Row) s *= static_cast<const float*>(scales)[min(r, rows - 1)];
+        if (r < rows) {
+          y[r] = s;
+          peer_rows::store(peers, epoch, r, s);
+        }
+      },
+      [&] {
+        if (threadIdx.x < R) epoch = *peers.epoch + 1;
+      });
+}
+
+// Rows of at most kThreads vectors, as gemv_q8_one_vector_kernel.
+template <WeightFormat D, int R, int kBlocksPerSm>
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+    gemv_q8_peer_one_vector_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows,
+                                   int64_t cols, const int8_t* __restrict__ xq, const float* __restrict__ xd,
+                                   float* __restrict__ y, PeerRows peers) {
+  gemv_q8_peer_body<D, R, 1>(weights, scales, rows, cols, xq, xd, y, peers);
+}
+
+// Wider rows, as gemv_q8_kernel (two load slots a row).
+template <WeightFormat D, int R>
+__global__ void __launch_bounds__(kThreads)
+    gemv_q8_peer_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows, int64_t cols,
+                        const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y,
+                        PeerRows peers) {
+  gemv_q8_peer_body<D, R, kUnroll>(weights, scales, rows, cols, xq, xd, y, peers);
 }
 
 // Rows per block of the one-token GEMV (launch_group).
@@ -278,6 +324,43 @@ void gemv_q8_qkv(const DeviceMatrix& w, const int8_t* xq, const float* xd, float
   };
   if (w.format == WeightFormat::Q8_0) run(std::integral_constant<WeightFormat, WeightFormat::Q8_0>{});
   else run(std::integral_constant<WeightFormat, WeightFormat::I8Row>{});
+  TANDEM_CUDA_CHECK(cudaGetLastError());
+}
+
+bool gemv_q8_to_peers_takes(const DeviceMatrix& w) {
+  return gemv_takes_quantized_input(w.format) && w.cols % kBlock == 0;
+}
+
+// The kernels and rows a block of the one-token GEMV (launch_group and
+// launch_one_token_int8), so that y's values have gemv_q8's bits.
+void gemv_q8_to_peers(const DeviceMatrix& w, const int8_t* xq, const float* xd, float* y, const PeerRows& peers,
+                      cudaStream_t stream) {
+  check(gemv_q8_to_peers_takes(w) && peers.n_peers > 0 && peers.n_peers <= PeerRows::kMaxPeers,
+        "internal: gemv_q8_to_peers takes 8-bit weights and at least one peer");
+  const bool one_vector = w.cols / 16 <= kThreads;
+  auto go = [&](auto kernel, int rows_per_block) {
+    const dim3 grid(static_cast<unsigned>((w.rows + rows_per_block - 1) / rows_per_block));
+    launch(kernel, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y, peers);
+  };
+  if (w.format == WeightFormat::I8Row) {
+    constexpr WeightFormat D = WeightFormat::I8Row;
+    if (!one_vector) {
+      go(gemv_q8_peer_kernel<D, one_token_rows<D>()>, one_token_rows<D>());
+    } else {
+      constexpr int kPerSm8 = 3, kPerSm16 = 2;
+      const int64_t blocks8 = (w.rows + 7) / 8, blocks16 = (w.rows + 15) / 16;
+      const int64_t slots8 = resident_blocks(kPerSm8), slots16 = resident_blocks(kPerSm16);
+      if (blocks8 < 2 * slots8 && wave_fill(blocks16, slots16) > wave_fill(blocks8, slots8) + 0.1)
+        go(gemv_q8_peer_one_vector_kernel<D, 16, kPerSm16>, 16);
+      else
+        go(gemv_q8_peer_one_vector_kernel<D, 8, kPerSm8>, 8);
+    }
+  } else {
+    constexpr WeightFormat D = WeightFormat::Q8_0;
+    constexpr int R = one_token_rows<D>();
+    if (one_vector) go(gemv_q8_peer_one_vector_kernel<D, R, 3>, R);
+    else go(gemv_q8_peer_kernel<D, R>, R);
+  }
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -86,6 +86,13 @@ void quantize_silu_mul(const float* gate_up, int64_t n_tokens, int64_t cols, int
 // y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * d[t, c / 32] * q[t, c].  y: [n_tokens, ldy].
 void gemv_q8(const DeviceMatrix& w, const int8_t* q, const float* d, int64_t n_tokens, float* y, int64_t ldy,
              bool accumulate, cudaStream_t stream);
+// One token of gemv_q8 that ends a tensor-parallel block, as gemv_to_peers
+// for 16-bit weights: y = W x with gemv_q8's bits, each value also stored
+// into the other ranks' memory (PeerRows, tensor_reduce.h). CPU twin: as
+// gemv_q8's.
+bool gemv_q8_to_peers_takes(const DeviceMatrix& w);
+void gemv_q8_to_peers(const DeviceMatrix& w, const int8_t* q, const float* d, float* y, const PeerRows& peers,
+                      cudaStream_t stream);
 
 // The same product for decode batches on int8 tensor cores: the weights
 // are read once per 64 tokens instead of once per 8. gemm_q8_init prepares

@@ -393,18 +393,23 @@ TEST(NcclTensorReduce, TwoRanksBackToBack) {
   }
 }
 
-// Peer rows: one-token 16-bit products that store their rows into the
-// other rank's memory (cuda::gemv_to_peers), each reduced without the
-// barrier, give the bits of the plain GEMV into part(slot) and the barrier
-// reduction: x, the norm and the quants, after every reduction of a run
-// that alternates the slots, plain and silu·mul inputs, f16 and bf16, mixes
-// in barrier reductions on the same slots, and ends with a listed row (the
-// LM head's reduction, which leaves x alone).
+// Peer rows: one-token products that store their rows into the other
+// rank's memory (cuda::gemv_to_peers, cuda::gemv_q8_to_peers), each
+// reduced without the barrier, give the bits of the plain GEMV into
+// part(slot) and the barrier reduction: x, the norm and the quants, after
+// every reduction of a run that alternates the slots, plain and silu·mul
+// inputs, f16, bf16, int8 rows (of one load slot a row and of two) and
+// Q8_0, mixes in barrier reductions on the same slots, and ends with a
+// listed row (the LM head's reduction, which leaves x alone).
 TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
   if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
   const NcclUniqueId id = make_nccl_unique_id();
   constexpr int kIterations = 12;
   constexpr int64_t kCols = 1024, kSiluCols = 512;  // the products' inputs
+  // 8-bit iterations: int8 rows (plain; silu·mul over rows wider than one
+  // load slot a thread, 4608 columns), Q8_0 (plain).
+  constexpr int kInt8 = 3, kInt8Wide = 8, kQ8_0 = 10;
+  constexpr int64_t kWideCols = 4608;
   const size_t w = static_cast<size_t>(kWidth);
   const std::vector<float> x0 = random_vector(w, 900);
   const std::vector<float> norm = random_vector(w, 901);
@@ -434,24 +439,65 @@ TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
       __nv_bfloat16* d_wsb = to_device(wsb);
       const std::vector<float> inputs = random_vector(kIterations * kCols, seed + 2);
       float* d_inputs = to_device(inputs);
+      // 8-bit weights: quants in [-127, 127]; int8 rows' scales per row,
+      // Q8_0's per 32 values (f16).
+      auto random_quants = [](size_t n, uint32_t seed) {
+        std::mt19937 rng(seed);
+        std::uniform_int_distribution<int> dist(-127, 127);
+        std::vector<int8_t> q(n);
+        for (int8_t& v : q) v = static_cast<int8_t>(dist(rng));
+        return q;
+      };
+      int8_t* d_i8 = to_device(random_quants(w * kCols, seed + 3));
+      int8_t* d_i8_wide = to_device(random_quants(w * kWideCols, seed + 4));
+      int8_t* d_q80 = to_device(random_quants(w * kCols, seed + 5));
+      std::vector<float> row_scales = random_vector(w, seed + 6);
+      for (float& v : row_scales) v = 0.001f + std::fabs(v) * 0.0005f;
+      float* d_row_scales = to_device(row_scales);
+      const std::vector<float> block_scales_f = random_vector(w * (kCols / 32), seed + 7);
+      std::vector<__half> block_scales(block_scales_f.size());
+      for (size_t i = 0; i < block_scales.size(); ++i)
+        block_scales[i] = __float2half(0.001f + std::fabs(block_scales_f[i]) * 0.0005f);
+      __half* d_block_scales = to_device(block_scales);
+      float* d_wide_in = to_device(random_vector(2 * kWideCols, seed + 8));  // gate then up
+      int8_t* d_xq = nullptr;
+      float* d_xd = nullptr;
+      ASSERT_EQ(cudaMalloc(&d_xq, kWideCols), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&d_xd, kWideCols / 32 * sizeof(float)), cudaSuccess);
       float* d_norm = to_device(norm);
       const std::vector<int32_t> head_row{0};
       int32_t* d_head_row = to_device(head_row);
       auto run = [&](bool peers, int i, int slot, float* x, float* out, int8_t* q, float* d) {
+        const bool eight_bit = i == kInt8 || i == kInt8Wide || i == kQ8_0;
         const bool silu = i % 3 == 2, bf16 = i % 2 == 1;
-        const cuda::DeviceMatrix m{bf16 ? cuda::WeightFormat::BF16 : cuda::WeightFormat::F16, kWidth,
-                                   silu ? kSiluCols : kCols,
-                                   silu ? (bf16 ? static_cast<const void*>(d_wsb) : d_ws16)
-                                        : (bf16 ? static_cast<const void*>(d_wpb) : d_wp16),
-                                   nullptr};
+        cuda::DeviceMatrix m{bf16 ? cuda::WeightFormat::BF16 : cuda::WeightFormat::F16, kWidth,
+                             silu ? kSiluCols : kCols,
+                             silu ? (bf16 ? static_cast<const void*>(d_wsb) : d_ws16)
+                                  : (bf16 ? static_cast<const void*>(d_wpb) : d_wp16),
+                             nullptr};
+        if (i == kInt8) m = {cuda::WeightFormat::I8Row, kWidth, kCols, d_i8, d_row_scales};
+        if (i == kInt8Wide) m = {cuda::WeightFormat::I8Row, kWidth, kWideCols, d_i8_wide, d_row_scales};
+        if (i == kQ8_0) m = {cuda::WeightFormat::Q8_0, kWidth, kCols, d_q80, d_block_scales};
         const float* in = d_inputs + static_cast<size_t>(i) * kCols;  // silu: gate then up, kSiluCols each
+        if (i == kInt8Wide) in = d_wide_in;
         // Every fourth reduction of the peer run takes the barrier too (the
         // last one, with its listed row, takes peer rows).
         const bool from_peers = peers && i % 4 != 1;
+        if (eight_bit) {
+          if (silu) cuda::quantize_silu_mul(in, 1, m.cols, d_xq, d_xd, stream);
+          else cuda::quantize_activations(in, 1, m.cols, d_xq, d_xd, stream);
+        }
         if (from_peers) {
           const cuda::PeerRows p = reduce->peer_rows(slot);
           ASSERT_EQ(p.n_peers, 1);
-          cuda::gemv_to_peers(m, in, silu, reduce->part(slot), p, stream);
+          if (eight_bit) {
+            ASSERT_TRUE(cuda::gemv_q8_to_peers_takes(m));
+            cuda::gemv_q8_to_peers(m, d_xq, d_xd, reduce->part(slot), p, stream);
+          } else {
+            cuda::gemv_to_peers(m, in, silu, reduce->part(slot), p, stream);
+          }
+        } else if (eight_bit) {
+          cuda::gemv_q8(m, d_xq, d_xd, 1, reduce->part(slot), kWidth, false, stream);
         } else if (silu) {
           cuda::gemv_silu_mul(m, in, 1, reduce->part(slot), kWidth, false, stream);
         } else {
@@ -505,7 +551,10 @@ TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
       }
       for (void* p : {static_cast<void*>(d_wp16), static_cast<void*>(d_ws16), static_cast<void*>(d_wpb),
                       static_cast<void*>(d_wsb), static_cast<void*>(d_inputs), static_cast<void*>(d_norm),
-                      static_cast<void*>(d_head_row)})
+                      static_cast<void*>(d_head_row), static_cast<void*>(d_i8), static_cast<void*>(d_i8_wide),
+                      static_cast<void*>(d_q80), static_cast<void*>(d_row_scales),
+                      static_cast<void*>(d_block_scales), static_cast<void*>(d_wide_in), static_cast<void*>(d_xq),
+                      static_cast<void*>(d_xd)})
         cudaFree(p);
     });
   }
