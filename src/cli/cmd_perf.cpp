@@ -6,6 +6,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "cli/commands.h"
@@ -20,6 +22,9 @@
 #if TANDEM_HAVE_CUDA
 #include "backends/cuda/cuda_model_runner.h"
 #include "backends/cuda/offload_runner.h"
+#endif
+#if TANDEM_HAVE_NCCL
+#include "backends/cuda/parallel_cuda_runner.h"
 #endif
 
 namespace tandem::cli {
@@ -94,6 +99,7 @@ int perf(const PerfOptions& o) {
   auto* offload = dynamic_cast<OffloadRunner*>(&runner);
   auto* cuda_runner = dynamic_cast<CudaModelRunner*>(&runner);
   std::string host_split;  // where the host's time in a decode step went
+  std::vector<std::string> rank_split;  // the same for each GPU of a parallel plan
   std::string gpu_split;   // --gpu-gaps: the GPU's side of a decode step
   if (o.gpu_gaps) {
     check(cuda_runner != nullptr && o.parallel.tensor_parallel * o.parallel.pipeline_stages == 1,
@@ -148,6 +154,9 @@ int perf(const PerfOptions& o) {
 #if TANDEM_HAVE_CUDA
     if (offload) offload->reset_timing();
     if (cuda_runner) cuda_runner->reset_host_timing();
+#endif
+#if TANDEM_HAVE_NCCL
+    if (auto* parallel = dynamic_cast<ParallelCudaRunner*>(&runner)) parallel->reset_rank_timing();
 #endif
     std::vector<std::unique_ptr<Sampler>> samplers(n_seq);
     std::vector<RowSampling> row_sampling(n_seq);
@@ -246,6 +255,10 @@ int perf(const PerfOptions& o) {
       }
     }
 #endif
+#if TANDEM_HAVE_NCCL
+    if (auto* parallel = dynamic_cast<ParallelCudaRunner*>(&runner); parallel && o.gen_tokens > 0)
+      rank_split = parallel->describe_rank_timing();
+#endif
     for (SequenceKv& s : kv) s.release(runner.block_allocator());
     filler.release(runner.block_allocator());
     const double prefill_tps = 1000.0 * static_cast<double>(o.prompt_tokens) / prefill_ms;
@@ -312,6 +325,7 @@ int perf(const PerfOptions& o) {
 #if TANDEM_HAVE_CUDA
   if (!host_split.empty()) std::printf("%s (last run)\n", host_split.c_str());
   if (!gpu_split.empty()) std::printf("%s (last run)\n", gpu_split.c_str());
+  for (const std::string& line : rank_split) std::printf("%s (last run)\n", line.c_str());
 #endif
   if (o.peak_gb_s > 0) {
     std::printf("decode weight reads: %.1f MB/step, %.2f GB/s (%.1f%% of %.0f GB/s)\n", bytes / 1e6, gbps,

@@ -1629,7 +1629,15 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   // order. Tensor ranks' slices are laid side by side first.
   float* rows_dev = logits_dev;
   int64_t rows_ld = vstride;
-  if (want_tokens && tensor_parallel) {
+  // One row whose slices each start at their rank's stride (every rank but
+  // the last has vstride rows): the gathered row is already in order.
+  bool gathered_in_order = n_rows == 1;
+  for (int k = 0; k < m.tp_size; ++k)
+    gathered_in_order = gathered_in_order && m.vocab_ranges[static_cast<size_t>(k)].first == k * vstride;
+  if (want_tokens && tensor_parallel && gathered_in_order) {
+    rows_dev = m.gathered.get<float>();
+    rows_ld = vocab;
+  } else if (want_tokens && tensor_parallel) {
     rows_dev = m.joined.get<float>();
     rows_ld = vocab;
     for (int k = 0; k < m.tp_size; ++k) {

@@ -49,6 +49,10 @@ struct ParallelCudaRunner::Impl {
     std::string reduce_error;
     std::unique_ptr<CudaModelRunner> runner;
     size_t index = 0;  // in `ranks` and `steps`
+    // Steps run and the summed time from each step's post to this rank's
+    // job starting (describe_rank_timing); written by the rank's job.
+    int64_t timed_steps = 0;
+    double start_lag_ms = 0;
     parallel::RankWorker worker;
 
     ~Rank() {
@@ -161,7 +165,10 @@ struct ParallelCudaRunner::Impl {
           watch);
       reserved = next;  // only once every rank has grown
     }
+    const auto posted = std::chrono::steady_clock::now();
     run_all([&](Rank& r) {
+      ++r.timed_steps;
+      r.start_lag_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - posted).count();
       for (size_t i = 0; i < batches.size(); ++i) {
         const auto part_chunks = chunks.subspan(static_cast<size_t>(batches[i].begin),
                                                 static_cast<size_t>(batches[i].size()));
@@ -501,6 +508,31 @@ std::vector<std::string> ParallelCudaRunner::describe_ranks() const {
     out.push_back(std::move(line));
   }
   return out;
+}
+
+std::vector<std::string> ParallelCudaRunner::describe_rank_timing() const {
+  std::vector<std::string> out;
+  for (const auto& r : impl_->ranks) {
+    const CudaModelRunner::HostTiming& h = r->runner->host_timing();
+    const double n = static_cast<double>(std::max<int64_t>(r->timed_steps, 1));
+    const double steps = static_cast<double>(std::max<int64_t>(h.steps, 1));
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  "rank %lld (GPU %d), host time a step: %.3f ms from the post to its job, then %.3f ms building "
+                  "the step, %.3f ms queueing it, %.3f ms after (%lld steps)",
+                  static_cast<long long>(r->global), r->device, r->start_lag_ms / n, h.prepare_ms / steps,
+                  h.enqueue_ms / steps, h.finish_ms / steps, static_cast<long long>(r->timed_steps));
+    out.push_back(buf);
+  }
+  return out;
+}
+
+void ParallelCudaRunner::reset_rank_timing() {
+  for (auto& r : impl_->ranks) {
+    r->timed_steps = 0;
+    r->start_lag_ms = 0;
+    r->runner->reset_host_timing();
+  }
 }
 
 namespace {

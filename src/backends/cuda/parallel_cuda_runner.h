@@ -84,6 +84,12 @@ class ParallelCudaRunner : public ModelRunner {
   void follow();
   // One line per GPU: "rank 1 (stage 0, tensor rank 1) on GPU 1: <memory plan>".
   std::vector<std::string> describe_ranks() const;
+  // This node's host time a step since reset_rank_timing(), one line per
+  // GPU: from the step's post to the rank's job starting on its thread,
+  // then its runner's phases (CudaModelRunner::HostTiming). `perf` prints
+  // it.
+  std::vector<std::string> describe_rank_timing() const;
+  void reset_rank_timing();
 
  private:
   struct Impl;
