@@ -57,7 +57,7 @@ class RankWorker {
       if (!job_) return;
       std::function<void()> job = std::move(job_);
       job_ = nullptr;
-      posted_.store(false, std::memory_order_relaxed);
+      posted_.store(stop_, std::memory_order_relaxed);  // a stop asked meanwhile still ends the next poll
       lock.unlock();
       job();
     }

@@ -79,7 +79,8 @@ TEST(RankSteps, EveryRankRunsItsJobOnItsOwnThread) {
 // Workers poll for their next job for a while, then park; run() polls for
 // the ranks' end, then parks. Steps posted back to back (found while
 // polling), after a pause past every poll (found parked), and with jobs
-// outlasting run()'s poll all run each rank's job once, in order.
+// outlasting run()'s poll each run every rank's job once (a lost wake-up
+// would hang here until ctest's timeout).
 TEST(RankSteps, StepsRunWhetherTheThreadsPollOrHaveParked) {
   std::vector<RankWorker> workers(2);  // default poll: 2 ms
   std::vector<RankSteps::Rank> ranks(2);

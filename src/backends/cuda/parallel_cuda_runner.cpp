@@ -514,14 +514,14 @@ std::vector<std::string> ParallelCudaRunner::describe_rank_timing() const {
   std::vector<std::string> out;
   for (const auto& r : impl_->ranks) {
     const CudaModelRunner::HostTiming& h = r->runner->host_timing();
+    // A step's micro-batches are summed: each is one run of the runner.
     const double n = static_cast<double>(std::max<int64_t>(r->timed_steps, 1));
-    const double steps = static_cast<double>(std::max<int64_t>(h.steps, 1));
     char buf[320];
     std::snprintf(buf, sizeof buf,
                   "rank %lld (GPU %d), host time a step: %.3f ms from the post to its job, then %.3f ms building "
                   "the step, %.3f ms queueing it, %.3f ms after (%lld steps)",
-                  static_cast<long long>(r->global), r->device, r->start_lag_ms / n, h.prepare_ms / steps,
-                  h.enqueue_ms / steps, h.finish_ms / steps, static_cast<long long>(r->timed_steps));
+                  static_cast<long long>(r->global), r->device, r->start_lag_ms / n, h.prepare_ms / n,
+                  h.enqueue_ms / n, h.finish_ms / n, static_cast<long long>(r->timed_steps));
     out.push_back(buf);
   }
   return out;

@@ -86,8 +86,9 @@ class ParallelCudaRunner : public ModelRunner {
   std::vector<std::string> describe_ranks() const;
   // This node's host time a step since reset_rank_timing(), one line per
   // GPU: from the step's post to the rank's job starting on its thread,
-  // then its runner's phases (CudaModelRunner::HostTiming). `perf` prints
-  // it.
+  // then its runner's phases (CudaModelRunner::HostTiming, summed over the
+  // step's micro-batches; "after" is the runner's own wait, which only the
+  // rank holding the logits makes). `perf` prints it.
   std::vector<std::string> describe_rank_timing() const;
   void reset_rank_timing();
 

@@ -398,17 +398,18 @@ TEST(NcclTensorReduce, TwoRanksBackToBack) {
 // reduced without the barrier, give the bits of the plain GEMV into
 // part(slot) and the barrier reduction: x, the norm and the quants, after
 // every reduction of a run that alternates the slots, plain and silu·mul
-// inputs, f16, bf16, int8 rows (of one load slot a row and of two) and
-// Q8_0, mixes in barrier reductions on the same slots, and ends with a
-// listed row (the LM head's reduction, which leaves x alone).
+// inputs, f16, bf16, int8 rows and Q8_0 (each with rows of one load slot a
+// thread and of two), mixes in barrier reductions on the same slots, and
+// ends with a listed row (the LM head's reduction, which leaves x alone).
 TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
   if (device_count() < 2) GTEST_SKIP() << "needs two GPUs";
   const NcclUniqueId id = make_nccl_unique_id();
   constexpr int kIterations = 12;
   constexpr int64_t kCols = 1024, kSiluCols = 512;  // the products' inputs
-  // 8-bit iterations: int8 rows (plain; silu·mul over rows wider than one
-  // load slot a thread, 4608 columns), Q8_0 (plain).
-  constexpr int kInt8 = 3, kInt8Wide = 8, kQ8_0 = 10;
+  // 8-bit iterations: int8 rows and Q8_0, plain, then silu·mul over rows
+  // wider than one load slot a thread (4608 columns; the last, Q8_0, is the
+  // reduction with a listed row).
+  constexpr int kInt8 = 3, kInt8Wide = 8, kQ8_0 = 10, kQ8_0Wide = 11;
   constexpr int64_t kWideCols = 4608;
   const size_t w = static_cast<size_t>(kWidth);
   const std::vector<float> x0 = random_vector(w, 900);
@@ -451,10 +452,11 @@ TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
       int8_t* d_i8 = to_device(random_quants(w * kCols, seed + 3));
       int8_t* d_i8_wide = to_device(random_quants(w * kWideCols, seed + 4));
       int8_t* d_q80 = to_device(random_quants(w * kCols, seed + 5));
+      int8_t* d_q80_wide = to_device(random_quants(w * kWideCols, seed + 9));
       std::vector<float> row_scales = random_vector(w, seed + 6);
       for (float& v : row_scales) v = 0.001f + std::fabs(v) * 0.0005f;
       float* d_row_scales = to_device(row_scales);
-      const std::vector<float> block_scales_f = random_vector(w * (kCols / 32), seed + 7);
+      const std::vector<float> block_scales_f = random_vector(w * (kWideCols / 32), seed + 7);  // wide enough for both
       std::vector<__half> block_scales(block_scales_f.size());
       for (size_t i = 0; i < block_scales.size(); ++i)
         block_scales[i] = __float2half(0.001f + std::fabs(block_scales_f[i]) * 0.0005f);
@@ -468,7 +470,7 @@ TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
       const std::vector<int32_t> head_row{0};
       int32_t* d_head_row = to_device(head_row);
       auto run = [&](bool peers, int i, int slot, float* x, float* out, int8_t* q, float* d) {
-        const bool eight_bit = i == kInt8 || i == kInt8Wide || i == kQ8_0;
+        const bool eight_bit = i == kInt8 || i == kInt8Wide || i == kQ8_0 || i == kQ8_0Wide;
         const bool silu = i % 3 == 2, bf16 = i % 2 == 1;
         cuda::DeviceMatrix m{bf16 ? cuda::WeightFormat::BF16 : cuda::WeightFormat::F16, kWidth,
                              silu ? kSiluCols : kCols,
@@ -478,8 +480,9 @@ TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
         if (i == kInt8) m = {cuda::WeightFormat::I8Row, kWidth, kCols, d_i8, d_row_scales};
         if (i == kInt8Wide) m = {cuda::WeightFormat::I8Row, kWidth, kWideCols, d_i8_wide, d_row_scales};
         if (i == kQ8_0) m = {cuda::WeightFormat::Q8_0, kWidth, kCols, d_q80, d_block_scales};
+        if (i == kQ8_0Wide) m = {cuda::WeightFormat::Q8_0, kWidth, kWideCols, d_q80_wide, d_block_scales};
         const float* in = d_inputs + static_cast<size_t>(i) * kCols;  // silu: gate then up, kSiluCols each
-        if (i == kInt8Wide) in = d_wide_in;
+        if (i == kInt8Wide || i == kQ8_0Wide) in = d_wide_in;
         // Every fourth reduction of the peer run takes the barrier too (the
         // last one, with its listed row, takes peer rows).
         const bool from_peers = peers && i % 4 != 1;
@@ -552,7 +555,7 @@ TEST(NcclTensorReduce, TwoRanksPeerRowsGiveTheBarrierBits) {
       for (void* p : {static_cast<void*>(d_wp16), static_cast<void*>(d_ws16), static_cast<void*>(d_wpb),
                       static_cast<void*>(d_wsb), static_cast<void*>(d_inputs), static_cast<void*>(d_norm),
                       static_cast<void*>(d_head_row), static_cast<void*>(d_i8), static_cast<void*>(d_i8_wide),
-                      static_cast<void*>(d_q80), static_cast<void*>(d_row_scales),
+                      static_cast<void*>(d_q80), static_cast<void*>(d_q80_wide), static_cast<void*>(d_row_scales),
                       static_cast<void*>(d_block_scales), static_cast<void*>(d_wide_in), static_cast<void*>(d_xq),
                       static_cast<void*>(d_xd)})
         cudaFree(p);
