@@ -252,14 +252,19 @@ double wave_fill(int64_t blocks, int64_t slots) {
 // than two waves of the GPU's resident blocks and 16-row blocks fill their
 // waves better (the 4096 x 4096 o projection on an H100: 512 blocks over
 // 396 slots, against 256 over 264). A row's sum does not depend on it.
+constexpr int kPerSm8 = 3, kPerSm16 = 2;
+bool one_token_int8_takes_16_rows(int64_t rows) {
+  const int64_t blocks8 = (rows + 7) / 8, blocks16 = (rows + 15) / 16;
+  const int64_t slots8 = resident_blocks(kPerSm8), slots16 = resident_blocks(kPerSm16);
+  return blocks8 < 2 * slots8 && wave_fill(blocks16, slots16) > wave_fill(blocks8, slots8) + 0.1;
+}
+
 void launch_one_token_int8(const DeviceMatrix& w, const int8_t* xq, const float* xd, float* y, int64_t ldy,
                            bool accumulate, cudaStream_t stream) {
-  constexpr int kPerSm8 = 3, kPerSm16 = 2;
   constexpr auto k8 = gemv_q8_one_vector_kernel<WeightFormat::I8Row, 1, 8, kPerSm8>;
   constexpr auto k16 = gemv_q8_one_vector_kernel<WeightFormat::I8Row, 1, 16, kPerSm16>;
   const int64_t blocks8 = (w.rows + 7) / 8, blocks16 = (w.rows + 15) / 16;
-  const int64_t slots8 = resident_blocks(kPerSm8), slots16 = resident_blocks(kPerSm16);
-  if (blocks8 < 2 * slots8 && wave_fill(blocks16, slots16) > wave_fill(blocks8, slots8) + 0.1) {
+  if (one_token_int8_takes_16_rows(w.rows)) {
     launch(k16, dim3(static_cast<unsigned>(blocks16)), kThreads, stream, w.data, w.scales, w.rows, w.cols, xq, xd, y,
            ldy, accumulate);
   } else {
@@ -344,17 +349,9 @@ void gemv_q8_to_peers(const DeviceMatrix& w, const int8_t* xq, const float* xd, 
   };
   if (w.format == WeightFormat::I8Row) {
     constexpr WeightFormat D = WeightFormat::I8Row;
-    if (!one_vector) {
-      go(gemv_q8_peer_kernel<D, one_token_rows<D>()>, one_token_rows<D>());
-    } else {
-      constexpr int kPerSm8 = 3, kPerSm16 = 2;
-      const int64_t blocks8 = (w.rows + 7) / 8, blocks16 = (w.rows + 15) / 16;
-      const int64_t slots8 = resident_blocks(kPerSm8), slots16 = resident_blocks(kPerSm16);
-      if (blocks8 < 2 * slots8 && wave_fill(blocks16, slots16) > wave_fill(blocks8, slots8) + 0.1)
-        go(gemv_q8_peer_one_vector_kernel<D, 16, kPerSm16>, 16);
-      else
-        go(gemv_q8_peer_one_vector_kernel<D, 8, kPerSm8>, 8);
-    }
+    if (!one_vector) go(gemv_q8_peer_kernel<D, one_token_rows<D>()>, one_token_rows<D>());
+    else if (one_token_int8_takes_16_rows(w.rows)) go(gemv_q8_peer_one_vector_kernel<D, 16, kPerSm16>, 16);
+    else go(gemv_q8_peer_one_vector_kernel<D, 8, kPerSm8>, 8);
   } else {
     constexpr WeightFormat D = WeightFormat::Q8_0;
     constexpr int R = one_token_rows<D>();
