@@ -7,7 +7,8 @@
 // their share of --peak-gb-s, for the engine's choice of splits and heads per
 // block and, with --sweep, for every split count with one or all query heads
 // of a KV head per block; then the tensor-core kernel (grouped_decode_attention,
-// "tc"). "(engine)" marks the runner's choice.
+// "tc2" and "tc3": its copy pipeline 2 and 3 stages deep). "(engine)" marks
+// the runner's choice.
 //
 //   build/bin/cuda_attention_bench [--tokens 1,8,32] [--context 128,512,2048]
 //                                  [--peak-gb-s 3350] [--calls 320] [--sweep]
@@ -312,16 +313,21 @@ int main(int argc, char** argv) {
         std::printf("%8d %8d %7d %4d %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, splits, hpb, us, gbs,
                     100 * gbs / peak, engine_takes && splits == engine_splits && hpb == engine_hpb ? "  (engine)" : "");
       }
-      if (grouped) {  // the tensor-core kernel, "tc" in the heads-a-block column
-        auto run = [&](int i) {
-          grouped_decode_attention(caches.args(i, q.get<float>(), q_dim, d_positions.get<int32_t>(),
-                                               d_offsets.get<int32_t>(), d_tables.get<int32_t>(), out.get<float>()),
-                                   shape, n_tokens, s);
-        };
-        const double us = time_calls(run, calls, s, e0, e1);
-        const double gbs = 2.0 * 2 * double(n_tokens) * context * kv_dim / (us * 1e3);
-        std::printf("%8d %8d %7d %4s %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, 1, "tc", us, gbs, 100 * gbs / peak,
-                    grouped_decode_attention_takes(shape, n_tokens, prop.multiProcessorCount) ? "  (engine)" : "");
+      if (grouped) {  // the tensor-core kernel, "tc<stages>" in the heads-a-block column
+        const bool engine_takes = grouped_decode_attention_takes(shape, n_tokens, prop.multiProcessorCount);
+        const int engine_stages = grouped_decode_attention_stages(shape, n_tokens, prop.multiProcessorCount);
+        for (int stages : {2, 3}) {
+          auto run = [&](int i) {
+            grouped_decode_attention(caches.args(i, q.get<float>(), q_dim, d_positions.get<int32_t>(),
+                                                 d_offsets.get<int32_t>(), d_tables.get<int32_t>(), out.get<float>()),
+                                     shape, n_tokens, s, prop.multiProcessorCount, stages);
+          };
+          const double us = time_calls(run, calls, s, e0, e1);
+          const double gbs = 2.0 * 2 * double(n_tokens) * context * kv_dim / (us * 1e3);
+          const std::string label = "tc" + std::to_string(stages);
+          std::printf("%8d %8d %7d %4s %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, 1, label.c_str(), us, gbs,
+                      100 * gbs / peak, engine_takes && stages == engine_stages ? "  (engine)" : "");
+        }
       }
     }
   }

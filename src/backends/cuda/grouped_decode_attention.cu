@@ -5,9 +5,9 @@
 // heads (up to 16: the group of grouped-query attention) are the rows of the
 // mma tiles, rows past the group zero. The block walks the token's cached
 // positions [0, pos] in tiles of 64, copied from the paged cache into shared
-// memory with cp.async two stages deep from cache rows looked up a tile
-// ahead (as prefill_attention does), so that the next tile's copy runs under
-// this tile's arithmetic. Warp w takes positions [16 w, 16 w + 16) of every
+// memory with cp.async S stages deep (2 or 3) from cache rows looked up a
+// stage ahead (as prefill_attention does), so that the next tiles' copies
+// run under this tile's arithmetic. Warp w takes positions [16 w, 16 w + 16) of every
 // tile: S = q k^T (16 rows x 16 positions) and an online softmax in
 // registers, then O += P V with P rounded to f16. At the end the four
 // warps' (max, sum, output) merge through shared memory, in warp order.
@@ -34,33 +34,35 @@ using namespace mma_tile;
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kKeyTile = 16 * kWarps;  // 16 positions a warp
-constexpr int kStages = 2;
 constexpr int kMaxGroup = 16;  // query heads a KV head: the rows of an mma tile
 
 template <int HD>
 constexpr int kRowHalves = HD + 8;  // padded as in prefill_attention: ldmatrix rows in distinct banks
 
-template <int HD>
+template <int HD, int S>
 constexpr size_t stage_bytes() {
-  return static_cast<size_t>(kStages) * 2 * kKeyTile * kRowHalves<HD> * sizeof(__half);
+  return static_cast<size_t>(S) * 2 * kKeyTile * kRowHalves<HD> * sizeof(__half);
 }
 template <int HD>
 constexpr size_t merge_bytes() {  // the warps' outputs [warp][row][HD], then max and sum [warp][row]
   return static_cast<size_t>(kWarps) * kMaxGroup * (HD + 2) * sizeof(float);
 }
-template <int HD>
+template <int HD, int S>
 constexpr size_t shared_bytes() {
-  return stage_bytes<HD>() > merge_bytes<HD>() ? stage_bytes<HD>() : merge_bytes<HD>();
+  return stage_bytes<HD, S>() > merge_bytes<HD>() ? stage_bytes<HD, S>() : merge_bytes<HD>();
 }
 
-template <int HD>
+// S: the copy pipeline's stages, tiles kt + 1 .. kt + S - 1 in flight while
+// tile kt is used. The arithmetic, and so the bits, do not depend on it.
+template <int HD, int S>
 __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(AttentionArgs a, AttentionShape s) {
   constexpr int KS = HD / 16;  // k-steps of q k^T over head_dim
   constexpr int NT = HD / 8;   // n-tiles of the output over head_dim
   constexpr int LD = kRowHalves<HD>;
   static_assert(HD % 32 == 0 && kKeyTile * (HD / 8) % kThreads == 0, "head_dim must be a multiple of 32");
+  static_assert(S >= 2, "at least one tile copies while another is used");
   extern __shared__ __align__(16) __half shared[];  // [stage][K, V][position][LD]; then the merge
-  __shared__ int64_t rows[kStages][kKeyTile];
+  __shared__ int64_t rows[S][kKeyTile];
 
   let_successor_start();
   wait_for_predecessor();
@@ -81,16 +83,28 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
   };
   const uint32_t shared_base = shared_address(shared);
   auto copy_tile = [&](int kt) {
-    const int stage = kt % kStages;
+    const int stage = kt % S;
     const uint32_t k_dst = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
     const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
     copy_cache_tile<HD, LD, kKeyTile, kThreads>(k_dst, v_dst, rows[stage], a.k_cache, a.v_cache);
   };
 
-  if (threadIdx.x < kKeyTile) rows[0][threadIdx.x] = row_of(0);
+  // Tiles 0 .. S - 2 copying (a group each, empty past the last tile), the
+  // rows of tile S - 1 looked up.
+  if (threadIdx.x < kKeyTile) {
+#pragma unroll
+    for (int kt = 0; kt < S - 1; ++kt)
+      if (kt < n_key_tiles) rows[kt][threadIdx.x] = row_of(kt * kKeyTile);
+  }
   __syncthreads();
-  copy_tile(0);
-  if (threadIdx.x < kKeyTile && n_key_tiles > 1) rows[1][threadIdx.x] = row_of(kKeyTile);
+#pragma unroll
+  for (int kt = 0; kt < S - 1; ++kt) {
+    if (kt < n_key_tiles)
+      copy_tile(kt);
+    else
+      copy_commit();
+  }
+  if (threadIdx.x < kKeyTile && S - 1 < n_key_tiles) rows[S - 1][threadIdx.x] = row_of((S - 1) * kKeyTile);
 
   // This lane's rows g and g + 8: query heads kvh * group + row, zero past
   // the group (finite scores, never stored).
@@ -119,15 +133,14 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
       static_cast<uint32_t>(((warp * 16 + lane % 8 + 8 * (lane / 8 % 2)) * LD + (lane / 16) * 8) * sizeof(__half));
 
   for (int kt = 0; kt < n_key_tiles; ++kt) {
-    const int kv0 = kt * kKeyTile, stage = kt % kStages;
+    const int kv0 = kt * kKeyTile, stage = kt % S;
     __syncthreads();  // every warp is done with the stage the next copy overwrites
-    if (kt + 1 < n_key_tiles) {
-      copy_tile(kt + 1);
-      copy_wait<1>();
-    } else {
-      copy_wait<0>();
-    }
-    const int64_t next_row = (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) ? row_of(kv0 + 2 * kKeyTile) : -1;
+    if (kt + S - 1 < n_key_tiles)
+      copy_tile(kt + S - 1);
+    else
+      copy_commit();  // an empty group: S - 1 groups stay younger than tile kt's
+    copy_wait<S - 1>();
+    const int64_t next_row = (threadIdx.x < kKeyTile && kt + S < n_key_tiles) ? row_of(kv0 + S * kKeyTile) : -1;
     __syncthreads();  // tile kt is in shared memory for every warp
     const int p0 = kv0 + warp * 16;  // this warp's first position
     if (p0 <= pos) {  // position p0 is attended: every row's maximum is finite from here on
@@ -193,7 +206,7 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
         mma_16816(o[nt + 1], pa, b[2], b[3]);
       }
     }
-    if (threadIdx.x < kKeyTile && kt + 2 < n_key_tiles) rows[stage][threadIdx.x] = next_row;
+    if (threadIdx.x < kKeyTile && kt + S < n_key_tiles) rows[stage][threadIdx.x] = next_row;
   }
 
   // The warps' results into shared memory (the stages are free once every
@@ -236,6 +249,25 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
   }
 }
 
+// Calls f(kernel, shared bytes) for head size hd and s stages.
+template <typename F>
+void with_head_and_stages(int hd, int stages, F&& f) {
+  auto pick = [&](auto head) {
+    constexpr int HD = decltype(head)::value;
+    if (stages == 3)
+      f(grouped_decode_attention_kernel<HD, 3>, shared_bytes<HD, 3>());
+    else
+      f(grouped_decode_attention_kernel<HD, 2>, shared_bytes<HD, 2>());
+  };
+  switch (hd) {
+    case 32: pick(std::integral_constant<int, 32>{}); break;
+    case 64: pick(std::integral_constant<int, 64>{}); break;
+    case 96: pick(std::integral_constant<int, 96>{}); break;
+    case 128: pick(std::integral_constant<int, 128>{}); break;
+    default: throw Error("internal: grouped decode attention for head size " + std::to_string(hd));
+  }
+}
+
 }  // namespace
 
 bool grouped_decode_attention_init(const AttentionShape& shape, int device) {
@@ -251,10 +283,8 @@ bool grouped_decode_attention_init(const AttentionShape& shape, int device) {
   auto allow = [](auto kernel, size_t bytes) {
     TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   };
-  allow(grouped_decode_attention_kernel<32>, shared_bytes<32>());
-  allow(grouped_decode_attention_kernel<64>, shared_bytes<64>());
-  allow(grouped_decode_attention_kernel<96>, shared_bytes<96>());
-  allow(grouped_decode_attention_kernel<128>, shared_bytes<128>());
+  with_head_and_stages(hd, 2, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
+  with_head_and_stages(hd, 3, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
   TANDEM_CUDA_CHECK(cudaSetDevice(current));
   return true;
 }
@@ -268,8 +298,15 @@ bool grouped_decode_attention_takes(const AttentionShape& shape, int64_t n_token
   return 3 * n_tokens * shape.n_kv_heads >= sm_count;
 }
 
+int grouped_decode_attention_stages(const AttentionShape& shape, int64_t n_tokens, int sm_count) {
+  (void)shape;
+  (void)n_tokens;
+  (void)sm_count;
+  return 2;
+}
+
 void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, int sm_count, int stages) {
   check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0 &&
             shape.n_heads / shape.n_kv_heads <= kMaxGroup,
         "internal: grouped decode attention takes up to 16 query heads a KV head");
@@ -277,13 +314,11 @@ void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& s
   if (n_tokens == 0) return;
   check(n_tokens <= 2147483647, "internal: too many tokens for one grid");
   const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_kv_heads));
-  switch (shape.head_dim) {
-    case 32: launch_with_shared(grouped_decode_attention_kernel<32>, grid, kThreads, shared_bytes<32>(), stream, args, shape); break;
-    case 64: launch_with_shared(grouped_decode_attention_kernel<64>, grid, kThreads, shared_bytes<64>(), stream, args, shape); break;
-    case 96: launch_with_shared(grouped_decode_attention_kernel<96>, grid, kThreads, shared_bytes<96>(), stream, args, shape); break;
-    case 128: launch_with_shared(grouped_decode_attention_kernel<128>, grid, kThreads, shared_bytes<128>(), stream, args, shape); break;
-    default: throw Error("internal: grouped decode attention for head size " + std::to_string(shape.head_dim));
-  }
+  if (stages == 0) stages = grouped_decode_attention_stages(shape, n_tokens, sm_count);
+  check(stages == 2 || stages == 3, "internal: grouped decode attention copies 2 or 3 stages deep");
+  with_head_and_stages(shape.head_dim, stages, [&](auto kernel, size_t bytes) {
+    launch_with_shared(kernel, grid, kThreads, bytes, stream, args, shape);
+  });
   TANDEM_CUDA_CHECK(cudaGetLastError());
 }
 
