@@ -1404,6 +1404,12 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       // 8-bit weights: the norm also quantizes the GEMV's input, or for
       // FP8 tensor cores the GEMM's (every token then takes the GEMM).
       const bool fp8_qkv = !fused && L.fused_qkv && m.fp8_gemm_all(L.qkv, T, n_generated);
+      if (fp8_qkv) {
+        const cuda::Gemm::Fp8Input in = m.gemm->fp8_input(T, m.widest_input());
+        cuda::rmsnorm_fp8(x, nullptr, L.attn_norm, eps, T, hidden, xn, in.q, in.scale, s);
+      } else if (!fused || l == 0) {
+        qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated, hidden, xn);
+      }
       cuda::QkvFinishArgs qa;
       qa.q = q;
       qa.k = k;
@@ -1426,22 +1432,10 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         qa.row_scale = static_cast<const float*>(L.qkv.scales);
         qa.token_scale = m.gemm->fp8_input(T, m.widest_input()).scale;
       }
-      // One generated token: the q·k·v GEMV finishes q, k and v itself, and
-      // with 8-bit weights and the norm not fused into a reduction, it also
-      // normalizes and quantizes x itself (a launch fewer, the same bits).
+      // One generated token: the q·k·v GEMV finishes q, k and v itself.
       const bool gemv_finishes = !fp8_qkv && L.fused_qkv && T == 1 && m.gemv_tokens(L.qkv, T, n_generated) == 1 &&
                                  cuda::gemv_finishes_qkv(L.qkv, q, qa, shape);
-      const cuda::NormedRow attn_row{x, L.attn_norm, eps};
-      const bool qkv_normalizes = gemv_finishes && !fused && cuda::gemv_q8_normed_takes(L.qkv, attn_row);
-      if (fp8_qkv) {
-        const cuda::Gemm::Fp8Input in = m.gemm->fp8_input(T, m.widest_input());
-        cuda::rmsnorm_fp8(x, nullptr, L.attn_norm, eps, T, hidden, xn, in.q, in.scale, s);
-      } else if (!qkv_normalizes && (!fused || l == 0)) {
-        qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated, hidden, xn);
-      }
-      if (qkv_normalizes) {
-        cuda::gemv_q8_qkv_normed(L.qkv, attn_row, q, qa, shape, s);
-      } else if (gemv_finishes) {
+      if (gemv_finishes) {
         m.finished_qkv_product(L.qkv, xn, q, qa, shape, qkv_in);
       } else {
         if (fp8_qkv) {
@@ -1514,12 +1508,6 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
                  attention_quantizes ? wo_quantized : 0);
       }
       Impl::NormedInput ffn_in;
-      // One token, 8-bit gate·up, the norm not fused into a reduction: the
-      // GEMV normalizes and quantizes x itself, as q·k·v's does.
-      const cuda::NormedRow ffn_row{x, L.ffn_norm, eps};
-      const bool gate_up_normalizes = !fused && !fp8_ffn && L.fused_gate_up && T == 1 &&
-                                      m.gemv_tokens(L.gate_up, T, n_generated) == 1 &&
-                                      cuda::gemv_q8_normed_takes(L.gate_up, ffn_row);
       if (fused) {
         ffn_in = reduce_norm(0, ffn_first, L.ffn_norm, nullptr, T, n_generated, xn, o_peers.n_peers > 0);
         if (fp8_ffn) cuda::quantize_tokens_fp8(xn, T, hidden, ffn8.q, ffn8.scale, s);
@@ -1530,7 +1518,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
                                 hidden, xn, ffn8.q, ffn8.scale, s);
         else if (fp8_ffn)
           cuda::rmsnorm_fp8(x, nullptr, L.ffn_norm, eps, T, hidden, xn, ffn8.q, ffn8.scale, s);
-        else if (!gate_up_normalizes)
+        else
           ffn_in = m.norm_for(ffn_first, x, nullptr, L.ffn_norm, eps, T, n_generated, hidden, xn);
       }
       if (fp8_ffn) {
@@ -1550,8 +1538,6 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
           cuda::silu_mul_fp8(gate_up, gate_up_scales, in.scale, T, inter, in.q, in.scale, s);
         }
         m.gemm->run_fp8_input(L.down, T, ffn_update, hidden, accumulate_residual);
-      } else if (gate_up_normalizes) {
-        cuda::gemv_q8_normed(L.gate_up, ffn_row, gate_up, s);
       } else if (L.fused_gate_up) {
         m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
       } else {

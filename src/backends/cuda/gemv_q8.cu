@@ -18,7 +18,6 @@
 #include "backends/cuda/peer_rows.cuh"
 #include "backends/cuda/qkv_epilogue.cuh"
 #include "backends/cuda/quantize_block.cuh"
-#include "backends/cuda/rmsnorm_row.cuh"
 
 namespace tandem::cuda {
 namespace {
@@ -51,19 +50,16 @@ __global__ void quantize_kernel(const float* __restrict__ x, int64_t n_tokens, i
 }
 
 // Adds one 16-byte vector of each row (and, for Q8_0, the f16 scale of its
-// 32-value block, loaded with it) times x into acc[row][token]. kSharedX:
-// xq and xd are in shared memory (gemv_q8_normed), else read-only global.
-template <WeightFormat D, int NT, int R, bool kSharedX = false>
+// 32-value block, loaded with it) times x into acc[row][token].
+template <WeightFormat D, int NT, int R>
 __device__ __forceinline__ void accumulate(const uint4 (&raw)[R], const __half (&wd)[R],
                                            int64_t vec, const int8_t* __restrict__ xq, const float* __restrict__ xd,
                                            int64_t cols, float (&acc)[R][NT]) {
   const int64_t block = vec / 2;  // 16 values per vector, 32 per scale
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
-    const int4* xv_at = reinterpret_cast<const int4*>(xq + t * cols) + vec;
-    const float* dx_at = xd + t * (cols / kBlock) + block;
-    const int4 xv = kSharedX ? *xv_at : __ldg(xv_at);
-    const float dx = kSharedX ? *dx_at : __ldg(dx_at);
+    const int4 xv = __ldg(reinterpret_cast<const int4*>(xq + t * cols) + vec);
+    const float dx = __ldg(xd + t * (cols / kBlock) + block);
 #pragma unroll
     for (int i = 0; i < R; ++i) {
       int s = __dp4a(static_cast<int>(raw[i].x), xv.x, 0);
@@ -81,8 +77,7 @@ __device__ __forceinline__ void accumulate(const uint4 (&raw)[R], const __half (
 // once the first weights are requested and after_wait() right after the
 // wait (gemv_block::visit_vectors), then store(i, t, sum) once for each
 // (int8 rows: the sum before the row's scale). U load slots a row.
-// kSharedX: x is in shared memory, written by after_wait (accumulate).
-template <WeightFormat D, int NT, int R, int U, bool kSharedX = false, typename RowOf, typename BeforeWait,
+template <WeightFormat D, int NT, int R, int U, typename RowOf, typename BeforeWait,
           typename Store, typename AfterWait>
 __device__ __forceinline__ void gemv_q8_rows(const void* __restrict__ weights, const void* __restrict__ scales,
                                              int64_t rows, int64_t cols, const int8_t* __restrict__ xq,
@@ -114,7 +109,7 @@ __device__ __forceinline__ void gemv_q8_rows(const void* __restrict__ weights, c
           if constexpr (D == WeightFormat::Q8_0) wd[u][i] = row_scales[i][vec / 2];
         }
       },
-      [&](int u, int64_t vec) { accumulate<D, NT, R, kSharedX>(w[u], wd[u], vec, xq, xd, cols, acc); }, before_wait,
+      [&](int u, int64_t vec) { accumulate<D, NT, R>(w[u], wd[u], vec, xq, xd, cols, acc); }, before_wait,
       after_wait);
   gemv_block::reduce_rows<R, NT>(acc, store);
 }
@@ -185,64 +180,6 @@ __global__ void __launch_bounds__(kThreads, 3)
                                      static_cast<const float*>(scales));
       },
       [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); }, [] {});
-}
-
-// One token's input row as gemv_q8_normed builds it in each block: the
-// RMSNorm of the residual row and its quantization (rmsnorm_row's bits),
-// for rows of at most kThreads vectors (4096 columns).
-struct NormedSharedRow {
-  int4 q[kThreads];       // 16 quants a vector
-  float d[kThreads / 2];  // a scale a 32-value block
-};
-
-// Fills `row` from in (cols values) once the kernel before has finished
-// (after_wait of gemv_block::visit_vectors), then meets the block.
-__device__ __forceinline__ void normalize_into(NormedSharedRow& row, const NormedRow& in, int64_t cols) {
-  rmsnorm_row::normalize_quantized<kThreads * 16 / 4 / rmsnorm_row::kThreads>(
-      reinterpret_cast<const float4*>(in.x), reinterpret_cast<const float4*>(in.weight), static_cast<int>(cols / 4),
-      in.eps, reinterpret_cast<char4*>(row.q), row.d);
-  __syncthreads();
-}
-
-// gemv_q8_one_vector_kernel's sums (accumulate_into off) on the quantized
-// RMSNorm of in.x, which each block computes itself after the wait instead
-// of a norm kernel before it.
-template <WeightFormat D, int R, int kBlocksPerSm>
-__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
-    gemv_q8_normed_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows,
-                          int64_t cols, NormedRow in, float* __restrict__ y) {
-  static_assert(rmsnorm_row::kThreads == kThreads, "the norm's block is the GEMV's");
-  __shared__ NormedSharedRow row;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * R;
-  gemv_q8_rows<D, 1, R, 1, true>(
-      weights, scales, rows, cols, reinterpret_cast<const int8_t*>(row.q), row.d, [&](int i) { return r0 + i; },
-      [] {},
-      [&](int i, int, float s) {
-        const int64_t r = r0 + i;
-        if constexpr (D == WeightFormat::I8Row) s *= static_cast<const float*>(scales)[min(r, rows - 1)];
-        if (r < rows) y[r] = s;
-      },
-      [&] { normalize_into(row, in, cols); });
-}
-
-// gemv_q8_qkv_kernel on the quantized RMSNorm of in.x, as gemv_q8_normed_kernel.
-template <WeightFormat D, int R, RopeLayout L>
-__global__ void __launch_bounds__(kThreads, 3)
-    gemv_q8_qkv_normed_kernel(const void* __restrict__ weights, const void* __restrict__ scales, int64_t rows,
-                              int64_t cols, NormedRow in, float* __restrict__ y, QkvFinishArgs args,
-                              AttentionShape shape) {
-  static_assert(R == qkv_epilogue::block_rows(D), "gemv_finishes_qkv checks heads against block_rows");
-  __shared__ qkv_epilogue::Row<R, L, D == WeightFormat::I8Row> lane_row[R];
-  __shared__ NormedSharedRow row;
-  gemv_q8_rows<D, 1, R, 1, true>(
-      weights, scales, rows, cols, reinterpret_cast<const int8_t*>(row.q), row.d,
-      [&](int i) { return qkv_epilogue::block_row<R, L>(static_cast<int>(blockIdx.x), i, shape.head_dim); },
-      [&] {
-        if (threadIdx.x < R)
-          lane_row[threadIdx.x].load(args, shape, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x),
-                                     static_cast<const float*>(scales));
-      },
-      [&](int i, int, float s) { lane_row[i].finish(args, shape, s, y); }, [&] { normalize_into(row, in, cols); });
 }
 
 // gemv_q8_body at one token without accumulation, each row's value also
@@ -389,58 +326,6 @@ void gemv_q8_qkv(const DeviceMatrix& w, const int8_t* xq, const float* xd, float
     else
       launch(gemv_q8_qkv_kernel<D, R, RopeLayout::HalfSplit>, grid, kThreads, stream, w.data, w.scales, w.rows,
              w.cols, xq, xd, y, args, shape);
-  };
-  if (w.format == WeightFormat::Q8_0) run(std::integral_constant<WeightFormat, WeightFormat::Q8_0>{});
-  else run(std::integral_constant<WeightFormat, WeightFormat::I8Row>{});
-  TANDEM_CUDA_CHECK(cudaGetLastError());
-}
-
-bool gemv_q8_normed_takes(const DeviceMatrix& w, const NormedRow& in) {
-  return gemv_takes_quantized_input(w.format) && w.cols % kBlock == 0 && w.cols / 16 <= kThreads &&
-         reinterpret_cast<uintptr_t>(in.x) % 16 == 0 && reinterpret_cast<uintptr_t>(in.weight) % 16 == 0;
-}
-
-namespace {
-
-void check_normed(const DeviceMatrix& w, const NormedRow& in) {
-  check(gemv_q8_normed_takes(w, in),
-        "internal: the normalizing 8-bit GEMV takes aligned rows of at most 4096 columns, a multiple of 32");
-}
-
-}  // namespace
-
-// The kernels and rows a block of launch_group's one-token GEMV.
-void gemv_q8_normed(const DeviceMatrix& w, const NormedRow& in, float* y, cudaStream_t stream) {
-  check_normed(w, in);
-  auto go = [&](auto kernel, int rows_per_block) {
-    const dim3 grid(static_cast<unsigned>((w.rows + rows_per_block - 1) / rows_per_block));
-    launch(kernel, grid, kThreads, stream, w.data, w.scales, w.rows, w.cols, in, y);
-  };
-  if (w.format == WeightFormat::I8Row) {
-    constexpr WeightFormat D = WeightFormat::I8Row;
-    if (one_token_int8_takes_16_rows(w.rows)) go(gemv_q8_normed_kernel<D, 16, kPerSm16>, 16);
-    else go(gemv_q8_normed_kernel<D, 8, kPerSm8>, 8);
-  } else {
-    constexpr WeightFormat D = WeightFormat::Q8_0;
-    go(gemv_q8_normed_kernel<D, one_token_rows<D>(), 3>, one_token_rows<D>());
-  }
-  TANDEM_CUDA_CHECK(cudaGetLastError());
-}
-
-void gemv_q8_qkv_normed(const DeviceMatrix& w, const NormedRow& in, float* y, const QkvFinishArgs& args,
-                        const AttentionShape& shape, cudaStream_t stream) {
-  check(gemv_finishes_qkv(w, y, args, shape), "internal: gemv_q8_qkv_normed takes a product gemv_finishes_qkv accepts");
-  check_normed(w, in);
-  auto run = [&](auto format) {
-    constexpr WeightFormat D = decltype(format)::value;
-    constexpr int R = one_token_rows<D>();
-    const dim3 grid(static_cast<unsigned>(w.rows / R));
-    if (args.rope_layout == RopeLayout::Interleaved)
-      launch(gemv_q8_qkv_normed_kernel<D, R, RopeLayout::Interleaved>, grid, kThreads, stream, w.data, w.scales,
-             w.rows, w.cols, in, y, args, shape);
-    else
-      launch(gemv_q8_qkv_normed_kernel<D, R, RopeLayout::HalfSplit>, grid, kThreads, stream, w.data, w.scales,
-             w.rows, w.cols, in, y, args, shape);
   };
   if (w.format == WeightFormat::Q8_0) run(std::integral_constant<WeightFormat, WeightFormat::Q8_0>{});
   else run(std::integral_constant<WeightFormat, WeightFormat::I8Row>{});

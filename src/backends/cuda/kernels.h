@@ -86,23 +86,6 @@ void quantize_silu_mul(const float* gate_up, int64_t n_tokens, int64_t cols, int
 // y[t, r] = (accumulate ? y[t, r] : 0) + sum_c W[r, c] * d[t, c / 32] * q[t, c].  y: [n_tokens, ldy].
 void gemv_q8(const DeviceMatrix& w, const int8_t* q, const float* d, int64_t n_tokens, float* y, int64_t ldy,
              bool accumulate, cudaStream_t stream);
-// One token's input given as the row the RMSNorm before the GEMV would
-// normalize: x [cols] f32 (the residual), the norm's weight [cols] f32 and
-// eps.
-struct NormedRow {
-  const float* x = nullptr;
-  const float* weight = nullptr;
-  float eps = 0.0f;
-};
-// One token of gemv_q8 (no accumulation) whose blocks each normalize and
-// quantize x themselves after the kernel before ends, in place of rmsnorm
-// quantizing it first: y = W q(rmsnorm(x)) with the bits of rmsnorm (its
-// quantized rows) followed by gemv_q8, a launch fewer. gemv_q8_normed_takes:
-// 8-bit weights of at most 4096 columns, a multiple of 32, and x and the
-// norm's weight 16-byte aligned. CPU twin: as gemv_q8's, on cpu::rmsnorm's
-// output.
-bool gemv_q8_normed_takes(const DeviceMatrix& w, const NormedRow& in);
-void gemv_q8_normed(const DeviceMatrix& w, const NormedRow& in, float* y, cudaStream_t stream);
 // One token of gemv_q8 that ends a tensor-parallel block, as gemv_to_peers
 // for 16-bit weights: y = W x with gemv_q8's bits, each value also stored
 // into the other ranks' memory (PeerRows, tensor_reduce.h). CPU twin: as
@@ -314,11 +297,6 @@ void gemv_qkv(const DeviceMatrix& w, const float* x, float* y, const QkvFinishAr
               cudaStream_t stream);
 void gemv_q8_qkv(const DeviceMatrix& w, const int8_t* q, const float* d, float* y, const QkvFinishArgs& args,
                  const AttentionShape& shape, cudaStream_t stream);
-// gemv_q8_qkv on the RMSNorm of in.x, normalized and quantized in each
-// block as gemv_q8_normed does it: the bits of rmsnorm then gemv_q8_qkv.
-// Needs gemv_finishes_qkv and gemv_q8_normed_takes.
-void gemv_q8_qkv_normed(const DeviceMatrix& w, const NormedRow& in, float* y, const QkvFinishArgs& args,
-                        const AttentionShape& shape, cudaStream_t stream);
 
 // Causal attention over the paged cache: token t (at position positions[t])
 // attends to positions [0, positions[t]] of its sequence, whose blocks are
@@ -386,8 +364,10 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
 bool grouped_decode_attention_init(const AttentionShape& shape, int device);
 // True when n_tokens tokens give a block for every third SM or more.
 bool grouped_decode_attention_takes(const AttentionShape& shape, int64_t n_tokens, int sm_count);
-// The copy pipeline's depth the engine takes for n_tokens tokens (2 or 3).
+// The copy pipeline's depth the engine takes for n_tokens tokens (2 or 3),
+// and the deepest the current device's shared memory holds.
 int grouped_decode_attention_stages(const AttentionShape& shape, int64_t n_tokens, int sm_count);
+int grouped_decode_attention_max_stages(const AttentionShape& shape);
 // stages: 0 for grouped_decode_attention_stages's choice (sm_count: the
 // GPU's SMs), else 2 or 3; the bits are the same either way.
 void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens,

@@ -1,9 +1,8 @@
 // The RMSNorm of one row held in registers by a block of 256 threads, with
 // the 8-bit GEMV's input quantization, shared by the kernels that end in it:
-// rmsnorm_vec_kernel (elementwise.cu), the tensor-parallel reduction that
-// sums the ranks' parts first (nccl_tensor_reduce.cu) and the one-token
-// 8-bit GEMVs that normalize their own input (gemv_q8.cu). All give the
-// same bits for the same row.
+// rmsnorm_vec_kernel (elementwise.cu) and the tensor-parallel reduction that
+// sums the ranks' parts first (nccl_tensor_reduce.cu). Both give the same
+// bits for the same row.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -36,23 +35,6 @@ __device__ __forceinline__ float block_sum(float v) {
   for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
   __syncthreads();
   return total;
-}
-
-// Quantizes piece c of a normalized row, r, into q[c] and (from the first
-// of its 8 lanes) d[c / 8]: blocks of 32 values over 8 consecutive lanes'
-// pieces, quantize_kernel's rule (quantize_block.cuh). The 8 lanes of c's
-// block call it together.
-__device__ __forceinline__ void store_quantized(const float4& r, int c, char4* __restrict__ q, float* __restrict__ d) {
-  using quantize_block::nan_max;
-  const float lane_amax = nan_max(nan_max(fabsf(r.x), fabsf(r.y)), nan_max(fabsf(r.z), fabsf(r.w)));
-  const quantize_block::Scale s = quantize_block::block_scale<8>(lane_amax, 0xffu << (threadIdx.x % 32 / 8 * 8));
-  char4 qv;
-  qv.x = quantize_block::quantize(r.x, s);
-  qv.y = quantize_block::quantize(r.y, s);
-  qv.z = quantize_block::quantize(r.z, s);
-  qv.w = quantize_block::quantize(r.w, s);
-  q[c] = qv;
-  if (c % 8 == 0) d[c / 8] = s.d;
 }
 
 // Thread t holds v[k] = the row's float4 piece t + 256 k and g[k] the norm
@@ -94,36 +76,18 @@ __device__ __forceinline__ void normalize(const float4 (&v)[C], const float4 (&g
           reinterpret_cast<uint2*>(low)[c] = packed;
         }
       }
-      if (q != nullptr) store_quantized(r, c, q, d);
-    }
-  }
-}
-
-// normalize's q and d alone, for a row of n4 float4 pieces (n4 <= 256 C, a
-// multiple of 8) read from x and the norm weight g in global memory, with
-// its arithmetic in its order (the same bits); q and d may be in shared
-// memory. The row is read twice, for the sum of squares and for the
-// quantization, so that no piece stays in registers across the block's
-// sum. Every thread of the block calls it.
-template <int C>
-__device__ __forceinline__ void normalize_quantized(const float4* __restrict__ x, const float4* __restrict__ g, int n4,
-                                                    float eps, char4* q, float* d) {
-  float ss = 0.0f;
-#pragma unroll
-  for (int k = 0; k < C; ++k) {
-    const int c = threadIdx.x + kThreads * k;
-    if (c < n4) {
-      const float4 v = x[c];
-      ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
-    }
-  }
-  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(4 * n4) + eps);
-#pragma unroll
-  for (int k = 0; k < C; ++k) {
-    const int c = threadIdx.x + kThreads * k;
-    if (c < n4) {
-      const float4 v = x[c], w = __ldg(g + c);
-      store_quantized(make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w), c, q, d);
+      if (q != nullptr) {
+        using quantize_block::nan_max;
+        const float lane_amax = nan_max(nan_max(fabsf(r.x), fabsf(r.y)), nan_max(fabsf(r.z), fabsf(r.w)));
+        const quantize_block::Scale s = quantize_block::block_scale<8>(lane_amax, 0xffu << (threadIdx.x % 32 / 8 * 8));
+        char4 qv;
+        qv.x = quantize_block::quantize(r.x, s);
+        qv.y = quantize_block::quantize(r.y, s);
+        qv.z = quantize_block::quantize(r.z, s);
+        qv.w = quantize_block::quantize(r.w, s);
+        q[c] = qv;
+        if (c % 8 == 0) d[c / 8] = s.d;
+      }
     }
   }
 }
