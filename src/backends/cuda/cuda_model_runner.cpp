@@ -1472,8 +1472,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       }
       // Batches whose (token, KV head) blocks fill the GPU take the
       // tensor-core kernel (its rounding differs from paged_attention's, and
-      // the choice depends on the batch: not under batch_invariant).
-      const bool grouped = m.grouped_decode && !m.options.batch_invariant && !attention_quantizes &&
+      // the choice depends on the batch: not under batch_invariant). Both
+      // quantize the 8-bit o projection's rows alike.
+      const bool grouped = m.grouped_decode && !m.options.batch_invariant &&
                            cuda::grouped_decode_attention_takes(shape, n_paged, m.sm_count);
       if (n_paged > 0 && grouped) {
         cuda::grouped_decode_attention(aa, shape, n_paged, s, m.sm_count);

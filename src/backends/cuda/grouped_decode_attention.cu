@@ -10,7 +10,9 @@
 // run under this tile's arithmetic. Warp w takes positions [16 w, 16 w + 16) of every
 // tile: S = q k^T (16 rows x 16 positions) and an online softmax in
 // registers, then O += P V with P rounded to f16. At the end the four
-// warps' (max, sum, output) merge through shared memory, in warp order.
+// warps' (max, sum, output) merge through shared memory, in warp order;
+// with AttentionArgs::out_q the merged rows are also quantized for the
+// 8-bit o projection, a warp to each block of 32 values.
 //
 // Against paged_attention (CUDA cores, a lane a position): K and V are read
 // with whole-row 16-byte copies that need no registers, the arithmetic is a
@@ -25,6 +27,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/mma_tile.cuh"
+#include "backends/cuda/quantize_block.cuh"
 
 namespace tandem::cuda {
 namespace {
@@ -231,6 +234,10 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
   }
   __syncthreads();
   const int64_t q_dim = static_cast<int64_t>(s.n_heads) * HD;
+  // A warp writes 32 consecutive outputs of one query head (HD is a
+  // multiple of 32, so group * HD is too and whole warps run each round):
+  // with out_q, one quant block of the 8-bit o projection's input,
+  // quantized as quantize_activations does it.
   for (int i = static_cast<int>(threadIdx.x); i < group * HD; i += kThreads) {
     const int row = i / HD, d = i % HD;
     float mx = -INFINITY;
@@ -245,7 +252,14 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
       sum += weight * merge_o[(w * kMaxGroup + row) * HD + d];
       total += weight * merge_ml[2 * (w * kMaxGroup + row) + 1];
     }
-    a.out[t * q_dim + static_cast<int64_t>(kvh * group + row) * HD + d] = sum / total;
+    const int64_t index = t * q_dim + static_cast<int64_t>(kvh * group + row) * HD + d;
+    const float v = sum / total;
+    a.out[index] = v;
+    if (a.out_q != nullptr) {
+      const quantize_block::Scale qs = quantize_block::block_scale<32>(fabsf(v), 0xffffffffu);
+      a.out_q[index] = quantize_block::quantize(v, qs);
+      if (lane == 0) a.out_d[index / 32] = qs.d;
+    }
   }
 }
 
@@ -326,7 +340,7 @@ void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& s
   check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0 &&
             shape.n_heads / shape.n_kv_heads <= kMaxGroup,
         "internal: grouped decode attention takes up to 16 query heads a KV head");
-  check(args.out_q == nullptr, "internal: grouped decode attention does not quantize its output");
+  check(args.out_q == nullptr || args.out_d != nullptr, "internal: grouped decode attention quantizes into out_q and out_d");
   if (n_tokens == 0) return;
   check(n_tokens <= 2147483647, "internal: too many tokens for one grid");
   const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_kv_heads));

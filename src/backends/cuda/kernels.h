@@ -352,8 +352,9 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
 // per (token, KV head), the KV head's query heads (up to 16) as the rows of
 // the mma tiles, the token's cached positions [0, positions[t]] in tiles of
 // 64 staged in shared memory. For batches whose blocks fill the GPU
-// (grouped_decode_attention_takes); paged_attention serves the others, and
-// out_q (it does not quantize its output). q and the softmax weights are
+// (grouped_decode_attention_takes); paged_attention serves the others.
+// With out_q it quantizes its output rows as paged_attention does (the
+// bits of quantize_activations on out). q and the softmax weights are
 // rounded to f16; a token's result depends on its own q and cache only
 // (batch-invariant in itself, but the runner's choice between the two
 // kernels depends on the batch, so batch_invariant keeps paged_attention).

@@ -1223,7 +1223,9 @@ TEST(CudaKernels, PagedAttentionSplitsMatchCpuOnLongContexts) {
 // 64, 300, 700), each sequence's blocks scattered, group sizes 4, 8 and 1
 // and head sizes 128, 64, 96 and 32: every row near the CPU (q and the softmax
 // weights rounded to f16), a token alone gives the bits it gives in the
-// batch, and a copy pipeline 3 stages deep gives the bits of 2.
+// batch, a copy pipeline 3 stages deep gives the bits of 2, and the rows it
+// quantizes for an 8-bit o projection are quantize_activations' of its
+// output.
 TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
   int device = 0;
   TANDEM_CUDA_CHECK(cudaGetDevice(&device));
@@ -1296,6 +1298,23 @@ TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
       grouped_decode_attention(again, s, n, nullptr, 132, stages);
       const std::vector<float> deeper = to_host<float>(done, want.size());
       ASSERT_EQ(0, std::memcmp(deeper.data(), got.data(), got.size() * 4)) << stages << " stages, head size " << hd;
+    }
+    // Quantizing for the 8-bit o projection: the same f32 rows, and q and d
+    // with the bits of quantize_activations on them.
+    {
+      DeviceBuffer oq(want.size()), od(want.size() / 32 * 4), wq(want.size()), wd(want.size() / 32 * 4);
+      TANDEM_CUDA_CHECK(cudaMemset(done.get(), 0xff, done.bytes()));
+      TANDEM_CUDA_CHECK(cudaMemset(oq.get(), 0x55, oq.bytes()));
+      AttentionArgs quantizing = aa;
+      quantizing.out = done.get<float>();
+      quantizing.out_q = oq.get<int8_t>();
+      quantizing.out_d = od.get<float>();
+      grouped_decode_attention(quantizing, s, n, nullptr, 132);
+      ASSERT_EQ(0, std::memcmp(to_host<float>(done, want.size()).data(), got.data(), got.size() * 4)) << hd;
+      quantize_activations(dout.get<float>(), n, q_dim, wq.get<int8_t>(), wd.get<float>(), nullptr);
+      ASSERT_EQ(to_host<int8_t>(oq, want.size()), to_host<int8_t>(wq, want.size())) << "head size " << hd;
+      const std::vector<float> d_got = to_host<float>(od, want.size() / 32), d_want = to_host<float>(wd, want.size() / 32);
+      ASSERT_EQ(0, std::memcmp(d_got.data(), d_want.data(), d_got.size() * 4)) << "head size " << hd;
     }
   }
   AttentionShape llama;

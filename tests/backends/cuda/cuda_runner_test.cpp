@@ -223,12 +223,16 @@ TEST_P(CudaDecode, IsBatchInvariantWithAndWithoutGraphs) {
 
 // With batch invariance off, a decode batch of more than 4 sequences takes
 // the tensor-core GEMM (16-bit weights) or the int8 tensor-core GEMM (int8
-// rows and Q8_0), and with 16-bit weights one of 32 sequences also the
-// tensor-core decode attention (32 tokens x 2 KV heads: a block for every
-// third SM of up to 192 SMs; 8-bit rows keep paged_attention, which
-// quantizes the o projection's input): its logits stay within the bf16
-// tolerance of decoding alone (which takes the GEMV and paged_attention),
-// though not bit for bit.
+// rows and Q8_0), and one of 32 sequences also the tensor-core decode
+// attention (32 tokens x 2 KV heads: a block for every third SM of up to
+// 192 SMs), which for 8-bit rows also quantizes the o projection's input:
+// its logits stay near decoding alone (which takes the GEMV and
+// paged_attention), though not bit for bit. Within the bf16 tolerance for
+// bf16; 8-bit rows take 0.2, half of what int8 rows are allowed against the
+// reference (below): the tensor-core attention rounds q and the softmax
+// weights to f16, and where that moves an o-projection input across a
+// quantization boundary the input moves by a whole step (measured on an
+// H100: int8 9.2e-2, Q8_0 8.0e-2 at 32 sequences, against 2.8e-2 for bf16).
 TEST(CudaDecodeThroughput, LargeBatchesStayWithinTolerance) {
   const Reference ref = load_reference("llama3");
   auto hf = ModelFile::open((kFixtures / "llama3").string());
@@ -239,9 +243,10 @@ TEST(CudaDecodeThroughput, LargeBatchesStayWithinTolerance) {
     const char* name;
     ModelFile* model;
     GpuQuantization quantize;
-  } cases[] = {{"bf16", hf.get(), GpuQuantization::None},
-               {"int8", hf.get(), GpuQuantization::Int8},
-               {"q8_0", q8.get(), GpuQuantization::None}};
+    double tol;  // max |dlogit| against decoding alone
+  } cases[] = {{"bf16", hf.get(), GpuQuantization::None, 8e-2},
+               {"int8", hf.get(), GpuQuantization::Int8, 0.2},
+               {"q8_0", q8.get(), GpuQuantization::None, 0.2}};
   int sm_count = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, 0));
   ASSERT_LE(sm_count, 3 * 32 * hf->config().n_kv_heads) << "32 sequences no longer reach the tensor-core attention";
@@ -267,7 +272,7 @@ TEST(CudaDecodeThroughput, LargeBatchesStayWithinTolerance) {
     }
     std::printf("[%s] decode batch of %d through the GEMM: max|dlogit| %.2e over %lld steps\n", c.name,
                 companions + 1, d.max_abs, static_cast<long long>(steps));
-    EXPECT_LT(d.max_abs, 8e-2) << c.name << ", " << companions + 1 << " sequences";
+    EXPECT_LT(d.max_abs, c.tol) << c.name << ", " << companions + 1 << " sequences";
     EXPECT_GT(d.max_abs, 0.0) << c.name << ", " << companions + 1 << " sequences";  // the GEMM path really ran
     EXPECT_GT(steps, 4) << c.name << ", " << companions + 1 << " sequences";
     EXPECT_EQ(d.disagreements, 0) << c.name << ", " << companions + 1 << " sequences";
