@@ -317,6 +317,7 @@ int main(int argc, char** argv) {
         const bool engine_takes = grouped_decode_attention_takes(shape, n_tokens, prop.multiProcessorCount);
         const int engine_stages = grouped_decode_attention_stages(shape, n_tokens, prop.multiProcessorCount);
         for (int stages : {2, 3}) {
+          if (stages > grouped_decode_attention_max_stages(shape)) continue;  // the device's shared memory
           auto run = [&](int i) {
             grouped_decode_attention(caches.args(i, q.get<float>(), q_dim, d_positions.get<int32_t>(),
                                                  d_offsets.get<int32_t>(), d_tables.get<int32_t>(), out.get<float>()),
