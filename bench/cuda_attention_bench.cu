@@ -254,7 +254,8 @@ int main(int argc, char** argv) {
 
   cudaDeviceProp prop{};
   TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const bool grouped = grouped_decode_attention_init(shape, 0);
+  const int grouped_stages = grouped_decode_attention_init(shape, 0);  // 0: not on this device
+  const bool grouped = grouped_stages > 0;
   std::printf("%s, %d SMs; cache %.2f GiB (%d layers, %d sequences x %d positions)\n", prop.name,
               prop.multiProcessorCount, 2.0 * 2 * kLayers * layer_elems / (1 << 30), kLayers, max_tokens, max_context);
 
@@ -315,13 +316,14 @@ int main(int argc, char** argv) {
       }
       if (grouped) {  // the tensor-core kernel, "tc<stages>" in the heads-a-block column
         const bool engine_takes = grouped_decode_attention_takes(shape, n_tokens, prop.multiProcessorCount);
-        const int engine_stages = grouped_decode_attention_stages(shape, n_tokens, prop.multiProcessorCount);
+        const int engine_stages =
+            grouped_decode_attention_stages(shape, n_tokens, prop.multiProcessorCount, grouped_stages);
         for (int stages : {2, 3}) {
-          if (stages > grouped_decode_attention_max_stages(shape)) continue;  // the device's shared memory
+          if (stages > grouped_stages) continue;  // more than the device's shared memory holds
           auto run = [&](int i) {
             grouped_decode_attention(caches.args(i, q.get<float>(), q_dim, d_positions.get<int32_t>(),
                                                  d_offsets.get<int32_t>(), d_tables.get<int32_t>(), out.get<float>()),
-                                     shape, n_tokens, s, prop.multiProcessorCount, stages);
+                                     shape, n_tokens, stages, s);
           };
           const double us = time_calls(run, calls, s, e0, e1);
           const double gbs = 2.0 * 2 * double(n_tokens) * context * kv_dim / (us * 1e3);

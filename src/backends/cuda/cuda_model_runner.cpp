@@ -290,7 +290,7 @@ struct CudaModelRunner::Impl {
   int sm_count = 1;
   std::vector<std::string> gemm_tuning;  // CudaModelRunner::gemm_tuning()
   bool tensor_core_prefill = false;  // prompt tokens take cuda::prefill_attention
-  bool grouped_decode = false;       // large decode batches may take cuda::grouped_decode_attention
+  int grouped_decode_stages = 0;     // large decode batches may take cuda::grouped_decode_attention (0: never)
   bool int8_tensor_cores = false;    // 8-bit decode batches may take cuda::gemm_q8
   DeviceBuffer q8_workspace;         // cuda::gemm_q8's split sums, for the largest need of any matrix
   cuda::PinnedBuffer meta_host, logits_host;
@@ -849,7 +849,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     shape.head_dim = static_cast<int>(c.head_dim);
     shape.block_size = static_cast<int>(m.plan.block_size);
     m.tensor_core_prefill = cuda::prefill_attention_init(shape, m.options.device);
-    m.grouped_decode = cuda::grouped_decode_attention_init(shape, m.options.device);
+    m.grouped_decode_stages = cuda::grouped_decode_attention_init(shape, m.options.device);
     // One workspace for the splits of decode and of prompt attention, which
     // a layer runs one after the other.
     int64_t split_floats = cuda::kAttentionSplitSlots * 258;
@@ -1474,10 +1474,12 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       // tensor-core kernel (its rounding differs from paged_attention's, and
       // the choice depends on the batch: not under batch_invariant). Both
       // quantize the 8-bit o projection's rows alike.
-      const bool grouped = m.grouped_decode && !m.options.batch_invariant &&
+      const bool grouped = m.grouped_decode_stages > 0 && !m.options.batch_invariant &&
                            cuda::grouped_decode_attention_takes(shape, n_paged, m.sm_count);
       if (n_paged > 0 && grouped) {
-        cuda::grouped_decode_attention(aa, shape, n_paged, s, m.sm_count);
+        cuda::grouped_decode_attention(
+            aa, shape, n_paged, cuda::grouped_decode_attention_stages(shape, n_paged, m.sm_count, m.grouped_decode_stages),
+            s);
       } else if (n_paged > 0) {
         cuda::paged_attention(aa, shape, n_paged, attn_splits, s, attn_heads_per_block);
       }

@@ -284,34 +284,31 @@ void with_head_and_stages(int hd, int stages, F&& f) {
 
 }  // namespace
 
-bool grouped_decode_attention_init(const AttentionShape& shape, int device) {
+int grouped_decode_attention_init(const AttentionShape& shape, int device) {
   int major = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   const int hd = shape.head_dim;
   if (major < 8 || !(hd == 32 || hd == 64 || hd == 96 || hd == 128) || shape.n_kv_heads <= 0 ||
       shape.n_heads % shape.n_kv_heads != 0 || shape.n_heads / shape.n_kv_heads > kMaxGroup)
-    return false;
+    return 0;
+  // Three stages where a block may take their shared memory (with the
+  // kernel's static cache rows): 104 KiB at head size 128, more than sm_86
+  // and sm_89 give a block.
+  int optin = 0;
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  size_t three = 0;
+  with_head_and_stages(hd, 3, [&](auto, size_t bytes) { three = bytes; });
+  const int max_stages = three + 3 * kKeyTile * sizeof(int64_t) <= static_cast<size_t>(optin) ? 3 : 2;
   int current = 0;
   TANDEM_CUDA_CHECK(cudaGetDevice(&current));
   TANDEM_CUDA_CHECK(cudaSetDevice(device));
   auto allow = [](auto kernel, size_t bytes) {
     TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   };
-  with_head_and_stages(hd, 2, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
-  if (grouped_decode_attention_max_stages(shape) == 3)
-    with_head_and_stages(hd, 3, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
+  for (int stages = 2; stages <= max_stages; ++stages)
+    with_head_and_stages(hd, stages, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
   TANDEM_CUDA_CHECK(cudaSetDevice(current));
-  return true;
-}
-
-int grouped_decode_attention_max_stages(const AttentionShape& shape) {
-  int device = 0, optin = 0;
-  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
-  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  size_t dynamic = 0;
-  with_head_and_stages(shape.head_dim, 3, [&](auto, size_t bytes) { dynamic = bytes; });
-  const size_t rows = 3 * kKeyTile * sizeof(int64_t);  // the kernel's static cache rows
-  return dynamic + rows <= static_cast<size_t>(optin) ? 3 : 2;
+  return max_stages;
 }
 
 bool grouped_decode_attention_takes(const AttentionShape& shape, int64_t n_tokens, int sm_count) {
@@ -323,7 +320,7 @@ bool grouped_decode_attention_takes(const AttentionShape& shape, int64_t n_token
   return 3 * n_tokens * shape.n_kv_heads >= sm_count;
 }
 
-int grouped_decode_attention_stages(const AttentionShape& shape, int64_t n_tokens, int sm_count) {
+int grouped_decode_attention_stages(const AttentionShape& shape, int64_t n_tokens, int sm_count, int max_stages) {
   // Three stages where the blocks are few enough that each SM's blocks must
   // keep more tiles in flight. H100, 8 KV heads, us a call, 2 against 3
   // stages (cuda_attention_bench): 8 tokens x 640 positions 20.60 against
@@ -332,11 +329,11 @@ int grouped_decode_attention_stages(const AttentionShape& shape, int64_t n_token
   // alike from there. Two stages where the device's shared memory holds
   // no more (sm_86, sm_89: 99 KB a block).
   const int64_t blocks = n_tokens * shape.n_kv_heads;
-  return blocks <= 4 * int64_t{sm_count} && grouped_decode_attention_max_stages(shape) == 3 ? 3 : 2;
+  return blocks <= 4 * int64_t{sm_count} && max_stages >= 3 ? 3 : 2;
 }
 
-void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens,
-                              cudaStream_t stream, int sm_count, int stages) {
+void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int stages,
+                              cudaStream_t stream) {
   check(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0 &&
             shape.n_heads / shape.n_kv_heads <= kMaxGroup,
         "internal: grouped decode attention takes up to 16 query heads a KV head");
@@ -344,7 +341,6 @@ void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& s
   if (n_tokens == 0) return;
   check(n_tokens <= 2147483647, "internal: too many tokens for one grid");
   const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_kv_heads));
-  if (stages == 0) stages = grouped_decode_attention_stages(shape, n_tokens, sm_count);
   check(stages == 2 || stages == 3, "internal: grouped decode attention copies 2 or 3 stages deep");
   with_head_and_stages(shape.head_dim, stages, [&](auto kernel, size_t bytes) {
     launch_with_shared(kernel, grid, kThreads, bytes, stream, args, shape);

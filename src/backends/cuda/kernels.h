@@ -360,19 +360,19 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
 // kernels depends on the batch, so batch_invariant keeps paged_attention).
 // Head sizes 32, 64, 96 and 128 on sm_80 and later.
 // CPU twin: CpuModelRunner::attention (tests: reference_paged_attention).
-// True when `device` runs it for this shape; also lets its kernels take the
+// The deepest copy pipeline (2 or 3 stages) `device` runs it with for this
+// shape, 0 where it does not run it at all; also lets its kernels take the
 // shared memory they need (call once a device, before the first use).
-bool grouped_decode_attention_init(const AttentionShape& shape, int device);
+int grouped_decode_attention_init(const AttentionShape& shape, int device);
 // True when n_tokens tokens give a block for every third SM or more.
 bool grouped_decode_attention_takes(const AttentionShape& shape, int64_t n_tokens, int sm_count);
-// The copy pipeline's depth the engine takes for n_tokens tokens (2 or 3),
-// and the deepest the current device's shared memory holds.
-int grouped_decode_attention_stages(const AttentionShape& shape, int64_t n_tokens, int sm_count);
-int grouped_decode_attention_max_stages(const AttentionShape& shape);
-// stages: 0 for grouped_decode_attention_stages's choice (sm_count: the
-// GPU's SMs), else 2 or 3; the bits are the same either way.
-void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens,
-                              cudaStream_t stream, int sm_count, int stages = 0);
+// The pipeline depth the engine takes for n_tokens tokens, at most
+// max_stages (what grouped_decode_attention_init returned).
+int grouped_decode_attention_stages(const AttentionShape& shape, int64_t n_tokens, int sm_count, int max_stages);
+// stages: 2, or 3 where grouped_decode_attention_init allowed it; the bits
+// are the same either way.
+void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int stages,
+                              cudaStream_t stream);
 
 // Causal attention of prompt tokens on tensor cores (flash-attention style):
 // each query tile, up to kPrefillTileTokens consecutive tokens of one

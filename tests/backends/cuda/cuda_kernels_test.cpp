@@ -1238,7 +1238,8 @@ TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
     s.n_kv_heads = cs.n_kv_heads;
     s.head_dim = cs.head_dim;
     s.block_size = 16;
-    ASSERT_TRUE(grouped_decode_attention_init(s, device)) << cs.n_heads << "/" << cs.n_kv_heads;
+    const int max_stages = grouped_decode_attention_init(s, device);
+    ASSERT_GE(max_stages, 2) << cs.n_heads << "/" << cs.n_kv_heads;
     const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
     const std::vector<int32_t> positions = {700, 0, 5, 15, 16, 63, 64, 300};
     const int n = static_cast<int>(positions.size());
@@ -1267,7 +1268,7 @@ TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
     aa.block_tables = dtab.get<int32_t>();
     aa.scale = scale;
     aa.out = dout.get<float>();
-    grouped_decode_attention(aa, s, n, nullptr, 132, 2);
+    grouped_decode_attention(aa, s, n, 2, nullptr);
     const std::vector<float> got = to_host<float>(dout, want.size());
     double max_err = 0;
     for (size_t i = 0; i < got.size(); ++i) {
@@ -1284,18 +1285,16 @@ TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
     one.table_offsets = doff.get<int32_t>() + (n - 1);
     one.q = dq.get<float>() + static_cast<size_t>(n - 1) * q_dim;
     one.out = done.get<float>();
-    grouped_decode_attention(one, s, 1, nullptr, 132, 2);
+    grouped_decode_attention(one, s, 1, 2, nullptr);
     const std::vector<float> alone = to_host<float>(done, static_cast<size_t>(q_dim));
     ASSERT_EQ(0, std::memcmp(alone.data(), got.data() + static_cast<size_t>(n - 1) * q_dim,
                              static_cast<size_t>(q_dim) * 4));
-    // Three stages deep (where the device holds them), and the engine's
-    // choice: the same bits.
-    for (int stages : {3, 0}) {
-      if (stages == 3 && grouped_decode_attention_max_stages(s) < 3) continue;
+    // Three stages deep (where the device holds them): the same bits.
+    for (int stages = 3; stages <= max_stages; ++stages) {
       AttentionArgs again = aa;
       again.out = done.get<float>();
       TANDEM_CUDA_CHECK(cudaMemset(done.get(), 0xff, done.bytes()));
-      grouped_decode_attention(again, s, n, nullptr, 132, stages);
+      grouped_decode_attention(again, s, n, stages, nullptr);
       const std::vector<float> deeper = to_host<float>(done, want.size());
       ASSERT_EQ(0, std::memcmp(deeper.data(), got.data(), got.size() * 4)) << stages << " stages, head size " << hd;
     }
@@ -1309,7 +1308,7 @@ TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
       quantizing.out = done.get<float>();
       quantizing.out_q = oq.get<int8_t>();
       quantizing.out_d = od.get<float>();
-      grouped_decode_attention(quantizing, s, n, nullptr, 132);
+      grouped_decode_attention(quantizing, s, n, grouped_decode_attention_stages(s, n, 132, max_stages), nullptr);
       ASSERT_EQ(0, std::memcmp(to_host<float>(done, want.size()).data(), got.data(), got.size() * 4)) << hd;
       quantize_activations(dout.get<float>(), n, q_dim, wq.get<int8_t>(), wd.get<float>(), nullptr);
       ASSERT_EQ(to_host<int8_t>(oq, want.size()), to_host<int8_t>(wq, want.size())) << "head size " << hd;
@@ -1324,6 +1323,10 @@ TEST(CudaKernels, GroupedDecodeAttentionMatchesCpu) {
   EXPECT_TRUE(grouped_decode_attention_takes(llama, 32, 132));  // 256 blocks
   EXPECT_TRUE(grouped_decode_attention_takes(llama, 8, 132));   // 64 blocks: a block for every third SM
   EXPECT_FALSE(grouped_decode_attention_takes(llama, 4, 132));  // 32 blocks: paged_attention splits instead
+  EXPECT_EQ(grouped_decode_attention_stages(llama, 32, 132, 3), 3);   // 256 blocks: two an SM
+  EXPECT_EQ(grouped_decode_attention_stages(llama, 64, 132, 3), 3);   // 512 blocks: at most four an SM
+  EXPECT_EQ(grouped_decode_attention_stages(llama, 128, 132, 3), 2);  // 1024: alike either way, three blocks an SM
+  EXPECT_EQ(grouped_decode_attention_stages(llama, 32, 132, 2), 2);   // a device that holds two
 }
 
 // Prompt attention on tensor cores: three sequences in one call, one with
