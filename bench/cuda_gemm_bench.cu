@@ -16,8 +16,7 @@
 // algorithm its heuristic offers: with unit scales (the engine's), and with
 // the scales given to cuBLASLt as per-row and per-token vectors
 // (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F) writing y in f32 or bf16
-// directly; and for up to 32 tokens the engine's own product
-// (fp8_small_gemm).
+// directly.
 //
 //   build/bin/cuda_gemm_bench [--tokens 8,16,32,64,128,160,256,512] [--peak-gb-s 3350]
 //                             [--calls 100] [--algos 16] [--fp8]
@@ -236,13 +235,6 @@ int run_fp8(const std::vector<int>& counts, double peak, int calls, int n_algos)
         cublasLtMatrixLayoutDestroy(lb);
         cublasLtMatrixLayoutDestroy(la);
         cublasLtMatmulDescDestroy(op);
-      }
-      // The engine's own FP8 product for decode batches (fp8_small_gemm.cu).
-      if (fp8_small_gemm_takes(matrix(0), n, 0)) {
-        const double small_us = time_calls(s, e0, e1, calls, copies, [&](int64_t c) {
-          fp8_small_gemm(matrix(c), x8.get<uint8_t>(), n, y.get<float>(), s);
-        });
-        std::printf(" | fp8_small_gemm %.1f (%.1f%%)", small_us, bw(small_us));
       }
       std::printf("\n");
       std::fflush(stdout);

@@ -348,15 +348,6 @@ int attention_splits(const AttentionShape& shape, int64_t n_tokens, int sm_count
 void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int64_t n_tokens, int n_splits,
                      cudaStream_t stream, int heads_per_block = 1);
 
-// The FP8 product of a decode batch without cuBLASLt (fp8_small_gemm.cu):
-// product[t, r] = sum_c W8[r, c] x8[t, c] for FP8 rows (E4M3, scales not
-// applied) and 1-32 tokens of E4M3 x8 [n_tokens, w.cols], product
-// [n_tokens, w.rows] f32: Gemm::fp8_product's result, summed in another
-// order. mma.sync m16n8k32 on E4M3 (sm_89 and later); w.cols a multiple of
-// 64. CPU twin: the exact sum of the E4M3 products (kernel test).
-bool fp8_small_gemm_takes(const DeviceMatrix& w, int64_t n_tokens, int device);
-void fp8_small_gemm(const DeviceMatrix& w, const uint8_t* x, int64_t n_tokens, float* product, cudaStream_t stream);
-
 // Decode attention on tensor cores (grouped_decode_attention.cu): one block
 // per (token, KV head), the KV head's query heads (up to 16) as the rows of
 // the mma tiles, the token's cached positions [0, positions[t]] in tiles of
