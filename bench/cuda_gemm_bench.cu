@@ -16,8 +16,7 @@
 // algorithm its heuristic offers: with unit scales (the engine's), and with
 // the scales given to cuBLASLt as per-row and per-token vectors
 // (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F) writing y in f32 or bf16
-// directly; and for up to 32 tokens the engine's own product
-// (fp8_decode_gemm) at several split counts, "*" marking the engine's.
+// directly.
 //
 //   build/bin/cuda_gemm_bench [--tokens 8,16,32,64,128,160,256,512] [--peak-gb-s 3350]
 //                             [--calls 100] [--algos 16] [--fp8]
@@ -98,10 +97,6 @@ int run_fp8(const std::vector<int>& counts, double peak, int calls, int n_algos)
   TANDEM_CUDA_CHECK(cudaEventCreate(&e0));
   TANDEM_CUDA_CHECK(cudaEventCreate(&e1));
   Gemm gemm(s);
-  int sm_count = 0;
-  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, 0));
-  DeviceBuffer partials(size_t{16} << 20), counters(size_t{4096} * 4);
-  TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
   if (!gemm.fp8_tensor_cores()) {
     std::printf("this GPU has no FP8 tensor cores\n");
     return 0;
@@ -240,28 +235,6 @@ int run_fp8(const std::vector<int>& counts, double peak, int calls, int n_algos)
         cublasLtMatrixLayoutDestroy(lb);
         cublasLtMatrixLayoutDestroy(la);
         cublasLtMatmulDescDestroy(op);
-      }
-      // The engine's own product for decode batches (fp8_decode_gemm), at
-      // the split count the engine takes and at others.
-      if (fp8_decode_gemm_takes(matrix(0), n)) {
-        const int64_t partial_floats = int64_t{4} << 20;
-        const int engine_splits = fp8_decode_gemm_splits(sh.rows, sh.cols, n, sm_count, partial_floats);
-        std::printf(" | fp8_decode_gemm:");
-        const int64_t chunks = sh.cols / 256;
-        std::vector<int> tried;
-        for (const int want : {engine_splits, 1, 2, 4, 8, 16}) {
-          const int64_t per = (chunks + want - 1) / want;
-          const int splits = static_cast<int>((chunks + per - 1) / per);
-          if (static_cast<int64_t>(splits) * n * sh.rows > partial_floats ||
-              std::find(tried.begin(), tried.end(), splits) != tried.end())
-            continue;
-          tried.push_back(splits);
-          const double own_us = time_calls(s, e0, e1, calls, copies, [&](int64_t c) {
-            fp8_decode_gemm(matrix(c), x8.get<uint8_t>(), n, splits, y.get<float>(), partials.get<float>(),
-                            counters.get<int>(), s);
-          });
-          std::printf(" %s%d splits %.1f (%.1f%%)", splits == engine_splits ? "*" : "", splits, own_us, bw(own_us));
-        }
       }
       std::printf("\n");
       std::fflush(stdout);

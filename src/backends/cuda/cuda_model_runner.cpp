@@ -133,7 +133,6 @@ uint64_t step_scratch_bytes(const ModelConfig& c, GpuQuantization quantize, int6
     // product, for the step's tokens or the LM head's rows, the larger.
     const uint64_t fp8_tokens = std::max(n_tokens, (n_rows * vocab_stride + layer_rows - 1) / layer_rows);
     bytes += fp8_tokens * (widest + 4 + 4 * layer_rows);
-    bytes += uint64_t{16} << 20;  // the decode-batch FP8 product's split sums (Gemm)
   }
   return bytes;
 }

@@ -124,7 +124,6 @@ Gemm::Gemm(cudaStream_t stream, bool fp8_tensor_cores) : stream_(stream) {
     cublasDestroy(handle_);
     throw Error("cuBLASLt could not describe the FP8 matmul");
   }
-  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
 }
 
 void Gemm::destroy_layouts(LtLayouts& l) {
@@ -185,14 +184,6 @@ bool Gemm::reserve_fp8(int64_t n_tokens, int64_t cols, int64_t rows) {
   grow(x8_, static_cast<size_t>(n_tokens * cols));
   grow(x8_scale_, static_cast<size_t>(n_tokens) * sizeof(float));
   grow(product_, static_cast<size_t>(n_tokens * rows) * sizeof(float));
-  // fp8_decode_gemm's split sums and counters (zero; each call leaves them
-  // zero), once.
-  if (fp8_ && decode_counters_.bytes() == 0) {
-    decode_partials_.resize(kDecodePartialBytes);
-    decode_counters_.resize(kDecodeCounters * sizeof(int));
-    TANDEM_CUDA_CHECK(cudaMemsetAsync(decode_counters_.get(), 0, decode_counters_.bytes(), stream_));
-    moved = true;
-  }
   return moved;
 }
 
@@ -252,14 +243,8 @@ Gemm::Fp8Input Gemm::fp8_input(int64_t n_tokens, int64_t cols) {
   return Fp8Input{x8_.get<uint8_t>(), x8_scale_.get<float>()};
 }
 
-bool Gemm::fp8_decode_takes(const DeviceMatrix& w, int64_t n_tokens) const {
-  return fp8_ && fp8_decode_gemm_ && fp8_decode_gemm_takes(w, n_tokens) &&
-         fp8_decode_gemm_row_groups(w.rows) <= kDecodeCounters;
-}
-
 bool Gemm::fp8_takes(const DeviceMatrix& w, int64_t n_tokens) {
-  return fp8_ && w.format == WeightFormat::F8Row && n_tokens > 0 &&
-         (fp8_decode_takes(w, n_tokens) || fp8_plan(w.rows, w.cols, n_tokens).usable);
+  return fp8_ && w.format == WeightFormat::F8Row && n_tokens > 0 && fp8_plan(w.rows, w.cols, n_tokens).usable;
 }
 
 bool Gemm::fp8_takes_bf16(const DeviceMatrix& w, int64_t n_tokens) {
@@ -275,15 +260,6 @@ void Gemm::fp8_product(const DeviceMatrix& w, int64_t n_tokens, __nv_bfloat16* p
 }
 
 void Gemm::fp8_product_as(const DeviceMatrix& w, int64_t n_tokens, void* product, cudaDataType_t out) {
-  if (out == CUDA_R_32F && fp8_decode_takes(w, n_tokens)) {
-    check(x8_.bytes() >= static_cast<size_t>(n_tokens * w.cols) && decode_counters_.bytes() > 0,
-          "internal: the FP8 GEMM's input is not in fp8_input()");
-    const int splits = fp8_decode_gemm_splits(w.rows, w.cols, n_tokens, sm_count_,
-                                              static_cast<int64_t>(kDecodePartialBytes / sizeof(float)));
-    fp8_decode_gemm(w, x8_.get<uint8_t>(), n_tokens, splits, static_cast<float*>(product),
-                    decode_partials_.get<float>(), decode_counters_.get<int>(), stream_);
-    return;
-  }
   // product^T [rows, n] (column-major) = W [rows, cols] . x8^T: FP8 tensor
   // cores take A transposed (W row-major is A^T column-major) and B as is.
   const Fp8Plan& p = fp8_plan(w.rows, w.cols, n_tokens, out);
@@ -307,8 +283,7 @@ void Gemm::run_fp8_input(const DeviceMatrix& w, int64_t n_tokens, float* y, int6
 }
 
 bool Gemm::run_fp8(const DeviceMatrix& w, const float* x, int64_t n_tokens, float* y, int64_t ldy, bool accumulate) {
-  if (!fp8_decode_takes(w, n_tokens) && !fp8_plan(w.rows, w.cols, n_tokens).usable)
-    return false;  // dequantized instead
+  if (!fp8_plan(w.rows, w.cols, n_tokens).usable) return false;  // dequantized instead
   const Fp8Input in = fp8_input(n_tokens, w.cols);
   // x per token to E4M3, scale max|x| / 448 (quantize_rows' rule).
   quantize_tokens_fp8(x, n_tokens, w.cols, in.q, in.scale, stream_);

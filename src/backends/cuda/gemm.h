@@ -72,11 +72,6 @@ class Gemm {
   bool fp8_takes_bf16(const DeviceMatrix& w, int64_t n_tokens);
   void fp8_product(const DeviceMatrix& w, int64_t n_tokens, __nv_bfloat16* product);
   static constexpr int64_t kBf16ProductFrom = 128;
-  // FP8 products into f32 of up to kFp8DecodeGemmMaxTokens tokens take
-  // fp8_decode_gemm (our kernel) instead of cuBLASLt, unless turned off
-  // here (tests and the GEMM bench compare the two).
-  void set_fp8_decode_gemm(bool on) { fp8_decode_gemm_ = on; }
-  bool fp8_decode_takes(const DeviceMatrix& w, int64_t n_tokens) const;
   // run() with x already in fp8_input(). Needs fp8_takes(w, n_tokens).
   void run_fp8_input(const DeviceMatrix& w, int64_t n_tokens, float* y, int64_t ldy, bool accumulate);
   // Allocates the f16 slice that 8-bit weights are dequantized into, at its
@@ -187,13 +182,6 @@ class Gemm {
   DeviceBuffer x_low_;      // [n_tokens, cols] f16 or bf16
   DeviceBuffer w_f16_;      // [slice rows, cols] f16 (Q8_0 weights)
   DeviceBuffer workspace_;  // cuBLAS workspace
-  // fp8_decode_gemm's split sums and per-row-group counters.
-  static constexpr size_t kDecodePartialBytes = size_t{16} << 20;
-  static constexpr int64_t kDecodeCounters = 4096;
-  int sm_count_ = 1;
-  bool fp8_decode_gemm_ = true;
-  DeviceBuffer decode_partials_;
-  DeviceBuffer decode_counters_;
 };
 
 }  // namespace tandem::cuda

@@ -111,25 +111,6 @@ int64_t gemm_q8_workspace_floats(int64_t rows, int64_t cols, int sm_count);
 void gemm_q8(const DeviceMatrix& w, const int8_t* q, const float* d, int64_t n_tokens, float* y, int64_t ldy,
              bool accumulate, int sm_count, float* workspace, cudaStream_t stream);
 
-// The FP8 product of a decode batch without cuBLASLt (fp8_decode_gemm.cu):
-// product[t, r] = sum_c W8[r, c] x8[t, c] for FP8 rows (E4M3, scales not
-// applied) and 1-32 tokens of E4M3 x8 [n_tokens, w.cols], product
-// [n_tokens, w.rows] f32: Gemm::fp8_product's result, summed in another
-// order. mma.sync m16n8k32 on E4M3: GPUs with FP8 tensor cores (sm_89
-// and later) only. fp8_decode_gemm_takes: F8Row weights of a multiple of
-// 256 columns, 1-32 tokens. fp8_decode_gemm_splits: how many column splits a launch takes
-// (SM count, and partial_floats, the room for partial sums); with more
-// than one it needs `partials` (splits x n_tokens x w.rows floats) and
-// `counters` (fp8_decode_gemm_row_groups(w.rows) ints, zero before the
-// first call; every call leaves them zero). CPU twin: the exact sum of the
-// E4M3 products (kernel test).
-constexpr int64_t kFp8DecodeGemmMaxTokens = 32;
-bool fp8_decode_gemm_takes(const DeviceMatrix& w, int64_t n_tokens);
-int fp8_decode_gemm_splits(int64_t rows, int64_t cols, int64_t n_tokens, int sm_count, int64_t partial_floats);
-int64_t fp8_decode_gemm_row_groups(int64_t rows);
-void fp8_decode_gemm(const DeviceMatrix& w, const uint8_t* x, int64_t n_tokens, int splits, float* product,
-                     float* partials, int* counters, cudaStream_t stream);
-
 // out[i, :] = table[ids[i], :] as f32.  ids: [n] (device); out: [n, table.cols].
 // CPU twin: cpu::dequantize_row.
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);

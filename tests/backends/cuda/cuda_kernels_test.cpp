@@ -1761,87 +1761,6 @@ float round_to_e4m3(float x) {
   return best;
 }
 
-// The FP8 product of a decode batch without cuBLASLt (fp8_decode_gemm):
-// every token count of each n8 tile (1, 5, 8, 9, 17, 31, 32), rows that
-// leave the last row group partial (37, 300) or fill many (1,000), 256 to
-// 4,352 columns (17 chunks: splits of unequal length), one split, the
-// engine's count and one split a chunk, against the exact sum of the E4M3
-// products within 2^-12 of the sum of the terms' magnitudes (the bound
-// Fp8ProductInBf16IsTheProductRounded holds cuBLASLt's FP8 sums to: the
-// tensor cores keep fewer bits than f32 while they sum). A second call
-// gives the same bits (the split sums are added in split order, and the
-// counters are left at zero for it).
-TEST(CudaKernels, Fp8DecodeGemmMatchesTheExactProduct) {
-  int device = 0, major = 0, minor = 0, sm_count = 0;
-  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
-  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  if (major * 10 + minor < 89) GTEST_SKIP() << "no FP8 tensor cores on this GPU";
-  std::mt19937 rng(91);
-  auto random_e4m3 = [&](size_t n) {
-    std::vector<uint8_t> v(n);
-    for (auto& b : v) {
-      do b = static_cast<uint8_t>(rng() & 0xff);
-      while ((b & 0x7f) == 0x7f);  // not NaN
-    }
-    return v;
-  };
-  const int64_t kPartialFloats = int64_t{1} << 22;
-  DeviceBuffer partials(static_cast<size_t>(kPartialFloats) * 4), counters(64 * 4);
-  TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
-  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{37, 256}, std::pair<int64_t, int64_t>{300, 768},
-                                   std::pair<int64_t, int64_t>{1000, 4352}}) {
-    const std::vector<uint8_t> wq = random_e4m3(static_cast<size_t>(rows * cols));
-    DeviceBuffer dw = to_device(wq), scales(static_cast<size_t>(rows) * 4);
-    const DeviceMatrix w{WeightFormat::F8Row, rows, cols, dw.get(), scales.get()};
-    ASSERT_LE(fp8_decode_gemm_row_groups(rows), 64);
-    for (const int64_t n : {int64_t{1}, int64_t{5}, int64_t{8}, int64_t{9}, int64_t{17}, int64_t{31}, int64_t{32}}) {
-      ASSERT_TRUE(fp8_decode_gemm_takes(w, n));
-      const std::vector<uint8_t> xq = random_e4m3(static_cast<size_t>(n * cols));
-      std::vector<double> exact(static_cast<size_t>(n * rows)), magnitude(exact.size());
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t r = 0; r < rows; ++r) {
-          double e = 0, m = 0;
-          for (int64_t c = 0; c < cols; ++c) {
-            const double p = double(e4m3_to_float(wq[static_cast<size_t>(r * cols + c)])) *
-                             e4m3_to_float(xq[static_cast<size_t>(t * cols + c)]);
-            e += p;
-            m += std::fabs(p);
-          }
-          exact[static_cast<size_t>(t * rows + r)] = e;
-          magnitude[static_cast<size_t>(t * rows + r)] = m;
-        }
-      DeviceBuffer dx = to_device(xq), dy(static_cast<size_t>(n * rows) * 4);
-      const int engine_splits = fp8_decode_gemm_splits(rows, cols, n, sm_count, kPartialFloats);
-      for (const int splits : {1, engine_splits, static_cast<int>(cols / 256)}) {
-        SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols) + ", " + std::to_string(n) + " tokens, " +
-                     std::to_string(splits) + " splits");
-        TANDEM_CUDA_CHECK(cudaMemset(dy.get(), 0xff, dy.bytes()));
-        fp8_decode_gemm(w, dx.get<uint8_t>(), n, splits, dy.get<float>(), partials.get<float>(),
-                        counters.get<int>(), nullptr);
-        const std::vector<float> got = to_host<float>(dy, static_cast<size_t>(n * rows));
-        for (size_t i = 0; i < got.size(); ++i)
-          ASSERT_NEAR(got[i], exact[i], std::ldexp(magnitude[i], -12) + 1e-30)
-              << "token " << i / static_cast<size_t>(rows) << ", row " << i % static_cast<size_t>(rows);
-        TANDEM_CUDA_CHECK(cudaMemset(dy.get(), 0, dy.bytes()));
-        fp8_decode_gemm(w, dx.get<uint8_t>(), n, splits, dy.get<float>(), partials.get<float>(),
-                        counters.get<int>(), nullptr);
-        const std::vector<float> again = to_host<float>(dy, static_cast<size_t>(n * rows));
-        ASSERT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * 4)) << "a second call gave other bits";
-      }
-    }
-  }
-  const std::vector<int> left = to_host<int>(counters, 64);
-  for (const int c : left) ASSERT_EQ(c, 0) << "a row group's counter was left set";
-  TestMatrix f16 = make_matrix(DType::F16, 64, 512, 92);
-  DeviceBuffer odd(static_cast<size_t>(64 * 320)), sc(64 * 4);
-  EXPECT_FALSE(fp8_decode_gemm_takes(f16.device, 8));
-  EXPECT_FALSE(fp8_decode_gemm_takes(DeviceMatrix{WeightFormat::F8Row, 64, 320, odd.get(), sc.get()}, 8));
-  EXPECT_FALSE(fp8_decode_gemm_takes(DeviceMatrix{WeightFormat::F8Row, 64, 256, odd.get(), sc.get()},
-                                     kFp8DecodeGemmMaxTokens + 1));
-}
-
 // FP8 rows on FP8 tensor cores (cuBLASLt): x quantized per token to E4M3,
 // the product scaled by row and token scales, accumulating into a wider y.
 // Against matmul_ref on the dequantized weights and the host's rounding of x.
@@ -1872,8 +1791,7 @@ TEST(CudaKernels, Fp8GemmMatchesCpuOnQuantizedActivations) {
       std::printf("fp8 tuning: %d of %zu buckets take another algorithm than the heuristic's first\n", other,
                   buckets.size());
     }
-    // 5 and 32 tokens take fp8_decode_gemm, 37 cuBLASLt.
-    for (const int64_t n : {int64_t{5}, int64_t{32}, int64_t{37}}) {
+    for (const int64_t n : {int64_t{5}, int64_t{37}}) {
       std::vector<float> x = random_vector(static_cast<size_t>(n * cols), 82);
       std::vector<float> xq(x.size());
       for (int64_t t = 0; t < n; ++t) {
