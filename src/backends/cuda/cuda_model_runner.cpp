@@ -1399,6 +1399,10 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     }
     Impl::NormedInput qkv_in;   // xn's rows prepared for q·k·v (fused: by the last layer's reduction)
     Impl::NormedInput head_in;  // the same for the LM head
+    // The layer before's down product, before its scales, waiting in
+    // gate_up for this layer's norm to add it to the residual (FP8, one
+    // GPU); its row scales here.
+    const float* pending_down_scales = nullptr;
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
       // 8-bit weights: the norm also quantizes the GEMV's input, or for
@@ -1406,7 +1410,12 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       const bool fp8_qkv = !fused && L.fused_qkv && m.fp8_gemm_all(L.qkv, T, n_generated);
       if (fp8_qkv) {
         const cuda::Gemm::Fp8Input in = m.gemm->fp8_input(T, m.widest_input());
-        cuda::rmsnorm_fp8(x, nullptr, L.attn_norm, eps, T, hidden, xn, in.q, in.scale, s);
+        if (pending_down_scales != nullptr)  // the down product's token scales are in.scale's, overwritten here
+          cuda::add_rmsnorm_fp8(x, gate_up, pending_down_scales, in.scale, L.attn_norm, eps, T, hidden, xn, in.q,
+                                in.scale, s);
+        else
+          cuda::rmsnorm_fp8(x, nullptr, L.attn_norm, eps, T, hidden, xn, in.q, in.scale, s);
+        pending_down_scales = nullptr;
       } else if (!fused || l == 0) {
         qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated, hidden, xn);
       }
@@ -1540,7 +1549,17 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
           m.gemm->fp8_product(L.gate_up, T, gate_up);
           cuda::silu_mul_fp8(gate_up, gate_up_scales, in.scale, T, inter, in.q, in.scale, s);
         }
-        m.gemm->run_fp8_input(L.down, T, ffn_update, hidden, accumulate_residual);
+        // One GPU, and the next layer's q·k·v on the FP8 GEMM too: its norm
+        // adds down's product to the residual with the scales
+        // (scale_product's bits), one kernel fewer.
+        const Impl::Layer* next = l + 1 < c.n_layers ? &m.layers[static_cast<size_t>(l + 1)] : nullptr;
+        if (next != nullptr && !tensor_parallel && ffn_update == x && accumulate_residual && next->fused_qkv &&
+            hidden <= 2 * inter && m.fp8_gemm_all(next->qkv, T, n_generated)) {
+          m.gemm->fp8_product(L.down, T, gate_up);
+          pending_down_scales = static_cast<const float*>(L.down.scales);
+        } else {
+          m.gemm->run_fp8_input(L.down, T, ffn_update, hidden, accumulate_residual);
+        }
       } else if (L.fused_gate_up) {
         m.matmul(L.gate_up, xn, T, n_generated, gate_up, 2 * inter, false, ffn_in);
       } else {

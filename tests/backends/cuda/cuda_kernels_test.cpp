@@ -1904,14 +1904,20 @@ TEST(CudaKernels, AddRmsnormFp8MatchesScaleProductThenNorm) {
 
 // The FP8 FFN's fused middle gives the bits of the three kernels it
 // replaces: scale_product, silu_mul, quantize_tokens_fp8; also with its
-// output scales written over its input scales.
+// output scales written over its input scales. 6 tokens take the rows
+// split among clusters of 8 blocks (on sm_90 and later), 40 among 7, 300 a
+// block a row.
 TEST(CudaKernels, SiluMulFp8MatchesItsThreeKernels) {
+  for (const int64_t tokens : {int64_t{6}, int64_t{40}, int64_t{300}})
   for (const int64_t n : {int64_t{1024}, int64_t{4100}, int64_t{14336}}) {
-    const int64_t tokens = 6;
+    SCOPED_TRACE(std::to_string(tokens) + " tokens");
     std::vector<float> d = random_vector(static_cast<size_t>(tokens * 2 * n), 120 + static_cast<uint32_t>(n), 40.0f);
     std::vector<float> row_scale = random_vector(static_cast<size_t>(2 * n), 121);
     for (float& r : row_scale) r = 0.001f + std::fabs(r) * 0.01f;
-    std::vector<float> token_scale = {0.01f, 0.5f, 1.0f, 0.0f, 3.0f, 0.02f};  // token 3: a row of zeros
+    std::vector<float> token_scale = random_vector(static_cast<size_t>(tokens), 122);
+    for (float& t : token_scale) t = 0.01f + std::fabs(t) * 3.0f;
+    const std::vector<float> first = {0.01f, 0.5f, 1.0f, 0.0f, 3.0f, 0.02f};  // token 3: a row of zeros
+    std::copy(first.begin(), first.end(), token_scale.begin());
     DeviceBuffer dd = to_device(d), drs = to_device(row_scale), dts = to_device(token_scale);
     // The three kernels.
     DeviceBuffer scaled(d.size() * 4), act(static_cast<size_t>(tokens * n) * 4);
