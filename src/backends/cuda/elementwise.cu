@@ -393,6 +393,32 @@ __device__ __forceinline__ float4 load4(const __nv_bfloat16* p, int c) {
   return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 
+// silu_mul_fp8's values for this thread's float4 pieces c = begin +
+// threadIdx.x + 256 k < end of a token's row: scale_product's product ((d *
+// row) * token), then silu_mul's formula, into v; returns their largest
+// |value|.
+template <int C, typename In>
+__device__ __forceinline__ float silu_mul_pieces(const In* gate, const In* up, const float4* gate_scale,
+                                                 const float4* up_scale, float ts, int begin, int end,
+                                                 float4 (&v)[C]) {
+  auto act = [ts](float g, float gs, float u, float us) {
+    const float gv = scaled_product(g, gs, ts), uv = scaled_product(u, us, ts);
+    return gv / (1.0f + __expf(-gv)) * uv;
+  };
+  float m = 0.0f;
+#pragma unroll
+  for (int k = 0; k < C; ++k) {
+    const int c = begin + static_cast<int>(threadIdx.x) + 256 * k;
+    if (c < end) {
+      const float4 g = load4(gate, c), u = load4(up, c), gs = gate_scale[c], us = up_scale[c];
+      v[k] = make_float4(act(g.x, gs.x, u.x, us.x), act(g.y, gs.y, u.y, us.y), act(g.z, gs.z, u.z, us.z),
+                         act(g.w, gs.w, u.w, us.w));
+      m = fmaxf(m, abs_max4(v[k]));
+    }
+  }
+  return m;
+}
+
 // silu_mul_fp8: one block per token, rows of n = 4 * 256 * C' (C' <= C),
 // the product in f32 or bf16 (In). The token's input scale is read before
 // quantize_row_fp8's barrier, so that q_scale may be token_scale.
@@ -410,22 +436,7 @@ __global__ void __launch_bounds__(256) silu_mul_fp8_kernel(const In* __restrict_
   wait_for_predecessor();
   const float ts = token_scale[t];
   float4 v[C];
-  float m = 0.0f;
-  // scale_product's product ((d * row) * token), then silu_mul's formula.
-  auto act = [ts](float g, float gs, float u, float us) {
-    const float gv = scaled_product(g, gs, ts), uv = scaled_product(u, us, ts);
-    return gv / (1.0f + __expf(-gv)) * uv;
-  };
-#pragma unroll
-  for (int k = 0; k < C; ++k) {
-    const int c = threadIdx.x + 256 * k;
-    if (c < n4) {
-      const float4 g = load4(gate, c), u = load4(up, c), gs = gate_scale[c], us = up_scale[c];
-      v[k] = make_float4(act(g.x, gs.x, u.x, us.x), act(g.y, gs.y, u.y, us.y), act(g.z, gs.z, u.z, us.z),
-                         act(g.w, gs.w, u.w, us.w));
-      m = fmaxf(m, abs_max4(v[k]));
-    }
-  }
+  const float m = silu_mul_pieces<C>(gate, up, gate_scale, up_scale, ts, 0, n4, v);
   quantize_row_fp8<C>(v, n4, m, q + t * n4, q_scale + t);
 }
 
@@ -456,21 +467,7 @@ __global__ void __launch_bounds__(256) silu_mul_fp8_cluster_kernel(const In* __r
   wait_for_predecessor();
   const float ts = token_scale[t];
   float4 v[C];
-  float m = 0.0f;
-  auto act = [ts](float g, float gs, float u, float us) {
-    const float gv = scaled_product(g, gs, ts), uv = scaled_product(u, us, ts);
-    return gv / (1.0f + __expf(-gv)) * uv;
-  };
-#pragma unroll
-  for (int k = 0; k < C; ++k) {
-    const int c = begin + threadIdx.x + 256 * k;
-    if (c < end) {
-      const float4 g = load4(gate, c), u = load4(up, c), gs = gate_scale[c], us = up_scale[c];
-      v[k] = make_float4(act(g.x, gs.x, u.x, us.x), act(g.y, gs.y, u.y, us.y), act(g.z, gs.z, u.z, us.z),
-                         act(g.w, gs.w, u.w, us.w));
-      m = fmaxf(m, abs_max4(v[k]));
-    }
-  }
+  float m = silu_mul_pieces<C>(gate, up, gate_scale, up_scale, ts, begin, end, v);
   __shared__ float partial[8];
   __shared__ float block_max;
 #pragma unroll
