@@ -263,9 +263,8 @@ __global__ void quantize_rows_kernel(DeviceMatrix src, DeviceMatrix dst) {
 // largest |value| among them): the row's scale, max / 448 as quantize_rows
 // sets it, then each piece as four E4M3 bytes. scale_out is written after
 // a barrier that every thread passes after its last read of the row's inputs.
-template <int C>
-__device__ __forceinline__ void quantize_row_fp8(const float4 (&v)[C], int n4, float m, uint32_t* __restrict__ q_row,
-                                                 float* __restrict__ scale_out) {
+// The largest m of a block of 256 threads (every thread gets it).
+__device__ __forceinline__ float block_max_256(float m) {
   __shared__ float partial[8];
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
@@ -274,18 +273,37 @@ __device__ __forceinline__ void quantize_row_fp8(const float4 (&v)[C], int n4, f
   float row_max = 0.0f;
 #pragma unroll
   for (int w = 0; w < 8; ++w) row_max = fmaxf(row_max, partial[w]);
-  const float s = row_max > 0.0f ? row_max / 448.0f : 1.0f;
-  const float inv = 1.0f / s;
-  if (threadIdx.x == 0) *scale_out = s;
+  return row_max;
+}
+
+// Pieces c = begin + threadIdx.x + 256 k < end of a row, each as four E4M3
+// bytes of v[k] * inv.
+template <int C>
+__device__ __forceinline__ void store_fp8_pieces(const float4 (&v)[C], int begin, int end, float inv,
+                                                 uint32_t* __restrict__ q_row) {
 #pragma unroll
   for (int k = 0; k < C; ++k) {
-    const int c = threadIdx.x + 256 * k;
-    if (c < n4) {
+    const int c = begin + static_cast<int>(threadIdx.x) + 256 * k;
+    if (c < end) {
       const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(v[k].x * inv, v[k].y * inv), __NV_SATFINITE, __NV_E4M3);
       const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(v[k].z * inv, v[k].w * inv), __NV_SATFINITE, __NV_E4M3);
       q_row[c] = lo | (hi << 16);
     }
   }
+}
+
+// The end of quantize_tokens_fp8 for a row held by a block of 256 threads
+// (v[k]: the thread's float4 pieces c = threadIdx.x + 256 k < n4; m: the
+// largest |value| among them): the row's scale, max / 448 as quantize_rows
+// sets it, then each piece as four E4M3 bytes. scale_out is written after
+// a barrier that every thread passes after its last read of the row's inputs.
+template <int C>
+__device__ __forceinline__ void quantize_row_fp8(const float4 (&v)[C], int n4, float m, uint32_t* __restrict__ q_row,
+                                                 float* __restrict__ scale_out) {
+  const float row_max = block_max_256(m);
+  const float s = row_max > 0.0f ? row_max / 448.0f : 1.0f;
+  if (threadIdx.x == 0) *scale_out = s;
+  store_fp8_pieces<C>(v, 0, n4, 1.0f / s, q_row);
 }
 
 __device__ __forceinline__ float abs_max4(float4 a) {
@@ -467,35 +485,16 @@ __global__ void __launch_bounds__(256) silu_mul_fp8_cluster_kernel(const In* __r
   wait_for_predecessor();
   const float ts = token_scale[t];
   float4 v[C];
-  float m = silu_mul_pieces<C>(gate, up, gate_scale, up_scale, ts, begin, end, v);
-  __shared__ float partial[8];
+  const float m = silu_mul_pieces<C>(gate, up, gate_scale, up_scale, ts, begin, end, v);
   __shared__ float block_max;
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = m;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float b = 0.0f;
-#pragma unroll
-    for (int w = 0; w < 8; ++w) b = fmaxf(b, partial[w]);
-    block_max = b;
-  }
+  const float b = block_max_256(m);
+  if (threadIdx.x == 0) block_max = b;
   cluster.sync();  // every block's maximum is in; every block has read ts
   float row_max = 0.0f;
   for (int r = 0; r < parts; ++r) row_max = fmaxf(row_max, *cluster.map_shared_rank(&block_max, r));
   const float s = row_max > 0.0f ? row_max / 448.0f : 1.0f;
-  const float inv = 1.0f / s;
   if (part == 0 && threadIdx.x == 0) q_scale[t] = s;
-  uint32_t* q_row = q + t * n4;
-#pragma unroll
-  for (int k = 0; k < C; ++k) {
-    const int c = begin + threadIdx.x + 256 * k;
-    if (c < end) {
-      const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(v[k].x * inv, v[k].y * inv), __NV_SATFINITE, __NV_E4M3);
-      const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(v[k].z * inv, v[k].w * inv), __NV_SATFINITE, __NV_E4M3);
-      q_row[c] = lo | (hi << 16);
-    }
-  }
+  store_fp8_pieces<C>(v, begin, end, 1.0f / s, q + t * n4);
   cluster.sync();  // no block leaves while another may still read its maximum
 #else
   __trap();  // launch_silu_mul_fp8 takes it on sm_90 and later only

@@ -42,42 +42,45 @@ inline bool overlapped_launch_supported() {
 }
 
 // kernel<<<grid, block, shared_bytes, stream>>>(args...), allowed to
-// overlap the previous kernel in `stream` (see above).
+// overlap the previous kernel in `stream` (see above); with `cluster`, a
+// grid of thread-block clusters of that many blocks (sm_90 and later; grid
+// a multiple of cluster in each dimension).
 template <typename... Params, typename... Args>
-void launch_with_shared(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
-                        Args&&... args) {
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
+void launch_config(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, const dim3* cluster,
+                   cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attributes[2]{};
+  unsigned n = 0;
+  if (overlapped_launch_supported()) {
+    attributes[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster != nullptr) {
+    attributes[n].id = cudaLaunchAttributeClusterDimension;
+    attributes[n].val.clusterDim.x = cluster->x;
+    attributes[n].val.clusterDim.y = cluster->y;
+    attributes[n++].val.clusterDim.z = cluster->z;
+  }
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = overlapped_launch_supported() ? 1 : 0;
+  config.attrs = attributes;
+  config.numAttrs = n;
   TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 
-// The same for a grid of thread-block clusters of `cluster` blocks (sm_90
-// and later; grid a multiple of cluster in each dimension).
+template <typename... Params, typename... Args>
+void launch_with_shared(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                        Args&&... args) {
+  launch_config(kernel, grid, block, shared_bytes, nullptr, stream, std::forward<Args>(args)...);
+}
+
+// Thread-block clusters of `cluster` blocks, no dynamic shared memory.
 template <typename... Params, typename... Args>
 void launch_clusters(void (*kernel)(Params...), dim3 grid, dim3 block, dim3 cluster, cudaStream_t stream,
                      Args&&... args) {
-  cudaLaunchAttribute attributes[2]{};
-  attributes[0].id = cudaLaunchAttributeClusterDimension;
-  attributes[0].val.clusterDim.x = cluster.x;
-  attributes[0].val.clusterDim.y = cluster.y;
-  attributes[0].val.clusterDim.z = cluster.z;
-  attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attributes[1].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.stream = stream;
-  config.attrs = attributes;
-  config.numAttrs = 2;
-  TANDEM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+  launch_config(kernel, grid, block, 0, &cluster, stream, std::forward<Args>(args)...);
 }
 
 // The same without dynamic shared memory.
