@@ -6,15 +6,17 @@
 # candidate's gpu tests run first.
 # Usage (from the repo root, through the device tool):
 #   git archive main | (mkdir -p .deps/ab-base && tar -x -C .deps/ab-base)
-#   [FORMATS="f16 int8 q8_0"] [MIXED="0 32 128"] [ROUNDS=2] [TESTS=1] [GEMV_ARGS=...] [ATTENTION_ARGS=...] \
+#   [FORMATS="f16 int8 q8_0"] [MIXED="0 32 128" [MIXED_BATCH=32] [MIXED_ARGS=...]] [ROUNDS=2] [TESTS=1] [GEMV_ARGS=...] [ATTENTION_ARGS=...] \
 #   [LOAD=32 [REQUESTS=96] [SERVE_ARGS="--quantize fp8"]] \
 #     bash tools/device/ab_decode.sh
 # GEMV_ARGS / ATTENTION_ARGS: run the candidate's cuda_gemv_bench /
 # cuda_attention_bench with them first.
 # FORMATS: f16, bf16 and q8_0 are synth dtypes; int8 and fp8 are f16 with
 # --quantize; FORMATS="" (set but empty) runs no batch-1 decode at all.
-# MIXED: f16 decode steps of 32 sequences that also carry that many prompt
-# tokens (perf --step-prompt-tokens). BASE: the base tree, relative to the
+# MIXED: f16 decode steps of MIXED_BATCH (32) sequences that also carry that
+# many prompt tokens (perf --step-prompt-tokens), with MIXED_ARGS added (for
+# example "--quantize fp8"). Each batch-1 run also reports its prefill of
+# 512 tokens (prefill-ab.txt). BASE: the base tree, relative to the
 # repo root or absolute. Logs go to $OUT, one file per tree and case with a
 # header per round (ab.txt holds one line per perf run; FAILED where a run
 # printed no result).
@@ -70,12 +72,14 @@ perf_line() {  # perf_line LABEL BUILD FORMAT (uses $round)
   "$2/bin/tandem-server" perf --synthetic llama3-8b $args --device cuda -p 512 -n 128 -r 3 \
     --peak-gb-s "${PEAK_GB_S:-3350}" > "$log" 2>&1
   echo "$1 $3: $(result "$log" "^decode [0-9]+ tokens" "$out/perf-$1-$3.txt")" | tee -a "$out/ab.txt"
+  echo "$1 $3: $(grep -E "^prefill [0-9]+ tokens" "$log" | tail -1)" >> "$out/prefill-ab.txt"
 }
 mixed_line() {  # mixed_line LABEL BUILD PROMPT_TOKENS (uses $round)
   local log=/tmp/ab-run.txt
-  "$2/bin/tandem-server" perf --synthetic llama3-8b --dtype f16 --device cuda -b 32 -p 512 -n 128 -r 2 \
-    --step-prompt-tokens "$3" > "$log" 2>&1
-  echo "$1 b32+$3: $(result "$log" "ms a step" "$out/perf-$1-b32-mixed$3.txt")" | tee -a "$out/ab.txt"
+  local b=${MIXED_BATCH:-32}
+  "$2/bin/tandem-server" perf --synthetic llama3-8b --dtype f16 ${MIXED_ARGS:-} --device cuda -b "$b" -p 512 -n 128 \
+    -r 2 --step-prompt-tokens "$3" > "$log" 2>&1
+  echo "$1 b$b+$3: $(result "$log" "ms a step" "$out/perf-$1-b$b-mixed$3.txt")" | tee -a "$out/ab.txt"
 }
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for n in ${MIXED:-}; do

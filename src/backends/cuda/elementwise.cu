@@ -335,7 +335,7 @@ __global__ void __launch_bounds__(256) quantize_tokens_fp8_kernel(const float* _
 
 // rmsnorm_fp8 for rows of n = 4 * 256 * C' floats (C' <= C): rmsnorm_vec_kernel's
 // arithmetic (rmsnorm_row::normalize's, the same bits), then quantize_row_fp8
-// on the result.
+// on the result. out may be null (only q and q_scale wanted).
 // With update (add_rmsnorm_fp8; rows is then null), x's row first takes
 // x + update * update_row_scale * update_token_scale (scale_product's
 // accumulation, in its order) and is written back.
@@ -387,14 +387,14 @@ __global__ void __launch_bounds__(256) rmsnorm_fp8_kernel(float* x, const int32_
     if (threadIdx.x + 256 * k < n4)
       ss = fmaf(v[k].x, v[k].x, fmaf(v[k].y, v[k].y, fmaf(v[k].z, v[k].z, fmaf(v[k].w, v[k].w, ss))));
   const float inv = rsqrtf(rmsnorm_row::block_sum(ss) / static_cast<float>(4 * n4) + eps);
-  float4* out_row = reinterpret_cast<float4*>(out + i * n);
+  float4* out_row = out != nullptr ? reinterpret_cast<float4*>(out + i * n) : nullptr;
   float m = 0.0f;
 #pragma unroll
   for (int k = 0; k < C; ++k) {
     const int c = threadIdx.x + 256 * k;
     if (c < n4) {
       v[k] = make_float4(v[k].x * inv * g[k].x, v[k].y * inv * g[k].y, v[k].z * inv * g[k].z, v[k].w * inv * g[k].w);
-      out_row[c] = v[k];
+      if (out_row != nullptr) out_row[c] = v[k];
       m = fmaxf(m, abs_max4(v[k]));
     }
   }
@@ -700,7 +700,7 @@ namespace {
 // rmsnorm_fp8, after add_rmsnorm_fp8's update where `update` is set.
 void norm_fp8(float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n, float* out,
               uint8_t* q, float* q_scale, const float* update, const float* update_row_scale,
-              const float* update_token_scale, cudaStream_t stream) {
+              const float* update_token_scale, bool write_out, cudaStream_t stream) {
   if (n_rows == 0) return;
   const int64_t chunks = (n / 4 + 255) / 256;  // float4 pieces per thread of 256
   auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
@@ -711,8 +711,8 @@ void norm_fp8(float* x, const int32_t* rows, const float* weight, float eps, int
   uint32_t* q4 = reinterpret_cast<uint32_t*>(q);
   if (aligned && chunks <= 8) {
     auto kernel = chunks <= 2 ? rmsnorm_fp8_kernel<2> : chunks <= 4 ? rmsnorm_fp8_kernel<4> : rmsnorm_fp8_kernel<8>;
-    launch(kernel, grid, 256, stream, x, rows, weight, eps, n, out, q4, q_scale, update, update_row_scale,
-           update_token_scale);
+    launch(kernel, grid, 256, stream, x, rows, weight, eps, n, write_out ? out : nullptr, q4, q_scale, update,
+           update_row_scale, update_token_scale);
   } else {
     if (update != nullptr)
       scale_product(update, n_rows, n, update_row_scale, update_token_scale, x, n, true, stream);
@@ -725,17 +725,19 @@ void norm_fp8(float* x, const int32_t* rows, const float* weight, float eps, int
 }  // namespace
 
 void rmsnorm_fp8(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
-                 float* out, uint8_t* q, float* q_scale, cudaStream_t stream) {
+                 float* out, uint8_t* q, float* q_scale, cudaStream_t stream, bool write_out) {
   // x is only read without an update.
-  norm_fp8(const_cast<float*>(x), rows, weight, eps, n_rows, n, out, q, q_scale, nullptr, nullptr, nullptr, stream);
+  norm_fp8(const_cast<float*>(x), rows, weight, eps, n_rows, n, out, q, q_scale, nullptr, nullptr, nullptr, write_out,
+           stream);
 }
 
 void add_rmsnorm_fp8(float* x, const float* update, const float* update_row_scale, const float* update_token_scale,
                      const float* weight, float eps, int64_t n_rows, int64_t n, float* out, uint8_t* q,
-                     float* q_scale, cudaStream_t stream) {
+                     float* q_scale, cudaStream_t stream, bool write_out) {
   check(update != nullptr && update_row_scale != nullptr && update_token_scale != nullptr,
         "internal: add_rmsnorm_fp8 takes an update and its scales");
-  norm_fp8(x, nullptr, weight, eps, n_rows, n, out, q, q_scale, update, update_row_scale, update_token_scale, stream);
+  norm_fp8(x, nullptr, weight, eps, n_rows, n, out, q, q_scale, update, update_row_scale, update_token_scale,
+           write_out, stream);
 }
 
 void silu_mul(const float* gate_up, int64_t n_tokens, int64_t n, float* out, cudaStream_t stream) {

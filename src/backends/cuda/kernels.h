@@ -130,10 +130,12 @@ void rmsnorm(const float* x, const int32_t* rows, const float* weight, float eps
 
 // rmsnorm into out, and out quantized per row to E4M3 for the FP8 GEMM (the
 // bits of rmsnorm then quantize_tokens_fp8), in one kernel where the row
-// fits it (n a multiple of 4 up to 8192, 16-byte aligned rows).
-//   q: [n_rows, n] E4M3 bytes; q_scale: [n_rows].
+// fits it (n a multiple of 4 up to 8192, 16-byte aligned rows). With
+// write_out false only q and q_scale are wanted: the kernel then leaves out
+// alone, and out is scratch for the unfused path (left unspecified).
+//   out: [n_rows, n]; q: [n_rows, n] E4M3 bytes; q_scale: [n_rows].
 void rmsnorm_fp8(const float* x, const int32_t* rows, const float* weight, float eps, int64_t n_rows, int64_t n,
-                 float* out, uint8_t* q, float* q_scale, cudaStream_t stream);
+                 float* out, uint8_t* q, float* q_scale, cudaStream_t stream, bool write_out = true);
 // The same after a residual update from an FP8 GEMM's product before its
 // scales: x[i, :] += update[i, :] * update_row_scale * update_token_scale[i]
 // (x written back), then rmsnorm_fp8 of x: the bits of scale_product
@@ -142,7 +144,7 @@ void rmsnorm_fp8(const float* x, const int32_t* rows, const float* weight, float
 //   x, update: [n_rows, n]; update_row_scale: [n]; update_token_scale: [n_rows].
 void add_rmsnorm_fp8(float* x, const float* update, const float* update_row_scale, const float* update_token_scale,
                      const float* weight, float eps, int64_t n_rows, int64_t n, float* out, uint8_t* q,
-                     float* q_scale, cudaStream_t stream);
+                     float* q_scale, cudaStream_t stream, bool write_out = true);
 
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, n + i], i < n, t < n_tokens.
 //   gate_up: [n_tokens, 2n] (gate then up); out: [n_tokens, n].  CPU twin: cpu::silu_mul.

@@ -1847,6 +1847,17 @@ TEST(CudaKernels, RmsnormFp8MatchesRmsnormThenQuantize) {
       DeviceBuffer q_got(static_cast<size_t>(n_out * n)), s_got(static_cast<size_t>(n_out) * 4);
       rmsnorm(dx.get<float>(), idx, dw.get<float>(), 1e-5f, n_out, n, want.get<float>(), nullptr);
       quantize_tokens_fp8(want.get<float>(), n_out, n, q_want.get<uint8_t>(), s_want.get<float>(), nullptr);
+      // Only the quantized rows wanted: the same bits, and where the fused
+      // kernel takes the row (up to 8192 columns) out is left alone.
+      DeviceBuffer q_only(static_cast<size_t>(n_out * n)), s_only(static_cast<size_t>(n_out) * 4);
+      TANDEM_CUDA_CHECK(cudaMemset(got.get(), 0x7f, got.bytes()));
+      rmsnorm_fp8(dx.get<float>(), idx, dw.get<float>(), 1e-5f, n_out, n, got.get<float>(), q_only.get<uint8_t>(),
+                  s_only.get<float>(), nullptr, false);
+      if (n <= 8192) {
+        const auto untouched = to_host<uint8_t>(got, got.bytes());
+        ASSERT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](uint8_t b) { return b == 0x7f; }))
+            << n << " columns: out written without write_out";
+      }
       rmsnorm_fp8(dx.get<float>(), idx, dw.get<float>(), 1e-5f, n_out, n, got.get<float>(), q_got.get<uint8_t>(),
                   s_got.get<float>(), nullptr);
       const std::string what = std::to_string(n) + " columns" + (gathered ? ", gathered" : "");
@@ -1859,6 +1870,10 @@ TEST(CudaKernels, RmsnormFp8MatchesRmsnormThenQuantize) {
       const auto qw = to_host<uint8_t>(q_want, static_cast<size_t>(n_out * n));
       const auto qg = to_host<uint8_t>(q_got, qw.size());
       for (size_t i = 0; i < qw.size(); ++i) ASSERT_EQ(qw[i], qg[i]) << what << ", element " << i;
+      const auto so = to_host<float>(s_only, sw.size());
+      ASSERT_EQ(0, std::memcmp(sw.data(), so.data(), sw.size() * 4)) << what << ": scales without out";
+      const auto qo = to_host<uint8_t>(q_only, qw.size());
+      ASSERT_EQ(0, std::memcmp(qw.data(), qo.data(), qw.size())) << what << ": quantized rows without out";
     }
   }
 }
@@ -1899,26 +1914,49 @@ TEST(CudaKernels, AddRmsnormFp8MatchesScaleProductThenNorm) {
     ASSERT_EQ(0, std::memcmp(sw.data(), sg.data(), sw.size() * 4)) << what << ": scales";
     const auto qw = to_host<uint8_t>(q_want, elems), qg = to_host<uint8_t>(q_got, elems);
     ASSERT_EQ(0, std::memcmp(qw.data(), qg.data(), elems)) << what << ": quantized rows";
+    // Only the quantized rows wanted: x and q the same, out left alone
+    // where the fused kernel takes the row.
+    DeviceBuffer x_only = to_device(x), ts_only = to_device(token_scale), q_only(elems);
+    TANDEM_CUDA_CHECK(cudaMemset(out_got.get(), 0x7f, out_got.bytes()));
+    add_rmsnorm_fp8(x_only.get<float>(), du.get<float>(), drs.get<float>(), ts_only.get<float>(), dw.get<float>(),
+                    1e-5f, rows, n, out_got.get<float>(), q_only.get<uint8_t>(), ts_only.get<float>(), nullptr, false);
+    const auto xw = to_host<float>(x_want, elems), xo = to_host<float>(x_only, elems);
+    ASSERT_EQ(0, std::memcmp(xw.data(), xo.data(), elems * 4)) << what << ": x without out";
+    const auto qo = to_host<uint8_t>(q_only, elems);
+    ASSERT_EQ(0, std::memcmp(qw.data(), qo.data(), elems)) << what << ": quantized rows without out";
+    const auto so = to_host<float>(ts_only, sw.size());
+    ASSERT_EQ(0, std::memcmp(sw.data(), so.data(), sw.size() * 4)) << what << ": scales without out";
+    if (n <= 8192) {
+      const auto untouched = to_host<uint8_t>(out_got, out_got.bytes());
+      ASSERT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](uint8_t b) { return b == 0x7f; }))
+          << what << ": out written without write_out";
+    }
   }
 }
 
 // The FP8 FFN's fused middle gives the bits of the three kernels it
 // replaces: scale_product, silu_mul, quantize_tokens_fp8; also with its
-// output scales written over its input scales. 6 tokens take the rows
-// split among clusters of 8 blocks (on sm_90 and later), 40 among 7, 300 a
-// block a row.
+// output scales written over its input scales, and from the product in
+// BF16 (the values here are BF16's, so both inputs hold the same numbers).
+// On sm_90 and later 6 tokens take the rows split among clusters of 8
+// blocks, 40 among 7, 131 among 2; 300 take a block a row.
 TEST(CudaKernels, SiluMulFp8MatchesItsThreeKernels) {
-  for (const int64_t tokens : {int64_t{6}, int64_t{40}, int64_t{300}})
+  for (const int64_t tokens : {int64_t{6}, int64_t{40}, int64_t{131}, int64_t{300}})
   for (const int64_t n : {int64_t{1024}, int64_t{4100}, int64_t{14336}}) {
     SCOPED_TRACE(std::to_string(tokens) + " tokens");
     std::vector<float> d = random_vector(static_cast<size_t>(tokens * 2 * n), 120 + static_cast<uint32_t>(n), 40.0f);
+    std::vector<uint16_t> d16(d.size());
+    for (size_t i = 0; i < d.size(); ++i) {
+      d16[i] = f32_to_bf16(d[i]);
+      d[i] = bf16_to_f32(d16[i]);
+    }
     std::vector<float> row_scale = random_vector(static_cast<size_t>(2 * n), 121);
     for (float& r : row_scale) r = 0.001f + std::fabs(r) * 0.01f;
     std::vector<float> token_scale = random_vector(static_cast<size_t>(tokens), 122);
     for (float& t : token_scale) t = 0.01f + std::fabs(t) * 3.0f;
     const std::vector<float> first = {0.01f, 0.5f, 1.0f, 0.0f, 3.0f, 0.02f};  // token 3: a row of zeros
     std::copy(first.begin(), first.end(), token_scale.begin());
-    DeviceBuffer dd = to_device(d), drs = to_device(row_scale), dts = to_device(token_scale);
+    DeviceBuffer dd = to_device(d), dd16 = to_device(d16), drs = to_device(row_scale), dts = to_device(token_scale);
     // The three kernels.
     DeviceBuffer scaled(d.size() * 4), act(static_cast<size_t>(tokens * n) * 4);
     DeviceBuffer q_want(static_cast<size_t>(tokens * n)), s_want(static_cast<size_t>(tokens) * 4);
@@ -1942,6 +1980,10 @@ TEST(CudaKernels, SiluMulFp8MatchesItsThreeKernels) {
     expect_same("separate scales", q_got, s_got);
     EXPECT_EQ(sw[3], 1.0f);
     TANDEM_CUDA_CHECK(cudaMemset(q_got.get(), 0x7f, q_got.bytes()));  // E4M3 NaN: what the call must overwrite
+    silu_mul_fp8(dd16.get<__nv_bfloat16>(), drs.get<float>(), dts.get<float>(), tokens, n, q_got.get<uint8_t>(),
+                 s_got.get<float>(), nullptr);
+    expect_same("from BF16", q_got, s_got);
+    TANDEM_CUDA_CHECK(cudaMemset(q_got.get(), 0x7f, q_got.bytes()));
     silu_mul_fp8(dd.get<float>(), drs.get<float>(), dts.get<float>(), tokens, n, q_got.get<uint8_t>(),
                  dts.get<float>(), nullptr);
     expect_same("scales in place", q_got, dts);
