@@ -18,8 +18,15 @@
 // (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F) writing y in f32 or bf16
 // directly.
 //
+// --search: for the f16 shapes, beyond the heuristic's offers, every
+// configuration cuBLASLt accepts for the problem (algorithm id, tile,
+// stages, split-K of 1-8 with each reduction scheme, CTA swizzling, custom
+// options 0-1, thread-block cluster shape; cublasLtMatmulAlgoCheck filters),
+// each timed over a few calls, the fastest ten again over --calls. Prints
+// the fastest configuration found against the heuristic's best.
+//
 //   build/bin/cuda_gemm_bench [--tokens 8,16,32,64,128,160,256,512] [--peak-gb-s 3350]
-//                             [--calls 100] [--algos 16] [--fp8]
+//                             [--calls 100] [--algos 16] [--fp8] [--search] [--shapes gate_up,down]
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -82,6 +89,117 @@ double time_calls(cudaStream_t s, cudaEvent_t e0, cudaEvent_t e1, int calls, int
   float ms = 0;
   TANDEM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
   return 1000.0 * ms / calls;
+}
+
+// One configuration found by --search, and its time.
+struct Found {
+  cublasLtMatmulAlgo_t algo;
+  size_t workspace = 0;
+  double us = 0;
+};
+
+// Reads an array capability of algo (tile or stages ids).
+template <typename T>
+std::vector<T> algo_cap_ids(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoCapAttributes_t attr) {
+  size_t bytes = 0;
+  if (cublasLtMatmulAlgoCapGetAttribute(&algo, attr, nullptr, 0, &bytes) != CUBLAS_STATUS_SUCCESS || bytes == 0)
+    return {T{}};
+  std::vector<T> ids(bytes / sizeof(T));
+  cublasLtMatmulAlgoCapGetAttribute(&algo, attr, ids.data(), bytes, &bytes);
+  if (ids.empty()) ids.push_back(T{});
+  return ids;
+}
+
+template <typename T>
+T algo_cap(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoCapAttributes_t attr) {
+  T v{};
+  size_t written = 0;
+  cublasLtMatmulAlgoCapGetAttribute(&algo, attr, &v, sizeof v, &written);
+  return v;
+}
+
+// Every configuration cuBLASLt accepts for the problem (f16 A and B, f32
+// compute and C/D), sorted by time; `time` times one configuration over
+// `calls` calls (0: a screening pass of a few).
+template <typename Time>
+std::vector<Found> search_configs(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
+                                  cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, size_t workspace_bytes,
+                                  Time&& time) {
+  int ids[256], n_ids = 0;
+  cublasLtMatmulAlgoGetIds(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16F, CUDA_R_16F, CUDA_R_32F, CUDA_R_32F, 256, ids,
+                           &n_ids);
+  std::vector<Found> found;
+  const int32_t splits[] = {1, 2, 3, 4, 6, 8};
+  const uint16_t clusters[] = {CUBLASLT_CLUSTER_SHAPE_AUTO, CUBLASLT_CLUSTER_SHAPE_1x1x1, CUBLASLT_CLUSTER_SHAPE_2x1x1,
+                               CUBLASLT_CLUSTER_SHAPE_1x2x1};
+  for (int i = 0; i < n_ids; ++i) {
+    cublasLtMatmulAlgo_t base;
+    if (cublasLtMatmulAlgoInit(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16F, CUDA_R_16F, CUDA_R_32F, CUDA_R_32F,
+                               ids[i], &base) != CUBLAS_STATUS_SUCCESS)
+      continue;
+    const auto tiles = algo_cap_ids<uint32_t>(base, CUBLASLT_ALGO_CAP_TILE_IDS);
+    const auto stages = algo_cap_ids<uint32_t>(base, CUBLASLT_ALGO_CAP_STAGES_IDS);
+    const int32_t splitk = algo_cap<int32_t>(base, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT);
+    const uint32_t schemes = algo_cap<uint32_t>(base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK);
+    const uint32_t swizzle = algo_cap<uint32_t>(base, CUBLASLT_ALGO_CAP_CTA_SWIZZLING_SUPPORT);
+    const int32_t custom_max = std::min(algo_cap<int32_t>(base, CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX), 1);
+    for (uint32_t tile : tiles)
+    for (uint32_t stage : stages)
+    for (int32_t split : splits) {
+      if (split > 1 && !splitk) continue;
+      for (uint32_t scheme = 0; scheme <= 4; scheme = scheme == 0 ? 1 : scheme * 2) {
+        if ((split == 1) != (scheme == 0)) continue;
+        if (scheme != 0 && !(schemes & scheme)) continue;
+        for (uint32_t swz = 0; swz <= (swizzle ? 1u : 0u); ++swz)
+        for (int32_t custom = 0; custom <= custom_max; ++custom)
+        for (uint16_t cluster : clusters) {
+          cublasLtMatmulAlgo_t a = base;
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stage, sizeof stage);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split, sizeof split);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swz, sizeof swz);
+          const uint32_t custom_u = static_cast<uint32_t>(custom);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &custom_u, sizeof custom_u);
+          if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster,
+                                                   sizeof cluster) != CUBLAS_STATUS_SUCCESS &&
+              cluster != CUBLASLT_CLUSTER_SHAPE_AUTO)
+            continue;
+          cublasLtMatmulHeuristicResult_t check{};
+          if (cublasLtMatmulAlgoCheck(lt, op, la, lb, lc, lc, &a, &check) != CUBLAS_STATUS_SUCCESS) continue;
+          if (check.workspaceSize > workspace_bytes) continue;
+          found.push_back({a, check.workspaceSize, 0});
+        }
+      }
+    }
+  }
+  // Screen the configurations over a few calls (an even sample of 3000
+  // where there are more), then time the fastest ten.
+  std::printf("  search: %zu configurations accepted\n", found.size());
+  if (found.size() > 3000) {
+    std::vector<Found> sample;
+    for (size_t i = 0; i < 3000; ++i) sample.push_back(found[i * found.size() / 3000]);
+    found.swap(sample);
+  }
+  for (Found& f : found) f.us = time(f.algo, 0);
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.us < b.us; });
+  if (found.size() > 10) found.resize(10);
+  for (Found& f : found) f.us = time(f.algo, 1);
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.us < b.us; });
+  return found;
+}
+
+std::string describe(const cublasLtMatmulAlgo_t& al) {
+  char text[160];
+  std::snprintf(text, sizeof text, "id %d tile %u stages %u splitK %d red %u swz %u custom %u cluster %u",
+                algo_attr<int32_t>(al, CUBLASLT_ALGO_CONFIG_ID), algo_attr<uint32_t>(al, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                algo_attr<uint32_t>(al, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                algo_attr<int32_t>(al, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+                algo_attr<uint32_t>(al, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME),
+                algo_attr<uint32_t>(al, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),
+                algo_attr<uint32_t>(al, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION),
+                static_cast<unsigned>(algo_attr<uint16_t>(al, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID)));
+  return text;
 }
 
 // --fp8 (see the top of the file).
@@ -253,11 +371,12 @@ int main(int argc, char** argv) {
   std::string tokens = "8,16,32,64,128,160,256,512";
   double peak = 3350;
   int calls = 100, n_algos = 16;
-  bool fp8 = false;
+  bool fp8 = false, search = false;
+  std::string shapes;
   for (int i = 1; i < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--fp8") {
-      fp8 = true;
+    if (a == "--fp8" || a == "--search") {
+      (a == "--fp8" ? fp8 : search) = true;
       --i;
       continue;
     }
@@ -266,6 +385,7 @@ int main(int argc, char** argv) {
     else if (a == "--peak-gb-s") peak = std::atof(argv[i + 1]);
     else if (a == "--calls") calls = std::atoi(argv[i + 1]);
     else if (a == "--algos") n_algos = std::atoi(argv[i + 1]);
+    else if (a == "--shapes") shapes = "," + std::string(argv[i + 1]) + ",";
     else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
   }
   const std::vector<int> counts = parse_ints(tokens);
@@ -300,6 +420,7 @@ int main(int argc, char** argv) {
   }
   const float alpha = 1.0f, beta = 0.0f;
   for (const Shape& sh : kShapes) {
+    if (!shapes.empty() && shapes.find("," + std::string(sh.name) + ",") == std::string::npos) continue;
     const int64_t wbytes = sh.rows * sh.cols * 2;
     const int64_t copies = std::max<int64_t>(2, (512ll << 20) / wbytes + 1);
     std::vector<DeviceBuffer> w;
@@ -357,6 +478,28 @@ int main(int argc, char** argv) {
       std::printf("%-8s %4d | %9.1f %5.1f%% %7.0f | %9.1f %5.1f%% %7.0f | %4.0f%% %-28s %d\n", sh.name, n, cublas_us,
                   bw(cublas_us), flop / (cublas_us * 1e-6) / 1e12, best_us, bw(best_us),
                   flop / (best_us * 1e-6) / 1e12, 100.0 * (cublas_us - best_us) / cublas_us, algo_text, n_found);
+      if (search && best >= 0) {
+        int screened = 0;
+        auto time_config = [&](const cublasLtMatmulAlgo_t& al, int full) {
+          ++screened;
+          bool ok = true;
+          const double us = time_calls(s, e0, e1, full ? calls : 5, copies, [&](int64_t c) {
+            ok = ok && cublasLtMatmul(lt, op, &alpha, w[c].get(), la, x.get(), lb, &beta, y.get(), lc, y.get(), lc,
+                                      &al, workspace.get(), workspace_bytes, s) == CUBLAS_STATUS_SUCCESS;
+          });
+          return ok ? us : 1e30;
+        };
+        const std::vector<Found> top = search_configs(lt, op, la, lb, lc, workspace_bytes, time_config);
+        const double heuristic_us = time([&](int64_t c) {  // the heuristic's best again, beside the search's
+          TANDEM_CUBLAS_CHECK(cublasLtMatmul(lt, op, &alpha, w[c].get(), la, x.get(), lb, &beta, y.get(), lc, y.get(),
+                                             lc, &found[static_cast<size_t>(best)].algo, workspace.get(),
+                                             workspace_bytes, s));
+        });
+        std::printf("  search (%d timed): heuristic best %.1f us (%.1f%%) [%s]\n", screened - 10, heuristic_us,
+                    bw(heuristic_us), describe(found[static_cast<size_t>(best)].algo).c_str());
+        for (size_t i = 0; i < top.size() && i < 5; ++i)
+          std::printf("    %.1f us (%.1f%%) %s\n", top[i].us, bw(top[i].us), describe(top[i].algo).c_str());
+      }
       std::fflush(stdout);
       cublasLtMatmulPreferenceDestroy(pref);
       cublasLtMatrixLayoutDestroy(lc);
