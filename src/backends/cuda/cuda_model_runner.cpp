@@ -49,6 +49,16 @@ bool cuda_supports(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;
 }
 
+// Whether the chunk's token is drawn on the GPU from a planned RowSampling.
+bool sampled_on_gpu(const SequenceChunk& ch) { return ch.sampling != nullptr && !ch.argmax_only && !ch.all_logits; }
+
+// Whether every chunk's token is picked on the GPU (its argmax or a planned
+// draw): the step then copies back only the token ids, no logits.
+bool tokens_only(std::span<const SequenceChunk> chunks) {
+  return std::all_of(chunks.begin(), chunks.end(),
+                     [](const SequenceChunk& ch) { return ch.argmax_only || sampled_on_gpu(ch); });
+}
+
 using cuda::WeightFormat;
 
 // The format a matrix of `dtype` takes on the GPU under `q`.
@@ -364,9 +374,12 @@ struct CudaModelRunner::Impl {
   // parallel rank, at load, before its first collective).
   void warm_gemms();
   // Grows the step buffers for T tokens, n_rows logits rows and meta_ints
-  // int32 of metadata. Frees and allocates (which waits for the GPU): a
-  // parallel rank does it before a step's first collective (reserve_shard).
-  void reserve(int64_t T, int64_t n_rows, int64_t meta_ints) {
+  // int32 of metadata; with host_logits, also the pinned buffer that the
+  // rows' logits are copied to (a step whose tokens are all picked on the
+  // GPU copies back only their ids). Frees and allocates (which waits for
+  // the GPU): a parallel rank does it before a step's first collective
+  // (reserve_shard).
+  void reserve(int64_t T, int64_t n_rows, int64_t meta_ints, bool host_logits) {
     const ModelConfig& c = config;
     const size_t f = sizeof(float);
     ensure(x, T * c.hidden_size * f);
@@ -402,7 +415,13 @@ struct CudaModelRunner::Impl {
     if (tokens_host.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t))
       tokens_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
     if (tp_size == 1 && n_stages == 1) meta_host.resize(static_cast<size_t>(meta_ints) * sizeof(int32_t));
-    if (holds_logits()) logits_host.resize(tp_size * n_rows * vocab_stride * f);
+    // At least doubling: a batch that fills up a row or two a step would
+    // otherwise pin all its rows anew each step (120 rows of a 128k
+    // vocabulary: the GPU idle for up to 45 ms between steps on an H100
+    // machine).
+    const size_t host_bytes = static_cast<size_t>(tp_size * n_rows * vocab_stride) * f;
+    if (holds_logits() && host_logits && host_bytes > logits_host.bytes())
+      logits_host.resize(std::max(host_bytes, 2 * logits_host.bytes()));
     // Logits that outgrow the pinned vector move it: unregistered here, where
     // a parallel rank grows (cudaHostUnregister may wait for the GPU), not
     // mid-step.
@@ -1145,7 +1164,7 @@ CudaModelRunner::ShardNeeds CudaModelRunner::shard_needs(std::span<const Sequenc
 
 void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
   const ShardNeeds n = shard_needs(chunks);
-  impl_->reserve(n.tokens, n.rows, n.meta_ints);
+  impl_->reserve(n.tokens, n.rows, n.meta_ints, !tokens_only(chunks));
   impl_->reserve_sampling(chunks);
 }
 
@@ -1280,7 +1299,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
 
   // Buffers. A buffer that moves invalidates the captured decode graphs.
   const size_t f = sizeof(float);
-  m.reserve(T, n_rows, static_cast<int64_t>(m.meta.size()));
+  m.reserve(T, n_rows, static_cast<int64_t>(m.meta.size()), !tokens_only(chunks));
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const int64_t vstride = m.vocab_stride;
   cudaStream_t s = m.stream;
@@ -1412,9 +1431,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         const cuda::Gemm::Fp8Input in = m.gemm->fp8_input(T, m.widest_input());
         if (pending_down_scales != nullptr)  // the down product's token scales are in.scale's, overwritten here
           cuda::add_rmsnorm_fp8(x, gate_up, pending_down_scales, in.scale, L.attn_norm, eps, T, hidden, xn, in.q,
-                                in.scale, s);
+                                in.scale, s, false);
         else
-          cuda::rmsnorm_fp8(x, nullptr, L.attn_norm, eps, T, hidden, xn, in.q, in.scale, s);
+          cuda::rmsnorm_fp8(x, nullptr, L.attn_norm, eps, T, hidden, xn, in.q, in.scale, s, false);
         pending_down_scales = nullptr;
       } else if (!fused || l == 0) {
         qkv_in = m.norm_for(L.fused_qkv ? L.qkv : L.wq, x, nullptr, L.attn_norm, eps, T, n_generated, hidden, xn);
@@ -1527,9 +1546,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
         if (tensor_parallel) m.tp_comm->all_reduce_sum(x, T * hidden);
         if (fp8_o)
           cuda::add_rmsnorm_fp8(x, o_product, static_cast<const float*>(L.wo.scales), ffn8.scale, L.ffn_norm, eps, T,
-                                hidden, xn, ffn8.q, ffn8.scale, s);
+                                hidden, xn, ffn8.q, ffn8.scale, s, false);
         else if (fp8_ffn)
-          cuda::rmsnorm_fp8(x, nullptr, L.ffn_norm, eps, T, hidden, xn, ffn8.q, ffn8.scale, s);
+          cuda::rmsnorm_fp8(x, nullptr, L.ffn_norm, eps, T, hidden, xn, ffn8.q, ffn8.scale, s, false);
         else
           ffn_in = m.norm_for(ffn_first, x, nullptr, L.ffn_norm, eps, T, n_generated, hidden, xn);
       }
@@ -1639,13 +1658,12 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   const int64_t vocab = c.vocab_size;
   // Greedy rows take their argmax on the GPU and sampled rows their draw
   // (sample_chunks); a step of nothing else copies back only the ids.
-  bool any_argmax = false, any_sampled = false, all_tokens = true;
+  bool any_argmax = false, any_sampled = false;
   for (const SequenceChunk& ch : chunks) {
-    const bool sampled = ch.sampling != nullptr && !ch.argmax_only && !ch.all_logits;
     any_argmax = any_argmax || ch.argmax_only;
-    any_sampled = any_sampled || sampled;
-    all_tokens = all_tokens && (ch.argmax_only || sampled);
+    any_sampled = any_sampled || sampled_on_gpu(ch);
   }
+  const bool all_tokens = tokens_only(chunks);
   const bool want_tokens = any_argmax || any_sampled;
   // The rows the tokens are picked from: [n_rows, rows_ld], vocabulary in
   // order. Tensor ranks' slices are laid side by side first.
