@@ -1164,7 +1164,10 @@ CudaModelRunner::ShardNeeds CudaModelRunner::shard_needs(std::span<const Sequenc
 
 void CudaModelRunner::reserve_shard(std::span<const SequenceChunk> chunks) {
   const ShardNeeds n = shard_needs(chunks);
-  impl_->reserve(n.tokens, n.rows, n.meta_ints, !tokens_only(chunks));
+  // The staging buffer too, whatever these chunks want: a parallel runner
+  // skips this call for later steps within ShardNeeds, which does not say
+  // whether a step copies logits back, and nothing may be allocated mid-step.
+  impl_->reserve(n.tokens, n.rows, n.meta_ints, true);
   impl_->reserve_sampling(chunks);
 }
 
