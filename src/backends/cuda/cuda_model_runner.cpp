@@ -1302,7 +1302,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
 
   // Buffers. A buffer that moves invalidates the captured decode graphs.
   const size_t f = sizeof(float);
-  m.reserve(T, n_rows, static_cast<int64_t>(m.meta.size()), !tokens_only(chunks));
+  // Every row's token picked on the GPU: only the ids come back (below).
+  const bool all_tokens = tokens_only(chunks);
+  m.reserve(T, n_rows, static_cast<int64_t>(m.meta.size()), !all_tokens);
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const int64_t vstride = m.vocab_stride;
   cudaStream_t s = m.stream;
@@ -1666,7 +1668,6 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
     any_argmax = any_argmax || ch.argmax_only;
     any_sampled = any_sampled || sampled_on_gpu(ch);
   }
-  const bool all_tokens = tokens_only(chunks);
   const bool want_tokens = any_argmax || any_sampled;
   // The rows the tokens are picked from: [n_rows, rows_ld], vocabulary in
   // order. Tensor ranks' slices are laid side by side first.
