@@ -306,6 +306,7 @@ int perf(const PerfOptions& o) {
   }
   if (!backend.memory_plan.empty()) std::printf("memory: %s\n", backend.memory_plan.c_str());
   for (const std::string& line : backend.gemm_tuning) std::printf("tuning: %s\n", line.c_str());
+  if (!backend.decode_graphs.empty()) std::printf("graphs: %s\n", backend.decode_graphs.c_str());
   std::printf("prefill %lld tokens: %.1f tok/s (best of %d)\n", static_cast<long long>(o.prompt_tokens), best_prefill,
               o.repetitions);
   if (o.batch == 1 && !mixed) {

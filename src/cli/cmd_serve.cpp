@@ -325,6 +325,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       log->info("weights on {}: {:.2f} s; memory plan: {}", backend->description, s, backend->memory_plan);
       for (const std::string& line : backend->gemm_tuning) log->info("{}", line);
+      if (!backend->decode_graphs.empty()) log->info("{}", backend->decode_graphs);
     }
   }
   std::unique_ptr<PacedRunner> paced;

@@ -1,6 +1,7 @@
 #include "cli/runner_factory.h"
 
 #include <chrono>
+#include <cstdio>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "common/error.h"
@@ -146,6 +147,14 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
     auto runner = std::make_unique<CudaModelRunner>(model, o);
     out.memory_plan = runner->plan().describe();
     out.gemm_tuning = runner->gemm_tuning();
+    const auto t0 = std::chrono::steady_clock::now();
+    if (const int64_t n = runner->capture_decode_graphs(kCudaGraphMaxTokens); n > 0) {
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      char line[128];
+      std::snprintf(line, sizeof line, "decode graphs of 1-%lld sequences captured in %.0f ms",
+                    static_cast<long long>(n), ms);
+      out.decode_graphs = line;
+    }
     out.runner = std::move(runner);
     out.device = "cuda:" + std::to_string(index);
     return out;

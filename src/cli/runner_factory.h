@@ -60,6 +60,7 @@ struct Runner {
   std::string description;  // e.g. "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" or "cpu: 2 threads, avx2"
   std::string memory_plan;  // GPU plan, a line per GPU; empty on the CPU
   std::vector<std::string> gemm_tuning;  // one GPU: what the GEMM tuning chose, a line per matrix shape
+  std::string decode_graphs;  // one GPU: the decode steps' CUDA graphs captured at load; empty when none
 };
 
 // Throws tandem::Error for an unknown device, or `cuda` in a build or on a

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -320,6 +321,7 @@ struct CudaModelRunner::Impl {
     uint64_t epoch = 0;
   };
   std::map<int64_t, DecodeGraph> graphs;  // by token count
+  int64_t graphs_captured = 0;            // captures since load (CudaModelRunner::decode_graphs_captured)
 
   void ensure(DeviceBuffer& buffer, size_t bytes) {
     if (bytes <= buffer.bytes()) return;
@@ -364,6 +366,7 @@ struct CudaModelRunner::Impl {
     cudaGraphDestroy(graph);
     TANDEM_CUDA_CHECK(status);
     g.epoch = epoch;
+    ++graphs_captured;
     return g.exec;
   }
 
@@ -1069,6 +1072,56 @@ const std::vector<float>& CudaModelRunner::forward(std::span<const SequenceChunk
 const std::vector<float>& CudaModelRunner::forward_shard(std::span<const SequenceChunk> chunks) {
   return impl_->run(chunks, false);
 }
+
+int64_t CudaModelRunner::capture_decode_graphs(int64_t max_sequences) {
+  Impl& m = *impl_;
+  if (!m.options.cuda_graphs || m.tp_size != 1 || m.n_stages != 1 || !m.has_embedding || !m.has_head) return 0;
+  TANDEM_CUDA_CHECK(cudaSetDevice(m.options.device));
+  // The largest step of the plan: its buffers now, so that no step within
+  // the plan moves one (which would have the graphs captured again). Its
+  // metadata: ids, positions, slots and table offsets a token, a row index
+  // a logits row, the chunks' block tables (distinct blocks of the cache
+  // unless sequences share a prefix; a chunk has at least one token and one
+  // logits row), and three ints per prompt tile (at most one a prompt
+  // token). A step past these sizes still runs, and captures anew.
+  const int64_t T = m.plan.step_tokens, rows = m.plan.logit_rows, bs = m.plan.block_size;
+  const int64_t blocks_per_sequence = (m.plan.max_context + bs - 1) / bs;
+  const int64_t table_ints = std::min(std::min(T, rows) * blocks_per_sequence, m.plan.kv_blocks);
+  m.reserve(T, rows, 7 * T + rows + table_ints, false);
+
+  // One pure decode step of each size: a token at position 0 of each of
+  // `n` sequences, on blocks borrowed from the allocator (what it writes
+  // there is overwritten before any sequence reads it) and given back.
+  const int64_t n = std::min({max_sequences, kMaxGraphTokens, rows, T, m.allocator.n_free()});
+  if (n <= 0) return 0;
+  std::vector<SequenceKv> kvs(static_cast<size_t>(n));
+  const std::array<int32_t, 1> token{0};
+  std::vector<SequenceChunk> chunks(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    SequenceChunk& ch = chunks[static_cast<size_t>(i)];
+    ch.tokens = token;
+    ch.kv = &kvs[static_cast<size_t>(i)];
+    ch.prompt_len = 0;  // generated: the decode path
+    ch.argmax_only = true;
+  }
+  const auto give_back = [&] {
+    for (SequenceKv& kv : kvs) kv.release(m.allocator);
+  };
+  const int64_t before = m.graphs_captured;
+  try {
+    for (SequenceKv& kv : kvs)
+      check(kv.reserve(1, bs, m.allocator), "internal: no free KV block for a graph capture");
+    for (int64_t b = 1; b <= n; ++b) m.run(std::span<const SequenceChunk>(chunks.data(), static_cast<size_t>(b)), false);
+  } catch (...) {
+    give_back();
+    throw;
+  }
+  give_back();
+  reset_host_timing();
+  return m.graphs_captured - before;
+}
+
+int64_t CudaModelRunner::decode_graphs_captured() const { return impl_->graphs_captured; }
 
 void CudaModelRunner::synchronize() { impl_->wait_stream(); }
 const CudaModelRunner::HostTiming& CudaModelRunner::host_timing() const { return impl_->host_timing; }

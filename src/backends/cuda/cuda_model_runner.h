@@ -163,6 +163,19 @@ class CudaModelRunner : public ModelRunner {
   };
   static ShardNeeds shard_needs(std::span<const SequenceChunk> chunks);
   void synchronize();
+  // Grows the step buffers to the plan's largest step and captures the CUDA
+  // graphs of pure decode steps of 1 to `max_sequences` sequences (at most
+  // kCudaGraphMaxTokens, the plan's logits rows and the free KV blocks) by
+  // running one such step of each size on borrowed KV blocks, given back
+  // afterwards. Steps within the plan then replay these graphs instead of
+  // capturing one the first time each batch size comes up (5-9 ms each on
+  // an 8B model). Returns how many it captured: 0 with cuda_graphs off or on
+  // a parallel rank (whose steps go through forward_shard). Resets the host
+  // timing.
+  int64_t capture_decode_graphs(int64_t max_sequences);
+  // Decode graphs captured since load, those of capture_decode_graphs
+  // included; a buffer that grows has all of them captured again.
+  int64_t decode_graphs_captured() const;
   // Tensor parallel: whether the residual stream, which the all-reduces
   // sum, is in the group's shared memory (Communicator::shared_buffer).
   bool residual_in_shared_memory() const;

@@ -393,6 +393,82 @@ TEST(CudaGreedy, ArgmaxOnlyStepsReturnTheHostsArgmax) {
   late_greedy.release(greedy.block_allocator());
 }
 
+// capture_decode_graphs at load: one graph per decode batch size, and no
+// step within the plan captures again, a prompt step larger than the
+// scratch allocated at load (256 tokens) included. The logits are the bits
+// of a runner without graphs on the same steps, so the blocks the captures
+// borrowed and wrote leave nothing behind.
+TEST(CudaGraphs, CapturedAtLoadServeEveryDecodeSize) {
+  const Reference ref = load_reference("llama3");
+  auto model = ModelFile::open((kFixtures / "llama3").string());
+  CudaRunnerOptions o = small_options();
+  o.cuda_graphs = true;
+  o.tune_gemm = false;  // the two runners take the same GEMM algorithms
+  o.max_step_tokens = 512;
+  o.max_logit_rows = 16;
+  CudaRunnerOptions plain = o;
+  plain.cuda_graphs = false;
+  poison_free_memory();
+  CudaModelRunner graphed(*model, o), eager(*model, plain);
+  EXPECT_EQ(eager.capture_decode_graphs(8), 0) << "graphs are off";
+  ASSERT_EQ(graphed.capture_decode_graphs(8), 8);
+  EXPECT_EQ(graphed.decode_graphs_captured(), 8);
+  EXPECT_EQ(graphed.block_allocator().n_free(), eager.block_allocator().n_free()) << "borrowed blocks given back";
+  EXPECT_EQ(graphed.host_timing().steps, 0) << "the captures' steps are not counted";
+
+  const int64_t vocab = model->config().vocab_size;
+  constexpr int kSeqs = 8, kPrompt = 40;  // one prompt step of 320 tokens
+  std::vector<std::vector<int32_t>> prompts(kSeqs);
+  std::vector<SequenceKv> kv_g(kSeqs), kv_e(kSeqs);
+  std::vector<int32_t> next(kSeqs);
+  std::vector<SequenceChunk> g, e;
+  for (int i = 0; i < kSeqs; ++i) {
+    const std::vector<int32_t>& src = i % 2 ? ref.prompt_a : ref.prompt_b;
+    for (int t = 0; t < kPrompt; ++t) prompts[i].push_back(src[static_cast<size_t>(t * (i + 1)) % src.size()]);
+    ASSERT_TRUE(kv_g[i].reserve(kPrompt + 8, 4, graphed.block_allocator()));
+    ASSERT_TRUE(kv_e[i].reserve(kPrompt + 8, 4, eager.block_allocator()));
+    g.push_back({prompts[i], &kv_g[i], false});
+    e.push_back({prompts[i], &kv_e[i], false});
+  }
+  auto same_rows = [&](const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << what;
+  };
+  {
+    const std::vector<float> lg = graphed.forward(g);
+    const std::vector<float>& le = eager.forward(e);
+    same_rows(lg, le, "prompt step");
+    for (int i = 0; i < kSeqs; ++i) {
+      const float* row = lg.data() + static_cast<size_t>(i) * vocab;
+      next[i] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    }
+  }
+  // Decode steps of 8, 7, 5, 3, 2 and 1 sequences.
+  const int sizes[] = {8, 7, 5, 3, 2, 1};
+  for (int n : sizes) {
+    g.clear();
+    e.clear();
+    for (int i = 0; i < n; ++i) {
+      g.push_back({std::span<const int32_t>(&next[i], 1), &kv_g[i], false, kPrompt});
+      e.push_back({std::span<const int32_t>(&next[i], 1), &kv_e[i], false, kPrompt});
+    }
+    const std::vector<float> lg = graphed.forward(g);
+    const std::vector<float>& le = eager.forward(e);
+    same_rows(lg, le, "decode step of " + std::to_string(n));
+    for (int i = 0; i < n; ++i) {
+      const float* row = lg.data() + static_cast<size_t>(i) * vocab;
+      next[i] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    }
+  }
+  EXPECT_EQ(graphed.decode_graphs_captured(), 8) << "a step within the plan captured a graph again";
+  EXPECT_EQ(graphed.host_timing().graph_steps, static_cast<int64_t>(std::size(sizes)));
+  EXPECT_EQ(eager.host_timing().graph_steps, 0);
+  for (int i = 0; i < kSeqs; ++i) {
+    kv_g[i].release(graphed.block_allocator());
+    kv_e[i].release(eager.block_allocator());
+  }
+}
+
 // Sampled steps: a chunk with a RowSampling gets row_tokens() = the token
 // the rule draws from the logits the same step returns without it (the
 // CPU reference on the full row), in chunk order; all-sampled steps and
