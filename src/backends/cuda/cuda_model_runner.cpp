@@ -45,6 +45,13 @@ constexpr int64_t kPreallocTokens = 256;   // step scratch allocated up front
 // tokens read 19-31% of peak bandwidth, the GEMM at 16 tokens 44-84%).
 // 8-bit weights take the int8 tensor-core GEMM (cuda::gemm_q8) instead.
 constexpr int64_t kMaxGemvDecode = 4;
+// FP8 rows on FP8 tensor cores: the GEMV only for one token. It converts
+// every weight to float, so its time doubles at two tokens, while cuBLASLt's
+// FP8 product takes the same time from 1 to 6 (H100, 8B shape: decode
+// steps of 2, 3 and 4 sequences 7.94, 9.80 and 10.75 ms through the GEMV,
+// 3.97, 4.02 and 4.04 through the GEMM; one sequence 3.86 ms either way).
+// The int8 and Q8_0 GEMV (dp4a) stays ahead of gemm_q8 up to 4 tokens.
+constexpr int64_t kMaxFp8GemvDecode = 1;
 
 bool cuda_supports(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0;
@@ -609,7 +616,8 @@ struct CudaModelRunner::Impl {
     // FP8 tensor cores); Q8_0 and int8 would be dequantized every step.
     const bool wide = w.format == WeightFormat::F16 || w.format == WeightFormat::BF16 ||
                       w.format == WeightFormat::F32 || (w.format == WeightFormat::F8Row && gemm->fp8_tensor_cores());
-    return !options.batch_invariant && n_gemv > kMaxGemvDecode && wide ? 0 : n_gemv;
+    const int64_t most = w.format == WeightFormat::F8Row ? kMaxFp8GemvDecode : kMaxGemvDecode;
+    return !options.batch_invariant && n_gemv > most && wide ? 0 : n_gemv;
   }
 
   // Whether all of the step's tokens take w's FP8 tensor-core GEMM, so

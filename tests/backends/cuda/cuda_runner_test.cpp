@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_model_runner.h"
@@ -244,13 +245,20 @@ TEST(CudaDecodeThroughput, LargeBatchesStayWithinTolerance) {
     ModelFile* model;
     GpuQuantization quantize;
     double tol;  // max |dlogit| against decoding alone
-  } cases[] = {{"bf16", hf.get(), GpuQuantization::None, 8e-2},
-               {"int8", hf.get(), GpuQuantization::Int8, 0.2},
-               {"q8_0", q8.get(), GpuQuantization::None, 0.2}};
+    double tie;  // a larger gap between the two top logits must not flip
+    std::vector<int> companions;
+  } cases[] = {{"bf16", hf.get(), GpuQuantization::None, 8e-2, 0.16, {10, 31}},
+               {"int8", hf.get(), GpuQuantization::Int8, 0.2, 0.16, {10, 31}},
+               {"q8_0", q8.get(), GpuQuantization::None, 0.2, 0.16, {10, 31}},
+               // FP8 rows: one sequence alone takes the GEMV (f32 inputs),
+               // two or more cuBLASLt's FP8 product, whose inputs are rounded
+               // to E4M3 (3 mantissa bits) per token: 0.52 at 2 and 4
+               // sequences, 0.48 at 32 (H100).
+               {"fp8", hf.get(), GpuQuantization::Fp8, 1.0, 2.0, {1, 3, 31}}};
   int sm_count = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, 0));
   ASSERT_LE(sm_count, 3 * 32 * hf->config().n_kv_heads) << "32 sequences no longer reach the tensor-core attention";
-  for (const Case& c : cases) for (const int companions : {10, 31}) {
+  for (const Case& c : cases) for (const int companions : c.companions) {
     CudaRunnerOptions o = small_options();
     o.batch_invariant = false;
     o.quantize = c.quantize;
@@ -265,7 +273,7 @@ TEST(CudaDecodeThroughput, LargeBatchesStayWithinTolerance) {
     Diff d;
     int64_t steps = 0;
     for (int64_t r = 0; r < static_cast<int64_t>(alone.size()) / vocab; ++r, ++steps) {
-      const Diff step = compare(batched.data() + r * vocab, alone.data() + r * vocab, 1, vocab, 0.16);
+      const Diff step = compare(batched.data() + r * vocab, alone.data() + r * vocab, 1, vocab, c.tie);
       d.max_abs = std::max(d.max_abs, step.max_abs);
       d.disagreements += step.disagreements;
       if (step.near_ties + step.disagreements > 0) break;
