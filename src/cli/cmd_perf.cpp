@@ -88,6 +88,7 @@ int perf(const PerfOptions& o) {
   rq.fused_all_reduce = o.fused_all_reduce;
   rq.cuda_graphs = o.cuda_graphs;
   rq.tune_gemm = o.tune_gemm;
+  rq.capture_decode_graphs = o.batch;
   rq.max_context = o.prompt_tokens + o.gen_tokens + 1;
   const bool mixed = o.step_prompt_tokens > 0;
   if (o.batch > 1 || mixed)

@@ -45,6 +45,7 @@ constexpr int64_t kGpuStepTokens = 1024;
 void plan_steps(const server::ServerConfig& config, RunnerRequest& rq) {
   rq.max_step_tokens = config.step_tokens > 0 ? config.step_tokens : kGpuStepTokens;
   rq.max_logit_rows = std::min<int64_t>(rq.max_step_tokens, std::max<int64_t>(config.batch_size, 1));
+  rq.capture_decode_graphs = std::max<int64_t>(config.batch_size, 1);
 }
 
 struct ServeFlags {

@@ -148,7 +148,8 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
     out.memory_plan = runner->plan().describe();
     out.gemm_tuning = runner->gemm_tuning();
     const auto t0 = std::chrono::steady_clock::now();
-    if (const int64_t n = runner->capture_decode_graphs(kCudaGraphMaxTokens); n > 0) {
+    if (const int64_t n = request.capture_decode_graphs > 0 ? runner->capture_decode_graphs(request.capture_decode_graphs) : 0;
+        n > 0) {
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       char line[128];
       std::snprintf(line, sizeof line, "decode graphs of 1-%lld sequences captured in %.0f ms",

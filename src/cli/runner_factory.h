@@ -40,6 +40,10 @@ struct RunnerRequest {
   int64_t step_timeout_s = 0;
   int64_t max_step_tokens = 0;    // GPU: the largest engine step, planned for (0: 1024)
   int64_t max_logit_rows = 0;     // GPU: rows of logits a step may want (0: max_step_tokens)
+  // One GPU: capture the CUDA graphs of decode steps of 1..N sequences at
+  // load (CudaModelRunner::capture_decode_graphs; at most 64), for callers
+  // that decode batches (serve: its batch size; perf: -b). 0: as steps come.
+  int64_t capture_decode_graphs = 0;
   std::string quantize = "none";  // GPU: none, int8 or fp8 (weights quantized at load time)
   // GPU: layers [0, gpu_layers) on the GPU, the rest with the final norm and
   // LM head on the CPU engine (offload; see OffloadRunner), or one of the

@@ -390,6 +390,11 @@ struct CudaModelRunner::Impl {
   // the GPU): a parallel rank does it before a step's first collective
   // (reserve_shard).
   void reserve(int64_t T, int64_t n_rows, int64_t meta_ints, bool host_logits) {
+    reserve_device(T, n_rows, meta_ints);
+    reserve_host(n_rows, meta_ints, host_logits);
+  }
+  // The GPU's part of reserve(): what the kernels (and captured graphs) use.
+  void reserve_device(int64_t T, int64_t n_rows, int64_t meta_ints) {
     const ModelConfig& c = config;
     const size_t f = sizeof(float);
     ensure(x, T * c.hidden_size * f);
@@ -422,6 +427,11 @@ struct CudaModelRunner::Impl {
       TANDEM_CUDA_CHECK(cudaMemsetAsync(argmax_keys.get(), 0, argmax_keys.bytes(), stream));
       TANDEM_CUDA_CHECK(cudaMemsetAsync(argmax_counters.get(), 0, argmax_counters.bytes(), stream));
     }
+  }
+  // The host's part: the pinned buffers the step's metadata, tokens and
+  // logits pass through, and the pinned logits vector.
+  void reserve_host(int64_t n_rows, int64_t meta_ints, bool host_logits) {
+    const size_t f = sizeof(float);
     if (tokens_host.bytes() < static_cast<size_t>(n_rows) * sizeof(int32_t))
       tokens_host.resize(static_cast<size_t>(n_rows) * sizeof(int32_t));
     if (tp_size == 1 && n_stages == 1) meta_host.resize(static_cast<size_t>(meta_ints) * sizeof(int32_t));
@@ -599,7 +609,8 @@ struct CudaModelRunner::Impl {
   // out[t, :w.rows] (+)= W x[t] for the step's tokens (generated first).
   // Generated tokens take the batch-invariant GEMV, except that with
   // batch_invariant off a step decoding more than kMaxGemvDecode sequences
-  // takes a tensor-core GEMM, which reads the weights once for all of them
+  // (FP8 rows: kMaxFp8GemvDecode) takes a tensor-core GEMM, which reads the
+  // weights once for all of them
   // (16/32-bit weights, and FP8 on GPUs with FP8 tensor cores: cuBLAS; Q8_0
   // and int8 on sm_80 and later: quantized_product).
   // Prompt tokens take the cuBLAS GEMM.
@@ -1085,17 +1096,18 @@ int64_t CudaModelRunner::capture_decode_graphs(int64_t max_sequences) {
   Impl& m = *impl_;
   if (!m.options.cuda_graphs || m.tp_size != 1 || m.n_stages != 1 || !m.has_embedding || !m.has_head) return 0;
   TANDEM_CUDA_CHECK(cudaSetDevice(m.options.device));
-  // The largest step of the plan: its buffers now, so that no step within
-  // the plan moves one (which would have the graphs captured again). Its
-  // metadata: ids, positions, slots and table offsets a token, a row index
+  // The largest step of the plan: its GPU buffers now, so that no step
+  // within the plan moves one (which would have the graphs captured again;
+  // host buffers grow with the steps that need them). A step has no more
+  // logits rows than tokens. Its metadata: ids, positions, slots and table offsets a token, a row index
   // a logits row, the chunks' block tables (distinct blocks of the cache
   // unless sequences share a prefix; a chunk has at least one token and one
   // logits row), and three ints per prompt tile (at most one a prompt
   // token). A step past these sizes still runs, and captures anew.
-  const int64_t T = m.plan.step_tokens, rows = m.plan.logit_rows, bs = m.plan.block_size;
+  const int64_t T = m.plan.step_tokens, rows = std::min(m.plan.logit_rows, T), bs = m.plan.block_size;
   const int64_t blocks_per_sequence = (m.plan.max_context + bs - 1) / bs;
   const int64_t table_ints = std::min(std::min(T, rows) * blocks_per_sequence, m.plan.kv_blocks);
-  m.reserve(T, rows, 7 * T + rows + table_ints, false);
+  m.reserve_device(T, rows, 7 * T + rows + table_ints);
 
   // One pure decode step of each size: a token at position 0 of each of
   // `n` sequences, on blocks borrowed from the allocator (what it writes
@@ -1112,8 +1124,8 @@ int64_t CudaModelRunner::capture_decode_graphs(int64_t max_sequences) {
     ch.prompt_len = 0;  // generated: the decode path
     ch.argmax_only = true;
   }
-  const auto give_back = [&] {
-    for (SequenceKv& kv : kvs) kv.release(m.allocator);
+  const auto give_back = [&] {  // last borrowed first: the allocator's free list as it was
+    for (auto kv = kvs.rbegin(); kv != kvs.rend(); ++kv) kv->release(m.allocator);
   };
   const int64_t before = m.graphs_captured;
   try {

@@ -413,7 +413,7 @@ TEST(CudaGraphs, CapturedAtLoadServeEveryDecodeSize) {
   o.cuda_graphs = true;
   o.tune_gemm = false;  // the two runners take the same GEMM algorithms
   o.max_step_tokens = 512;
-  o.max_logit_rows = 16;
+  o.max_logit_rows = 128;  // more rows than the pinned logits vector holds (64): it must stay pinned
   CudaRunnerOptions plain = o;
   plain.cuda_graphs = false;
   poison_free_memory();
@@ -443,7 +443,11 @@ TEST(CudaGraphs, CapturedAtLoadServeEveryDecodeSize) {
     EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << what;
   };
   {
-    const std::vector<float> lg = graphed.forward(g);
+    const std::vector<float>& returned = graphed.forward(g);
+    cudaPointerAttributes where{};
+    TANDEM_CUDA_CHECK(cudaPointerGetAttributes(&where, returned.data()));
+    EXPECT_EQ(where.type, cudaMemoryTypeHost) << "the logits of 8 rows still come back in pinned memory";
+    const std::vector<float> lg = returned;
     const std::vector<float>& le = eager.forward(e);
     same_rows(lg, le, "prompt step");
     for (int i = 0; i < kSeqs; ++i) {
@@ -681,6 +685,7 @@ TEST(CudaPlan, RunnerStaysWithinItsPlan) {
     size_t free_before = 0, free_after = 0, total = 0;
     TANDEM_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
     CudaModelRunner runner(*model, o);
+    EXPECT_EQ(runner.capture_decode_graphs(64), 64);  // as serve does: the plan's largest step's buffers, and graphs
     const CudaMemoryPlan& plan = runner.plan();
     size_t free_loaded = 0;
     TANDEM_CUDA_CHECK(cudaDeviceSynchronize());
