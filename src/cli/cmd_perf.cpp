@@ -42,6 +42,7 @@ struct PerfOptions {
   int threads = 0;
   std::string device = "auto";
   std::string quantize = "none";
+  std::string kv_cache = "f16";  // --kv-cache-dtype
   int64_t gpu_layers = kGpuLayersAuto;
   std::string max_memory_gpu;  // e.g. "8GB": the GPU budget (layers past it run on the CPU)
   double peak_gb_s = 0;
@@ -82,6 +83,7 @@ int perf(const PerfOptions& o) {
   RunnerRequest rq;
   rq.device = o.device;
   rq.quantize = o.quantize;
+  rq.kv_cache = o.kv_cache;
   rq.gpu_layers = o.gpu_layers;
   if (!o.max_memory_gpu.empty()) rq.gpu_memory_bytes = server::parse_memory_size(o.max_memory_gpu, "--max-memory-gpu");
   rq.parallel = o.parallel;
@@ -356,6 +358,7 @@ Action add_perf_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   add_quantize_option(*cmd, o->quantize);
+  add_kv_cache_option(*cmd, o->kv_cache);
   add_gpu_layers_option(*cmd, o->gpu_layers);
   cmd->add_option("--max-memory-gpu", o->max_memory_gpu,
                   "GPU budget, e.g. 8GB (default 90% of the GPU); layers that do not fit run on the CPU");

@@ -22,10 +22,12 @@ struct PerplexityOptions {
   int64_t ctx = 512;
   int threads = 0;
   std::string device = "auto", quantize = "none";
+  std::string kv_cache = "f16";  // --kv-cache-dtype
   parallel::ParallelConfig parallel;  // the main run's GPUs
   // Set: also run the model under this quantization and/or on this many GPUs
   // (0: as the main run) and compare the two.
   std::string compare_quantize;
+  std::string compare_kv_cache;  // --compare-kv-cache-dtype
   int64_t compare_tensor_parallel = 0, compare_pipeline_parallel = 0;
   int64_t compare_windows = 0;
   bool json = false;
@@ -45,6 +47,7 @@ int perplexity(const PerplexityOptions& o) {
   RunnerRequest rq;
   rq.device = o.device;
   rq.quantize = o.quantize;
+  rq.kv_cache = o.kv_cache;
   rq.max_context = o.ctx;
   rq.kv_blocks = (o.ctx + rq.block_size - 1) / rq.block_size + 1;
   rq.parallel = o.parallel;
@@ -52,14 +55,17 @@ int perplexity(const PerplexityOptions& o) {
   const LossResult r = evaluate_loss(*backend.runner, ids, o.ctx);
   nlohmann::json j = {{"device", backend.device},
                       {"quantize", o.quantize},
+                      {"kv_cache", o.kv_cache},
                       {"tokens", ids.size()},
                       {"predicted_tokens", r.predicted_tokens},
                       {"windows", r.windows},
                       {"mean_nll", r.mean_nll},
                       {"perplexity", r.perplexity}};
-  const bool compare = !o.compare_quantize.empty() || o.compare_tensor_parallel > 0 || o.compare_pipeline_parallel > 0;
+  const bool compare = !o.compare_quantize.empty() || !o.compare_kv_cache.empty() || o.compare_tensor_parallel > 0 ||
+                       o.compare_pipeline_parallel > 0;
   RunnerRequest other = rq;
   if (!o.compare_quantize.empty()) other.quantize = o.compare_quantize;
+  if (!o.compare_kv_cache.empty()) other.kv_cache = o.compare_kv_cache;
   if (o.compare_tensor_parallel > 0) other.parallel.tensor_parallel = o.compare_tensor_parallel;
   if (o.compare_pipeline_parallel > 0) other.parallel.pipeline_stages = o.compare_pipeline_parallel;
   if (compare) {
@@ -67,6 +73,7 @@ int perplexity(const PerplexityOptions& o) {
     const LossResult ref_loss = evaluate_loss(*reference.runner, ids, o.ctx);
     const AgreementResult a = compare_runners(*backend.runner, *reference.runner, ids, o.ctx, o.compare_windows);
     j["compare"] = {{"quantize", other.quantize},
+                    {"kv_cache", other.kv_cache},
                     {"tensor_parallel", other.parallel.tensor_parallel},
                     {"pipeline_stages", other.parallel.pipeline_stages},
                     {"device", reference.device},
@@ -79,17 +86,18 @@ int perplexity(const PerplexityOptions& o) {
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("device: %s (%s)%s\n", backend.description.c_str(), backend.device.c_str(),
-              o.quantize == "none" ? "" : (", weights quantized to " + o.quantize).c_str());
+  std::printf("device: %s (%s)%s%s\n", backend.description.c_str(), backend.device.c_str(),
+              o.quantize == "none" ? "" : (", weights quantized to " + o.quantize).c_str(),
+              o.kv_cache == "f16" ? "" : (", KV cache " + o.kv_cache).c_str());
   std::printf("tokens: %zu, windows of %lld: %lld, predicted: %lld\nmean NLL: %.5f nats/token, perplexity: %.3f\n",
               ids.size(), static_cast<long long>(o.ctx), static_cast<long long>(r.windows),
               static_cast<long long>(r.predicted_tokens), r.mean_nll, r.perplexity);
   if (j.contains("compare")) {
     const auto& cmp = j["compare"];
     std::printf(
-        "against --quantize %s on %s (tensor parallel %lld, pipeline stages %lld): mean NLL %.5f, top-1 agreement "
-        "%.4f over %lld positions, max |dlogit| %.4g\n",
-        other.quantize.c_str(), cmp["device"].get<std::string>().c_str(),
+        "against --quantize %s --kv-cache-dtype %s on %s (tensor parallel %lld, pipeline stages %lld): mean NLL "
+        "%.5f, top-1 agreement %.4f over %lld positions, max |dlogit| %.4g\n",
+        other.quantize.c_str(), other.kv_cache.c_str(), cmp["device"].get<std::string>().c_str(),
         static_cast<long long>(other.parallel.tensor_parallel), static_cast<long long>(other.parallel.pipeline_stages),
         cmp["mean_nll"].get<double>(), cmp["top1_agreement"].get<double>(),
         static_cast<long long>(cmp["positions"].get<int64_t>()), cmp["max_abs_logit_diff"].get<double>());
@@ -108,10 +116,14 @@ Action add_perplexity_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   add_quantize_option(*cmd, o->quantize);
+  add_kv_cache_option(*cmd, o->kv_cache);
   cmd->add_option("--compare-quantize", o->compare_quantize,
                   "Also run the model with this --quantize (none, int8, fp8) and report its loss, top-1 agreement "
                   "and largest logit difference against the main run")
       ->check(CLI::IsMember({"none", "int8", "fp8"}));
+  cmd->add_option("--compare-kv-cache-dtype", o->compare_kv_cache,
+                  "Also run the model with this --kv-cache-dtype (f16, fp8) and compare, as --compare-quantize does")
+      ->check(CLI::IsMember({"f16", "fp8"}));
   cmd->add_option("--tensor-parallel", o->parallel.tensor_parallel, "GPUs sharing each layer (NCCL)")
       ->check(CLI::Range(int64_t{1}, parallel::kMaxTensorParallel));
   cmd->add_option("--pipeline-parallel", o->parallel.pipeline_stages, "Pipeline stages, one GPU group each")

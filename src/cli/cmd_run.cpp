@@ -35,6 +35,7 @@ struct RunOptions {
   int threads = 0;
   std::string device = "auto";
   std::string quantize = "none";
+  std::string kv_cache = "f16";  // --kv-cache-dtype
   int64_t gpu_layers = kGpuLayersAuto;
   int64_t ctx = 4096;
   bool json = false;
@@ -59,6 +60,7 @@ int run(const RunOptions& o) {
   RunnerRequest rq;
   rq.device = o.device;
   rq.quantize = o.quantize;
+  rq.kv_cache = o.kv_cache;
   rq.gpu_layers = o.gpu_layers;
   rq.max_context = std::min<int64_t>(o.ctx, model->config().context_length);
   check(rq.max_context > 0, "--ctx must be positive");
@@ -142,6 +144,7 @@ Action add_run_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads; 0 = all cores");
   cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   add_quantize_option(*cmd, o->quantize);
+  add_kv_cache_option(*cmd, o->kv_cache);
   add_gpu_layers_option(*cmd, o->gpu_layers);
   cmd->add_option("-c,--ctx", o->ctx, "Context window in tokens (capped at the model's)");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of streaming text");

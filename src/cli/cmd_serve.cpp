@@ -58,6 +58,7 @@ struct ServeFlags {
   int step_timeout_s = 600;       // --step-timeout-s
   std::string step_trace;  // CSV file, one line per engine step
   std::string quantize = "none";
+  std::string kv_cache = "f16";  // --kv-cache-dtype
   int64_t gpu_layers = kGpuLayersAuto;
   int header_timeout_s = 10;
   std::string log_level = "info";
@@ -155,6 +156,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
     rq.max_context = std::min<int64_t>(config.context_window, model->config().context_length);
     rq.block_size = 16;
     rq.quantize = f.quantize;
+    rq.kv_cache = f.kv_cache;
     rq.gpu_memory_bytes = config.max_memory.gpu_bytes;
     rq.batch_invariant = f.batch_invariant;
     rq.fused_all_reduce = f.fused_all_reduce;
@@ -246,6 +248,7 @@ int serve(const ServeFlags& f, const CLI::App& cmd) {
   rq.max_context = context;
   rq.block_size = 16;
   rq.quantize = f.quantize;
+  rq.kv_cache = f.kv_cache;
   // Layers on the GPU: --gpu-layers, else device_map ("gpu": all; a list:
   // its GPU entries; "auto": all that fit, the rest on the CPU).
   if (config.device_map == "gpu") rq.gpu_layers = kGpuLayersAll;
@@ -381,6 +384,7 @@ Action add_serve_command(CLI::App& app) {
   cmd->add_option("--max-memory-gpu", f->max_memory_gpu, "GPU memory budget, e.g. 48GB");
   cmd->add_option("--device", f->device, "auto, cpu, cuda or cuda:N (auto: the GPU when there is one)");
   add_quantize_option(*cmd, f->quantize);
+  add_kv_cache_option(*cmd, f->kv_cache);
   add_gpu_layers_option(*cmd, f->gpu_layers);
   cmd->add_flag("--batch-invariant", f->batch_invariant,
                 "GPU: decode every batch with the batch-invariant GEMV, so that an answer never depends on its "

@@ -30,6 +30,13 @@ void add_quantize_option(CLI::App& cmd, std::string& quantize) {
       ->check(CLI::IsMember({"none", "int8", "fp8"}));
 }
 
+void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache) {
+  cmd.add_option("--kv-cache-dtype", kv_cache,
+                 "GPU: the KV cache's element type: f16, or fp8 (E4M3 of each value, no scales: half the memory, "
+                 "twice the tokens in flight, half the bytes a decoded token's attention reads)")
+      ->check(CLI::IsMember({"f16", "fp8"}));
+}
+
 void add_gpu_layers_option(CLI::App& cmd, int64_t& gpu_layers) {
   cmd.add_option("--gpu-layers", gpu_layers,
                  "GPU: run the first N layers on the GPU and the rest on the CPU (default: all when they fit the "
@@ -53,6 +60,8 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
                                " layers on the GPU were asked for (--gpu-layers or a device_map list), but this "
                                "run is on the CPU (--device cpu, or no CUDA GPU or CUDA build)");
     check(!multi_gpu, describe(request.parallel) + " runs on GPUs; the CPU engine runs on one device (use --device cuda)");
+    check(request.kv_cache == "f16" || request.kv_cache.empty(),
+          "--kv-cache-dtype " + request.kv_cache + " is for the GPU engine; the CPU engine keeps its KV cache in f32");
     check(request.quantize == "none" || request.quantize.empty(),
           "--quantize " + request.quantize + " is for the GPU engine; the CPU engine runs the file's weights as they are");
     CpuRunnerOptions o;
@@ -91,6 +100,7 @@ Runner make_runner(const ModelFile& model, ThreadPool& pool, const RunnerRequest
   o.quantize = request.quantize == "int8" ? GpuQuantization::Int8
                : request.quantize == "fp8" ? GpuQuantization::Fp8
                                            : GpuQuantization::None;
+  o.kv_cache = request.kv_cache == "fp8" ? GpuKvCache::Fp8 : GpuKvCache::F16;
   o.on_load_progress = request.on_load_progress;
   const auto devices = describe_cuda_devices();
   check(!multi_gpu || request.gpu_layers == kGpuLayersAuto || request.gpu_layers == kGpuLayersAll,

@@ -45,6 +45,7 @@ struct RunnerRequest {
   // that decode batches (serve: its batch size; perf: -b). 0: as steps come.
   int64_t capture_decode_graphs = 0;
   std::string quantize = "none";  // GPU: none, int8 or fp8 (weights quantized at load time)
+  std::string kv_cache = "f16";   // GPU: the KV cache's element type, f16 or fp8 (E4M3)
   // GPU: layers [0, gpu_layers) on the GPU, the rest with the final norm and
   // LM head on the CPU engine (offload; see OffloadRunner), or one of the
   // constants above.
@@ -81,6 +82,8 @@ void follow_node(const ModelFile& model, ThreadPool& pool, const RunnerRequest& 
 
 // Registers --quantize on a subcommand (none, int8, fp8).
 void add_quantize_option(CLI::App& cmd, std::string& quantize);
+// Registers --kv-cache-dtype on a subcommand (f16, fp8).
+void add_kv_cache_option(CLI::App& cmd, std::string& kv_cache);
 // Registers --gpu-layers on a subcommand.
 void add_gpu_layers_option(CLI::App& cmd, int64_t& gpu_layers);
 

@@ -14,6 +14,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/kv_cache_element.cuh"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/quantize_block.cuh"
 
@@ -59,6 +60,40 @@ struct HalfVector<4> { using type = uint2; };
 template <>
 struct HalfVector<8> { using type = uint4; };
 
+// How the kernel reads a cache of element type C (__half, or E4M3 bytes):
+// DPL values of a lane's value slice at once, keys 8 values a vector, and
+// each value widened to float (E4M3 through f16, exactly).
+template <typename C>
+struct CacheRead;
+template <>
+struct CacheRead<__half> {
+  template <int DPL>
+  using Values = typename HalfVector<DPL>::type;
+  using Keys8 = uint4;
+  __device__ static float2 pair(const Keys8& k, int e) { return __half22float2(reinterpret_cast<const __half2*>(&k)[e]); }
+  __device__ static float value(__half v) { return __half2float(v); }
+};
+template <int DPL>
+struct ByteVector;
+template <>
+struct ByteVector<1> { using type = uint8_t; };
+template <>
+struct ByteVector<2> { using type = uint16_t; };
+template <>
+struct ByteVector<4> { using type = uint32_t; };
+template <>
+struct ByteVector<8> { using type = uint2; };
+template <>
+struct CacheRead<__nv_fp8_storage_t> {
+  template <int DPL>
+  using Values = typename ByteVector<DPL>::type;
+  using Keys8 = uint2;
+  __device__ static float2 pair(const Keys8& k, int e) {
+    return __half22float2(kv_cache_element::fp8x2_to_half2(reinterpret_cast<const __nv_fp8x2_storage_t*>(&k)[e]));
+  }
+  __device__ static float value(__nv_fp8_storage_t v) { return __half2float(kv_cache_element::fp8_to_half(v)); }
+};
+
 // DPL: head_dim / 32 rounded up. When head_dim == 32 * DPL and DPL <= 4,
 // lane j owns dims [j * DPL, (j + 1) * DPL) and loads the tile's 32 value
 // rows together with its keys, so a tile waits for memory once; otherwise
@@ -67,9 +102,13 @@ struct HalfVector<8> { using type = uint4; };
 // reads each cached key and value once for all of them. A head's
 // arithmetic is the same whatever GP is (the same operations in the same
 // order), so GP never changes a result.
-template <int DPL, int GP>
+// C: the cache's element type (CacheRead).
+template <int DPL, int GP, typename C>
 __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionArgs a, AttentionShape s) {
   constexpr int HD = 32 * DPL;  // head_dim, at most
+  using Read = CacheRead<C>;
+  const C* k_cache = static_cast<const C*>(a.k_cache);
+  const C* v_cache = static_cast<const C*>(a.v_cache);
   __shared__ float q_s[GP][HD];
   __shared__ float part_m[kWarps][GP], part_l[kWarps][GP];
   __shared__ float part_acc[kWarps][GP][HD];
@@ -108,9 +147,10 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   constexpr int kRound = kWarps * kTile;
   const int run = ((n_pos + n_splits - 1) / n_splits + kTile - 1) / kTile * kTile;
   const int begin = split * run, end = min(n_pos, begin + run);
-  using ValueVector = typename HalfVector<DPL>::type;
+  using ValueVector = typename Read::template Values<DPL>;
+  using KeyVector = typename Read::Keys8;
   ValueVector values[kTile];  // contiguous: this lane's dims of the tile's 32 value rows
-  uint4 keys[DPL * 4];        // this lane's key (position base + lane), hd / 8 vectors
+  KeyVector keys[DPL * 4];    // this lane's key (position base + lane), hd / 8 vectors
   int64_t slot = 0;
   // Loads the tile at `base`: slots, the lane's key and (contiguous) the
   // values. Lanes past the end read position `base` (their scores are masked
@@ -129,10 +169,10 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
         const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
         const int position_j = base + jj < end ? base + jj : base;
         if (only < 0 || position_j == only)
-          values[jj] = *reinterpret_cast<const ValueVector*>(a.v_cache + slot_j * kv_dim + kvh * hd + lane * DPL);
+          values[jj] = *reinterpret_cast<const ValueVector*>(v_cache + slot_j * kv_dim + kvh * hd + lane * DPL);
       }
     }
-    const uint4* k = reinterpret_cast<const uint4*>(a.k_cache + slot * kv_dim + kvh * hd);
+    const KeyVector* k = reinterpret_cast<const KeyVector*>(k_cache + slot * kv_dim + kvh * hd);
     if (only < 0 || jc == only) {
 #pragma unroll
       for (int v = 0; v < DPL * 4; ++v)
@@ -165,11 +205,10 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
 #pragma unroll
     for (int v = 0; v < DPL * 4; ++v) {
       if (v < hd / 8) {
-        const uint4 raw = keys[v];
-        const __half2* k2 = reinterpret_cast<const __half2*>(&raw);
+        const KeyVector raw = keys[v];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float2 kf = __half22float2(k2[e]);
+          const float2 kf = Read::pair(raw, e);
 #pragma unroll
           for (int g = 0; g < GP; ++g) {
             dot[g] = fmaf(q_s[g][8 * v + 2 * e], kf.x, dot[g]);
@@ -197,24 +236,24 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
     if (contiguous) {
 #pragma unroll
       for (int jj = 0; jj < kTile; ++jj) {
-        const __half* v = reinterpret_cast<const __half*>(&values[jj]);
+        const C* v = reinterpret_cast<const C*>(&values[jj]);
 #pragma unroll
         for (int g = 0; g < GP; ++g) {
           const float pj = __shfl_sync(0xffffffffu, p[g], jj);
 #pragma unroll
-          for (int i = 0; i < DPL; ++i) acc[g][i] = fmaf(pj, __half2float(v[i]), acc[g][i]);
+          for (int i = 0; i < DPL; ++i) acc[g][i] = fmaf(pj, Read::value(v[i]), acc[g][i]);
         }
       }
     } else {
 #pragma unroll 16
       for (int jj = 0; jj < kTile; ++jj) {
         const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
-        const __half* v = a.v_cache + slot_j * kv_dim + kvh * hd;
+        const C* v = v_cache + slot_j * kv_dim + kvh * hd;
         float vf[DPL];
 #pragma unroll
         for (int i = 0; i < DPL; ++i) {
           const int d = lane + 32 * i;
-          vf[i] = d < hd ? __half2float(v[d]) : 0.0f;
+          vf[i] = d < hd ? Read::value(v[d]) : 0.0f;
         }
 #pragma unroll
         for (int g = 0; g < GP; ++g) {
@@ -335,15 +374,23 @@ __global__ void __launch_bounds__(kWarps * 32) paged_attention_kernel(AttentionA
   }
 }
 
-template <int DPL>
+template <int DPL, typename C>
 void launch_paged_attention(dim3 grid, int heads_per_block, cudaStream_t stream, const AttentionArgs& args,
                             const AttentionShape& shape) {
   switch (heads_per_block) {
-    case 1: launch(paged_attention_kernel<DPL, 1>, grid, kWarps * 32, stream, args, shape); break;
-    case 2: launch(paged_attention_kernel<DPL, 2>, grid, kWarps * 32, stream, args, shape); break;
-    case 4: launch(paged_attention_kernel<DPL, 4>, grid, kWarps * 32, stream, args, shape); break;
-    default: launch(paged_attention_kernel<DPL, 8>, grid, kWarps * 32, stream, args, shape); break;
+    case 1: launch(paged_attention_kernel<DPL, 1, C>, grid, kWarps * 32, stream, args, shape); break;
+    case 2: launch(paged_attention_kernel<DPL, 2, C>, grid, kWarps * 32, stream, args, shape); break;
+    case 4: launch(paged_attention_kernel<DPL, 4, C>, grid, kWarps * 32, stream, args, shape); break;
+    default: launch(paged_attention_kernel<DPL, 8, C>, grid, kWarps * 32, stream, args, shape); break;
   }
+}
+template <int DPL>
+void launch_paged_attention(dim3 grid, int heads_per_block, cudaStream_t stream, const AttentionArgs& args,
+                            const AttentionShape& shape) {
+  if (args.cache_type == KvCacheType::Fp8E4M3)
+    launch_paged_attention<DPL, __nv_fp8_storage_t>(grid, heads_per_block, stream, args, shape);
+  else
+    launch_paged_attention<DPL, __half>(grid, heads_per_block, stream, args, shape);
 }
 
 }  // namespace

@@ -155,11 +155,14 @@ uint64_t step_scratch_bytes(const ModelConfig& c, GpuQuantization quantize, int6
   return bytes;
 }
 
+const char* gpu_kv_cache_name(GpuKvCache kv) { return kv == GpuKvCache::Fp8 ? "fp8" : "f16"; }
+
 std::string CudaMemoryPlan::describe() const {
   const uint64_t kv = kv_bytes_per_block * static_cast<uint64_t>(kv_blocks);
   return "gpu budget " + gib(budget_bytes) + ": weights " + gib(weight_bytes) + ", scratch " + gib(scratch_bytes) +
          " (steps of " + std::to_string(step_tokens) + " tokens)" +
-         ", KV cache " + gib(kv) + " (" + std::to_string(kv_blocks) + " blocks of " + std::to_string(block_size) +
+         ", KV cache " + gib(kv) + " (" + gpu_kv_cache_name(kv_cache) + ", " + std::to_string(kv_blocks) +
+         " blocks of " + std::to_string(block_size) +
          " tokens = " + std::to_string(kv_blocks * block_size) + " tokens in flight, context " +
          std::to_string(max_context) + ")";
 }
@@ -180,8 +183,9 @@ CudaMemoryPlan plan_cuda_memory(const ModelConfig& c, const std::vector<TensorRe
   plan.step_tokens = options.max_step_tokens > 0 ? options.max_step_tokens : kDefaultStepTokens;
   plan.logit_rows = options.max_logit_rows > 0 ? options.max_logit_rows : plan.step_tokens;
   plan.scratch_bytes = step_scratch_bytes(c, options.quantize, plan.step_tokens, plan.logit_rows, tp_size);
-  plan.kv_bytes_per_block =
-      static_cast<uint64_t>(c.n_layers) * 2 * static_cast<uint64_t>(plan.block_size * c.kv_dim()) * sizeof(uint16_t);
+  plan.kv_cache = options.kv_cache;
+  plan.kv_bytes_per_block = static_cast<uint64_t>(c.n_layers) * 2 * static_cast<uint64_t>(plan.block_size * c.kv_dim()) *
+                            (options.kv_cache == GpuKvCache::Fp8 ? 1 : 2);
   const int64_t min_blocks = (plan.max_context + plan.block_size - 1) / plan.block_size;
   const uint64_t fixed = plan.weight_bytes + plan.scratch_bytes;
   const uint64_t min_kv = plan.kv_bytes_per_block * static_cast<uint64_t>(min_blocks);
@@ -276,7 +280,7 @@ struct CudaModelRunner::Impl {
   uint64_t uploaded = 0, upload_total = 0;
 
   DeviceBuffer rope_cos, rope_sin;  // [max_context, head_dim / 2] f32
-  DeviceBuffer k_cache, v_cache;    // [n_layers, kv_blocks * block_size, kv_dim] f16
+  DeviceBuffer k_cache, v_cache;    // [n_layers, kv_blocks * block_size, kv_dim] f16 or E4M3 (plan.kv_cache)
   BlockAllocator allocator{1};
 
   // Step scratch, grown as needed.
@@ -1422,7 +1426,10 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   shape.n_kv_heads = static_cast<int>(c.n_kv_heads);
   shape.head_dim = static_cast<int>(c.head_dim);
   shape.block_size = static_cast<int>(bs);
-  const int64_t layer_cache_elems = m.plan.kv_blocks * bs * kv_dim;
+  // One layer's keys (and values): kv_blocks * bs rows of kv_dim elements.
+  const int64_t layer_cache_bytes = m.plan.kv_blocks * bs * kv_dim * (m.plan.kv_cache == GpuKvCache::Fp8 ? 1 : 2);
+  const cuda::KvCacheType cache_type =
+      m.plan.kv_cache == GpuKvCache::Fp8 ? cuda::KvCacheType::Fp8E4M3 : cuda::KvCacheType::F16;
   // A few tokens split their context across blocks to fill the GPU. The
   // split count is part of a token's arithmetic, so batch_invariant keeps one.
   // Generated tokens take paged_attention, prompt tokens the tensor-core
@@ -1532,8 +1539,9 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       qa.rope_layout = c.rope.style == RopeStyle::HalfSplit ? cuda::RopeLayout::HalfSplit : cuda::RopeLayout::Interleaved;
       qa.positions = d_positions;
       qa.slots = d_slots;
-      qa.k_cache = m.k_cache.get<__half>() + l * layer_cache_elems;
-      qa.v_cache = m.v_cache.get<__half>() + l * layer_cache_elems;
+      qa.k_cache = m.k_cache.get<char>() + l * layer_cache_bytes;
+      qa.v_cache = m.v_cache.get<char>() + l * layer_cache_bytes;
+      qa.cache_type = cache_type;
       if (fp8_qkv) {
         qa.row_scale = static_cast<const float*>(L.qkv.scales);
         qa.token_scale = m.gemm->fp8_input(T, m.widest_input()).scale;
@@ -1560,6 +1568,7 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
       aa.q_stride = qkv_dim;
       aa.k_cache = qa.k_cache;
       aa.v_cache = qa.v_cache;
+      aa.cache_type = cache_type;
       aa.positions = d_positions;
       aa.table_offsets = d_table_offsets;
       aa.block_tables = d_tables;

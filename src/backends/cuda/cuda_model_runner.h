@@ -29,6 +29,12 @@ class TensorReduce;
 // one f32 scale per output row (W8A16: activations stay 16/32-bit).
 enum class GpuQuantization { None, Int8, Fp8 };
 
+// The paged KV cache's element type: f16, or FP8 E4M3 of the values
+// themselves (no scales; saturated at +-448), half the bytes: twice the
+// tokens in flight, and half the bytes a decoded token's attention reads.
+enum class GpuKvCache { F16, Fp8 };
+const char* gpu_kv_cache_name(GpuKvCache kv);  // "f16", "fp8"
+
 struct CudaRunnerOptions {
   int device = 0;
   int64_t block_size = 16;
@@ -37,6 +43,7 @@ struct CudaRunnerOptions {
   uint64_t gpu_memory_bytes = 0; // 0: 90% of the GPU's memory
   bool cuda_graphs = true;       // replay decode steps as captured CUDA graphs
   GpuQuantization quantize = GpuQuantization::None;
+  GpuKvCache kv_cache = GpuKvCache::F16;
   // Every generated token through the batch-invariant GEMV, and attention
   // in one block per (token, head). Off: decode steps of more than 4
   // sequences with 16/32-bit weights use the tensor-core GEMM, and small
@@ -82,6 +89,7 @@ struct CudaMemoryPlan {
   int64_t step_tokens = 0;     // the largest step planned for
   int64_t logit_rows = 0;
   uint64_t kv_bytes_per_block = 0;
+  GpuKvCache kv_cache = GpuKvCache::F16;
   int64_t kv_blocks = 0;
   int64_t block_size = 0;
   int64_t max_context = 0;

@@ -10,6 +10,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/kv_cache_element.cuh"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/qkv_epilogue.cuh"
 #include "backends/cuda/quantize_block.cuh"
@@ -621,14 +622,16 @@ __global__ void qkv_finish_kernel(QkvFinishArgs args, AttentionShape shape) {
       __syncwarp();
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
-          args.k_cache[static_cast<int64_t>(slot) * kv_dim + kh * hd + d] = __float2half_rn(head[d]);
+          kv_cache_element::store(args.k_cache, args.cache_type, static_cast<int64_t>(slot) * kv_dim + kh * hd + d,
+                                  head[d]);
     } else {
       const int vh = h - shape.n_heads - shape.n_kv_heads;
       const float* head = args.v + t * stride + vh * hd;
       const float* vs = rs ? rs + q_dim + kv_dim + vh * hd : nullptr;
       if (slot >= 0)
         for (int d = lane; d < hd; d += 32)
-          args.v_cache[static_cast<int64_t>(slot) * kv_dim + vh * hd + d] = __float2half_rn(
+          kv_cache_element::store(
+              args.v_cache, args.cache_type, static_cast<int64_t>(slot) * kv_dim + vh * hd + d,
               __fadd_rn(vs ? scaled_product(head[d], vs[d], ts) : head[d], args.v_bias ? args.v_bias[vh * hd + d] : 0.0f));
     }
   }

@@ -42,29 +42,43 @@ constexpr int kMaxGroup = 16;  // query heads a KV head: the rows of an mma tile
 template <int HD>
 constexpr int kRowHalves = HD + 8;  // padded as in prefill_attention: ldmatrix rows in distinct banks
 
-template <int HD, int S>
+// An f16 cache's tiles are copied as the mma's read them, S stages of K
+// and V. An E4M3 cache's are copied as they are (S stages of rows of HD
+// bytes) and widened into one f16 tile before use (mma_tile::widen_tile).
+template <int HD>
+__host__ __device__ constexpr size_t f16_tile_bytes() {  // K and V of one tile, rows of kRowHalves
+  return static_cast<size_t>(2) * kKeyTile * kRowHalves<HD> * sizeof(__half);
+}
+template <int HD, bool kFp8>
+__host__ __device__ constexpr size_t staged_tile_bytes() {
+  return kFp8 ? static_cast<size_t>(2) * kKeyTile * HD : f16_tile_bytes<HD>();
+}
+template <int HD, int S, bool kFp8>
 constexpr size_t stage_bytes() {
-  return static_cast<size_t>(S) * 2 * kKeyTile * kRowHalves<HD> * sizeof(__half);
+  return S * staged_tile_bytes<HD, kFp8>() + (kFp8 ? f16_tile_bytes<HD>() : 0);
 }
 template <int HD>
 constexpr size_t merge_bytes() {  // the warps' outputs [warp][row][HD], then max and sum [warp][row]
   return static_cast<size_t>(kWarps) * kMaxGroup * (HD + 2) * sizeof(float);
 }
-template <int HD, int S>
+template <int HD, int S, bool kFp8>
 constexpr size_t shared_bytes() {
-  return stage_bytes<HD, S>() > merge_bytes<HD>() ? stage_bytes<HD, S>() : merge_bytes<HD>();
+  return stage_bytes<HD, S, kFp8>() > merge_bytes<HD>() ? stage_bytes<HD, S, kFp8>() : merge_bytes<HD>();
 }
 
 // S: the copy pipeline's stages, tiles kt + 1 .. kt + S - 1 in flight while
 // tile kt is used. The arithmetic, and so the bits, do not depend on it.
-template <int HD, int S>
+// kFp8: the cache holds E4M3 (the same bits as an f16 cache of its values).
+template <int HD, int S, bool kFp8>
 __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(AttentionArgs a, AttentionShape s) {
   constexpr int KS = HD / 16;  // k-steps of q k^T over head_dim
   constexpr int NT = HD / 8;   // n-tiles of the output over head_dim
   constexpr int LD = kRowHalves<HD>;
   static_assert(HD % 32 == 0 && kKeyTile * (HD / 8) % kThreads == 0, "head_dim must be a multiple of 32");
   static_assert(S >= 2, "at least one tile copies while another is used");
-  extern __shared__ __align__(16) __half shared[];  // [stage][K, V][position][LD]; then the merge
+  // [stage][K, V][position][LD] halves, or (kFp8) [stage][K, V][position][HD]
+  // bytes and one widened tile [K, V][position][LD] halves; then the merge.
+  extern __shared__ __align__(16) __half shared[];
   __shared__ int64_t rows[S][kKeyTile];
 
   let_successor_start();
@@ -85,11 +99,20 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
     return cache_row(table, s.block_size, kv_dim, kvh * HD, kv0 + static_cast<int>(threadIdx.x), kv_len);
   };
   const uint32_t shared_base = shared_address(shared);
+  constexpr uint32_t kStaged = static_cast<uint32_t>(staged_tile_bytes<HD, kFp8>());
+  __half* widened = reinterpret_cast<__half*>(reinterpret_cast<char*>(shared) + S * kStaged);  // kFp8
   auto copy_tile = [&](int kt) {
     const int stage = kt % S;
-    const uint32_t k_dst = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
-    const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
-    copy_cache_tile<HD, LD, kKeyTile, kThreads>(k_dst, v_dst, rows[stage], a.k_cache, a.v_cache);
+    const uint32_t k_dst = shared_base + stage * kStaged;
+    if constexpr (kFp8) {
+      copy_cache_tile_fp8<HD, kKeyTile, kThreads>(k_dst, k_dst + kKeyTile * HD, rows[stage],
+                                                  static_cast<const uint8_t*>(a.k_cache),
+                                                  static_cast<const uint8_t*>(a.v_cache));
+    } else {
+      const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
+      copy_cache_tile<HD, LD, kKeyTile, kThreads>(k_dst, v_dst, rows[stage], static_cast<const __half*>(a.k_cache),
+                                                  static_cast<const __half*>(a.v_cache));
+    }
   };
 
   // Tiles 0 .. S - 2 copying (a group each, empty past the last tile), the
@@ -145,9 +168,15 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
     copy_wait<S - 1>();
     const int64_t next_row = (threadIdx.x < kKeyTile && kt + S < n_key_tiles) ? row_of(kv0 + S * kKeyTile) : -1;
     __syncthreads();  // tile kt is in shared memory for every warp
+    if constexpr (kFp8) {
+      const uint8_t* staged = reinterpret_cast<const uint8_t*>(shared) + stage * kStaged;
+      widen_tile<HD, LD, kKeyTile, kThreads>(staged, staged + kKeyTile * HD, widened, widened + kKeyTile * LD);
+      __syncthreads();  // the widened tile is complete (every warp was past the last one's use at the loop's top)
+    }
     const int p0 = kv0 + warp * 16;  // this warp's first position
     if (p0 <= pos) {  // position p0 is attended: every row's maximum is finite from here on
-      const uint32_t k_base = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
+      const uint32_t k_base =
+          kFp8 ? shared_address(widened) : shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
       const uint32_t v_base = k_base + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
       float sc[2][4];
 #pragma unroll
@@ -263,15 +292,20 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_attention_kernel(Atte
   }
 }
 
-// Calls f(kernel, shared bytes) for head size hd and s stages.
+// Calls f(kernel, shared bytes) for head size hd, s stages and the cache type.
 template <typename F>
-void with_head_and_stages(int hd, int stages, F&& f) {
+void with_head_and_stages(int hd, int stages, KvCacheType cache, F&& f) {
   auto pick = [&](auto head) {
     constexpr int HD = decltype(head)::value;
-    if (stages == 3)
-      f(grouped_decode_attention_kernel<HD, 3>, shared_bytes<HD, 3>());
+    const bool fp8 = cache == KvCacheType::Fp8E4M3;
+    if (stages == 3 && fp8)
+      f(grouped_decode_attention_kernel<HD, 3, true>, shared_bytes<HD, 3, true>());
+    else if (stages == 3)
+      f(grouped_decode_attention_kernel<HD, 3, false>, shared_bytes<HD, 3, false>());
+    else if (fp8)
+      f(grouped_decode_attention_kernel<HD, 2, true>, shared_bytes<HD, 2, true>());
     else
-      f(grouped_decode_attention_kernel<HD, 2>, shared_bytes<HD, 2>());
+      f(grouped_decode_attention_kernel<HD, 2, false>, shared_bytes<HD, 2, false>());
   };
   switch (hd) {
     case 32: pick(std::integral_constant<int, 32>{}); break;
@@ -297,7 +331,7 @@ int grouped_decode_attention_init(const AttentionShape& shape, int device) {
   int optin = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   size_t three = 0;
-  with_head_and_stages(hd, 3, [&](auto, size_t bytes) { three = bytes; });
+  with_head_and_stages(hd, 3, KvCacheType::F16, [&](auto, size_t bytes) { three = bytes; });  // the larger
   const int max_stages = three + 3 * kKeyTile * sizeof(int64_t) <= static_cast<size_t>(optin) ? 3 : 2;
   int current = 0;
   TANDEM_CUDA_CHECK(cudaGetDevice(&current));
@@ -306,7 +340,8 @@ int grouped_decode_attention_init(const AttentionShape& shape, int device) {
     TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   };
   for (int stages = 2; stages <= max_stages; ++stages)
-    with_head_and_stages(hd, stages, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
+    for (KvCacheType cache : {KvCacheType::F16, KvCacheType::Fp8E4M3})
+      with_head_and_stages(hd, stages, cache, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
   TANDEM_CUDA_CHECK(cudaSetDevice(current));
   return max_stages;
 }
@@ -342,7 +377,7 @@ void grouped_decode_attention(const AttentionArgs& args, const AttentionShape& s
   check(n_tokens <= 2147483647, "internal: too many tokens for one grid");
   const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(shape.n_kv_heads));
   check(stages == 2 || stages == 3, "internal: grouped decode attention copies 2 or 3 stages deep");
-  with_head_and_stages(shape.head_dim, stages, [&](auto kernel, size_t bytes) {
+  with_head_and_stages(shape.head_dim, stages, args.cache_type, [&](auto kernel, size_t bytes) {
     launch_with_shared(kernel, grid, kThreads, bytes, stream, args, shape);
   });
   TANDEM_CUDA_CHECK(cudaGetLastError());

@@ -238,6 +238,13 @@ void sample_rows(float* logits, int64_t n_cols, int64_t ld, const SampleRowArgs*
 
 enum class RopeLayout { HalfSplit, Interleaved };
 
+// The paged KV cache's element type.
+enum class KvCacheType : uint8_t {
+  F16,      // IEEE half
+  Fp8E4M3,  // FP8 E4M3 of the value itself (no scale), saturated to +-448: half the bytes
+};
+inline int kv_cache_element_bytes(KvCacheType t) { return t == KvCacheType::Fp8E4M3 ? 1 : 2; }
+
 struct AttentionShape {
   int n_heads = 0;
   int n_kv_heads = 0;
@@ -257,7 +264,8 @@ struct AttentionShape {
 //   q_norm/k_norm: [head_dim] or null;
 //   rope_cos/rope_sin: [max_context, head_dim / 2];
 //   positions, slots: [n_tokens], slot = block * block_size + position % block_size;
-//   k_cache, v_cache: [n_blocks * block_size, n_kv_heads * head_dim] f16 (this layer).
+//   k_cache, v_cache: [n_blocks * block_size, n_kv_heads * head_dim] of
+//   cache_type (this layer), each value rounded to it.
 // CPU twin: the q/k/v section of CpuModelRunner::forward.
 struct QkvFinishArgs {
   float* q = nullptr;
@@ -275,8 +283,9 @@ struct QkvFinishArgs {
   RopeLayout rope_layout = RopeLayout::HalfSplit;
   const int32_t* positions = nullptr;
   const int32_t* slots = nullptr;
-  __half* k_cache = nullptr;
-  __half* v_cache = nullptr;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  KvCacheType cache_type = KvCacheType::F16;
   // With FP8 weights, q, k and v may hold the GEMM's product before its
   // scales: each value is then taken as value * row_scale[c] *
   // token_scale[t] (c: its column of the q·k·v row; scale_product's bits).
@@ -319,8 +328,12 @@ constexpr int64_t kMaxAttentionSplits = 16;
 struct AttentionArgs {
   const float* q = nullptr;
   int64_t q_stride = 0;
-  const __half* k_cache = nullptr;
-  const __half* v_cache = nullptr;
+  // [n_blocks * block_size, n_kv_heads * head_dim] of cache_type (this
+  // layer). An E4M3 cache gives the bits of an f16 cache holding the same
+  // values: every kernel widens it to f16 first, which is exact.
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
+  KvCacheType cache_type = KvCacheType::F16;
   const int32_t* positions = nullptr;
   const int32_t* table_offsets = nullptr;
   const int32_t* block_tables = nullptr;

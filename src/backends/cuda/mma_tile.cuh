@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "backends/cuda/kv_cache_element.cuh"
+
 namespace tandem::cuda::mma_tile {
 
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
@@ -68,6 +70,48 @@ __device__ __forceinline__ void copy_cache_tile(uint32_t k_dst, uint32_t v_dst, 
     copy_16(v_dst + d, v_cache + off, row >= 0);
   }
   copy_commit();
+}
+
+// The same for an E4M3 cache (KvCacheType::Fp8E4M3): rows of HD bytes,
+// copied densely (row j at j * HD) into k_dst and v_dst; widen_tile then
+// turns them into the f16 layout above. A row of -1 becomes zeros.
+template <int HD, int kTile, int kThreads>
+__device__ __forceinline__ void copy_cache_tile_fp8(uint32_t k_dst, uint32_t v_dst, const int64_t* rows,
+                                                    const uint8_t* k_cache, const uint8_t* v_cache) {
+  constexpr int kPieces = HD / 16;
+  constexpr int kTotal = kTile * kPieces;
+#pragma unroll
+  for (int u = 0; u < (kTotal + kThreads - 1) / kThreads; ++u) {
+    const int c = static_cast<int>(threadIdx.x) + u * kThreads, j = c / kPieces, piece = c % kPieces;
+    if (kTotal % kThreads != 0 && c >= kTotal) break;
+    const int64_t row = rows[j];
+    const int64_t off = (row < 0 ? 0 : row) + piece * 16;
+    const uint32_t d = static_cast<uint32_t>(j * HD + piece * 16);
+    copy_16(k_dst + d, k_cache + off, row >= 0);
+    copy_16(v_dst + d, v_cache + off, row >= 0);
+  }
+  copy_commit();
+}
+
+// Widens a tile that copy_cache_tile_fp8 staged (k_src, v_src: rows of HD
+// E4M3 bytes) into k_dst and v_dst, rows of LD halves as copy_cache_tile
+// lays them out; exact. Every thread of the block calls it; the caller
+// synchronizes before (the copy landed) and after (the tile is read).
+template <int HD, int LD, int kTile, int kThreads>
+__device__ __forceinline__ void widen_tile(const uint8_t* k_src, const uint8_t* v_src, __half* k_dst, __half* v_dst) {
+  constexpr int kPieces = HD / 16;
+  constexpr int kTotal = kTile * kPieces;
+#pragma unroll
+  for (int u = 0; u < (kTotal + kThreads - 1) / kThreads; ++u) {
+    const int c = static_cast<int>(threadIdx.x) + u * kThreads, j = c / kPieces, piece = c % kPieces;
+    if (kTotal % kThreads != 0 && c >= kTotal) break;
+    const uint4 k8 = *reinterpret_cast<const uint4*>(k_src + j * HD + piece * 16);
+    const uint4 v8 = *reinterpret_cast<const uint4*>(v_src + j * HD + piece * 16);
+    uint4* k16 = reinterpret_cast<uint4*>(k_dst + j * LD + piece * 16);
+    uint4* v16 = reinterpret_cast<uint4*>(v_dst + j * LD + piece * 16);
+    kv_cache_element::widen16(k8, k16[0], k16[1]);
+    kv_cache_element::widen16(v8, v16[0], v16[1]);
+  }
 }
 
 // Four 8 x 8 f16 matrices from shared memory; lane l gives the address of

@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
@@ -59,9 +60,20 @@ static_assert(kQueryTile == 16 * kWarps, "each warp owns 16 query rows");
 template <int HD>
 constexpr int kRowHalves = HD + 8;
 
+// An f16 cache's tiles are staged as the mma's read them; an E4M3 cache's
+// as they are (rows of HD bytes), then widened into one f16 tile
+// (mma_tile::widen_tile) after the stages.
 template <int HD>
+__host__ __device__ constexpr size_t f16_tile_bytes() {  // K and V of one tile, rows of kRowHalves
+  return static_cast<size_t>(2) * kKeyTile * kRowHalves<HD> * sizeof(__half);
+}
+template <int HD, bool kFp8>
+__host__ __device__ constexpr size_t staged_tile_bytes() {
+  return kFp8 ? static_cast<size_t>(2) * kKeyTile * HD : f16_tile_bytes<HD>();
+}
+template <int HD, bool kFp8>
 constexpr size_t shared_bytes() {
-  return static_cast<size_t>(kStages) * 2 * kKeyTile * kRowHalves<HD> * sizeof(__half);
+  return kStages * staged_tile_bytes<HD, kFp8>() + (kFp8 ? f16_tile_bytes<HD>() : 0);
 }
 
 // Two blocks an SM: at head size 128 the kernel takes 248 registers a
@@ -74,7 +86,8 @@ constexpr size_t shared_bytes() {
 //     division by the sum, and after all Z * split_rows * n_heads * HD of
 //     those, at the same slot * 2: the row's maximum (base 2, m) and sum (l);
 // m = -inf (nothing attended in the range) marks a slot the merge skips.
-template <int HD>
+// kFp8: the cache holds E4M3 (the same bits as an f16 cache of its values).
+template <int HD, bool kFp8>
 __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(AttentionArgs a, AttentionShape s,
                                                                           const int32_t* __restrict__ tiles,
                                                                           int split_rows) {
@@ -82,8 +95,10 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
   constexpr int NT = HD / 8;         // n-tiles of the output over head_dim
   constexpr int LD = kRowHalves<HD>;
   static_assert(HD % 16 == 0 && kKeyTile * (HD / 8) % kThreads == 0, "head_dim must be a multiple of 16");
-  extern __shared__ __align__(16) __half shared[];  // [stage][K, V][position][LD]
-  __shared__ int64_t rows[kStages][kKeyTile];       // row_of each position of a staged tile
+  // [stage][K, V][position][LD] halves, or (kFp8) [stage][K, V][position][HD]
+  // bytes and one widened tile [K, V][position][LD] halves.
+  extern __shared__ __align__(16) __half shared[];
+  __shared__ int64_t rows[kStages][kKeyTile];  // row_of each position of a staged tile
 
   let_successor_start();
   wait_for_predecessor();
@@ -115,11 +130,20 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
   };
   // Queue the copy of key tile `kt` into its stage (rows[stage] filled).
   const uint32_t shared_base = shared_address(shared);
+  constexpr uint32_t kStaged = static_cast<uint32_t>(staged_tile_bytes<HD, kFp8>());
+  __half* widened = reinterpret_cast<__half*>(reinterpret_cast<char*>(shared) + kStages * kStaged);  // kFp8
   auto copy_tile = [&](int kt) {
     const int stage = (kt - kt_begin) % kStages;
-    const uint32_t k_dst = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
-    const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
-    copy_cache_tile<HD, LD, kKeyTile, kThreads>(k_dst, v_dst, rows[stage], a.k_cache, a.v_cache);
+    const uint32_t k_dst = shared_base + stage * kStaged;
+    if constexpr (kFp8) {
+      copy_cache_tile_fp8<HD, kKeyTile, kThreads>(k_dst, k_dst + kKeyTile * HD, rows[stage],
+                                                  static_cast<const uint8_t*>(a.k_cache),
+                                                  static_cast<const uint8_t*>(a.v_cache));
+    } else {
+      const uint32_t v_dst = k_dst + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
+      copy_cache_tile<HD, LD, kKeyTile, kThreads>(k_dst, v_dst, rows[stage], static_cast<const __half*>(a.k_cache),
+                                                  static_cast<const __half*>(a.v_cache));
+    }
   };
 
   if (threadIdx.x < kKeyTile) rows[0][threadIdx.x] = row_of(kt_begin * kKeyTile);
@@ -182,8 +206,14 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_attention_kernel(Attentio
     // so that the table read does not hold the warp up).
     const int64_t next_row = (threadIdx.x < kKeyTile && kt + 2 < kt_end) ? row_of(kv0 + 2 * kKeyTile) : -1;
     __syncthreads();  // tile kt is in shared memory for every warp
+    if constexpr (kFp8) {
+      const uint8_t* staged = reinterpret_cast<const uint8_t*>(shared) + stage * kStaged;
+      widen_tile<HD, LD, kKeyTile, kThreads>(staged, staged + kKeyTile * HD, widened, widened + kKeyTile * LD);
+      __syncthreads();  // the widened tile is complete (every warp was past the last one's use at the loop's top)
+    }
     if (kv0 <= warp_last) {  // else every row of this warp ends before this tile
-      const uint32_t k_base = shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
+      const uint32_t k_base =
+          kFp8 ? shared_address(widened) : shared_base + static_cast<uint32_t>(stage * 2 * kKeyTile * LD * sizeof(__half));
       const uint32_t v_base = k_base + static_cast<uint32_t>(kKeyTile * LD * sizeof(__half));
 
       // S = q k^T: 16 rows x 64 positions, 8 tiles of 8 positions.
@@ -347,6 +377,28 @@ int prefill_attention_splits(const AttentionShape& shape, int64_t n_tiles, int64
   return static_cast<int>(std::max<int64_t>(n, 1));
 }
 
+namespace {
+// Calls f(kernel, shared bytes) for head size hd and the cache type.
+template <typename F>
+void with_head(int hd, KvCacheType cache, F&& f) {
+  auto pick = [&](auto head) {
+    constexpr int HD = decltype(head)::value;
+    if (cache == KvCacheType::Fp8E4M3)
+      f(prefill_attention_kernel<HD, true>, shared_bytes<HD, true>());
+    else
+      f(prefill_attention_kernel<HD, false>, shared_bytes<HD, false>());
+  };
+  switch (hd) {
+    case 32: pick(std::integral_constant<int, 32>{}); break;
+    case 48: pick(std::integral_constant<int, 48>{}); break;
+    case 64: pick(std::integral_constant<int, 64>{}); break;
+    case 96: pick(std::integral_constant<int, 96>{}); break;
+    case 128: pick(std::integral_constant<int, 128>{}); break;
+    default: throw Error("internal: prefill attention for head size " + std::to_string(hd));
+  }
+}
+}  // namespace
+
 int64_t prefill_attention_workspace_floats(const AttentionShape& shape) {
   return kPrefillSplitRows * shape.n_heads * (shape.head_dim + 2);
 }
@@ -362,11 +414,8 @@ bool prefill_attention_init(const AttentionShape& shape, int device) {
   auto allow = [](auto kernel, size_t bytes) {
     TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   };
-  allow(prefill_attention_kernel<32>, shared_bytes<32>());
-  allow(prefill_attention_kernel<48>, shared_bytes<48>());
-  allow(prefill_attention_kernel<64>, shared_bytes<64>());
-  allow(prefill_attention_kernel<96>, shared_bytes<96>());
-  allow(prefill_attention_kernel<128>, shared_bytes<128>());
+  with_head(hd, KvCacheType::F16, allow);
+  with_head(hd, KvCacheType::Fp8E4M3, allow);
   TANDEM_CUDA_CHECK(cudaSetDevice(current));
   return true;
 }
@@ -398,14 +447,9 @@ void prefill_attention(const AttentionArgs& args, const AttentionShape& shape, c
         "internal: prefill attention splits without room in the workspace");
   const int rows = n_splits > 1 ? static_cast<int>(n_tokens) : 0;
   const dim3 grid(static_cast<unsigned>(shape.n_heads), static_cast<unsigned>(n_tiles), static_cast<unsigned>(n_splits));
-  switch (shape.head_dim) {
-    case 32: launch_with_shared(prefill_attention_kernel<32>, grid, kThreads, shared_bytes<32>(), stream, args, shape, tiles, rows); break;
-    case 48: launch_with_shared(prefill_attention_kernel<48>, grid, kThreads, shared_bytes<48>(), stream, args, shape, tiles, rows); break;
-    case 64: launch_with_shared(prefill_attention_kernel<64>, grid, kThreads, shared_bytes<64>(), stream, args, shape, tiles, rows); break;
-    case 96: launch_with_shared(prefill_attention_kernel<96>, grid, kThreads, shared_bytes<96>(), stream, args, shape, tiles, rows); break;
-    case 128: launch_with_shared(prefill_attention_kernel<128>, grid, kThreads, shared_bytes<128>(), stream, args, shape, tiles, rows); break;
-    default: throw Error("internal: prefill attention for head size " + std::to_string(shape.head_dim));
-  }
+  with_head(shape.head_dim, args.cache_type, [&](auto kernel, size_t bytes) {
+    launch_with_shared(kernel, grid, kThreads, bytes, stream, args, shape, tiles, rows);
+  });
   TANDEM_CUDA_CHECK(cudaGetLastError());
   if (n_splits > 1) {
     const int64_t vectors = n_tokens * shape.n_heads * shape.head_dim / 4;

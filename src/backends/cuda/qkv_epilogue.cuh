@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/kv_cache_element.cuh"
 #include "backends/cuda/qkv_rows.h"
 
 namespace tandem::cuda::qkv_epilogue {
@@ -108,14 +109,16 @@ struct Row {
     const float partner = __shfl_xor_sync(mask, x, qkv_rows::partner_offset<R, kInterleaved>());
     if (r >= q_dim + kv_dim) {  // v (the whole block): raw in the buffer, biased in the cache
       y[r] = s;
-      if (slot >= 0) a.v_cache[static_cast<int64_t>(slot) * kv_dim + (r - q_dim - kv_dim)] = __float2half_rn(x);
+      if (slot >= 0)
+        kv_cache_element::store(a.v_cache, a.cache_type, static_cast<int64_t>(slot) * kv_dim + (r - q_dim - kv_dim), x);
       return;
     }
     const int d = static_cast<int>(r % hd);
     const bool first = qkv_rows::first_of_pair<kInterleaved>(d, hd);
     const float out = first ? rotate_first(x, partner, cos, sin) : rotate_second(partner, x, cos, sin);
     y[r] = out;
-    if (r >= q_dim && slot >= 0) a.k_cache[static_cast<int64_t>(slot) * kv_dim + (r - q_dim)] = __float2half_rn(out);
+    if (r >= q_dim && slot >= 0)
+      kv_cache_element::store(a.k_cache, a.cache_type, static_cast<int64_t>(slot) * kv_dim + (r - q_dim), out);
   }
 };
 

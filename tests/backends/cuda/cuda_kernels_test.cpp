@@ -1,4 +1,5 @@
 // Each CUDA kernel against its CPU twin (label gpu: runs on the GPU machine).
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -1479,6 +1480,156 @@ TEST(CudaKernels, PrefillAttentionSplitsFillTheGpu) {
 
 // 8-bit weights to f16 for the prefill GEMM: the bits of scale * q rounded,
 // for a slice of rows starting past row 0.
+// An E4M3 KV cache (KvCacheType::Fp8E4M3): every attention kernel gives the
+// bits it gives on an f16 cache holding the same values (E4M3 widens to
+// f16 exactly), and qkv_finish writes each k and v value rounded to E4M3
+// (saturating) where the f16 cache would hold it rounded to f16.
+TEST(CudaKernels, Fp8KvCacheGivesTheBitsOfItsValuesInF16) {
+  int device = 0;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&device));
+  auto e4m3 = [](float x) { return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3)); };
+  auto widened = [](uint8_t b) { return static_cast<uint16_t>(__half_raw(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)).x); };
+  struct Case {
+    int n_heads, n_kv_heads, head_dim;
+  };
+  for (const Case cs : {Case{8, 2, 128}, Case{6, 3, 48}, Case{4, 2, 64}}) {
+    AttentionShape s;
+    s.n_heads = cs.n_heads;
+    s.n_kv_heads = cs.n_kv_heads;
+    s.head_dim = cs.head_dim;
+    s.block_size = 16;
+    const bool grouped_shape = cs.head_dim != 48;  // the tensor-core decode kernel's head sizes
+    const int max_stages = grouped_shape ? grouped_decode_attention_init(s, device) : 0;
+    ASSERT_TRUE(prefill_attention_init(s, device));
+    const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
+    // Decode tokens at these positions (a sequence each), then one prompt
+    // chunk of 90 tokens at positions 40.. of another sequence.
+    const std::vector<int32_t> decode_positions = {700, 0, 5, 15, 16, 63, 64, 300};
+    const int n_dec = static_cast<int>(decode_positions.size());
+    std::vector<int32_t> tables, offsets, positions;
+    for (int i = 0; i <= n_dec; ++i) {
+      const int last = i < n_dec ? decode_positions[static_cast<size_t>(i)] : 129;
+      const int32_t offset = static_cast<int32_t>(tables.size());
+      for (int b = 0; b * s.block_size <= last; ++b) tables.push_back(i + (n_dec + 1) * b);
+      if (i < n_dec) {
+        offsets.push_back(offset);
+        positions.push_back(decode_positions[static_cast<size_t>(i)]);
+      } else {
+        for (int p = 40; p < 130; ++p) {
+          offsets.push_back(offset);
+          positions.push_back(p);
+        }
+      }
+    }
+    const int n = static_cast<int>(positions.size());
+    const int n_blocks = *std::max_element(tables.begin(), tables.end()) + 1;
+    const size_t cache_elems = static_cast<size_t>(n_blocks * s.block_size * kv_dim);
+    // Values past E4M3's range (saturated) and in its subnormals too.
+    const std::vector<float> kf = random_vector(cache_elems, 81), vf = random_vector(cache_elems, 82);
+    std::vector<uint8_t> k8(cache_elems), v8(cache_elems);
+    std::vector<uint16_t> k16(cache_elems), v16(cache_elems);
+    for (size_t i = 0; i < cache_elems; ++i) {
+      const float spread = i % 97 == 0 ? 1000.0f : i % 13 == 0 ? 0.01f : 4.0f;
+      k8[i] = e4m3(kf[i] * spread);
+      v8[i] = e4m3(vf[i] * spread);
+      k16[i] = widened(k8[i]);
+      v16[i] = widened(v8[i]);
+    }
+    const std::vector<float> q = random_vector(static_cast<size_t>(n * q_dim), 83);
+    DeviceBuffer dq = to_device(q), dk8 = to_device(k8), dv8 = to_device(v8), dk16 = to_device(k16),
+                 dv16 = to_device(v16), dpos = to_device(positions), doff = to_device(offsets),
+                 dtab = to_device(tables), dout8(static_cast<size_t>(n * q_dim) * 4),
+                 dout16(static_cast<size_t>(n * q_dim) * 4), partials(kAttentionSplitSlots * 258 * 4),
+                 counters(kAttentionSplitSlots * 4);
+    TANDEM_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+    AttentionArgs f16;
+    f16.q = dq.get<float>();
+    f16.q_stride = q_dim;
+    f16.k_cache = dk16.get();
+    f16.v_cache = dv16.get();
+    f16.positions = dpos.get<int32_t>();
+    f16.table_offsets = doff.get<int32_t>();
+    f16.block_tables = dtab.get<int32_t>();
+    f16.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    f16.split_partials = partials.get<float>();
+    f16.split_counters = counters.get<int32_t>();
+    f16.out = dout16.get<float>();
+    AttentionArgs fp8 = f16;
+    fp8.k_cache = dk8.get();
+    fp8.v_cache = dv8.get();
+    fp8.cache_type = KvCacheType::Fp8E4M3;
+    fp8.out = dout8.get<float>();
+    // Runs `kernel` on both caches into NaN-filled outputs; the first
+    // `rows` rows must match bit for bit (and be finite).
+    auto same_bits = [&](const char* what, int rows, auto&& kernel) {
+      TANDEM_CUDA_CHECK(cudaMemset(dout16.get(), 0xff, dout16.bytes()));
+      TANDEM_CUDA_CHECK(cudaMemset(dout8.get(), 0xff, dout8.bytes()));
+      kernel(f16);
+      kernel(fp8);
+      const std::vector<float> a = to_host<float>(dout16, static_cast<size_t>(rows * q_dim));
+      const std::vector<float> b = to_host<float>(dout8, static_cast<size_t>(rows * q_dim));
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_TRUE(std::isfinite(a[i])) << what << ", head size " << hd << ", " << i;
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << what << ", head size " << hd;
+    };
+    for (int splits : {1, 3})
+      for (int heads : {1, 2})
+        same_bits("paged_attention", n_dec,
+                  [&](const AttentionArgs& a) { paged_attention(a, s, n_dec, splits, nullptr, heads); });
+    for (int stages = 2; stages <= max_stages; ++stages)
+      same_bits("grouped_decode_attention", n_dec,
+                [&](const AttentionArgs& a) { grouped_decode_attention(a, s, n_dec, stages, nullptr); });
+    // The prompt chunk: its tiles, after the decode tokens.
+    std::vector<int32_t> tiles(static_cast<size_t>(3 * n));
+    const int64_t n_tiles = plan_prefill_tiles(positions.data(), offsets.data(), n_dec, n - n_dec, tiles.data());
+    DeviceBuffer dtiles = to_device(tiles);
+    for (int splits : {1, 2})
+      same_bits("prefill_attention", n, [&](const AttentionArgs& a) {
+        AttentionArgs prompt = a;
+        prompt.split_partials = nullptr;
+        DeviceBuffer work(static_cast<size_t>(prefill_attention_workspace_floats(s)) * 4);
+        if (splits > 1) prompt.split_partials = work.get<float>();
+        // The decode rows too, so that all n rows are written.
+        paged_attention(a, s, n_dec, 1, nullptr, 1);
+        prefill_attention(prompt, s, dtiles.get<int32_t>(), n_tiles, nullptr, splits, n - n_dec);
+      });
+
+    // qkv_finish into an E4M3 cache: each value where the f16 cache has it,
+    // rounded to E4M3 (k after RoPE: its final f32 row stays in the k buffer).
+    const int n_tok = 5;
+    const int qkv_dim = q_dim + 2 * kv_dim;
+    std::vector<float> qkv = random_vector(static_cast<size_t>(n_tok * qkv_dim), 84);
+    for (size_t i = 0; i < qkv.size(); i += 37) qkv[i] *= 500.0f;  // some past 448
+    const RopeTables rope = rope_tables(64, hd);
+    const std::vector<int32_t> tok_pos = {0, 1, 2, 9, 33}, tok_slots = {3, 17, 40, 0, 63};
+    DeviceBuffer dqkv = to_device(qkv), dcos = to_device(rope.cos), dsin = to_device(rope.sin),
+                 dtp = to_device(tok_pos), dts = to_device(tok_slots), kc(64 * kv_dim), vc(64 * kv_dim);
+    TANDEM_CUDA_CHECK(cudaMemset(kc.get(), 0x7f, kc.bytes()));  // NaN in E4M3: every written slot changes
+    TANDEM_CUDA_CHECK(cudaMemset(vc.get(), 0x7f, vc.bytes()));
+    QkvFinishArgs qa;
+    qa.q = dqkv.get<float>();
+    qa.k = dqkv.get<float>() + q_dim;
+    qa.v = dqkv.get<float>() + q_dim + kv_dim;
+    qa.stride = qkv_dim;
+    qa.rope_cos = dcos.get<float>();
+    qa.rope_sin = dsin.get<float>();
+    qa.positions = dtp.get<int32_t>();
+    qa.slots = dts.get<int32_t>();
+    qa.k_cache = kc.get();
+    qa.v_cache = vc.get();
+    qa.cache_type = KvCacheType::Fp8E4M3;
+    qkv_finish(qa, s, n_tok, nullptr);
+    const std::vector<float> finished = to_host<float>(dqkv, qkv.size());
+    const std::vector<uint8_t> kgot = to_host<uint8_t>(kc, kc.bytes()), vgot = to_host<uint8_t>(vc, vc.bytes());
+    for (int t = 0; t < n_tok; ++t)
+      for (int i = 0; i < kv_dim; ++i) {
+        const size_t at = static_cast<size_t>(tok_slots[static_cast<size_t>(t)] * kv_dim + i);
+        const size_t row = static_cast<size_t>(t * qkv_dim);
+        ASSERT_EQ(kgot[at], e4m3(finished[row + q_dim + i])) << "k, token " << t << ", column " << i;
+        ASSERT_EQ(vgot[at], e4m3(qkv[row + q_dim + kv_dim + i])) << "v, token " << t << ", column " << i;
+      }
+  }
+}
+
 TEST(CudaKernels, DequantizeToF16MatchesHostRounding) {
   const int64_t rows = 37, cols = 96, row0 = 5, n_rows = 29;
   for (const WeightFormat format : {WeightFormat::Q8_0, WeightFormat::I8Row, WeightFormat::F8Row}) {
