@@ -334,10 +334,12 @@ struct CudaModelRunner::Impl {
   std::map<int64_t, DecodeGraph> graphs;  // by token count
   int64_t graphs_captured = 0;            // captures since load (CudaModelRunner::decode_graphs_captured)
 
+  // Growing frees the old buffer first: the graphs are stale from then on,
+  // even if the allocation that follows throws.
   void ensure(DeviceBuffer& buffer, size_t bytes) {
     if (bytes <= buffer.bytes()) return;
-    buffer.resize(bytes);
     ++epoch;
+    buffer.resize(bytes);
   }
 
   // With tensor parallelism alone (one stage), the shared residual stream
@@ -398,7 +400,17 @@ struct CudaModelRunner::Impl {
     reserve_host(n_rows, meta_ints, host_logits);
   }
   // The GPU's part of reserve(): what the kernels (and captured graphs) use.
+  // A growth that throws (out of memory) may have freed a buffer that the
+  // graphs hold: they are captured again on the next step.
   void reserve_device(int64_t T, int64_t n_rows, int64_t meta_ints) {
+    try {
+      grow_device(T, n_rows, meta_ints);
+    } catch (...) {
+      ++epoch;
+      throw;
+    }
+  }
+  void grow_device(int64_t T, int64_t n_rows, int64_t meta_ints) {
     const ModelConfig& c = config;
     const size_t f = sizeof(float);
     ensure(x, T * c.hidden_size * f);
