@@ -11,7 +11,7 @@
 // the runner's choice.
 //
 //   build/bin/cuda_attention_bench [--tokens 1,8,32] [--context 128,512,2048]
-//                                  [--peak-gb-s 3350] [--calls 320] [--sweep]
+//                                  [--peak-gb-s 3350] [--calls 320] [--sweep] [--kv-cache-dtype f16|fp8]
 //
 // With --prefill L[:C],... it times prompt attention instead (prefill_attention,
 // the same shape): a chunk of C prompt tokens (all L when C is not given) at
@@ -20,7 +20,11 @@
 // per (query, key) pair a query attends to) and their share of
 // --peak-tflops (989, the H100's dense f16 figure), for one key split, the
 // split count the runner would choose (marked *) and each of --splits 2,4.
+//
+// --kv-cache-dtype fp8: the cache holds E4M3 (one byte a value; the bytes
+// read, and so GB/s, count one byte a value).
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -65,24 +69,33 @@ AttentionShape llama3_8b_shape() {
   return shape;
 }
 
-// kLayers copies of one layer's cache ([layer_elems] f16 keys and as many
-// values, random in [-1, 1)), so that calls visiting them in turn read from
-// HBM as a step does.
+// kLayers copies of one layer's cache ([layer_elems] keys and as many
+// values of `type`, random in [-1, 1)), so that calls visiting them in turn
+// read from HBM as a step does.
 struct LayerCaches {
+  KvCacheType type;
+  int64_t element_bytes, layer_elems;
   DeviceBuffer k, v;
-  int64_t layer_elems = 0;
-  LayerCaches(int64_t elems, uint32_t seed) : k(2 * kLayers * elems), v(2 * kLayers * elems), layer_elems(elems) {
-    std::vector<__half> host(static_cast<size_t>(elems));
+  LayerCaches(int64_t elems, uint32_t seed, KvCacheType t)
+      : type(t), element_bytes(kv_cache_element_bytes(t)), layer_elems(elems),
+        k(static_cast<size_t>(element_bytes * kLayers * elems)), v(static_cast<size_t>(element_bytes * kLayers * elems)) {
+    std::vector<uint8_t> host(static_cast<size_t>(element_bytes * elems));
     std::mt19937 rng(seed);
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    for (auto& h : host) h = __float2half(dist(rng));
+    for (int64_t i = 0; i < elems; ++i) {
+      if (type == KvCacheType::Fp8E4M3)
+        host[static_cast<size_t>(i)] = __nv_cvt_float_to_fp8(dist(rng), __NV_SATFINITE, __NV_E4M3);
+      else
+        reinterpret_cast<__half*>(host.data())[i] = __float2half(dist(rng));
+    }
     for (int l = 0; l < kLayers; ++l) {
-      TANDEM_CUDA_CHECK(cudaMemcpy(k.get<__half>() + l * elems, host.data(), 2 * elems, cudaMemcpyHostToDevice));
-      TANDEM_CUDA_CHECK(cudaMemcpy(v.get<__half>() + l * elems, host.data(), 2 * elems, cudaMemcpyHostToDevice));
+      const size_t off = static_cast<size_t>(l * element_bytes * elems);
+      TANDEM_CUDA_CHECK(cudaMemcpy(k.get<uint8_t>() + off, host.data(), host.size(), cudaMemcpyHostToDevice));
+      TANDEM_CUDA_CHECK(cudaMemcpy(v.get<uint8_t>() + off, host.data(), host.size(), cudaMemcpyHostToDevice));
     }
   }
-  const __half* k_layer(int i) const { return k.get<__half>() + (i % kLayers) * layer_elems; }
-  const __half* v_layer(int i) const { return v.get<__half>() + (i % kLayers) * layer_elems; }
+  const void* k_layer(int i) const { return k.get<uint8_t>() + (i % kLayers) * element_bytes * layer_elems; }
+  const void* v_layer(int i) const { return v.get<uint8_t>() + (i % kLayers) * element_bytes * layer_elems; }
   // The arguments every mode shares for call i: q [tokens, q_dim], layer
   // i's caches, the step's positions and tables, out.
   AttentionArgs args(int i, const float* q, int64_t q_dim, const int32_t* positions, const int32_t* table_offsets,
@@ -92,6 +105,7 @@ struct LayerCaches {
     a.q_stride = q_dim;
     a.k_cache = k_layer(i);
     a.v_cache = v_layer(i);
+    a.cache_type = type;
     a.positions = positions;
     a.table_offsets = table_offsets;
     a.block_tables = block_tables;
@@ -116,7 +130,8 @@ double time_calls(Run&& run, int calls, cudaStream_t stream, cudaEvent_t e0, cud
 }
 
 // Prompt attention: each "L" or "L:C" of `spec` as the header says.
-int run_prefill(const std::string& spec, double peak_tflops, int calls, const std::vector<int>& split_counts) {
+int run_prefill(const std::string& spec, double peak_tflops, int calls, const std::vector<int>& split_counts,
+                KvCacheType cache_type) {
   std::vector<std::pair<int, int>> cases;  // (L, C)
   for (size_t p = 0; p <= spec.size();) {
     const size_t q = spec.find(',', p);
@@ -145,7 +160,7 @@ int run_prefill(const std::string& spec, double peak_tflops, int calls, const st
   int max_len = 1;
   for (const auto& c : cases) max_len = std::max(max_len, c.first);
   const int64_t n_blocks = (max_len + kBlockSize - 1) / kBlockSize;
-  const LayerCaches caches(n_blocks * kBlockSize * kv_dim, 11);
+  const LayerCaches caches(n_blocks * kBlockSize * kv_dim, 11, cache_type);
   std::mt19937 rng(12);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::vector<int32_t> table(static_cast<size_t>(n_blocks));
@@ -215,7 +230,7 @@ int main(int argc, char** argv) {
   double peak = 3350;
   int calls = 320;
   bool sweep = false;
-  std::string prefill_arg, splits_arg;
+  std::string prefill_arg, splits_arg, cache_arg = "f16";
   double peak_tflops = 989;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -234,13 +249,20 @@ int main(int argc, char** argv) {
     else if (a == "--prefill") prefill_arg = argv[++i];
     else if (a == "--splits") splits_arg = argv[++i];
     else if (a == "--peak-tflops") peak_tflops = std::atof(argv[++i]);
+    else if (a == "--kv-cache-dtype") cache_arg = argv[++i];
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
     }
   }
+  if (cache_arg != "f16" && cache_arg != "fp8") {
+    std::fprintf(stderr, "--kv-cache-dtype: f16 or fp8, not '%s'\n", cache_arg.c_str());
+    return 2;
+  }
+  const KvCacheType cache_type = cache_arg == "fp8" ? KvCacheType::Fp8E4M3 : KvCacheType::F16;
   if (!prefill_arg.empty())
-    return run_prefill(prefill_arg, peak_tflops, calls, splits_arg.empty() ? std::vector<int>{} : parse_list(splits_arg));
+    return run_prefill(prefill_arg, peak_tflops, calls, splits_arg.empty() ? std::vector<int>{} : parse_list(splits_arg),
+                       cache_type);
   const std::vector<int> token_counts = parse_list(tokens_arg), contexts = parse_list(context_arg);
   int max_tokens = 1, max_context = 1;
   for (int t : token_counts) max_tokens = std::max(max_tokens, t);
@@ -254,12 +276,14 @@ int main(int argc, char** argv) {
 
   cudaDeviceProp prop{};
   TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const int grouped_stages = grouped_decode_attention_init(shape, 0);  // 0: not on this device
+  const int grouped_stages = grouped_decode_attention_init(shape, 0, cache_type);  // 0: not on this device
   const bool grouped = grouped_stages > 0;
-  std::printf("%s, %d SMs; cache %.2f GiB (%d layers, %d sequences x %d positions)\n", prop.name,
-              prop.multiProcessorCount, 2.0 * 2 * kLayers * layer_elems / (1 << 30), kLayers, max_tokens, max_context);
+  const LayerCaches caches(layer_elems, 7, cache_type);
+  const double eb = static_cast<double>(caches.element_bytes);
+  std::printf("%s, %d SMs; %s cache %.2f GiB (%d layers, %d sequences x %d positions)\n", prop.name,
+              prop.multiProcessorCount, cache_arg.c_str(), 2.0 * eb * kLayers * layer_elems / (1 << 30), kLayers,
+              max_tokens, max_context);
 
-  const LayerCaches caches(layer_elems, 7);
   std::mt19937 rng(8);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::vector<float> q_host(static_cast<size_t>(max_tokens * q_dim));
@@ -308,7 +332,7 @@ int main(int argc, char** argv) {
           paged_attention(a, shape, n_tokens, splits, s, hpb);
         };
         const double us = time_calls(run, calls, s, e0, e1);
-        const double bytes = 2.0 * 2 * double(n_tokens) * context * kv_dim;
+        const double bytes = 2.0 * eb * double(n_tokens) * context * kv_dim;
         const double gbs = bytes / (us * 1e3);
         const bool engine_takes = !(grouped && grouped_decode_attention_takes(shape, n_tokens, prop.multiProcessorCount));
         std::printf("%8d %8d %7d %4d %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, splits, hpb, us, gbs,
@@ -326,7 +350,7 @@ int main(int argc, char** argv) {
                                      shape, n_tokens, stages, s);
           };
           const double us = time_calls(run, calls, s, e0, e1);
-          const double gbs = 2.0 * 2 * double(n_tokens) * context * kv_dim / (us * 1e3);
+          const double gbs = 2.0 * eb * double(n_tokens) * context * kv_dim / (us * 1e3);
           const std::string label = "tc" + std::to_string(stages);
           std::printf("%8d %8d %7d %4s %10.2f %10.1f %7.1f%%%s\n", n_tokens, context, 1, label.c_str(), us, gbs,
                       100 * gbs / peak, engine_takes && stages == engine_stages ? "  (engine)" : "");

@@ -906,7 +906,9 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     shape.head_dim = static_cast<int>(c.head_dim);
     shape.block_size = static_cast<int>(m.plan.block_size);
     m.tensor_core_prefill = cuda::prefill_attention_init(shape, m.options.device);
-    m.grouped_decode_stages = cuda::grouped_decode_attention_init(shape, m.options.device);
+    m.grouped_decode_stages = cuda::grouped_decode_attention_init(
+        shape, m.options.device,
+        m.plan.kv_cache == GpuKvCache::Fp8 ? cuda::KvCacheType::Fp8E4M3 : cuda::KvCacheType::F16);
     // One workspace for the splits of decode and of prompt attention, which
     // a layer runs one after the other.
     int64_t split_floats = cuda::kAttentionSplitSlots * 258;

@@ -18,7 +18,7 @@
 // with whole-row 16-byte copies that need no registers, the arithmetic is a
 // few mma's a tile, and a thread holds ~100 registers instead of 255, so
 // more blocks share an SM. q and the softmax weights are rounded to f16 for
-// the tensor cores (the cache is f16), sums are f32.
+// the tensor cores (the cache is f16, or E4M3 widened to f16), sums are f32.
 #include <cuda_fp16.h>
 
 #include <cmath>
@@ -318,7 +318,7 @@ void with_head_and_stages(int hd, int stages, KvCacheType cache, F&& f) {
 
 }  // namespace
 
-int grouped_decode_attention_init(const AttentionShape& shape, int device) {
+int grouped_decode_attention_init(const AttentionShape& shape, int device, KvCacheType cache) {
   int major = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   const int hd = shape.head_dim;
@@ -331,7 +331,7 @@ int grouped_decode_attention_init(const AttentionShape& shape, int device) {
   int optin = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   size_t three = 0;
-  with_head_and_stages(hd, 3, KvCacheType::F16, [&](auto, size_t bytes) { three = bytes; });  // the larger
+  with_head_and_stages(hd, 3, cache, [&](auto, size_t bytes) { three = bytes; });
   const int max_stages = three + 3 * kKeyTile * sizeof(int64_t) <= static_cast<size_t>(optin) ? 3 : 2;
   int current = 0;
   TANDEM_CUDA_CHECK(cudaGetDevice(&current));
@@ -340,8 +340,7 @@ int grouped_decode_attention_init(const AttentionShape& shape, int device) {
     TANDEM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   };
   for (int stages = 2; stages <= max_stages; ++stages)
-    for (KvCacheType cache : {KvCacheType::F16, KvCacheType::Fp8E4M3})
-      with_head_and_stages(hd, stages, cache, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
+    with_head_and_stages(hd, stages, cache, [&](auto kernel, size_t bytes) { allow(kernel, bytes); });
   TANDEM_CUDA_CHECK(cudaSetDevice(current));
   return max_stages;
 }

@@ -376,9 +376,10 @@ void paged_attention(const AttentionArgs& args, const AttentionShape& shape, int
 // Head sizes 32, 64, 96 and 128 on sm_80 and later.
 // CPU twin: CpuModelRunner::attention (tests: reference_paged_attention).
 // The deepest copy pipeline (2 or 3 stages) `device` runs it with for this
-// shape, 0 where it does not run it at all; also lets its kernels take the
-// shared memory they need (call once a device, before the first use).
-int grouped_decode_attention_init(const AttentionShape& shape, int device);
+// shape and cache type (an E4M3 cache's stages are smaller), 0 where it does
+// not run it at all; also lets its kernels take the shared memory they need
+// (call once a device, before the first use).
+int grouped_decode_attention_init(const AttentionShape& shape, int device, KvCacheType cache = KvCacheType::F16);
 // True when n_tokens tokens give a block for every third SM or more.
 bool grouped_decode_attention_takes(const AttentionShape& shape, int64_t n_tokens, int sm_count);
 // The pipeline depth the engine takes for n_tokens tokens, at most

@@ -280,10 +280,11 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
   const size_t n_ids = static_cast<size_t>((pc.tensor_parallel > 1 ? pc.pipeline_stages : 0) +
                                            (pc.pipeline_stages > 1 ? pc.tensor_parallel : 0));
   std::vector<parallel::NcclUniqueId> ids(n_ids);
-  const int64_t shared_settings[7] = {pc.tensor_parallel,
+  const int64_t shared_settings[8] = {pc.tensor_parallel,
                                       pc.pipeline_stages,
                                       pc.micro_batch_size,
                                       static_cast<int64_t>(options.gpu.quantize),
+                                      static_cast<int64_t>(options.gpu.kv_cache),
                                       options.gpu.block_size,
                                       options.gpu.batch_invariant ? 1 : 0,
                                       m.link ? m.link->config().node0_silence.count() : 0};
@@ -307,8 +308,8 @@ ParallelCudaRunner::ParallelCudaRunner(const ModelFile& model, const ParallelRun
     const bool same = blob.size() >= settings_bytes && std::memcmp(blob.data(), shared_settings, settings_bytes) == 0;
     const std::string refusal =
         "node 0 runs other settings than node " + std::to_string(m.node) +
-        " (tensor_parallel, pipeline_stages, micro_batch_size, --quantize, KV block size, --batch-invariant, "
-        "--node-silence-s): give every node the same command";
+        " (tensor_parallel, pipeline_stages, micro_batch_size, --quantize, --kv-cache-dtype, KV block size, "
+        "--batch-invariant, --node-silence-s): give every node the same command";
     std::vector<uint8_t> ack(1, same ? 0 : 1);
     if (!same) ack.insert(ack.end(), refusal.begin(), refusal.end());
     m.link->send(0, ack);

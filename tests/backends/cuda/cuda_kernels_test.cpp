@@ -971,19 +971,23 @@ TEST(CudaKernels, GemvFinishingQkvMatchesGemvThenQkvFinish) {
       const bool eight_bit = gemv_takes_quantized_input(w.format);
       for (const RopeLayout layout : {RopeLayout::HalfSplit, RopeLayout::Interleaved})
         for (const bool biases : {false, true})
-          for (const int32_t slot : {6, -1}) {
+          for (const int32_t slot : {6, -1})
+          for (const KvCacheType cache : {KvCacheType::F16, KvCacheType::Fp8E4M3}) {
+            const bool fp8_cache = cache == KvCacheType::Fp8E4M3;
+            if (fp8_cache && (layout == RopeLayout::Interleaved || slot < 0)) continue;  // the rounding, once a format
             SCOPED_TRACE(std::string(weight_format_name(w.format)) + ", " + std::to_string(cols) + " columns" +
                          (layout == RopeLayout::HalfSplit ? ", half-split" : ", interleaved") +
-                         (biases ? ", biases" : "") + ", slot " + std::to_string(slot));
+                         (biases ? ", biases" : "") + ", slot " + std::to_string(slot) +
+                         (fp8_cache ? ", E4M3 cache" : ""));
             DeviceBuffer dslot = to_device(std::vector<int32_t>{slot});
             // Both outputs start as the same NaN pattern: a value either path
             // leaves unwritten compares equal only if both leave it.
+            const size_t cache_bytes = cache_elems * static_cast<size_t>(kv_cache_element_bytes(cache));
             struct Out {
               DeviceBuffer y, kc, vc;
-            } ref{DeviceBuffer(static_cast<size_t>(rows) * 4), DeviceBuffer(cache_elems * 2),
-                  DeviceBuffer(cache_elems * 2)},
-                fused{DeviceBuffer(static_cast<size_t>(rows) * 4), DeviceBuffer(cache_elems * 2),
-                      DeviceBuffer(cache_elems * 2)};
+            } ref{DeviceBuffer(static_cast<size_t>(rows) * 4), DeviceBuffer(cache_bytes), DeviceBuffer(cache_bytes)},
+                fused{DeviceBuffer(static_cast<size_t>(rows) * 4), DeviceBuffer(cache_bytes),
+                      DeviceBuffer(cache_bytes)};
             for (Out* o : {&ref, &fused})
               for (DeviceBuffer* b : {&o->y, &o->kc, &o->vc}) TANDEM_CUDA_CHECK(cudaMemset(b->get(), 0xff, b->bytes()));
             auto args_for = [&](Out& o) {
@@ -1002,8 +1006,9 @@ TEST(CudaKernels, GemvFinishingQkvMatchesGemvThenQkvFinish) {
               a.rope_layout = layout;
               a.positions = dpos.get<int32_t>();
               a.slots = dslot.get<int32_t>();
-              a.k_cache = o.kc.get<__half>();
-              a.v_cache = o.vc.get<__half>();
+              a.k_cache = o.kc.get();
+              a.v_cache = o.vc.get();
+              a.cache_type = cache;
               return a;
             };
             const QkvFinishArgs ra = args_for(ref), fa = args_for(fused);
@@ -1028,11 +1033,16 @@ TEST(CudaKernels, GemvFinishingQkvMatchesGemvThenQkvFinish) {
                               << got[static_cast<size_t>(r)];
             }
             for (auto [a, b, name] : {std::tuple{&ref.kc, &fused.kc, "k"}, std::tuple{&ref.vc, &fused.vc, "v"}}) {
-              const auto ca = to_host<uint16_t>(*a, cache_elems), cb = to_host<uint16_t>(*b, cache_elems);
-              ASSERT_EQ(0, std::memcmp(ca.data(), cb.data(), cache_elems * 2)) << "the " << name << " cache";
-              if (slot >= 0) {  // the slot's whole row was written (none of the 0xffff fill left)
-                const uint16_t* row = ca.data() + static_cast<size_t>(slot) * kv_dim;
-                EXPECT_TRUE(std::all_of(row, row + kv_dim, [](uint16_t h) { return h != 0xffffu; })) << name;
+              const auto ca = to_host<uint8_t>(*a, cache_bytes), cb = to_host<uint8_t>(*b, cache_bytes);
+              ASSERT_EQ(0, std::memcmp(ca.data(), cb.data(), cache_bytes)) << "the " << name << " cache";
+              if (slot >= 0) {  // the slot's whole row was written (none of the 0xff.. fill left)
+                const size_t eb = static_cast<size_t>(kv_cache_element_bytes(cache));
+                const uint8_t* row = ca.data() + static_cast<size_t>(slot) * kv_dim * eb;
+                for (int i = 0; i < kv_dim; ++i) {
+                  bool all_ones = true;
+                  for (size_t k = 0; k < eb; ++k) all_ones = all_ones && row[static_cast<size_t>(i) * eb + k] == 0xffu;
+                  EXPECT_FALSE(all_ones) << name << " column " << i;
+                }
               }
             }
           }
@@ -1478,8 +1488,6 @@ TEST(CudaKernels, PrefillAttentionSplitsFillTheGpu) {
   EXPECT_EQ(prefill_attention_splits(s, 1, 600, 8192, 1000), 1);  // the workspace: 2 x 600 > 1024 rows
 }
 
-// 8-bit weights to f16 for the prefill GEMM: the bits of scale * q rounded,
-// for a slice of rows starting past row 0.
 // An E4M3 KV cache (KvCacheType::Fp8E4M3): every attention kernel gives the
 // bits it gives on an f16 cache holding the same values (E4M3 widens to
 // f16 exactly), and qkv_finish writes each k and v value rounded to E4M3
@@ -1492,14 +1500,17 @@ TEST(CudaKernels, Fp8KvCacheGivesTheBitsOfItsValuesInF16) {
   struct Case {
     int n_heads, n_kv_heads, head_dim;
   };
-  for (const Case cs : {Case{8, 2, 128}, Case{6, 3, 48}, Case{4, 2, 64}}) {
+  for (const Case cs : {Case{8, 2, 128}, Case{6, 3, 48}, Case{4, 2, 64}, Case{4, 4, 96}, Case{4, 2, 32}}) {
     AttentionShape s;
     s.n_heads = cs.n_heads;
     s.n_kv_heads = cs.n_kv_heads;
     s.head_dim = cs.head_dim;
     s.block_size = 16;
     const bool grouped_shape = cs.head_dim != 48;  // the tensor-core decode kernel's head sizes
-    const int max_stages = grouped_shape ? grouped_decode_attention_init(s, device) : 0;
+    // Both caches' kernels; the stages both run (an E4M3 cache's are smaller).
+    const int max_stages = grouped_shape ? std::min(grouped_decode_attention_init(s, device, KvCacheType::Fp8E4M3),
+                                                    grouped_decode_attention_init(s, device, KvCacheType::F16))
+                                         : 0;
     ASSERT_TRUE(prefill_attention_init(s, device));
     const int hd = s.head_dim, q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
     // Decode tokens at these positions (a sequence each), then one prompt
@@ -1573,8 +1584,12 @@ TEST(CudaKernels, Fp8KvCacheGivesTheBitsOfItsValuesInF16) {
     };
     for (int splits : {1, 3})
       for (int heads : {1, 2})
-        same_bits("paged_attention", n_dec,
-                  [&](const AttentionArgs& a) { paged_attention(a, s, n_dec, splits, nullptr, heads); });
+        for (bool decode_only : {false, true})  // decode_only: the early loads before the wait, and the reload
+          same_bits("paged_attention", n_dec, [&](const AttentionArgs& a) {
+            AttentionArgs b = a;
+            b.decode_only = decode_only;
+            paged_attention(b, s, n_dec, splits, nullptr, heads);
+          });
     for (int stages = 2; stages <= max_stages; ++stages)
       same_bits("grouped_decode_attention", n_dec,
                 [&](const AttentionArgs& a) { grouped_decode_attention(a, s, n_dec, stages, nullptr); });
@@ -1630,6 +1645,8 @@ TEST(CudaKernels, Fp8KvCacheGivesTheBitsOfItsValuesInF16) {
   }
 }
 
+// 8-bit weights to f16 for the prefill GEMM: the bits of scale * q rounded,
+// for a slice of rows starting past row 0.
 TEST(CudaKernels, DequantizeToF16MatchesHostRounding) {
   const int64_t rows = 37, cols = 96, row0 = 5, n_rows = 29;
   for (const WeightFormat format : {WeightFormat::Q8_0, WeightFormat::I8Row, WeightFormat::F8Row}) {
