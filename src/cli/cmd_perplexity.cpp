@@ -55,7 +55,7 @@ int perplexity(const PerplexityOptions& o) {
   const LossResult r = evaluate_loss(*backend.runner, ids, o.ctx);
   nlohmann::json j = {{"device", backend.device},
                       {"quantize", o.quantize},
-                      {"kv_cache", o.kv_cache},
+                      {"kv_cache", backend.device == "cpu" ? std::string("f32") : o.kv_cache},
                       {"tokens", ids.size()},
                       {"predicted_tokens", r.predicted_tokens},
                       {"windows", r.windows},
@@ -73,7 +73,7 @@ int perplexity(const PerplexityOptions& o) {
     const LossResult ref_loss = evaluate_loss(*reference.runner, ids, o.ctx);
     const AgreementResult a = compare_runners(*backend.runner, *reference.runner, ids, o.ctx, o.compare_windows);
     j["compare"] = {{"quantize", other.quantize},
-                    {"kv_cache", other.kv_cache},
+                    {"kv_cache", reference.device == "cpu" ? std::string("f32") : other.kv_cache},
                     {"tensor_parallel", other.parallel.tensor_parallel},
                     {"pipeline_stages", other.parallel.pipeline_stages},
                     {"device", reference.device},

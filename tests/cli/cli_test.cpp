@@ -185,6 +185,13 @@ TEST_F(Cli, DeviceChoiceIsCheckedWithAOneLineError) {
   expect_one_line_error(run("run --model " + model + " --prompt hi --max-tokens 2 --device cpu --gpu-layers 1"),
                         "layers on the GPU were asked for (--gpu-layers");
   expect_one_line_error(run("perf --model " + model + " -p 4 -n 2 --gpu-layers 0"), "--gpu-layers must be at least 1");
+  // GPU-only settings on the CPU: refused, naming the flag.
+  expect_one_line_error(run("run --model " + model + " --prompt hi --max-tokens 2 --device cpu --kv-cache-dtype fp8"),
+                        "--kv-cache-dtype fp8 is for the GPU engine");
+  expect_one_line_error(run("run --model " + model + " --prompt hi --max-tokens 2 --device cpu --quantize int8"),
+                        "--quantize int8 is for the GPU engine");
+  const Output f16_cache = run("run --model " + model + " --prompt hi --max-tokens 2 --device cpu --kv-cache-dtype f16 --json");
+  EXPECT_EQ(f16_cache.exit_code, 0) << f16_cache.err;
 #if !TANDEM_HAVE_CUDA
   // This build has no CUDA engine: asking for it says so, auto takes the CPU.
   expect_one_line_error(run("perf --model " + model + " -p 4 -n 2 --device cuda"), "this build has no CUDA engine");
