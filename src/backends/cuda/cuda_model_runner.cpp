@@ -157,6 +157,13 @@ uint64_t step_scratch_bytes(const ModelConfig& c, GpuQuantization quantize, int6
 
 const char* gpu_kv_cache_name(GpuKvCache kv) { return kv == GpuKvCache::Fp8 ? "fp8" : "f16"; }
 
+namespace {
+// The kernels' name for the cache type.
+cuda::KvCacheType kernel_cache_type(GpuKvCache kv) {
+  return kv == GpuKvCache::Fp8 ? cuda::KvCacheType::Fp8E4M3 : cuda::KvCacheType::F16;
+}
+}  // namespace
+
 std::string CudaMemoryPlan::describe() const {
   const uint64_t kv = kv_bytes_per_block * static_cast<uint64_t>(kv_blocks);
   return "gpu budget " + gib(budget_bytes) + ": weights " + gib(weight_bytes) + ", scratch " + gib(scratch_bytes) +
@@ -185,7 +192,7 @@ CudaMemoryPlan plan_cuda_memory(const ModelConfig& c, const std::vector<TensorRe
   plan.scratch_bytes = step_scratch_bytes(c, options.quantize, plan.step_tokens, plan.logit_rows, tp_size);
   plan.kv_cache = options.kv_cache;
   plan.kv_bytes_per_block = static_cast<uint64_t>(c.n_layers) * 2 * static_cast<uint64_t>(plan.block_size * c.kv_dim()) *
-                            (options.kv_cache == GpuKvCache::Fp8 ? 1 : 2);
+                            cuda::kv_cache_element_bytes(kernel_cache_type(options.kv_cache));
   const int64_t min_blocks = (plan.max_context + plan.block_size - 1) / plan.block_size;
   const uint64_t fixed = plan.weight_bytes + plan.scratch_bytes;
   const uint64_t min_kv = plan.kv_bytes_per_block * static_cast<uint64_t>(min_blocks);
@@ -908,7 +915,7 @@ void CudaModelRunner::Impl::load(const std::string& path, const std::vector<Tens
     m.tensor_core_prefill = cuda::prefill_attention_init(shape, m.options.device);
     m.grouped_decode_stages = cuda::grouped_decode_attention_init(
         shape, m.options.device,
-        m.plan.kv_cache == GpuKvCache::Fp8 ? cuda::KvCacheType::Fp8E4M3 : cuda::KvCacheType::F16);
+        kernel_cache_type(m.plan.kv_cache));
     // One workspace for the splits of decode and of prompt attention, which
     // a layer runs one after the other.
     int64_t split_floats = cuda::kAttentionSplitSlots * 258;
@@ -1441,9 +1448,8 @@ const std::vector<float>& CudaModelRunner::Impl::run(std::span<const SequenceChu
   shape.head_dim = static_cast<int>(c.head_dim);
   shape.block_size = static_cast<int>(bs);
   // One layer's keys (and values): kv_blocks * bs rows of kv_dim elements.
-  const int64_t layer_cache_bytes = m.plan.kv_blocks * bs * kv_dim * (m.plan.kv_cache == GpuKvCache::Fp8 ? 1 : 2);
-  const cuda::KvCacheType cache_type =
-      m.plan.kv_cache == GpuKvCache::Fp8 ? cuda::KvCacheType::Fp8E4M3 : cuda::KvCacheType::F16;
+  const cuda::KvCacheType cache_type = kernel_cache_type(m.plan.kv_cache);
+  const int64_t layer_cache_bytes = m.plan.kv_blocks * bs * kv_dim * cuda::kv_cache_element_bytes(cache_type);
   // A few tokens split their context across blocks to fill the GPU. The
   // split count is part of a token's arithmetic, so batch_invariant keeps one.
   // Generated tokens take paged_attention, prompt tokens the tensor-core
